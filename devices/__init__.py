@@ -1,0 +1,1 @@
+"""storegw device drivers, one subpackage per family."""

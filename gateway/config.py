@@ -1,0 +1,293 @@
+"""Configuration: one TOML file plus ``STOREGW_`` environment overrides (``__`` nests).
+
+``load_config(path)`` returns a validated :class:`GatewaySettings`; every problem, from TOML
+syntax to a driver's own options, is collected into one :class:`~gateway.errors.ConfigError`
+listing each bad key by its dotted path (``devices.1.options.port``) and reason, so a
+technician fixes them all in one go. Environment variables win over the file (for example
+``STOREGW_MQTT__PORT=1884``). Durations are seconds, suffixed ``_s``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.clock import ClockSyncSource
+from gateway.drivers.contracts import DriverPlugin
+from gateway.drivers.registry import DriverRegistry
+from gateway.errors import ConfigError, ConfigIssue, DriverConfigError, UnknownDriverError
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "ClockConfig",
+    "ControlConfig",
+    "DeviceConfig",
+    "GatewaySettings",
+    "LoggingConfig",
+    "MqttConfig",
+    "ResolvedDevice",
+    "StorageConfig",
+    "StoreConfig",
+    "SupervisorConfig",
+    "load_config",
+    "resolve_devices",
+]
+
+DEFAULT_CONFIG_PATH = Path("/etc/storegw/gateway.toml")
+
+_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+_LOG_LEVEL = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreConfig(_Section):
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Store id; also a level of every MQTT topic.",
+    )
+    timezone: str = Field("UTC", description="IANA time zone of the store, e.g. Europe/Berlin.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+
+class ClockConfig(_Section):
+    sync: ClockSyncSource = ClockSyncSource.AUTO
+
+
+class MqttConfig(_Section):
+    host: str = "localhost"
+    port: int = Field(8883, ge=1, le=65535)
+    client_id: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = True
+    allow_plaintext: bool = False
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    keepalive_s: int = Field(60, ge=5, le=3600)
+    topic_root: str = "retail/v1/{store_id}/"
+
+    @model_validator(mode="after")
+    def _plaintext_is_explicit(self) -> Self:
+        if not self.tls and not self.allow_plaintext:
+            raise ValueError("tls = false needs allow_plaintext = true (never a silent fallback)")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together (mTLS)")
+        return self
+
+
+class StorageConfig(_Section):
+    path: Path = Path("/var/lib/storegw/gateway.db")
+    commit_interval_s: float = Field(0.05, gt=0, le=5, description="Group-commit window.")
+    commit_max_rows: int = Field(500, ge=1, le=100_000)
+    busy_timeout_s: float = Field(5.0, gt=0, le=120)
+
+
+class ControlConfig(_Section):
+    socket: Path = Path("/run/storegw/control.sock")
+
+
+class LoggingConfig(_Section):
+    level: _LOG_LEVEL = "INFO"
+    levels: dict[str, _LOG_LEVEL] = Field(default_factory=dict)
+
+
+class SupervisorConfig(_Section):
+    backoff_initial_s: float = Field(1.0, gt=0, le=600)
+    backoff_max_s: float = Field(60.0, gt=0, le=3600)
+    start_timeout_s: float = Field(30.0, gt=0, le=600)
+    stop_timeout_s: float = Field(5.0, gt=0, le=60)
+    healthy_after_s: float = Field(
+        60.0, gt=0, description="Running this long without failure resets the backoff."
+    )
+    shutdown_budget_s: float = Field(
+        20.0, gt=0, le=300, description="Whole graceful stop; keep below TimeoutStopSec."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must be >= backoff_initial_s")
+        return self
+
+
+class DeviceConfig(_Section):
+    name: str = Field(pattern=_NAME_PATTERN)
+    driver: str = Field(min_length=1)
+    enabled: bool = True
+    silence_limit_s: float | None = Field(None, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class GatewaySettings(BaseSettings):
+    """The whole configuration. Build it with :func:`load_config`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STOREGW_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    store: StoreConfig
+    clock: ClockConfig = ClockConfig()
+    mqtt: MqttConfig = MqttConfig()
+    storage: StorageConfig = StorageConfig()
+    control: ControlConfig = ControlConfig()
+    logging: LoggingConfig = LoggingConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    devices: list[DeviceConfig] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file, which arrives as init kwargs.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _unique_device_names(self) -> Self:
+        seen: dict[str, int] = {}
+        for index, device in enumerate(self.devices):
+            if device.name in seen:
+                raise ValueError(
+                    f"duplicate device name {device.name!r} "
+                    f"(devices.{seen[device.name]} and devices.{index})"
+                )
+            seen[device.name] = index
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedDevice:
+    """A configured device with its plugin loaded and its options validated by that plugin."""
+
+    config: DeviceConfig
+    plugin: DriverPlugin
+    options: BaseModel
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def silence_limit(self) -> float:
+        return self.config.silence_limit_s or self.plugin.default_silence_limit
+
+
+def _issues_from(error: ValidationError, prefix: Sequence[str | int] = ()) -> list[ConfigIssue]:
+    issues = []
+    for detail in error.errors(include_url=False):
+        path = ".".join(str(part) for part in (*prefix, *detail["loc"]))
+        issues.append(ConfigIssue(path, detail["msg"]))
+    return issues
+
+
+def load_config(
+    path: Path,
+    *,
+    registry: DriverRegistry | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[GatewaySettings, tuple[ResolvedDevice, ...]]:
+    """Read, validate and resolve the configuration at ``path``; ConfigError lists every issue.
+
+    ``environ`` replaces ``os.environ`` for the ``STOREGW_`` overrides (tests, reload).
+    """
+    source = str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(source, [ConfigIssue("", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, [ConfigIssue("", f"cannot read: {exc}")]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [ConfigIssue("", f"not valid TOML: {exc}")]) from exc
+    return parse_config(data, source=source, registry=registry, environ=environ)
+
+
+def parse_config(
+    data: Mapping[str, Any],
+    *,
+    source: str = "<config>",
+    registry: DriverRegistry | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[GatewaySettings, tuple[ResolvedDevice, ...]]:
+    """Validate an already-parsed TOML document (see :func:`load_config`)."""
+    saved = None
+    if environ is not None:
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(environ)
+    try:
+        settings = GatewaySettings(**data)
+    except ValidationError as exc:
+        raise ConfigError(source, _issues_from(exc)) from None
+    finally:
+        if saved is not None:
+            os.environ.clear()
+            os.environ.update(saved)
+    devices = resolve_devices(settings, registry or DriverRegistry.from_entry_points(), source)
+    return settings, devices
+
+
+def resolve_devices(
+    settings: GatewaySettings, registry: DriverRegistry, source: str = "<config>"
+) -> tuple[ResolvedDevice, ...]:
+    """Load each enabled device's plugin and validate its options with the plugin's model."""
+    issues: list[ConfigIssue] = []
+    resolved: list[ResolvedDevice] = []
+    for index, device in enumerate(settings.devices):
+        if not device.enabled:
+            continue
+        if device.driver not in registry:
+            unknown = UnknownDriverError(
+                source, f"devices.{index}.driver", device.driver, registry.names()
+            )
+            issues.extend(unknown.issues)
+            continue
+        try:
+            plugin = registry.load(device.driver)
+        except DriverConfigError as exc:
+            issues.append(ConfigIssue(f"devices.{index}.driver", str(exc)))
+            continue
+        try:
+            options = plugin.options_model.model_validate(device.options)
+        except ValidationError as exc:
+            issues.extend(_issues_from(exc, ("devices", index, "options")))
+            continue
+        resolved.append(ResolvedDevice(device, plugin, options))
+    if issues:
+        raise ConfigError(source, issues)
+    return tuple(resolved)

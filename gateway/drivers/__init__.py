@@ -1,0 +1,1 @@
+"""Driver contracts, plugin registry and the supervisor that runs driver instances."""

@@ -1,0 +1,273 @@
+"""The driver contract: what a device driver is, what it yields and what it can be told.
+
+A driver does I/O only. It turns hardware into typed readings (weight samples, BLE
+advertisements, label reports) and carries out commands (tare, push label content, flash an
+LED). There is no business logic in a driver: counting items, dwell times and label planning
+live in the sans-IO core.
+
+Every driver, whatever its family, has the same lifecycle, driven by the supervisor::
+
+    driver = plugin.create(context, options)   # cheap, no I/O
+    await driver.open()                         # connect; DriverUnavailableError to retry
+    async for reading in driver.readings():     # runs until cancelled or the link fails
+        ...                                     # each reading also feeds the silence watchdog
+    await driver.close()                        # always called, even after a failure
+
+A driver with nothing to report may yield :class:`Heartbeat` to show it is alive (for example an
+ESL access point's periodic system frame), so the silence watchdog only restarts drivers that
+really went quiet. Push-style hardware (callbacks) becomes an async iterator: callback → queue →
+``yield``, with the callback unregistered in ``finally``.
+
+Values are frozen dataclasses; the families' command protocols are small ``typing.Protocol``s so
+that fakes satisfy them by shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from gateway.clock import Clock
+
+__all__ = [
+    "DEFAULT_SILENCE_LIMITS",
+    "Advertisement",
+    "BeaconReceiver",
+    "DeviceFamily",
+    "Driver",
+    "DriverContext",
+    "DriverPlugin",
+    "Heartbeat",
+    "LabelContent",
+    "LabelDriver",
+    "LabelModel",
+    "LabelPalette",
+    "LabelReport",
+    "LabelReportKind",
+    "Reading",
+    "ScaleDriver",
+    "ScaleStatus",
+    "WeightSample",
+]
+
+
+class DeviceFamily(StrEnum):
+    SCALE = "scale"
+    BEACON = "beacon"
+    ESL = "esl"
+
+
+#: Seconds without any reading after which the supervisor restarts a driver, per family.
+#: Scales stream several samples a second; BLE scanners are known to stall silently (restart
+#: after ~90 s, research/ble.md); ESL access points report at least every few minutes.
+DEFAULT_SILENCE_LIMITS: Mapping[DeviceFamily, float] = {
+    DeviceFamily.SCALE: 30.0,
+    DeviceFamily.BEACON: 90.0,
+    DeviceFamily.ESL: 600.0,
+}
+
+
+# --- readings -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A driver is alive but has nothing to report."""
+
+    monotonic: float
+    detail: str = ""
+
+
+class ScaleStatus(StrEnum):
+    OK = "ok"
+    OVERLOAD = "overload"
+    UNDERLOAD = "underload"
+    ERROR = "error"  # the device answered with an error instead of a weight
+
+
+@dataclass(frozen=True, slots=True)
+class WeightSample:
+    """One weight reading of one channel (load cell / transmitter / scale head).
+
+    Weights are grams whatever the device's unit. ``stable`` is the device's own motion flag,
+    ``None`` when the device has none (the core then judges stability from the samples).
+    """
+
+    channel: str
+    gross_grams: float | None
+    net_grams: float | None
+    stable: bool | None
+    status: ScaleStatus
+    monotonic: float
+    observed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Advertisement:
+    """One BLE advertisement as seen by one receiver (radio adapter or remote receiver).
+
+    ``address`` is the raw BLE address: personal data for customers' devices, so the presence
+    core pseudonymises it at ingestion and never stores or publishes it.
+    """
+
+    receiver: str
+    address: str
+    rssi: int
+    monotonic: float
+    observed_at: datetime
+    manufacturer_data: Mapping[int, bytes] = field(default_factory=dict)
+    service_data: Mapping[str, bytes] = field(default_factory=dict)
+    service_uuids: tuple[str, ...] = ()
+    tx_power: int | None = None
+    local_name: str | None = None
+
+
+class LabelPalette(StrEnum):
+    BW = "bw"
+    BWR = "bwr"
+    BWY = "bwy"
+    BWRY = "bwry"
+
+
+@dataclass(frozen=True, slots=True)
+class LabelModel:
+    """What a label panel can show."""
+
+    width: int
+    height: int
+    palette: LabelPalette
+    has_led: bool = False
+
+
+class LabelReportKind(StrEnum):
+    SEEN = "seen"  # the label checked in (battery, signal, model); no delivery news
+    CONFIRMED = "confirmed"  # the label itself reported it now shows ``content_hash``
+    FAILED = "failed"  # delivery of ``content_hash`` failed on the device side
+
+
+@dataclass(frozen=True, slots=True)
+class LabelReport:
+    """News about one label from the ESL system.
+
+    ``CONFIRMED`` must only be reported on the label's own confirmation (for example the
+    access point's "xfer complete"), never on an access point accepting an upload.
+    ``evidence`` is the driver's proof in words, carried into receipts to HQ.
+    """
+
+    label_id: str
+    kind: LabelReportKind
+    monotonic: float
+    observed_at: datetime
+    content_hash: str | None = None
+    evidence: str = ""
+    model: LabelModel | None = None
+    battery_mv: int | None = None
+    rssi: int | None = None
+
+
+Reading: TypeAlias = WeightSample | Advertisement | LabelReport | Heartbeat
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LabelContent:
+    """Rendered content for one label. ``content_hash`` identifies it end to end."""
+
+    label_id: str
+    image_png: bytes
+    content_hash: str
+    model: LabelModel
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """Lifecycle shared by every family (see the module docstring)."""
+
+    async def open(self) -> None:
+        """Connect to the hardware. Raise DriverUnavailableError (retry) or DriverConfigError."""
+        ...
+
+    def readings(self) -> AsyncIterator[Reading]:
+        """Yield readings until cancelled; raise DriverUnavailableError when the link fails."""
+        ...
+
+    async def close(self) -> None:
+        """Release the hardware. Called once after ``open``, whatever happened; never raises."""
+        ...
+
+
+@runtime_checkable
+class ScaleDriver(Driver, Protocol):
+    """Weight sensors: yields :class:`WeightSample`; zero and tare on request."""
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The channels (slots' load cells) this driver instance reads."""
+        ...
+
+    async def zero(self, channel: str) -> None: ...
+
+    async def tare(self, channel: str) -> None: ...
+
+
+@runtime_checkable
+class BeaconReceiver(Driver, Protocol):
+    """BLE receivers: yields :class:`Advertisement`, nothing to command."""
+
+
+@runtime_checkable
+class LabelDriver(Driver, Protocol):
+    """Electronic shelf labels: yields :class:`LabelReport`; pushes content, flashes LEDs."""
+
+    @property
+    def labels_per_minute(self) -> float:
+        """Sustained delivery rate the radio manages, so the core can plan scheduled flips."""
+        ...
+
+    async def push(self, content: LabelContent) -> None:
+        """Hand content to the ESL system. Returning means *accepted*, not shown: the label's
+        confirmation arrives later as a ``CONFIRMED`` :class:`LabelReport`."""
+        ...
+
+    async def flash(self, label_id: str, *, seconds: float = 10.0) -> None: ...
+
+
+# --- plugins ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DriverContext:
+    """What a driver instance is given besides its options."""
+
+    name: str
+    clock: Clock
+
+
+@dataclass(frozen=True, slots=True)
+class DriverPlugin:
+    """A driver as published under the ``storegw.drivers`` entry-point group.
+
+    ``options_model`` validates the instance's ``[devices.options]`` table (pydantic, extra keys
+    forbidden); ``factory`` builds a driver from a context and validated options, without I/O.
+    """
+
+    family: DeviceFamily
+    options_model: type[BaseModel]
+    factory: Callable[[DriverContext, Any], Driver]
+    description: str = ""
+    silence_limit: float | None = None
+
+    @property
+    def default_silence_limit(self) -> float:
+        return self.silence_limit or DEFAULT_SILENCE_LIMITS[self.family]
+
+    def create(self, context: DriverContext, options: BaseModel) -> Driver:
+        return self.factory(context, options)

@@ -1,0 +1,148 @@
+"""The one error tree of storegw.
+
+Every error the gateway raises on purpose derives from :class:`GatewayError`. Library errors
+(sqlite3, paho, bleak, pyserial, pymodbus) are translated where they enter, with
+``raise X(...) from exc``, so callers decide retry-or-give-up by type, never by message::
+
+    GatewayError
+    ├── ConfigError                 bad configuration; the process exits 78 (EX_CONFIG)
+    │   └── UnknownDriverError      a device names a driver no installed plugin provides
+    ├── StorageError                the SQLite database cannot be used (names the path)
+    │   ├── StorageUnavailableError cannot open/write: read-only filesystem, missing directory
+    │   ├── StorageFullError        disk or page budget exhausted; the transaction rolled back
+    │   ├── StorageCorruptError     quick_check failed; never silently replaced
+    │   └── SchemaTooNewError       the database was written by a newer storegw
+    ├── DriverError                 a device driver failed
+    │   ├── DriverUnavailableError  transient (port gone, device silent): retry with backoff
+    │   └── DriverConfigError       permanent for this config: mark the driver failed, no retry
+    └── ControlError                the control socket (CLI ↔ daemon) failed
+        ├── DaemonNotRunningError   no daemon is listening on the socket path
+        └── ControlProtocolError    a malformed or unsupported request/response
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "ConfigError",
+    "ConfigIssue",
+    "ControlError",
+    "ControlProtocolError",
+    "DaemonNotRunningError",
+    "DriverConfigError",
+    "DriverError",
+    "DriverUnavailableError",
+    "GatewayError",
+    "SchemaTooNewError",
+    "StorageCorruptError",
+    "StorageError",
+    "StorageFullError",
+    "StorageUnavailableError",
+    "UnknownDriverError",
+]
+
+
+class GatewayError(Exception):
+    """Root of every error storegw raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One bad configuration key: a dotted path such as ``devices.1.options.port``."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '<root>'}: {self.reason}"
+
+
+class ConfigError(GatewayError):
+    """The configuration is invalid; ``issues`` lists every bad key with its reason."""
+
+    def __init__(self, source: str, issues: Sequence[ConfigIssue]) -> None:
+        self.source = source
+        self.issues = tuple(issues)
+        lines = "\n".join(f"  {issue}" for issue in self.issues)
+        super().__init__(f"invalid configuration {source}:\n{lines}")
+
+
+class UnknownDriverError(ConfigError):
+    """A device names a driver that no installed plugin provides."""
+
+    def __init__(self, source: str, path: str, driver: str, known: Sequence[str]) -> None:
+        self.driver = driver
+        self.known = tuple(sorted(known))
+        reason = f"unknown driver {driver!r}; known drivers: {', '.join(self.known) or 'none'}"
+        super().__init__(source, [ConfigIssue(path, reason)])
+
+
+class StorageError(GatewayError):
+    """The database at ``path`` cannot be used."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"database {self.path}: {reason}")
+
+
+class StorageUnavailableError(StorageError):
+    """The database cannot be opened or written (read-only filesystem, missing directory)."""
+
+
+class StorageFullError(StorageError):
+    """The disk or the configured page budget is exhausted; the transaction was rolled back."""
+
+
+class StorageCorruptError(StorageError):
+    """``PRAGMA quick_check`` failed. The file is kept for forensics, never replaced."""
+
+
+class SchemaTooNewError(StorageError):
+    """The database schema is newer than this storegw understands."""
+
+    def __init__(self, path: Path | str, found: int, supported: int) -> None:
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            path,
+            f"schema version {found} is newer than this storegw supports ({supported}); "
+            "upgrade storegw or restore a matching backup",
+        )
+
+
+class DriverError(GatewayError):
+    """A device driver failed; ``driver`` is the configured instance name when known."""
+
+    def __init__(self, message: str, *, driver: str | None = None) -> None:
+        self.driver = driver
+        super().__init__(f"{driver}: {message}" if driver else message)
+
+
+class DriverUnavailableError(DriverError):
+    """Transient: the device or its link is unavailable. The supervisor retries with backoff."""
+
+
+class DriverConfigError(DriverError):
+    """Permanent for this configuration: the supervisor marks the driver failed, no retry."""
+
+
+class ControlError(GatewayError):
+    """The control socket between the CLI and the daemon failed."""
+
+
+class DaemonNotRunningError(ControlError):
+    """Nothing listens on the control socket: the daemon is not running (or another path)."""
+
+    def __init__(self, socket_path: Path | str, reason: str) -> None:
+        self.socket_path = str(socket_path)
+        super().__init__(
+            f"storegw daemon is not running (no answer on {self.socket_path}: {reason})"
+        )
+
+
+class ControlProtocolError(ControlError):
+    """A malformed or unsupported control request or response."""

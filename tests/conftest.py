@@ -1,0 +1,97 @@
+"""Suite-wide fixtures: leak detection, a real mosquitto broker, free ports, temp paths."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+async def _no_leaked_tasks_or_threads() -> AsyncIterator[None]:
+    """Fail any test that leaves asyncio tasks or threads running behind it."""
+    threads_before = set(threading.enumerate())
+    tasks_before = asyncio.all_tasks()
+    yield
+    current = asyncio.current_task()
+    leaked_tasks = [
+        task
+        for task in asyncio.all_tasks() - tasks_before
+        if task is not current and not task.done()
+    ]
+    for task in leaked_tasks:
+        task.cancel()
+    assert not leaked_tasks, f"test leaked asyncio tasks: {[t.get_name() for t in leaked_tasks]}"
+    deadline = time.monotonic() + 2.0
+    while True:  # worker threads (aiosqlite, executors) may need a moment to finish
+        leaked = [
+            thread
+            for thread in set(threading.enumerate()) - threads_before
+            if thread.is_alive() and not thread.daemon
+        ]
+        if not leaked or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    assert not leaked, f"test leaked threads: {[t.name for t in leaked]}"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True, slots=True)
+class Broker:
+    host: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Broker]:
+    """A real mosquitto on a free loopback port, owned by this test (never the one on 1883)."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(binary).exists():
+        pytest.fail("mosquitto is not installed: run `make test`, which installs it")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n",
+        encoding="utf-8",
+    )
+    process = subprocess.Popen(  # noqa: S603 - fixed binary, generated config
+        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"mosquitto exited: {process.stderr.read() if process.stderr else ''!r}")
+            time.sleep(0.05)
+    else:
+        process.kill()
+        pytest.fail("mosquitto did not start listening within 10 s")
+    try:
+        yield Broker("127.0.0.1", port, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr:
+            process.stderr.close()
