@@ -24,6 +24,7 @@ __all__ = [
     "ClockSyncSource",
     "FakeClock",
     "SyncProbe",
+    "event_stamp",
     "SystemClock",
     "isoformat_utc",
     "probe_kernel_sync",
@@ -139,3 +140,12 @@ def isoformat_utc(instant: datetime) -> str:
     if instant.tzinfo is None:
         raise ValueError("naive datetime: the gateway only handles timezone-aware instants")
     return instant.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def event_stamp(clock: Clock) -> dict[str, str | bool]:
+    """The time fields every event carries: ``ts``, plus ``unsynced: true`` while the clock is
+    not synchronised, so HQ can tell a real time from a box that booted in the past."""
+    stamp: dict[str, str | bool] = {"ts": isoformat_utc(clock.utc_now())}
+    if not clock.is_synchronized():
+        stamp["unsynced"] = True
+    return stamp

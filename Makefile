@@ -1,0 +1,32 @@
+# The two commands of the README: `make demo` and `make test`. Both set themselves up.
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint typecheck unit bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(BIN)/storegw demo $(DEMO_ARGS)
+
+test: setup lint typecheck unit
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy
+
+unit:
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/idle.py
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,416 @@
+"""Composition root and lifecycle of the daemon.
+
+``Gateway.run()`` owns everything under one ``asyncio.TaskGroup``::
+
+    start:  storage (open, checks, migrations) → storage.writer → supervisor → drivers
+            → control socket → systemd READY=1
+    run:    SIGHUP re-reads the config: only changed drivers restart; a bad config is refused
+            and the running one kept. The systemd watchdog is pinged only while the event loop,
+            the storage writer and the supervisor all show progress.
+    stop:   SIGTERM/SIGINT → STOPPING=1 → drivers (half the budget) → control socket
+            → flush and close storage; exit 0. The whole stop fits ``supervisor.shutdown_budget_s``,
+            which stays below the unit's TimeoutStopSec.
+
+A stop signal during start-up cancels the start-up cleanly: whatever was opened is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__
+from gateway.clock import Clock, isoformat_utc
+from gateway.config import GatewaySettings, ResolvedDevice, load_config
+from gateway.control.server import ControlServer
+from gateway.drivers.registry import DriverRegistry
+from gateway.drivers.supervisor import Supervisor
+from gateway.errors import ConfigError
+from gateway.hub import ReadingHub
+from gateway.store import Database
+from gateway.systemd import SystemdNotifier, WatchdogGate
+
+__all__ = ["Gateway", "ReloadOutcome"]
+
+_LOGGER = logging.getLogger(__name__)
+
+_LOOP_TICK_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    at: datetime
+    ok: bool
+    detail: str
+
+
+@dataclass(slots=True)
+class _Runtime:
+    """What exists once start-up got far enough; shutdown closes what is there."""
+
+    database: Database | None = None
+    supervisor: Supervisor | None = None
+    control: ControlServer | None = None
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+
+class Gateway:
+    """The storegw daemon. Build with validated settings; ``await run()`` until stopped."""
+
+    def __init__(
+        self,
+        *,
+        config_path: Path,
+        settings: GatewaySettings,
+        devices: tuple[ResolvedDevice, ...],
+        clock: Clock,
+        registry: DriverRegistry,
+        notifier: SystemdNotifier | None = None,
+        environ: Mapping[str, str] | None = None,
+        on_ready: Callable[[Gateway], Awaitable[None]] | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.settings = settings
+        self.devices = devices
+        self.clock = clock
+        self.registry = registry
+        self.hub = ReadingHub()
+        self._notifier = notifier or SystemdNotifier.from_environment()
+        self._environ = environ
+        self._on_ready = on_ready
+        self._runtime = _Runtime()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._stop_reason: str | None = None
+        self._ready = False
+        self._main_task: asyncio.Task[Any] | None = None
+        self._group: asyncio.TaskGroup | None = None
+        self._started_mono = clock.monotonic()
+        self._started_at = clock.utc_now()
+        self._loop_ticks = 0
+        self.last_reload: ReloadOutcome | None = None
+
+    # --- public -------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def database(self) -> Database | None:
+        return self._runtime.database
+
+    @property
+    def supervisor(self) -> Supervisor | None:
+        return self._runtime.supervisor
+
+    def request_stop(self, reason: str = "requested") -> None:
+        """Begin a graceful stop; during start-up this cancels the start-up instead."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            _LOGGER.info("stopping (%s)", reason)
+        self._stop.set()
+        if not self._ready and self._main_task is not None:
+            self._main_task.cancel()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    async def run(self, *, duration: float | None = None) -> int:
+        """Run until a stop signal (or ``duration`` seconds after ready); returns the exit code.
+
+        Raises ConfigError/StorageError from start-up for the CLI to map to exit codes.
+        """
+        self._main_task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        installed = self._install_signal_handlers(loop)
+        try:
+            await self._run(duration)
+        except asyncio.CancelledError:
+            if self._stop_reason is None or self._main_task is None:
+                raise
+            self._main_task.uncancel()
+            _LOGGER.info("start-up interrupted by %s; stopped cleanly", self._stop_reason)
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+        return 0
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> list[int]:
+        installed = []
+        handlers: dict[int, Callable[[], None]] = {
+            signal.SIGTERM: lambda: self.request_stop("SIGTERM"),
+            signal.SIGINT: lambda: self.request_stop("SIGINT"),
+            signal.SIGHUP: self.request_reload,
+        }
+        for signum, handler in handlers.items():
+            try:
+                loop.add_signal_handler(signum, handler)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+                continue
+            installed.append(signum)
+        return installed
+
+    async def _run(self, duration: float | None) -> None:
+        runtime = self._runtime
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                await self._start(group)
+                self._ready = True
+                self._notifier.ready()
+                self._notifier.status(self._status_line())
+                _LOGGER.info(
+                    "storegw %s ready: store %s, %d device(s), started in %.2f s",
+                    __version__,
+                    self.settings.store.id,
+                    len(self.devices),
+                    self.clock.monotonic() - self._started_mono,
+                )
+                if self._on_ready is not None:
+                    await self._on_ready(self)
+                if self._stop.is_set():  # a stop arrived while on_ready ran
+                    pass
+                elif duration is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), duration)
+                else:
+                    await self._stop.wait()
+                await self._shutdown()
+        finally:
+            # Start-up failed or was cancelled: close whatever was opened, flushing storage.
+            if runtime.database is not None:
+                await runtime.database.close()
+
+    async def _start(self, group: asyncio.TaskGroup) -> None:
+        runtime = self._runtime
+        storage = self.settings.storage
+        runtime.database = await Database.open(
+            storage.path,
+            clock=self.clock,
+            commit_interval_s=storage.commit_interval_s,
+            commit_max_rows=storage.commit_max_rows,
+            busy_timeout_s=storage.busy_timeout_s,
+        )
+        self._spawn(group, "storage.writer", runtime.database.run())
+
+        runtime.supervisor = Supervisor(
+            clock=self.clock, config=self.settings.supervisor, sink=self.hub.publish
+        )
+        self._spawn(group, "supervisor", runtime.supervisor.run())
+        runtime.supervisor.apply(self.devices)
+
+        runtime.control = ControlServer(self.settings.control.socket)
+        self._register_control_commands(runtime.control)
+        self._spawn(group, "control", runtime.control.serve())
+
+        self._spawn(group, "loop.ticker", self._tick_loop())
+        self._spawn(group, "config.reloader", self._reload_loop())
+        if self._notifier.watchdog_interval() is not None:
+            self._spawn(group, "systemd.watchdog", self._watchdog_loop())
+
+    def _spawn(self, group: asyncio.TaskGroup, name: str, coro: Awaitable[None]) -> None:
+        async def wrapped() -> None:
+            await coro
+
+        self._runtime.tasks[name] = group.create_task(wrapped(), name=name)
+
+    def spawn_extra(self, name: str, coro: Awaitable[None]) -> None:
+        """Run ``coro`` under the root task group until shutdown (e.g. the demo's summary)."""
+        if self._group is None:
+            raise RuntimeError("the gateway is not running")
+        self._spawn(self._group, name, coro)
+
+    async def _shutdown(self) -> None:
+        runtime = self._runtime
+        budget = self.settings.supervisor.shutdown_budget_s
+        deadline = time.monotonic() + budget
+        self._notifier.stopping()
+        self._notifier.status("stopping")
+        if runtime.supervisor is not None:
+            await runtime.supervisor.shutdown(budget / 2)
+        for name, task in runtime.tasks.items():
+            if name not in {"storage.writer", "supervisor"}:
+                task.cancel()
+        if runtime.database is not None:
+            remaining = max(0.5, deadline - time.monotonic())
+            try:
+                await asyncio.wait_for(runtime.database.close(), remaining)
+            except TimeoutError:
+                _LOGGER.error("storage did not close within %.1f s", remaining)
+        _LOGGER.info("stopped")
+
+    # --- background loops ---------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while True:
+            self._loop_ticks += 1
+            await asyncio.sleep(_LOOP_TICK_S)
+
+    async def _watchdog_loop(self) -> None:
+        interval = self._notifier.watchdog_interval()
+        assert interval is not None
+        runtime = self._runtime
+        probes: dict[str, Callable[[], int]] = {"event loop": lambda: self._loop_ticks}
+        if runtime.database is not None:
+            probes["storage writer"] = lambda db=runtime.database: db.writer_progress
+        if runtime.supervisor is not None:
+            probes["supervisor"] = lambda sup=runtime.supervisor: sup.progress
+        gate = WatchdogGate(probes)
+        reported: list[str] = []
+        while True:
+            await asyncio.sleep(interval / 2)
+            if gate.should_ping():
+                self._notifier.watchdog()
+                if reported:
+                    _LOGGER.info("all components progressing again")
+                    reported = []
+            else:
+                stalled = gate.stalled()
+                if stalled != reported:
+                    _LOGGER.error("withholding watchdog ping: no progress from %s", stalled)
+                    self._notifier.status(f"stalled: {', '.join(stalled)}")
+                    reported = stalled
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            self._notifier.reloading()
+            self.last_reload = self._reload_config()
+            self._notifier.ready()
+            self._notifier.status(self._status_line())
+
+    def _reload_config(self) -> ReloadOutcome:
+        now = self.clock.utc_now()
+        try:
+            settings, devices = load_config(
+                self.config_path, registry=self.registry, environ=self._environ
+            )
+        except ConfigError as exc:
+            _LOGGER.error("reload refused, keeping the running configuration: %s", exc)
+            return ReloadOutcome(now, ok=False, detail=str(exc))
+        changed_sections = [
+            name
+            for name in GatewaySettings.model_fields
+            if name not in {"devices", "logging"}
+            and getattr(settings, name) != getattr(self.settings, name)
+        ]
+        if changed_sections:
+            _LOGGER.warning(
+                "reload: changes to [%s] take effect at the next restart",
+                "], [".join(changed_sections),
+            )
+        if settings.logging != self.settings.logging:
+            root = logging.getLogger()
+            root.setLevel(settings.logging.level)
+            for name, level in settings.logging.levels.items():
+                logging.getLogger(name).setLevel(level)
+        assert self._runtime.supervisor is not None
+        applied = self._runtime.supervisor.apply(devices)
+        for name in applied.stopped:
+            self.hub.forget(name)
+        self.settings = settings.model_copy(
+            update={name: getattr(self.settings, name) for name in changed_sections}
+        )
+        self.devices = devices
+        detail = (
+            f"started {list(applied.started)}, restarted {list(applied.restarted)}, "
+            f"stopped {list(applied.stopped)}, unchanged {len(applied.unchanged)}"
+        )
+        _LOGGER.info("configuration reloaded: %s", detail)
+        return ReloadOutcome(now, ok=True, detail=detail)
+
+    # --- diagnostics --------------------------------------------------------------------
+
+    def _status_line(self) -> str:
+        supervisor = self._runtime.supervisor
+        if supervisor is None:
+            return "starting"
+        statuses = supervisor.statuses()
+        healthy = sum(1 for status in statuses if status.health.value == "running")
+        clock = "clock synced" if self.clock.is_synchronized() else "clock NOT synced"
+        return f"{healthy}/{len(statuses)} drivers running, {clock}"
+
+    def _register_control_commands(self, control: ControlServer) -> None:
+        control.register("status", self._status_command)
+        control.register("devices", self._devices_command)
+
+    async def status(self) -> dict[str, Any]:
+        """Everything ``storegw status`` shows, JSON-ready."""
+        runtime = self._runtime
+        storage: dict[str, Any] | None = None
+        if runtime.database is not None:
+            stats = await runtime.database.stats()
+            storage = stats.as_dict()
+        now_mono = self.clock.monotonic()
+        mqtt = self.settings.mqtt
+        return {
+            "store": {"id": self.settings.store.id, "timezone": self.settings.store.timezone},
+            "version": __version__,
+            "pid": os.getpid(),
+            "started_at": isoformat_utc(self._started_at),
+            "uptime_s": round(now_mono - self._started_mono, 1),
+            "clock": {
+                "synchronized": self.clock.is_synchronized(),
+                "source": self.settings.clock.sync.value,
+                "utc_now": isoformat_utc(self.clock.utc_now()),
+            },
+            "config": {
+                "path": str(self.config_path),
+                "last_reload": None
+                if self.last_reload is None
+                else {
+                    "at": isoformat_utc(self.last_reload.at),
+                    "ok": self.last_reload.ok,
+                    "detail": self.last_reload.detail,
+                },
+            },
+            "mqtt": {
+                "host": mqtt.host,
+                "port": mqtt.port,
+                "transport": "tls" if mqtt.tls else "PLAINTEXT",
+            },
+            "drivers": [
+                status.as_dict()
+                for status in (runtime.supervisor.statuses() if runtime.supervisor else ())
+            ],
+            "readings": self.hub.summaries(now_mono),
+            "storage": storage,
+        }
+
+    async def _status_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.status()
+
+    async def _devices_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        runtime = self._runtime
+        health = {
+            status.name: status.as_dict()
+            for status in (runtime.supervisor.statuses() if runtime.supervisor else ())
+        }
+        configured = []
+        for device in self.settings.devices:
+            resolved = next((d for d in self.devices if d.name == device.name), None)
+            configured.append(
+                {
+                    "name": device.name,
+                    "driver": device.driver,
+                    "family": resolved.plugin.family.value if resolved else None,
+                    "enabled": device.enabled,
+                    "silence_limit_s": resolved.silence_limit if resolved else None,
+                    "health": health.get(device.name, {}).get("health", "disabled"),
+                    "last_error": health.get(device.name, {}).get("last_error"),
+                }
+            )
+        return {"devices": configured, "known_drivers": list(self.registry.names())}

@@ -1,0 +1,1 @@
+"""The storegw command line: the daemon entry point and the technician tools."""

@@ -1,0 +1,122 @@
+"""Human-readable rendering of the daemon's diagnostics (``storegw status``, ``devices``).
+
+Pure functions from the control socket's JSON to text, so a technician sees what is wrong in
+seconds: problems first in each line, no scrolling through healthy noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["format_bytes", "format_duration", "render_devices", "render_status"]
+
+_HEALTH_MARK = {
+    "running": "ok  ",
+    "starting": "..  ",
+    "degraded": "WARN",
+    "failed": "FAIL",
+    "stopped": "--  ",
+    "disabled": "--  ",
+}
+
+
+def format_bytes(count: float | None) -> str:
+    if count is None:
+        return "?"
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover - unreachable
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h {minutes}m"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def _driver_line(driver: Mapping[str, Any]) -> str:
+    health = str(driver.get("health", "?"))
+    mark = _HEALTH_MARK.get(health, "?   ")
+    line = (
+        f"  [{mark}] {driver.get('name', '?'):<16} {driver.get('driver', '?'):<18} "
+        f"{health:<9} readings={driver.get('readings', 0)} restarts={driver.get('restarts', 0)}"
+    )
+    if driver.get("last_error"):
+        line += f"\n           last error: {driver['last_error']} (at {driver.get('last_error_at')})"
+    if driver.get("next_retry_in_s") is not None:
+        line += f"\n           next retry in {float(driver['next_retry_in_s']):.1f} s"
+    return line
+
+
+def render_status(status: Mapping[str, Any]) -> str:
+    store = status.get("store", {})
+    clock = status.get("clock", {})
+    lines = [
+        f"storegw {status.get('version', '?')} — store {store.get('id', '?')} "
+        f"({store.get('timezone', '?')}), pid {status.get('pid', '?')}, "
+        f"up {format_duration(status.get('uptime_s'))}",
+    ]
+    if clock.get("synchronized"):
+        lines.append(f"clock:    synchronised ({clock.get('utc_now')})")
+    else:
+        lines.append(
+            f"clock:    NOT SYNCHRONISED ({clock.get('utc_now')}): events are flagged "
+            "'unsynced', wall-time schedules wait"
+        )
+    mqtt = status.get("mqtt") or {}
+    if mqtt:
+        transport = mqtt.get("transport", "?")
+        warn = "  <-- plaintext, allowed by config" if transport != "tls" else ""
+        lines.append(f"mqtt:     {mqtt.get('host')}:{mqtt.get('port')} ({transport}){warn}")
+    storage = status.get("storage")
+    if storage:
+        lines.append(
+            f"storage:  {storage.get('path')} {format_bytes(storage.get('size_bytes'))}, "
+            f"{format_bytes(storage.get('free_disk_bytes'))} free, "
+            f"schema v{storage.get('schema_version')}, boot #{storage.get('boot')}"
+        )
+    reload_info = (status.get("config") or {}).get("last_reload")
+    if reload_info and not reload_info.get("ok"):
+        lines.append(f"config:   LAST RELOAD REFUSED at {reload_info.get('at')}:")
+        lines.extend(f"          {line}" for line in str(reload_info.get("detail")).splitlines())
+    drivers = status.get("drivers") or []
+    problems = [d for d in drivers if d.get("health") not in {"running", "starting"}]
+    lines.append(
+        f"drivers:  {len(drivers) - len(problems)}/{len(drivers)} healthy"
+        + (f", {len(problems)} need attention" if problems else "")
+    )
+    lines.extend(_driver_line(driver) for driver in sorted(drivers, key=_problem_first))
+    return "\n".join(lines)
+
+
+def _problem_first(driver: Mapping[str, Any]) -> tuple[int, str]:
+    order = {"failed": 0, "degraded": 1, "starting": 2, "running": 3}
+    return order.get(str(driver.get("health")), 4), str(driver.get("name"))
+
+
+def render_devices(result: Mapping[str, Any]) -> str:
+    devices = result.get("devices") or []
+    if not devices:
+        return "no devices configured"
+    lines = [f"{'NAME':<16} {'DRIVER':<18} {'FAMILY':<7} {'HEALTH':<9} LAST ERROR"]
+    for device in devices:
+        health = device.get("health") if device.get("enabled") else "disabled"
+        lines.append(
+            f"{device.get('name', '?'):<16} {device.get('driver', '?'):<18} "
+            f"{device.get('family') or '?':<7} {health:<9} {device.get('last_error') or ''}"
+        )
+    return "\n".join(lines)

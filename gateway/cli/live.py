@@ -1,0 +1,49 @@
+"""The demo's live summary: what the virtual store's devices are doing, every few seconds.
+
+Plain lines on stdout (no terminal control codes) so it works headless, piped and in CI logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+__all__ = ["format_live_summary", "print_live_summary"]
+
+
+def format_live_summary(status: dict[str, Any]) -> str:
+    clock = "synced" if status["clock"]["synchronized"] else "UNSYNCED"
+    lines = [f"--- store {status['store']['id']} | up {status['uptime_s']:.0f}s | clock {clock}"]
+    readings: dict[str, dict[str, Any]] = status.get("readings", {})
+    for driver in status.get("drivers", []):
+        name = driver["name"]
+        digest = readings.get(name, {})
+        detail = ""
+        if "weights" in digest:
+            detail = "  ".join(
+                f"{channel}={w['net_grams']:.0f}g{'' if w['stable'] else '~'}"
+                for channel, w in digest["weights"].items()
+                if w["net_grams"] is not None
+            )
+        elif "beacons_recent" in digest:
+            detail = f"{digest['beacons_recent']} beacons in range"
+            if "strongest_rssi" in digest:
+                detail += f", strongest {digest['strongest_rssi']} dBm"
+        elif "label_reports" in digest:
+            detail = ", ".join(f"{kind} {count}" for kind, count in digest["label_reports"].items())
+        error = f"  last error: {driver['last_error']}" if driver.get("last_error") else ""
+        lines.append(
+            f"  {name:<14} {driver['health']:<9} {driver['readings']:>7} readings  {detail}{error}"
+        )
+    return "\n".join(lines)
+
+
+async def print_live_summary(gateway: Gateway, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        status = await gateway.status()
+        print(format_live_summary(status), flush=True, file=sys.stdout)

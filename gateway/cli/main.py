@@ -1,0 +1,218 @@
+"""``storegw`` command line: run the daemon, check a config, and diagnostics for technicians.
+
+Exit codes follow sysexits(3) where one fits: 0 ok, 1 a diagnostic found a problem, 3 the
+daemon is not running, 65 the database is corrupt or too new (restarting cannot help),
+74 storage I/O error, 78 invalid configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__
+
+__all__ = ["main"]
+
+_LOGGER = logging.getLogger("gateway.cli")
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_NOT_RUNNING = 3
+EXIT_DATAERR = 65
+EXIT_IOERR = 74
+EXIT_CONFIG = 78
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from gateway.config import DEFAULT_CONFIG_PATH
+
+    parser = argparse.ArgumentParser(
+        prog="storegw", description="Store-edge IoT gateway: shelf labels, smart shelves, BLE."
+    )
+    parser.add_argument("--version", action="version", version=f"storegw {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the gateway daemon")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
+    run.add_argument("--duration", type=float, help="stop after this many seconds (tests)")
+
+    demo = commands.add_parser(
+        "demo", help="run a virtual store with simulated devices, printing a live summary"
+    )
+    demo.add_argument("--config", type=Path, help="demo config (default: the built-in one)")
+    demo.add_argument("--state-dir", type=Path, default=Path(".demo"))
+    demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    demo.add_argument("--interval", type=float, default=2.0, help="seconds between summaries")
+
+    check = commands.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH)
+
+    for name, text in (
+        ("status", "show the running daemon's health"),
+        ("devices", "list configured driver instances"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        where = sub.add_mutually_exclusive_group()
+        where.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
+        where.add_argument("--socket", type=Path, help="control socket (overrides --config)")
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args.config, duration=args.duration)
+        if args.command == "demo":
+            return _demo(args)
+        if args.command == "check-config":
+            return _check_config(args.path)
+        return _diagnostic(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _exit_code_for(exc: BaseException) -> int:
+    from gateway.errors import (
+        ConfigError,
+        SchemaTooNewError,
+        StorageCorruptError,
+        StorageError,
+    )
+
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(exc, StorageCorruptError | SchemaTooNewError):
+        return EXIT_DATAERR
+    if isinstance(exc, StorageError):
+        return EXIT_IOERR
+    raise exc
+
+
+def _check_config(path: Path) -> int:
+    from gateway.config import load_config
+    from gateway.errors import ConfigError
+
+    try:
+        settings, devices = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    print(
+        f"{path}: OK — store {settings.store.id}, {len(devices)} enabled device(s): "
+        + ", ".join(f"{d.name} ({d.config.driver})" for d in devices)
+    )
+    if not settings.mqtt.tls:
+        print("warning: MQTT is PLAINTEXT (allow_plaintext = true)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _run(config_path: Path, *, duration: float | None, demo_interval: float | None = None,
+         overrides: dict[str, Any] | None = None) -> int:
+    from gateway.app import Gateway
+    from gateway.clock import SystemClock
+    from gateway.config import load_config, parse_config
+    from gateway.drivers.registry import DriverRegistry
+    from gateway.errors import ConfigError, GatewayError
+    from gateway.logsetup import configure_logging
+
+    registry = DriverRegistry.from_entry_points()
+    try:
+        if overrides is None:
+            settings, devices = load_config(config_path, registry=registry)
+        else:
+            import tomllib
+
+            data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+            for section, values in overrides.items():
+                data.setdefault(section, {}).update(values)
+            settings, devices = parse_config(data, source=str(config_path), registry=registry)
+    except ConfigError as exc:
+        configure_logging()
+        _LOGGER.error("%s", exc)
+        return EXIT_CONFIG
+    configure_logging(settings.logging.level, settings.logging.levels)
+
+    on_ready = None
+    if demo_interval is not None:
+        from gateway.cli.live import print_live_summary
+
+        async def on_ready(gateway: Gateway) -> None:
+            gateway.spawn_extra("demo.summary", print_live_summary(gateway, demo_interval))
+
+    gateway = Gateway(
+        config_path=config_path,
+        settings=settings,
+        devices=devices,
+        clock=SystemClock(sync=settings.clock.sync),
+        registry=registry,
+        on_ready=on_ready,
+    )
+    try:
+        return asyncio.run(gateway.run(duration=duration))
+    except GatewayError as exc:
+        _LOGGER.error("%s", exc)
+        return _exit_code_for(exc)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    state_dir: Path = args.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    overrides = {
+        "storage": {"path": str(state_dir / "gateway.db")},
+        "control": {"socket": str(state_dir / "control.sock")},
+    }
+    if args.config is not None:
+        return _run(args.config, duration=args.duration, demo_interval=args.interval,
+                    overrides=overrides)
+    with resources.as_file(resources.files("gateway").joinpath("demo.toml")) as path:
+        return _run(path, duration=args.duration, demo_interval=args.interval,
+                    overrides=overrides)
+
+
+def _socket_path(args: argparse.Namespace) -> Path:
+    if args.socket is not None:
+        return Path(args.socket)
+    from gateway.config import ControlConfig, load_config
+    from gateway.errors import ConfigError
+
+    try:
+        settings, _ = load_config(args.config)
+    except ConfigError:
+        return ControlConfig().socket  # status must work even when the config is broken
+    return settings.control.socket
+
+
+def _diagnostic(args: argparse.Namespace) -> int:
+    from gateway.cli.diagnostics import render_devices, render_status
+    from gateway.control.client import ControlClient
+    from gateway.errors import ControlError, DaemonNotRunningError
+
+    client = ControlClient(_socket_path(args))
+    try:
+        result: dict[str, Any] = client.request_sync(args.command)
+    except DaemonNotRunningError as exc:
+        print(f"storegw: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    except ControlError as exc:
+        print(f"storegw: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return EXIT_OK
+    render = render_status if args.command == "status" else render_devices
+    print(render(result))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

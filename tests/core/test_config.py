@@ -1,0 +1,186 @@
+"""Configuration: TOML + environment, every bad key reported with its path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.config import load_config, parse_config
+from gateway.drivers.contracts import DeviceFamily, DriverContext, DriverPlugin
+from gateway.drivers.registry import DriverRegistry
+from gateway.errors import ConfigError, UnknownDriverError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "gateway.example.toml"
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    port: str
+    rate_hz: float = Field(5.0, gt=0)
+
+
+def _factory(context: DriverContext, options: _Options) -> object:  # never opened here
+    raise AssertionError("not used")
+
+
+PLUGIN = DriverPlugin(family=DeviceFamily.SCALE, options_model=_Options, factory=_factory)  # type: ignore[arg-type]
+
+
+def registry() -> DriverRegistry:
+    return DriverRegistry(plugins={"fake.scale": PLUGIN})
+
+
+def issue_paths(exc: ConfigError) -> set[str]:
+    return {issue.path for issue in exc.issues}
+
+
+def test_minimal_config_gets_safe_defaults() -> None:
+    settings, devices = parse_config({"store": {"id": "s1"}}, registry=registry(), environ={})
+    assert settings.mqtt.tls is True
+    assert settings.mqtt.allow_plaintext is False
+    assert settings.storage.path == Path("/var/lib/storegw/gateway.db")
+    assert devices == ()
+
+
+def test_every_bad_key_is_reported_with_its_path() -> None:
+    data = {
+        "store": {"id": "bad id!", "timezone": "Mars/Olympus"},
+        "mqtt": {"port": 70000},
+        "storage": {"commit_max_rows": 0},
+        "bogus": 1,
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, registry=registry(), environ={})
+    assert issue_paths(caught.value) == {
+        "store.id",
+        "store.timezone",
+        "mqtt.port",
+        "storage.commit_max_rows",
+        "bogus",
+    }
+    assert "Mars/Olympus" in str(caught.value)
+
+
+def test_driver_options_are_validated_by_the_drivers_own_model() -> None:
+    data = {
+        "store": {"id": "s1"},
+        "devices": [
+            {"name": "shelf-a", "driver": "fake.scale", "options": {"port": "/dev/ttyUSB0"}},
+            {"name": "shelf-b", "driver": "fake.scale", "options": {"rate_hz": -1, "x": 1}},
+        ],
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, registry=registry(), environ={})
+    assert issue_paths(caught.value) == {
+        "devices.1.options.port",
+        "devices.1.options.rate_hz",
+        "devices.1.options.x",
+    }
+
+
+def test_unknown_driver_names_the_known_ones() -> None:
+    data = {"store": {"id": "s1"}, "devices": [{"name": "a", "driver": "acme.esl"}]}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, registry=registry(), environ={})
+    assert issue_paths(caught.value) == {"devices.0.driver"}
+    assert "fake.scale" in str(caught.value)
+    assert "acme.esl" in str(caught.value)
+    assert isinstance(UnknownDriverError("x", "p", "d", ["a"]), ConfigError)
+
+
+def test_disabled_device_is_not_resolved() -> None:
+    data = {
+        "store": {"id": "s1"},
+        "devices": [{"name": "a", "driver": "acme.esl", "enabled": False}],
+    }
+    _, devices = parse_config(data, registry=registry(), environ={})
+    assert devices == ()
+
+
+def test_duplicate_device_names_are_refused() -> None:
+    device = {"name": "a", "driver": "fake.scale", "options": {"port": "p"}}
+    with pytest.raises(ConfigError, match="duplicate device name 'a'"):
+        parse_config(
+            {"store": {"id": "s1"}, "devices": [device, device]}, registry=registry(), environ={}
+        )
+
+
+def test_plaintext_needs_explicit_opt_in() -> None:
+    with pytest.raises(ConfigError, match="allow_plaintext"):
+        parse_config({"store": {"id": "s1"}, "mqtt": {"tls": False}}, registry=registry(), environ={})
+    settings, _ = parse_config(
+        {"store": {"id": "s1"}, "mqtt": {"tls": False, "allow_plaintext": True}},
+        registry=registry(),
+        environ={},
+    )
+    assert settings.mqtt.tls is False
+
+
+def test_environment_overrides_the_file_and_secrets_stay_secret() -> None:
+    settings, _ = parse_config(
+        {"store": {"id": "s1"}, "mqtt": {"host": "hq", "port": 8883}},
+        registry=registry(),
+        environ={"STOREGW_MQTT__PORT": "1884", "STOREGW_MQTT__PASSWORD": "hunter2"},
+    )
+    assert settings.mqtt.port == 1884
+    assert settings.mqtt.host == "hq"
+    assert settings.mqtt.password is not None
+    assert settings.mqtt.password.get_secret_value() == "hunter2"
+    assert "hunter2" not in repr(settings)
+
+
+def test_bad_environment_value_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {"store": {"id": "s1"}}, registry=registry(), environ={"STOREGW_MQTT__PORT": "many"}
+        )
+    assert issue_paths(caught.value) == {"mqtt.port"}
+
+
+def test_load_config_reports_file_problems(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "missing.toml", registry=registry(), environ={})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[store\nid = 1", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(broken, registry=registry(), environ={})
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError):
+        load_config(binary, registry=registry(), environ={})
+
+
+def test_example_config_is_valid_and_documents_every_option() -> None:
+    settings, _ = load_config(EXAMPLE, environ={})
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for section_name, section in settings:
+        if section_name == "devices":
+            continue
+        assert f"[{section_name}]" in text
+        for key in type(section).model_fields:
+            documented = f"{key} =" in text or f"[{section_name}.{key}]" in text
+            assert documented, f"{section_name}.{key} undocumented"
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.dictionaries(
+        st.sampled_from(["store", "mqtt", "storage", "devices", "clock", "control", "x"]),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+            lambda inner: st.lists(inner, max_size=3)
+            | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+            max_leaves=8,
+        ),
+    )
+)
+def test_garbage_documents_give_config_errors_never_crashes(data: dict[str, object]) -> None:
+    try:
+        parse_config(data, registry=registry(), environ={})
+    except ConfigError as exc:
+        assert exc.issues
+        assert all(isinstance(issue.reason, str) and issue.reason for issue in exc.issues)
