@@ -49,7 +49,7 @@ def test_summary_per_family() -> None:
     hub = ReadingHub()
     hub.publish("shelf-a", sample("slot-1", 250.0))
     hub.publish("ble", Advertisement("hci0", "AA:BB", -60, 10.0, NOW))
-    hub.publish("ble", Advertisement("hci0", "CC:DD", -70, 1.0, NOW))
+    hub.publish("ble", Advertisement("hci0", "CC:DD", -70, -20.0, NOW))  # 40 s before "now"
     hub.publish("esl", LabelReport("0000AABBCCDDEEFF", LabelReportKind.CONFIRMED, 10.0, NOW))
     hub.publish("esl", Heartbeat(11.0))
     digest = hub.summaries(now_monotonic=20.0)
