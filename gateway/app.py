@@ -196,6 +196,7 @@ class Gateway:
     async def _start(self, group: asyncio.TaskGroup) -> None:
         runtime = self._runtime
         storage = self.settings.storage
+        self._notifier.status(f"starting: opening storage {storage.path}")
         runtime.database = await Database.open(
             storage.path,
             clock=self.clock,

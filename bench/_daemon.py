@@ -1,0 +1,68 @@
+"""Shared helpers for the benchmarks: start the demo daemon under a fake systemd notify socket."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = ROOT / "config" / "demo.toml"
+STOREGW = Path(sys.executable).with_name("storegw")
+
+
+@contextmanager
+def demo_daemon(extra_env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+    """Start `storegw run` on the demo config; yield (process, seconds until READY=1)."""
+    with tempfile.TemporaryDirectory(prefix="storegw-bench-") as tmp:
+        notify_path = os.path.join(tmp, "notify.sock")
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(notify_path)
+        notify.settimeout(30)
+        env = dict(os.environ)
+        env.update(
+            NOTIFY_SOCKET=notify_path,
+            STOREGW_STORAGE__PATH=os.path.join(tmp, "gateway.db"),
+            STOREGW_CONTROL__SOCKET=os.path.join(tmp, "control.sock"),
+            STOREGW_LOGGING__LEVEL="WARNING",
+        )
+        env.update(extra_env or {})
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [str(STOREGW), "run", "--config", str(DEMO_CONFIG)], env=env, cwd=tmp
+        )
+        try:
+            while True:
+                message = notify.recv(4096).decode()
+                if "READY=1" in message.split("\n"):
+                    ready_after = time.perf_counter() - started
+                    break
+            yield process, ready_after
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            notify.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")

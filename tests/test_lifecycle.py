@@ -1,0 +1,297 @@
+"""The real daemon as systemd runs it: start, ready, status, reload, stop, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemon import run_cli, running_daemon, short_dir, stop, write_config
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def scale(name: str, **faults: Any) -> dict[str, Any]:
+    options: dict[str, Any] = {"seed": 7, "sample_rate_hz": 5.0}
+    if faults:
+        options["faults"] = faults
+    return {"name": name, "driver": "simulated.scale", "options": options}
+
+
+def esl(name: str, **options: Any) -> dict[str, Any]:
+    return {"name": name, "driver": "simulated.esl", "options": {"seed": 3, **options}}
+
+
+@pytest.fixture
+def state() -> Iterator[Path]:
+    with short_dir() as path:
+        yield path
+
+
+def status_json(state: Path) -> dict[str, Any]:
+    result = run_cli("status", "--json", "--socket", str(state / "control.sock"))
+    assert result.returncode == 0, result.stderr
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def drivers_by_name(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {driver["name"]: driver for driver in status["drivers"]}
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("storegw 0.")
+
+
+def test_check_config_accepts_the_shipped_configs() -> None:
+    for path in (ROOT / "config" / "demo.toml", ROOT / "config" / "gateway.example.toml"):
+        result = run_cli("check-config", str(path))
+        assert result.returncode == 0, result.stderr
+        assert "OK" in result.stdout
+
+
+def test_bad_config_exits_78_listing_every_bad_key(state: Path) -> None:
+    config = write_config(
+        state / "gateway.toml",
+        state_dir=state,
+        devices=[scale("shelf-a"), {"name": "x", "driver": "acme.nothing"}],
+        extra="[logging]\nlevel = 'LOUD'",
+    )
+    for args in (("check-config", str(config)), ("run", "--config", str(config))):
+        result = run_cli(*args)
+        assert result.returncode == 78, result
+        output = result.stdout + result.stderr
+        assert "logging.level" in output
+        assert "devices.1.driver" in output
+        assert "simulated.scale" in output  # known drivers are named
+
+
+def test_run_ready_status_devices_and_clean_stop(state: Path) -> None:
+    config = write_config(
+        state / "gateway.toml", state_dir=state, devices=[scale("shelf-a"), esl("labels")]
+    )
+    with running_daemon(config, notify_dir=state) as (process, notify):
+        assert any("STATUS=" in message for message in notify.messages)
+        status = wait_for(
+            lambda: (s := status_json(state))
+            and all(d["health"] == "running" for d in s["drivers"])
+            and s["readings"].get("shelf-a", {}).get("readings", 0) > 0
+            and s,
+            what="drivers running with readings",
+        )
+        assert status["store"]["id"] == "test-store"
+        assert status["clock"]["synchronized"] is True
+        assert status["mqtt"]["transport"] == "PLAINTEXT"
+        assert status["storage"]["path"] == str(state / "gateway.db")
+        assert status["storage"]["free_disk_bytes"] > 0
+        text = run_cli("status", "--socket", str(state / "control.sock"))
+        assert text.returncode == 0
+        assert "test-store" in text.stdout
+        assert "shelf-a" in text.stdout
+        devices = run_cli("devices", "--socket", str(state / "control.sock"))
+        assert devices.returncode == 0
+        assert "simulated.esl" in devices.stdout
+        code, output = stop(process)
+        notify.wait_for("STOPPING=1")
+    assert code == 0, output
+    assert (state / "gateway.db").exists()
+    assert not (state / "control.sock").exists()
+
+
+def test_cli_says_clearly_when_the_daemon_is_not_running(state: Path) -> None:
+    result = run_cli("status", "--socket", str(state / "control.sock"))
+    assert result.returncode == 3
+    assert "not running" in result.stderr
+    assert str(state / "control.sock") in result.stderr
+
+
+def test_driver_faults_show_in_health_and_never_stop_the_others(state: Path) -> None:
+    config = write_config(
+        state / "gateway.toml",
+        state_dir=state,
+        devices=[
+            scale("healthy"),
+            scale("crashy", crash_after_s=0.3),
+            scale("broken", config_error_on_open=True),
+            {**scale("hangs", hang_after_s=0.3), "silence_limit_s": 1.0},
+        ],
+    )
+    with running_daemon(config, notify_dir=state) as (process, _notify):
+        wait_for(
+            lambda: (d := drivers_by_name(status_json(state)))
+            and d["broken"]["health"] == "failed"
+            and d["crashy"]["restarts"] >= 2
+            and d["hangs"]["restarts"] >= 1
+            and d["healthy"]["health"] == "running",
+            what="faulty drivers restarted/failed while the healthy one runs",
+        )
+        drivers = drivers_by_name(status_json(state))
+        assert "simulated crash" in drivers["crashy"]["last_error"]
+        assert "silent" in drivers["hangs"]["last_error"]
+        assert drivers["healthy"]["restarts"] == 0
+        text = run_cli("status", "--socket", str(state / "control.sock")).stdout
+        assert text.index("broken") < text.index("healthy")  # problems first
+        code, _ = stop(process)
+    assert code == 0
+
+
+def test_sighup_reload_restarts_only_changed_drivers_and_refuses_broken_config(
+    state: Path,
+) -> None:
+    config = write_config(
+        state / "gateway.toml",
+        state_dir=state,
+        devices=[scale("keep"), scale("change"), scale("remove")],
+    )
+    with running_daemon(config, notify_dir=state) as (process, notify):
+        before = wait_for(
+            lambda: (d := drivers_by_name(status_json(state)))
+            and all(x["health"] == "running" and x["readings"] > 0 for x in d.values())
+            and d,
+            what="all running",
+        )
+        # A broken file is refused; everything keeps running.
+        config.write_text("[store\nthis is not toml", encoding="utf-8")
+        process.send_signal(signal.SIGHUP)
+        refused = wait_for(
+            lambda: (s := status_json(state))["config"]["last_reload"] and s,
+            what="reload outcome",
+        )
+        assert refused["config"]["last_reload"]["ok"] is False
+        assert "not valid TOML" in refused["config"]["last_reload"]["detail"]
+        assert set(drivers_by_name(refused)) == {"keep", "change", "remove"}
+        assert "RELOAD REFUSED" in run_cli("status", "--socket", str(state / "control.sock")).stdout
+
+        changed = scale("change")
+        changed["options"]["sample_rate_hz"] = 2.0
+        write_config(config, state_dir=state, devices=[scale("keep"), changed, scale("added")])
+        process.send_signal(signal.SIGHUP)
+        after = wait_for(
+            lambda: (s := status_json(state))["config"]["last_reload"]["ok"]
+            and set(drivers_by_name(s)) == {"keep", "change", "added"}
+            and s,
+            what="reload applied",
+        )
+        drivers = drivers_by_name(after)
+        # "keep" was not restarted: its reading count kept growing from before.
+        assert drivers["keep"]["readings"] >= before["keep"]["readings"]
+        assert drivers["keep"]["since"] == before["keep"]["since"]
+        assert drivers["change"]["since"] != before["change"]["since"]
+        assert "restarted ['change']" in after["config"]["last_reload"]["detail"]
+        notify.wait_for("RELOADING=1")
+        code, _ = stop(process)
+    assert code == 0
+
+
+def test_sigterm_during_startup_stops_cleanly(state: Path) -> None:
+    config = write_config(state / "gateway.toml", state_dir=state, devices=[scale("shelf-a")])
+    db_path = state / "gateway.db"
+    # Hold the database's write lock so start-up is stuck opening storage.
+    blocker = sqlite3.connect(db_path)
+    blocker.execute("PRAGMA journal_mode=WAL")
+    blocker.execute("CREATE TABLE hold(x)")
+    blocker.commit()
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with running_daemon(
+            config,
+            notify_dir=state,
+            wait_ready=False,
+            env={"STOREGW_STORAGE__BUSY_TIMEOUT_S": "3"},
+        ) as (process, notify):
+            notify.wait_for("STATUS=starting: opening storage")
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+            blocker.rollback()
+            output, _ = process.communicate(timeout=30)
+            assert "READY=1" not in "\n".join(notify.messages)
+    finally:
+        blocker.close()
+    assert process.returncode == 0, output
+    assert "start-up interrupted by SIGTERM" in output
+
+
+def test_corrupt_database_exits_65_and_keeps_the_file(state: Path) -> None:
+    config = write_config(state / "gateway.toml", state_dir=state, devices=[])
+    garbage = b"SQLite format 3\x00" + os.urandom(8192)
+    (state / "gateway.db").write_bytes(garbage)
+    result = run_cli("run", "--config", str(config))
+    assert result.returncode == 65, result
+    assert str(state / "gateway.db") in result.stderr
+    assert (state / "gateway.db").read_bytes() == garbage
+
+
+def test_newer_schema_exits_65_with_a_clear_message(state: Path) -> None:
+    config = write_config(state / "gateway.toml", state_dir=state, devices=[])
+    with sqlite3.connect(state / "gateway.db") as db:
+        db.execute("PRAGMA user_version = 999")
+    result = run_cli("run", "--config", str(config))
+    assert result.returncode == 65, result
+    assert "999" in result.stderr
+    assert "newer" in result.stderr
+
+
+def test_database_on_a_read_only_filesystem_exits_74_naming_the_path(state: Path) -> None:
+    mount_point = state / "ro"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot mount a read-only tmpfs (needs root): {mounted.stderr!r}")
+    try:
+        config = write_config(state / "gateway.toml", state_dir=state, devices=[])
+        config.write_text(
+            config.read_text(encoding="utf-8").replace(
+                str(state / "gateway.db"), str(mount_point / "gateway.db")
+            ),
+            encoding="utf-8",
+        )
+        result = run_cli("run", "--config", str(config))
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+    assert result.returncode == 74, result
+    assert str(mount_point / "gateway.db") in result.stderr
+
+
+def test_watchdog_pings_while_every_component_progresses(state: Path) -> None:
+    config = write_config(state / "gateway.toml", state_dir=state, devices=[scale("shelf-a")])
+    with running_daemon(
+        config, notify_dir=state, env={"WATCHDOG_USEC": "1000000"}
+    ) as (process, notify):
+        notify.wait_for("WATCHDOG=1", timeout=10)
+        code, _ = stop(process)
+    assert code == 0
+
+
+def test_demo_runs_for_a_short_duration(state: Path) -> None:
+    result = run_cli("demo", "--duration", "6", "--interval", "2", "--state-dir", str(state))
+    assert result.returncode == 0, result.stderr
+    assert "--- store" in result.stdout
+    for family_hint in ("g", "beacons", "confirmed"):
+        assert family_hint in result.stdout
