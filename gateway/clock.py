@@ -24,8 +24,8 @@ __all__ = [
     "ClockSyncSource",
     "FakeClock",
     "SyncProbe",
-    "event_stamp",
     "SystemClock",
+    "event_stamp",
     "isoformat_utc",
     "probe_kernel_sync",
 ]

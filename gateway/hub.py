@@ -73,9 +73,7 @@ class DeviceView:
             }
         if self.beacons:
             recent = [
-                adv
-                for adv in self.beacons.values()
-                if now_monotonic - adv.monotonic <= recent_s
+                adv for adv in self.beacons.values() if now_monotonic - adv.monotonic <= recent_s
             ]
             digest["beacons_recent"] = len(recent)
             if recent:

@@ -69,7 +69,7 @@ def mosquitto(tmp_path: Path) -> Iterator[Broker]:
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n",
         encoding="utf-8",
     )
-    process = subprocess.Popen(  # noqa: S603 - fixed binary, generated config
+    process = subprocess.Popen(
         [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 10
@@ -79,7 +79,9 @@ def mosquitto(tmp_path: Path) -> Iterator[Broker]:
                 break
         except OSError:
             if process.poll() is not None:
-                pytest.fail(f"mosquitto exited: {process.stderr.read() if process.stderr else ''!r}")
+                pytest.fail(
+                    f"mosquitto exited: {process.stderr.read() if process.stderr else ''!r}"
+                )
             time.sleep(0.05)
     else:
         process.kill()

@@ -96,10 +96,12 @@ def test_run_ready_status_devices_and_clean_stop(state: Path) -> None:
     with running_daemon(config, notify_dir=state) as (process, notify):
         assert any("STATUS=" in message for message in notify.messages)
         status = wait_for(
-            lambda: (s := status_json(state))
-            and all(d["health"] == "running" for d in s["drivers"])
-            and s["readings"].get("shelf-a", {}).get("readings", 0) > 0
-            and s,
+            lambda: (
+                (s := status_json(state))
+                and all(d["health"] == "running" for d in s["drivers"])
+                and s["readings"].get("shelf-a", {}).get("readings", 0) > 0
+                and s
+            ),
             what="drivers running with readings",
         )
         assert status["store"]["id"] == "test-store"
@@ -141,11 +143,13 @@ def test_driver_faults_show_in_health_and_never_stop_the_others(state: Path) -> 
     )
     with running_daemon(config, notify_dir=state) as (process, _notify):
         wait_for(
-            lambda: (d := drivers_by_name(status_json(state)))
-            and d["broken"]["health"] == "failed"
-            and d["crashy"]["restarts"] >= 2
-            and d["hangs"]["restarts"] >= 1
-            and d["healthy"]["health"] == "running",
+            lambda: (
+                (d := drivers_by_name(status_json(state)))
+                and d["broken"]["health"] == "failed"
+                and d["crashy"]["restarts"] >= 2
+                and d["hangs"]["restarts"] >= 1
+                and d["healthy"]["health"] == "running"
+            ),
             what="faulty drivers restarted/failed while the healthy one runs",
         )
         drivers = drivers_by_name(status_json(state))
@@ -168,9 +172,11 @@ def test_sighup_reload_restarts_only_changed_drivers_and_refuses_broken_config(
     )
     with running_daemon(config, notify_dir=state) as (process, notify):
         before = wait_for(
-            lambda: (d := drivers_by_name(status_json(state)))
-            and all(x["health"] == "running" and x["readings"] > 0 for x in d.values())
-            and d,
+            lambda: (
+                (d := drivers_by_name(status_json(state)))
+                and all(x["health"] == "running" and x["readings"] > 0 for x in d.values())
+                and d
+            ),
             what="all running",
         )
         # A broken file is refused; everything keeps running.
@@ -190,9 +196,11 @@ def test_sighup_reload_restarts_only_changed_drivers_and_refuses_broken_config(
         write_config(config, state_dir=state, devices=[scale("keep"), changed, scale("added")])
         process.send_signal(signal.SIGHUP)
         after = wait_for(
-            lambda: (s := status_json(state))["config"]["last_reload"]["ok"]
-            and set(drivers_by_name(s)) == {"keep", "change", "added"}
-            and s,
+            lambda: (
+                (s := status_json(state))["config"]["last_reload"]["ok"]
+                and set(drivers_by_name(s)) == {"keep", "change", "added"}
+                and s
+            ),
             what="reload applied",
         )
         drivers = drivers_by_name(after)
@@ -281,9 +289,10 @@ def test_database_on_a_read_only_filesystem_exits_74_naming_the_path(state: Path
 
 def test_watchdog_pings_while_every_component_progresses(state: Path) -> None:
     config = write_config(state / "gateway.toml", state_dir=state, devices=[scale("shelf-a")])
-    with running_daemon(
-        config, notify_dir=state, env={"WATCHDOG_USEC": "1000000"}
-    ) as (process, notify):
+    with running_daemon(config, notify_dir=state, env={"WATCHDOG_USEC": "1000000"}) as (
+        process,
+        notify,
+    ):
         notify.wait_for("WATCHDOG=1", timeout=10)
         code, _ = stop(process)
     assert code == 0

@@ -56,7 +56,9 @@ def _driver_line(driver: Mapping[str, Any]) -> str:
         f"{health:<9} readings={driver.get('readings', 0)} restarts={driver.get('restarts', 0)}"
     )
     if driver.get("last_error"):
-        line += f"\n           last error: {driver['last_error']} (at {driver.get('last_error_at')})"
+        line += (
+            f"\n           last error: {driver['last_error']} (at {driver.get('last_error_at')})"
+        )
     if driver.get("next_retry_in_s") is not None:
         line += f"\n           next retry in {float(driver['next_retry_in_s']):.1f} s"
     return line

@@ -116,8 +116,13 @@ def _check_config(path: Path) -> int:
     return EXIT_OK
 
 
-def _run(config_path: Path, *, duration: float | None, demo_interval: float | None = None,
-         overrides: dict[str, Any] | None = None) -> int:
+def _run(
+    config_path: Path,
+    *,
+    duration: float | None,
+    demo_interval: float | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> int:
     from gateway.app import Gateway
     from gateway.clock import SystemClock
     from gateway.config import load_config, parse_config
@@ -172,11 +177,11 @@ def _demo(args: argparse.Namespace) -> int:
         "control": {"socket": str(state_dir / "control.sock")},
     }
     if args.config is not None:
-        return _run(args.config, duration=args.duration, demo_interval=args.interval,
-                    overrides=overrides)
+        return _run(
+            args.config, duration=args.duration, demo_interval=args.interval, overrides=overrides
+        )
     with resources.as_file(resources.files("gateway").joinpath("demo.toml")) as path:
-        return _run(path, duration=args.duration, demo_interval=args.interval,
-                    overrides=overrides)
+        return _run(path, duration=args.duration, demo_interval=args.interval, overrides=overrides)
 
 
 def _socket_path(args: argparse.Namespace) -> Path:

@@ -111,7 +111,9 @@ def test_duplicate_device_names_are_refused() -> None:
 
 def test_plaintext_needs_explicit_opt_in() -> None:
     with pytest.raises(ConfigError, match="allow_plaintext"):
-        parse_config({"store": {"id": "s1"}, "mqtt": {"tls": False}}, registry=registry(), environ={})
+        parse_config(
+            {"store": {"id": "s1"}, "mqtt": {"tls": False}}, registry=registry(), environ={}
+        )
     settings, _ = parse_config(
         {"store": {"id": "s1"}, "mqtt": {"tls": False, "allow_plaintext": True}},
         registry=registry(),
@@ -172,8 +174,10 @@ def test_example_config_is_valid_and_documents_every_option() -> None:
         st.sampled_from(["store", "mqtt", "storage", "devices", "clock", "control", "x"]),
         st.recursive(
             st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-            lambda inner: st.lists(inner, max_size=3)
-            | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+            ),
             max_leaves=8,
         ),
     )

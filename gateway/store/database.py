@@ -1,0 +1,502 @@
+"""The one SQLite database: checks at open, migrations, and the group-commit write path.
+
+One writer connection owned by :meth:`Database.run` (the ``storage.writer`` task) and one
+reader connection. Writers never wait for their own round trip: :meth:`Database.submit` queues
+a statement and returns a future that resolves once the transaction holding it has committed.
+The writer gathers up to ``commit_max_rows`` statements or ``commit_interval_s`` and runs them
+in one transaction, so durability (``synchronous=FULL``) costs one fsync per batch, not per
+event, and the aiosqlite thread hop is per batch too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from gateway.clock import Clock, isoformat_utc
+from gateway.errors import (
+    SchemaTooNewError,
+    StorageCorruptError,
+    StorageError,
+    StorageFullError,
+    StorageUnavailableError,
+)
+from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION
+
+__all__ = ["Database", "StorageStats"]
+
+_LOGGER = logging.getLogger(__name__)
+
+_IDLE_WAKE_S = 1.0  # the writer loop ticks at least this often (watchdog progress)
+_JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StorageStats:
+    path: str
+    size_bytes: int
+    free_disk_bytes: int
+    schema_version: int
+    epoch: str
+    boot: int
+    pending_writes: int
+    commits: int
+    rows_committed: int
+    last_commit_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "size_bytes": self.size_bytes,
+            "free_disk_bytes": self.free_disk_bytes,
+            "schema_version": self.schema_version,
+            "epoch": self.epoch,
+            "boot": self.boot,
+            "pending_writes": self.pending_writes,
+            "commits": self.commits,
+            "rows_committed": self.rows_committed,
+            "last_commit_at": None
+            if self.last_commit_at is None
+            else isoformat_utc(self.last_commit_at),
+        }
+
+
+@dataclass(slots=True)
+class _Write:
+    sql: str
+    rows: list[Sequence[Any]]
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Counters:
+    commits: int = 0
+    rows: int = 0
+    last_commit_at: datetime | None = None
+    progress: int = 0
+
+
+def _translate(path: Path, exc: BaseException, doing: str) -> StorageError:
+    """Map a sqlite3/OS error to the gateway's storage errors, naming the file."""
+    message = str(exc)
+    lowered = message.lower()
+    if "disk is full" in lowered:
+        return StorageFullError(path, f"{doing}: {message}; the transaction was rolled back")
+    if "malformed" in lowered or "not a database" in lowered:
+        return StorageCorruptError(path, f"{doing}: {message}")
+    if "readonly" in lowered or "read-only" in lowered or _on_read_only_filesystem(path):
+        return StorageUnavailableError(path, f"{doing}: read-only filesystem ({message})")
+    return StorageUnavailableError(path, f"{doing}: {message}")
+
+
+def _on_read_only_filesystem(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+class Database:
+    """The gateway's SQLite database. Open with :meth:`open`; run :meth:`run` as a task."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Clock,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        epoch: str,
+        boot: int,
+        commit_interval_s: float,
+        commit_max_rows: int,
+    ) -> None:
+        self.path = path
+        self.epoch = epoch
+        self.boot = boot
+        self._clock = clock
+        self._writer = writer
+        self._reader = reader
+        self._commit_interval_s = commit_interval_s
+        self._commit_max_rows = commit_max_rows
+        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
+        self._pending = 0
+        self._counters = _Counters()
+        self._closing = False
+        self._closed = False
+        self._running = False
+        self._finished = asyncio.Event()
+
+    # --- opening ------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path,
+        *,
+        clock: Clock,
+        commit_interval_s: float = 0.05,
+        commit_max_rows: int = 500,
+        busy_timeout_s: float = 5.0,
+        max_page_count: int | None = None,
+    ) -> Database:
+        """Open (creating if needed), check and migrate the database at ``path``."""
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise StorageUnavailableError(path, f"directory {path.parent} does not exist")
+        writer = await cls._connect(path, busy_timeout_s)
+        reader: aiosqlite.Connection | None = None
+        try:
+            # Check before any pragma writes to the file: a damaged one stays untouched.
+            await cls._check_integrity(path, writer)
+            await cls._configure_writer(path, writer, max_page_count)
+            await cls._migrate(path, writer)
+            epoch, boot = await cls._identity(path, writer, clock)
+            reader = await cls._connect(path, busy_timeout_s)
+            await reader.execute("PRAGMA query_only = ON")
+        except BaseException:
+            await writer.close()
+            if reader is not None:
+                await reader.close()
+            raise
+        _LOGGER.info(
+            "database %s: schema v%d, epoch %s, boot #%d", path, SCHEMA_VERSION, epoch, boot
+        )
+        return cls(
+            path,
+            clock=clock,
+            writer=writer,
+            reader=reader,
+            epoch=epoch,
+            boot=boot,
+            commit_interval_s=commit_interval_s,
+            commit_max_rows=commit_max_rows,
+        )
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(cls, path: Path, **kwargs: Any) -> AsyncIterator[Database]:
+        """Open, run the writer in a task named ``storage.writer``, and close on exit."""
+        database = await cls.open(path, **kwargs)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(database.run(), name="storage.writer")
+                try:
+                    yield database
+                finally:
+                    await database.close()
+        finally:
+            await database.close()
+
+    @staticmethod
+    async def _connect(path: Path, busy_timeout_s: float) -> aiosqlite.Connection:
+        try:
+            connection = await aiosqlite.connect(path, timeout=busy_timeout_s, isolation_level=None)
+        except (sqlite3.Error, OSError) as exc:
+            raise _translate(path, exc, "cannot open") from exc
+        connection.row_factory = sqlite3.Row
+        try:
+            await connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        except sqlite3.Error as exc:
+            await connection.close()
+            raise _translate(path, exc, "cannot open") from exc
+        return connection
+
+    @staticmethod
+    async def _configure_writer(
+        path: Path, writer: aiosqlite.Connection, max_page_count: int | None
+    ) -> None:
+        try:
+            cursor = await writer.execute("SELECT count(*) FROM sqlite_schema")
+            row = await cursor.fetchone()
+            fresh = row is not None and row[0] == 0
+            if fresh:
+                # Must precede the first table; later it would need a full VACUUM.
+                await writer.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            cursor = await writer.execute("PRAGMA journal_mode = WAL")
+            mode = await cursor.fetchone()
+            if mode is None or str(mode[0]).lower() != "wal":
+                raise StorageUnavailableError(path, f"cannot enable WAL (got {mode and mode[0]})")
+            await writer.execute("PRAGMA synchronous = FULL")
+            await writer.execute("PRAGMA foreign_keys = ON")
+            await writer.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
+            if max_page_count is not None:
+                await writer.execute(f"PRAGMA max_page_count = {int(max_page_count)}")
+        except StorageError:
+            raise
+        except sqlite3.Error as exc:
+            raise _translate(path, exc, "cannot configure") from exc
+
+    @staticmethod
+    async def _check_integrity(path: Path, writer: aiosqlite.Connection) -> None:
+        try:
+            cursor = await writer.execute("PRAGMA quick_check")
+            rows = await cursor.fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise _translate(path, exc, "quick_check failed") from exc
+        findings = [str(row[0]) for row in rows]
+        if findings != ["ok"]:
+            raise StorageCorruptError(path, "quick_check found damage: " + "; ".join(findings[:5]))
+
+    @staticmethod
+    async def _migrate(path: Path, writer: aiosqlite.Connection) -> None:
+        try:
+            cursor = await writer.execute("PRAGMA user_version")
+            row = await cursor.fetchone()
+            current = int(row[0]) if row else 0
+            if current > SCHEMA_VERSION:
+                raise SchemaTooNewError(path, current, SCHEMA_VERSION)
+            for migration in MIGRATIONS:
+                if migration.version <= current:
+                    continue
+                await writer.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in migration.statements:
+                        await writer.execute(statement)
+                    await writer.execute(f"PRAGMA user_version = {migration.version}")
+                    await writer.execute("COMMIT")
+                except BaseException:
+                    await writer.execute("ROLLBACK")
+                    raise
+                _LOGGER.info(
+                    "database %s migrated to v%d: %s",
+                    path,
+                    migration.version,
+                    migration.description,
+                )
+        except StorageError:
+            raise
+        except sqlite3.Error as exc:
+            raise _translate(path, exc, "migration failed") from exc
+
+    @staticmethod
+    async def _identity(path: Path, writer: aiosqlite.Connection, clock: Clock) -> tuple[str, int]:
+        try:
+            await writer.execute("BEGIN IMMEDIATE")
+            try:
+                await writer.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('epoch', ?), ('created_at', ?)",
+                    (secrets.token_hex(8), isoformat_utc(clock.utc_now())),
+                )
+                await writer.execute(
+                    "INSERT INTO meta(key, value) VALUES ('boot', '1') "
+                    "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+                )
+                cursor = await writer.execute(
+                    "SELECT key, value FROM meta WHERE key IN ('epoch', 'boot')"
+                )
+                values = {str(row[0]): str(row[1]) for row in await cursor.fetchall()}
+                await writer.execute("COMMIT")
+            except BaseException:
+                await writer.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _translate(path, exc, "cannot record boot") from exc
+        return values["epoch"], int(values["boot"])
+
+    # --- writing ------------------------------------------------------------------------
+
+    @property
+    def writer_progress(self) -> int:
+        return self._counters.progress
+
+    def submit(self, sql: str, params: Sequence[Any] = ()) -> asyncio.Future[None]:
+        """Queue one statement; the future resolves after its transaction committed."""
+        return self._enqueue(sql, [params])
+
+    async def write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        await self.submit(sql, params)
+
+    async def write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self._enqueue(sql, list(rows))
+
+    def _enqueue(self, sql: str, rows: list[Sequence[Any]]) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._closing:
+            future.set_exception(StorageUnavailableError(self.path, "database is closed"))
+            return future
+        self._pending += len(rows)
+        self._queue.put_nowait(_Write(sql, rows, future))
+        return future
+
+    async def run(self) -> None:
+        """The writer loop. Returns once :meth:`close` was requested and the queue is empty."""
+        if self._closed:  # closed before this task got to run
+            return
+        self._running = True
+        try:
+            while True:
+                self._counters.progress += 1
+                try:
+                    first = await asyncio.wait_for(self._queue.get(), _IDLE_WAKE_S)
+                except TimeoutError:
+                    if self._closing and self._queue.empty():
+                        break
+                    continue
+                if first is None:
+                    break
+                batch, stop = await self._gather(first)
+                await self._commit(batch)
+                if stop:
+                    break
+        finally:
+            self._running = False
+            self._finished.set()
+
+    async def _gather(self, first: _Write) -> tuple[list[_Write], bool]:
+        batch = [first]
+        rows = len(first.rows)
+        deadline = asyncio.get_running_loop().time() + self._commit_interval_s
+        while rows < self._commit_max_rows:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if item is None:
+                return batch, True
+            batch.append(item)
+            rows += len(item.rows)
+        return batch, False
+
+    async def _commit(self, batch: list[_Write]) -> None:
+        rows = sum(len(item.rows) for item in batch)
+        try:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, group_rows in _coalesce(batch):
+                    if len(group_rows) == 1:
+                        await self._writer.execute(sql, group_rows[0])
+                    else:
+                        await self._writer.executemany(sql, group_rows)
+                await self._writer.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await self._writer.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            error = _translate(self.path, exc, "write failed")
+            _LOGGER.error("%s (%d statements rolled back)", error, rows)
+            self._settle(batch, rows, error)
+            return
+        self._counters.commits += 1
+        self._counters.rows += rows
+        self._counters.last_commit_at = self._clock.utc_now()
+        self._settle(batch, rows, None)
+
+    def _settle(self, batch: list[_Write], rows: int, error: StorageError | None) -> None:
+        self._pending -= rows
+        for item in batch:
+            if item.future.done():
+                continue
+            if error is None:
+                item.future.set_result(None)
+            else:
+                item.future.set_exception(error)
+
+    # --- reading and upkeep -------------------------------------------------------------
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            cursor = await self._reader.execute(sql, params)
+            rows = await cursor.fetchall()
+            await cursor.close()
+        except sqlite3.Error as exc:
+            raise _translate(self.path, exc, "read failed") from exc
+        return list(rows)
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def maintenance(self) -> None:
+        """Give freed pages back to the filesystem and keep the WAL short."""
+        await self._run_on_writer(
+            lambda: None, "PRAGMA incremental_vacuum", "PRAGMA wal_checkpoint(PASSIVE)"
+        )
+
+    async def _run_on_writer(self, _: Callable[[], None], *statements: str) -> None:
+        try:
+            for statement in statements:
+                cursor = await self._writer.execute(statement)
+                await cursor.fetchall()
+                await cursor.close()
+        except sqlite3.Error as exc:
+            raise _translate(self.path, exc, "maintenance failed") from exc
+
+    async def stats(self) -> StorageStats:
+        size = sum(
+            candidate.stat().st_size
+            for candidate in (self.path, Path(f"{self.path}-wal"))
+            if candidate.exists()
+        )
+        free = shutil.disk_usage(self.path.parent).free
+        return StorageStats(
+            path=str(self.path),
+            size_bytes=size,
+            free_disk_bytes=free,
+            schema_version=SCHEMA_VERSION,
+            epoch=self.epoch,
+            boot=self.boot,
+            pending_writes=self._pending,
+            commits=self._counters.commits,
+            rows_committed=self._counters.rows,
+            last_commit_at=self._counters.last_commit_at,
+        )
+
+    async def close(self) -> None:
+        """Flush pending writes, stop the writer, checkpoint and close. Idempotent."""
+        if self._closed:
+            return
+        if not self._closing:
+            self._closing = True
+            self._queue.put_nowait(None)
+        if self._running:
+            await self._finished.wait()
+        elif not self._queue.empty():
+            await self._drain_without_runner()
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(sqlite3.Error):
+            await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        await self._writer.close()
+        await self._reader.close()
+
+    async def _drain_without_runner(self) -> None:
+        """close() without run() (start-up aborted): commit what was queued anyway."""
+        batch: list[_Write] = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                batch.append(item)
+        if batch:
+            await self._commit(batch)
+
+
+def _coalesce(batch: list[_Write]) -> list[tuple[str, list[Sequence[Any]]]]:
+    """Consecutive writes of the same statement become one executemany."""
+    groups: list[tuple[str, list[Sequence[Any]]]] = []
+    for item in batch:
+        if groups and groups[-1][0] == item.sql:
+            groups[-1][1].extend(item.rows)
+        else:
+            groups.append((item.sql, list(item.rows)))
+    return groups

@@ -1,0 +1,248 @@
+"""The SQLite database: pragmas, identity, group commit, and every way a disk can fail."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.clock import FakeClock
+from gateway.errors import (
+    SchemaTooNewError,
+    StorageCorruptError,
+    StorageFullError,
+    StorageUnavailableError,
+)
+from gateway.store import SCHEMA_VERSION, Database
+
+
+async def test_new_database_is_durable_wal_with_incremental_vacuum(tmp_path: Path) -> None:
+    async with Database.running(tmp_path / "g.db", clock=FakeClock()) as db:
+        writer = db._writer
+        for pragma, expected in (
+            ("journal_mode", "wal"),
+            ("synchronous", 2),  # FULL
+            ("auto_vacuum", 2),  # INCREMENTAL
+            ("foreign_keys", 1),
+            ("user_version", SCHEMA_VERSION),
+        ):
+            cursor = await writer.execute(f"PRAGMA {pragma}")
+            row = await cursor.fetchone()
+            assert row is not None
+            assert row[0] == expected, pragma
+
+
+async def test_epoch_is_kept_and_boot_counts_opens(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    async with Database.running(path, clock=FakeClock()) as first:
+        epoch = first.epoch
+        assert first.boot == 1
+    async with Database.running(path, clock=FakeClock()) as second:
+        assert second.epoch == epoch
+        assert second.boot == 2
+    assert len(epoch) == 16
+    int(epoch, 16)
+
+
+async def test_rebuilt_database_gets_a_new_epoch(tmp_path: Path) -> None:
+    async with Database.running(tmp_path / "a.db", clock=FakeClock()) as a:
+        pass
+    async with Database.running(tmp_path / "b.db", clock=FakeClock()) as b:
+        pass
+    assert a.epoch != b.epoch
+
+
+async def test_concurrent_writes_are_group_committed_and_durable(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    async with Database.running(path, clock=FakeClock(), commit_max_rows=500) as db:
+        await db.write("CREATE TABLE events (n INTEGER)")
+        await asyncio.gather(
+            *(db.write("INSERT INTO events VALUES (?)", (n,)) for n in range(2000))
+        )
+        stats = await db.stats()
+        # Every caller was told "durable" only after a commit, and commits were shared.
+        assert stats.rows_committed == 2001
+        assert stats.commits <= 10
+        assert stats.pending_writes == 0
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT count(*), sum(n) FROM events").fetchone() == (
+            2000,
+            sum(range(2000)),
+        )
+
+
+async def test_write_many_and_read_your_write(tmp_path: Path) -> None:
+    async with Database.running(tmp_path / "g.db", clock=FakeClock()) as db:
+        await db.write("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")
+        await db.write_many("INSERT INTO t VALUES (?, ?)", [("a", 1), ("b", 2)])
+        row = await db.fetchone("SELECT v FROM t WHERE k = ?", ("b",))
+        assert row is not None
+        assert row["v"] == 2
+        assert await db.fetchone("SELECT v FROM t WHERE k = 'zz'") is None
+
+
+async def test_a_failing_statement_fails_only_its_batch(tmp_path: Path) -> None:
+    async with Database.running(tmp_path / "g.db", clock=FakeClock()) as db:
+        await db.write("CREATE TABLE t (k TEXT PRIMARY KEY)")
+        await db.write("INSERT INTO t VALUES ('a')")
+        with pytest.raises(StorageUnavailableError, match="UNIQUE"):
+            await db.write("INSERT INTO t VALUES ('a')")
+        await db.write("INSERT INTO t VALUES ('b')")
+        rows = await db.fetchall("SELECT k FROM t ORDER BY k")
+        assert [row["k"] for row in rows] == ["a", "b"]
+
+
+async def test_close_flushes_pending_writes_and_refuses_new_ones(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    db = await Database.open(path, clock=FakeClock())
+    async with asyncio.TaskGroup() as group:
+        group.create_task(db.run(), name="storage.writer")
+        await db.write("CREATE TABLE t (n INTEGER)")
+        pending = [db.submit("INSERT INTO t VALUES (?)", (n,)) for n in range(100)]
+        await db.close()
+    assert all(future.done() and future.exception() is None for future in pending)
+    with pytest.raises(StorageUnavailableError, match="closed"):
+        await db.write("INSERT INTO t VALUES (1)")
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT count(*) FROM t").fetchone() == (100,)
+
+
+async def test_newer_schema_is_refused_with_both_versions(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    with sqlite3.connect(path) as setup:
+        setup.execute("PRAGMA user_version = 99")
+    with pytest.raises(SchemaTooNewError) as caught:
+        await Database.open(path, clock=FakeClock())
+    assert caught.value.found == 99
+    assert caught.value.supported == SCHEMA_VERSION
+    assert "99" in str(caught.value)
+    assert str(path) in str(caught.value)
+
+
+async def test_garbage_file_is_corrupt_and_never_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    garbage = b"this is not a database at all" * 200
+    path.write_bytes(garbage)
+    with pytest.raises(StorageCorruptError) as caught:
+        await Database.open(path, clock=FakeClock())
+    assert str(path) in str(caught.value)
+    assert path.read_bytes() == garbage
+
+
+async def test_damaged_pages_are_found_by_quick_check(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    with sqlite3.connect(path) as setup:
+        setup.execute("PRAGMA journal_mode = DELETE")
+        setup.execute("CREATE TABLE t (n INTEGER, pad TEXT)")
+        setup.executemany("INSERT INTO t VALUES (?, ?)", [(n, "x" * 200) for n in range(2000)])
+        setup.execute("CREATE INDEX t_n ON t(n)")
+    data = bytearray(path.read_bytes())
+    page = 4096
+    for offset in range(3 * page, min(len(data), 40 * page), page):  # scribble over b-tree pages
+        data[offset : offset + 64] = b"\xa5" * 64
+    path.write_bytes(bytes(data))
+    damaged = bytes(data)
+    with pytest.raises(StorageCorruptError):
+        await Database.open(path, clock=FakeClock())
+    assert path.read_bytes() == damaged
+
+
+async def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "nope" / "g.db"
+    with pytest.raises(StorageUnavailableError) as caught:
+        await Database.open(path, clock=FakeClock())
+    assert str(path) in str(caught.value)
+
+
+@pytest.fixture
+def read_only_mount(tmp_path: Path) -> Iterator[Path]:
+    """A real read-only filesystem (tmpfs remounted ro) — root ignores chmod, not ro mounts."""
+    mount_point = tmp_path / "ro"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot mount tmpfs (the suite runs as root): {mounted.stderr!r}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+
+
+async def test_read_only_filesystem_names_the_path(read_only_mount: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(read_only_mount)], check=True)
+    path = read_only_mount / "g.db"
+    with pytest.raises(StorageUnavailableError) as caught:
+        await Database.open(path, clock=FakeClock())
+    assert str(path) in str(caught.value)
+
+
+async def test_existing_database_on_a_filesystem_turned_read_only(read_only_mount: Path) -> None:
+    path = read_only_mount / "g.db"
+    async with Database.running(path, clock=FakeClock()) as db:
+        await db.write("CREATE TABLE t (n INTEGER)")
+    subprocess.run(["mount", "-o", "remount,ro", str(read_only_mount)], check=True)
+    with pytest.raises(StorageUnavailableError) as caught:
+        await Database.open(path, clock=FakeClock())
+    assert str(path) in str(caught.value)
+
+
+async def test_full_disk_fails_the_batch_keeps_committed_data_and_keeps_running(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "g.db"
+    async with Database.running(path, clock=FakeClock(), max_page_count=40) as db:
+        await db.write("CREATE TABLE t (n INTEGER, pad BLOB)")
+        await db.write("INSERT INTO t VALUES (1, zeroblob(100))")
+        with pytest.raises(StorageFullError) as caught:
+            await db.write_many(
+                "INSERT INTO t VALUES (?, zeroblob(4000))", [(n,) for n in range(200)]
+            )
+        assert str(path) in str(caught.value)
+        # Nothing committed before was lost, and the writer still takes small writes.
+        await db.write("INSERT INTO t VALUES (2, zeroblob(10))")
+        rows = await db.fetchall("SELECT n FROM t ORDER BY n")
+        assert [row["n"] for row in rows] == [1, 2]
+
+
+async def test_real_full_filesystem(tmp_path: Path) -> None:
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)], check=True
+    )
+    try:
+        path = mount_point / "g.db"
+        async with Database.running(path, clock=FakeClock()) as db:
+            await db.write("CREATE TABLE t (pad BLOB)")
+            with pytest.raises(StorageFullError):
+                for _ in range(100):
+                    await db.write_many("INSERT INTO t VALUES (zeroblob(8000))", [()] * 10)
+            assert (await db.stats()).free_disk_bytes < 64 * 1024
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+
+
+async def test_writer_shows_progress_while_idle(tmp_path: Path) -> None:
+    async with Database.running(tmp_path / "g.db", clock=FakeClock()) as db:
+        first = db.writer_progress
+        await asyncio.sleep(1.2)
+        assert db.writer_progress > first
+
+
+async def test_maintenance_runs(tmp_path: Path) -> None:
+    async with Database.running(tmp_path / "g.db", clock=FakeClock()) as db:
+        await db.write("CREATE TABLE t (pad BLOB)")
+        await db.write_many("INSERT INTO t VALUES (zeroblob(4000))", [()] * 200)
+        await db.write("DELETE FROM t")
+        before = (await db.stats()).size_bytes
+        await db.maintenance()
+        await db.close()
+        assert (tmp_path / "g.db").stat().st_size < before
