@@ -263,12 +263,16 @@ class Gateway:
         interval = self._notifier.watchdog_interval()
         assert interval is not None
         runtime = self._runtime
-        probes: dict[str, Callable[[], int]] = {"event loop": lambda: self._loop_ticks}
-        if runtime.database is not None:
-            probes["storage writer"] = lambda db=runtime.database: db.writer_progress
-        if runtime.supervisor is not None:
-            probes["supervisor"] = lambda sup=runtime.supervisor: sup.progress
-        gate = WatchdogGate(probes)
+        database, supervisor = runtime.database, runtime.supervisor
+        assert database is not None
+        assert supervisor is not None
+        gate = WatchdogGate(
+            {
+                "event loop": lambda: self._loop_ticks,
+                "storage writer": lambda: database.writer_progress,
+                "supervisor": lambda: supervisor.progress,
+            }
+        )
         reported: list[str] = []
         while True:
             await asyncio.sleep(interval / 2)
@@ -391,10 +395,10 @@ class Gateway:
             "storage": storage,
         }
 
-    async def _status_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+    async def _status_command(self, _args: Mapping[str, Any]) -> dict[str, Any]:
         return await self.status()
 
-    async def _devices_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+    async def _devices_command(self, _args: Mapping[str, Any]) -> dict[str, Any]:
         runtime = self._runtime
         health = {
             status.name: status.as_dict()

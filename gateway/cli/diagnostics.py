@@ -68,9 +68,11 @@ def render_status(status: Mapping[str, Any]) -> str:
     store = status.get("store", {})
     clock = status.get("clock", {})
     lines = [
-        f"storegw {status.get('version', '?')} — store {store.get('id', '?')} "
-        f"({store.get('timezone', '?')}), pid {status.get('pid', '?')}, "
-        f"up {format_duration(status.get('uptime_s'))}",
+        (
+            f"storegw {status.get('version', '?')} — store {store.get('id', '?')} "
+            f"({store.get('timezone', '?')}), pid {status.get('pid', '?')}, "
+            f"up {format_duration(status.get('uptime_s'))}"
+        ),
     ]
     if clock.get("synchronized"):
         lines.append(f"clock:    synchronised ({clock.get('utc_now')})")

@@ -1,0 +1,1 @@
+"""The control socket between the storegw CLI and the running daemon."""
