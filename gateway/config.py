@@ -177,18 +177,6 @@ class GatewaySettings(BaseSettings):
         # The environment overrides the file, which arrives as init kwargs.
         return (env_settings, init_settings)
 
-    @model_validator(mode="after")
-    def _unique_device_names(self) -> Self:
-        seen: dict[str, int] = {}
-        for index, device in enumerate(self.devices):
-            if device.name in seen:
-                raise ValueError(
-                    f"duplicate device name {device.name!r} "
-                    f"(devices.{seen[device.name]} and devices.{index})"
-                )
-            seen[device.name] = index
-        return self
-
 
 @dataclass(frozen=True, slots=True)
 class ResolvedDevice:
@@ -244,7 +232,13 @@ def parse_config(
     registry: DriverRegistry | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> tuple[GatewaySettings, tuple[ResolvedDevice, ...]]:
-    """Validate an already-parsed TOML document (see :func:`load_config`)."""
+    """Validate an already-parsed TOML document (see :func:`load_config`).
+
+    Device entries are checked even when other sections are invalid, so one run reports
+    every problem.
+    """
+    issues: list[ConfigIssue] = []
+    settings: GatewaySettings | None = None
     saved = None
     if environ is not None:
         saved = dict(os.environ)
@@ -253,22 +247,56 @@ def parse_config(
     try:
         settings = GatewaySettings(**data)
     except ValidationError as exc:
-        raise ConfigError(source, _issues_from(exc)) from None
+        issues.extend(_issues_from(exc))
     finally:
         if saved is not None:
             os.environ.clear()
             os.environ.update(saved)
-    devices = resolve_devices(settings, registry or DriverRegistry.from_entry_points(), source)
-    return settings, devices
+    if settings is not None:
+        devices = list(enumerate(settings.devices))
+    else:
+        devices = _devices_that_validate(data.get("devices"))
+    try:
+        resolved = resolve_devices(devices, registry or DriverRegistry.from_entry_points(), source)
+    except ConfigError as exc:
+        issues.extend(exc.issues)
+    if issues or settings is None:
+        raise ConfigError(source, issues)
+    return settings, resolved
+
+
+def _devices_that_validate(raw: object) -> list[tuple[int, DeviceConfig]]:
+    if not isinstance(raw, list):
+        return []
+    valid = []
+    for index, entry in enumerate(raw):
+        try:
+            valid.append((index, DeviceConfig.model_validate(entry)))
+        except ValidationError:
+            continue  # already reported by the settings validation
+    return valid
 
 
 def resolve_devices(
-    settings: GatewaySettings, registry: DriverRegistry, source: str = "<config>"
+    devices: Sequence[tuple[int, DeviceConfig]],
+    registry: DriverRegistry,
+    source: str = "<config>",
 ) -> tuple[ResolvedDevice, ...]:
-    """Load each enabled device's plugin and validate its options with the plugin's model."""
+    """Check names are unique, load each enabled device's plugin and validate its options
+    with the plugin's own model. ``devices`` pairs each entry with its index in the file."""
     issues: list[ConfigIssue] = []
     resolved: list[ResolvedDevice] = []
-    for index, device in enumerate(settings.devices):
+    seen: dict[str, int] = {}
+    for index, device in devices:
+        if device.name in seen:
+            issues.append(
+                ConfigIssue(
+                    f"devices.{index}.name",
+                    f"duplicate device name {device.name!r} (also devices.{seen[device.name]})",
+                )
+            )
+            continue
+        seen[device.name] = index
         if not device.enabled:
             continue
         if device.driver not in registry:

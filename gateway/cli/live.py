@@ -6,6 +6,7 @@ Plain lines on stdout (no terminal control codes) so it works headless, piped an
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -47,3 +48,53 @@ async def print_live_summary(gateway: Gateway, interval: float) -> None:
         await asyncio.sleep(interval)
         status = await gateway.status()
         print(format_live_summary(status), flush=True, file=sys.stdout)
+
+
+async def exercise_labels(gateway: Gateway, interval: float) -> None:
+    """Demo only: refresh one label at a time so the ESL radio has work to show.
+
+    The real label pipeline (prices → rendering → jobs) arrives with the labels feature; until
+    then the demo sends a placeholder image through the same driver contract.
+    """
+    from gateway.drivers.contracts import (
+        DeviceFamily,
+        LabelContent,
+        LabelDriver,
+        LabelReport,
+        Reading,
+    )
+
+    known: dict[str, dict[str, LabelReport]] = {}
+
+    def remember(device: str, reading: Reading) -> None:
+        if isinstance(reading, LabelReport) and reading.model is not None:
+            known.setdefault(device, {})[reading.label_id] = reading
+
+    unsubscribe = gateway.hub.subscribe(remember)
+    turn = 0
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            supervisor = gateway.supervisor
+            if supervisor is None:
+                continue
+            for device in gateway.devices:
+                labels = known.get(device.name)
+                driver = supervisor.driver(device.name)
+                if device.plugin.family is not DeviceFamily.ESL or not labels or driver is None:
+                    continue
+                assert isinstance(driver, LabelDriver)
+                report = sorted(labels.values(), key=lambda r: r.label_id)[turn % len(labels)]
+                assert report.model is not None
+                image = f"demo {report.label_id} #{turn}".encode()
+                await driver.push(
+                    LabelContent(
+                        label_id=report.label_id,
+                        image_png=image,
+                        content_hash=hashlib.md5(image, usedforsecurity=False).hexdigest(),
+                        model=report.model,
+                    )
+                )
+            turn += 1
+    finally:
+        unsubscribe()

@@ -149,10 +149,11 @@ def _run(
 
     on_ready = None
     if demo_interval is not None:
-        from gateway.cli.live import print_live_summary
+        from gateway.cli.live import exercise_labels, print_live_summary
 
         async def on_ready(gateway: Gateway) -> None:
             gateway.spawn_extra("demo.summary", print_live_summary(gateway, demo_interval))
+            gateway.spawn_extra("demo.labels", exercise_labels(gateway, 5.0))
 
     gateway = Gateway(
         config_path=config_path,

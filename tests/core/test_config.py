@@ -103,7 +103,7 @@ def test_disabled_device_is_not_resolved() -> None:
 
 def test_duplicate_device_names_are_refused() -> None:
     device = {"name": "a", "driver": "fake.scale", "options": {"port": "p"}}
-    with pytest.raises(ConfigError, match="duplicate device name 'a'"):
+    with pytest.raises(ConfigError, match=r"duplicate device name 'a' \(also devices.0\)"):
         parse_config(
             {"store": {"id": "s1"}, "devices": [device, device]}, registry=registry(), environ={}
         )
