@@ -164,6 +164,16 @@ class Gateway:
 
     async def _run(self, duration: float | None) -> None:
         runtime = self._runtime
+        storage = self.settings.storage
+        self._notifier.status(f"starting: opening storage {storage.path}")
+        # Opened before the task group so a storage error surfaces as itself, not a group.
+        runtime.database = await Database.open(
+            storage.path,
+            clock=self.clock,
+            commit_interval_s=storage.commit_interval_s,
+            commit_max_rows=storage.commit_max_rows,
+            busy_timeout_s=storage.busy_timeout_s,
+        )
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -195,15 +205,7 @@ class Gateway:
 
     async def _start(self, group: asyncio.TaskGroup) -> None:
         runtime = self._runtime
-        storage = self.settings.storage
-        self._notifier.status(f"starting: opening storage {storage.path}")
-        runtime.database = await Database.open(
-            storage.path,
-            clock=self.clock,
-            commit_interval_s=storage.commit_interval_s,
-            commit_max_rows=storage.commit_max_rows,
-            busy_timeout_s=storage.busy_timeout_s,
-        )
+        assert runtime.database is not None
         self._spawn(group, "storage.writer", runtime.database.run())
 
         runtime.supervisor = Supervisor(

@@ -157,7 +157,7 @@ def test_driver_faults_show_in_health_and_never_stop_the_others(state: Path) -> 
         assert "silent" in drivers["hangs"]["last_error"]
         assert drivers["healthy"]["restarts"] == 0
         text = run_cli("status", "--socket", str(state / "control.sock")).stdout
-        assert text.index("broken") < text.index("healthy")  # problems first
+        assert text.index("] broken") < text.index("] healthy")  # problems first
         code, _ = stop(process)
     assert code == 0
 
@@ -299,7 +299,7 @@ def test_watchdog_pings_while_every_component_progresses(state: Path) -> None:
 
 
 def test_demo_runs_for_a_short_duration(state: Path) -> None:
-    result = run_cli("demo", "--duration", "6", "--interval", "2", "--state-dir", str(state))
+    result = run_cli("demo", "--duration", "9", "--interval", "2", "--state-dir", str(state))
     assert result.returncode == 0, result.stderr
     assert "--- store" in result.stdout
     for family_hint in ("g", "beacons", "confirmed"):

@@ -153,7 +153,7 @@ def _run(
 
         async def on_ready(gateway: Gateway) -> None:
             gateway.spawn_extra("demo.summary", print_live_summary(gateway, demo_interval))
-            gateway.spawn_extra("demo.labels", exercise_labels(gateway, 5.0))
+            gateway.spawn_extra("demo.labels", exercise_labels(gateway, 3.0))
 
     gateway = Gateway(
         config_path=config_path,
@@ -168,6 +168,20 @@ def _run(
     except GatewayError as exc:
         _LOGGER.error("%s", exc)
         return _exit_code_for(exc)
+    except BaseExceptionGroup as group:
+        # A task group may wrap the error that ended start-up; report the first one of ours.
+        matched = group.subgroup(GatewayError)
+        if matched is None:
+            raise
+        first = _first_leaf(matched)
+        _LOGGER.error("%s", first)
+        return _exit_code_for(first)
+
+
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    for exc in group.exceptions:
+        return _first_leaf(exc) if isinstance(exc, BaseExceptionGroup) else exc
+    return group
 
 
 def _demo(args: argparse.Namespace) -> int:
