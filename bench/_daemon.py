@@ -9,8 +9,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,18 +19,20 @@ STOREGW = Path(sys.executable).with_name("storegw")
 
 
 @contextmanager
-def demo_daemon(extra_env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+def demo_daemon(
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
     """Start `storegw run` on the demo config; yield (process, seconds until READY=1)."""
     with tempfile.TemporaryDirectory(prefix="storegw-bench-") as tmp:
-        notify_path = os.path.join(tmp, "notify.sock")
+        notify_path = str(Path(tmp) / "notify.sock")
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(notify_path)
         notify.settimeout(30)
         env = dict(os.environ)
         env.update(
             NOTIFY_SOCKET=notify_path,
-            STOREGW_STORAGE__PATH=os.path.join(tmp, "gateway.db"),
-            STOREGW_CONTROL__SOCKET=os.path.join(tmp, "control.sock"),
+            STOREGW_STORAGE__PATH=str(Path(tmp) / "gateway.db"),
+            STOREGW_CONTROL__SOCKET=str(Path(tmp) / "control.sock"),
             STOREGW_LOGGING__LEVEL="WARNING",
         )
         env.update(extra_env or {})

@@ -46,10 +46,14 @@ def main() -> None:
     print(f"window {WINDOW_S:.0f} s")
     print(f"bare interpreter            CPU {bare_cpu:5.2f} %   RSS {bare_rss:6.1f} MiB")
     print(f"interpreter + field libs    (import only)   RSS {libs_rss:6.1f} MiB")
-    print(f"storegw demo daemon         CPU {cpu:5.2f} %   RSS {rss:6.1f} MiB"
-          f"   (RSS ratio to bare {rss / bare_rss:.1f}x)")
-    print(f"goals: CPU < 1 %: {'met' if cpu < 1 else 'NOT met'}; "
-          f"RSS <= 90 MiB: {'met' if rss <= 90 else 'NOT met'}")
+    print(
+        f"storegw demo daemon         CPU {cpu:5.2f} %   RSS {rss:6.1f} MiB"
+        f"   (RSS ratio to bare {rss / bare_rss:.1f}x)"
+    )
+    print(
+        f"goals: CPU < 1 %: {'met' if cpu < 1 else 'NOT met'}; "
+        f"RSS <= 90 MiB: {'met' if rss <= 90 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,10 @@ def main() -> None:
             ready_times.append(ready_after)
     ready = statistics.median(ready_times)
     print(f"bare interpreter start-up   median {baseline * 1000:7.1f} ms  ({RUNS} runs)")
-    print(f"storegw run → READY=1       median {ready * 1000:7.1f} ms  "
-          f"(min {min(ready_times) * 1000:.1f}, max {max(ready_times) * 1000:.1f})")
+    print(
+        f"storegw run → READY=1       median {ready * 1000:7.1f} ms  "
+        f"(min {min(ready_times) * 1000:.1f}, max {max(ready_times) * 1000:.1f})"
+    )
     print(f"ratio to bare interpreter   {ready / baseline:7.1f}x")
     print(f"goal < 1500 ms: {'met' if ready < 1.5 else 'NOT met'}")
 
