@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,29 @@ async def _no_leaked_tasks_or_threads() -> AsyncIterator[None]:
             break
         await asyncio.sleep(0.02)
     assert not leaked, f"test leaked threads: {[t.name for t in leaked]}"
+
+
+@contextmanager
+def tmpfs(mount_point: Path, *, size: str = "1m", read_only: bool = False) -> Iterator[Path]:
+    """A real small or read-only filesystem. The suite runs as root, which ignores chmod but
+    not a read-only mount or a full disk."""
+    mount_point.mkdir(exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot mount tmpfs (the suite runs as root): {mounted.stderr!r}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def remount_read_only(mount_point: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(mount_point)], check=True)
 
 
 def free_port() -> int:

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import tmpfs
 from tests.daemon import run_cli, running_daemon, short_dir, stop, write_config
 
 pytestmark = pytest.mark.slow
@@ -263,16 +263,7 @@ def test_newer_schema_exits_65_with_a_clear_message(state: Path) -> None:
 
 
 def test_database_on_a_read_only_filesystem_exits_74_naming_the_path(state: Path) -> None:
-    mount_point = state / "ro"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.fail(f"cannot mount a read-only tmpfs (needs root): {mounted.stderr!r}")
-    try:
+    with tmpfs(state / "ro", read_only=True) as mount_point:
         config = write_config(state / "gateway.toml", state_dir=state, devices=[])
         config.write_text(
             config.read_text(encoding="utf-8").replace(
@@ -281,8 +272,6 @@ def test_database_on_a_read_only_filesystem_exits_74_naming_the_path(state: Path
             encoding="utf-8",
         )
         result = run_cli("run", "--config", str(config))
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=False)
     assert result.returncode == 74, result
     assert str(mount_point / "gateway.db") in result.stderr
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from gateway.errors import (
     StorageUnavailableError,
 )
 from gateway.store import SCHEMA_VERSION, Database
+from tests.conftest import remount_read_only, tmpfs
 
 
 async def test_new_database_is_durable_wal_with_incremental_vacuum(tmp_path: Path) -> None:
@@ -160,24 +160,12 @@ async def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.fixture
 def read_only_mount(tmp_path: Path) -> Iterator[Path]:
-    """A real read-only filesystem (tmpfs remounted ro) — root ignores chmod, not ro mounts."""
-    mount_point = tmp_path / "ro"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.fail(f"cannot mount tmpfs (the suite runs as root): {mounted.stderr!r}")
-    try:
+    with tmpfs(tmp_path / "ro") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=False)
 
 
 async def test_read_only_filesystem_names_the_path(read_only_mount: Path) -> None:
-    subprocess.run(["mount", "-o", "remount,ro", str(read_only_mount)], check=True)
+    remount_read_only(read_only_mount)
     path = read_only_mount / "g.db"
     with pytest.raises(StorageUnavailableError) as caught:
         await Database.open(path, clock=FakeClock())
@@ -188,7 +176,7 @@ async def test_existing_database_on_a_filesystem_turned_read_only(read_only_moun
     path = read_only_mount / "g.db"
     async with Database.running(path, clock=FakeClock()) as db:
         await db.write("CREATE TABLE t (n INTEGER)")
-    subprocess.run(["mount", "-o", "remount,ro", str(read_only_mount)], check=True)
+    remount_read_only(read_only_mount)
     with pytest.raises(StorageUnavailableError) as caught:
         await Database.open(path, clock=FakeClock())
     assert str(path) in str(caught.value)
@@ -213,12 +201,7 @@ async def test_full_disk_fails_the_batch_keeps_committed_data_and_keeps_running(
 
 
 async def test_real_full_filesystem(tmp_path: Path) -> None:
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)], check=True
-    )
-    try:
+    with tmpfs(tmp_path / "small", size="256k") as mount_point:
         path = mount_point / "g.db"
         async with Database.running(path, clock=FakeClock()) as db:
             await db.write("CREATE TABLE t (pad BLOB)")
@@ -226,8 +209,6 @@ async def test_real_full_filesystem(tmp_path: Path) -> None:
                 for _ in range(100):
                     await db.write_many("INSERT INTO t VALUES (zeroblob(8000))", [()] * 10)
             assert (await db.stats()).free_disk_bytes < 64 * 1024
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=False)
 
 
 async def test_writer_shows_progress_while_idle(tmp_path: Path) -> None:
