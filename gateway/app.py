@@ -22,7 +22,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -223,13 +223,10 @@ class Gateway:
         if self._notifier.watchdog_interval() is not None:
             self._spawn(group, "systemd.watchdog", self._watchdog_loop())
 
-    def _spawn(self, group: asyncio.TaskGroup, name: str, coro: Awaitable[None]) -> None:
-        async def wrapped() -> None:
-            await coro
+    def _spawn(self, group: asyncio.TaskGroup, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        self._runtime.tasks[name] = group.create_task(coro, name=name)
 
-        self._runtime.tasks[name] = group.create_task(wrapped(), name=name)
-
-    def spawn_extra(self, name: str, coro: Awaitable[None]) -> None:
+    def spawn_extra(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` under the root task group until shutdown (e.g. the demo's summary)."""
         if self._group is None:
             raise RuntimeError("the gateway is not running")
