@@ -23,6 +23,36 @@ MIGRATIONS: tuple[Migration, ...] = (
         "meta: database identity (epoch), creation time, boot counter",
         ("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT",),
     ),
+    Migration(
+        2,
+        "outbox: durable per-stream event queue with gapless sequence numbers",
+        (
+            # next_seq: the seq the next accepted event gets; sent_seq: highest PUBACKed;
+            # acked_seq: HQ's custody watermark (rows at or below it are deleted).
+            """CREATE TABLE outbox_streams (
+                stream TEXT PRIMARY KEY,
+                next_seq INTEGER NOT NULL DEFAULT 1,
+                sent_seq INTEGER NOT NULL DEFAULT 0,
+                acked_seq INTEGER NOT NULL DEFAULT 0,
+                acked_at TEXT
+            ) STRICT""",
+            """CREATE TABLE outbox (
+                stream TEXT NOT NULL REFERENCES outbox_streams(stream),
+                seq INTEGER NOT NULL,
+                id TEXT NOT NULL,
+                ts TEXT NOT NULL,
+                type TEXT NOT NULL,
+                body TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                PRIMARY KEY (stream, seq)
+            ) STRICT, WITHOUT ROWID""",
+            # The seq is taken inside the committing transaction, so a rolled-back batch
+            # (disk full) leaves no gap that HQ's contiguous watermark would wait on forever.
+            """CREATE TRIGGER outbox_next_seq AFTER INSERT ON outbox BEGIN
+                UPDATE outbox_streams SET next_seq = NEW.seq + 1 WHERE stream = NEW.stream;
+            END""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

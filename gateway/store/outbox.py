@@ -1,0 +1,204 @@
+"""The outbox: every event promised to HQ, durable until HQ takes custody of it.
+
+Events are appended to named streams (``stock``, ``dwell``, ``receipts``, ``alerts``…). Each
+gets a per-stream, gapless, 64-bit ``seq`` assigned inside the committing transaction, a random
+``id`` and its timestamp. Producers learn an event is accepted only after the group commit
+holding it. Rows move through three marks kept per stream::
+
+    appended ──PUBACK──▶ sent (sent_seq) ──HQ watermark on down/ack──▶ deleted (acked_seq)
+
+Rows at or below the watermark are deleted; sent-but-unacknowledged rows are re-read from the
+watermark after a reconnect (HQ de-duplicates on store, stream, epoch, seq).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.clock import Clock, event_stamp
+from gateway.store.database import Database
+
+__all__ = ["STREAM_NAME_PATTERN", "Outbox", "OutboxEvent", "StreamState"]
+
+STREAM_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+
+_INSERT = (
+    "INSERT INTO outbox (stream, seq, id, ts, type, body, size) "
+    "VALUES (?1, (SELECT next_seq FROM outbox_streams WHERE stream = ?1), ?2, ?3, ?4, ?5, ?6)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One buffered event as it goes on the wire (``body`` is its JSON object text)."""
+
+    stream: str
+    seq: int
+    id: str
+    ts: str
+    type: str
+    body: str
+    size: int
+
+    def wire(self) -> dict[str, Any]:
+        event: dict[str, Any] = json.loads(self.body)
+        return {"seq": self.seq, "id": self.id, "ts": self.ts, "type": self.type, **event}
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    stream: str
+    next_seq: int
+    sent_seq: int
+    acked_seq: int
+    acked_at: str | None
+    depth: int
+    bytes: int
+    oldest_ts: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "next_seq": self.next_seq,
+            "sent_seq": self.sent_seq,
+            "acked_seq": self.acked_seq,
+            "acked_at": self.acked_at,
+            "depth": self.depth,
+            "bytes": self.bytes,
+            "oldest_ts": self.oldest_ts,
+        }
+
+
+class Outbox:
+    """Append, read for sending, mark sent, and release on HQ's watermark."""
+
+    def __init__(self, database: Database, clock: Clock) -> None:
+        self._db = database
+        self._clock = clock
+        self._known_streams: set[str] = set()
+
+    @property
+    def epoch(self) -> str:
+        return self._db.epoch
+
+    async def open(self, streams: tuple[str, ...] = ()) -> None:
+        """Make sure ``streams`` exist; loads the ones already in the database."""
+        rows = await self._db.fetchall("SELECT stream FROM outbox_streams")
+        self._known_streams = {str(row["stream"]) for row in rows}
+        missing = [(name,) for name in streams if name not in self._known_streams]
+        if missing:
+            await self._db.write_many(
+                "INSERT OR IGNORE INTO outbox_streams (stream) VALUES (?)", missing
+            )
+            self._known_streams.update(name for (name,) in missing)
+
+    def append(self, stream: str, event_type: str, body: Mapping[str, Any]) -> asyncio.Future[None]:
+        """Queue one event; the future resolves once it is committed (accepted)."""
+        if stream not in self._known_streams:
+            raise KeyError(f"unknown outbox stream {stream!r}")
+        stamp = event_stamp(self._clock)
+        fields = dict(body)
+        if "unsynced" in stamp:
+            fields["unsynced"] = True
+        text = json.dumps(fields, separators=(",", ":"), sort_keys=True, default=str)
+        event_id = secrets.token_hex(8)
+        size = len(text) + len(event_id) + len(event_type) + 40
+        return self._db.submit(_INSERT, (stream, event_id, stamp["ts"], event_type, text, size))
+
+    async def read(
+        self, stream: str, *, after_seq: int, max_events: int, max_bytes: int
+    ) -> list[OutboxEvent]:
+        """Events of ``stream`` with seq > ``after_seq`` in order, within both limits (always
+        at least one event when any is there, so an oversized event cannot block a stream)."""
+        rows = await self._db.fetchall(
+            "SELECT stream, seq, id, ts, type, body, size FROM outbox "
+            "WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (stream, after_seq, max_events),
+        )
+        events: list[OutboxEvent] = []
+        total = 0
+        for row in rows:
+            size = int(row["size"])
+            if events and total + size > max_bytes:
+                break
+            total += size
+            events.append(
+                OutboxEvent(
+                    str(row["stream"]),
+                    int(row["seq"]),
+                    str(row["id"]),
+                    str(row["ts"]),
+                    str(row["type"]),
+                    str(row["body"]),
+                    size,
+                )
+            )
+        return events
+
+    async def mark_sent(self, stream: str, seq: int) -> None:
+        """The broker PUBACKed everything of ``stream`` up to ``seq``."""
+        await self._db.write(
+            "UPDATE outbox_streams SET sent_seq = max(sent_seq, ?) WHERE stream = ?",
+            (seq, stream),
+        )
+
+    async def acknowledge(self, stream: str, epoch: str, seq: int) -> bool:
+        """HQ durably holds ``stream`` up to ``seq``: release those rows.
+
+        An ack for another epoch (a previous database) or an unknown stream is ignored and
+        answers False; so is a watermark beyond what was ever appended.
+        """
+        if epoch != self.epoch or stream not in self._known_streams:
+            return False
+        state = await self._db.fetchone(
+            "SELECT next_seq FROM outbox_streams WHERE stream = ?", (stream,)
+        )
+        if state is None or seq >= int(state["next_seq"]) or seq < 0:
+            return False
+        now = self._clock.utc_now().isoformat()
+        await asyncio.gather(
+            self._db.submit(
+                "UPDATE outbox_streams SET acked_seq = max(acked_seq, ?), "
+                "sent_seq = max(sent_seq, ?), acked_at = ? WHERE stream = ?",
+                (seq, seq, now, stream),
+            ),
+            self._db.submit("DELETE FROM outbox WHERE stream = ? AND seq <= ?", (stream, seq)),
+        )
+        return True
+
+    async def release_sent(self, stream: str, seq: int) -> None:
+        """``custody = "broker"``: the PUBACK is the end of the line; delete up to ``seq``."""
+        await asyncio.gather(
+            self._db.submit(
+                "UPDATE outbox_streams SET sent_seq = max(sent_seq, ?), "
+                "acked_seq = max(acked_seq, ?) WHERE stream = ?",
+                (seq, seq, stream),
+            ),
+            self._db.submit("DELETE FROM outbox WHERE stream = ? AND seq <= ?", (stream, seq)),
+        )
+
+    async def states(self) -> tuple[StreamState, ...]:
+        rows = await self._db.fetchall(
+            "SELECT s.stream, s.next_seq, s.sent_seq, s.acked_seq, s.acked_at, "
+            "count(o.seq) AS depth, coalesce(sum(o.size), 0) AS bytes, min(o.ts) AS oldest "
+            "FROM outbox_streams s LEFT JOIN outbox o ON o.stream = s.stream "
+            "GROUP BY s.stream ORDER BY s.stream"
+        )
+        return tuple(
+            StreamState(
+                stream=str(row["stream"]),
+                next_seq=int(row["next_seq"]),
+                sent_seq=int(row["sent_seq"]),
+                acked_seq=int(row["acked_seq"]),
+                acked_at=row["acked_at"],
+                depth=int(row["depth"]),
+                bytes=int(row["bytes"]),
+                oldest_ts=row["oldest"],
+            )
+            for row in rows
+        )

@@ -1,0 +1,1 @@
+"""Sync with HQ over MQTT: the paho adapter, uplink, downlink and wire formats."""
