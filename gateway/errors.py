@@ -15,9 +15,12 @@ Every error the gateway raises on purpose derives from :class:`GatewayError`. Li
     ├── DriverError                 a device driver failed
     │   ├── DriverUnavailableError  transient (port gone, device silent): retry with backoff
     │   └── DriverConfigError       permanent for this config: mark the driver failed, no retry
-    └── ControlError                the control socket (CLI ↔ daemon) failed
-        ├── DaemonNotRunningError   no daemon is listening on the socket path
-        └── ControlProtocolError    a malformed or unsupported request/response
+    ├── ControlError                the control socket (CLI ↔ daemon) failed
+    │   ├── DaemonNotRunningError   no daemon is listening on the socket path
+    │   └── ControlProtocolError    a malformed or unsupported request/response
+    └── LinkError                   the MQTT link to HQ failed
+        ├── LinkDownError           not connected (or the connection dropped): retry later
+        └── PublishRefusedError     the broker refused a publish (PUBACK reason code)
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ __all__ = [
     "DriverError",
     "DriverUnavailableError",
     "GatewayError",
+    "LinkDownError",
+    "LinkError",
+    "PublishRefusedError",
     "SchemaTooNewError",
     "StorageCorruptError",
     "StorageError",
@@ -146,3 +152,21 @@ class DaemonNotRunningError(ControlError):
 
 class ControlProtocolError(ControlError):
     """A malformed or unsupported control request or response."""
+
+
+class LinkError(GatewayError):
+    """The MQTT link to HQ failed."""
+
+
+class LinkDownError(LinkError):
+    """Not connected, or the connection dropped before the broker answered."""
+
+
+class PublishRefusedError(LinkError):
+    """The broker answered a publish with a failure reason code (e.g. 0x87 not authorised)."""
+
+    def __init__(self, topic: str, reason_code: int, reason: str) -> None:
+        self.topic = topic
+        self.reason_code = reason_code
+        self.reason = reason
+        super().__init__(f"broker refused publish to {topic}: 0x{reason_code:02X} {reason}")

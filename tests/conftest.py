@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -74,45 +73,60 @@ def free_port() -> int:
         return port
 
 
-@dataclass(frozen=True, slots=True)
 class Broker:
-    host: str
-    port: int
-    process: subprocess.Popen[bytes]
+    """A real mosquitto on loopback, owned by one test. ``kill()``/``start()`` simulate a broker
+    crash and restart on the same port (persistence off: it forgets everything)."""
 
+    def __init__(self, directory: Path, *, extra: str = "", port: int | None = None) -> None:
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.directory = directory
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
 
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Broker]:
-    """A real mosquitto on a free loopback port, owned by this test (never the one on 1883)."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(binary).exists():
-        pytest.fail("mosquitto is not installed: run `make test`, which installs it")
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n",
-        encoding="utf-8",
-    )
-    process = subprocess.Popen(
-        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"mosquitto exited: {process.stderr.read() if process.stderr else ''!r}"
-                )
-            time.sleep(0.05)
-    else:
-        process.kill()
+    def start(self) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(binary).exists():
+            pytest.fail("mosquitto is not installed: run `make test`, which installs it")
+        conf = self.directory / f"mosquitto-{self.port}.conf"
+        conf.write_text(
+            # user root: mosquitto would otherwise drop to its own user and lose our files.
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "user root\n"
+            f"{self.extra}\n",
+            encoding="utf-8",
+        )
+        self.process = subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return
+            except OSError:
+                if self.process.poll() is not None:
+                    error = self.process.stderr.read() if self.process.stderr else b""
+                    self.kill()
+                    pytest.fail(f"mosquitto exited: {error!r}")
+                time.sleep(0.05)
+        self.kill()
         pytest.fail("mosquitto did not start listening within 10 s")
-    try:
-        yield Broker("127.0.0.1", port, process)
-    finally:
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to clients, nothing saved."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.kill()
+        process.wait()
+        if process.stderr:
+            process.stderr.close()
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
         process.terminate()
         try:
             process.wait(timeout=5)
@@ -121,3 +135,14 @@ def mosquitto(tmp_path: Path) -> Iterator[Broker]:
             process.wait()
         if process.stderr:
             process.stderr.close()
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Broker]:
+    """A real mosquitto on a free loopback port, owned by this test (never the one on 1883)."""
+    broker = Broker(tmp_path)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

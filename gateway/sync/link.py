@@ -1,0 +1,456 @@
+"""The MQTT link: paho-mqtt 2.x driven by the asyncio event loop (no paho thread).
+
+paho's socket callbacks register the socket with ``loop.add_reader/add_writer``; a task calls
+``loop_misc()`` every second for keepalive. The blocking ``connect()`` (DNS, TCP, TLS) runs on a
+private one-thread executor that is shut down with the link, so nothing outlives it.
+
+Guarantees the uplink relies on:
+
+- MQTT v5, persistent session (``clean_start=False`` + session expiry), manual acks for
+  downlink messages: a message is acknowledged only after its handler returned.
+- Retained birth ``{online: true, boot}`` on ``state``, the same topic as retained last will
+  ``{online: false, boot}``.
+- TLS on by default with the broker certificate verified; plaintext only when the config
+  explicitly allows it. Never a fallback.
+- paho's in-memory queue is never a second source of truth: it is dropped on every connect and
+  :meth:`MqttLink.publish` refuses to publish while disconnected.
+- Each publish resolves on its own PUBACK; a failure reason code raises PublishRefusedError;
+  a dropped connection fails every outstanding publish with LinkDownError.
+- Reconnects use capped exponential backoff with full jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.backoff import Backoff
+from gateway.clock import Clock, isoformat_utc
+from gateway.config import MqttConfig
+from gateway.errors import LinkDownError, PublishRefusedError
+
+__all__ = ["InboundMessage", "LinkStats", "MqttLink"]
+
+_LOGGER = logging.getLogger(__name__)
+
+_SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our session (and QoS 1 downlink) a week
+_MISC_INTERVAL_S = 1.0
+_DEFAULT_WINDOW = 20
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    response_topic: str | None
+    correlation_data: bytes | None
+
+
+MessageHandler = Callable[[InboundMessage], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class LinkStats:
+    connected: bool = False
+    transport: str = "tls"
+    connected_since: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    reconnects: int = 0
+    publishes: int = 0
+    last_puback_at: datetime | None = None
+    receive_maximum: int = _DEFAULT_WINDOW
+    subscriptions: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        def stamp(value: datetime | None) -> str | None:
+            return None if value is None else isoformat_utc(value)
+
+        return {
+            "connected": self.connected,
+            "transport": self.transport,
+            "connected_since": stamp(self.connected_since),
+            "last_error": self.last_error,
+            "last_error_at": stamp(self.last_error_at),
+            "reconnects": self.reconnects,
+            "publishes": self.publishes,
+            "last_puback_at": stamp(self.last_puback_at),
+            "receive_maximum": self.receive_maximum,
+        }
+
+
+class MqttLink:
+    """One MQTT connection to HQ's broker, kept up by :meth:`run`."""
+
+    def __init__(
+        self,
+        *,
+        config: MqttConfig,
+        store_id: str,
+        boot: int,
+        clock: Clock,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._boot = boot
+        self.topic_root = config.topic_root.format(store_id=store_id)
+        self.state_topic = self.topic_root + "state"
+        self._client_id = config.client_id or f"storegw-{store_id}"
+        self._backoff = Backoff(1.0, 60.0, rng=rng)
+        self._handlers: dict[str, MessageHandler] = {}
+        self._pending: dict[int, tuple[str, asyncio.Future[None]]] = {}
+        self._inbox: asyncio.Queue[mqtt.MQTTMessage] = asyncio.Queue()
+        self._connected = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._window = asyncio.Semaphore(_DEFAULT_WINDOW)
+        self._client: mqtt.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.stats = LinkStats(transport="tls" if config.tls else "PLAINTEXT")
+
+    # --- public -------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> asyncio.Event:
+        return self._connected
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler) -> None:
+        """Deliver messages matching ``topic_filter`` (relative to the topic root) to
+        ``handler``; the message is acknowledged to the broker after the handler returns.
+        Register before :meth:`run`; subscriptions are renewed on every connect."""
+        self._handlers[self.topic_root + topic_filter] = handler
+        self.stats.subscriptions.append(self.topic_root + topic_filter)
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Publish and wait for the broker's PUBACK (QoS 1) or the write (QoS 0).
+
+        At most the broker's Receive Maximum publishes are in flight; callers pipeline by
+        running several publishes concurrently."""
+        async with self._window:
+            client = self._client
+            if client is None or not self._connected.is_set():
+                raise LinkDownError("not connected to the broker")
+            info = client.publish(topic, payload, qos=qos, retain=retain)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                raise LinkDownError(f"publish failed: {mqtt.error_string(info.rc)}")
+            self.stats.publishes += 1
+            if qos == 0:
+                return
+            assert self._loop is not None
+            future: asyncio.Future[None] = self._loop.create_future()
+            self._pending[info.mid] = (topic, future)
+            await future
+
+    async def run(self) -> None:
+        """Connect, stay connected, reconnect with backoff; until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqtt-connect")
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._dispatch_inbound(), name="mqtt.inbound")
+                while True:
+                    started = self._clock.monotonic()
+                    try:
+                        await self._connect(executor)
+                        await self._serve_connection()
+                    except (OSError, ssl.SSLError, LinkDownError) as exc:
+                        self._record_error(str(exc) or type(exc).__name__)
+                    finally:
+                        self._teardown()
+                    if self._clock.monotonic() - started > 60:
+                        self._backoff.reset()
+                    await asyncio.sleep(self._backoff.next_delay())
+                    self.stats.reconnects += 1
+        finally:
+            self._teardown()
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    # --- connection ---------------------------------------------------------------------
+
+    def _new_client(self) -> mqtt.Client:
+        config = self._config
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            protocol=mqtt.MQTTv5,
+            reconnect_on_failure=False,
+            manual_ack=True,
+        )
+        if config.username is not None:
+            password = config.password.get_secret_value() if config.password else None
+            client.username_pw_set(config.username, password)
+        if config.tls:
+            context = ssl.create_default_context(
+                cafile=str(config.ca_file) if config.ca_file else None
+            )
+            if config.client_cert is not None and config.client_key is not None:
+                context.load_cert_chain(str(config.client_cert), str(config.client_key))
+            client.tls_set_context(context)
+        will = json.dumps({"online": False, "boot": self._boot}).encode()
+        client.will_set(self.state_topic, will, qos=1, retain=True)
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    async def _connect(self, executor: ThreadPoolExecutor) -> None:
+        assert self._loop is not None
+        self._lost.clear()
+        client = self._new_client()
+        self._client = client
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = _SESSION_EXPIRY_S
+        config = self._config
+        try:
+            result = await self._loop.run_in_executor(
+                executor,
+                lambda: client.connect(
+                    config.host,
+                    config.port,
+                    keepalive=config.keepalive_s,
+                    clean_start=False,
+                    properties=properties,
+                ),
+            )
+        except (OSError, ssl.SSLError) as exc:
+            _close_abandoned_sockets(exc)
+            raise LinkDownError(f"cannot connect to {config.host}:{config.port}: {exc}") from exc
+        if result != mqtt.MQTT_ERR_SUCCESS:
+            raise LinkDownError(f"connect failed: {mqtt.error_string(result)}")
+        # The socket was opened on the executor thread: register it with the loop here.
+        sock = client.socket()
+        if sock is not None:
+            self._watch(sock)
+        async with asyncio.timeout(max(10.0, config.keepalive_s)):
+            while not self._connected.is_set():
+                if self._lost.is_set():
+                    raise LinkDownError(self.stats.last_error or "connection refused")
+                await asyncio.sleep(0.01)
+
+    async def _serve_connection(self) -> None:
+        client = self._client
+        assert client is not None
+        while not self._lost.is_set():
+            if client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
+                raise LinkDownError("keepalive failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), _MISC_INTERVAL_S)
+        raise LinkDownError(self.stats.last_error or "connection lost")
+
+    def _teardown(self) -> None:
+        client, self._client = self._client, None
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        self.stats.connected = False
+        if client is not None:
+            sock = client.socket()
+            if sock is not None:
+                self._unwatch(sock)
+            with contextlib.suppress(Exception):
+                client.disconnect() if was_connected else None
+            with contextlib.suppress(Exception):
+                client.loop_write()
+            sock = client.socket()
+            if sock is not None:
+                self._unwatch(sock)
+                with contextlib.suppress(OSError):
+                    sock.close()
+        self._fail_pending("connection closed")
+
+    def _fail_pending(self, reason: str) -> None:
+        pending, self._pending = self._pending, {}
+        for topic, future in pending.values():
+            if not future.done():
+                future.set_exception(LinkDownError(f"{reason} before PUBACK for {topic}"))
+
+    def _record_error(self, error: str) -> None:
+        if error != self.stats.last_error:
+            _LOGGER.warning("MQTT link to %s:%d: %s", self._config.host, self._config.port, error)
+        self.stats.last_error = error
+        self.stats.last_error_at = self._clock.utc_now()
+
+    # --- socket plumbing (paho → asyncio) -----------------------------------------------
+
+    def _watch(self, sock: Any) -> None:
+        assert self._loop is not None
+        client = self._client
+        if client is None:
+            return
+        self._loop.add_reader(sock, self._read)
+        if client.want_write():
+            self._loop.add_writer(sock, self._write)
+
+    def _unwatch(self, sock: Any) -> None:
+        if self._loop is None:
+            return
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+
+    def _read(self) -> None:
+        if self._client is not None and self._client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
+            self._lost.set()
+
+    def _write(self) -> None:
+        if self._client is not None and self._client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
+            self._lost.set()
+
+    def _on_socket_open(self, _client: mqtt.Client, _userdata: Any, _sock: Any) -> None:
+        # Fires on the executor thread during connect(); _connect registers the socket.
+        return
+
+    def _on_socket_close(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        if isinstance(sock, socket.socket):
+            self._unwatch(sock)
+        self._lost.set()
+
+    def _on_register_write(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        if self._loop is None or not isinstance(sock, socket.socket):
+            return
+        if self._loop.is_running() and _in_loop_thread(self._loop):
+            self._loop.add_writer(sock, self._write)
+
+    def _on_unregister_write(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        if self._loop is not None and isinstance(sock, socket.socket):
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_writer(sock)
+
+    # --- protocol callbacks -------------------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: Any,
+        _flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            self._record_error(f"broker refused connection: {reason_code}")
+            self._lost.set()
+            return
+        # Outbox rows are the only source of truth: forget anything paho kept in memory.
+        client.drop_out_messages()
+        receive_maximum = getattr(properties, "ReceiveMaximum", None) or _DEFAULT_WINDOW
+        self.stats.receive_maximum = min(int(receive_maximum), _DEFAULT_WINDOW)
+        self._window = asyncio.Semaphore(self.stats.receive_maximum)
+        for topic in self._handlers:
+            client.subscribe(topic, qos=1)
+        birth = json.dumps({"online": True, "boot": self._boot}).encode()
+        client.publish(self.state_topic, birth, qos=1, retain=True)
+        self.stats.connected = True
+        self.stats.connected_since = self._clock.utc_now()
+        if self.stats.last_error is not None:
+            _LOGGER.info("MQTT link to %s:%d restored", self._config.host, self._config.port)
+        self.stats.last_error = None
+        self._connected.set()
+
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        _flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            self._record_error(f"disconnected: {reason_code}")
+        self._lost.set()
+        self._fail_pending("disconnected")
+
+    def _on_publish(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        entry = self._pending.pop(mid, None)
+        if entry is None:
+            return  # the birth message, or a publish we stopped waiting for
+        topic, future = entry
+        self.stats.last_puback_at = self._clock.utc_now()
+        if future.done():
+            return
+        if reason_code.is_failure:
+            future.set_exception(PublishRefusedError(topic, reason_code.value, str(reason_code)))
+        else:
+            future.set_result(None)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._inbox.put_nowait(message)
+
+    async def _dispatch_inbound(self) -> None:
+        while True:
+            message = await self._inbox.get()
+            handler = self._handler_for(message.topic)
+            properties = getattr(message, "properties", None)
+            inbound = InboundMessage(
+                topic=message.topic,
+                payload=bytes(message.payload),
+                qos=message.qos,
+                retain=bool(message.retain),
+                response_topic=getattr(properties, "ResponseTopic", None),
+                correlation_data=getattr(properties, "CorrelationData", None),
+            )
+            if handler is not None:
+                try:
+                    await handler(inbound)
+                except Exception:
+                    # Not acknowledged: the broker redelivers it on the next session.
+                    _LOGGER.exception("handler for %s failed; not acknowledged", message.topic)
+                    continue
+            client = self._client
+            if client is not None and message.qos > 0:
+                client.ack(message.mid, message.qos)
+
+    def _handler_for(self, topic: str) -> MessageHandler | None:
+        for topic_filter, handler in self._handlers.items():
+            if mqtt.topic_matches_sub(topic_filter, topic):
+                return handler
+        return None
+
+
+def _close_abandoned_sockets(exc: BaseException) -> None:
+    """paho 2.2 leaves the socket open when the TLS handshake fails inside connect(); close
+    the sockets its frames still hold so a flapping link cannot leak file descriptors."""
+    traceback = exc.__traceback__
+    while traceback is not None:
+        for value in list(traceback.tb_frame.f_locals.values()):
+            if isinstance(value, socket.socket):
+                with contextlib.suppress(OSError):
+                    value.close()
+        traceback = traceback.tb_next
+
+
+def _in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

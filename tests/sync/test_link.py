@@ -1,0 +1,186 @@
+"""The MQTT link against a real mosquitto: birth/will, PUBACKs, reason codes, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.clock import FakeClock
+from gateway.config import MqttConfig
+from gateway.errors import LinkDownError, PublishRefusedError
+from gateway.sync.link import InboundMessage, MqttLink
+from tests.conftest import Broker
+
+
+def plain(broker: Broker, **overrides: Any) -> MqttConfig:
+    return MqttConfig(
+        host=broker.host, port=broker.port, tls=False, allow_plaintext=True, **overrides
+    )
+
+
+@asynccontextmanager
+async def running(link: MqttLink) -> AsyncIterator[MqttLink]:
+    task = asyncio.create_task(link.run(), name="mqtt.link")
+    try:
+        yield link
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+class Observer:
+    """A plain paho client in its own thread, standing in for HQ."""
+
+    def __init__(self, broker: Broker, topic: str) -> None:
+        self.messages: list[mqtt.MQTTMessage] = []
+        self.ready = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: self.ready.set()
+        self.client.on_message = lambda _c, _u, m: self.messages.append(m)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        assert self.ready.wait(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.02)
+
+
+async def test_birth_publish_and_puback(mosquitto: Broker) -> None:
+    observer = Observer(mosquitto, "retail/v1/s1/#")
+    link = MqttLink(config=plain(mosquitto), store_id="s1", boot=7, clock=FakeClock())
+    try:
+        async with running(link):
+            await asyncio.wait_for(link.connected.wait(), 15)
+            await asyncio.gather(
+                *(link.publish("retail/v1/s1/up/stock", f"m{n}".encode()) for n in range(50))
+            )
+            assert link.stats.last_puback_at is not None
+            assert link.stats.as_dict()["connected"] is True
+            await until(lambda: len(observer.messages) >= 51)
+    finally:
+        observer.close()
+    births = [m for m in observer.messages if m.topic == "retail/v1/s1/state"]
+    assert json.loads(births[0].payload) == {"online": True, "boot": 7}
+    payloads = [m.payload for m in observer.messages if m.topic.endswith("up/stock")]
+    assert payloads == [f"m{n}".encode() for n in range(50)]
+
+
+async def test_last_will_when_the_gateway_vanishes(mosquitto: Broker) -> None:
+    observer = Observer(mosquitto, "retail/v1/s1/state")
+    link = MqttLink(
+        config=plain(mosquitto, keepalive_s=5), store_id="s1", boot=3, clock=FakeClock()
+    )
+    try:
+        async with running(link):
+            await asyncio.wait_for(link.connected.wait(), 15)
+            client = link._client
+            assert client is not None
+            sock = client.socket()
+            assert sock is not None
+            sock.close()  # the box loses power: no DISCONNECT packet
+            await until(
+                lambda: any(json.loads(m.payload)["online"] is False for m in observer.messages)
+            )
+    finally:
+        observer.close()
+    death = [
+        json.loads(m.payload) for m in observer.messages if not json.loads(m.payload)["online"]
+    ]
+    assert death[0] == {"online": False, "boot": 3}
+
+
+async def test_publish_while_disconnected_fails_fast(mosquitto: Broker) -> None:
+    mosquitto.stop()
+    link = MqttLink(config=plain(mosquitto), store_id="s1", boot=1, clock=FakeClock())
+    async with running(link):
+        with pytest.raises(LinkDownError):
+            await link.publish("retail/v1/s1/up/stock", b"x")
+        await until(lambda: link.stats.last_error is not None)
+        assert "cannot connect" in (link.stats.last_error or "")
+
+
+async def test_reconnects_after_a_broker_crash(mosquitto: Broker) -> None:
+    link = MqttLink(config=plain(mosquitto), store_id="s1", boot=1, clock=FakeClock())
+    async with running(link):
+        await asyncio.wait_for(link.connected.wait(), 15)
+        mosquitto.kill()
+        await until(lambda: not link.connected.is_set())
+        with pytest.raises(LinkDownError):
+            await link.publish("retail/v1/s1/up/stock", b"x")
+        mosquitto.start()
+        await until(link.connected.is_set, timeout=30)
+        await link.publish("retail/v1/s1/up/stock", b"after")
+        assert link.stats.reconnects >= 1
+
+
+async def test_refused_publish_raises_with_the_reason_code(tmp_path: Path) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text("topic write retail/v1/s1/state\ntopic write retail/v1/s1/up/allowed\n")
+    broker = Broker(tmp_path, extra=f"acl_file {acl}")
+    broker.start()
+    try:
+        link = MqttLink(config=plain(broker), store_id="s1", boot=1, clock=FakeClock())
+        async with running(link):
+            await asyncio.wait_for(link.connected.wait(), 15)
+            await link.publish("retail/v1/s1/up/allowed", b"ok")
+            with pytest.raises(PublishRefusedError) as caught:
+                await link.publish("retail/v1/s1/up/denied", b"no")
+            assert caught.value.reason_code == 0x87
+    finally:
+        broker.stop()
+
+
+async def test_inbound_messages_reach_handlers_then_are_acked(mosquitto: Broker) -> None:
+    received: list[InboundMessage] = []
+
+    async def handler(message: InboundMessage) -> None:
+        received.append(message)
+
+    link = MqttLink(config=plain(mosquitto), store_id="s1", boot=1, clock=FakeClock())
+    link.subscribe("down/#", handler)
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.connect(mosquitto.host, mosquitto.port)
+    publisher.loop_start()
+    try:
+        async with running(link):
+            await asyncio.wait_for(link.connected.wait(), 15)
+            await asyncio.sleep(0.3)  # let the SUBSCRIBE land
+            publisher.publish("retail/v1/s1/down/ack", b'{"seq":1}', qos=1).wait_for_publish(5)
+            publisher.publish("retail/v1/other/down/ack", b"not ours", qos=1).wait_for_publish(5)
+            await until(lambda: len(received) >= 1)
+            await asyncio.sleep(0.2)
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+    assert [m.payload for m in received] == [b'{"seq":1}']
+    assert received[0].topic == "retail/v1/s1/down/ack"
+
+
+async def test_tls_is_never_downgraded_to_plaintext(mosquitto: Broker) -> None:
+    config = MqttConfig(host=mosquitto.host, port=mosquitto.port)  # TLS on, plaintext broker
+    link = MqttLink(config=config, store_id="s1", boot=1, clock=FakeClock())
+    async with running(link):
+        await until(lambda: link.stats.last_error is not None)
+        assert not link.connected.is_set()
+    assert link.stats.transport == "tls"
