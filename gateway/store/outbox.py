@@ -81,6 +81,7 @@ class Outbox:
         self._db = database
         self._clock = clock
         self._known_streams: set[str] = set()
+        self.appended = asyncio.Event()  # set after a commit that added events
 
     @property
     def epoch(self) -> str:
@@ -108,7 +109,17 @@ class Outbox:
         text = json.dumps(fields, separators=(",", ":"), sort_keys=True, default=str)
         event_id = secrets.token_hex(8)
         size = len(text) + len(event_id) + len(event_type) + 40
-        return self._db.submit(_INSERT, (stream, event_id, stamp["ts"], event_type, text, size))
+        future = self._db.submit(_INSERT, (stream, event_id, stamp["ts"], event_type, text, size))
+        future.add_done_callback(self._on_committed)
+        return future
+
+    def _on_committed(self, future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.appended.set()
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return tuple(sorted(self._known_streams))
 
     async def read(
         self, stream: str, *, after_seq: int, max_events: int, max_bytes: int
@@ -140,9 +151,9 @@ class Outbox:
             )
         return events
 
-    async def mark_sent(self, stream: str, seq: int) -> None:
-        """The broker PUBACKed everything of ``stream`` up to ``seq``."""
-        await self._db.write(
+    def mark_sent(self, stream: str, seq: int) -> asyncio.Future[None]:
+        """The broker PUBACKed everything of ``stream`` up to ``seq`` (resolves on commit)."""
+        return self._db.submit(
             "UPDATE outbox_streams SET sent_seq = max(sent_seq, ?) WHERE stream = ?",
             (seq, stream),
         )
@@ -171,9 +182,9 @@ class Outbox:
         )
         return True
 
-    async def release_sent(self, stream: str, seq: int) -> None:
+    def release_sent(self, stream: str, seq: int) -> asyncio.Future[Any]:
         """``custody = "broker"``: the PUBACK is the end of the line; delete up to ``seq``."""
-        await asyncio.gather(
+        return asyncio.gather(
             self._db.submit(
                 "UPDATE outbox_streams SET sent_seq = max(sent_seq, ?), "
                 "acked_seq = max(acked_seq, ?) WHERE stream = ?",

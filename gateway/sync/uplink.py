@@ -1,0 +1,256 @@
+"""The uplink: drains the outbox to HQ in envelopes, pipelined, and honours HQ's custody acks.
+
+Per stream, a cursor starts at HQ's watermark on every (re)connection, so everything sent but
+not yet acknowledged is sent again (HQ de-duplicates on store, stream, epoch, seq). Envelopes
+of a stream are published concurrently up to the broker's window; PUBACKs advance ``sent_seq``
+in order. Rows are deleted only when HQ's watermark on ``down/ack`` covers them, or on PUBACK
+in ``custody = "broker"`` mode. If HQ's watermark lags the PUBACKs for ``ack_timeout_s``, the
+stream is rewound to the watermark and re-sent. A refused publish parks its stream with a
+backoff; the other streams keep flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from gateway.backoff import Backoff
+from gateway.clock import Clock
+from gateway.errors import LinkDownError, PublishRefusedError
+from gateway.store.outbox import Outbox, OutboxEvent
+from gateway.sync.envelope import pack_envelope
+from gateway.sync.link import InboundMessage, MqttLink
+
+__all__ = ["Custody", "RateLimiter", "StreamCursor", "Uplink", "UplinkSettings"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class Custody(StrEnum):
+    HQ = "hq"  # delete on HQ's watermark (end-to-end custody)
+    BROKER = "broker"  # delete on PUBACK: only for brokers that never lose queued messages
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkSettings:
+    custody: Custody = Custody.HQ
+    max_events_per_message: int = 500
+    max_message_bytes: int = 128 * 1024
+    ack_timeout_s: float = 30.0
+    messages_per_second: float | None = 200.0  # catch-up rate limit; None lifts it
+
+
+class RateLimiter:
+    """Token bucket (sans-IO): ``delay()`` says how long to wait before the next message."""
+
+    def __init__(self, rate: float | None, clock: Clock, burst: float = 20.0) -> None:
+        self._rate = rate
+        self._clock = clock
+        self._burst = burst
+        self._tokens = burst
+        self._at = clock.monotonic()
+
+    def delay(self) -> float:
+        if self._rate is None:
+            return 0.0
+        now = self._clock.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self._rate
+
+
+@dataclass(slots=True)
+class StreamCursor:
+    """Sending state of one stream for the current connection."""
+
+    stream: str
+    next_after: int  # highest seq already handed to the link
+    acked_seq: int
+    sent_seq: int
+    last_ack_progress: float
+    parked_until: float = 0.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(5.0, 300.0))
+    in_flight: deque[tuple[int, asyncio.Future[None]]] = field(default_factory=deque)
+
+
+class Uplink:
+    def __init__(
+        self,
+        *,
+        outbox: Outbox,
+        link: MqttLink,
+        store_id: str,
+        boot: int,
+        clock: Clock,
+        settings: UplinkSettings | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._link = link
+        self._store_id = store_id
+        self._boot = boot
+        self._clock = clock
+        self.settings = settings or UplinkSettings()
+        self._cursors: dict[str, StreamCursor] = {}
+        self._limiter = RateLimiter(self.settings.messages_per_second, clock)
+        self.last_ack: dict[str, Any] | None = None
+        self.parked: dict[str, str] = {}
+        link.subscribe("down/ack", self._on_ack)
+
+    async def run(self) -> None:
+        """Send while connected; start over from the watermarks after every reconnect."""
+        while True:
+            await self._link.connected.wait()
+            try:
+                await self._serve_connection()
+            except* LinkDownError:
+                _LOGGER.debug("uplink paused: link down")
+            await asyncio.sleep(0.1)
+
+    async def _serve_connection(self) -> None:
+        await self._load_cursors()
+        async with asyncio.TaskGroup() as group:
+            while self._link.connected.is_set():
+                self._outbox.appended.clear()
+                progressed = await self._send_round(group)
+                self._settle()
+                if not progressed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._outbox.appended.wait(), 0.2)
+                self._check_ack_timeouts()
+            raise LinkDownError("link lost")
+
+    async def _load_cursors(self) -> None:
+        now = self._clock.monotonic()
+        self._cursors = {}
+        for state in await self._outbox.states():
+            start = state.sent_seq if self.settings.custody is Custody.BROKER else state.acked_seq
+            self._cursors[state.stream] = StreamCursor(
+                state.stream, start, state.acked_seq, state.sent_seq, now
+            )
+
+    async def _send_round(self, group: asyncio.TaskGroup) -> bool:
+        progressed = False
+        now = self._clock.monotonic()
+        for cursor in self._cursors.values():
+            if (
+                cursor.parked_until > now
+                or len(cursor.in_flight) >= self._link.stats.receive_maximum
+            ):
+                continue
+            events = await self._outbox.read(
+                cursor.stream,
+                after_seq=cursor.next_after,
+                max_events=self.settings.max_events_per_message,
+                max_bytes=self.settings.max_message_bytes,
+            )
+            if not events:
+                continue
+            delay = self._limiter.delay()
+            if delay:
+                await asyncio.sleep(delay)
+            self._publish(group, cursor, events)
+            progressed = True
+        return progressed
+
+    def _publish(
+        self, group: asyncio.TaskGroup, cursor: StreamCursor, events: list[OutboxEvent]
+    ) -> None:
+        payload = pack_envelope(
+            store=self._store_id,
+            stream=cursor.stream,
+            epoch=self._outbox.epoch,
+            boot=self._boot,
+            events=events,
+            sent_at=self._clock.utc_now(),
+        )
+        topic = f"{self._link.topic_root}up/{cursor.stream}"
+        task = group.create_task(
+            self._link.publish(topic, payload), name=f"uplink.publish[{cursor.stream}]"
+        )
+        cursor.in_flight.append((events[-1].seq, task))
+        cursor.next_after = events[-1].seq
+
+    def _settle(self) -> None:
+        """Advance sent marks over PUBACKed envelopes, in order per stream."""
+        for cursor in self._cursors.values():
+            highest = None
+            while cursor.in_flight and cursor.in_flight[0][1].done():
+                seq, task = cursor.in_flight.popleft()
+                error = task.exception()
+                if isinstance(error, PublishRefusedError):
+                    self._park(cursor, error)
+                    cursor.in_flight.clear()
+                    break
+                if error is not None:
+                    raise error
+                highest = seq
+            if highest is not None:
+                cursor.sent_seq = max(cursor.sent_seq, highest)
+                if self.settings.custody is Custody.BROKER:
+                    self._track(self._outbox.release_sent(cursor.stream, highest))
+                else:
+                    self._track(self._outbox.mark_sent(cursor.stream, highest))
+
+    def _park(self, cursor: StreamCursor, error: PublishRefusedError) -> None:
+        delay = cursor.backoff.next_delay()
+        cursor.parked_until = self._clock.monotonic() + delay
+        cursor.next_after = max(cursor.acked_seq, min(cursor.sent_seq, cursor.next_after))
+        self.parked[cursor.stream] = str(error)
+        _LOGGER.error("stream %s parked for %.0f s: %s", cursor.stream, delay, error)
+
+    def _check_ack_timeouts(self) -> None:
+        if self.settings.custody is Custody.BROKER:
+            return
+        now = self._clock.monotonic()
+        for cursor in self._cursors.values():
+            waiting = cursor.sent_seq > cursor.acked_seq
+            if waiting and now - cursor.last_ack_progress > self.settings.ack_timeout_s:
+                _LOGGER.warning(
+                    "no HQ ack for %s beyond seq %d in %.0f s: re-sending from the watermark",
+                    cursor.stream,
+                    cursor.acked_seq,
+                    self.settings.ack_timeout_s,
+                )
+                cursor.next_after = cursor.acked_seq
+                cursor.last_ack_progress = now
+
+    async def _on_ack(self, message: InboundMessage) -> None:
+        try:
+            ack = json.loads(message.payload)
+            stream, epoch, seq = str(ack["stream"]), str(ack["epoch"]), int(ack["seq"])
+        except (ValueError, KeyError, TypeError):
+            _LOGGER.warning(
+                "ignoring malformed HQ ack on %s: %r", message.topic, message.payload[:200]
+            )
+            return
+        if not await self._outbox.acknowledge(stream, epoch, seq):
+            _LOGGER.debug(
+                "ignoring ack %s/%s/%d (other epoch, stream or beyond head)", stream, epoch, seq
+            )
+            return
+        self.last_ack = {"stream": stream, "seq": seq, "at": self._clock.utc_now().isoformat()}
+        cursor = self._cursors.get(stream)
+        if cursor is not None and seq > cursor.acked_seq:
+            cursor.acked_seq = seq
+            cursor.last_ack_progress = self._clock.monotonic()
+            cursor.next_after = max(cursor.next_after, seq)
+
+    @staticmethod
+    def _track(future: asyncio.Future[Any]) -> None:
+        # Bookkeeping writes ride the group commit (no task, nothing to await); a failure only
+        # means rows are re-sent later, so it is logged.
+        future.add_done_callback(_log_failure)
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        _LOGGER.error("outbox bookkeeping failed: %s", future.exception())
