@@ -37,9 +37,16 @@ from gateway.drivers.supervisor import Supervisor
 from gateway.errors import ConfigError
 from gateway.hub import ReadingHub
 from gateway.store import Database
+from gateway.store.outbox import Outbox
+from gateway.sync.health import publish_health
+from gateway.sync.link import MqttLink
+from gateway.sync.uplink import Custody, Uplink, UplinkSettings
 from gateway.systemd import SystemdNotifier, WatchdogGate
 
-__all__ = ["Gateway", "ReloadOutcome"]
+__all__ = ["STREAMS", "Gateway", "ReloadOutcome"]
+
+#: The outbox streams every gateway has (docs/protocol.md).
+STREAMS = ("stock", "dwell", "receipts", "alerts")
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -58,6 +65,9 @@ class _Runtime:
     """What exists once start-up got far enough; shutdown closes what is there."""
 
     database: Database | None = None
+    outbox: Outbox | None = None
+    link: MqttLink | None = None
+    uplink: Uplink | None = None
     supervisor: Supervisor | None = None
     control: ControlServer | None = None
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -207,6 +217,10 @@ class Gateway:
         runtime = self._runtime
         assert runtime.database is not None
         self._spawn(group, "storage.writer", runtime.database.run())
+        runtime.outbox = Outbox(runtime.database, self.clock)
+        await runtime.outbox.open(STREAMS)
+        if self.settings.mqtt.enabled:
+            self._start_sync(group, runtime.database, runtime.outbox)
 
         runtime.supervisor = Supervisor(
             clock=self.clock, config=self.settings.supervisor, sink=self.hub.publish
@@ -222,6 +236,33 @@ class Gateway:
         self._spawn(group, "config.reloader", self._reload_loop())
         if self._notifier.watchdog_interval() is not None:
             self._spawn(group, "systemd.watchdog", self._watchdog_loop())
+
+    def _start_sync(self, group: asyncio.TaskGroup, database: Database, outbox: Outbox) -> None:
+        mqtt = self.settings.mqtt
+        store_id = self.settings.store.id
+        link = MqttLink(config=mqtt, store_id=store_id, boot=database.boot, clock=self.clock)
+        uplink = Uplink(
+            outbox=outbox,
+            link=link,
+            store_id=store_id,
+            boot=database.boot,
+            clock=self.clock,
+            settings=UplinkSettings(
+                custody=Custody(mqtt.custody),
+                max_events_per_message=mqtt.max_events_per_message,
+                max_message_bytes=mqtt.max_message_bytes,
+                ack_timeout_s=mqtt.ack_timeout_s,
+                messages_per_second=mqtt.catchup_messages_per_s,
+            ),
+        )
+        self._runtime.link, self._runtime.uplink = link, uplink
+        self._spawn(group, "mqtt.link", link.run())
+        self._spawn(group, "uplink", uplink.run())
+        self._spawn(
+            group,
+            "health",
+            publish_health(link, self.health_snapshot, interval_s=mqtt.health_interval_s),
+        )
 
     def _spawn(self, group: asyncio.TaskGroup, name: str, coro: Coroutine[Any, Any, None]) -> None:
         self._runtime.tasks[name] = group.create_task(coro, name=name)
@@ -240,9 +281,15 @@ class Gateway:
         self._notifier.status("stopping")
         if runtime.supervisor is not None:
             await runtime.supervisor.shutdown(budget / 2)
-        for name, task in runtime.tasks.items():
-            if name not in {"storage.writer", "supervisor"}:
-                task.cancel()
+        others = [
+            task
+            for name, task in runtime.tasks.items()
+            if name not in {"storage.writer", "supervisor"}
+        ]
+        for task in others:
+            task.cancel()
+        if others:  # they may still be writing: let them finish before storage closes
+            await asyncio.wait(others, timeout=max(0.5, deadline - time.monotonic()) / 2)
         if runtime.database is not None:
             remaining = max(0.5, deadline - time.monotonic())
             try:
@@ -360,6 +407,12 @@ class Gateway:
             storage = stats.as_dict()
         now_mono = self.clock.monotonic()
         mqtt = self.settings.mqtt
+        outbox = (
+            [state.as_dict() for state in await runtime.outbox.states()]
+            if runtime.outbox is not None
+            else []
+        )
+        link = runtime.link.stats.as_dict() if runtime.link is not None else None
         return {
             "store": {"id": self.settings.store.id, "timezone": self.settings.store.timezone},
             "version": __version__,
@@ -382,16 +435,52 @@ class Gateway:
                 },
             },
             "mqtt": {
+                "enabled": mqtt.enabled,
                 "host": mqtt.host,
                 "port": mqtt.port,
                 "transport": "tls" if mqtt.tls else "PLAINTEXT",
+                "custody": mqtt.custody,
+                "link": link,
+                "last_hq_ack": runtime.uplink.last_ack if runtime.uplink else None,
+                "parked_streams": dict(runtime.uplink.parked) if runtime.uplink else {},
             },
+            "outbox": outbox,
             "drivers": [
                 status.as_dict()
                 for status in (runtime.supervisor.statuses() if runtime.supervisor else ())
             ],
             "readings": self.hub.summaries(now_mono),
             "storage": storage,
+        }
+
+    async def health_snapshot(self) -> dict[str, Any]:
+        """The latest-only ``up/health`` message."""
+        status = await self.status()
+        storage = status["storage"] or {}
+        return {
+            "v": 1,
+            "type": "health",
+            "store": self.settings.store.id,
+            "boot": storage.get("boot"),
+            "sent_at": isoformat_utc(self.clock.utc_now()),
+            "clock_synchronized": status["clock"]["synchronized"],
+            "streams": [
+                {
+                    "stream": s["stream"],
+                    "depth": s["depth"],
+                    "bytes": s["bytes"],
+                    "oldest_ts": s["oldest_ts"],
+                    "acked_seq": s["acked_seq"],
+                }
+                for s in status["outbox"]
+            ],
+            "last_hq_ack": status["mqtt"]["last_hq_ack"],
+            "disk_free_bytes": storage.get("free_disk_bytes"),
+            "drivers": [
+                {k: d[k] for k in ("name", "family", "health", "last_error", "restarts")}
+                for d in status["drivers"]
+            ],
+            "link": status["mqtt"]["link"],
         }
 
     async def _status_command(self, _args: Mapping[str, Any]) -> dict[str, Any]:

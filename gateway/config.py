@@ -81,6 +81,7 @@ class ClockConfig(_Section):
 
 
 class MqttConfig(_Section):
+    enabled: bool = True
     host: str = "localhost"
     port: int = Field(8883, ge=1, le=65535)
     client_id: str | None = None
@@ -93,6 +94,19 @@ class MqttConfig(_Section):
     client_key: Path | None = None
     keepalive_s: int = Field(60, ge=5, le=3600)
     topic_root: str = "retail/v1/{store_id}/"
+    custody: Literal["hq", "broker"] = "hq"
+    ack_timeout_s: float = Field(30.0, gt=0, le=3600)
+    catchup_messages_per_s: float | None = Field(200.0, gt=0)
+    max_events_per_message: int = Field(500, ge=1, le=10_000)
+    max_message_bytes: int = Field(128 * 1024, ge=1024, le=64 * 1024 * 1024)
+    health_interval_s: float = Field(60.0, ge=1, le=3600)
+
+    @field_validator("topic_root")
+    @classmethod
+    def _topic_root_shape(cls, value: str) -> str:
+        if not value.endswith("/") or "{store_id}" not in value or any(c in value for c in "+#"):
+            raise ValueError("must end with '/', contain {store_id} and no wildcards")
+        return value
 
     @model_validator(mode="after")
     def _plaintext_is_explicit(self) -> Self:
