@@ -293,3 +293,53 @@ def test_demo_runs_for_a_short_duration(state: Path) -> None:
     assert "--- store" in result.stdout
     for family_hint in ("g", "beacons", "confirmed"):
         assert family_hint in result.stdout
+
+
+def test_daemon_connects_to_hq_publishes_birth_health_and_death(
+    state: Path, tmp_path: Path
+) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from tests.conftest import Broker
+
+    broker = Broker(tmp_path)
+    broker.start()
+    seen: list[tuple[str, bytes]] = []
+    observer = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    observer.on_connect = lambda c, *_: c.subscribe("retail/v1/test-store/#", qos=1)
+    observer.on_message = lambda _c, _u, m: seen.append((m.topic, m.payload))
+    observer.connect(broker.host, broker.port)
+    observer.loop_start()
+    try:
+        config = write_config(
+            state / "gateway.toml",
+            state_dir=state,
+            devices=[scale("shelf-a")],
+            extra="",
+        )
+        text = config.read_text(encoding="utf-8").replace(
+            "[mqtt]\n",
+            f"[mqtt]\nhost = '{broker.host}'\nport = {broker.port}\nhealth_interval_s = 1\n",
+        )
+        config.write_text(text, encoding="utf-8")
+        with running_daemon(config, notify_dir=state) as (process, _notify):
+            wait_for(lambda: status_json(state)["mqtt"]["link"]["connected"], what="link up")
+            wait_for(lambda: any(topic.endswith("/up/health") for topic, _ in seen), what="health")
+            status_text = run_cli("status", "--socket", str(state / "control.sock")).stdout
+            assert "connected since" in status_text
+            code, _ = stop(process)
+        assert code == 0
+        wait_for(lambda: len([t for t, _ in seen if t.endswith("/state")]) >= 2, what="death")
+    finally:
+        observer.disconnect()
+        observer.loop_stop()
+        broker.stop()
+    states = [json.loads(p) for t, p in seen if t.endswith("/state")]
+    assert states[0]["online"] is True
+    assert states[-1]["online"] is False
+    assert states[0]["boot"] == states[-1]["boot"]
+    health = json.loads(next(p for t, p in seen if t.endswith("/up/health")))
+    assert health["store"] == "test-store"
+    assert {s["stream"] for s in health["streams"]} == {"stock", "dwell", "receipts", "alerts"}
+    assert health["drivers"][0]["name"] == "shelf-a"

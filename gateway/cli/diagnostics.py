@@ -83,9 +83,14 @@ def render_status(status: Mapping[str, Any]) -> str:
         )
     mqtt = status.get("mqtt") or {}
     if mqtt:
-        transport = mqtt.get("transport", "?")
-        warn = "  <-- plaintext, allowed by config" if transport != "tls" else ""
-        lines.append(f"mqtt:     {mqtt.get('host')}:{mqtt.get('port')} ({transport}){warn}")
+        lines.append(_mqtt_line(mqtt))
+    lines.extend(
+        f"outbox:   {stream['stream']:<9} {stream['depth']} waiting "
+        f"({format_bytes(stream.get('bytes'))}, oldest {stream.get('oldest_ts')}), "
+        f"HQ has up to seq {stream.get('acked_seq')}"
+        for stream in status.get("outbox") or []
+        if stream.get("depth")
+    )
     storage = status.get("storage")
     if storage:
         lines.append(
@@ -105,6 +110,31 @@ def render_status(status: Mapping[str, Any]) -> str:
     )
     lines.extend(_driver_line(driver) for driver in sorted(drivers, key=_problem_first))
     return "\n".join(lines)
+
+
+def _mqtt_line(mqtt: Mapping[str, Any]) -> str:
+    transport = mqtt.get("transport", "?")
+    where = f"{mqtt.get('host')}:{mqtt.get('port')} ({transport})"
+    if transport != "tls":
+        where += " <-- plaintext, allowed by config"
+    if mqtt.get("enabled") is False:
+        return f"mqtt:     disabled in config ({where})"
+    link = mqtt.get("link") or {}
+    if link.get("connected"):
+        state = f"connected since {link.get('connected_since')}"
+    elif link:
+        state = f"NOT CONNECTED: {link.get('last_error') or 'connecting'}"
+    else:
+        state = "not started"
+    line = f"mqtt:     {where}, {state}, reconnects {link.get('reconnects', 0)}"
+    ack = mqtt.get("last_hq_ack")
+    if ack:
+        line += (
+            f"\n          last HQ ack: {ack.get('stream')} seq {ack.get('seq')} at {ack.get('at')}"
+        )
+    for stream, error in (mqtt.get("parked_streams") or {}).items():
+        line += f"\n          stream {stream} PARKED: {error}"
+    return line
 
 
 def _problem_first(driver: Mapping[str, Any]) -> tuple[int, str]:

@@ -182,6 +182,7 @@ class MqttLink:
                     await asyncio.sleep(self._backoff.next_delay())
                     self.stats.reconnects += 1
         finally:
+            self._say_goodbye()
             self._teardown()
             executor.shutdown(wait=True, cancel_futures=True)
 
@@ -261,6 +262,17 @@ class MqttLink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._lost.wait(), _MISC_INTERVAL_S)
         raise LinkDownError(self.stats.last_error or "connection lost")
+
+    def _say_goodbye(self) -> None:
+        """On a clean stop, publish the retained death ourselves (the will only fires on an
+        unexpected loss), so HQ sees the store offline at once."""
+        client = self._client
+        if client is None or not self._connected.is_set():
+            return
+        death = json.dumps({"online": False, "boot": self._boot}).encode()
+        with contextlib.suppress(Exception):
+            client.publish(self.state_topic, death, qos=1, retain=True)
+            client.loop_write()
 
     def _teardown(self) -> None:
         client, self._client = self._client, None

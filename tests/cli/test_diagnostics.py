@@ -93,3 +93,28 @@ def test_formatting_helpers() -> None:
     assert format_bytes(1536) == "1.5 KiB"
     assert format_duration(59) == "59s"
     assert format_duration(90061) == "1d 1h 1m"
+
+
+def test_status_shows_the_link_backlog_and_parked_streams() -> None:
+    text = render_status(
+        status(
+            mqtt={
+                "enabled": True,
+                "host": "hq",
+                "port": 8883,
+                "transport": "tls",
+                "link": {"connected": False, "last_error": "cannot connect", "reconnects": 4},
+                "last_hq_ack": {"stream": "stock", "seq": 41, "at": "t"},
+                "parked_streams": {"alerts": "0x87 Not authorized"},
+            },
+            outbox=[
+                {"stream": "stock", "depth": 12, "bytes": 4096, "oldest_ts": "t0", "acked_seq": 41},
+                {"stream": "dwell", "depth": 0},
+            ],
+        )
+    )
+    assert "NOT CONNECTED: cannot connect, reconnects 4" in text
+    assert "last HQ ack: stock seq 41" in text
+    assert "stream alerts PARKED: 0x87 Not authorized" in text
+    assert "stock     12 waiting (4.0 KiB, oldest t0), HQ has up to seq 41" in text
+    assert "dwell" not in text
