@@ -175,6 +175,9 @@ class MqttLink:
                         await self._serve_connection()
                     except (OSError, ssl.SSLError, LinkDownError) as exc:
                         self._record_error(str(exc) or type(exc).__name__)
+                    except asyncio.CancelledError:
+                        self._say_goodbye()  # a clean stop: tell HQ before hanging up
+                        raise
                     finally:
                         self._teardown()
                     if self._clock.monotonic() - started > 60:
@@ -182,7 +185,6 @@ class MqttLink:
                     await asyncio.sleep(self._backoff.next_delay())
                     self.stats.reconnects += 1
         finally:
-            self._say_goodbye()
             self._teardown()
             executor.shutdown(wait=True, cancel_futures=True)
 
