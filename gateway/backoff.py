@@ -6,12 +6,16 @@ having them knock in lock-step. A small floor keeps a failing loop from spinning
 
 from __future__ import annotations
 
+import math
 import random
 
 __all__ = ["Backoff"]
 
 
 class Backoff:
+    """Delays for successive retries: ``uniform(0, min(maximum, initial * multiplier**n))``,
+    never below :attr:`floor`. ``reset()`` after a success starts again from ``initial``."""
+
     def __init__(
         self,
         initial: float,
@@ -20,16 +24,18 @@ class Backoff:
         multiplier: float = 2.0,
         rng: random.Random | None = None,
     ) -> None:
-        if initial <= 0 or maximum < initial or multiplier < 1:
-            raise ValueError("need 0 < initial <= maximum and multiplier >= 1")
+        if not (0 < initial <= maximum < math.inf) or not (1 <= multiplier < math.inf):
+            raise ValueError("need 0 < initial <= maximum (finite) and 1 <= multiplier (finite)")
         self.initial = initial
         self.maximum = maximum
         self.multiplier = multiplier
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._attempts = 0
+        self._ceiling = initial
 
     @property
     def attempts(self) -> int:
+        """Delays handed out since the last :meth:`reset`."""
         return self._attempts
 
     @property
@@ -37,9 +43,12 @@ class Backoff:
         return self.initial / 10
 
     def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.initial * self.multiplier ** min(self._attempts, 64))
+        delay = max(self.floor, self._rng.uniform(0, self._ceiling))
         self._attempts += 1
-        return max(self.floor, self._rng.uniform(0, ceiling))
+        # Grown step by step (not initial * multiplier**n) so it can never overflow.
+        self._ceiling = min(self.maximum, self._ceiling * self.multiplier)
+        return delay
 
     def reset(self) -> None:
         self._attempts = 0
+        self._ceiling = self.initial

@@ -1,4 +1,10 @@
-"""The CLI side of the control socket."""
+"""The CLI side of the control socket: one connection per request or stream.
+
+Errors: :class:`~gateway.errors.DaemonNotRunningError` when nothing listens on the path,
+:class:`DaemonError` (with the daemon's ``code``) when the daemon refused or failed the command,
+:class:`~gateway.errors.ControlProtocolError` for a reply this client cannot read, and
+:class:`~gateway.errors.ControlError` for a timeout or a permission problem.
+"""
 
 from __future__ import annotations
 
@@ -9,90 +15,137 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from gateway.control.protocol import MAX_LINE_BYTES, PROTOCOL_VERSION, decode_response, encode
+from gateway.control.protocol import (
+    MAX_REPLY_BYTES,
+    Reply,
+    ReplyKind,
+    decode_reply,
+    encode_request,
+)
 from gateway.errors import ControlError, ControlProtocolError, DaemonNotRunningError
 
 __all__ = ["ControlClient", "DaemonError"]
 
 
 class DaemonError(ControlError):
-    """The daemon answered with an error."""
+    """The daemon answered with an error; ``code`` is one of the protocol's error codes."""
 
     def __init__(self, code: str, message: str) -> None:
         self.code = code
+        self.message = message
         super().__init__(f"{code}: {message}")
 
 
 class ControlClient:
-    def __init__(self, socket_path: Path) -> None:
+    """Talks to the daemon listening on ``socket_path``."""
+
+    def __init__(self, socket_path: Path | str) -> None:
         self.socket_path = Path(socket_path)
         self._ids = itertools.count(1)
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        try:
-            return await asyncio.open_unix_connection(str(self.socket_path), limit=MAX_LINE_BYTES)
-        except FileNotFoundError:
-            raise DaemonNotRunningError(self.socket_path, "no such socket") from None
-        except ConnectionRefusedError:
-            raise DaemonNotRunningError(self.socket_path, "connection refused") from None
-        except PermissionError:
-            raise ControlError(
-                f"permission denied on {self.socket_path}: run as root or a member of the "
-                "storegw group"
-            ) from None
-        except OSError as exc:
-            raise DaemonNotRunningError(self.socket_path, str(exc)) from None
-
     async def request(
-        self, cmd: str, args: Mapping[str, Any] | None = None, *, within_s: float = 10.0
+        self,
+        cmd: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the CLI's deadline, applied inside
     ) -> Any:
-        """Send one command and return its result; DaemonError if the daemon refused it."""
-        async with asyncio.timeout(within_s):
-            reader, writer = await self._connect()
-            try:
-                request_id = next(self._ids)
-                writer.write(encode(_request(request_id, cmd, args)))
-                await writer.drain()
-                line = await reader.readline()
-                if not line:
-                    raise ControlProtocolError("the daemon closed the connection")
-                return _result(decode_response(line))
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-
-    async def stream(self, cmd: str, args: Mapping[str, Any] | None = None) -> AsyncIterator[Any]:
-        """Send a streaming command and yield its events until the daemon ends the stream."""
-        reader, writer = await self._connect()
+        """Run one command and return its result (connect, send and answer within ``timeout``)."""
         try:
-            writer.write(encode(_request(next(self._ids), cmd, args)))
+            async with asyncio.timeout(timeout):
+                reader, writer = await self._connect()
+                try:
+                    request_id = next(self._ids)
+                    writer.write(encode_request(request_id, cmd, args))
+                    await writer.drain()
+                    reply = await self._read(reader, request_id)
+                finally:
+                    await _close(writer)
+        except TimeoutError:
+            raise ControlError(
+                f"the daemon on {self.socket_path} did not answer {cmd!r} within {timeout:g} s"
+            ) from None
+        if reply.kind is ReplyKind.RESULT:
+            return reply.value
+        raise ControlProtocolError(f"{cmd!r} is a streaming command: use stream()")
+
+    async def stream(
+        self,
+        cmd: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 - bounds connecting only
+    ) -> AsyncIterator[Any]:
+        """Yield a streaming command's events until the daemon ends the stream.
+
+        ``timeout`` bounds connecting only; events may be as far apart as the source makes
+        them. Leaving the loop early closes the connection, which stops the stream.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await self._connect()
+        except TimeoutError:
+            raise ControlError(
+                f"cannot connect to the daemon on {self.socket_path} within {timeout:g} s"
+            ) from None
+        try:
+            request_id = next(self._ids)
+            writer.write(encode_request(request_id, cmd, args))
             await writer.drain()
             while True:
-                line = await reader.readline()
-                if not line:
-                    raise ControlProtocolError("the daemon closed the stream")
-                message = decode_response(line)
-                if message.get("end"):
+                reply = await self._read(reader, request_id)
+                if reply.kind is ReplyKind.END:
                     return
-                if not message.get("ok"):
-                    _result(message)
-                yield message.get("event")
+                if reply.kind is ReplyKind.RESULT:
+                    raise ControlProtocolError(f"{cmd!r} is not a streaming command: use request()")
+                yield reply.value
         finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            await _close(writer)
 
-    def request_sync(self, cmd: str, args: Mapping[str, Any] | None = None) -> Any:
-        return asyncio.run(self.request(cmd, args))
+    def request_sync(
+        self, cmd: str, args: Mapping[str, Any] | None = None, *, timeout: float = 5.0
+    ) -> Any:
+        """``request()`` for synchronous callers (the CLI); not from inside an event loop."""
+        return asyncio.run(self.request(cmd, args, timeout=timeout))
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        path = self.socket_path
+        try:
+            return await asyncio.open_unix_connection(str(path), limit=MAX_REPLY_BYTES)
+        except FileNotFoundError:
+            raise DaemonNotRunningError(path, "no such socket") from None
+        except ConnectionRefusedError:
+            raise DaemonNotRunningError(path, "connection refused") from None
+        except PermissionError:
+            raise ControlError(
+                f"permission denied on {path}: run as root or as a member of the storegw group"
+            ) from None
+        except OSError as exc:
+            raise DaemonNotRunningError(path, exc.strerror or str(exc)) from None
+
+    async def _read(self, reader: asyncio.StreamReader, request_id: int) -> Reply:
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError:
+            raise ControlProtocolError(
+                f"the daemon on {self.socket_path} closed the connection without an answer"
+            ) from None
+        except asyncio.LimitOverrunError:
+            raise ControlProtocolError(
+                f"the daemon's reply is longer than {MAX_REPLY_BYTES} bytes"
+            ) from None
+        except ConnectionError as exc:
+            raise ControlError(f"connection to {self.socket_path} lost: {exc}") from None
+        reply = decode_reply(line)
+        if reply.kind is ReplyKind.ERROR:
+            assert reply.error is not None
+            raise DaemonError(reply.error["code"], reply.error["message"])
+        if reply.id != request_id:
+            raise ControlProtocolError(f"reply for request {reply.id}, expected {request_id}")
+        return reply
 
 
-def _request(request_id: int, cmd: str, args: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {"v": PROTOCOL_VERSION, "id": request_id, "cmd": cmd, "args": dict(args or {})}
-
-
-def _result(message: dict[str, Any]) -> Any:
-    if message.get("ok"):
-        return message.get("result")
-    error = message.get("error") or {}
-    raise DaemonError(str(error.get("code", "unknown")), str(error.get("message", "")))
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()

@@ -1,156 +1,292 @@
-"""The daemon side of the control socket: registered commands answered over a unix socket.
+"""The daemon side of the control socket: registered command handlers answered over a unix socket.
 
-The socket is created with mode 0660 (umask set before bind, so there is never a window where
-it is world-accessible). A stale socket left by a dead daemon is replaced; a live daemon on the
-same path is never displaced.
+Permissions: the socket file is born with mode ``0660`` minus the umask (the mode is set on the
+socket before ``bind``, so it is never world-accessible, not even for an instant) and then set to
+exactly ``0660``; a missing parent directory is created ``0750``.
+
+Ownership of the path: a socket file left by a dead daemon (nothing accepts on it) is replaced;
+a live daemon on the path, or a path that is not a socket at all, makes ``serve()`` refuse with a
+:class:`~gateway.errors.ControlError`. On exit the file is removed if it is still ours.
+
+Every connection is a named task in the server's own ``TaskGroup``; cancelling ``serve()``
+closes the listener and every connection, and no task outlives it. A handler's exception is
+answered ``internal`` (and logged with its traceback); it never stops the server.
+
+Streaming: a handler that returns (or is) an async iterator streams its items as ``event``
+lines, then ``end``. A stream owns its connection while it runs: the client stops it by closing
+the connection, and anything the client sends meanwhile cancels the stream and closes the
+connection with a ``bad_request``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
+import socket
+import stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from gateway.control.protocol import (
     MAX_LINE_BYTES,
-    PROTOCOL_VERSION,
     ErrorCode,
     RequestError,
     decode_request,
     encode,
-    error_response,
+    end_message,
+    error_message,
+    event_message,
+    result_message,
 )
-from gateway.errors import ControlError
+from gateway.errors import ControlError, ControlProtocolError
 
 __all__ = ["ControlServer", "Handler", "InvalidArgsError"]
 
 _LOGGER = logging.getLogger(__name__)
 
-Handler = Callable[[Mapping[str, Any]], Awaitable[Any] | AsyncIterator[Any]]
+#: ``async def handler(args) -> JSON-ready value``, or an async generator for a streaming
+#: command (a coroutine may also return an async iterator, to validate ``args`` up front).
+Handler: TypeAlias = Callable[[Mapping[str, Any]], Awaitable[object] | AsyncIterator[object]]
+
+_SOCKET_MODE = 0o660
+_DIRECTORY_MODE = 0o750
+_SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
+_PROBE_TIMEOUT_S = 1.0
 
 
 class InvalidArgsError(ControlError):
-    """Raised by a handler for bad arguments; answered as ``invalid_args``."""
+    """Raised by a handler whose arguments are wrong; answered ``invalid_args`` (not logged)."""
 
 
 class ControlServer:
+    """Answers the CLI on ``socket_path``. Register handlers, then run ``serve()`` as a task."""
+
     def __init__(self, socket_path: Path, *, handlers: Mapping[str, Handler] | None = None) -> None:
         self.socket_path = Path(socket_path)
         self._handlers: dict[str, Handler] = dict(handlers or {})
+        self._connections = 0
 
     def register(self, name: str, handler: Handler) -> None:
+        """Add a command; registering a name twice is a bug."""
+        if name in self._handlers:
+            raise ValueError(f"control command {name!r} is already registered")
         self._handlers[name] = handler
 
     async def serve(self) -> None:
-        """Listen until cancelled; removes the socket file on exit."""
+        """Listen until cancelled. ControlError if the path is taken or cannot be bound."""
         await self._claim_path()
-        old_umask = os.umask(0o117)  # socket file born 0660
+        sock, identity = self._bind()
         try:
-            server = await asyncio.start_unix_server(
-                self._serve_client, path=str(self.socket_path), limit=MAX_LINE_BYTES
-            )
-        except OSError as exc:
-            raise ControlError(f"cannot listen on {self.socket_path}: {exc}") from exc
+            async with asyncio.TaskGroup() as connections:
+                try:
+                    server = await asyncio.start_unix_server(
+                        partial(self._accept, connections), sock=sock, limit=MAX_LINE_BYTES
+                    )
+                except BaseException:
+                    sock.close()
+                    raise
+                _LOGGER.info("control socket listening on %s", self.socket_path)
+                try:
+                    await asyncio.get_running_loop().create_future()  # until cancelled
+                finally:
+                    server.close()  # stop accepting; the group then cancels the connections
         finally:
-            os.umask(old_umask)
-        self.socket_path.chmod(0o660)
-        _LOGGER.debug("control socket listening on %s", self.socket_path)
-        try:
-            async with server:
-                await asyncio.Event().wait()  # until cancelled
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                self.socket_path.unlink()
+            self._remove_socket_file(identity)
 
     async def _claim_path(self) -> None:
         path = self.socket_path
+        if len(os.fsencode(path)) > _SUN_PATH_MAX:
+            raise ControlError(
+                f"control socket path {path} is longer than {_SUN_PATH_MAX} bytes "
+                "(the unix socket limit); choose a shorter [control] socket"
+            )
         if not path.parent.exists():
-            path.parent.mkdir(mode=0o750, parents=True)
-        if not path.exists() and not path.is_symlink():
+            path.parent.mkdir(mode=_DIRECTORY_MODE, parents=True, exist_ok=True)
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
             return
-        if await _someone_listens(path):
-            raise ControlError(f"another storegw daemon is already serving {path}")
-        _LOGGER.info("removing stale control socket %s", path)
-        path.unlink()
+        if not stat.S_ISSOCK(mode):
+            raise ControlError(f"{path} exists and is not a socket; refusing to replace it")
+        try:
+            _reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(path)), _PROBE_TIMEOUT_S
+            )
+        except (ConnectionRefusedError, FileNotFoundError):
+            _LOGGER.warning("replacing stale control socket %s left by a dead daemon", path)
+            path.unlink(missing_ok=True)
+            return
+        except (OSError, TimeoutError) as exc:
+            # Busy, wedged or not ours to probe: never delete what might be a live daemon's.
+            raise ControlError(
+                f"cannot tell whether a daemon serves {path} ({exc!r}); refusing to replace it"
+            ) from exc
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        raise ControlError(f"another storegw daemon is already serving {path}")
 
-    async def _serve_client(
+    def _bind(self) -> tuple[socket.socket, tuple[int, int]]:
+        path = self.socket_path
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        bound = False
+        try:
+            # Linux creates the file with the socket inode's mode minus the umask: set it first,
+            # so there is no window where the file is wider than 0660 (and no process-wide umask
+            # juggling that other threads could observe).
+            os.fchmod(sock.fileno(), _SOCKET_MODE)
+            sock.bind(str(path))
+            bound = True
+            path.chmod(_SOCKET_MODE)  # widen to group-writable under a strict UMask=0027
+            info = path.lstat()
+        except OSError as exc:
+            sock.close()
+            if bound:
+                path.unlink(missing_ok=True)
+            raise ControlError(f"cannot listen on {path}: {exc}") from exc
+        return sock, (info.st_dev, info.st_ino)
+
+    def _remove_socket_file(self, identity: tuple[int, int]) -> None:
+        try:
+            info = self.socket_path.lstat()
+        except FileNotFoundError:
+            return
+        if (info.st_dev, info.st_ino) == identity:  # not a successor daemon's socket
+            self.socket_path.unlink(missing_ok=True)
+
+    def _accept(
+        self,
+        connections: asyncio.TaskGroup,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self._connections += 1
+        coro = self._serve_connection(reader, writer)
+        try:
+            connections.create_task(coro, name=f"control.client[{self._connections}]")
+        except RuntimeError:  # the server is shutting down
+            coro.close()
+            writer.close()
+
+    async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         try:
-            while True:
+            keep_open = True
+            while keep_open:
                 try:
                     line = await reader.readuntil(b"\n")
-                except asyncio.IncompleteReadError:
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial.strip():  # a last request without its newline
+                        await self._answer(exc.partial, reader, writer)
                     return
                 except asyncio.LimitOverrunError:
-                    await self._send(
-                        writer, error_response(None, ErrorCode.BAD_REQUEST, "line too long")
-                    )
+                    message = f"request line longer than {MAX_LINE_BYTES} bytes"
+                    await _send(writer, error_message(None, ErrorCode.BAD_REQUEST, message))
                     return
-                await self._answer(line, writer)
-        except (ConnectionError, BrokenPipeError):
-            return
+                if line.strip():
+                    keep_open = await self._answer(line, reader, writer)
+        except ConnectionError:
+            return  # the client went away; nothing to answer
+        except Exception:
+            # A bug in the server itself: drop this connection, keep serving the others.
+            _LOGGER.exception("control connection failed")
         finally:
             writer.close()
-            with contextlib.suppress(ConnectionError, BrokenPipeError):
+            with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def _answer(self, line: bytes, writer: asyncio.StreamWriter) -> None:
+    async def _answer(
+        self, line: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Answer one request line; False when the connection must close afterwards."""
         try:
             request = decode_request(line)
         except RequestError as exc:
-            await self._send(writer, error_response(exc.request_id, exc.code, str(exc)))
-            return
+            await _send(writer, error_message(exc.request_id, exc.code, str(exc)))
+            return True
         handler = self._handlers.get(request.cmd)
         if handler is None:
-            known = ", ".join(sorted(self._handlers))
-            await self._send(
-                writer,
-                error_response(
-                    request.id,
-                    ErrorCode.UNKNOWN_COMMAND,
-                    f"unknown command {request.cmd!r}; known: {known}",
-                ),
-            )
-            return
-        base = {"v": PROTOCOL_VERSION, "id": request.id, "ok": True}
+            known = ", ".join(sorted(self._handlers)) or "none"
+            message = f"unknown command {request.cmd!r}; known commands: {known}"
+            await _send(writer, error_message(request.id, ErrorCode.UNKNOWN_COMMAND, message))
+            return True
         try:
             outcome = handler(request.args)
-            if inspect.isasyncgen(outcome) or isinstance(outcome, AsyncIterator):
-                async for event in outcome:
-                    await self._send(writer, {**base, "event": event})
-                await self._send(writer, {**base, "end": True})
-            else:
-                result = await outcome
-                await self._send(writer, {**base, "result": result})
-        except InvalidArgsError as exc:
-            await self._send(writer, error_response(request.id, ErrorCode.INVALID_ARGS, str(exc)))
-        except (ConnectionError, BrokenPipeError):
-            raise
-        except Exception as exc:
-            _LOGGER.exception("control command %r failed", request.cmd)
-            await self._send(
-                writer,
-                error_response(request.id, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"),
-            )
-
-    @staticmethod
-    async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-        writer.write(encode(message))
+            value = outcome if isinstance(outcome, AsyncIterator) else await outcome
+            if isinstance(value, AsyncIterator):
+                return await self._stream(request.id, request.cmd, value, reader, writer)
+            reply = encode(result_message(request.id, value))
+        except Exception as exc:  # noqa: BLE001 - answered and logged by _failure
+            reply = encode(_failure(request.id, request.cmd, exc))
+        writer.write(reply)
         await writer.drain()
+        return True
 
-
-async def _someone_listens(path: Path) -> bool:
-    try:
-        _reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 1.0)
-    except (OSError, TimeoutError):
+    async def _stream(
+        self,
+        request_id: int,
+        cmd: str,
+        events: AsyncIterator[object],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        async with asyncio.TaskGroup() as group:
+            pump = group.create_task(
+                _pump(request_id, cmd, events, writer), name=f"control.stream[{cmd}]"
+            )
+            watch = group.create_task(reader.read(1), name=f"control.stream[{cmd}].client")
+            pump.add_done_callback(lambda _: watch.cancel())
+            watch.add_done_callback(lambda _: pump.cancel())
+        if watch.cancelled():
+            return True  # the stream ended; the connection carries on
+        if watch.result():
+            message = f"input while stream {request_id} was open; the stream was cancelled"
+            with contextlib.suppress(ConnectionError):
+                await _send(writer, error_message(None, ErrorCode.BAD_REQUEST, message))
         return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
+
+
+async def _pump(
+    request_id: int, cmd: str, events: AsyncIterator[object], writer: asyncio.StreamWriter
+) -> None:
+    """Send a stream's events then ``end``; a failure ends it with an error line instead."""
+    try:
+        while True:
+            try:
+                line = encode(event_message(request_id, await anext(events)))
+            except StopAsyncIteration:
+                line = encode(end_message(request_id))
+                break
+            except Exception as exc:  # noqa: BLE001 - answered and logged by _failure
+                line = encode(_failure(request_id, cmd, exc))
+                break
+            writer.write(line)
+            await writer.drain()
+        writer.write(line)
+        await writer.drain()
+    except ConnectionError:
+        return  # the client went away
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _failure(request_id: int, cmd: str, exc: Exception) -> Mapping[str, object]:
+    if isinstance(exc, InvalidArgsError):
+        return error_message(request_id, ErrorCode.INVALID_ARGS, str(exc))
+    if isinstance(exc, ControlProtocolError):  # the handler's value is not JSON
+        _LOGGER.error("control command %r returned a value JSON cannot carry: %s", cmd, exc)
+    else:
+        _LOGGER.error("control command %r failed", cmd, exc_info=exc)
+    return error_message(request_id, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+
+async def _send(writer: asyncio.StreamWriter, message: Mapping[str, object]) -> None:
+    writer.write(encode(message))
+    await writer.drain()
