@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
+from gateway.alerts import Alerts
 from gateway.clock import Clock, isoformat_utc
 from gateway.config import GatewaySettings, ResolvedDevice, load_config
 from gateway.control.server import ControlServer
@@ -66,6 +67,7 @@ class _Runtime:
 
     database: Database | None = None
     outbox: Outbox | None = None
+    alerts: Alerts | None = None
     link: MqttLink | None = None
     uplink: Uplink | None = None
     supervisor: Supervisor | None = None
@@ -219,8 +221,10 @@ class Gateway:
         self._spawn(group, "storage.writer", runtime.database.run())
         runtime.outbox = Outbox(runtime.database, self.clock)
         await runtime.outbox.open(STREAMS)
+        runtime.alerts = Alerts(runtime.database, runtime.outbox, self.clock)
+        await runtime.alerts.load()
         if self.settings.mqtt.enabled:
-            self._start_sync(group, runtime.database, runtime.outbox)
+            self._start_sync(group, runtime.database, runtime.outbox, runtime.alerts)
 
         runtime.supervisor = Supervisor(
             clock=self.clock, config=self.settings.supervisor, sink=self.hub.publish
@@ -237,7 +241,9 @@ class Gateway:
         if self._notifier.watchdog_interval() is not None:
             self._spawn(group, "systemd.watchdog", self._watchdog_loop())
 
-    def _start_sync(self, group: asyncio.TaskGroup, database: Database, outbox: Outbox) -> None:
+    def _start_sync(
+        self, group: asyncio.TaskGroup, database: Database, outbox: Outbox, alerts: Alerts
+    ) -> None:
         mqtt = self.settings.mqtt
         store_id = self.settings.store.id
         link = MqttLink(config=mqtt, store_id=store_id, boot=database.boot, clock=self.clock)
@@ -254,6 +260,7 @@ class Gateway:
                 ack_timeout_s=mqtt.ack_timeout_s,
                 messages_per_second=mqtt.catchup_messages_per_s,
             ),
+            alerts=alerts,
         )
         self._runtime.link, self._runtime.uplink = link, uplink
         self._spawn(group, "mqtt.link", link.run())
@@ -397,6 +404,7 @@ class Gateway:
     def _register_control_commands(self, control: ControlServer) -> None:
         control.register("status", self._status_command)
         control.register("devices", self._devices_command)
+        control.register("alerts", self._alerts_command)
 
     async def status(self) -> dict[str, Any]:
         """Everything ``storegw status`` shows, JSON-ready."""
@@ -445,6 +453,7 @@ class Gateway:
                 "parked_streams": dict(runtime.uplink.parked) if runtime.uplink else {},
             },
             "outbox": outbox,
+            "alerts_active": len(runtime.alerts.active()) if runtime.alerts else 0,
             "drivers": [
                 status.as_dict()
                 for status in (runtime.supervisor.statuses() if runtime.supervisor else ())
@@ -482,6 +491,10 @@ class Gateway:
             ],
             "link": status["mqtt"]["link"],
         }
+
+    async def _alerts_command(self, _args: Mapping[str, Any]) -> dict[str, Any]:
+        alerts = self._runtime.alerts
+        return {"active": [alert.as_dict() for alert in (alerts.active() if alerts else ())]}
 
     async def _status_command(self, _args: Mapping[str, Any]) -> dict[str, Any]:
         return await self.status()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["format_bytes", "format_duration", "render_devices", "render_status"]
+__all__ = ["format_bytes", "format_duration", "render_alerts", "render_devices", "render_status"]
 
 _HEALTH_MARK = {
     "running": "ok  ",
@@ -102,6 +102,8 @@ def render_status(status: Mapping[str, Any]) -> str:
     if reload_info and not reload_info.get("ok"):
         lines.append(f"config:   LAST RELOAD REFUSED at {reload_info.get('at')}:")
         lines.extend(f"          {line}" for line in str(reload_info.get("detail")).splitlines())
+    if status.get("alerts_active"):
+        lines.append(f"alerts:   {status['alerts_active']} active (storegw alerts)")
     drivers = status.get("drivers") or []
     problems = [d for d in drivers if d.get("health") not in {"running", "starting"}]
     lines.append(
@@ -140,6 +142,19 @@ def _mqtt_line(mqtt: Mapping[str, Any]) -> str:
 def _problem_first(driver: Mapping[str, Any]) -> tuple[int, str]:
     order = {"failed": 0, "degraded": 1, "starting": 2, "running": 3}
     return order.get(str(driver.get("health")), 4), str(driver.get("name"))
+
+
+def render_alerts(result: Mapping[str, Any]) -> str:
+    active = result.get("active") or []
+    if not active:
+        return "no active alerts"
+    order = {"critical": 0, "warning": 1, "info": 2}
+    ranked = sorted(active, key=lambda a: (order.get(a.get("severity"), 3), a.get("key")))
+    return "\n".join(
+        f"{str(alert.get('severity', '?')).upper():<8} {alert.get('key')}  "
+        f"since {alert.get('raised_at')}\n         {alert.get('message')}"
+        for alert in ranked
+    )
 
 
 def render_devices(result: Mapping[str, Any]) -> str:

@@ -58,6 +58,7 @@ def _build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("status", "show the running daemon's health"),
         ("devices", "list configured driver instances"),
+        ("alerts", "list active alerts"),
     ):
         sub = commands.add_parser(name, help=text)
         where = sub.add_mutually_exclusive_group()
@@ -213,7 +214,7 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
 
 def _diagnostic(args: argparse.Namespace) -> int:
-    from gateway.cli.diagnostics import render_devices, render_status
+    from gateway.cli.diagnostics import render_alerts, render_devices, render_status
     from gateway.control.client import ControlClient
     from gateway.errors import ControlError, DaemonNotRunningError
 
@@ -229,8 +230,8 @@ def _diagnostic(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
         return EXIT_OK
-    render = render_status if args.command == "status" else render_devices
-    print(render(result))
+    render = {"status": render_status, "devices": render_devices, "alerts": render_alerts}
+    print(render[args.command](result))
     return EXIT_OK
 
 

@@ -53,6 +53,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             END""",
         ),
     ),
+    Migration(
+        3,
+        "alerts: the active alerts, so de-duplication survives restarts",
+        (
+            """CREATE TABLE alerts_active (
+                key TEXT PRIMARY KEY,
+                severity TEXT NOT NULL,
+                message TEXT NOT NULL,
+                details TEXT NOT NULL,
+                raised_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            ) STRICT""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

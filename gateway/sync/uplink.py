@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from gateway.alerts import Alerts, Severity
 from gateway.backoff import Backoff
 from gateway.clock import Clock
 from gateway.errors import LinkDownError, PublishRefusedError
@@ -79,7 +80,9 @@ class StreamCursor:
     last_ack_progress: float
     parked_until: float = 0.0
     backoff: Backoff = field(default_factory=lambda: Backoff(5.0, 300.0))
-    in_flight: deque[tuple[int, asyncio.Future[None]]] = field(default_factory=deque)
+    in_flight: deque[tuple[int, asyncio.Future[PublishRefusedError | None]]] = field(
+        default_factory=deque
+    )
 
 
 class Uplink:
@@ -92,7 +95,10 @@ class Uplink:
         boot: int,
         clock: Clock,
         settings: UplinkSettings | None = None,
+        alerts: Alerts | None = None,
     ) -> None:
+        self._alerts = alerts
+        self._alerted: set[str] = set()
         self._outbox = outbox
         self._link = link
         self._store_id = store_id
@@ -122,6 +128,7 @@ class Uplink:
                 self._outbox.appended.clear()
                 progressed = await self._send_round(group)
                 self._settle()
+                await self._report_parked_streams()
                 if not progressed:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._outbox.appended.wait(), 0.2)
@@ -174,10 +181,18 @@ class Uplink:
         )
         topic = f"{self._link.topic_root}up/{cursor.stream}"
         task = group.create_task(
-            self._link.publish(topic, payload), name=f"uplink.publish[{cursor.stream}]"
+            self._publish_one(topic, payload), name=f"uplink.publish[{cursor.stream}]"
         )
         cursor.in_flight.append((events[-1].seq, task))
         cursor.next_after = events[-1].seq
+
+    async def _publish_one(self, topic: str, payload: bytes) -> PublishRefusedError | None:
+        """A refusal is an answer for its stream, not a failure of the connection's tasks."""
+        try:
+            await self._link.publish(topic, payload)
+        except PublishRefusedError as refused:
+            return refused
+        return None
 
     def _settle(self) -> None:
         """Advance sent marks over PUBACKed envelopes, in order per stream."""
@@ -186,14 +201,17 @@ class Uplink:
             while cursor.in_flight and cursor.in_flight[0][1].done():
                 seq, task = cursor.in_flight.popleft()
                 error = task.exception()
-                if isinstance(error, PublishRefusedError):
-                    self._park(cursor, error)
+                if error is not None:
+                    raise error  # the link went down: start over from the watermarks
+                refused = task.result()
+                if refused is not None:
+                    self._park(cursor, refused)
                     cursor.in_flight.clear()
                     break
-                if error is not None:
-                    raise error
                 highest = seq
             if highest is not None:
+                self.parked.pop(cursor.stream, None)
+                cursor.backoff.reset()
                 cursor.sent_seq = max(cursor.sent_seq, highest)
                 if self.settings.custody is Custody.BROKER:
                     self._track(self._outbox.release_sent(cursor.stream, highest))
@@ -206,6 +224,22 @@ class Uplink:
         cursor.next_after = max(cursor.acked_seq, min(cursor.sent_seq, cursor.next_after))
         self.parked[cursor.stream] = str(error)
         _LOGGER.error("stream %s parked for %.0f s: %s", cursor.stream, delay, error)
+
+    async def _report_parked_streams(self) -> None:
+        """One alert per parked stream, cleared when the broker accepts it again."""
+        if self._alerts is None:
+            return
+        for stream, error in list(self.parked.items()):
+            if stream not in self._alerted:
+                self._alerted.add(stream)
+                await self._alerts.raise_(
+                    f"uplink.refused:{stream}",
+                    Severity.CRITICAL,
+                    f"broker refuses stream {stream}; events stay buffered: {error}",
+                )
+        for stream in list(self._alerted - set(self.parked)):
+            self._alerted.discard(stream)
+            await self._alerts.clear(f"uplink.refused:{stream}", "broker accepts it again")
 
     def _check_ack_timeouts(self) -> None:
         if self.settings.custody is Custody.BROKER:

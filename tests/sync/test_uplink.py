@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.alerts import Alerts
 from gateway.clock import FakeClock, SystemClock
 from gateway.config import MqttConfig
 from gateway.store import Database
@@ -37,6 +38,8 @@ async def gateway(
     async with Database.running(path, clock=clock) as db:
         outbox = Outbox(db, clock)
         await outbox.open(STREAMS)
+        alerts = Alerts(db, outbox, clock)
+        await alerts.load()
         config = MqttConfig(host=broker.host, port=broker.port, tls=False, allow_plaintext=True)
         link = MqttLink(config=config, store_id="s1", boot=db.boot, clock=clock)
         uplink = Uplink(
@@ -46,6 +49,7 @@ async def gateway(
             boot=db.boot,
             clock=clock,
             settings=settings or UplinkSettings(messages_per_second=None),
+            alerts=alerts,
         )
         async with asyncio.TaskGroup() as group:
             tasks = [
@@ -180,3 +184,36 @@ def test_rate_limiter_spaces_messages() -> None:
     clock.advance(0.1)
     assert limiter.delay() == 0
     assert RateLimiter(None, clock).delay() == 0
+
+
+async def test_refused_stream_is_parked_alerted_and_kept(tmp_path: Path) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text(
+        # Everyone (all anonymous here) may use these; nobody may write up/receipts.
+        "pattern readwrite retail/v1/s1/state\npattern readwrite retail/v1/s1/up/stock\n"
+        "pattern readwrite retail/v1/s1/up/alerts\npattern read retail/v1/s1/up/receipts\n"
+        "pattern readwrite retail/v1/s1/down/#\n",
+        encoding="utf-8",
+    )
+    broker = Broker(tmp_path, extra=f"acl_file {acl}")
+    broker.start()
+    hq = FakeHq(broker)
+    try:
+        async with gateway(tmp_path / "g.db", broker) as gw:
+            epoch = gw.outbox.epoch
+            await asyncio.gather(
+                *(gw.outbox.append("receipts", "r", {"n": n}) for n in range(5)),
+                *(gw.outbox.append("stock", "s", {"n": n}) for n in range(5)),
+            )
+            await until(lambda: "receipts" in gw.uplink.parked)
+            await until(lambda: len(hq.seqs("stock", epoch)) == 5)  # others keep flowing
+            await until(lambda: len(hq.seqs("alerts", epoch)) >= 1)
+            alert = hq.events[("alerts", epoch)][1]
+            assert alert["key"] == "uplink.refused:receipts"
+            assert "0x87" in alert["message"]
+            state = {s.stream: s for s in await gw.outbox.states()}["receipts"]
+            assert state.depth == 5  # nothing lost, nothing deleted
+            assert state.sent_seq == 0
+    finally:
+        hq.close()
+        broker.stop()

@@ -1,0 +1,186 @@
+"""One alert model for every feature: keyed, de-duplicated while active, raised and cleared.
+
+A key names the condition and its subject (``stock.low:slot-12``, ``uplink.refused:stock``).
+Raising an active key again changes nothing unless its severity changed; clearing an inactive
+key changes nothing. Every change becomes an event on the ``alerts`` outbox stream, and the
+active set lives in SQLite so a restart neither repeats nor forgets an alert.
+
+:class:`AlertBook` is the sans-IO core; :class:`Alerts` persists it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from gateway.clock import Clock, isoformat_utc
+from gateway.store.database import Database
+from gateway.store.outbox import Outbox
+
+__all__ = ["Alert", "AlertBook", "AlertChange", "Alerts", "Severity"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    key: str
+    severity: Severity
+    message: str
+    raised_at: datetime
+    updated_at: datetime
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "severity": self.severity.value,
+            "message": self.message,
+            "raised_at": isoformat_utc(self.raised_at),
+            "updated_at": isoformat_utc(self.updated_at),
+            "details": dict(self.details),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChange:
+    """An event for the ``alerts`` stream: ``alert.raised`` or ``alert.cleared``."""
+
+    type: str
+    alert: Alert
+    cleared_at: datetime | None = None
+    clear_message: str = ""
+
+    def body(self) -> dict[str, Any]:
+        body = self.alert.as_dict()
+        if self.cleared_at is not None:
+            body["cleared_at"] = isoformat_utc(self.cleared_at)
+            if self.clear_message:
+                body["clear_message"] = self.clear_message
+        return body
+
+
+class AlertBook:
+    """The active alerts and the rules for changing them (no I/O)."""
+
+    def __init__(self, active: Mapping[str, Alert] | None = None) -> None:
+        self._active: dict[str, Alert] = dict(active or {})
+
+    def active(self) -> tuple[Alert, ...]:
+        return tuple(self._active[key] for key in sorted(self._active))
+
+    def raise_(
+        self,
+        key: str,
+        severity: Severity,
+        message: str,
+        now: datetime,
+        details: Mapping[str, Any] | None = None,
+    ) -> AlertChange | None:
+        if not key or any(ch.isspace() for ch in key):
+            raise ValueError(f"alert key must be non-empty without spaces: {key!r}")
+        current = self._active.get(key)
+        if current is not None and current.severity is severity:
+            return None  # de-duplicated while active
+        alert = Alert(
+            key=key,
+            severity=severity,
+            message=message,
+            raised_at=current.raised_at if current is not None else now,
+            updated_at=now,
+            details=dict(details or {}),
+        )
+        self._active[key] = alert
+        return AlertChange("alert.raised", alert)
+
+    def clear(self, key: str, now: datetime, message: str = "") -> AlertChange | None:
+        alert = self._active.pop(key, None)
+        if alert is None:
+            return None
+        return AlertChange("alert.cleared", alert, cleared_at=now, clear_message=message)
+
+
+class Alerts:
+    """The alert book, persisted, with every change carried on the ``alerts`` stream."""
+
+    def __init__(self, database: Database, outbox: Outbox, clock: Clock) -> None:
+        self._db = database
+        self._outbox = outbox
+        self._clock = clock
+        self._book = AlertBook()
+
+    async def load(self) -> None:
+        rows = await self._db.fetchall(
+            "SELECT key, severity, message, details, raised_at, updated_at FROM alerts_active"
+        )
+        self._book = AlertBook(
+            {
+                str(row["key"]): Alert(
+                    key=str(row["key"]),
+                    severity=Severity(row["severity"]),
+                    message=str(row["message"]),
+                    raised_at=datetime.fromisoformat(row["raised_at"]),
+                    updated_at=datetime.fromisoformat(row["updated_at"]),
+                    details=json.loads(row["details"]),
+                )
+                for row in rows
+            }
+        )
+
+    def active(self) -> tuple[Alert, ...]:
+        return self._book.active()
+
+    async def raise_(
+        self,
+        key: str,
+        severity: Severity,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Raise (or escalate) ``key``; returns after it is durable. False if de-duplicated."""
+        change = self._book.raise_(key, severity, message, self._clock.utc_now(), details)
+        if change is None:
+            return False
+        alert = change.alert
+        _LOGGER.warning("alert %s (%s): %s", key, severity.value, message)
+        await asyncio.gather(
+            self._db.submit(
+                "INSERT INTO alerts_active (key, severity, message, details, raised_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                "severity = excluded.severity, message = excluded.message, "
+                "details = excluded.details, updated_at = excluded.updated_at",
+                (
+                    key,
+                    alert.severity.value,
+                    alert.message,
+                    json.dumps(dict(alert.details), default=str),
+                    alert.raised_at.isoformat(),
+                    alert.updated_at.isoformat(),
+                ),
+            ),
+            self._outbox.append("alerts", change.type, change.body()),
+        )
+        return True
+
+    async def clear(self, key: str, message: str = "") -> bool:
+        change = self._book.clear(key, self._clock.utc_now(), message)
+        if change is None:
+            return False
+        _LOGGER.info("alert %s cleared%s", key, f": {message}" if message else "")
+        await asyncio.gather(
+            self._db.submit("DELETE FROM alerts_active WHERE key = ?", (key,)),
+            self._outbox.append("alerts", change.type, change.body()),
+        )
+        return True
