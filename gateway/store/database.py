@@ -320,7 +320,11 @@ class Database:
         await self.submit(sql, params)
 
     async def write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        await self._enqueue(sql, list(rows))
+        await self.submit_many(sql, rows)
+
+    def submit_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> asyncio.Future[None]:
+        """Queue one statement for many rows, committed together; one future for all."""
+        return self._enqueue(sql, list(rows))
 
     def _enqueue(self, sql: str, rows: list[Sequence[Any]]) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

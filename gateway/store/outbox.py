@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,8 @@ from gateway.store.database import Database
 __all__ = ["STREAM_NAME_PATTERN", "Outbox", "OutboxEvent", "StreamState"]
 
 STREAM_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+
+_ENCODE = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=False).encode
 
 _INSERT = (
     "INSERT INTO outbox (stream, seq, id, ts, type, body, size) "
@@ -100,16 +102,25 @@ class Outbox:
 
     def append(self, stream: str, event_type: str, body: Mapping[str, Any]) -> asyncio.Future[None]:
         """Queue one event; the future resolves once it is committed (accepted)."""
+        return self.append_many(stream, event_type, (body,))
+
+    def append_many(
+        self, stream: str, event_type: str, bodies: Iterable[Mapping[str, Any]]
+    ) -> asyncio.Future[None]:
+        """Queue events of one type as one write: a single future for all of them, resolved
+        when the transaction holding them committed (all accepted or none)."""
         if stream not in self._known_streams:
             raise KeyError(f"unknown outbox stream {stream!r}")
         stamp = event_stamp(self._clock)
-        fields = dict(body)
-        if "unsynced" in stamp:
-            fields["unsynced"] = True
-        text = json.dumps(fields, separators=(",", ":"), sort_keys=True, default=str)
-        event_id = secrets.token_hex(8)
-        size = len(text) + len(event_id) + len(event_type) + 40
-        future = self._db.submit(_INSERT, (stream, event_id, stamp["ts"], event_type, text, size))
+        ts = str(stamp["ts"])
+        unsynced = "unsynced" in stamp
+        rows = []
+        for body in bodies:
+            fields = {**body, "unsynced": True} if unsynced else body
+            text = _ENCODE(fields)
+            event_id = secrets.token_hex(8)
+            rows.append((stream, event_id, ts, event_type, text, len(text) + 80))
+        future = self._db.submit_many(_INSERT, rows)
         future.add_done_callback(self._on_committed)
         return future
 
@@ -158,21 +169,22 @@ class Outbox:
             (seq, stream),
         )
 
-    async def acknowledge(self, stream: str, epoch: str, seq: int) -> bool:
+    async def acknowledge(self, stream: str, epoch: str, seq: int) -> asyncio.Future[Any] | None:
         """HQ durably holds ``stream`` up to ``seq``: release those rows.
 
-        An ack for another epoch (a previous database) or an unknown stream is ignored and
-        answers False; so is a watermark beyond what was ever appended.
+        Returns the future of the release (resolved on commit) without waiting for it — losing
+        an ack to a crash only means re-sending rows HQ will de-duplicate. An ack for another
+        epoch (a previous database), an unknown stream or a seq never appended answers None.
         """
-        if epoch != self.epoch or stream not in self._known_streams:
-            return False
+        if epoch != self.epoch or stream not in self._known_streams or seq < 0:
+            return None
         state = await self._db.fetchone(
             "SELECT next_seq FROM outbox_streams WHERE stream = ?", (stream,)
         )
-        if state is None or seq >= int(state["next_seq"]) or seq < 0:
-            return False
+        if state is None or seq >= int(state["next_seq"]):
+            return None
         now = self._clock.utc_now().isoformat()
-        await asyncio.gather(
+        return asyncio.gather(
             self._db.submit(
                 "UPDATE outbox_streams SET acked_seq = max(acked_seq, ?), "
                 "sent_seq = max(sent_seq, ?), acked_at = ? WHERE stream = ?",
@@ -180,7 +192,6 @@ class Outbox:
             ),
             self._db.submit("DELETE FROM outbox WHERE stream = ? AND seq <= ?", (stream, seq)),
         )
-        return True
 
     def release_sent(self, stream: str, seq: int) -> asyncio.Future[Any]:
         """``custody = "broker"``: the PUBACK is the end of the line; delete up to ``seq``."""

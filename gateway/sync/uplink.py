@@ -183,6 +183,8 @@ class Uplink:
         task = group.create_task(
             self._publish_one(topic, payload), name=f"uplink.publish[{cursor.stream}]"
         )
+        # A PUBACK frees a window slot: wake the send loop (the outbox's event means "work").
+        task.add_done_callback(lambda _: self._outbox.appended.set())
         cursor.in_flight.append((events[-1].seq, task))
         cursor.next_after = events[-1].seq
 
@@ -266,11 +268,13 @@ class Uplink:
                 "ignoring malformed HQ ack on %s: %r", message.topic, message.payload[:200]
             )
             return
-        if not await self._outbox.acknowledge(stream, epoch, seq):
+        released = await self._outbox.acknowledge(stream, epoch, seq)
+        if released is None:
             _LOGGER.debug(
                 "ignoring ack %s/%s/%d (other epoch, stream or beyond head)", stream, epoch, seq
             )
             return
+        self._track(released)
         self.last_ack = {"stream": stream, "seq": seq, "at": self._clock.utc_now().isoformat()}
         cursor = self._cursors.get(stream)
         if cursor is not None and seq > cursor.acked_seq:

@@ -57,15 +57,19 @@ async def test_watermark_releases_rows_and_rejects_foreign_epochs(tmp_path: Path
         await outbox.open(STREAMS)
         await asyncio.gather(*(outbox.append("stock", "s", {"n": n}) for n in range(10)))
         await outbox.mark_sent("stock", 6)
-        assert not await outbox.acknowledge("stock", "0000000000000000", 5)  # other database
-        assert not await outbox.acknowledge("stock", outbox.epoch, 99)  # never appended
-        assert not await outbox.acknowledge("nope", outbox.epoch, 1)
-        assert await outbox.acknowledge("stock", outbox.epoch, 4)
+        assert await outbox.acknowledge("stock", "0000000000000000", 5) is None  # other database
+        assert await outbox.acknowledge("stock", outbox.epoch, 99) is None  # never appended
+        assert await outbox.acknowledge("nope", outbox.epoch, 1) is None
+        released = await outbox.acknowledge("stock", outbox.epoch, 4)
+        assert released is not None
+        await released
         left = await outbox.read("stock", after_seq=0, max_events=100, max_bytes=10**9)
         assert [e.seq for e in left] == [5, 6, 7, 8, 9, 10]
         state = {s.stream: s for s in await outbox.states()}["stock"]
         assert (state.sent_seq, state.acked_seq, state.depth, state.next_seq) == (6, 4, 6, 11)
-        assert await outbox.acknowledge("stock", outbox.epoch, 2)  # stale ack: no step back
+        stale = await outbox.acknowledge("stock", outbox.epoch, 2)  # stale ack: no step back
+        assert stale is not None
+        await stale
         state = {s.stream: s for s in await outbox.states()}["stock"]
         assert state.acked_seq == 4
         await outbox.release_sent("stock", 10)  # a future: resolves on commit

@@ -1,0 +1,208 @@
+"""End-to-end uplink throughput against a local mosquitto, with a same-run bare-paho ceiling.
+
+Gateway path: events appended (group commit) → envelopes → PUBACK → HQ stores and acks the
+watermark → rows deleted. Ceiling: a bare paho client publishing the same envelopes (same size,
+same events per message) at QoS 1 as fast as it can, to the same broker and consumer.
+Goal (issue 3): >= 50 000 events/s and >= 50 % of the ceiling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gateway.clock import SystemClock
+from gateway.config import MqttConfig
+from gateway.store import Database
+from gateway.store.outbox import Outbox
+from gateway.sync.link import MqttLink
+from gateway.sync.uplink import Uplink, UplinkSettings
+
+EVENTS = 200_000
+CHUNK = 2_000
+EVENT = {"slot": "slot-12", "sku": "4006381333931", "before": 7, "after": 6, "delta": -1}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Hq:
+    """Counts distinct events per stream and acks the watermark (like tests/sync/fake_hq)."""
+
+    def __init__(self, port: int, ack: bool) -> None:
+        self.count = 0
+        self.done = threading.Event()
+        self.ack = ack
+        self.seen: set[int] = set()
+        self.watermark = 0
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        ready = threading.Event()
+        self.client.on_connect = lambda c, *_: c.subscribe("bench/+/up/#", qos=1)
+        self.client.on_subscribe = lambda *_: ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        ready.wait(10)
+
+    def _on_message(self, client: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        if message.topic.endswith("/health") or message.topic.endswith("/state"):
+            return
+        envelope = json.loads(message.payload)
+        for event in envelope["events"]:
+            self.seen.add(event["seq"])
+        while self.watermark + 1 in self.seen:
+            self.watermark += 1
+        if self.ack:
+            ack = {"stream": envelope["stream"], "epoch": envelope["epoch"], "seq": self.watermark}
+            client.publish(f"bench/{envelope['store']}/down/ack", json.dumps(ack), qos=1)
+        if len(self.seen) >= EVENTS:
+            self.done.set()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+async def gateway_run(port: int, directory: Path) -> tuple[float, int]:
+    clock = SystemClock()
+    hq = Hq(port, ack=True)
+    async with Database.running(directory / "g.db", clock=clock, commit_max_rows=5000) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(("stock",))
+        config = MqttConfig(
+            host="127.0.0.1",
+            port=port,
+            tls=False,
+            allow_plaintext=True,
+            topic_root="bench/{store_id}/",
+        )
+        link = MqttLink(config=config, store_id="s1", boot=db.boot, clock=clock)
+        uplink = Uplink(
+            outbox=outbox,
+            link=link,
+            store_id="s1",
+            boot=db.boot,
+            clock=clock,
+            settings=UplinkSettings(messages_per_second=None),
+        )
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(link.run()), group.create_task(uplink.run())]
+            await link.connected.wait()
+            started = time.perf_counter()
+            for first in range(0, EVENTS, CHUNK):
+                await asyncio.gather(
+                    *(
+                        outbox.append("stock", "stock.changed", {**EVENT, "n": first + n})
+                        for n in range(CHUNK)
+                    )
+                )
+            accepted = time.perf_counter() - started
+            while not hq.done.is_set():  # noqa: ASYNC110 - HQ runs in paho's thread
+                await asyncio.sleep(0.01)
+            while sum(s.depth for s in await outbox.states()):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            elapsed = time.perf_counter() - started
+            for task in tasks:
+                task.cancel()
+    hq.close()
+    print(f"  (accepted = committed in {accepted:.2f} s: {EVENTS / accepted:,.0f} events/s)")
+    return elapsed, EVENTS
+
+
+def ceiling_run(port: int, envelope_bytes: bytes, events_per_message: int) -> float:
+    hq = Hq(port, ack=False)
+    messages = EVENTS // events_per_message
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(20)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    started = time.perf_counter()
+    infos = []
+    for index in range(messages):
+        envelope = json.loads(envelope_bytes)
+        base = index * events_per_message
+        for offset, event in enumerate(envelope["events"]):
+            event["seq"] = base + offset + 1
+        infos.append(client.publish("bench/s1/up/stock", json.dumps(envelope), qos=1))
+    for info in infos:
+        info.wait_for_publish(60)
+    hq.done.wait(120)
+    elapsed = time.perf_counter() - started
+    client.disconnect()
+    client.loop_stop()
+    hq.close()
+    return elapsed
+
+
+def sample_envelope(events_per_message: int) -> bytes:
+    events = [
+        {
+            "seq": n + 1,
+            "id": "0123456789abcdef",
+            "ts": "2026-11-23T09:00:00.000+00:00",
+            "type": "stock.changed",
+            **EVENT,
+            "n": n,
+        }
+        for n in range(events_per_message)
+    ]
+    return json.dumps(
+        {
+            "v": 1,
+            "type": "events",
+            "store": "s1",
+            "stream": "stock",
+            "epoch": "0123456789abcdef",
+            "boot": 1,
+            "seq_from": 1,
+            "seq_to": events_per_message,
+            "sent_at": "2026-11-23T09:00:00.000+00:00",
+            "events": events,
+        }
+    ).encode()
+
+
+def main() -> None:
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp) / "m.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n")
+        broker = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        try:
+            per_message = UplinkSettings().max_events_per_message
+            ceiling = ceiling_run(port, sample_envelope(per_message), per_message)
+            print(
+                f"bare paho ceiling: {EVENTS:,} events in {ceiling:.2f} s = "
+                f"{EVENTS / ceiling:,.0f} events/s ({per_message} events/message)"
+            )
+            elapsed, count = asyncio.run(gateway_run(port, Path(tmp)))
+            print(
+                f"storegw end to end (accepted → HQ-acked → deleted): {count:,} events in "
+                f"{elapsed:.2f} s = {count / elapsed:,.0f} events/s"
+            )
+            print(f"ratio to ceiling: {ceiling / elapsed:.0%}")
+        finally:
+            broker.terminate()
+            broker.wait()
+
+
+if __name__ == "__main__":
+    main()
