@@ -1,0 +1,112 @@
+"""TLS on the MQTT link against a real mosquitto TLS listener with a CA made in the test."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from gateway.clock import FakeClock
+from gateway.config import MqttConfig
+from gateway.sync.link import MqttLink
+from tests.conftest import Broker
+from tests.sync.certs import Authority
+
+
+@asynccontextmanager
+async def running(link: MqttLink) -> AsyncIterator[MqttLink]:
+    task = asyncio.create_task(link.run(), name="mqtt.link")
+    try:
+        yield link
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Authority:
+    return Authority(tmp_path)
+
+
+def tls_broker(tmp_path: Path, pki: Authority, *, require_client_cert: bool) -> Broker:
+    server = pki.issue("broker", "localhost", server=True)
+    lines = [
+        f"cafile {pki.issued.cert}",
+        f"certfile {server.cert}",
+        f"keyfile {server.key}",
+    ]
+    if require_client_cert:
+        lines += ["require_certificate true", "use_identity_as_username true"]
+    broker = Broker(tmp_path, extra="\n".join(lines))
+    broker.start()
+    return broker
+
+
+@pytest.fixture
+def tls_only(tmp_path: Path, pki: Authority) -> Iterator[Broker]:
+    broker = tls_broker(tmp_path, pki, require_client_cert=False)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+async def test_verified_tls_connects(tls_only: Broker, pki: Authority) -> None:
+    config = MqttConfig(host="127.0.0.1", port=tls_only.port, ca_file=pki.issued.cert)
+    link = MqttLink(config=config, store_id="s1", boot=1, clock=FakeClock())
+    async with running(link):
+        await asyncio.wait_for(link.connected.wait(), 15)
+        await link.publish("retail/v1/s1/up/stock", b"secret")
+    assert link.stats.transport == "tls"
+
+
+async def test_wrong_ca_is_refused_without_plaintext_retry(
+    tls_only: Broker, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    stranger = Authority(other, "stranger-ca")
+    config = MqttConfig(host="127.0.0.1", port=tls_only.port, ca_file=stranger.issued.cert)
+    link = MqttLink(config=config, store_id="s1", boot=1, clock=FakeClock())
+    async with running(link):
+        await until(lambda: link.stats.last_error is not None)
+        await asyncio.sleep(0.3)
+        assert not link.connected.is_set()
+    assert "CERTIFICATE_VERIFY_FAILED" in (link.stats.last_error or "")
+
+
+async def test_mutual_tls(tmp_path: Path, pki: Authority) -> None:
+    broker = tls_broker(tmp_path, pki, require_client_cert=True)
+    try:
+        client = pki.issue("store", "s1", server=False)
+        with_cert = MqttConfig(
+            host="127.0.0.1",
+            port=broker.port,
+            ca_file=pki.issued.cert,
+            client_cert=client.cert,
+            client_key=client.key,
+        )
+        link = MqttLink(config=with_cert, store_id="s1", boot=1, clock=FakeClock())
+        async with running(link):
+            await asyncio.wait_for(link.connected.wait(), 15)
+            await link.publish("retail/v1/s1/up/stock", b"mtls")
+        without = MqttConfig(host="127.0.0.1", port=broker.port, ca_file=pki.issued.cert)
+        refused = MqttLink(config=without, store_id="s1", boot=1, clock=FakeClock())
+        async with running(refused):
+            await until(lambda: refused.stats.last_error is not None)
+            assert not refused.connected.is_set()
+    finally:
+        broker.stop()
