@@ -52,6 +52,14 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, help="stop after this many seconds")
     demo.add_argument("--interval", type=float, default=2.0, help="seconds between summaries")
 
+    hq = commands.add_parser("hq", help="HQ-side reference tools")
+    hq_commands = hq.add_subparsers(dest="hq_command", required=True, metavar="HQ_COMMAND")
+    hq_tail = hq_commands.add_parser(
+        "tail", help="consume every store's events: store, de-duplicate, ack, print JSON lines"
+    )
+    hq_tail.add_argument("--config", type=Path, required=True, help="HQ.toml")
+    hq_tail.add_argument("--duration", type=float, help="stop after this many seconds")
+
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH)
 
@@ -77,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "check-config":
             return _check_config(args.path)
+        if args.command == "hq":
+            return _hq_tail(args.config, args.duration)
         return _diagnostic(args)
     except KeyboardInterrupt:
         return 130
@@ -177,6 +187,26 @@ def _run(
         first = _first_leaf(matched)
         _LOGGER.error("%s", first)
         return _exit_code_for(first)
+
+
+def _hq_tail(config_path: Path, duration: float | None) -> int:
+    from gateway.clock import SystemClock
+    from gateway.errors import ConfigError, GatewayError
+    from gateway.hq.tail import load_hq_config, tail
+    from gateway.logsetup import configure_logging
+
+    configure_logging()
+    try:
+        settings = load_hq_config(config_path)
+    except ConfigError as exc:
+        _LOGGER.error("%s", exc)
+        return EXIT_CONFIG
+    try:
+        asyncio.run(tail(settings, clock=SystemClock(), duration=duration))
+    except GatewayError as exc:
+        _LOGGER.error("%s", exc)
+        return _exit_code_for(exc)
+    return EXIT_OK
 
 
 def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:

@@ -33,7 +33,7 @@ from gateway.errors import (
     StorageFullError,
     StorageUnavailableError,
 )
-from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from gateway.store.migrations import MIGRATIONS, Migration
 
 __all__ = ["Database", "StorageStats"]
 
@@ -122,8 +122,10 @@ class Database:
         boot: int,
         commit_interval_s: float,
         commit_max_rows: int,
+        schema_version: int,
     ) -> None:
         self.path = path
+        self.schema_version = schema_version
         self.epoch = epoch
         self.boot = boot
         self._clock = clock
@@ -151,8 +153,12 @@ class Database:
         commit_max_rows: int = 500,
         busy_timeout_s: float = 5.0,
         max_page_count: int | None = None,
+        migrations: Sequence[Migration] = MIGRATIONS,
     ) -> Database:
-        """Open (creating if needed), check and migrate the database at ``path``."""
+        """Open (creating if needed), check and migrate the database at ``path``.
+
+        ``migrations`` defaults to the gateway's schema; the HQ reference consumer passes its
+        own (every schema starts with the ``meta`` table)."""
         path = Path(path)
         if not path.parent.is_dir():
             raise StorageUnavailableError(path, f"directory {path.parent} does not exist")
@@ -162,7 +168,7 @@ class Database:
             # Check before any pragma writes to the file: a damaged one stays untouched.
             await cls._check_integrity(path, writer)
             await cls._configure_writer(path, writer, max_page_count)
-            await cls._migrate(path, writer)
+            await cls._migrate(path, writer, migrations)
             epoch, boot = await cls._identity(path, writer, clock)
             reader = await cls._connect(path, busy_timeout_s)
             await reader.execute("PRAGMA query_only = ON")
@@ -172,7 +178,7 @@ class Database:
                 await reader.close()
             raise
         _LOGGER.info(
-            "database %s: schema v%d, epoch %s, boot #%d", path, SCHEMA_VERSION, epoch, boot
+            "database %s: schema v%d, epoch %s, boot #%d", path, migrations[-1].version, epoch, boot
         )
         return cls(
             path,
@@ -183,6 +189,7 @@ class Database:
             boot=boot,
             commit_interval_s=commit_interval_s,
             commit_max_rows=commit_max_rows,
+            schema_version=migrations[-1].version,
         )
 
     @classmethod
@@ -251,14 +258,17 @@ class Database:
             raise StorageCorruptError(path, "quick_check found damage: " + "; ".join(findings[:5]))
 
     @staticmethod
-    async def _migrate(path: Path, writer: aiosqlite.Connection) -> None:
+    async def _migrate(
+        path: Path, writer: aiosqlite.Connection, migrations: Sequence[Migration]
+    ) -> None:
         try:
             cursor = await writer.execute("PRAGMA user_version")
             row = await cursor.fetchone()
             current = int(row[0]) if row else 0
-            if current > SCHEMA_VERSION:
-                raise SchemaTooNewError(path, current, SCHEMA_VERSION)
-            for migration in MIGRATIONS:
+            supported = migrations[-1].version
+            if current > supported:
+                raise SchemaTooNewError(path, current, supported)
+            for migration in migrations:
                 if migration.version <= current:
                     continue
                 await writer.execute("BEGIN IMMEDIATE")
@@ -456,7 +466,7 @@ class Database:
             path=str(self.path),
             size_bytes=size,
             free_disk_bytes=free,
-            schema_version=SCHEMA_VERSION,
+            schema_version=self.schema_version,
             epoch=self.epoch,
             boot=self.boot,
             pending_writes=self._pending,

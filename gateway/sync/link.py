@@ -108,7 +108,9 @@ class MqttLink:
         boot: int,
         clock: Clock,
         rng: random.Random | None = None,
+        announce: bool = True,
     ) -> None:
+        self._announce = announce  # birth/will/death on state: stores yes, HQ consumers no
         self._config = config
         self._clock = clock
         self._boot = boot
@@ -117,6 +119,7 @@ class MqttLink:
         self._client_id = config.client_id or f"storegw-{store_id}"
         self._backoff = Backoff(1.0, 60.0, rng=rng)
         self._handlers: dict[str, MessageHandler] = {}
+        self._subscriptions: list[str] = []
         self._pending: dict[int, tuple[str, asyncio.Future[None]]] = {}
         self._inbox: asyncio.Queue[mqtt.MQTTMessage] = asyncio.Queue()
         self._connected = asyncio.Event()
@@ -137,7 +140,16 @@ class MqttLink:
         ``handler``; the message is acknowledged to the broker after the handler returns.
         Register before :meth:`run`; subscriptions are renewed on every connect."""
         self._handlers[self.topic_root + topic_filter] = handler
+        self._subscriptions.append(self.topic_root + topic_filter)
         self.stats.subscriptions.append(self.topic_root + topic_filter)
+
+    def subscribe_shared(self, group: str, topic_filter: str, handler: MessageHandler) -> None:
+        """Like :meth:`subscribe`, through an MQTT 5 shared subscription ``$share/group/…`` so
+        several consumers split the load (HQ scale-out)."""
+        full = self.topic_root + topic_filter
+        self._handlers[full] = handler
+        self._subscriptions.append(f"$share/{group}/{full}")
+        self.stats.subscriptions.append(f"$share/{group}/{full}")
 
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
@@ -209,8 +221,9 @@ class MqttLink:
             if config.client_cert is not None and config.client_key is not None:
                 context.load_cert_chain(str(config.client_cert), str(config.client_key))
             client.tls_set_context(context)
-        will = json.dumps({"online": False, "boot": self._boot}).encode()
-        client.will_set(self.state_topic, will, qos=1, retain=True)
+        if self._announce:
+            will = json.dumps({"online": False, "boot": self._boot}).encode()
+            client.will_set(self.state_topic, will, qos=1, retain=True)
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
@@ -269,7 +282,7 @@ class MqttLink:
         """On a clean stop, publish the retained death ourselves (the will only fires on an
         unexpected loss), so HQ sees the store offline at once."""
         client = self._client
-        if client is None or not self._connected.is_set():
+        if client is None or not self._connected.is_set() or not self._announce:
             return
         death = json.dumps({"online": False, "boot": self._boot}).encode()
         with contextlib.suppress(Exception):
@@ -373,10 +386,11 @@ class MqttLink:
         receive_maximum = getattr(properties, "ReceiveMaximum", None) or _DEFAULT_WINDOW
         self.stats.receive_maximum = min(int(receive_maximum), _DEFAULT_WINDOW)
         self._window = asyncio.Semaphore(self.stats.receive_maximum)
-        for topic in self._handlers:
+        for topic in self._subscriptions:
             client.subscribe(topic, qos=1)
-        birth = json.dumps({"online": True, "boot": self._boot}).encode()
-        client.publish(self.state_topic, birth, qos=1, retain=True)
+        if self._announce:
+            birth = json.dumps({"online": True, "boot": self._boot}).encode()
+            client.publish(self.state_topic, birth, qos=1, retain=True)
         self.stats.connected = True
         self.stats.connected_since = self._clock.utc_now()
         if self.stats.last_error is not None:

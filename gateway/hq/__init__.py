@@ -1,0 +1,1 @@
+"""HQ-side reference tools: the consumer integrators copy (``storegw hq tail``)."""

@@ -1,0 +1,144 @@
+"""The reference HQ consumer: durable, de-duplicated, contiguous watermarks, gaps, garbage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.clock import FakeClock
+from gateway.hq.consumer import HQ_MIGRATIONS, HqConsumer
+from gateway.store import Database
+
+
+def envelope(
+    seqs: list[int], *, store: str = "s1", stream: str = "stock", epoch: str = "e1"
+) -> bytes:
+    events = [
+        {"seq": n, "id": f"id{n}", "ts": "2026-11-23T09:00:00.000+00:00", "type": "t", "n": n}
+        for n in seqs
+    ]
+    return json.dumps(
+        {
+            "v": 1,
+            "type": "events",
+            "store": store,
+            "stream": stream,
+            "epoch": epoch,
+            "boot": 1,
+            "seq_from": seqs[0],
+            "seq_to": seqs[-1],
+            "sent_at": "2026-11-23T09:00:01.000+00:00",
+            "events": events,
+        }
+    ).encode()
+
+
+async def open_consumer(path: Path, out: list[dict[str, Any]]) -> tuple[Any, HqConsumer]:
+    clock = FakeClock()
+    cm = Database.running(path, clock=clock, migrations=HQ_MIGRATIONS)
+    db = await cm.__aenter__()
+    consumer = HqConsumer(db, emit=out.append, now=lambda: "now")
+    await consumer.load()
+    return cm, consumer
+
+
+async def test_acks_follow_the_contiguous_watermark_and_survive_restart(tmp_path: Path) -> None:
+    out: list[dict[str, Any]] = []
+    cm, consumer = await open_consumer(tmp_path / "hq.db", out)
+    try:
+        ack = await consumer.receive(envelope([1, 2, 3]))
+        assert ack is not None
+        assert ack.topic == "retail/v1/s1/down/ack"
+        assert json.loads(ack.payload) == {"stream": "stock", "epoch": "e1", "seq": 3}
+        ack = await consumer.receive(envelope([6, 7]))  # 4..5 missing
+        assert ack is not None
+        assert json.loads(ack.payload)["seq"] == 3
+        assert consumer.gaps() == {("s1", "stock", "e1"): (4, 5)}
+        await consumer.receive(envelope([2, 3]))  # re-sent: duplicates
+        assert consumer.duplicates == 2
+    finally:
+        await cm.__aexit__(None, None, None)
+    out2: list[dict[str, Any]] = []
+    cm, consumer = await open_consumer(tmp_path / "hq.db", out2)
+    try:
+        assert consumer.watermark("s1", "stock", "e1") == 3
+        ack = await consumer.receive(envelope([4, 5, 6, 7]))
+        assert ack is not None
+        assert json.loads(ack.payload)["seq"] == 7
+        assert [event["seq"] for event in out2] == [4, 5]  # 6, 7 were stored before restart
+        assert consumer.gaps() == {}
+    finally:
+        await cm.__aexit__(None, None, None)
+    assert [event["seq"] for event in out] == [1, 2, 3, 6, 7]
+    assert out[0] == {
+        "store": "s1",
+        "stream": "stock",
+        "epoch": "e1",
+        "seq": 1,
+        "id": "id1",
+        "ts": "2026-11-23T09:00:00.000+00:00",
+        "type": "t",
+        "n": 1,
+    }
+
+
+async def test_epochs_and_streams_are_separate(tmp_path: Path) -> None:
+    out: list[dict[str, Any]] = []
+    cm, consumer = await open_consumer(tmp_path / "hq.db", out)
+    try:
+        await consumer.receive(envelope([1, 2]))
+        ack = await consumer.receive(envelope([1], epoch="e2"))  # a rebuilt gateway database
+        assert ack is not None
+        assert json.loads(ack.payload) == {"stream": "stock", "epoch": "e2", "seq": 1}
+        await consumer.receive(envelope([1], stream="alerts"))
+        assert len(out) == 4
+    finally:
+        await cm.__aexit__(None, None, None)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"garbage",
+        b"[]",
+        b'{"v": 1}',
+        envelope([1]).replace(b'"v": 1', b'"v": 9'),
+        envelope([1]).replace(b'"seq": 1,', b'"seq": -1,'),
+        envelope([1]).replace(b'"store": "s1"', b'"store": "s1/#"'),
+    ],
+)
+async def test_garbage_is_rejected_not_stored(tmp_path: Path, payload: bytes) -> None:
+    out: list[dict[str, Any]] = []
+    cm, consumer = await open_consumer(tmp_path / "hq.db", out)
+    try:
+        assert await consumer.receive(payload) is None
+        assert consumer.rejected == 1
+        assert out == []
+    finally:
+        await cm.__aexit__(None, None, None)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.lists(st.integers(1, 40), min_size=1, max_size=8), min_size=1, max_size=12))
+async def test_any_delivery_order_stores_each_event_once(batches: list[list[int]]) -> None:
+    import tempfile
+
+    out: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as directory:
+        cm, consumer = await open_consumer(Path(directory) / "hq.db", out)
+        try:
+            for batch in batches:
+                await consumer.receive(envelope(sorted(set(batch))))
+            delivered = {n for batch in batches for n in batch}
+            assert sorted(event["seq"] for event in out) == sorted(delivered)
+            watermark = consumer.watermark("s1", "stock", "e1")
+            assert all(n in delivered for n in range(1, watermark + 1))
+            assert watermark + 1 not in delivered
+        finally:
+            await cm.__aexit__(None, None, None)
