@@ -1,8 +1,16 @@
 """Simulated drivers for all three device families, driven by seeded scenarios.
 
 They implement the real driver contracts, so the supervisor, the demo store, tests and
-benchmarks exercise the production code paths above the driver. Each instance is deterministic
-for its ``seed`` (mixed with the instance name, so two instances differ). ``speed`` compresses
-shopper time for demos and tests. The ``faults`` options inject the failures the supervisor must
-survive (see :mod:`devices.simulated.faults`).
+benchmarks exercise the production code paths above the driver:
+
+- ``scale``: load cells under shelf slots, shoppers picking and putting back, staff restocking;
+- ``beacon``: a BLE receiver hearing fixed beacons, carts and phones, with real frame bytes
+  (encoded by ``frames``);
+- ``esl``: an access point with a sequential radio and labels that confirm and check in;
+- ``faults``: the ``faults`` options every plugin accepts, to exercise the supervisor;
+- ``plugins``: the ``storegw.drivers`` entry points.
+
+Each instance is deterministic for its ``seed`` mixed with the instance name (two instances
+differ). ``speed`` compresses scenario time for demos and tests. Readings are stamped with the
+injected clock; pacing is real time (``asyncio.sleep``).
 """

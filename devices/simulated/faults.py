@@ -1,7 +1,12 @@
-"""Fault injection shared by the simulated drivers.
+"""Fault injection shared by the simulated drivers: the failures the supervisor must survive.
 
-``fail_open_times`` counts ``open()`` calls per instance name for the life of the process (the
-supervisor builds a fresh driver object on every restart, so the count must live outside it).
+Every simulated plugin accepts a ``faults`` table (:class:`FaultOptions`, default: no faults).
+Timers count real seconds of the event loop from the start of ``readings()``, the same time
+the supervisor's silence watchdog measures, so they work whatever clock is injected.
+
+``fail_open_times`` must survive restarts, and the supervisor builds a fresh driver object for
+every restart, so the count lives in an :class:`OpenAttempts` owned by the plugins module and
+handed to every driver it creates (keyed by instance name; see ``devices.simulated.plugins``).
 """
 
 from __future__ import annotations
@@ -12,54 +17,97 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.errors import DriverConfigError, DriverUnavailableError
 
-__all__ = ["FaultOptions", "FaultState"]
-
-_OPEN_ATTEMPTS: dict[str, int] = {}
+__all__ = ["FaultOptions", "FaultState", "OpenAttempts"]
 
 
 class FaultOptions(BaseModel):
+    """The ``faults`` table of every simulated driver."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    fail_open_times: int = Field(0, ge=0, description="open() fails transiently this many times.")
+    fail_open_times: int = Field(
+        0, ge=0, le=1_000_000, description="open() raises DriverUnavailableError this many times."
+    )
     config_error_on_open: bool = Field(False, description="open() raises DriverConfigError.")
     hang_on_open: bool = Field(False, description="open() never returns.")
     crash_after_s: float | None = Field(
-        None, gt=0, description="readings() raises RuntimeError after this long."
+        None, gt=0, le=86_400, description="readings() raises RuntimeError after this long."
     )
     hang_after_s: float | None = Field(
-        None, gt=0, description="readings() goes silent (never yields again) after this long."
+        None, gt=0, le=86_400, description="readings() goes silent (never yields again) after."
     )
+
+
+class OpenAttempts:
+    """How many times ``open()`` was called per driver instance name, across restarts."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def record(self, name: str) -> int:
+        """Count one more attempt for ``name``; return the attempt's number (1 for the first)."""
+        count = self._counts.get(name, 0) + 1
+        self._counts[name] = count
+        return count
+
+    def reset(self, name: str | None = None) -> None:
+        """Forget one instance's attempts, or everyone's."""
+        if name is None:
+            self._counts.clear()
+        else:
+            self._counts.pop(name, None)
 
 
 class FaultState:
     """Applies :class:`FaultOptions` for one driver object."""
 
-    def __init__(self, name: str, options: FaultOptions, monotonic: float) -> None:
-        self.name = name
-        self.options = options
-        self.started = monotonic
+    def __init__(self, name: str, options: FaultOptions, attempts: OpenAttempts) -> None:
+        self._name = name
+        self._options = options
+        self._attempts = attempts
+        self._started: float | None = None
 
     async def on_open(self) -> None:
-        attempts = _OPEN_ATTEMPTS.get(self.name, 0) + 1
-        _OPEN_ATTEMPTS[self.name] = attempts
-        if self.options.config_error_on_open:
-            raise DriverConfigError("simulated configuration error", driver=self.name)
-        if attempts <= self.options.fail_open_times:
+        attempt = self._attempts.record(self._name)
+        options = self._options
+        if options.config_error_on_open:
+            raise DriverConfigError("simulated configuration error", driver=self._name)
+        if attempt <= options.fail_open_times:
             raise DriverUnavailableError(
-                f"simulated open failure {attempts}/{self.options.fail_open_times}",
-                driver=self.name,
+                f"simulated open failure {attempt}/{options.fail_open_times}", driver=self._name
             )
-        if self.options.hang_on_open:
+        if options.hang_on_open:
             await asyncio.Event().wait()
 
-    async def on_tick(self, monotonic: float) -> None:
-        elapsed = monotonic - self.started
-        if self.options.crash_after_s is not None and elapsed >= self.options.crash_after_s:
+    def start(self) -> None:
+        """Mark the start of ``readings()``: the fault timers count from here."""
+        self._started = asyncio.get_running_loop().time()
+
+    def seconds_left(self) -> float:
+        """Real seconds until a crash or hang is due (inf if none): drivers cap waits by it."""
+        due = [t for t in (self._options.crash_after_s, self._options.hang_after_s) if t]
+        if self._started is None or not due:
+            return float("inf")
+        return max(0.0, self._started + min(due) - asyncio.get_running_loop().time())
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Sleep until the event loop's time reaches ``deadline``, crashing or hanging on the
+        way if a fault falls due first."""
+        loop = asyncio.get_running_loop()
+        while (delay := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(delay, self.seconds_left()))
+            await self.check()
+        await self.check()
+
+    async def check(self) -> None:
+        """Crash or hang once their time has come; call before every yield."""
+        options = self._options
+        if self._started is None or (
+            options.crash_after_s is None and options.hang_after_s is None
+        ):
+            return
+        elapsed = asyncio.get_running_loop().time() - self._started
+        if options.crash_after_s is not None and elapsed >= options.crash_after_s:
             raise RuntimeError("simulated crash")
-        if self.options.hang_after_s is not None and elapsed >= self.options.hang_after_s:
-            await asyncio.Event().wait()
-
-
-def reset_open_attempts() -> None:
-    """Forget fail_open_times counts (tests)."""
-    _OPEN_ATTEMPTS.clear()
+        if options.hang_after_s is not None and elapsed >= options.hang_after_s:
+            await asyncio.Event().wait()  # silent until cancelled: the watchdog's job
