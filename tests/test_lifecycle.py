@@ -291,6 +291,8 @@ def test_demo_runs_for_a_short_duration(state: Path) -> None:
     result = run_cli("demo", "--duration", "9", "--interval", "2", "--state-dir", str(state))
     assert result.returncode == 0, result.stderr
     assert "--- store" in result.stdout
+    assert "HQ link up" in result.stdout  # its own private broker and in-process HQ
+    assert "HQ (demo, in-process)" in result.stdout
     for family_hint in ("g", "beacons", "confirmed"):
         assert family_hint in result.stdout
 

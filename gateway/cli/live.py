@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,7 +19,14 @@ __all__ = ["format_live_summary", "print_live_summary"]
 
 def format_live_summary(status: dict[str, Any]) -> str:
     clock = "synced" if status["clock"]["synchronized"] else "UNSYNCED"
-    lines = [f"--- store {status['store']['id']} | up {status['uptime_s']:.0f}s | clock {clock}"]
+    link = (status.get("mqtt") or {}).get("link") or {}
+    uplink = "HQ link up" if link.get("connected") else "HQ link down"
+    backlog = sum(stream.get("depth", 0) for stream in status.get("outbox", []))
+    header = (
+        f"--- store {status['store']['id']} | up {status['uptime_s']:.0f}s | clock {clock}"
+        f" | {uplink} | outbox {backlog} waiting"
+    )
+    lines = [header]
     readings: dict[str, dict[str, Any]] = status.get("readings", {})
     for driver in status.get("drivers", []):
         name = driver["name"]
@@ -43,11 +51,16 @@ def format_live_summary(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def print_live_summary(gateway: Gateway, interval: float) -> None:
+async def print_live_summary(
+    gateway: Gateway, interval: float, extra: Callable[[], str] | None = None
+) -> None:
     while True:
         await asyncio.sleep(interval)
         status = await gateway.status()
-        print(format_live_summary(status), flush=True, file=sys.stdout)
+        text = format_live_summary(status)
+        if extra is not None:
+            text += "\n" + extra()
+        print(text, flush=True, file=sys.stdout)
 
 
 async def exercise_labels(gateway: Gateway, interval: float) -> None:

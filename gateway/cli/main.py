@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -133,6 +134,7 @@ def _run(
     duration: float | None,
     demo_interval: float | None = None,
     overrides: dict[str, Any] | None = None,
+    demo_hq: Any = None,
 ) -> int:
     from gateway.app import Gateway
     from gateway.clock import SystemClock
@@ -163,8 +165,11 @@ def _run(
         from gateway.cli.live import exercise_labels, print_live_summary
 
         async def on_ready(gateway: Gateway) -> None:
-            gateway.spawn_extra("demo.summary", print_live_summary(gateway, demo_interval))
+            extra = demo_hq.summary if demo_hq is not None else None
+            gateway.spawn_extra("demo.summary", print_live_summary(gateway, demo_interval, extra))
             gateway.spawn_extra("demo.labels", exercise_labels(gateway, 3.0))
+            if demo_hq is not None:
+                gateway.spawn_extra("demo.hq", demo_hq.run(gateway))
 
     gateway = Gateway(
         config_path=config_path,
@@ -216,18 +221,44 @@ def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from gateway.cli.demo import DemoHq, PrivateBroker
+
     state_dir: Path = args.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    overrides = {
+    overrides: dict[str, Any] = {
         "storage": {"path": str(state_dir / "gateway.db")},
         "control": {"socket": str(state_dir / "control.sock")},
     }
-    if args.config is not None:
-        return _run(
-            args.config, duration=args.duration, demo_interval=args.interval, overrides=overrides
-        )
-    with resources.as_file(resources.files("gateway").joinpath("demo.toml")) as path:
-        return _run(path, duration=args.duration, demo_interval=args.interval, overrides=overrides)
+    broker = PrivateBroker.start(state_dir)
+    demo_hq = None
+    if broker is None:
+        print("demo: mosquitto is not installed; running without MQTT", file=sys.stderr)
+        overrides["mqtt"] = {"enabled": False}
+    else:
+        overrides["mqtt"] = {
+            "enabled": True,
+            "host": "127.0.0.1",
+            "port": broker.port,
+            "tls": False,
+            "allow_plaintext": True,
+            "health_interval_s": 10,
+        }
+        demo_hq = DemoHq(state_dir, broker.port)
+    try:
+        with contextlib.ExitStack() as stack:
+            path = args.config or stack.enter_context(
+                resources.as_file(resources.files("gateway").joinpath("demo.toml"))
+            )
+            return _run(
+                path,
+                duration=args.duration,
+                demo_interval=args.interval,
+                overrides=overrides,
+                demo_hq=demo_hq,
+            )
+    finally:
+        if broker is not None:
+            broker.stop()
 
 
 def _socket_path(args: argparse.Namespace) -> Path:
