@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import io
 import json
-import time
 from pathlib import Path
 
 from gateway.clock import SystemClock
@@ -14,7 +13,8 @@ from gateway.config import MqttConfig
 from gateway.hq.tail import HqConsumerConfig, HqSettings, tail
 from tests.conftest import Broker
 from tests.daemon import run_cli
-from tests.sync.test_uplink import depth, gateway
+from tests.sync.support import drained
+from tests.sync.test_uplink import gateway
 
 
 async def test_store_to_hq_custody_end_to_end(tmp_path: Path, mosquitto: Broker) -> None:
@@ -30,10 +30,7 @@ async def test_store_to_hq_custody_end_to_end(tmp_path: Path, mosquitto: Broker)
             await asyncio.gather(
                 *(gw.outbox.append("stock", "stock.changed", {"n": n}) for n in range(1500))
             )
-            deadline = time.monotonic() + 30
-            while await depth(gw.outbox) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            assert await depth(gw.outbox) == 0  # HQ took custody of everything
+            assert await drained(gw.outbox, 30) == 0  # HQ took custody of everything
             epoch = gw.outbox.epoch
     finally:
         hq_task.cancel()

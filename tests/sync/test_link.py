@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +17,13 @@ from gateway.config import MqttConfig
 from gateway.errors import LinkDownError, PublishRefusedError
 from gateway.sync.link import InboundMessage, MqttLink
 from tests.conftest import Broker
+from tests.sync.support import running, until
 
 
 def plain(broker: Broker, **overrides: Any) -> MqttConfig:
     return MqttConfig(
         host=broker.host, port=broker.port, tls=False, allow_plaintext=True, **overrides
     )
-
-
-@asynccontextmanager
-async def running(link: MqttLink) -> AsyncIterator[MqttLink]:
-    task = asyncio.create_task(link.run(), name="mqtt.link")
-    try:
-        yield link
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 class Observer:
@@ -56,14 +43,6 @@ class Observer:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.02)
 
 
 async def test_birth_publish_and_puback(mosquitto: Broker) -> None:

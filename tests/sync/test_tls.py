@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,25 +13,7 @@ from gateway.config import MqttConfig
 from gateway.sync.link import MqttLink
 from tests.conftest import Broker
 from tests.sync.certs import Authority
-
-
-@asynccontextmanager
-async def running(link: MqttLink) -> AsyncIterator[MqttLink]:
-    task = asyncio.create_task(link.run(), name="mqtt.link")
-    try:
-        yield link
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.02)
+from tests.sync.support import running, until
 
 
 @pytest.fixture

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from gateway.sync.link import MqttLink
 from gateway.sync.uplink import Custody, RateLimiter, Uplink, UplinkSettings
 from tests.conftest import Broker
 from tests.sync.fake_hq import FakeHq
+from tests.sync.support import depth, drained, until
 
 STREAMS = ("stock", "dwell", "receipts", "alerts")
 
@@ -63,18 +63,6 @@ async def gateway(
                     task.cancel()
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.05)
-
-
-async def depth(outbox: Outbox) -> int:
-    return sum(state.depth for state in await outbox.states())
-
-
 async def test_events_reach_hq_in_order_and_leave_the_outbox(
     tmp_path: Path, mosquitto: Broker
 ) -> None:
@@ -88,10 +76,7 @@ async def test_events_reach_hq_in_order_and_leave_the_outbox(
             epoch = gw.outbox.epoch
             await until(lambda: len(hq.seqs("stock", epoch)) == 3000)
             await until(lambda: len(hq.seqs("alerts", epoch)) == 20)
-            deadline = time.monotonic() + 20
-            while await depth(gw.outbox) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            assert await depth(gw.outbox) == 0
+            assert await drained(gw.outbox, 20) == 0
             assert gw.uplink.last_ack is not None
     finally:
         hq.close()
@@ -120,10 +105,7 @@ async def test_broker_crashes_lose_nothing(tmp_path: Path, mosquitto: Broker) ->
                 await asyncio.sleep(0.3)
                 mosquitto.start()
             await until(lambda: hq.seqs("stock", epoch) == list(range(1, total + 1)), 60)
-            deadline = time.monotonic() + 30
-            while await depth(gw.outbox) and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-            assert await depth(gw.outbox) == 0
+            assert await drained(gw.outbox, 30) == 0
     finally:
         hq.close()
 
@@ -152,10 +134,7 @@ async def test_without_hq_acks_rows_stay_and_are_resent(tmp_path: Path, mosquitt
                 "retail/v1/s1/down/ack",
                 f'{{"stream":"receipts","epoch":"{gw.outbox.epoch}","seq":10}}'.encode(),
             )
-            deadline = time.monotonic() + 10
-            while await depth(gw.outbox) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            assert await depth(gw.outbox) == 0
+            assert await drained(gw.outbox, 10) == 0
     finally:
         hq.close()
 
@@ -167,10 +146,7 @@ async def test_broker_custody_releases_on_puback(tmp_path: Path, mosquitto: Brok
         async with gateway(tmp_path / "g.db", mosquitto, settings) as gw:
             await asyncio.gather(*(gw.outbox.append("dwell", "d", {"n": n}) for n in range(100)))
             await until(lambda: len(hq.seqs("dwell", gw.outbox.epoch)) == 100)
-            deadline = time.monotonic() + 10
-            while await depth(gw.outbox) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            assert await depth(gw.outbox) == 0
+            assert await drained(gw.outbox, 10) == 0
     finally:
         hq.close()
 
