@@ -23,7 +23,12 @@ def demo_daemon(
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
     """Start `storegw run` on the demo config; yield (process, seconds until READY=1)."""
+    from gateway.cli.demo import PrivateBroker
+
     with tempfile.TemporaryDirectory(prefix="storegw-bench-") as tmp:
+        # The real daemon talks to HQ: give it a private broker so the MQTT link is part of
+        # what is measured (never the machine's own broker on 1883).
+        broker = PrivateBroker.start(Path(tmp))
         notify_path = str(Path(tmp) / "notify.sock")
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(notify_path)
@@ -35,6 +40,8 @@ def demo_daemon(
             STOREGW_CONTROL__SOCKET=str(Path(tmp) / "control.sock"),
             STOREGW_LOGGING__LEVEL="WARNING",
         )
+        if broker is not None:
+            env.update(STOREGW_MQTT__ENABLED="true", STOREGW_MQTT__PORT=str(broker.port))
         env.update(extra_env or {})
         started = time.perf_counter()
         process = subprocess.Popen(
@@ -55,6 +62,8 @@ def demo_daemon(
                 process.kill()
                 process.wait()
             notify.close()
+            if broker is not None:
+                broker.stop()
 
 
 def cpu_seconds(pid: int) -> float:

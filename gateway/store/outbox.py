@@ -84,6 +84,7 @@ class Outbox:
         self._clock = clock
         self._known_streams: set[str] = set()
         self.appended = asyncio.Event()  # set after a commit that added events
+        self._appended_streams: set[str] = set()
 
     @property
     def epoch(self) -> str:
@@ -121,12 +122,18 @@ class Outbox:
             event_id = secrets.token_hex(8)
             rows.append((stream, event_id, ts, event_type, text, len(text) + 80))
         future = self._db.submit_many(_INSERT, rows)
-        future.add_done_callback(self._on_committed)
+        future.add_done_callback(lambda done: self._on_committed(stream, done))
         return future
 
-    def _on_committed(self, future: asyncio.Future[None]) -> None:
+    def _on_committed(self, stream: str, future: asyncio.Future[None]) -> None:
         if not future.cancelled() and future.exception() is None:
+            self._appended_streams.add(stream)
             self.appended.set()
+
+    def take_appended_streams(self) -> set[str]:
+        """Streams that got events since the last call (the sender's cue to read them)."""
+        streams, self._appended_streams = self._appended_streams, set()
+        return streams
 
     @property
     def streams(self) -> tuple[str, ...]:

@@ -79,6 +79,7 @@ class StreamCursor:
     sent_seq: int
     last_ack_progress: float
     parked_until: float = 0.0
+    caught_up: bool = False  # nothing left to read until the outbox says otherwise
     backoff: Backoff = field(default_factory=lambda: Backoff(5.0, 300.0))
     in_flight: deque[tuple[int, asyncio.Future[PublishRefusedError | None]]] = field(
         default_factory=deque
@@ -126,12 +127,16 @@ class Uplink:
         async with asyncio.TaskGroup() as group:
             while self._link.connected.is_set():
                 self._outbox.appended.clear()
+                for stream in self._outbox.take_appended_streams():
+                    if stream in self._cursors:
+                        self._cursors[stream].caught_up = False
                 progressed = await self._send_round(group)
                 self._settle()
                 await self._report_parked_streams()
                 if not progressed:
+                    # Idle costs nothing: no reads until an append, a PUBACK or a timer.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._outbox.appended.wait(), 0.2)
+                        await asyncio.wait_for(self._outbox.appended.wait(), 1.0)
                 self._check_ack_timeouts()
             raise LinkDownError("link lost")
 
@@ -149,7 +154,8 @@ class Uplink:
         now = self._clock.monotonic()
         for cursor in self._cursors.values():
             if (
-                cursor.parked_until > now
+                cursor.caught_up
+                or cursor.parked_until > now
                 or len(cursor.in_flight) >= self._link.stats.receive_maximum
             ):
                 continue
@@ -160,6 +166,7 @@ class Uplink:
                 max_bytes=self.settings.max_message_bytes,
             )
             if not events:
+                cursor.caught_up = True
                 continue
             delay = self._limiter.delay()
             if delay:
@@ -224,6 +231,7 @@ class Uplink:
         delay = cursor.backoff.next_delay()
         cursor.parked_until = self._clock.monotonic() + delay
         cursor.next_after = max(cursor.acked_seq, min(cursor.sent_seq, cursor.next_after))
+        cursor.caught_up = False
         self.parked[cursor.stream] = str(error)
         _LOGGER.error("stream %s parked for %.0f s: %s", cursor.stream, delay, error)
 
@@ -257,6 +265,7 @@ class Uplink:
                     self.settings.ack_timeout_s,
                 )
                 cursor.next_after = cursor.acked_seq
+                cursor.caught_up = False
                 cursor.last_ack_progress = now
 
     async def _on_ack(self, message: InboundMessage) -> None:
