@@ -265,3 +265,20 @@ async def test_half_open_connection_is_detected_by_keepalive(
             assert gw.link.stats.reconnects >= 1
     finally:
         hq.close()
+
+
+async def test_hq_consumer_down_for_a_while(tmp_path: Path, mosquitto: Broker) -> None:
+    settings = UplinkSettings(ack_timeout_s=1.0, messages_per_second=None)
+    async with gateway(tmp_path / "g.db", mosquitto, settings) as gw:
+        await asyncio.wait_for(gw.link.connected.wait(), 15)
+        # Nobody consumes: the broker PUBACKs and drops the envelopes (no subscriber).
+        await gw.outbox.append_many("receipts", "r", ({"n": n} for n in range(1000)))
+        await until(lambda: gw.link.stats.last_puback_at is not None)
+        await asyncio.sleep(0.5)
+        assert await depth(gw.outbox) == 1000  # PUBACKed, yet nothing released
+        hq = FakeHq(mosquitto)  # HQ comes back
+        try:
+            await until(lambda: hq.seqs("receipts", gw.outbox.epoch) == list(range(1, 1001)))
+            assert await drained(gw.outbox) == 0
+        finally:
+            hq.close()
