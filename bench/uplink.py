@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -31,7 +32,7 @@ from gateway.store.outbox import Outbox
 from gateway.sync.link import MqttLink
 from gateway.sync.uplink import Uplink, UplinkSettings
 
-EVENTS = 200_000
+EVENTS = int(os.environ.get("BENCH_EVENTS", "200000"))
 CHUNK = 2_000
 EVENT = {"slot": "slot-12", "sku": "4006381333931", "before": 7, "after": 6, "delta": -1}
 
@@ -79,10 +80,11 @@ class Hq:
         self.client.loop_stop()
 
 
-async def gateway_run(port: int, directory: Path) -> tuple[float, int]:
+async def gateway_run(port: int, directory: Path, *, batched: bool) -> tuple[float, int]:
     clock = SystemClock()
     hq = Hq(port, ack=True)
-    async with Database.running(directory / "g.db", clock=clock, commit_max_rows=5000) as db:
+    name = "batched.db" if batched else "single.db"
+    async with Database.running(directory / name, clock=clock, commit_max_rows=5000) as db:
         outbox = Outbox(db, clock)
         await outbox.open(("stock",))
         config = MqttConfig(
@@ -106,12 +108,17 @@ async def gateway_run(port: int, directory: Path) -> tuple[float, int]:
             await link.connected.wait()
             started = time.perf_counter()
             for first in range(0, EVENTS, CHUNK):
-                await asyncio.gather(
-                    *(
-                        outbox.append("stock", "stock.changed", {**EVENT, "n": first + n})
-                        for n in range(CHUNK)
+                if batched:  # a producer handing over a batch: one future per batch
+                    await outbox.append_many(
+                        "stock", "stock.changed", ({**EVENT, "n": first + n} for n in range(CHUNK))
                     )
-                )
+                else:  # many single-event producers: one future per event
+                    await asyncio.gather(
+                        *(
+                            outbox.append("stock", "stock.changed", {**EVENT, "n": first + n})
+                            for n in range(CHUNK)
+                        )
+                    )
             accepted = time.perf_counter() - started
             while not hq.done.is_set():  # noqa: ASYNC110 - HQ runs in paho's thread
                 await asyncio.sleep(0.01)
@@ -193,12 +200,14 @@ def main() -> None:
                 f"bare paho ceiling: {EVENTS:,} events in {ceiling:.2f} s = "
                 f"{EVENTS / ceiling:,.0f} events/s ({per_message} events/message)"
             )
-            elapsed, count = asyncio.run(gateway_run(port, Path(tmp)))
-            print(
-                f"storegw end to end (accepted → HQ-acked → deleted): {count:,} events in "
-                f"{elapsed:.2f} s = {count / elapsed:,.0f} events/s"
-            )
-            print(f"ratio to ceiling: {ceiling / elapsed:.0%}")
+            for batched in (False, True):
+                label = "append_many (batches)" if batched else "append (one per event)"
+                elapsed, count = asyncio.run(gateway_run(port, Path(tmp), batched=batched))
+                print(
+                    f"storegw end to end, {label}, accepted → HQ-acked → deleted: "
+                    f"{count:,} events in {elapsed:.2f} s = {count / elapsed:,.0f} events/s; "
+                    f"ratio to ceiling {ceiling / elapsed:.0%}"
+                )
         finally:
             broker.terminate()
             broker.wait()
