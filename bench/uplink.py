@@ -29,8 +29,7 @@ from gateway.clock import SystemClock
 from gateway.config import MqttConfig
 from gateway.store import Database
 from gateway.store.outbox import Outbox
-from gateway.sync.link import MqttLink
-from gateway.sync.uplink import Uplink, UplinkSettings
+from gateway.sync.uplink import UplinkSettings, connect_outbox
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "200000"))
 CHUNK = 2_000
@@ -94,10 +93,9 @@ async def gateway_run(port: int, directory: Path, *, batched: bool) -> tuple[flo
             allow_plaintext=True,
             topic_root="bench/{store_id}/",
         )
-        link = MqttLink(config=config, store_id="s1", boot=db.boot, clock=clock)
-        uplink = Uplink(
-            outbox=outbox,
-            link=link,
+        link, uplink = connect_outbox(
+            outbox,
+            config=config,
             store_id="s1",
             boot=db.boot,
             clock=clock,

@@ -41,7 +41,7 @@ from gateway.store import Database
 from gateway.store.outbox import Outbox
 from gateway.sync.health import publish_health
 from gateway.sync.link import MqttLink
-from gateway.sync.uplink import Custody, Uplink, UplinkSettings
+from gateway.sync.uplink import Uplink, connect_outbox
 from gateway.systemd import SystemdNotifier, WatchdogGate
 
 __all__ = ["STREAMS", "Gateway", "ReloadOutcome"]
@@ -246,20 +246,12 @@ class Gateway:
     ) -> None:
         mqtt = self.settings.mqtt
         store_id = self.settings.store.id
-        link = MqttLink(config=mqtt, store_id=store_id, boot=database.boot, clock=self.clock)
-        uplink = Uplink(
-            outbox=outbox,
-            link=link,
+        link, uplink = connect_outbox(
+            outbox,
+            config=mqtt,
             store_id=store_id,
             boot=database.boot,
             clock=self.clock,
-            settings=UplinkSettings(
-                custody=Custody(mqtt.custody),
-                max_events_per_message=mqtt.max_events_per_message,
-                max_message_bytes=mqtt.max_message_bytes,
-                ack_timeout_s=mqtt.ack_timeout_s,
-                messages_per_second=mqtt.catchup_messages_per_s,
-            ),
             alerts=alerts,
         )
         self._runtime.link, self._runtime.uplink = link, uplink

@@ -23,12 +23,20 @@ from typing import Any
 from gateway.alerts import Alerts, Severity
 from gateway.backoff import Backoff
 from gateway.clock import Clock
+from gateway.config import MqttConfig
 from gateway.errors import LinkDownError, PublishRefusedError
 from gateway.store.outbox import Outbox, OutboxEvent
 from gateway.sync.envelope import pack_envelope
 from gateway.sync.link import InboundMessage, MqttLink
 
-__all__ = ["Custody", "RateLimiter", "StreamCursor", "Uplink", "UplinkSettings"]
+__all__ = [
+    "Custody",
+    "RateLimiter",
+    "StreamCursor",
+    "Uplink",
+    "UplinkSettings",
+    "connect_outbox",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -45,6 +53,16 @@ class UplinkSettings:
     max_message_bytes: int = 128 * 1024
     ack_timeout_s: float = 30.0
     messages_per_second: float | None = 200.0  # catch-up rate limit; None lifts it
+
+    @classmethod
+    def from_config(cls, mqtt: MqttConfig) -> UplinkSettings:
+        return cls(
+            custody=Custody(mqtt.custody),
+            max_events_per_message=mqtt.max_events_per_message,
+            max_message_bytes=mqtt.max_message_bytes,
+            ack_timeout_s=mqtt.ack_timeout_s,
+            messages_per_second=mqtt.catchup_messages_per_s,
+        )
 
 
 class RateLimiter:
@@ -301,3 +319,27 @@ class Uplink:
 def _log_failure(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         _LOGGER.error("outbox bookkeeping failed: %s", future.exception())
+
+
+def connect_outbox(
+    outbox: Outbox,
+    *,
+    config: MqttConfig,
+    store_id: str,
+    boot: int,
+    clock: Clock,
+    settings: UplinkSettings | None = None,
+    alerts: Alerts | None = None,
+) -> tuple[MqttLink, Uplink]:
+    """The link and the uplink draining ``outbox`` through it; run both ``run()``s."""
+    link = MqttLink(config=config, store_id=store_id, boot=boot, clock=clock)
+    uplink = Uplink(
+        outbox=outbox,
+        link=link,
+        store_id=store_id,
+        boot=boot,
+        clock=clock,
+        settings=settings or UplinkSettings.from_config(config),
+        alerts=alerts,
+    )
+    return link, uplink

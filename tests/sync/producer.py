@@ -15,8 +15,7 @@ from gateway.clock import SystemClock
 from gateway.config import MqttConfig
 from gateway.store import Database
 from gateway.store.outbox import Outbox
-from gateway.sync.link import MqttLink
-from gateway.sync.uplink import Uplink, UplinkSettings
+from gateway.sync.uplink import UplinkSettings, connect_outbox
 
 
 async def main(db_path: Path, port: int, first: int, count: int) -> None:
@@ -25,10 +24,9 @@ async def main(db_path: Path, port: int, first: int, count: int) -> None:
         outbox = Outbox(db, clock)
         await outbox.open(("stock",))
         config = MqttConfig(host="127.0.0.1", port=port, tls=False, allow_plaintext=True)
-        link = MqttLink(config=config, store_id="s1", boot=db.boot, clock=clock)
-        uplink = Uplink(
-            outbox=outbox,
-            link=link,
+        link, uplink = connect_outbox(
+            outbox,
+            config=config,
             store_id="s1",
             boot=db.boot,
             clock=clock,

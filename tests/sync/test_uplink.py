@@ -14,13 +14,14 @@ from gateway.config import MqttConfig
 from gateway.store import Database
 from gateway.store.outbox import Outbox
 from gateway.sync.link import MqttLink
-from gateway.sync.uplink import Custody, RateLimiter, Uplink, UplinkSettings
+from gateway.sync.uplink import Custody, RateLimiter, Uplink, UplinkSettings, connect_outbox
 from tests.conftest import Broker
 from tests.sync.fake_hq import FakeHq
 from tests.sync.proxy import Proxy
 from tests.sync.support import depth, drained, until
 
 STREAMS = ("stock", "dwell", "receipts", "alerts")
+FAST_RESEND = UplinkSettings(messages_per_second=None, ack_timeout_s=2.0)
 
 
 @dataclass
@@ -33,19 +34,26 @@ class Gateway:
 
 @asynccontextmanager
 async def gateway(
-    path: Path, broker: Broker, settings: UplinkSettings | None = None
+    path: Path,
+    broker: Broker | int,
+    settings: UplinkSettings | None = None,
+    *,
+    keepalive_s: int = 60,
 ) -> AsyncIterator[Gateway]:
+    """Outbox + link + uplink (+ alerts) against a broker, or a port (e.g. a proxy's)."""
     clock = SystemClock()
+    port = broker if isinstance(broker, int) else broker.port
     async with Database.running(path, clock=clock) as db:
         outbox = Outbox(db, clock)
         await outbox.open(STREAMS)
         alerts = Alerts(db, outbox, clock)
         await alerts.load()
-        config = MqttConfig(host=broker.host, port=broker.port, tls=False, allow_plaintext=True)
-        link = MqttLink(config=config, store_id="s1", boot=db.boot, clock=clock)
-        uplink = Uplink(
-            outbox=outbox,
-            link=link,
+        config = MqttConfig(
+            host="127.0.0.1", port=port, tls=False, allow_plaintext=True, keepalive_s=keepalive_s
+        )
+        link, uplink = connect_outbox(
+            outbox,
+            config=config,
             store_id="s1",
             boot=db.boot,
             clock=clock,
@@ -196,37 +204,13 @@ async def test_refused_stream_is_parked_alerted_and_kept(tmp_path: Path) -> None
         broker.stop()
 
 
-@asynccontextmanager
-async def gateway_via(path: Path, port: int, keepalive_s: int = 60) -> AsyncIterator[Gateway]:
-    clock = SystemClock()
-    async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
-        await outbox.open(STREAMS)
-        config = MqttConfig(
-            host="127.0.0.1", port=port, tls=False, allow_plaintext=True, keepalive_s=keepalive_s
-        )
-        link = MqttLink(config=config, store_id="s1", boot=db.boot, clock=clock)
-        uplink = Uplink(
-            outbox=outbox,
-            link=link,
-            store_id="s1",
-            boot=db.boot,
-            clock=clock,
-            settings=UplinkSettings(messages_per_second=None, ack_timeout_s=2.0),
-        )
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(link.run()), group.create_task(uplink.run())]
-            try:
-                yield Gateway(db, outbox, link, uplink)
-            finally:
-                for task in tasks:
-                    task.cancel()
-
-
 async def test_connection_cut_mid_flow_loses_nothing(tmp_path: Path, mosquitto: Broker) -> None:
     hq = FakeHq(mosquitto)
     try:
-        async with Proxy(mosquitto.port) as proxy, gateway_via(tmp_path / "g.db", proxy.port) as gw:
+        async with (
+            Proxy(mosquitto.port) as proxy,
+            gateway(tmp_path / "g.db", proxy.port, FAST_RESEND) as gw,
+        ):
             await asyncio.wait_for(gw.link.connected.wait(), 15)
             total = 0
             for _cut in range(3):
@@ -253,7 +237,7 @@ async def test_half_open_connection_is_detected_by_keepalive(
     try:
         async with (
             Proxy(mosquitto.port) as proxy,
-            gateway_via(tmp_path / "g.db", proxy.port, keepalive_s=5) as gw,
+            gateway(tmp_path / "g.db", proxy.port, FAST_RESEND, keepalive_s=5) as gw,
         ):
             await asyncio.wait_for(gw.link.connected.wait(), 15)
             proxy.freeze()  # the network silently drops everything; no FIN, no RST
