@@ -35,7 +35,7 @@ from gateway.config import GatewaySettings, ResolvedDevice, load_config
 from gateway.control.server import ControlServer
 from gateway.drivers.registry import DriverRegistry
 from gateway.drivers.supervisor import Supervisor
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StorageError
 from gateway.hub import ReadingHub
 from gateway.store import Database
 from gateway.store.outbox import Outbox
@@ -236,6 +236,7 @@ class Gateway:
         self._register_control_commands(runtime.control)
         self._spawn(group, "control", runtime.control.serve())
 
+        self._spawn(group, "storage.maintenance", self._maintenance_loop(runtime.database))
         self._spawn(group, "loop.ticker", self._tick_loop())
         self._spawn(group, "config.reloader", self._reload_loop())
         if self._notifier.watchdog_interval() is not None:
@@ -298,6 +299,15 @@ class Gateway:
         _LOGGER.info("stopped")
 
     # --- background loops ---------------------------------------------------------------
+
+    async def _maintenance_loop(self, database: Database) -> None:
+        interval = self.settings.storage.maintenance_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await database.maintenance()
+            except StorageError as exc:
+                _LOGGER.warning("storage maintenance failed: %s", exc)
 
     async def _tick_loop(self) -> None:
         while True:

@@ -122,6 +122,9 @@ class StorageConfig(_Section):
     commit_interval_s: float = Field(0.05, gt=0, le=5, description="Group-commit window.")
     commit_max_rows: int = Field(500, ge=1, le=100_000)
     busy_timeout_s: float = Field(5.0, gt=0, le=120)
+    maintenance_interval_s: float = Field(
+        300.0, ge=1, le=86400, description="Incremental vacuum + WAL checkpoint period."
+    )
 
 
 class ControlConfig(_Section):

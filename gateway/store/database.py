@@ -17,7 +17,7 @@ import os
 import secrets
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -140,6 +140,7 @@ class Database:
         self._closed = False
         self._running = False
         self._finished = asyncio.Event()
+        self._maintenance: asyncio.Future[None] | None = None
 
     # --- opening ------------------------------------------------------------------------
 
@@ -353,6 +354,9 @@ class Database:
         try:
             while True:
                 self._counters.progress += 1
+                if self._maintenance is not None:  # between batches, never inside one
+                    await self._run_maintenance(self._maintenance)
+                    self._maintenance = None
                 try:
                     first = await asyncio.wait_for(self._queue.get(), _IDLE_WAKE_S)
                 except TimeoutError:
@@ -367,6 +371,8 @@ class Database:
                     break
         finally:
             self._running = False
+            if self._maintenance is not None and not self._maintenance.done():
+                self._maintenance.set_exception(StorageUnavailableError(self.path, "closed"))
             self._finished.set()
 
     async def _gather(self, first: _Write) -> tuple[list[_Write], bool]:
@@ -441,19 +447,29 @@ class Database:
         return rows[0] if rows else None
 
     async def maintenance(self) -> None:
-        """Give freed pages back to the filesystem and keep the WAL short."""
-        await self._run_on_writer(
-            lambda: None, "PRAGMA incremental_vacuum", "PRAGMA wal_checkpoint(PASSIVE)"
-        )
+        """Give freed pages back to the filesystem and keep the WAL short.
 
-    async def _run_on_writer(self, _: Callable[[], None], *statements: str) -> None:
+        Runs on the writer between two group commits (never inside one); waits for it."""
+        if self._maintenance is None:
+            self._maintenance = asyncio.get_running_loop().create_future()
+        future = self._maintenance
+        if not self._running:  # no writer loop (one-shot use): run it here
+            self._maintenance = None
+            await self._run_maintenance(future)
+        await asyncio.shield(future)
+
+    async def _run_maintenance(self, future: asyncio.Future[None]) -> None:
         try:
-            for statement in statements:
-                cursor = await self._writer.execute(statement)
-                await cursor.fetchall()
-                await cursor.close()
+            # executescript steps the pragma to completion; a plain execute() frees one page.
+            await self._writer.executescript(
+                "PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);"
+            )
         except sqlite3.Error as exc:
-            raise _translate(self.path, exc, "maintenance failed") from exc
+            if not future.done():
+                future.set_exception(_translate(self.path, exc, "maintenance failed"))
+            return
+        if not future.done():
+            future.set_result(None)
 
     async def stats(self) -> StorageStats:
         size = sum(

@@ -122,3 +122,21 @@ async def test_envelope_is_valid_json_with_each_events_identity(tmp_path: Path) 
         "ts": events[1].ts,
         "type": "stock.empty",
     }
+
+
+async def test_file_shrinks_back_after_a_drain(tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "g.db"
+    async with Database.running(path, clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(STREAMS)
+        await outbox.append_many("stock", "s", ({"pad": "x" * 200, "n": n} for n in range(20_000)))
+        await db.maintenance()
+        full = path.stat().st_size
+        released = await outbox.acknowledge("stock", outbox.epoch, 20_000)
+        assert released is not None
+        await released
+        await db.maintenance()
+        drained = path.stat().st_size
+    assert full > 4_000_000
+    assert drained < full / 4
