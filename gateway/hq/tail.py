@@ -75,8 +75,10 @@ async def tail(
         out.write(json.dumps(event, separators=(",", ":")) + "\n")
         out.flush()
 
+    # One message at a time is stored then acked, so there are no concurrent writers to gather:
+    # a short group-commit window only adds latency per message.
     async with Database.running(
-        settings.hq.database, clock=clock, migrations=HQ_MIGRATIONS
+        settings.hq.database, clock=clock, migrations=HQ_MIGRATIONS, commit_interval_s=0.001
     ) as database:
         consumer = HqConsumer(
             database, topic_prefix=prefix, emit=emit, now=lambda: isoformat_utc(clock.utc_now())
