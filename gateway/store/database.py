@@ -17,7 +17,7 @@ import os
 import secrets
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +41,22 @@ _LOGGER = logging.getLogger(__name__)
 
 _IDLE_WAKE_S = 1.0  # the writer loop ticks at least this often (watchdog progress)
 _JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
+
+# Primary SQLite result codes (``sqlite_errorcode & 0xFF``); messages are only a fallback.
+_SQLITE_ERROR = 1
+_SQLITE_READONLY = 8
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_TOOBIG = 18
+_SQLITE_CONSTRAINT = 19
+_SQLITE_MISMATCH = 20
+_SQLITE_RANGE = 25
+_SQLITE_NOTADB = 26
+# Errors that reject one statement but leave the transaction usable (unlike FULL or IOERR,
+# after which SQLite may have rolled the whole transaction back).
+_STATEMENT_CODES = frozenset(
+    {_SQLITE_ERROR, _SQLITE_TOOBIG, _SQLITE_CONSTRAINT, _SQLITE_MISMATCH, _SQLITE_RANGE}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,15 +104,32 @@ class _Counters:
     progress: int = 0
 
 
+def _primary_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _is_statement_error(exc: sqlite3.Error) -> bool:
+    """True when only the statement failed (constraint, bad SQL or binding), not the storage."""
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError):
+        return True
+    return _primary_code(exc) in _STATEMENT_CODES
+
+
 def _translate(path: Path, exc: BaseException, doing: str) -> StorageError:
     """Map a sqlite3/OS error to the gateway's storage errors, naming the file."""
     message = str(exc)
     lowered = message.lower()
-    if "disk is full" in lowered:
+    code = _primary_code(exc)
+    if code == _SQLITE_FULL or "disk is full" in lowered:
         return StorageFullError(path, f"{doing}: {message}; the transaction was rolled back")
-    if "malformed" in lowered or "not a database" in lowered:
+    if (
+        code in {_SQLITE_CORRUPT, _SQLITE_NOTADB}
+        or "malformed" in lowered
+        or "not a database" in lowered
+    ):
         return StorageCorruptError(path, f"{doing}: {message}")
-    if "readonly" in lowered or "read-only" in lowered or _on_read_only_filesystem(path):
+    if code == _SQLITE_READONLY or "readonly" in lowered or _on_read_only_filesystem(path):
         return StorageUnavailableError(path, f"{doing}: read-only filesystem ({message})")
     return StorageUnavailableError(path, f"{doing}: {message}")
 
@@ -140,6 +173,8 @@ class Database:
         self._closed = False
         self._running = False
         self._finished = asyncio.Event()
+        self._closed_event = asyncio.Event()
+        self._failing = False  # log storage failures once, and the recovery once
         self._maintenance: asyncio.Future[None] | None = None
 
     # --- opening ------------------------------------------------------------------------
@@ -348,7 +383,8 @@ class Database:
 
     async def run(self) -> None:
         """The writer loop. Returns once :meth:`close` was requested and the queue is empty."""
-        if self._closed:  # closed before this task got to run
+        if self._closing:  # close() began before this task ran: close() drains the queue
+            self._finished.set()
             return
         self._running = True
         try:
@@ -398,34 +434,92 @@ class Database:
 
     async def _commit(self, batch: list[_Write]) -> None:
         rows = sum(len(item.rows) for item in batch)
+        rejected: dict[int, StorageError] = {}
         try:
-            await self._writer.execute("BEGIN IMMEDIATE")
             try:
-                for sql, group_rows in _coalesce(batch):
-                    if len(group_rows) == 1:
-                        await self._writer.execute(sql, group_rows[0])
-                    else:
-                        await self._writer.executemany(sql, group_rows)
-                await self._writer.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    await self._writer.execute("ROLLBACK")
-                raise
+                await self._transact(_coalesce(batch))
+            except sqlite3.Error as exc:
+                if len(batch) == 1 or not _is_statement_error(exc):
+                    raise
+                # One caller's bad statement must not fail the others sharing its commit.
+                rejected = await self._transact_isolated(batch)
         except sqlite3.Error as exc:
             error = _translate(self.path, exc, "write failed")
-            _LOGGER.error("%s (%d statements rolled back)", error, rows)
-            self._settle(batch, rows, error)
+            if _is_statement_error(exc):
+                _LOGGER.warning("%s (%d rows rolled back)", error, rows)
+            elif not self._failing:
+                self._failing = True
+                _LOGGER.error("%s (%d rows rolled back)", error, rows)
+            self._settle(batch, rows, lambda _item: error)
             return
+        except BaseException:
+            # Cancelled mid-commit: the outcome is unknown, but nobody may wait forever.
+            unknown = StorageUnavailableError(self.path, "writer stopped during a commit")
+            self._settle(batch, rows, lambda _item: unknown)
+            raise
+        if self._failing:
+            self._failing = False
+            _LOGGER.info("database %s: writes succeed again", self.path)
+        committed = sum(len(item.rows) for item in batch if id(item) not in rejected)
         self._counters.commits += 1
-        self._counters.rows += rows
+        self._counters.rows += committed
         self._counters.last_commit_at = self._clock.utc_now()
-        self._settle(batch, rows, None)
+        self._settle(batch, rows, lambda item: rejected.get(id(item)))
 
-    def _settle(self, batch: list[_Write], rows: int, error: StorageError | None) -> None:
+    async def _transact(self, groups: list[tuple[str, list[Sequence[Any]]]]) -> None:
+        """Run ``groups`` in one transaction: the aiosqlite round trips are per batch."""
+        await self._writer.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, group_rows in groups:
+                await self._execute(sql, group_rows)
+            await self._writer.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                await self._writer.execute("ROLLBACK")
+            raise
+
+    async def _transact_isolated(self, batch: list[_Write]) -> dict[int, StorageError]:
+        """Slow path after a statement error: each write under its own savepoint, still one
+        commit. Returns the rejected writes (by id) with their errors."""
+        rejected: dict[int, StorageError] = {}
+        await self._writer.execute("BEGIN IMMEDIATE")
+        try:
+            for item in batch:
+                await self._writer.execute("SAVEPOINT write")
+                try:
+                    await self._execute(item.sql, item.rows)
+                except sqlite3.Error as exc:
+                    if not _is_statement_error(exc):
+                        raise
+                    await self._writer.execute("ROLLBACK TO write")
+                    rejected[id(item)] = _translate(self.path, exc, "write rejected")
+                await self._writer.execute("RELEASE write")
+            await self._writer.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                await self._writer.execute("ROLLBACK")
+            raise
+        for error in rejected.values():
+            _LOGGER.warning("%s", error)
+        return rejected
+
+    async def _execute(self, sql: str, rows: list[Sequence[Any]]) -> None:
+        if len(rows) == 1:
+            await self._writer.execute(sql, rows[0])
+        else:
+            await self._writer.executemany(sql, rows)
+
+    def _settle(
+        self,
+        batch: list[_Write],
+        rows: int,
+        error_for: Callable[[_Write], StorageError | None],
+    ) -> None:
         self._pending -= rows
         for item in batch:
-            if item.future.done():
+            if item.future.done():  # the caller cancelled its wait
                 continue
+            error = error_for(item)
             if error is None:
                 item.future.set_result(None)
             else:
@@ -492,8 +586,10 @@ class Database:
         )
 
     async def close(self) -> None:
-        """Flush pending writes, stop the writer, checkpoint and close. Idempotent."""
+        """Flush pending writes, stop the writer, checkpoint and close. Idempotent; every
+        caller returns only once both connections are closed."""
         if self._closed:
+            await self._closed_event.wait()
             return
         if not self._closing:
             self._closing = True
@@ -502,13 +598,17 @@ class Database:
             await self._finished.wait()
         elif not self._queue.empty():
             await self._drain_without_runner()
-        if self._closed:
+        if self._closed:  # a concurrent close() got here first
+            await self._closed_event.wait()
             return
         self._closed = True
-        with contextlib.suppress(sqlite3.Error):
-            await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        await self._writer.close()
-        await self._reader.close()
+        try:
+            with contextlib.suppress(sqlite3.Error):
+                await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._writer.close()
+            await self._reader.close()
+        finally:
+            self._closed_event.set()
 
     async def _drain_without_runner(self) -> None:
         """close() without run() (start-up aborted): commit what was queued anyway."""

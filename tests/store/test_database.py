@@ -227,3 +227,63 @@ async def test_maintenance_runs(tmp_path: Path) -> None:
         await db.maintenance()
         await db.close()
         assert (tmp_path / "g.db").stat().st_size < before
+
+
+async def test_a_rejected_statement_fails_only_its_caller_in_a_shared_batch(
+    tmp_path: Path,
+) -> None:
+    async with Database.running(tmp_path / "g.db", clock=FakeClock()) as db:
+        await db.write("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+        await db.write("INSERT INTO t VALUES (0)")
+        before = (await db.stats()).commits
+        # Queued without yielding, so the writer takes them all as one batch.
+        good = [db.submit("INSERT INTO t VALUES (?)", (n,)) for n in range(1, 30)]
+        duplicate = db.submit("INSERT INTO t VALUES (0)")
+        good += [db.submit("INSERT INTO t VALUES (?)", (n,)) for n in range(30, 60)]
+        # A write_many is all-or-nothing even when it shares the batch.
+        mixed = db.submit_many("INSERT INTO t VALUES (?)", [(100,), (5,), (101,)])
+        good.append(db.submit("INSERT INTO t VALUES (200)"))
+        results = await asyncio.gather(*good, duplicate, mixed, return_exceptions=True)
+        assert results[: len(good)] == [None] * len(good)
+        assert isinstance(results[-2], StorageUnavailableError)
+        assert "UNIQUE" in str(results[-2])
+        assert isinstance(results[-1], StorageUnavailableError)
+        stats = await db.stats()
+        assert stats.commits - before == 1
+        assert stats.pending_writes == 0
+        rows = await db.fetchall("SELECT k FROM t ORDER BY k")
+        assert [row["k"] for row in rows] == [*range(60), 200]
+
+
+async def test_full_disk_fails_every_caller_of_the_batch(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    async with Database.running(path, clock=FakeClock(), max_page_count=40) as db:
+        await db.write("CREATE TABLE t (n INTEGER, pad BLOB)")
+        small = [db.submit("INSERT INTO t VALUES (?, NULL)", (n,)) for n in range(5)]
+        big = db.submit_many("INSERT INTO t VALUES (?, zeroblob(4000))", [(n,) for n in range(200)])
+        results = await asyncio.gather(*small, big, return_exceptions=True)
+        assert all(isinstance(result, StorageFullError) for result in results), results
+        assert await db.fetchall("SELECT n FROM t") == []
+        await db.write("INSERT INTO t VALUES (7, NULL)")
+        assert [row["n"] for row in await db.fetchall("SELECT n FROM t")] == [7]
+
+
+async def test_every_close_returns_only_once_closed(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    wal = Path(f"{path}-wal")
+    db = await Database.open(path, clock=FakeClock())
+    seen: list[bool] = []
+
+    async def second_close() -> None:
+        await db.close()
+        seen.append(wal.exists())  # SQLite removes the WAL when the last connection closes
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(db.run(), name="storage.writer")
+        await db.write("CREATE TABLE t (n INTEGER)")
+        assert wal.exists()
+        await asyncio.gather(db.close(), second_close())
+    assert seen == [False]
+    await db.close()
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT count(*) FROM t").fetchone() == (0,)
