@@ -105,6 +105,23 @@ class AlertBook:
         self._active[key] = alert
         return AlertChange("alert.raised", alert)
 
+    def update_details(self, key: str, details: Mapping[str, Any], now: datetime) -> Alert | None:
+        """Refresh an active alert's details (running counts) without a new event; None when
+        ``key`` is not active or nothing changed."""
+        current = self._active.get(key)
+        if current is None or dict(current.details) == dict(details):
+            return None
+        alert = Alert(
+            key=key,
+            severity=current.severity,
+            message=current.message,
+            raised_at=current.raised_at,
+            updated_at=now,
+            details=dict(details),
+        )
+        self._active[key] = alert
+        return alert
+
     def clear(self, key: str, now: datetime, message: str = "") -> AlertChange | None:
         alert = self._active.pop(key, None)
         if alert is None:
@@ -171,6 +188,18 @@ class Alerts:
                 ),
             ),
             self._outbox.append("alerts", change.type, change.body()),
+        )
+        return True
+
+    async def update_details(self, key: str, details: Mapping[str, Any]) -> bool:
+        """Keep an active alert's details current (``storegw alerts``); the ``alerts`` stream
+        sees them with the clear. False when the alert is not active or nothing changed."""
+        alert = self._book.update_details(key, details, self._clock.utc_now())
+        if alert is None:
+            return False
+        await self._db.submit(
+            "UPDATE alerts_active SET details = ?, updated_at = ? WHERE key = ?",
+            (json.dumps(dict(alert.details), default=str), alert.updated_at.isoformat(), key),
         )
         return True
 

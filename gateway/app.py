@@ -38,6 +38,7 @@ from gateway.drivers.supervisor import Supervisor
 from gateway.errors import ConfigError, StorageError
 from gateway.hub import ReadingHub
 from gateway.store import Database
+from gateway.store.keeper import OutboxKeeper
 from gateway.store.outbox import Outbox
 from gateway.sync.health import publish_health
 from gateway.sync.link import MqttLink
@@ -219,10 +220,19 @@ class Gateway:
         runtime = self._runtime
         assert runtime.database is not None
         self._spawn(group, "storage.writer", runtime.database.run())
-        runtime.outbox = Outbox(runtime.database, self.clock)
+        outbox_config = self.settings.outbox
+        runtime.outbox = Outbox(runtime.database, self.clock, outbox_config.budget())
         await runtime.outbox.open(STREAMS)
         runtime.alerts = Alerts(runtime.database, runtime.outbox, self.clock)
         await runtime.alerts.load()
+        keeper = OutboxKeeper(
+            runtime.outbox,
+            runtime.alerts,
+            self.clock,
+            ttl_s=outbox_config.ttl_s,
+            expiry_interval_s=outbox_config.expiry_interval_s,
+        )
+        self._spawn(group, "outbox.keeper", keeper.run())
         if self.settings.mqtt.enabled:
             self._start_sync(group, runtime.database, runtime.outbox, runtime.alerts)
 
@@ -455,6 +465,7 @@ class Gateway:
                 "parked_streams": dict(runtime.uplink.parked) if runtime.uplink else {},
             },
             "outbox": outbox,
+            "buffer": runtime.outbox.pressure.report() if runtime.outbox is not None else None,
             "alerts_active": len(runtime.alerts.active()) if runtime.alerts else 0,
             "drivers": [
                 status.as_dict()
@@ -485,6 +496,7 @@ class Gateway:
                 }
                 for s in status["outbox"]
             ],
+            "buffer": status["buffer"],
             "last_hq_ack": status["mqtt"]["last_hq_ack"],
             "disk_free_bytes": storage.get("free_disk_bytes"),
             "drivers": [

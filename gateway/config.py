@@ -10,6 +10,7 @@ technician fixes them all in one go. Environment variables win over the file (fo
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from gateway.clock import ClockSyncSource
 from gateway.drivers.contracts import DriverPlugin
 from gateway.drivers.registry import DriverRegistry
 from gateway.errors import ConfigError, ConfigIssue, DriverConfigError, UnknownDriverError
+from gateway.store.budget import BufferBudget
+from gateway.store.outbox import STREAM_NAME_PATTERN
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -41,6 +44,7 @@ __all__ = [
     "GatewaySettings",
     "LoggingConfig",
     "MqttConfig",
+    "OutboxConfig",
     "ResolvedDevice",
     "StorageConfig",
     "StoreConfig",
@@ -127,6 +131,54 @@ class StorageConfig(_Section):
     )
 
 
+class OutboxConfig(_Section):
+    budget_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Byte budget of the buffered events (about 1M stock events by default).",
+    )
+    alert_reserve_bytes: int = Field(
+        4 * 1024 * 1024, ge=0, description="Top of the budget only alerts may use."
+    )
+    shed_detail_at: float = Field(
+        0.7, gt=0, le=1, description="Fraction of the budget at which dwell detail is dropped."
+    )
+    shed_aggregate_at: float = Field(
+        0.9, gt=0, le=1, description="Fraction at which dwell aggregates are dropped too."
+    )
+    ttl_s: dict[str, float] = Field(
+        default_factory=lambda: {"dwell": 7 * 86400.0},
+        description="Per stream: seconds an event may wait for HQ before it expires.",
+    )
+    expiry_interval_s: float = Field(60.0, ge=1, le=86400)
+
+    @field_validator("ttl_s")
+    @classmethod
+    def _ttl_shape(cls, value: dict[str, float]) -> dict[str, float]:
+        for stream, seconds in value.items():
+            if re.fullmatch(STREAM_NAME_PATTERN, stream) is None:
+                raise ValueError(f"{stream!r} is not a stream name")
+            if not seconds > 0:
+                raise ValueError(f"ttl_s.{stream} must be > 0 seconds")
+        return value
+
+    @model_validator(mode="after")
+    def _budget_consistent(self) -> Self:
+        try:
+            self.budget()
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def budget(self) -> BufferBudget:
+        return BufferBudget(
+            budget_bytes=self.budget_bytes,
+            alert_reserve_bytes=self.alert_reserve_bytes,
+            shed_detail_at=self.shed_detail_at,
+            shed_aggregate_at=self.shed_aggregate_at,
+        )
+
+
 class ControlConfig(_Section):
     socket: Path = Path("/run/storegw/control.sock")
 
@@ -177,6 +229,7 @@ class GatewaySettings(BaseSettings):
     clock: ClockConfig = ClockConfig()
     mqtt: MqttConfig = MqttConfig()
     storage: StorageConfig = StorageConfig()
+    outbox: OutboxConfig = OutboxConfig()
     control: ControlConfig = ControlConfig()
     logging: LoggingConfig = LoggingConfig()
     supervisor: SupervisorConfig = SupervisorConfig()

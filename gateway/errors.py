@@ -10,6 +10,7 @@ Every error the gateway raises on purpose derives from :class:`GatewayError`. Li
     ├── StorageError                the SQLite database cannot be used (names the path)
     │   ├── StorageUnavailableError cannot open/write: read-only filesystem, missing directory
     │   ├── StorageFullError        disk or page budget exhausted; the transaction rolled back
+    │   ├── OutboxFullError         the outbox byte budget refuses essential events
     │   ├── StorageCorruptError     quick_check failed; never silently replaced
     │   └── SchemaTooNewError       the database was written by a newer storegw
     ├── DriverError                 a device driver failed
@@ -41,6 +42,7 @@ __all__ = [
     "GatewayError",
     "LinkDownError",
     "LinkError",
+    "OutboxFullError",
     "PublishRefusedError",
     "SchemaTooNewError",
     "StorageCorruptError",
@@ -101,6 +103,11 @@ class StorageUnavailableError(StorageError):
 
 class StorageFullError(StorageError):
     """The disk or the configured page budget is exhausted; the transaction was rolled back."""
+
+
+class OutboxFullError(StorageError):
+    """The outbox byte budget (less the alert reserve) is used up: the events were not
+    accepted. Their producer keeps its own state and reports it again later."""
 
 
 class StorageCorruptError(StorageError):

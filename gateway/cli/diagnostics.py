@@ -64,6 +64,21 @@ def _driver_line(driver: Mapping[str, Any]) -> str:
     return line
 
 
+def _buffer_line(buffer: Mapping[str, Any]) -> str:
+    used, budget = buffer.get("used_bytes") or 0, buffer.get("budget_bytes") or 0
+    share = f"{100 * used / budget:.0f} %" if budget else "?"
+    line = f"buffer:   {format_bytes(used)} of {format_bytes(budget)} budget ({share})"
+    if buffer.get("paused"):
+        line += f", PAUSED: {', '.join(buffer['paused'])}"
+    dropped = buffer.get("shed") or {}
+    if dropped:
+        line += "; dropped " + ", ".join(f"{n} {key}" for key, n in dropped.items())
+    refused = buffer.get("refused") or {}
+    if refused:
+        line += "; REFUSED " + ", ".join(f"{n} {key}" for key, n in refused.items())
+    return line
+
+
 def render_status(status: Mapping[str, Any]) -> str:
     store = status.get("store", {})
     clock = status.get("clock", {})
@@ -91,6 +106,9 @@ def render_status(status: Mapping[str, Any]) -> str:
         for stream in status.get("outbox") or []
         if stream.get("depth")
     )
+    buffer = status.get("buffer")
+    if buffer:
+        lines.append(_buffer_line(buffer))
     storage = status.get("storage")
     if storage:
         lines.append(

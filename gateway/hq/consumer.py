@@ -4,7 +4,9 @@ For each ``(store, stream, epoch)`` it keeps the contiguous watermark (every seq
 stored) and the seqs stored above it. An envelope's new events are committed *before* the ack
 ``{stream, epoch, seq: watermark}`` is published on ``retail/v1/{store}/down/ack`` — that order
 is the whole custody contract (docs/protocol.md). Missing seqs above the watermark are reported
-as gaps (they arrive later: the gateway re-sends from the watermark).
+as gaps (they arrive later: the gateway re-sends from the watermark). An ``outbox.expired``
+marker stands for the seqs ``from_seq..seq`` that the gateway's TTL dropped before HQ had them:
+they count as accounted for, so the watermark passes them (and the loss is logged and counted).
 """
 
 from __future__ import annotations
@@ -74,11 +76,41 @@ class Ack:
     payload: bytes
 
 
+_EXPIRED = "outbox.expired"
+
+
 @dataclass(slots=True)
 class _Custody:
     watermark: int = 0
     above: set[int] = field(default_factory=set)
+    covered: dict[int, int] = field(default_factory=dict)  # expired ranges: from_seq -> seq
     reported_gap: tuple[int, int] | None = None
+
+    def cover(self, first: int, last: int) -> None:
+        if last > self.watermark:
+            self.covered[first] = max(last, self.covered.get(first, last))
+
+    def advance(self) -> None:
+        """Move the watermark over every stored seq and expired range that joins it."""
+        while True:
+            following = self.watermark + 1
+            if following in self.above:
+                self.above.discard(following)
+                self.watermark = following
+                continue
+            reach = max(
+                (last for first, last in self.covered.items() if first <= following), default=0
+            )
+            if reach < following:
+                self.covered = {f: t for f, t in self.covered.items() if t > self.watermark}
+                return
+            self.watermark = reach
+            self.covered = {f: t for f, t in self.covered.items() if t > reach}
+            self.above = {seq for seq in self.above if seq > reach}
+
+    def first_gap(self) -> tuple[int, int] | None:
+        waiting = [*self.covered, *self.above]
+        return (self.watermark + 1, min(waiting) - 1) if waiting else None
 
 
 class HqConsumer:
@@ -100,17 +132,24 @@ class HqConsumer:
         self.stored = 0
         self.duplicates = 0
         self.rejected = 0
+        self.expired = 0  # events the stores' TTLs dropped before HQ had them
 
     async def load(self) -> None:
         for row in await self._db.fetchall("SELECT store, stream, epoch, seq FROM hq_watermarks"):
             key = (str(row["store"]), str(row["stream"]), str(row["epoch"]))
             self._custody[key] = _Custody(int(row["seq"]))
         for row in await self._db.fetchall(
-            "SELECT e.store, e.stream, e.epoch, e.seq FROM hq_events e LEFT JOIN hq_watermarks w "
+            "SELECT e.store, e.stream, e.epoch, e.seq, e.type, e.event ->> '$.from_seq' AS first "
+            "FROM hq_events e LEFT JOIN hq_watermarks w "
             "USING (store, stream, epoch) WHERE e.seq > coalesce(w.seq, 0)"
         ):
             key = (str(row["store"]), str(row["stream"]), str(row["epoch"]))
-            self._custody.setdefault(key, _Custody()).above.add(int(row["seq"]))
+            custody = self._custody.setdefault(key, _Custody())
+            custody.above.add(int(row["seq"]))
+            if row["type"] == _EXPIRED and isinstance(row["first"], int):
+                custody.cover(row["first"], int(row["seq"]))
+        for custody in self._custody.values():
+            custody.advance()
 
     def watermark(self, store: str, stream: str, epoch: str) -> int:
         custody = self._custody.get((store, stream, epoch))
@@ -130,14 +169,14 @@ class HqConsumer:
         received_at = self._now()
         fresh = []
         for event in envelope.events:
+            if event.type == _EXPIRED:
+                self._take_expired(envelope.store, envelope.stream, custody, event)
             if event.seq <= custody.watermark or event.seq in custody.above:
                 self.duplicates += 1
                 continue
             custody.above.add(event.seq)
             fresh.append(event)
-        while custody.watermark + 1 in custody.above:
-            custody.watermark += 1
-            custody.above.discard(custody.watermark)
+        custody.advance()
         rows = [
             (
                 *key,
@@ -187,12 +226,35 @@ class HqConsumer:
         """Per key, the first missing range above the watermark."""
         found = {}
         for key, custody in self._custody.items():
-            if custody.above:
-                found[key] = (custody.watermark + 1, min(custody.above) - 1)
+            gap = custody.first_gap()
+            if gap is not None:
+                found[key] = gap
         return found
 
+    def _take_expired(self, store: str, stream: str, custody: _Custody, event: Any) -> None:
+        extra = event.model_extra or {}
+        first, count = extra.get("from_seq"), extra.get("count")
+        if not isinstance(first, int) or not 1 <= first <= event.seq:
+            _LOGGER.warning("ignoring malformed outbox.expired marker at seq %d", event.seq)
+            return
+        if event.seq > custody.watermark and (first, event.seq) not in custody.covered.items():
+            if event.seq not in custody.above:
+                self.expired += count if isinstance(count, int) else 0
+                _LOGGER.warning(
+                    "%s/%s: the store's TTL expired %s event(s) of seq %d..%d (%s..%s); "
+                    "those not received before are lost",
+                    store,
+                    stream,
+                    count,
+                    first,
+                    event.seq,
+                    extra.get("oldest_ts"),
+                    extra.get("newest_ts"),
+                )
+            custody.cover(first, event.seq)
+
     def _report_gap(self, key: tuple[str, str, str], custody: _Custody) -> None:
-        gap = (custody.watermark + 1, min(custody.above) - 1) if custody.above else None
+        gap = custody.first_gap()
         if gap != custody.reported_gap:
             custody.reported_gap = gap
             if gap is not None:

@@ -67,6 +67,29 @@ MIGRATIONS: tuple[Migration, ...] = (
             ) STRICT""",
         ),
     ),
+    Migration(
+        4,
+        "outbox: byte accounting by running offsets, so the budget costs no scan",
+        (
+            # end_offset: bytes appended to the stream up to and including this row. With
+            # deletes only ever removing a prefix of a stream, its buffered bytes are
+            # appended_bytes - (end_offset - size) of its first row: an index lookup.
+            "ALTER TABLE outbox_streams ADD COLUMN appended_bytes INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE outbox ADD COLUMN end_offset INTEGER NOT NULL DEFAULT 0",
+            """UPDATE outbox SET end_offset = running.total FROM (
+                SELECT stream, seq, sum(size) OVER (PARTITION BY stream ORDER BY seq) AS total
+                FROM outbox
+            ) AS running WHERE running.stream = outbox.stream AND running.seq = outbox.seq""",
+            """UPDATE outbox_streams SET appended_bytes = coalesce(
+                (SELECT max(end_offset) FROM outbox WHERE outbox.stream = outbox_streams.stream),
+                0)""",
+            "DROP TRIGGER outbox_next_seq",
+            """CREATE TRIGGER outbox_next_seq AFTER INSERT ON outbox BEGIN
+                UPDATE outbox_streams SET next_seq = NEW.seq + 1, appended_bytes = NEW.end_offset
+                WHERE stream = NEW.stream;
+            END""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -9,6 +9,12 @@ holding it. Rows move through three marks kept per stream::
 
 Rows at or below the watermark are deleted; sent-but-unacknowledged rows are re-read from the
 watermark after a reconnect (HQ de-duplicates on store, stream, epoch, seq).
+
+The outbox holds a byte budget (:mod:`gateway.store.budget`): under pressure lossy classes are
+shed first, essential events are refused only at the budget less the alert reserve. A stream's
+TTL replaces its expired prefix by one ``outbox.expired`` marker that takes the last expired seq
+and says which seqs it stands for, so HQ's contiguous watermark can pass them. Deletes only ever
+remove a prefix of a stream, which keeps the byte accounting an index lookup (migration 4).
 """
 
 from __future__ import annotations
@@ -18,21 +24,62 @@ import json
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from gateway.clock import Clock, event_stamp
+from gateway.clock import Clock, event_stamp, isoformat_utc
+from gateway.errors import OutboxFullError
+from gateway.store.budget import Admission, BufferBudget, BufferPressure, Shed, default_shed
 from gateway.store.database import Database
 
-__all__ = ["STREAM_NAME_PATTERN", "Outbox", "OutboxEvent", "StreamState"]
+__all__ = ["EXPIRED_TYPE", "STREAM_NAME_PATTERN", "Outbox", "OutboxEvent", "StreamState"]
+
+#: Type of the marker event standing for events a stream's TTL expired (docs/protocol.md).
+EXPIRED_TYPE = "outbox.expired"
 
 STREAM_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 
 _ENCODE = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=False).encode
 
+_ROW_OVERHEAD = 80  # bytes a row costs beyond its JSON body (key, id, ts, type, index)
+
 _INSERT = (
-    "INSERT INTO outbox (stream, seq, id, ts, type, body, size) "
-    "VALUES (?1, (SELECT next_seq FROM outbox_streams WHERE stream = ?1), ?2, ?3, ?4, ?5, ?6)"
+    "INSERT INTO outbox (stream, seq, id, ts, type, body, size, end_offset) "
+    "SELECT ?1, next_seq, ?2, ?3, ?4, ?5, ?6, appended_bytes + ?6 "
+    "FROM outbox_streams WHERE stream = ?1"
 )
+
+# Per stream: marks, and the first buffered row (depth, bytes and age without a scan).
+_STATES = (
+    "SELECT s.stream, s.next_seq, s.sent_seq, s.acked_seq, s.acked_at, s.appended_bytes, "
+    "f.seq AS first_seq, f.ts AS oldest, f.end_offset - f.size AS base "
+    "FROM outbox_streams s LEFT JOIN outbox f ON f.stream = s.stream "
+    "AND f.seq = (SELECT min(seq) FROM outbox WHERE stream = s.stream) ORDER BY s.stream"
+)
+
+# Turns row ?2 into the marker for every row of stream ?1 up to it (an earlier marker among
+# them is folded in); the rows before it are deleted next. Update first, delete second: a crash
+# in between leaves a marker overlapping rows still there, which HQ takes as it comes.
+# Parameters: ?1 stream, ?2 last expired seq, ?3 marker id, ?4 EXPIRED_TYPE, ?5 row overhead.
+_MARK_EXPIRED = """
+UPDATE outbox SET type = ?4, id = ?3, size = length(m.body) + ?5,
+    body = m.body, ts = m.newest
+FROM (
+    SELECT json_object(
+        'from_seq', min(covered_from), 'count', sum(covered), 'reason', 'ttl',
+        'oldest_ts', min(oldest), 'newest_ts', max(newest)) AS body, max(newest) AS newest
+    FROM (
+        SELECT
+            CASE WHEN type = ?4 THEN body ->> '$.from_seq' ELSE seq END
+                AS covered_from,
+            CASE WHEN type = ?4 THEN body ->> '$.count' ELSE 1 END AS covered,
+            CASE WHEN type = ?4 THEN body ->> '$.oldest_ts' ELSE ts END AS oldest,
+            CASE WHEN type = ?4 THEN body ->> '$.newest_ts' ELSE ts END AS newest
+        FROM outbox WHERE stream = ?1 AND seq <= ?2
+    )
+) AS m
+WHERE stream = ?1 AND seq = ?2
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +126,18 @@ class StreamState:
 class Outbox:
     """Append, read for sending, mark sent, and release on HQ's watermark."""
 
-    def __init__(self, database: Database, clock: Clock) -> None:
+    def __init__(
+        self, database: Database, clock: Clock, budget: BufferBudget | None = None
+    ) -> None:
         self._db = database
         self._clock = clock
         self._known_streams: set[str] = set()
         self.appended = asyncio.Event()  # set after a commit that added events
         self._appended_streams: set[str] = set()
+        self.pressure = BufferPressure(budget or BufferBudget())
+        self.pressure_changed = asyncio.Event()  # something was shed or refused
+        self._pending_bytes = 0  # submitted appends not yet committed
+        self._base: dict[str, int] = {}  # per stream: end_offset before its first buffered row
 
     @property
     def epoch(self) -> str:
@@ -100,35 +153,94 @@ class Outbox:
                 "INSERT OR IGNORE INTO outbox_streams (stream) VALUES (?)", missing
             )
             self._known_streams.update(name for (name,) in missing)
+        await self.refresh_usage()
 
-    def append(self, stream: str, event_type: str, body: Mapping[str, Any]) -> asyncio.Future[None]:
+    def append(
+        self,
+        stream: str,
+        event_type: str,
+        body: Mapping[str, Any],
+        *,
+        shed: Shed | None = None,
+    ) -> asyncio.Future[None]:
         """Queue one event; the future resolves once it is committed (accepted)."""
-        return self.append_many(stream, event_type, (body,))
+        return self.append_many(stream, event_type, (body,), shed=shed)
 
     def append_many(
-        self, stream: str, event_type: str, bodies: Iterable[Mapping[str, Any]]
+        self,
+        stream: str,
+        event_type: str,
+        bodies: Iterable[Mapping[str, Any]],
+        *,
+        shed: Shed | None = None,
     ) -> asyncio.Future[None]:
         """Queue events of one type as one write: a single future for all of them, resolved
-        when the transaction holding them committed (all accepted or none)."""
+        when the transaction holding them committed (all accepted or none).
+
+        ``shed`` is their class under buffer pressure (default by stream, see
+        :func:`~gateway.store.budget.default_shed`). Lossy events over their threshold are
+        dropped and counted — the future resolves at once; essential events over the budget
+        fail with :class:`~gateway.errors.OutboxFullError` (not accepted).
+        """
         if stream not in self._known_streams:
             raise KeyError(f"unknown outbox stream {stream!r}")
         stamp = event_stamp(self._clock)
         ts = str(stamp["ts"])
         unsynced = "unsynced" in stamp
         rows = []
+        total = 0
         for body in bodies:
             fields = {**body, "unsynced": True} if unsynced else body
             text = _ENCODE(fields)
-            event_id = secrets.token_hex(8)
-            rows.append((stream, event_id, ts, event_type, text, len(text) + 80))
+            size = len(text) + _ROW_OVERHEAD
+            total += size
+            rows.append((stream, secrets.token_hex(8), ts, event_type, text, size))
+        admission = self.pressure.admit(
+            shed or default_shed(stream), stream, event_type, len(rows), total
+        )
+        if admission is not Admission.ACCEPT:
+            self.pressure_changed.set()
+            return self._turned_away(admission, stream, event_type, len(rows))
+        self._pending_bytes += total
         future = self._db.submit_many(_INSERT, rows)
-        future.add_done_callback(lambda done: self._on_committed(stream, done))
+        future.add_done_callback(lambda done: self._on_committed(stream, total, done))
         return future
 
-    def _on_committed(self, stream: str, future: asyncio.Future[None]) -> None:
+    def _turned_away(
+        self, admission: Admission, stream: str, event_type: str, count: int
+    ) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if admission is Admission.SHED:
+            future.set_result(None)
+        else:
+            future.set_exception(
+                OutboxFullError(
+                    self._db.path,
+                    f"outbox budget reached ({self.pressure.used_bytes} bytes buffered): "
+                    f"{count} {stream}/{event_type} event(s) not accepted",
+                )
+            )
+        return future
+
+    def _on_committed(self, stream: str, size: int, future: asyncio.Future[None]) -> None:
+        self._pending_bytes -= size
         if not future.cancelled() and future.exception() is None:
             self._appended_streams.add(stream)
             self.appended.set()
+        else:
+            self.pressure.used_bytes -= size  # never stored
+
+    async def refresh_usage(self) -> int:
+        """Re-read the buffered bytes from the database; returns them. Appends and releases
+        keep the figure exact in between; this re-anchors it (start, expiry, keeper ticks)."""
+        rows = await self._db.fetchall(_STATES)
+        committed = 0
+        for row in rows:
+            base = int(row["appended_bytes"] if row["base"] is None else row["base"])
+            self._base[str(row["stream"])] = base
+            committed += int(row["appended_bytes"]) - base
+        self.pressure.used_bytes = committed + self._pending_bytes
+        return self.pressure.used_bytes
 
     def take_appended_streams(self) -> set[str]:
         """Streams that got events since the last call (the sender's cue to read them)."""
@@ -185,39 +297,49 @@ class Outbox:
         """
         if epoch != self.epoch or stream not in self._known_streams or seq < 0:
             return None
-        state = await self._db.fetchone(
-            "SELECT next_seq FROM outbox_streams WHERE stream = ?", (stream,)
+        return await self._release(stream, seq, acked=True)
+
+    async def release_sent(self, stream: str, seq: int) -> asyncio.Future[Any]:
+        """``custody = "broker"``: the PUBACK is the end of the line; delete up to ``seq``."""
+        released = await self._release(stream, seq, acked=False)
+        if released is None:
+            raise KeyError(f"stream {stream!r} has no seq {seq}")
+        return released
+
+    async def _release(self, stream: str, seq: int, *, acked: bool) -> asyncio.Future[Any] | None:
+        row = await self._db.fetchone(
+            "SELECT next_seq, (SELECT end_offset FROM outbox WHERE stream = ?1 AND seq <= ?2 "
+            "ORDER BY seq DESC LIMIT 1) AS new_base FROM outbox_streams WHERE stream = ?1",
+            (stream, seq),
         )
-        if state is None or seq >= int(state["next_seq"]):
+        if row is None or seq >= int(row["next_seq"]):
             return None
-        now = self._clock.utc_now().isoformat()
-        return asyncio.gather(
-            self._db.submit(
+        if row["new_base"] is not None:  # bytes freed by this release, known before the delete
+            new_base = int(row["new_base"])
+            freed = new_base - self._base.get(stream, new_base)
+            if freed > 0:
+                self._base[stream] = new_base
+                self.pressure.used_bytes -= freed
+        if acked:
+            marks = self._db.submit(
                 "UPDATE outbox_streams SET acked_seq = max(acked_seq, ?), "
                 "sent_seq = max(sent_seq, ?), acked_at = ? WHERE stream = ?",
-                (seq, seq, now, stream),
-            ),
-            self._db.submit("DELETE FROM outbox WHERE stream = ? AND seq <= ?", (stream, seq)),
-        )
-
-    def release_sent(self, stream: str, seq: int) -> asyncio.Future[Any]:
-        """``custody = "broker"``: the PUBACK is the end of the line; delete up to ``seq``."""
-        return asyncio.gather(
-            self._db.submit(
+                (seq, seq, self._clock.utc_now().isoformat(), stream),
+            )
+        else:
+            marks = self._db.submit(
                 "UPDATE outbox_streams SET sent_seq = max(sent_seq, ?), "
                 "acked_seq = max(acked_seq, ?) WHERE stream = ?",
                 (seq, seq, stream),
-            ),
+            )
+        return asyncio.gather(
+            marks,
             self._db.submit("DELETE FROM outbox WHERE stream = ? AND seq <= ?", (stream, seq)),
         )
 
     async def states(self) -> tuple[StreamState, ...]:
-        rows = await self._db.fetchall(
-            "SELECT s.stream, s.next_seq, s.sent_seq, s.acked_seq, s.acked_at, "
-            "count(o.seq) AS depth, coalesce(sum(o.size), 0) AS bytes, min(o.ts) AS oldest "
-            "FROM outbox_streams s LEFT JOIN outbox o ON o.stream = s.stream "
-            "GROUP BY s.stream ORDER BY s.stream"
-        )
+        """Marks, depth (rows buffered), bytes and oldest row per stream — index lookups only."""
+        rows = await self._db.fetchall(_STATES)
         return tuple(
             StreamState(
                 stream=str(row["stream"]),
@@ -225,9 +347,41 @@ class Outbox:
                 sent_seq=int(row["sent_seq"]),
                 acked_seq=int(row["acked_seq"]),
                 acked_at=row["acked_at"],
-                depth=int(row["depth"]),
-                bytes=int(row["bytes"]),
+                depth=0 if row["first_seq"] is None else int(row["next_seq"] - row["first_seq"]),
+                bytes=0 if row["base"] is None else int(row["appended_bytes"] - row["base"]),
                 oldest_ts=row["oldest"],
             )
             for row in rows
         )
+
+    async def expire(self, stream: str, ttl_s: float) -> int:
+        """Replace the prefix of ``stream`` older than ``ttl_s`` by one ``outbox.expired``
+        marker (expiry follows seq order: it stops at the first event still young enough).
+        Returns how many rows the marker replaced (0: nothing expired)."""
+        cutoff = isoformat_utc(self._clock.utc_now() - timedelta(seconds=ttl_s))
+        bounds = await self._db.fetchone(
+            "SELECT (SELECT min(seq) FROM outbox WHERE stream = ?1) AS first, "
+            "(SELECT seq FROM outbox WHERE stream = ?1 AND ts >= ?2 ORDER BY seq LIMIT 1) "
+            "AS young, (SELECT next_seq FROM outbox_streams WHERE stream = ?1) AS head",
+            (stream, cutoff),
+        )
+        if bounds is None or bounds["first"] is None:
+            return 0
+        first = int(bounds["first"])
+        last = (int(bounds["young"]) if bounds["young"] is not None else int(bounds["head"])) - 1
+        if last < first or (last == first and not await self._is_plain_event(stream, first)):
+            return 0  # nothing old enough, or only a marker already
+        await self._db.submit(
+            _MARK_EXPIRED, (stream, last, secrets.token_hex(8), EXPIRED_TYPE, _ROW_OVERHEAD)
+        )
+        await self._db.submit("DELETE FROM outbox WHERE stream = ? AND seq < ?", (stream, last))
+        await self.refresh_usage()
+        self._appended_streams.add(stream)  # the marker must be (re)sent
+        self.appended.set()
+        return last - first + 1
+
+    async def _is_plain_event(self, stream: str, seq: int) -> bool:
+        row = await self._db.fetchone(
+            "SELECT type FROM outbox WHERE stream = ? AND seq = ?", (stream, seq)
+        )
+        return row is not None and row["type"] != EXPIRED_TYPE

@@ -149,7 +149,7 @@ class Uplink:
                     if stream in self._cursors:
                         self._cursors[stream].caught_up = False
                 progressed = await self._send_round(group)
-                self._settle()
+                await self._settle()
                 await self._report_parked_streams()
                 if not progressed:
                     # Idle costs nothing: no reads until an append, a PUBACK or a timer.
@@ -221,7 +221,7 @@ class Uplink:
             return refused
         return None
 
-    def _settle(self) -> None:
+    async def _settle(self) -> None:
         """Advance sent marks over PUBACKed envelopes, in order per stream."""
         for cursor in self._cursors.values():
             highest = None
@@ -241,7 +241,7 @@ class Uplink:
                 cursor.backoff.reset()
                 cursor.sent_seq = max(cursor.sent_seq, highest)
                 if self.settings.custody is Custody.BROKER:
-                    self._track(self._outbox.release_sent(cursor.stream, highest))
+                    self._track(await self._outbox.release_sent(cursor.stream, highest))
                 else:
                     self._track(self._outbox.mark_sent(cursor.stream, highest))
 

@@ -142,3 +142,86 @@ async def test_any_delivery_order_stores_each_event_once(batches: list[list[int]
             assert watermark + 1 not in delivered
         finally:
             await cm.__aexit__(None, None, None)
+
+
+def expired_marker(seq: int, from_seq: int, count: int) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "id": f"x{seq}",
+        "ts": "2026-11-20T09:00:00.000+00:00",
+        "type": "outbox.expired",
+        "from_seq": from_seq,
+        "count": count,
+        "reason": "ttl",
+        "oldest_ts": "2026-11-16T09:00:00.000+00:00",
+        "newest_ts": "2026-11-20T09:00:00.000+00:00",
+    }
+
+
+def with_events(payload: bytes, events: list[dict[str, Any]]) -> bytes:
+    envelope_dict = json.loads(payload)
+    envelope_dict["events"] = events
+    envelope_dict["seq_from"], envelope_dict["seq_to"] = events[0]["seq"], events[-1]["seq"]
+    return json.dumps(envelope_dict).encode()
+
+
+async def test_expired_marker_lets_the_watermark_pass_and_survives_restart(
+    tmp_path: Path,
+) -> None:
+    out: list[dict[str, Any]] = []
+    cm, consumer = await open_consumer(tmp_path / "hq.db", out)
+    try:
+        await consumer.receive(envelope([1, 2]))
+        # Seqs 3..9 expired at the store; 10 arrives first, then the marker (seq 9).
+        ack = await consumer.receive(envelope([10]))
+        assert ack is not None
+        assert json.loads(ack.payload)["seq"] == 2
+        ack = await consumer.receive(with_events(envelope([9]), [expired_marker(9, 3, 7)]))
+        assert ack is not None
+        assert json.loads(ack.payload)["seq"] == 10
+        assert consumer.expired == 7
+        assert consumer.gaps() == {}
+        # A marker overlapping seqs HQ already holds (they were sent before they expired).
+        await consumer.receive(envelope([11, 12]))
+        ack = await consumer.receive(with_events(envelope([13]), [expired_marker(13, 11, 3)]))
+        assert ack is not None
+        assert json.loads(ack.payload)["seq"] == 13
+        # A marker ahead of a hole: held until the hole fills, also across a restart.
+        ack = await consumer.receive(with_events(envelope([20]), [expired_marker(20, 16, 5)]))
+        assert ack is not None
+        assert json.loads(ack.payload)["seq"] == 13
+        assert consumer.gaps() == {("s1", "stock", "e1"): (14, 15)}
+    finally:
+        await cm.__aexit__(None, None, None)
+    cm, consumer = await open_consumer(tmp_path / "hq.db", [])
+    try:
+        ack = await consumer.receive(envelope([14, 15]))
+        assert ack is not None
+        assert json.loads(ack.payload)["seq"] == 20
+    finally:
+        await cm.__aexit__(None, None, None)
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        {"from_seq": 0, "count": 1},
+        {"from_seq": 12, "count": 1},  # beyond its own seq
+        {"from_seq": "3", "count": 1},
+        {"count": 4},
+    ],
+)
+async def test_malformed_expired_marker_covers_nothing(
+    tmp_path: Path, marker: dict[str, Any]
+) -> None:
+    cm, consumer = await open_consumer(tmp_path / "hq.db", [])
+    try:
+        event = {**expired_marker(9, 3, 1), **marker}
+        if "from_seq" not in marker:
+            del event["from_seq"]
+        ack = await consumer.receive(with_events(envelope([9]), [event]))
+        assert ack is None  # seq 9 stored, but 1..8 still missing: no watermark yet
+        assert consumer.expired == 0
+        assert consumer.gaps() == {("s1", "stock", "e1"): (1, 8)}
+    finally:
+        await cm.__aexit__(None, None, None)

@@ -72,7 +72,7 @@ async def test_watermark_releases_rows_and_rejects_foreign_epochs(tmp_path: Path
         await stale
         state = {s.stream: s for s in await outbox.states()}["stock"]
         assert state.acked_seq == 4
-        await outbox.release_sent("stock", 10)  # a future: resolves on commit
+        await (await outbox.release_sent("stock", 10))  # a future: resolves on commit
         assert await outbox.read("stock", after_seq=0, max_events=100, max_bytes=10**9) == []
 
 

@@ -12,6 +12,8 @@ from gateway.alerts import Alerts
 from gateway.clock import FakeClock, SystemClock
 from gateway.config import MqttConfig
 from gateway.store import Database
+from gateway.store.budget import BufferBudget, Shed
+from gateway.store.keeper import PRESSURE_ALERT, OutboxKeeper
 from gateway.store.outbox import Outbox
 from gateway.sync.link import MqttLink
 from gateway.sync.uplink import Custody, RateLimiter, Uplink, UplinkSettings, connect_outbox
@@ -30,6 +32,7 @@ class Gateway:
     outbox: Outbox
     link: MqttLink
     uplink: Uplink
+    alerts: Alerts
 
 
 @asynccontextmanager
@@ -39,12 +42,13 @@ async def gateway(
     settings: UplinkSettings | None = None,
     *,
     keepalive_s: int = 60,
+    budget: BufferBudget | None = None,
 ) -> AsyncIterator[Gateway]:
-    """Outbox + link + uplink (+ alerts) against a broker, or a port (e.g. a proxy's)."""
+    """Outbox + link + uplink + alerts + keeper against a broker, or a port (e.g. a proxy's)."""
     clock = SystemClock()
     port = broker if isinstance(broker, int) else broker.port
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, budget)
         await outbox.open(STREAMS)
         alerts = Alerts(db, outbox, clock)
         await alerts.load()
@@ -64,9 +68,13 @@ async def gateway(
             tasks = [
                 group.create_task(link.run(), name="mqtt.link"),
                 group.create_task(uplink.run(), name="uplink"),
+                group.create_task(
+                    OutboxKeeper(outbox, alerts, clock, ttl_s={}, tick_s=0.2).run(),
+                    name="outbox.keeper",
+                ),
             ]
             try:
-                yield Gateway(db, outbox, link, uplink)
+                yield Gateway(db, outbox, link, uplink, alerts)
             finally:
                 for task in tasks:
                     task.cancel()
@@ -264,5 +272,71 @@ async def test_hq_consumer_down_for_a_while(tmp_path: Path, mosquitto: Broker) -
         try:
             await until(lambda: hq.seqs("receipts", gw.outbox.epoch) == list(range(1, 1001)))
             assert await drained(gw.outbox) == 0
+        finally:
+            hq.close()
+
+
+async def test_budget_reached_during_an_outage_sheds_lossy_data_never_stock(
+    tmp_path: Path, mosquitto: Broker
+) -> None:
+    budget = BufferBudget(
+        budget_bytes=64 * 1024,
+        alert_reserve_bytes=8 * 1024,
+        shed_detail_at=0.4,
+        shed_aggregate_at=0.7,
+    )
+    async with gateway(tmp_path / "g.db", mosquitto, budget=budget) as gw:
+        await asyncio.wait_for(gw.link.connected.wait(), 15)
+        mosquitto.kill()  # the WAN is down
+        await until(lambda: not gw.link.connected.is_set())
+        sent = {"dwell.visit": 0, "dwell.summary": 0}
+        stock = 0
+        pad = "p" * 100
+        while not gw.outbox.pressure.shed.get("dwell/dwell.summary"):
+            await gw.outbox.append_many(
+                "dwell", "dwell.visit", ({"n": n, "pad": pad} for n in range(4)), shed=Shed.DETAIL
+            )
+            sent["dwell.visit"] += 4
+            await gw.outbox.append("dwell", "dwell.summary", {"pad": pad})
+            sent["dwell.summary"] += 1
+            await gw.outbox.append("stock", "stock.changed", {"n": stock, "pad": pad})
+            stock += 1
+        for _ in range(20):  # stock keeps being accepted while dwell is shed
+            await gw.outbox.append("stock", "stock.changed", {"n": stock, "pad": pad})
+            stock += 1
+        await until(lambda: any(a.key == PRESSURE_ALERT for a in gw.alerts.active()))
+        [alert] = [a for a in gw.alerts.active() if a.key == PRESSURE_ALERT]
+        assert alert.severity.value == "warning"  # only lossy data was turned away
+        shed = gw.outbox.pressure.report()["shed"]
+        assert shed["dwell/dwell.visit"] > 0
+        assert shed["dwell/dwell.summary"] > 0
+        assert not gw.outbox.pressure.refused
+
+        mosquitto.start()  # back online: everything accepted reaches HQ
+        hq = FakeHq(mosquitto)
+        try:
+            epoch = gw.outbox.epoch
+            await until(lambda: len(hq.seqs("stock", epoch)) == stock)
+            assert [hq.events[("stock", epoch)][s]["n"] for s in range(1, stock + 1)] == list(
+                range(stock)
+            )
+            assert await drained(gw.outbox) in (0, 1)  # the clear may be on its way
+            await until(lambda: not any(a.key == PRESSURE_ALERT for a in gw.alerts.active()))
+            await until(
+                lambda: any(
+                    e["type"] == "alert.cleared"
+                    for e in hq.events.get(("alerts", epoch), {}).values()
+                )
+            )
+            dwell = list(hq.events[("dwell", epoch)].values())
+            assert sorted(hq.events[("dwell", epoch)]) == list(range(1, len(dwell) + 1))
+            received = {t: sum(e["type"] == t for e in dwell) for t in sent}
+            alerts = sorted(hq.events[("alerts", epoch)].items())
+            assert [e["type"] for _, e in alerts] == ["alert.raised", "alert.cleared"]
+            final = alerts[-1][1]["details"]
+            assert final["shed"] == {
+                f"dwell/{t}": sent[t] - received[t] for t in ("dwell.visit", "dwell.summary")
+            }
+            assert final["refused"] == {}
         finally:
             hq.close()
