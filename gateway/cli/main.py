@@ -60,6 +60,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     hq_tail.add_argument("--config", type=Path, required=True, help="HQ.toml")
     hq_tail.add_argument("--duration", type=float, help="stop after this many seconds")
+    hq_tail.add_argument(
+        "--quiet",
+        action="store_true",
+        help="store and acknowledge only, print no event lines (feeds, benchmarks)",
+    )
 
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH)
@@ -87,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             return _check_config(args.path)
         if args.command == "hq":
-            return _hq_tail(args.config, args.duration)
+            return _hq_tail(args.config, args.duration, quiet=args.quiet)
         return _diagnostic(args)
     except KeyboardInterrupt:
         return 130
@@ -194,7 +199,7 @@ def _run(
         return _exit_code_for(first)
 
 
-def _hq_tail(config_path: Path, duration: float | None) -> int:
+def _hq_tail(config_path: Path, duration: float | None, *, quiet: bool = False) -> int:
     from gateway.clock import SystemClock
     from gateway.errors import ConfigError, GatewayError
     from gateway.hq.tail import load_hq_config, tail
@@ -207,7 +212,8 @@ def _hq_tail(config_path: Path, duration: float | None) -> int:
         _LOGGER.error("%s", exc)
         return EXIT_CONFIG
     try:
-        asyncio.run(tail(settings, clock=SystemClock(), duration=duration))
+        out = None if quiet else sys.stdout
+        asyncio.run(tail(settings, clock=SystemClock(), out=out, duration=duration))
     except GatewayError as exc:
         _LOGGER.error("%s", exc)
         return _exit_code_for(exc)

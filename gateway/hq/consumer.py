@@ -11,18 +11,20 @@ they count as accounted for, so the watermark passes them (and the loss is logge
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from gateway.store.database import Database
 from gateway.store.migrations import MIGRATIONS, Migration
 
-__all__ = ["HQ_MIGRATIONS", "Ack", "EnvelopeModel", "HqConsumer"]
+__all__ = ["HQ_MIGRATIONS", "Ack", "EmitEvents", "EnvelopeModel", "EventHeader", "HqConsumer"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -48,12 +50,15 @@ HQ_MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
-class _EventModel(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    seq: int = Field(ge=1, lt=2**63)
-    id: str = Field(min_length=1, max_length=64)
-    ts: str = Field(min_length=1, max_length=64)
-    type: str = Field(min_length=1, max_length=128)
+class EventHeader(TypedDict):
+    """The fields every event carries; the rest are its type's own (kept as they came).
+    A TypedDict, not a model: validated in C and kept as a dict, at ~2 µs an event."""
+
+    __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]
+    seq: Annotated[int, Field(ge=1, lt=2**63)]
+    id: Annotated[str, Field(min_length=1, max_length=64)]
+    ts: Annotated[str, Field(min_length=1, max_length=64)]
+    type: Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class EnvelopeModel(BaseModel):
@@ -67,7 +72,7 @@ class EnvelopeModel(BaseModel):
     seq_from: int = Field(ge=1)
     seq_to: int = Field(ge=1)
     sent_at: str
-    events: list[_EventModel] = Field(min_length=1)
+    events: list[EventHeader] = Field(min_length=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,22 @@ class Ack:
 
 
 _EXPIRED = "outbox.expired"
+
+_STORE_EVENTS = (
+    "INSERT OR IGNORE INTO hq_events "
+    "(store, stream, epoch, seq, id, ts, type, event, received_at) "
+    "SELECT ?1, ?2, ?3, value ->> '$.seq', value ->> '$.id', value ->> '$.ts', "
+    "value ->> '$.type', value, ?4 FROM json_each(?5, '$.events') WHERE value ->> '$.seq' > ?6"
+)
+_STORE_WATERMARK = (
+    "INSERT INTO hq_watermarks VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE "
+    "SET seq = max(seq, excluded.seq)"
+)
+
+_Snapshot = tuple[int, set[int], dict[int, int]]
+
+#: Receives each envelope's new events: (store, stream, epoch, events in seq order).
+EmitEvents = Callable[[str, str, str, list[EventHeader]], None]
 
 
 @dataclass(slots=True)
@@ -114,19 +135,19 @@ class _Custody:
 
 
 class HqConsumer:
-    """Stores envelopes and answers with acks; ``emit`` gets each new event (JSON-ready)."""
+    """Stores envelopes and answers with acks; ``emit`` gets each envelope's new events."""
 
     def __init__(
         self,
         database: Database,
         *,
         topic_prefix: str = "retail/v1/",
-        emit: Callable[[dict[str, Any]], None] | None = None,
+        emit: EmitEvents | None = None,
         now: Callable[[], str],
     ) -> None:
         self._db = database
         self._prefix = topic_prefix
-        self._emit = emit or (lambda _event: None)
+        self._emit = emit or (lambda *_: None)
         self._now = now
         self._custody: dict[tuple[str, str, str], _Custody] = {}
         self.stored = 0
@@ -158,69 +179,85 @@ class HqConsumer:
     async def receive(self, payload: bytes) -> Ack | None:
         """Store an envelope's new events; the returned ack may be published once this returns
         (the events are committed). Garbage is logged and dropped (None)."""
+        acks = await self.receive_many([payload])
+        return acks[0] if acks else None
+
+    async def receive_many(self, payloads: list[bytes]) -> list[Ack]:
+        """Store several envelopes in one commit; returns one ack per (store, stream, epoch)
+        they touched, to publish once this returns. Garbage is logged and skipped; if the
+        commit fails nothing is acked and nothing is remembered (the broker redelivers)."""
+        snapshots: dict[tuple[str, str, str], _Snapshot] = {}
+        writes: list[asyncio.Future[None]] = []
+        emitted: list[tuple[EnvelopeModel, list[EventHeader]]] = []
+        for payload in payloads:
+            try:
+                envelope = EnvelopeModel.model_validate_json(payload)
+            except ValidationError as exc:
+                self.rejected += 1
+                _LOGGER.warning("rejected envelope: %s", exc.errors(include_url=False)[:3])
+                continue
+            key = (envelope.store, envelope.stream, envelope.epoch)
+            custody = self._custody.setdefault(key, _Custody())
+            if key not in snapshots:
+                snapshots[key] = (custody.watermark, set(custody.above), dict(custody.covered))
+            watermark_before = custody.watermark
+            fresh = self._take_fresh(envelope, custody)
+            if fresh:
+                # The events go in as SQLite reads them from the payload (json_each, in C):
+                # no per-event Python work on the storage path; duplicates fall to the key.
+                writes.append(
+                    self._db.submit(
+                        _STORE_EVENTS, (*key, self._now(), payload.decode(), watermark_before)
+                    )
+                )
+                emitted.append((envelope, fresh))
+        # Watermarks after the events: the writer keeps submission order, so no commit can
+        # hold a watermark without the events it covers.
+        writes.extend(
+            self._db.submit(_STORE_WATERMARK, (*key, self._custody[key].watermark))
+            for key in snapshots
+        )
         try:
-            envelope = EnvelopeModel.model_validate_json(payload)
-        except ValidationError as exc:
-            self.rejected += 1
-            _LOGGER.warning("rejected envelope: %s", exc.errors(include_url=False)[:3])
-            return None
-        key = (envelope.store, envelope.stream, envelope.epoch)
-        custody = self._custody.setdefault(key, _Custody())
-        received_at = self._now()
-        fresh = []
+            await asyncio.gather(*writes)
+        except Exception:
+            for key, (watermark, above, covered) in snapshots.items():  # not stored: forget
+                custody = self._custody[key]
+                custody.watermark, custody.above, custody.covered = watermark, above, covered
+            raise
+        for envelope, fresh in emitted:
+            self.stored += len(fresh)
+            self._emit(envelope.store, envelope.stream, envelope.epoch, fresh)
+        acks = []
+        for key in snapshots:
+            custody = self._custody[key]
+            self._report_gap(key, custody)
+            if custody.watermark:
+                store, stream, epoch = key
+                ack = {"stream": stream, "epoch": epoch, "seq": custody.watermark}
+                acks.append(
+                    Ack(
+                        f"{self._prefix}{store}/down/ack",
+                        json.dumps(ack, separators=(",", ":")).encode(),
+                    )
+                )
+        return acks
+
+    def _take_fresh(self, envelope: EnvelopeModel, custody: _Custody) -> list[EventHeader]:
+        """The envelope's events HQ does not hold yet; moves the watermark over them."""
+        fresh: list[EventHeader] = []
+        taken: set[int] = set()
         for event in envelope.events:
-            if event.type == _EXPIRED:
+            seq = event["seq"]
+            if event["type"] == _EXPIRED:
                 self._take_expired(envelope.store, envelope.stream, custody, event)
-            if event.seq <= custody.watermark or event.seq in custody.above:
+            if seq <= custody.watermark or seq in custody.above or seq in taken:
                 self.duplicates += 1
                 continue
-            custody.above.add(event.seq)
+            taken.add(seq)
             fresh.append(event)
+        custody.above |= taken
         custody.advance()
-        rows = [
-            (
-                *key,
-                event.seq,
-                event.id,
-                event.ts,
-                event.type,
-                json.dumps(event.model_dump(), separators=(",", ":")),
-                received_at,
-            )
-            for event in fresh
-        ]
-        try:
-            if rows:
-                await self._db.write_many(
-                    "INSERT OR IGNORE INTO hq_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-                )
-            await self._db.write(
-                "INSERT INTO hq_watermarks VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE "
-                "SET seq = max(seq, excluded.seq)",
-                (*key, custody.watermark),
-            )
-        except Exception:
-            for event in fresh:  # not stored: forget them so a re-send is taken
-                custody.above.discard(event.seq)
-            raise
-        self.stored += len(fresh)
-        for event in fresh:
-            self._emit(
-                {
-                    "store": envelope.store,
-                    "stream": envelope.stream,
-                    "epoch": envelope.epoch,
-                    **event.model_dump(),
-                }
-            )
-        self._report_gap(key, custody)
-        if custody.watermark == 0:
-            return None
-        ack = {"stream": envelope.stream, "epoch": envelope.epoch, "seq": custody.watermark}
-        return Ack(
-            f"{self._prefix}{envelope.store}/down/ack",
-            json.dumps(ack, separators=(",", ":")).encode(),
-        )
+        return fresh
 
     def gaps(self) -> dict[tuple[str, str, str], tuple[int, int]]:
         """Per key, the first missing range above the watermark."""
@@ -231,14 +268,15 @@ class HqConsumer:
                 found[key] = gap
         return found
 
-    def _take_expired(self, store: str, stream: str, custody: _Custody, event: Any) -> None:
-        extra = event.model_extra or {}
+    def _take_expired(self, store: str, stream: str, custody: _Custody, event: EventHeader) -> None:
+        extra: dict[str, Any] = dict(event)
+        seq = event["seq"]
         first, count = extra.get("from_seq"), extra.get("count")
-        if not isinstance(first, int) or not 1 <= first <= event.seq:
-            _LOGGER.warning("ignoring malformed outbox.expired marker at seq %d", event.seq)
+        if type(first) is not int or not 1 <= first <= seq:
+            _LOGGER.warning("ignoring malformed outbox.expired marker at seq %d", seq)
             return
-        if event.seq > custody.watermark and (first, event.seq) not in custody.covered.items():
-            if event.seq not in custody.above:
+        if seq > custody.watermark and (first, seq) not in custody.covered.items():
+            if seq not in custody.above:
                 self.expired += count if isinstance(count, int) else 0
                 _LOGGER.warning(
                     "%s/%s: the store's TTL expired %s event(s) of seq %d..%d (%s..%s); "
@@ -247,11 +285,11 @@ class HqConsumer:
                     stream,
                     count,
                     first,
-                    event.seq,
+                    seq,
                     extra.get("oldest_ts"),
                     extra.get("newest_ts"),
                 )
-            custody.cover(first, event.seq)
+            custody.cover(first, seq)
 
     def _report_gap(self, key: tuple[str, str, str], custody: _Custody) -> None:
         gap = custody.first_gap()

@@ -14,20 +14,22 @@ import logging
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.clock import Clock, isoformat_utc
 from gateway.config import MqttConfig
 from gateway.errors import ConfigError, ConfigIssue
-from gateway.hq.consumer import HQ_MIGRATIONS, HqConsumer
+from gateway.hq.consumer import HQ_MIGRATIONS, EventHeader, HqConsumer
 from gateway.store.database import Database
 from gateway.sync.link import InboundMessage, MqttLink
 
 __all__ = ["HqSettings", "load_hq_config", "tail"]
 
 _LOGGER = logging.getLogger(__name__)
+
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class HqConsumerConfig(BaseModel):
@@ -62,17 +64,20 @@ async def tail(
     settings: HqSettings,
     *,
     clock: Clock,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = sys.stdout,
     duration: float | None = None,
 ) -> HqConsumer:
-    """Consume until cancelled (or ``duration`` seconds); returns the consumer (for tests)."""
+    """Consume until cancelled (or ``duration`` seconds); returns the consumer (for tests).
+    Each new event is printed to ``out`` as a JSON line (``None``: print nothing)."""
     mqtt = settings.mqtt
     if mqtt.client_id is None:
         mqtt = mqtt.model_copy(update={"client_id": "storegw-hq"})
     prefix = mqtt.topic_root.split("{store_id}")[0]
 
-    def emit(event: dict[str, Any]) -> None:
-        out.write(json.dumps(event, separators=(",", ":")) + "\n")
+    def emit(store: str, stream: str, epoch: str, events: list[EventHeader]) -> None:
+        assert out is not None
+        head = _ENCODE({"store": store, "stream": stream, "epoch": epoch})[:-1] + ","
+        out.write("".join(head + _ENCODE(event)[1:] + "\n" for event in events))
         out.flush()
 
     # One message at a time is stored then acked, so there are no concurrent writers to gather:
@@ -81,22 +86,22 @@ async def tail(
         settings.hq.database, clock=clock, migrations=HQ_MIGRATIONS, commit_interval_s=0.001
     ) as database:
         consumer = HqConsumer(
-            database, topic_prefix=prefix, emit=emit, now=lambda: isoformat_utc(clock.utc_now())
+            database,
+            topic_prefix=prefix,
+            emit=None if out is None else emit,
+            now=lambda: isoformat_utc(clock.utc_now()),
         )
         await consumer.load()
         link = MqttLink(config=mqtt, store_id="+", boot=database.boot, clock=clock, announce=False)
 
-        async def on_message(message: InboundMessage) -> None:
-            if message.topic.endswith("/up/health"):
-                return  # latest-only snapshots: not events, nothing to store or ack
-            ack = await consumer.receive(message.payload)
-            if ack is not None:  # committed: now HQ takes custody
-                await link.publish(ack.topic, ack.payload)
+        async def on_messages(messages: list[InboundMessage]) -> None:
+            # Whatever queued up while the last commit ran is stored in one commit.
+            envelopes = [m.payload for m in messages if not m.topic.endswith("/up/health")]
+            acks = await consumer.receive_many(envelopes) if envelopes else []
+            # Committed: now HQ takes custody.
+            await asyncio.gather(*(link.publish(ack.topic, ack.payload) for ack in acks))
 
-        if settings.hq.share_group:
-            link.subscribe_shared(settings.hq.share_group, "up/#", on_message)
-        else:
-            link.subscribe("up/#", on_message)
+        link.subscribe_batches("up/#", on_messages, share_group=settings.hq.share_group)
         task = asyncio.create_task(link.run(), name="hq.link")
         try:
             if duration is None:

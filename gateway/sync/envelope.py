@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from gateway.clock import isoformat_utc
-from gateway.store.outbox import OutboxEvent
+from gateway.store.outbox import OutboxEvent, WireBatch
 
-__all__ = ["ENVELOPE_VERSION", "pack_envelope"]
+__all__ = ["ENVELOPE_VERSION", "pack_envelope", "pack_wire_batch"]
 
 ENVELOPE_VERSION = 1
 
@@ -42,18 +42,33 @@ def pack_envelope(
     """Serialise ``events`` (consecutive seqs of one stream, at least one) as one envelope."""
     if not events:
         raise ValueError("an envelope carries at least one event")
+    return pack_wire_batch(
+        store=store,
+        epoch=epoch,
+        boot=boot,
+        batch=WireBatch(
+            stream, events[0].seq, events[-1].seq, len(events), ",".join(map(_event_json, events))
+        ),
+        sent_at=sent_at,
+    )
+
+
+def pack_wire_batch(
+    *, store: str, epoch: str, boot: int, batch: WireBatch, sent_at: datetime
+) -> bytes:
+    """One envelope around a batch whose events are already wire JSON (the uplink's path)."""
     header = json.dumps(
         {
             "v": ENVELOPE_VERSION,
             "type": "events",
             "store": store,
-            "stream": stream,
+            "stream": batch.stream,
             "epoch": epoch,
             "boot": boot,
-            "seq_from": events[0].seq,
-            "seq_to": events[-1].seq,
+            "seq_from": batch.seq_from,
+            "seq_to": batch.seq_to,
             "sent_at": isoformat_utc(sent_at),
         },
         separators=(",", ":"),
     )
-    return (header[:-1] + ',"events":[' + ",".join(map(_event_json, events)) + "]}").encode()
+    return (header[:-1] + ',"events":[' + batch.events_json + "]}").encode()

@@ -65,6 +65,15 @@ class InboundMessage:
 
 
 MessageHandler = Callable[[InboundMessage], Awaitable[None]]
+MessageBatchHandler = Callable[[list[InboundMessage]], Awaitable[None]]
+
+_MAX_BATCH = 64  # messages handed to a batch handler at once
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    single: MessageHandler | None = None
+    batch: MessageBatchHandler | None = None
 
 
 @dataclass(slots=True)
@@ -118,7 +127,7 @@ class MqttLink:
         self.state_topic = self.topic_root + "state"
         self._client_id = config.client_id or f"storegw-{store_id}"
         self._backoff = Backoff(1.0, 60.0, rng=rng)
-        self._handlers: dict[str, MessageHandler] = {}
+        self._routes: dict[str, _Route] = {}
         self._subscriptions: list[str] = []
         self._pending: dict[int, tuple[str, asyncio.Future[None]]] = {}
         self._inbox: asyncio.Queue[mqtt.MQTTMessage] = asyncio.Queue()
@@ -135,21 +144,30 @@ class MqttLink:
     def connected(self) -> asyncio.Event:
         return self._connected
 
-    def subscribe(self, topic_filter: str, handler: MessageHandler) -> None:
+    def subscribe(
+        self, topic_filter: str, handler: MessageHandler, *, share_group: str | None = None
+    ) -> None:
         """Deliver messages matching ``topic_filter`` (relative to the topic root) to
         ``handler``; the message is acknowledged to the broker after the handler returns.
-        Register before :meth:`run`; subscriptions are renewed on every connect."""
-        self._handlers[self.topic_root + topic_filter] = handler
-        self._subscriptions.append(self.topic_root + topic_filter)
-        self.stats.subscriptions.append(self.topic_root + topic_filter)
-
-    def subscribe_shared(self, group: str, topic_filter: str, handler: MessageHandler) -> None:
-        """Like :meth:`subscribe`, through an MQTT 5 shared subscription ``$share/group/…`` so
+        Register before :meth:`run`; subscriptions are renewed on every connect. With
+        ``share_group`` it goes through an MQTT 5 shared subscription ``$share/group/…`` so
         several consumers split the load (HQ scale-out)."""
+        self._route(topic_filter, _Route(single=handler), share_group)
+
+    def subscribe_batches(
+        self, topic_filter: str, handler: MessageBatchHandler, *, share_group: str | None = None
+    ) -> None:
+        """Like :meth:`subscribe`, but ``handler`` gets every message already waiting for it
+        (up to 64) in one call, and they are acknowledged together after it returns — one
+        transaction for many messages when the consumer is busy (HQ)."""
+        self._route(topic_filter, _Route(batch=handler), share_group)
+
+    def _route(self, topic_filter: str, route: _Route, share_group: str | None) -> None:
         full = self.topic_root + topic_filter
-        self._handlers[full] = handler
-        self._subscriptions.append(f"$share/{group}/{full}")
-        self.stats.subscriptions.append(f"$share/{group}/{full}")
+        subscription = full if share_group is None else f"$share/{share_group}/{full}"
+        self._routes[full] = route
+        self._subscriptions.append(subscription)
+        self.stats.subscriptions.append(subscription)
 
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
@@ -261,6 +279,12 @@ class MqttLink:
         # The socket was opened on the executor thread: register it with the loop here.
         sock = client.socket()
         if sock is not None:
+            # paho leaves Nagle on: a small PUBACK or ack written right after another small
+            # packet then waits for the peer's delayed ACK (~40 ms), capping the pipeline at
+            # ~25 round trips a second.
+            if isinstance(sock, socket.socket):  # plain or TLS (SSLSocket is one)
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._watch(sock)
         async with asyncio.timeout(max(10.0, config.keepalive_s)):
             while not self._connected.is_set():
@@ -435,34 +459,56 @@ class MqttLink:
         self._inbox.put_nowait(message)
 
     async def _dispatch_inbound(self) -> None:
+        carried: mqtt.MQTTMessage | None = None
         while True:
-            message = await self._inbox.get()
-            handler = self._handler_for(message.topic)
-            properties = getattr(message, "properties", None)
-            inbound = InboundMessage(
-                topic=message.topic,
-                payload=bytes(message.payload),
-                qos=message.qos,
-                retain=bool(message.retain),
-                response_topic=getattr(properties, "ResponseTopic", None),
-                correlation_data=getattr(properties, "CorrelationData", None),
-            )
-            if handler is not None:
-                try:
-                    await handler(inbound)
-                except Exception:
-                    # Not acknowledged: the broker redelivers it on the next session.
-                    _LOGGER.exception("handler for %s failed; not acknowledged", message.topic)
-                    continue
-            client = self._client
-            if client is not None and message.qos > 0:
-                client.ack(message.mid, message.qos)
+            message = carried if carried is not None else await self._inbox.get()
+            carried = None
+            route = self._route_for(message.topic)
+            batch = [message]
+            if route is not None and route.batch is not None:
+                while len(batch) < _MAX_BATCH and not self._inbox.empty():
+                    following = self._inbox.get_nowait()
+                    if self._route_for(following.topic) is not route:
+                        carried = following
+                        break
+                    batch.append(following)
+            await self._deliver(route, batch)
 
-    def _handler_for(self, topic: str) -> MessageHandler | None:
-        for topic_filter, handler in self._handlers.items():
+    async def _deliver(self, route: _Route | None, messages: list[mqtt.MQTTMessage]) -> None:
+        if route is not None:
+            inbound = [_inbound(message) for message in messages]
+            try:
+                if route.batch is not None:
+                    await route.batch(inbound)
+                elif route.single is not None:
+                    await route.single(inbound[0])
+            except Exception:
+                # Not acknowledged: the broker redelivers them on the next session.
+                _LOGGER.exception("handler for %s failed; not acknowledged", messages[0].topic)
+                return
+        client = self._client
+        if client is not None:
+            for message in messages:
+                if message.qos > 0:
+                    client.ack(message.mid, message.qos)
+
+    def _route_for(self, topic: str) -> _Route | None:
+        for topic_filter, route in self._routes.items():
             if mqtt.topic_matches_sub(topic_filter, topic):
-                return handler
+                return route
         return None
+
+
+def _inbound(message: mqtt.MQTTMessage) -> InboundMessage:
+    properties = getattr(message, "properties", None)
+    return InboundMessage(
+        topic=message.topic,
+        payload=bytes(message.payload),
+        qos=message.qos,
+        retain=bool(message.retain),
+        response_topic=getattr(properties, "ResponseTopic", None),
+        correlation_data=getattr(properties, "CorrelationData", None),
+    )
 
 
 def _close_abandoned_sockets(exc: BaseException) -> None:

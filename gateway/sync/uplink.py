@@ -25,8 +25,8 @@ from gateway.backoff import Backoff
 from gateway.clock import Clock
 from gateway.config import MqttConfig
 from gateway.errors import LinkDownError, PublishRefusedError
-from gateway.store.outbox import Outbox, OutboxEvent
-from gateway.sync.envelope import pack_envelope
+from gateway.store.outbox import Outbox, WireBatch
+from gateway.sync.envelope import pack_wire_batch
 from gateway.sync.link import InboundMessage, MqttLink
 
 __all__ = [
@@ -177,31 +177,28 @@ class Uplink:
                 or len(cursor.in_flight) >= self._link.stats.receive_maximum
             ):
                 continue
-            events = await self._outbox.read(
+            batch = await self._outbox.read_wire(
                 cursor.stream,
                 after_seq=cursor.next_after,
                 max_events=self.settings.max_events_per_message,
                 max_bytes=self.settings.max_message_bytes,
             )
-            if not events:
+            if batch is None:
                 cursor.caught_up = True
                 continue
             delay = self._limiter.delay()
             if delay:
                 await asyncio.sleep(delay)
-            self._publish(group, cursor, events)
+            self._publish(group, cursor, batch)
             progressed = True
         return progressed
 
-    def _publish(
-        self, group: asyncio.TaskGroup, cursor: StreamCursor, events: list[OutboxEvent]
-    ) -> None:
-        payload = pack_envelope(
+    def _publish(self, group: asyncio.TaskGroup, cursor: StreamCursor, batch: WireBatch) -> None:
+        payload = pack_wire_batch(
             store=self._store_id,
-            stream=cursor.stream,
             epoch=self._outbox.epoch,
             boot=self._boot,
-            events=events,
+            batch=batch,
             sent_at=self._clock.utc_now(),
         )
         topic = f"{self._link.topic_root}up/{cursor.stream}"
@@ -210,8 +207,8 @@ class Uplink:
         )
         # A PUBACK frees a window slot: wake the send loop (the outbox's event means "work").
         task.add_done_callback(lambda _: self._outbox.appended.set())
-        cursor.in_flight.append((events[-1].seq, task))
-        cursor.next_after = events[-1].seq
+        cursor.in_flight.append((batch.seq_to, task))
+        cursor.next_after = batch.seq_to
 
     async def _publish_one(self, topic: str, payload: bytes) -> PublishRefusedError | None:
         """A refusal is an answer for its stream, not a failure of the connection's tasks."""

@@ -42,7 +42,13 @@ async def open_consumer(path: Path, out: list[dict[str, Any]]) -> tuple[Any, HqC
     clock = FakeClock()
     cm = Database.running(path, clock=clock, migrations=HQ_MIGRATIONS)
     db = await cm.__aenter__()
-    consumer = HqConsumer(db, emit=out.append, now=lambda: "now")
+    consumer = HqConsumer(
+        db,
+        emit=lambda store, stream, epoch, events: out.extend(
+            {"store": store, "stream": stream, "epoch": epoch, **event} for event in events
+        ),
+        now=lambda: "now",
+    )
     await consumer.load()
     return cm, consumer
 
@@ -223,5 +229,25 @@ async def test_malformed_expired_marker_covers_nothing(
         assert ack is None  # seq 9 stored, but 1..8 still missing: no watermark yet
         assert consumer.expired == 0
         assert consumer.gaps() == {("s1", "stock", "e1"): (1, 8)}
+    finally:
+        await cm.__aexit__(None, None, None)
+
+
+async def test_stored_rows_hold_each_event_as_it_came(tmp_path: Path) -> None:
+    cm, consumer = await open_consumer(tmp_path / "hq.db", [])
+    try:
+        payload = json.loads(envelope([1, 2, 3]))
+        payload["events"][1]["note"] = 'ünïcode "quoted"'
+        await consumer.receive(json.dumps(payload).encode())
+        await consumer.receive(envelope([2, 3, 4]))  # 2, 3 again: the first copy stays
+        db = consumer._db
+        rows = await db.fetchall(
+            "SELECT seq, id, ts, type, event, received_at FROM hq_events ORDER BY seq"
+        )
+        assert [row["seq"] for row in rows] == [1, 2, 3, 4]
+        assert json.loads(rows[1]["event"]) == payload["events"][1]
+        assert (rows[1]["id"], rows[1]["type"], rows[1]["received_at"]) == ("id2", "t", "now")
+        assert consumer.stored == 4
+        assert consumer.duplicates == 2
     finally:
         await cm.__aexit__(None, None, None)

@@ -9,7 +9,7 @@ from pathlib import Path
 from gateway.clock import FakeClock
 from gateway.store import Database
 from gateway.store.outbox import Outbox
-from gateway.sync.envelope import pack_envelope
+from gateway.sync.envelope import pack_envelope, pack_wire_batch
 
 STREAMS = ("stock", "dwell", "receipts", "alerts")
 
@@ -140,3 +140,43 @@ async def test_file_shrinks_back_after_a_drain(tmp_path: Path) -> None:
         drained = path.stat().st_size
     assert full > 4_000_000
     assert drained < full / 4
+
+
+async def test_wire_batches_built_by_sqlite_match_the_python_envelope(tmp_path: Path) -> None:
+    clock = FakeClock()
+    async with Database.running(tmp_path / "g.db", clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(STREAMS)
+        bodies: list[dict[str, object]] = [
+            {},
+            {"slot": "s-1", "delta": -1},
+            {"name": 'Käse "alt" \\ 🧀', "nested": {"a": [1, 2.5, None, True]}},
+            {"pad": "x" * 3000},
+            {"n": 4},
+        ]
+        for body in bodies:
+            await outbox.append("stock", "stock.changed", body)
+        for after, max_events, max_bytes in [
+            (0, 10, 10**9),
+            (0, 2, 10**9),
+            (1, 10, 500),
+            (3, 10, 1),
+        ]:
+            events = await outbox.read(
+                "stock", after_seq=after, max_events=max_events, max_bytes=max_bytes
+            )
+            batch = await outbox.read_wire(
+                "stock", after_seq=after, max_events=max_events, max_bytes=max_bytes
+            )
+            assert batch is not None
+            assert (batch.seq_from, batch.seq_to, batch.count) == (
+                events[0].seq,
+                events[-1].seq,
+                len(events),
+            )
+            fields = {"store": "s1", "epoch": outbox.epoch, "boot": 1, "sent_at": clock.utc_now()}
+            from_sqlite = pack_wire_batch(batch=batch, **fields)  # type: ignore[arg-type]
+            from_python = pack_envelope(stream="stock", events=events, **fields)  # type: ignore[arg-type]
+            assert json.loads(from_sqlite) == json.loads(from_python)
+            assert [e["seq"] for e in json.loads(from_sqlite)["events"]] == [e.seq for e in events]
+        assert await outbox.read_wire("stock", after_seq=5, max_events=10, max_bytes=10) is None
