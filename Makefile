@@ -27,6 +27,8 @@ unit:
 bench: setup
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/idle.py
+	$(BIN)/python bench/uplink.py
+	$(BIN)/python bench/drain.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -103,6 +103,9 @@ class MqttConfig(_Section):
     catchup_messages_per_s: float | None = Field(200.0, gt=0)
     max_events_per_message: int = Field(500, ge=1, le=10_000)
     max_message_bytes: int = Field(128 * 1024, ge=1024, le=64 * 1024 * 1024)
+    hq_window_messages: int = Field(
+        100, ge=1, le=100_000, description="Envelopes per stream sent ahead of HQ's ack."
+    )
     health_interval_s: float = Field(60.0, ge=1, le=3600)
 
     @field_validator("topic_root")

@@ -53,6 +53,10 @@ class UplinkSettings:
     max_message_bytes: int = 128 * 1024
     ack_timeout_s: float = 30.0
     messages_per_second: float | None = 200.0  # catch-up rate limit; None lifts it
+    # Envelopes of a stream sent but not yet covered by HQ's watermark. Keeps the broker's
+    # queue towards HQ short: mosquitto drops QoS 1 messages for a subscriber beyond
+    # max_queued_messages (1000 by default), which would cost an ack timeout to repair.
+    hq_window_messages: int = 100
 
     @classmethod
     def from_config(cls, mqtt: MqttConfig) -> UplinkSettings:
@@ -62,6 +66,7 @@ class UplinkSettings:
             max_message_bytes=mqtt.max_message_bytes,
             ack_timeout_s=mqtt.ack_timeout_s,
             messages_per_second=mqtt.catchup_messages_per_s,
+            hq_window_messages=mqtt.hq_window_messages,
         )
 
 
@@ -102,6 +107,7 @@ class StreamCursor:
     in_flight: deque[tuple[int, asyncio.Future[PublishRefusedError | None]]] = field(
         default_factory=deque
     )
+    awaiting_hq: deque[int] = field(default_factory=deque)  # last seqs of unacked envelopes
 
 
 class Uplink:
@@ -175,6 +181,10 @@ class Uplink:
                 cursor.caught_up
                 or cursor.parked_until > now
                 or len(cursor.in_flight) >= self._link.stats.receive_maximum
+                or (
+                    self.settings.custody is Custody.HQ
+                    and len(cursor.awaiting_hq) >= self.settings.hq_window_messages
+                )
             ):
                 continue
             batch = await self._outbox.read_wire(
@@ -208,6 +218,7 @@ class Uplink:
         # A PUBACK frees a window slot: wake the send loop (the outbox's event means "work").
         task.add_done_callback(lambda _: self._outbox.appended.set())
         cursor.in_flight.append((batch.seq_to, task))
+        cursor.awaiting_hq.append(batch.seq_to)
         cursor.next_after = batch.seq_to
 
     async def _publish_one(self, topic: str, payload: bytes) -> PublishRefusedError | None:
@@ -246,6 +257,7 @@ class Uplink:
         delay = cursor.backoff.next_delay()
         cursor.parked_until = self._clock.monotonic() + delay
         cursor.next_after = max(cursor.acked_seq, min(cursor.sent_seq, cursor.next_after))
+        cursor.awaiting_hq.clear()
         cursor.caught_up = False
         self.parked[cursor.stream] = str(error)
         _LOGGER.error("stream %s parked for %.0f s: %s", cursor.stream, delay, error)
@@ -280,6 +292,7 @@ class Uplink:
                     self.settings.ack_timeout_s,
                 )
                 cursor.next_after = cursor.acked_seq
+                cursor.awaiting_hq.clear()
                 cursor.caught_up = False
                 cursor.last_ack_progress = now
 
@@ -305,6 +318,9 @@ class Uplink:
             cursor.acked_seq = seq
             cursor.last_ack_progress = self._clock.monotonic()
             cursor.next_after = max(cursor.next_after, seq)
+            while cursor.awaiting_hq and cursor.awaiting_hq[0] <= seq:
+                cursor.awaiting_hq.popleft()
+            self._outbox.appended.set()  # the window may have room again
 
     @staticmethod
     def _track(future: asyncio.Future[Any]) -> None:

@@ -163,3 +163,54 @@ async def test_tls_is_never_downgraded_to_plaintext(mosquitto: Broker) -> None:
         await until(lambda: link.stats.last_error is not None)
         assert not link.connected.is_set()
     assert link.stats.transport == "tls"
+
+
+async def test_batch_subscriber_gets_what_queued_up_and_acks_it_all(mosquitto: Broker) -> None:
+    batches: list[list[bytes]] = []
+    singles: list[bytes] = []
+    release = asyncio.Event()
+
+    async def on_batch(messages: list[InboundMessage]) -> None:
+        batches.append([m.payload for m in messages])
+        await release.wait()  # busy: the rest queues up meanwhile
+
+    async def on_single(message: InboundMessage) -> None:
+        singles.append(message.payload)
+
+    config = plain(mosquitto).model_copy(update={"client_id": "batch-consumer"})
+    link = MqttLink(config=config, store_id="s1", boot=1, clock=FakeClock(), announce=False)
+    link.subscribe_batches("up/#", on_batch)
+    link.subscribe("down/#", on_single)
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.connect(mosquitto.host, mosquitto.port)
+    publisher.loop_start()
+    try:
+        async with running(link):
+            await asyncio.wait_for(link.connected.wait(), 15)
+            await asyncio.sleep(0.3)  # let the SUBSCRIBEs land
+            publisher.publish("retail/v1/s1/up/stock", b"0", qos=1).wait_for_publish(5)
+            await until(lambda: len(batches) == 1)
+            for n in range(1, 11):
+                publisher.publish("retail/v1/s1/up/stock", str(n).encode(), qos=1)
+            publisher.publish("retail/v1/s1/down/ack", b"single", qos=1).wait_for_publish(5)
+            await asyncio.sleep(0.3)  # all of them reached the link while the handler is busy
+            release.set()
+            await until(lambda: sum(map(len, batches)) == 11 and singles == [b"single"])
+        assert batches[0] == [b"0"]
+        assert [p for batch in batches for p in batch] == [str(n).encode() for n in range(11)]
+        assert len(batches) < 11  # the queued ones came together
+        # Every one was acknowledged: a new session of the same client gets no redelivery.
+        redelivered: list[list[bytes]] = []
+
+        async def record(messages: list[InboundMessage]) -> None:
+            redelivered.append([m.payload for m in messages])
+
+        again = MqttLink(config=config, store_id="s1", boot=1, clock=FakeClock(), announce=False)
+        again.subscribe_batches("up/#", record)
+        async with running(again):
+            await asyncio.wait_for(again.connected.wait(), 15)
+            await asyncio.sleep(0.5)
+        assert redelivered == []
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()

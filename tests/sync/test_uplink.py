@@ -340,3 +340,29 @@ async def test_budget_reached_during_an_outage_sheds_lossy_data_never_stock(
             assert final["refused"] == {}
         finally:
             hq.close()
+
+
+async def test_envelopes_ahead_of_hq_stay_within_the_window(
+    tmp_path: Path, mosquitto: Broker
+) -> None:
+    settings = UplinkSettings(
+        messages_per_second=None, max_events_per_message=10, hq_window_messages=3
+    )
+    hq = FakeHq(mosquitto, ack=False)
+    try:
+        async with gateway(tmp_path / "g.db", mosquitto, settings) as gw:
+            await gw.outbox.append_many("stock", "s", ({"n": n} for n in range(100)))
+            await until(lambda: hq.envelopes == 3)
+            await asyncio.sleep(0.5)  # PUBACKs are in: still nothing beyond the window
+            assert hq.envelopes == 3
+            assert hq.seqs("stock", gw.outbox.epoch) == list(range(1, 31))
+            hq.ack = True  # HQ takes custody of 1..30: the window moves on
+            hq.publish_raw(
+                "retail/v1/s1/down/ack",
+                f'{{"stream":"stock","epoch":"{gw.outbox.epoch}","seq":30}}'.encode(),
+            )
+            await until(lambda: hq.seqs("stock", gw.outbox.epoch) == list(range(1, 101)))
+            assert await drained(gw.outbox) == 0
+            assert hq.duplicates == 0  # moved on without re-sending anything
+    finally:
+        hq.close()
