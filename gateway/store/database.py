@@ -95,9 +95,15 @@ class StorageStats:
 
 @dataclass(slots=True)
 class _Write:
-    sql: str
-    rows: list[Sequence[Any]]
+    """What one caller submitted: statements (each with its rows) that always share a
+    transaction, and the future resolved after that transaction committed."""
+
+    steps: list[tuple[str, list[Sequence[Any]]]]
     future: asyncio.Future[None]
+
+    @property
+    def rows(self) -> int:
+        return sum(len(rows) for _sql, rows in self.steps)
 
 
 @dataclass(slots=True)
@@ -364,7 +370,7 @@ class Database:
 
     def submit(self, sql: str, params: Sequence[Any] = ()) -> asyncio.Future[None]:
         """Queue one statement; the future resolves after its transaction committed."""
-        return self._enqueue(sql, [params])
+        return self._enqueue([(sql, [params])])
 
     async def write(self, sql: str, params: Sequence[Any] = ()) -> None:
         await self.submit(sql, params)
@@ -374,15 +380,23 @@ class Database:
 
     def submit_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> asyncio.Future[None]:
         """Queue one statement for many rows, committed together; one future for all."""
-        return self._enqueue(sql, list(rows))
+        return self._enqueue([(sql, list(rows))])
 
-    def _enqueue(self, sql: str, rows: list[Sequence[Any]]) -> asyncio.Future[None]:
+    def submit_atomic(
+        self, statements: Iterable[tuple[str, Sequence[Any]]]
+    ) -> asyncio.Future[None]:
+        """Queue statements that must never be split: they run in this order in one
+        transaction (all committed or none), e.g. a price batch applied and its receipt."""
+        return self._enqueue([(sql, [params]) for sql, params in statements])
+
+    def _enqueue(self, steps: list[tuple[str, list[Sequence[Any]]]]) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._closing:
             future.set_exception(StorageUnavailableError(self.path, "database is closed"))
             return future
-        self._pending += len(rows)
-        self._queue.put_nowait(_Write(sql, rows, future))
+        item = _Write(steps, future)
+        self._pending += item.rows
+        self._queue.put_nowait(item)
         return future
 
     async def run(self) -> None:
@@ -417,7 +431,7 @@ class Database:
 
     async def _gather(self, first: _Write) -> tuple[list[_Write], bool]:
         batch = [first]
-        rows = len(first.rows)
+        rows = first.rows
         deadline = asyncio.get_running_loop().time() + self._commit_interval_s
         while rows < self._commit_max_rows:
             try:
@@ -433,11 +447,11 @@ class Database:
             if item is None:
                 return batch, True
             batch.append(item)
-            rows += len(item.rows)
+            rows += item.rows
         return batch, False
 
     async def _commit(self, batch: list[_Write]) -> None:
-        rows = sum(len(item.rows) for item in batch)
+        rows = sum(item.rows for item in batch)
         rejected: dict[int, StorageError] = {}
         try:
             try:
@@ -464,7 +478,7 @@ class Database:
         if self._failing:
             self._failing = False
             _LOGGER.info("database %s: writes succeed again", self.path)
-        committed = sum(len(item.rows) for item in batch if id(item) not in rejected)
+        committed = sum(item.rows for item in batch if id(item) not in rejected)
         self._counters.commits += 1
         self._counters.rows += committed
         self._counters.last_commit_at = self._clock.utc_now()
@@ -491,7 +505,8 @@ class Database:
             for item in batch:
                 await self._writer.execute("SAVEPOINT write")
                 try:
-                    await self._execute(item.sql, item.rows)
+                    for sql, rows in item.steps:
+                        await self._execute(sql, rows)
                 except sqlite3.Error as exc:
                     if not _is_statement_error(exc):
                         raise
@@ -624,11 +639,12 @@ class Database:
 
 
 def _coalesce(batch: list[_Write]) -> list[tuple[str, list[Sequence[Any]]]]:
-    """Consecutive writes of the same statement become one executemany."""
+    """Consecutive runs of the same statement become one executemany (order is kept)."""
     groups: list[tuple[str, list[Sequence[Any]]]] = []
     for item in batch:
-        if groups and groups[-1][0] == item.sql:
-            groups[-1][1].extend(item.rows)
-        else:
-            groups.append((item.sql, list(item.rows)))
+        for sql, rows in item.steps:
+            if groups and groups[-1][0] == sql:
+                groups[-1][1].extend(rows)
+            else:
+                groups.append((sql, list(rows)))
     return groups

@@ -287,3 +287,30 @@ async def test_every_close_returns_only_once_closed(tmp_path: Path) -> None:
     await db.close()
     with sqlite3.connect(path) as check:
         assert check.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+async def test_atomic_writes_are_never_split_and_fail_as_a_whole(tmp_path: Path) -> None:
+    async with Database.running(tmp_path / "g.db", clock=FakeClock(), commit_max_rows=3) as db:
+        await db.write("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+        await db.write("CREATE TABLE n (total INTEGER)")
+        await db.write("INSERT INTO n VALUES (0)")
+        # More statements than commit_max_rows: they still share one transaction, in order.
+        steps = [("INSERT INTO t VALUES (?, 'a')", (k,)) for k in range(1, 6)]
+        steps.append(("UPDATE n SET total = (SELECT count(*) FROM t)", ()))
+        await db.submit_atomic(steps)
+        row = await db.fetchone("SELECT total FROM n")
+        assert row is not None
+        assert row["total"] == 5
+        # A bad step rolls back the whole atomic write, and only it.
+        before = db.submit("INSERT INTO t VALUES (10, 'b')")
+        failing = db.submit_atomic(
+            [("INSERT INTO t VALUES (11, 'c')", ()), ("INSERT INTO t VALUES (1, 'dup')", ())]
+        )
+        after = db.submit("INSERT INTO t VALUES (12, 'd')")
+        results = await asyncio.gather(before, failing, after, return_exceptions=True)
+        assert results[0] is None
+        assert results[2] is None
+        assert isinstance(results[1], StorageUnavailableError)
+        rows = await db.fetchall("SELECT k FROM t ORDER BY k")
+        assert [r["k"] for r in rows] == [1, 2, 3, 4, 5, 10, 12]
+        assert (await db.stats()).pending_writes == 0
