@@ -303,6 +303,7 @@ def test_daemon_connects_to_hq_publishes_birth_health_and_death(
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
+    from gateway.events import HealthSnapshot, StateMessage
     from tests.conftest import Broker
 
     broker = Broker(tmp_path)
@@ -338,6 +339,11 @@ def test_daemon_connects_to_hq_publishes_birth_health_and_death(
         observer.loop_stop()
         broker.stop()
     states = [json.loads(p) for t, p in seen if t.endswith("/state")]
+    for topic, payload in seen:  # the documented schemas (docs/protocol.md) hold
+        if topic.endswith("/state"):
+            StateMessage.model_validate_json(payload)
+        elif topic.endswith("/up/health"):
+            HealthSnapshot.model_validate_json(payload)
     assert states[0]["online"] is True
     assert states[-1]["online"] is False
     assert states[0]["boot"] == states[-1]["boot"]
