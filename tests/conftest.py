@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -112,6 +113,13 @@ class Broker:
                 time.sleep(0.05)
         self.kill()
         pytest.fail("mosquitto did not start listening within 10 s")
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto re-reads its configuration, the ACL file included, keeping its
+        clients connected (it applies the new ACL to their next publishes)."""
+        if self.process is None:
+            raise RuntimeError("the broker is not running")
+        self.process.send_signal(signal.SIGHUP)
 
     def kill(self) -> None:
         """SIGKILL: no goodbye to clients, nothing saved."""

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.alerts import Alerts
+from gateway.backoff import Backoff
 from gateway.clock import FakeClock, SystemClock
 from gateway.config import MqttConfig
+from gateway.events import validate_event
 from gateway.store import Database
 from gateway.store.budget import BufferBudget, Shed
 from gateway.store.keeper import PRESSURE_ALERT, OutboxKeeper
@@ -179,19 +182,38 @@ def test_rate_limiter_spaces_messages() -> None:
     assert RateLimiter(None, clock).delay() == 0
 
 
+REFUSING_ACL = (
+    # Everyone (all anonymous here) may use these; nobody may write up/receipts.
+    "pattern readwrite retail/v1/s1/state\npattern readwrite retail/v1/s1/up/stock\n"
+    "pattern readwrite retail/v1/s1/up/alerts\npattern read retail/v1/s1/up/receipts\n"
+    "pattern readwrite retail/v1/s1/down/#\n"
+)
+ALLOWING_ACL = REFUSING_ACL.replace(
+    "pattern read retail/v1/s1/up/receipts", "pattern readwrite retail/v1/s1/up/receipts"
+)
+
+
+def denied_publishes(log: Path, topic: str) -> int:
+    """Publishes the broker refused on ``topic``, as its log tells (``log_type all``)."""
+    if not log.exists():
+        return 0
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    return sum("Denied PUBLISH" in line and f"'{topic}'" in line for line in lines)
+
+
 async def test_refused_stream_is_parked_alerted_and_kept(tmp_path: Path) -> None:
+    """A stream the broker's ACL refuses is parked with backoff (a bounded number of attempts,
+    counted by the broker), alerted, kept whole; once the ACL allows it, it flows and the
+    alert clears."""
     acl = tmp_path / "acl"
-    acl.write_text(
-        # Everyone (all anonymous here) may use these; nobody may write up/receipts.
-        "pattern readwrite retail/v1/s1/state\npattern readwrite retail/v1/s1/up/stock\n"
-        "pattern readwrite retail/v1/s1/up/alerts\npattern read retail/v1/s1/up/receipts\n"
-        "pattern readwrite retail/v1/s1/down/#\n",
-        encoding="utf-8",
-    )
-    broker = Broker(tmp_path, extra=f"acl_file {acl}")
+    acl.write_text(REFUSING_ACL, encoding="utf-8")
+    log = tmp_path / "mosquitto.log"
+    broker = Broker(tmp_path, extra=f"acl_file {acl}\nlog_dest file {log}\nlog_type all")
     broker.start()
     hq = FakeHq(broker)
+    topic = "retail/v1/s1/up/receipts"
     try:
+        started = time.monotonic()  # before the gateway's first attempt
         async with gateway(tmp_path / "g.db", broker) as gw:
             epoch = gw.outbox.epoch
             await asyncio.gather(
@@ -204,9 +226,38 @@ async def test_refused_stream_is_parked_alerted_and_kept(tmp_path: Path) -> None
             alert = hq.events[("alerts", epoch)][1]
             assert alert["key"] == "uplink.refused:receipts"
             assert "0x87" in alert["message"]
+            validate_event(alert)
+
+            # Keep refusing for a while, then count the attempts where they land: the broker.
+            await asyncio.sleep(3.0)
+            attempts = denied_publishes(log, topic)
+            span = time.monotonic() - started
+            # Every attempt re-sends the 5 events from the watermark: one envelope. Then the
+            # stream is parked for at least the backoff's floor (full jitter may pick anything
+            # from there up to 5 s, 10 s, 20 s…), so within the span there can be at most one
+            # attempt per floor after the first; a stream that was not parked would be
+            # refused hundreds of times.
+            floor = Backoff(5.0, 300.0).floor  # the Uplink's parking policy (StreamCursor)
+            assert attempts >= 1
+            assert attempts <= 1 + span / floor, (attempts, span)
             state = {s.stream: s for s in await gw.outbox.states()}["receipts"]
             assert state.depth == 5  # nothing lost, nothing deleted
             assert state.sent_seq == 0
+            assert state.acked_seq == 0
+            assert hq.seqs("receipts", epoch) == []
+
+            # The ACL is fixed and reloaded: at its next attempt the stream flows again.
+            acl.write_text(ALLOWING_ACL, encoding="utf-8")
+            broker.reload()
+            await until(lambda: hq.seqs("receipts", epoch) == [1, 2, 3, 4, 5], 45)
+            assert [hq.events[("receipts", epoch)][s]["n"] for s in range(1, 6)] == list(range(5))
+            await until(lambda: "receipts" not in gw.uplink.parked)
+            await until(lambda: not any(a.key == alert["key"] for a in gw.alerts.active()))
+            await until(lambda: len(hq.seqs("alerts", epoch)) == 2)
+            cleared = hq.events[("alerts", epoch)][2]
+            assert (cleared["type"], cleared["key"]) == ("alert.cleared", alert["key"])
+            validate_event(cleared)
+            assert await drained(gw.outbox) == 0
     finally:
         hq.close()
         broker.stop()
