@@ -22,7 +22,7 @@ from typing import Any
 
 from gateway.alerts import Alerts, Severity
 from gateway.backoff import Backoff
-from gateway.clock import Clock
+from gateway.clock import Clock, isoformat_utc
 from gateway.config import MqttConfig
 from gateway.errors import LinkDownError, PublishRefusedError
 from gateway.store.outbox import Outbox, WireBatch
@@ -312,7 +312,7 @@ class Uplink:
             )
             return
         self._track(released)
-        self.last_ack = {"stream": stream, "seq": seq, "at": self._clock.utc_now().isoformat()}
+        self.last_ack = {"stream": stream, "seq": seq, "at": isoformat_utc(self._clock.utc_now())}
         cursor = self._cursors.get(stream)
         if cursor is not None and seq > cursor.acked_seq:
             cursor.acked_seq = seq
