@@ -37,6 +37,8 @@ from gateway.drivers.registry import DriverRegistry
 from gateway.drivers.supervisor import Supervisor
 from gateway.errors import ConfigError, StorageError
 from gateway.hub import ReadingHub
+from gateway.prices.book import PriceBook
+from gateway.prices.downlink import PriceDownlink, PriceDownlinkSettings
 from gateway.store import Database
 from gateway.store.keeper import OutboxKeeper
 from gateway.store.outbox import Outbox
@@ -71,6 +73,7 @@ class _Runtime:
     alerts: Alerts | None = None
     link: MqttLink | None = None
     uplink: Uplink | None = None
+    prices: PriceDownlink | None = None
     supervisor: Supervisor | None = None
     control: ControlServer | None = None
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -233,6 +236,9 @@ class Gateway:
             expiry_interval_s=outbox_config.expiry_interval_s,
         )
         self._spawn(group, "outbox.keeper", keeper.run())
+        runtime.prices = await self._price_downlink(
+            runtime.database, runtime.outbox, runtime.alerts
+        )
         if self.settings.mqtt.enabled:
             self._start_sync(group, runtime.database, runtime.outbox, runtime.alerts)
 
@@ -266,6 +272,9 @@ class Gateway:
             alerts=alerts,
         )
         self._runtime.link, self._runtime.uplink = link, uplink
+        if self._runtime.prices is not None:
+            self._runtime.prices.attach(link)
+            self._spawn(group, "prices.downlink", self._runtime.prices.run())
         self._spawn(group, "mqtt.link", link.run())
         self._spawn(group, "uplink", uplink.run())
         self._spawn(
@@ -273,6 +282,34 @@ class Gateway:
             "health",
             publish_health(link, self.health_snapshot, interval_s=mqtt.health_interval_s),
         )
+
+    async def _price_downlink(
+        self, database: Database, outbox: Outbox, alerts: Alerts
+    ) -> PriceDownlink:
+        config = self.settings.downlink
+        verifier = config.verifier()
+        if not verifier.signed:
+            _LOGGER.warning(
+                "no HQ public keys configured ([downlink] hq_public_keys): price batches and "
+                "commands are accepted UNSIGNED — anyone who can publish to the broker can "
+                "change prices"
+            )
+        downlink = PriceDownlink(
+            database=database,
+            outbox=outbox,
+            alerts=alerts,
+            clock=self.clock,
+            verifier=verifier,
+            store_id=self.settings.store.id,
+            settings=PriceDownlinkSettings(
+                groups=tuple(config.groups),
+                parts_timeout_s=config.parts_timeout_s,
+                resync_interval_s=config.resync_interval_s,
+                history_days=config.price_history_days,
+            ),
+        )
+        await downlink.load()
+        return downlink
 
     def _spawn(self, group: asyncio.TaskGroup, name: str, coro: Coroutine[Any, Any, None]) -> None:
         self._runtime.tasks[name] = group.create_task(coro, name=name)
@@ -417,6 +454,7 @@ class Gateway:
         control.register("status", self._status_command)
         control.register("devices", self._devices_command)
         control.register("alerts", self._alerts_command)
+        control.register("prices", self._prices_command)
 
     async def status(self) -> dict[str, Any]:
         """Everything ``storegw status`` shows, JSON-ready."""
@@ -466,6 +504,7 @@ class Gateway:
             },
             "outbox": outbox,
             "buffer": runtime.outbox.pressure.report() if runtime.outbox is not None else None,
+            "downlink": runtime.prices.status() if runtime.prices is not None else None,
             "alerts_active": len(runtime.alerts.active()) if runtime.alerts else 0,
             "drivers": [
                 status.as_dict()
@@ -505,6 +544,18 @@ class Gateway:
             ],
             "link": status["mqtt"]["link"],
         }
+
+    async def _prices_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        runtime = self._runtime
+        if runtime.database is None:
+            return {"prices": [], "promotions": [], "head_version": 0}
+        sku = args.get("sku")
+        listing = await PriceBook(runtime.database).listing(
+            self.clock.utc_now(), str(sku) if sku else None
+        )
+        if runtime.prices is not None:
+            listing["downlink"] = runtime.prices.status()
+        return listing
 
     async def _alerts_command(self, _args: Mapping[str, Any]) -> dict[str, Any]:
         alerts = self._runtime.alerts

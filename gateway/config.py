@@ -35,12 +35,14 @@ from gateway.drivers.registry import DriverRegistry
 from gateway.errors import ConfigError, ConfigIssue, DriverConfigError, UnknownDriverError
 from gateway.store.budget import BufferBudget
 from gateway.store.outbox import STREAM_NAME_PATTERN
+from gateway.sync.signing import KEY_ID_PATTERN, Verifier, decode_public_key
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "ClockConfig",
     "ControlConfig",
     "DeviceConfig",
+    "DownlinkConfig",
     "GatewaySettings",
     "LoggingConfig",
     "MqttConfig",
@@ -182,6 +184,42 @@ class OutboxConfig(_Section):
         )
 
 
+class DownlinkConfig(_Section):
+    hq_public_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="HQ's Ed25519 public keys by key id (base64, 32 bytes); empty = unsigned.",
+    )
+    groups: list[str] = Field(
+        default_factory=list, description="Groups this store belongs to (batch scopes)."
+    )
+    parts_timeout_s: float = Field(600.0, gt=0, le=86400)
+    resync_interval_s: float = Field(60.0, ge=1, le=86400)
+    price_history_days: float = Field(90.0, gt=0, le=3650)
+
+    @field_validator("hq_public_keys")
+    @classmethod
+    def _keys_decode(cls, value: dict[str, str]) -> dict[str, str]:
+        for kid, key in value.items():
+            if re.fullmatch(KEY_ID_PATTERN, kid) is None:
+                raise ValueError(f"key id {kid!r} must match {KEY_ID_PATTERN}")
+            try:
+                decode_public_key(key)
+            except ValueError as exc:
+                raise ValueError(f"hq_public_keys.{kid}: {exc}") from None
+        return value
+
+    @field_validator("groups")
+    @classmethod
+    def _group_names(cls, value: list[str]) -> list[str]:
+        for group in value:
+            if re.fullmatch(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", group) is None:
+                raise ValueError(f"group {group!r} is not a valid name")
+        return value
+
+    def verifier(self) -> Verifier:
+        return Verifier({kid: decode_public_key(key) for kid, key in self.hq_public_keys.items()})
+
+
 class ControlConfig(_Section):
     socket: Path = Path("/run/storegw/control.sock")
 
@@ -233,6 +271,7 @@ class GatewaySettings(BaseSettings):
     mqtt: MqttConfig = MqttConfig()
     storage: StorageConfig = StorageConfig()
     outbox: OutboxConfig = OutboxConfig()
+    downlink: DownlinkConfig = DownlinkConfig()
     control: ControlConfig = ControlConfig()
     logging: LoggingConfig = LoggingConfig()
     supervisor: SupervisorConfig = SupervisorConfig()

@@ -19,23 +19,29 @@ Every error the gateway raises on purpose derives from :class:`GatewayError`. Li
     ├── ControlError                the control socket (CLI ↔ daemon) failed
     │   ├── DaemonNotRunningError   no daemon is listening on the socket path
     │   └── ControlProtocolError    a malformed or unsupported request/response
-    └── LinkError                   the MQTT link to HQ failed
-        ├── LinkDownError           not connected (or the connection dropped): retry later
-        └── PublishRefusedError     the broker refused a publish (PUBACK reason code)
+    ├── LinkError                   the MQTT link to HQ failed
+    │   ├── LinkDownError           not connected (or the connection dropped): retry later
+    │   └── PublishRefusedError     the broker refused a publish (PUBACK reason code)
+    └── DownlinkError               a message from HQ is refused (it is acked, never applied)
+        ├── SignatureError          missing/unknown key, bad signature, wrong scope, expired
+        └── BatchRejectedError      a price batch is invalid; lists every bad item
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = [
+    "BatchRejectedError",
     "ConfigError",
     "ConfigIssue",
     "ControlError",
     "ControlProtocolError",
     "DaemonNotRunningError",
+    "DownlinkError",
     "DriverConfigError",
     "DriverError",
     "DriverUnavailableError",
@@ -45,6 +51,7 @@ __all__ = [
     "OutboxFullError",
     "PublishRefusedError",
     "SchemaTooNewError",
+    "SignatureError",
     "StorageCorruptError",
     "StorageError",
     "StorageFullError",
@@ -177,3 +184,25 @@ class PublishRefusedError(LinkError):
         self.reason_code = reason_code
         self.reason = reason
         super().__init__(f"broker refused publish to {topic}: 0x{reason_code:02X} {reason}")
+
+
+class DownlinkError(GatewayError):
+    """A message from HQ is refused: acknowledged to the broker (so it is not redelivered
+    forever), never applied, and reported with its reason."""
+
+
+class SignatureError(DownlinkError):
+    """No valid HQ signature for this store: unknown key, bad signature, wrong scope, not yet
+    valid or expired, or unsigned while HQ keys are configured."""
+
+
+class BatchRejectedError(DownlinkError):
+    """A price batch failed validation. ``version`` is None when even that was unreadable;
+    ``problems`` lists every bad item (``{"item": index or sku, "reason": ...}``)."""
+
+    def __init__(self, version: int | None, problems: Sequence[Mapping[str, Any]]) -> None:
+        self.version = version
+        self.problems = [dict(problem) for problem in problems]
+        shown = "; ".join(f"{p.get('item', '-')}: {p.get('reason')}" for p in self.problems[:5])
+        more = f" (+{len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
+        super().__init__(f"price batch v{version} rejected: {shown}{more}")

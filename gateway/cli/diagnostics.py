@@ -106,6 +106,19 @@ def render_status(status: Mapping[str, Any]) -> str:
         for stream in status.get("outbox") or []
         if stream.get("depth")
     )
+    downlink = status.get("downlink")
+    if downlink:
+        if downlink.get("signing") == "UNSIGNED":
+            lines.append(
+                f"prices:   v{downlink.get('price_version')}, UNSIGNED: no HQ keys configured, "
+                "anyone who can publish to the broker can change prices"
+            )
+        else:
+            lines.append(
+                f"prices:   v{downlink.get('price_version')}, signed "
+                f"(keys {', '.join(downlink.get('key_ids') or [])})"
+                + (f", {downlink['refused']} refused" if downlink.get("refused") else "")
+            )
     buffer = status.get("buffer")
     if buffer:
         lines.append(_buffer_line(buffer))
@@ -173,6 +186,49 @@ def render_alerts(result: Mapping[str, Any]) -> str:
         f"since {alert.get('raised_at')}\n         {alert.get('message')}"
         for alert in ranked
     )
+
+
+def render_prices(result: Mapping[str, Any]) -> str:
+    downlink = result.get("downlink") or {}
+    signing = downlink.get("signing", "?")
+    if signing == "UNSIGNED":
+        signing = "UNSIGNED (no HQ keys: anyone on the broker can change prices)"
+    else:
+        signing = f"signed, keys {', '.join(downlink.get('key_ids') or [])}"
+    lines = [
+        (
+            f"price version v{result.get('head_version', 0)}, "
+            f"{result.get('total_skus', 0)} SKU(s), {signing}, at {result.get('at')}"
+        )
+    ]
+    prices = result.get("prices") or []
+    if prices:
+        lines.append(f"{'SKU':<20} {'PRICE':>10} {'CUR':<4} {'WAS':>10}  {'VERSION':>7}  PROMOTION")
+        lines.extend(
+            f"{p.get('sku', '?'):<20} {p.get('price', '?'):>10} {p.get('currency', ''):<4} "
+            f"{p.get('reference_price') or '':>10}  {p.get('version', ''):>7}  "
+            f"{p.get('promotion') or ''}"
+            for p in prices
+        )
+    else:
+        lines.append("no prices")
+    promotions = result.get("promotions") or []
+    if promotions:
+        lines.append("scheduled / running promotions:")
+        lines.extend(
+            f"  {p.get('id')}: {p.get('sku')} {p.get('price')} {p.get('currency')} "
+            f"from {p.get('effective_from')} to {p.get('effective_to')} (v{p.get('version')})"
+            for p in promotions
+        )
+    history = result.get("history")
+    if history:
+        lines.append("history:")
+        lines.extend(
+            f"  v{h.get('version')} {h.get('at')} {h.get('change')} "
+            f"{h.get('price') or ''} {h.get('currency') or ''}"
+            for h in history
+        )
+    return "\n".join(lines)
 
 
 def render_devices(result: Mapping[str, Any]) -> str:

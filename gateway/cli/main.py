@@ -66,6 +66,23 @@ def _build_parser() -> argparse.ArgumentParser:
         help="store and acknowledge only, print no event lines (feeds, benchmarks)",
     )
 
+    keygen = hq_commands.add_parser(
+        "keygen", help="create an Ed25519 signing key for HQ; prints the stores' config line"
+    )
+    keygen.add_argument("--out", type=Path, required=True, help="private key file (PEM, 0600)")
+    keygen.add_argument("--kid", required=True, help="key id, e.g. hq-2026-11")
+    push = hq_commands.add_parser(
+        "push-prices", help="sign a CSV/JSON price list and publish it to stores"
+    )
+    push.add_argument("--config", type=Path, required=True, help="HQ.toml")
+    push.add_argument("file", type=Path, help="price list: CSV (sku,price,currency,...) or JSON")
+    push_kind = push.add_mutually_exclusive_group(required=True)
+    push_kind.add_argument("--full", action="store_true", help="replace each store's book")
+    push_kind.add_argument("--delta", action="store_true", help="upsert these SKUs only")
+    push.add_argument("--store", action="append", default=[], help="target store (repeatable)")
+    push.add_argument("--group", action="append", default=[], help="target group (repeatable)")
+    push.add_argument("--delete", action="append", default=[], help="SKU to delete (delta)")
+
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH)
 
@@ -73,8 +90,11 @@ def _build_parser() -> argparse.ArgumentParser:
         ("status", "show the running daemon's health"),
         ("devices", "list configured driver instances"),
         ("alerts", "list active alerts"),
+        ("prices", "show current and scheduled prices (optionally of one SKU)"),
     ):
         sub = commands.add_parser(name, help=text)
+        if name == "prices":
+            sub.add_argument("sku", nargs="?", help="one SKU, with its history")
         where = sub.add_mutually_exclusive_group()
         where.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
         where.add_argument("--socket", type=Path, help="control socket (overrides --config)")
@@ -92,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             return _check_config(args.path)
         if args.command == "hq":
-            return _hq_tail(args.config, args.duration, quiet=args.quiet)
+            return _hq(args)
         return _diagnostic(args)
     except KeyboardInterrupt:
         return 130
@@ -280,14 +300,67 @@ def _socket_path(args: argparse.Namespace) -> Path:
     return settings.control.socket
 
 
+def _hq(args: argparse.Namespace) -> int:
+    if args.hq_command == "keygen":
+        return _hq_keygen(args.out, args.kid)
+    if args.hq_command == "push-prices":
+        return _hq_push_prices(args)
+    return _hq_tail(args.config, args.duration, quiet=args.quiet)
+
+
+def _hq_keygen(out: Path, kid: str) -> int:
+    from gateway.hq.keys import generate_key
+
+    try:
+        public = generate_key(out, kid)
+    except (OSError, ValueError) as exc:
+        print(f"storegw: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    print(f"private key written to {out} (keep it at HQ; mode 0600)")
+    print("add to every store's gateway.toml:")
+    print(f'[downlink]\nhq_public_keys = {{ "{kid}" = "{public}" }}')
+    print("and to HQ.toml:")
+    print(f'[signing]\nkey_file = "{out}"\nkid = "{kid}"')
+    return EXIT_OK
+
+
+def _hq_push_prices(args: argparse.Namespace) -> int:
+    from gateway.errors import GatewayError
+    from gateway.hq.push import PricePush, push_prices
+
+    configure_logging_once()
+    try:
+        sent = asyncio.run(
+            push_prices(
+                PricePush.load(args.config, args.file),
+                kind="full" if args.full else "delta",
+                stores=args.store,
+                groups=args.group,
+                delete=args.delete,
+            )
+        )
+    except (GatewayError, OSError, ValueError) as exc:
+        print(f"storegw: {exc}", file=sys.stderr)
+        return _exit_code_for(exc) if isinstance(exc, GatewayError) else EXIT_PROBLEM
+    print(json.dumps(sent))
+    return EXIT_OK
+
+
+def configure_logging_once() -> None:
+    from gateway.logsetup import configure_logging
+
+    configure_logging()
+
+
 def _diagnostic(args: argparse.Namespace) -> int:
-    from gateway.cli.diagnostics import render_alerts, render_devices, render_status
+    from gateway.cli.diagnostics import render_alerts, render_devices, render_prices, render_status
     from gateway.control.client import ControlClient
     from gateway.errors import ControlError, DaemonNotRunningError
 
     client = ControlClient(_socket_path(args))
     try:
-        result: dict[str, Any] = client.request_sync(args.command)
+        request_args = {"sku": args.sku} if getattr(args, "sku", None) else None
+        result: dict[str, Any] = client.request_sync(args.command, request_args)
     except DaemonNotRunningError as exc:
         print(f"storegw: {exc}", file=sys.stderr)
         return EXIT_NOT_RUNNING
@@ -297,7 +370,12 @@ def _diagnostic(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
         return EXIT_OK
-    render = {"status": render_status, "devices": render_devices, "alerts": render_alerts}
+    render = {
+        "status": render_status,
+        "devices": render_devices,
+        "alerts": render_alerts,
+        "prices": render_prices,
+    }
     print(render[args.command](result))
     return EXIT_OK
 

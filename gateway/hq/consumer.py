@@ -47,6 +47,15 @@ HQ_MIGRATIONS: tuple[Migration, ...] = (
             ) STRICT""",
         ),
     ),
+    Migration(
+        3,
+        "hq: the last price batch version pushed to each store",
+        (
+            """CREATE TABLE hq_price_versions (
+                store TEXT PRIMARY KEY, version INTEGER NOT NULL, pushed_at TEXT NOT NULL
+            ) STRICT""",
+        ),
+    ),
 )
 
 

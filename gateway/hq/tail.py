@@ -24,8 +24,9 @@ from gateway.errors import ConfigError, ConfigIssue
 from gateway.hq.consumer import HQ_MIGRATIONS, EventHeader, HqConsumer
 from gateway.store.database import Database
 from gateway.sync.link import InboundMessage, MqttLink
+from gateway.sync.signing import KEY_ID_PATTERN
 
-__all__ = ["HqSettings", "load_hq_config", "tail"]
+__all__ = ["HqSettings", "HqSigningConfig", "load_hq_config", "tail"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,10 +39,20 @@ class HqConsumerConfig(BaseModel):
     share_group: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")
 
 
+class HqSigningConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    key_file: Path
+    kid: str = Field(pattern=KEY_ID_PATTERN)
+
+
 class HqSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     mqtt: MqttConfig = MqttConfig(client_id="storegw-hq")
     hq: HqConsumerConfig = HqConsumerConfig()
+    signing: HqSigningConfig | None = None
+    groups: dict[str, list[str]] = Field(
+        default_factory=dict, description="group name -> its store ids (push-prices --group)"
+    )
 
 
 def load_hq_config(path: Path) -> HqSettings:

@@ -90,6 +90,66 @@ MIGRATIONS: tuple[Migration, ...] = (
             END""",
         ),
     ),
+    Migration(
+        5,
+        "prices: downlink parts, version log, price book with history, promotions",
+        (
+            # Verified parts of price batches, committed before the broker gets its ack.
+            """CREATE TABLE price_parts (
+                version INTEGER NOT NULL,
+                part INTEGER NOT NULL,
+                parts INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                payload BLOB NOT NULL,
+                received_at TEXT NOT NULL,
+                PRIMARY KEY (version, part)
+            ) STRICT""",
+            # Every version seen and what became of it (applied, rejected, superseded, expired).
+            """CREATE TABLE price_versions (
+                version INTEGER PRIMARY KEY,
+                kind TEXT NOT NULL,
+                state TEXT NOT NULL,
+                items INTEGER NOT NULL DEFAULT 0,
+                detail TEXT NOT NULL DEFAULT '',
+                received_at TEXT NOT NULL,
+                decided_at TEXT
+            ) STRICT""",
+            """CREATE TABLE price_book (
+                sku TEXT PRIMARY KEY,
+                price TEXT NOT NULL,
+                currency TEXT NOT NULL,
+                unit_price TEXT,
+                unit TEXT,
+                name TEXT,
+                reference_price TEXT,
+                version INTEGER NOT NULL,
+                updated_at TEXT NOT NULL
+            ) STRICT""",
+            """CREATE TABLE price_history (
+                sku TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                change TEXT NOT NULL,
+                price TEXT,
+                currency TEXT,
+                reference_price TEXT,
+                at TEXT NOT NULL,
+                PRIMARY KEY (sku, version)
+            ) STRICT""",
+            "CREATE INDEX price_history_at ON price_history (at)",
+            """CREATE TABLE promotions (
+                id TEXT PRIMARY KEY,
+                sku TEXT NOT NULL,
+                price TEXT NOT NULL,
+                currency TEXT NOT NULL,
+                reference_price TEXT,
+                effective_from TEXT NOT NULL,
+                effective_to TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                cancelled_version INTEGER
+            ) STRICT""",
+            "CREATE INDEX promotions_sku ON promotions (sku, effective_from)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -47,6 +48,8 @@ EXPIRED_TYPE = "outbox.expired"
 STREAM_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 
 _ENCODE = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=False).encode
+
+_LOGGER = logging.getLogger(__name__)
 
 _ROW_OVERHEAD = 80  # bytes a row costs beyond its JSON body (key, id, ts, type, index)
 
@@ -238,6 +241,37 @@ class Outbox:
             return self._turned_away(admission, stream, event_type, len(rows))
         self._pending_bytes += total
         future = self._db.submit_many(_INSERT, rows)
+        future.add_done_callback(lambda done: self._on_committed(stream, total, done))
+        return future
+
+    def append_atomic(
+        self,
+        stream: str,
+        event_type: str,
+        bodies: Iterable[Mapping[str, Any]],
+        *,
+        before: Sequence[tuple[str, Sequence[Any]]],
+    ) -> asyncio.Future[None]:
+        """Commit ``before`` and these events in one transaction (a state change and its
+        receipt). The state change never waits on the budget: if the events are turned away
+        (counted, as in :meth:`append_many`) ``before`` still commits alone."""
+        stamp = event_stamp(self._clock)
+        ts = str(stamp["ts"])
+        unsynced = "unsynced" in stamp
+        texts = [_ENCODE({**body, "unsynced": True} if unsynced else body) for body in bodies]
+        ids = secrets.token_hex(8 * len(texts))
+        rows = [
+            (stream, ids[16 * n : 16 * n + 16], ts, event_type, text, len(text) + _ROW_OVERHEAD)
+            for n, text in enumerate(texts)
+        ]
+        total = sum(row[5] for row in rows)
+        admission = self.pressure.admit(default_shed(stream), stream, event_type, len(rows), total)
+        if admission is not Admission.ACCEPT:
+            self.pressure_changed.set()
+            _LOGGER.error("%d %s/%s event(s) not buffered: budget", len(rows), stream, event_type)
+            return self._db.submit_atomic(before)
+        self._pending_bytes += total
+        future = self._db.submit_atomic([*before, *((_INSERT, row) for row in rows)])
         future.add_done_callback(lambda done: self._on_committed(stream, total, done))
         return future
 

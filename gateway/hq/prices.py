@@ -1,0 +1,98 @@
+"""HQ's side of price batches: build, split into parts under a size cap, sign.
+
+Used by ``storegw hq push-prices`` and by the tests; it is also the reference for integrators:
+the payload is plain JSON, the signature covers its exact bytes (docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from gateway.clock import isoformat_utc
+from gateway.prices.batch import PriceItem
+from gateway.sync.signing import Signer
+
+__all__ = ["build_price_messages", "read_price_list"]
+
+_PART_OVERHEAD = 600  # bytes of a part besides its items (header, scope, signature wrapper)
+
+
+def build_price_messages(
+    items: Sequence[Mapping[str, Any]],
+    *,
+    version: int,
+    kind: Literal["full", "delta"],
+    issued_at: datetime,
+    stores: Sequence[str] = (),
+    groups: Sequence[str] = (),
+    valid_for: timedelta | None = timedelta(days=1),
+    delete: Sequence[str] = (),
+    promotions: Sequence[Mapping[str, Any]] = (),
+    cancel_promotions: Sequence[str] = (),
+    signer: Signer | None = None,
+    max_message_bytes: int = 128 * 1024,
+) -> list[bytes]:
+    """The MQTT payloads for one batch version: as many parts as the size cap needs (a signed
+    part is base64, so items get ~3/4 of the cap), each signed when ``signer`` is given."""
+    budget = (max_message_bytes * 3 // 4 if signer else max_message_bytes) - _PART_OVERHEAD
+    encoded = [json.dumps(dict(item), separators=(",", ":")) for item in items]
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for text in encoded:
+        if chunks[-1] and size + len(text) + 1 > budget:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(text)
+        size += len(text) + 1
+    header: dict[str, Any] = {
+        "v": 1,
+        "type": "prices",
+        "scope": {"stores": list(stores), "groups": list(groups)},
+        "version": version,
+        "kind": kind,
+        "issued_at": isoformat_utc(issued_at),
+    }
+    if valid_for is not None:
+        header["valid_until"] = isoformat_utc(issued_at + valid_for)
+    messages = []
+    for index, chunk in enumerate(chunks, start=1):
+        part = {**header, "part": index, "parts": len(chunks)}
+        if index == 1:  # the rest of the batch travels with the first part
+            part.update(
+                delete=list(delete),
+                promotions=[dict(p) for p in promotions],
+                cancel_promotions=list(cancel_promotions),
+            )
+        head = json.dumps(part, separators=(",", ":"))[:-1]
+        payload = (head + ',"items":[' + ",".join(chunk) + "]}").encode()
+        messages.append(signer.wrap(payload) if signer else payload)
+    return messages
+
+
+def read_price_list(text: str, *, filename: str = "") -> list[dict[str, Any]]:
+    """A price list from CSV (header row: sku, price, currency, optional unit_price, unit,
+    name, reference_price) or JSON (a list of such objects). Every row is validated; all bad
+    rows are reported at once (ValueError)."""
+    if filename.endswith(".json") or text.lstrip().startswith(("[", "{")):
+        loaded = json.loads(text)
+        rows = loaded["items"] if isinstance(loaded, dict) else loaded
+        if not isinstance(rows, list):
+            raise ValueError("JSON price list must be a list of items (or {items: [...]})")
+    else:
+        reader = csv.DictReader(io.StringIO(text))
+        rows = [{k: v for k, v in row.items() if v not in (None, "")} for row in reader]
+    problems = []
+    items = []
+    for number, row in enumerate(rows, start=1):
+        try:
+            items.append(PriceItem.model_validate(row).model_dump(exclude_none=True))
+        except ValueError as exc:
+            problems.append(f"row {number}: {exc}".replace("\n", " "))
+    if problems:
+        raise ValueError("invalid price list:\n" + "\n".join(problems[:20]))
+    return items

@@ -1,0 +1,117 @@
+"""``storegw hq push-prices``: a price list → one signed batch per store, published.
+
+Versions are strictly increasing *per store*: HQ keeps the last version it pushed to each store
+in its database (``hq_price_versions``), so every store sees 1, 2, 3… without gaps whatever mix
+of stores and groups a push targets. Each store gets its own batch (its own version, scoped to
+it and to the group named), split into parts under the broker's message size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from gateway.clock import SystemClock, isoformat_utc
+from gateway.errors import ConfigError, ConfigIssue, LinkDownError
+from gateway.hq.consumer import HQ_MIGRATIONS
+from gateway.hq.prices import build_price_messages, read_price_list
+from gateway.hq.tail import HqSettings, load_hq_config
+from gateway.store.database import Database
+from gateway.sync.link import MqttLink
+from gateway.sync.signing import Signer
+
+__all__ = ["PricePush", "push_prices"]
+
+
+def _targets(settings: HqSettings, stores: Sequence[str], groups: Sequence[str]) -> list[str]:
+    targets = list(stores)
+    for group in groups:
+        members = settings.groups.get(group)
+        if members is None:
+            raise ConfigError("HQ.toml", [ConfigIssue(f"groups.{group}", "unknown group")])
+        targets += members
+    if not targets:
+        raise ValueError("name at least one --store or --group")
+    return sorted(set(targets))
+
+
+@dataclass(frozen=True, slots=True)
+class PricePush:
+    """Everything read from disk before anything is sent (so a bad file sends nothing)."""
+
+    settings: HqSettings
+    items: list[dict[str, Any]]
+    signer: Signer | None
+
+    @classmethod
+    def load(cls, config_path: Path, price_file: Path) -> PricePush:
+        settings = load_hq_config(config_path)
+        items = read_price_list(price_file.read_text(encoding="utf-8"), filename=price_file.name)
+        signer = None
+        if settings.signing is not None:
+            pem = settings.signing.key_file.read_bytes()
+            signer = Signer.from_pem(settings.signing.kid, pem)
+        return cls(settings, items, signer)
+
+
+async def push_prices(
+    push: PricePush,
+    *,
+    kind: Literal["full", "delta"],
+    stores: Sequence[str] = (),
+    groups: Sequence[str] = (),
+    delete: Sequence[str] = (),
+    connect_timeout_s: float = 30.0,
+) -> dict[str, int]:
+    """Publish the batch to every target store; returns store → version pushed."""
+    settings, items, signer = push.settings, push.items, push.signer
+    targets = _targets(settings, stores, groups)
+    clock = SystemClock()
+    mqtt = settings.mqtt.model_copy(update={"client_id": None})  # never steal tail's session
+    prefix = mqtt.topic_root.split("{store_id}")[0]
+    pushed: dict[str, int] = {}
+    async with Database.running(
+        settings.hq.database, clock=clock, migrations=HQ_MIGRATIONS
+    ) as database:
+        link = MqttLink(config=mqtt, store_id="hq-push", boot=0, clock=clock, announce=False)
+        task = asyncio.create_task(link.run(), name="hq.push.link")
+        try:
+            async with asyncio.timeout(connect_timeout_s):
+                await link.connected.wait()
+            for store in targets:
+                row = await database.fetchone(
+                    "SELECT version FROM hq_price_versions WHERE store = ?", (store,)
+                )
+                version = (int(row["version"]) if row is not None else 0) + 1
+                messages = build_price_messages(
+                    items,
+                    version=version,
+                    kind=kind,
+                    issued_at=clock.utc_now(),
+                    stores=[store],
+                    groups=list(groups),
+                    delete=delete,
+                    signer=signer,
+                    max_message_bytes=mqtt.max_message_bytes,
+                )
+                for message in messages:
+                    await link.publish(f"{prefix}{store}/down/prices", message)
+                await database.write(
+                    "INSERT INTO hq_price_versions VALUES (?, ?, ?) ON CONFLICT (store) "
+                    "DO UPDATE SET version = excluded.version, pushed_at = excluded.pushed_at",
+                    (store, version, isoformat_utc(clock.utc_now())),
+                )
+                pushed[store] = version
+        except TimeoutError:
+            raise LinkDownError(
+                f"no connection to {mqtt.host}:{mqtt.port} within {connect_timeout_s:.0f} s"
+            ) from None
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return pushed

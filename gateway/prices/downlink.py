@@ -1,0 +1,475 @@
+"""``down/prices``: signed price batches, committed before they are acknowledged, applied
+exactly once and in version order.
+
+A message is verified (signature, scope, validity), validated item by item, and its part is
+committed to ``price_parts``; only then does the handler return and the link acknowledge it to
+the broker — a crash before the commit means redelivery, never loss. The sequencer then applies
+whatever is next:
+
+- the version after the head, once all its parts are in: one transaction holds the price book
+  changes, the history, the version log, the new head and the ``price.applied`` receipt;
+- a complete *full* batch beyond a gap (HQ's answer to a resync): it replaces the book, so the
+  held versions below it are superseded;
+- a rejected version (bad items) is consumed like an applied one — the head moves on, nothing
+  changes, and the ``price.rejected`` receipt lists every bad item.
+
+A version at or below the head is a no-op (a redelivery or a replay). A gap is held and a
+resync request goes up on ``up/sync`` (``{have_version}``) every ``resync_interval_s`` until
+HQ fills it. Parts of a version that stay incomplete for ``parts_timeout_s`` expire with a
+receipt (the version is then a gap, and resync asks for it again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from gateway.alerts import Alerts, Severity
+from gateway.clock import Clock, isoformat_utc
+from gateway.errors import BatchRejectedError, LinkError, SignatureError, StorageError
+from gateway.prices.batch import PriceBatch, PriceItem, Promotion, parse_price_batch
+from gateway.store.database import Database
+from gateway.store.outbox import Outbox
+from gateway.sync.link import InboundMessage, MqttLink
+from gateway.sync.signing import Verifier, check_scope, check_validity
+
+__all__ = ["PriceDownlink", "PriceDownlinkSettings"]
+
+_LOGGER = logging.getLogger(__name__)
+
+SIGNATURE_ALERT = "downlink.signature"
+_HEAD_KEY = "price_head"
+
+_UPSERT_BOOK = (
+    "INSERT INTO price_book (sku, price, currency, unit_price, unit, name, reference_price, "
+    "version, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sku) DO UPDATE SET "
+    "price = excluded.price, currency = excluded.currency, unit_price = excluded.unit_price, "
+    "unit = excluded.unit, name = excluded.name, reference_price = excluded.reference_price, "
+    "version = excluded.version, updated_at = excluded.updated_at"
+)
+# A history row only when the shown price really changes (or the SKU is new).
+_HISTORY_SET = (
+    "INSERT OR REPLACE INTO price_history (sku, version, change, price, currency, "
+    "reference_price, at) SELECT ?1, ?2, 'set', ?3, ?4, ?5, ?6 WHERE NOT EXISTS ("
+    "SELECT 1 FROM price_book WHERE sku = ?1 AND price = ?3 AND currency = ?4 "
+    "AND reference_price IS ?5)"
+)
+_HISTORY_DELETE_MISSING = (
+    "INSERT OR REPLACE INTO price_history (sku, version, change, at) "
+    "SELECT sku, ?1, 'delete', ?2 FROM price_book "
+    "WHERE sku NOT IN (SELECT value FROM json_each(?3))"
+)
+_DELETE_MISSING = "DELETE FROM price_book WHERE sku NOT IN (SELECT value FROM json_each(?))"
+_HISTORY_DELETE = (
+    "INSERT OR REPLACE INTO price_history (sku, version, change, at) "
+    "SELECT sku, ?2, 'delete', ?3 FROM price_book WHERE sku = ?1"
+)
+_DELETE = "DELETE FROM price_book WHERE sku = ?"
+_UPSERT_PROMOTION = (
+    "INSERT OR REPLACE INTO promotions (id, sku, price, currency, reference_price, "
+    "effective_from, effective_to, version, cancelled_version) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)"
+)
+_CANCEL_PROMOTION = "UPDATE promotions SET cancelled_version = ?2 WHERE id = ?1"
+_SET_HEAD = (
+    "INSERT INTO meta (key, value) VALUES ('price_head', ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+_DECIDE = (
+    "UPDATE price_versions SET state = ?2, items = ?3, detail = ?4, decided_at = ?5 "
+    "WHERE version = ?1"
+)
+_SUPERSEDE = (
+    "UPDATE price_versions SET state = 'superseded', decided_at = ?2 "
+    "WHERE version < ?1 AND state IN ('held', 'rejected') AND version > ?3"
+)
+_STORE_PART = (
+    "INSERT OR IGNORE INTO price_parts (version, part, parts, kind, payload, received_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_HOLD_VERSION = (
+    "INSERT OR IGNORE INTO price_versions (version, kind, state, received_at) "
+    "VALUES (?, ?, 'held', ?)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceDownlinkSettings:
+    groups: tuple[str, ...] = ()
+    parts_timeout_s: float = 600.0
+    resync_interval_s: float = 60.0
+    history_days: float = 90.0
+    tick_s: float = 5.0
+
+
+@dataclass(slots=True)
+class _Held:
+    version: int
+    kind: str
+    parts: int
+    have: int
+    first_received: str
+    state: str
+
+
+class PriceDownlink:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        outbox: Outbox,
+        alerts: Alerts | None,
+        clock: Clock,
+        verifier: Verifier,
+        store_id: str,
+        settings: PriceDownlinkSettings | None = None,
+    ) -> None:
+        self._db = database
+        self._outbox = outbox
+        self._alerts = alerts
+        self._clock = clock
+        self._verifier = verifier
+        self._store_id = store_id
+        self.settings = settings or PriceDownlinkSettings()
+        self._link: MqttLink | None = None
+        self.head = 0
+        self.refused = 0  # messages refused for their signature, scope or validity
+        self._last_resync = -1e18
+        self.last_resync_request: dict[str, Any] | None = None
+
+    def attach(self, link: MqttLink) -> None:
+        """Subscribe to ``down/prices``; resync requests go up through the same link."""
+        self._link = link
+        link.subscribe("down/prices", self.on_message)
+
+    async def load(self) -> None:
+        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_HEAD_KEY,))
+        self.head = int(row["value"]) if row is not None else 0
+
+    async def run(self) -> None:
+        """Task ``prices.downlink``: expire incomplete parts, repeat resync requests while a
+        gap lasts, and prune the price history beyond its retention."""
+        next_prune = 0.0
+        while True:
+            await asyncio.sleep(self.settings.tick_s)
+            try:
+                await self.advance()
+                if self._clock.monotonic() >= next_prune:
+                    next_prune = self._clock.monotonic() + 3600
+                    await self.prune_history()
+            except StorageError as exc:  # the next tick tries again
+                _LOGGER.warning("price downlink upkeep: %s", exc)
+
+    async def prune_history(self) -> None:
+        cutoff = self._clock.utc_now() - timedelta(days=self.settings.history_days)
+        await self._db.submit("DELETE FROM price_history WHERE at < ?", (isoformat_utc(cutoff),))
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "signing": "ed25519" if self._verifier.signed else "UNSIGNED",
+            "key_ids": self._verifier.key_ids,
+            "price_version": self.head,
+            "refused": self.refused,
+            "last_resync_request": self.last_resync_request,
+        }
+
+    # --- receiving ------------------------------------------------------------------------
+
+    async def on_message(self, message: InboundMessage) -> None:
+        """Store a verified part (the link acks it once this returns), then apply what is due.
+        Refusals are answered (alert or receipt) and acknowledged: redelivery cannot help."""
+        try:
+            payload, _kid = self._verifier.open(message.payload)
+            batch = parse_price_batch(payload)
+            check_scope(batch.header.scope, self._store_id, self.settings.groups)
+            check_validity(batch.header.issued_at, batch.header.valid_until, self._clock)
+        except SignatureError as exc:
+            await self._refuse_unauthentic(exc)
+            return
+        except BatchRejectedError as exc:
+            await self._record_rejection(exc)
+            await self.advance()
+            return
+        if batch.version <= self.head:
+            _LOGGER.info("price batch v%d: at or below head v%d, no-op", batch.version, self.head)
+            return
+        await self._store_part(batch, payload)
+        await self.advance()
+
+    async def _refuse_unauthentic(self, error: SignatureError) -> None:
+        self.refused += 1
+        _LOGGER.error("price message refused: %s", error)
+        if self._alerts is not None:
+            await self._alerts.raise_(
+                SIGNATURE_ALERT,
+                Severity.CRITICAL,
+                f"a message on down/prices was refused: {error}",
+                details={"refused": self.refused, "last_reason": str(error)},
+            )
+
+    async def _record_rejection(self, error: BatchRejectedError) -> None:
+        """A verified batch with bad content: its version is consumed when its turn comes."""
+        _LOGGER.warning("%s", error)
+        version = error.version
+        if version is None or version <= self.head:
+            return
+        now = isoformat_utc(self._clock.utc_now())
+        detail = json.dumps(error.problems, separators=(",", ":"))
+        await self._db.submit(
+            "INSERT INTO price_versions (version, kind, state, detail, received_at) "
+            "VALUES (?, 'unknown', 'rejected', ?, ?) ON CONFLICT (version) DO UPDATE SET "
+            "state = 'rejected', detail = excluded.detail",
+            (version, detail, now),
+        )
+
+    async def _store_part(self, batch: PriceBatch, payload: bytes) -> None:
+        header = batch.header
+        now = isoformat_utc(self._clock.utc_now())
+        await self._db.submit_atomic(
+            [
+                (
+                    _STORE_PART,
+                    (header.version, header.part, header.parts, header.kind, payload, now),
+                ),
+                (_HOLD_VERSION, (header.version, header.kind, now)),
+            ]
+        )
+
+    # --- sequencing -----------------------------------------------------------------------
+
+    async def advance(self) -> None:
+        """Apply (or consume) every version that is due, then ask for what is missing."""
+        while True:
+            held = await self._held()
+            due = self._next_due(held)
+            if due is None:
+                break
+            if due.state == "rejected":
+                await self._consume_rejected(due)
+            else:
+                await self._apply(
+                    due, superseded=[h.version for h in held if h.version < due.version]
+                )
+        await self._expire_incomplete()
+        await self._request_resync_if_gap()
+
+    async def _held(self) -> list[_Held]:
+        rows = await self._db.fetchall(
+            "SELECT v.version, v.kind, v.state, v.received_at, "
+            "coalesce(max(p.parts), 0) AS parts, count(p.part) AS have "
+            "FROM price_versions v LEFT JOIN price_parts p USING (version) "
+            "WHERE v.version > ? AND v.state IN ('held', 'rejected') "
+            "GROUP BY v.version ORDER BY v.version",
+            (self.head,),
+        )
+        return [
+            _Held(
+                int(r["version"]),
+                str(r["kind"]),
+                int(r["parts"]),
+                int(r["have"]),
+                str(r["received_at"]),
+                str(r["state"]),
+            )
+            for r in rows
+        ]
+
+    def _next_due(self, held: Sequence[_Held]) -> _Held | None:
+        def complete(h: _Held) -> bool:
+            return h.state == "rejected" or (h.parts > 0 and h.have == h.parts)
+
+        for candidate in held:
+            if candidate.version == self.head + 1 and complete(candidate):
+                return candidate
+        fulls = [h for h in held if h.kind == "full" and h.state == "held" and complete(h)]
+        return fulls[-1] if fulls else None  # a full batch needs no predecessor
+
+    async def _consume_rejected(self, held: _Held) -> None:
+        row = await self._db.fetchone(
+            "SELECT detail FROM price_versions WHERE version = ?", (held.version,)
+        )
+        problems = json.loads(row["detail"]) if row is not None and row["detail"] else []
+        now = isoformat_utc(self._clock.utc_now())
+        await self._outbox.append_atomic(
+            "receipts",
+            "price.rejected",
+            [{"version": held.version, "reason": "invalid batch", "problems": problems}],
+            before=[
+                (_DECIDE, (held.version, "rejected", 0, row["detail"] if row else "", now)),
+                ("DELETE FROM price_parts WHERE version <= ?", (held.version,)),
+                (_SET_HEAD, (str(held.version),)),
+            ],
+        )
+        self.head = held.version
+        _LOGGER.warning("price batch v%d rejected and consumed", held.version)
+
+    async def _apply(self, held: _Held, *, superseded: list[int]) -> None:
+        version = held.version
+        rows = await self._db.fetchall(
+            "SELECT payload FROM price_parts WHERE version = ? ORDER BY part", (version,)
+        )
+        parts = [parse_price_batch(bytes(row["payload"])) for row in rows]
+        items: dict[str, PriceItem] = {}
+        problems: list[dict[str, Any]] = []
+        for part in parts:
+            for item in part.items:
+                if item.sku in items:
+                    problems.append({"item": item.sku, "reason": "SKU listed in two parts"})
+                items[item.sku] = item
+        if problems:
+            await self._record_rejection(BatchRejectedError(version, problems))
+            await self._consume_rejected(
+                _Held(version, held.kind, 0, 0, held.first_received, "rejected")
+            )
+            return
+        deletes = sorted({sku for part in parts for sku in part.header.delete})
+        promotions = [promotion for part in parts for promotion in part.promotions]
+        cancels = sorted({pid for part in parts for pid in part.header.cancel_promotions})
+        now = isoformat_utc(self._clock.utc_now())
+        statements = self._book_statements(held.kind, version, items, deletes, now)
+        statements += [(_UPSERT_PROMOTION, _promotion_row(p, version)) for p in promotions]
+        statements += [(_CANCEL_PROMOTION, (pid, version)) for pid in cancels]
+        statements += [
+            (_DECIDE, (version, "applied", len(items), "", now)),
+            (_SUPERSEDE, (version, now, self.head)),
+            ("DELETE FROM price_parts WHERE version <= ?", (version,)),
+            (_SET_HEAD, (str(version),)),
+        ]
+        receipt = {
+            "version": version,
+            "kind": held.kind,
+            "parts": len(parts),
+            "items": len(items),
+            "deleted": len(deletes),
+            "promotions": len(promotions),
+            "cancelled_promotions": len(cancels),
+            "superseded": superseded,
+        }
+        await self._outbox.append_atomic("receipts", "price.applied", [receipt], before=statements)
+        self.head = version
+        _LOGGER.info(
+            "price batch v%d (%s) applied: %d item(s), %d deleted, %d promotion(s)",
+            version,
+            held.kind,
+            len(items),
+            len(deletes),
+            len(promotions),
+        )
+
+    @staticmethod
+    def _book_statements(
+        kind: str, version: int, items: dict[str, PriceItem], deletes: list[str], now: str
+    ) -> list[tuple[str, Sequence[Any]]]:
+        statements: list[tuple[str, Sequence[Any]]] = []
+        if kind == "full":
+            skus = json.dumps(sorted(items))
+            statements += [
+                (_HISTORY_DELETE_MISSING, (version, now, skus)),
+                (_DELETE_MISSING, (skus,)),
+            ]
+        for sku in deletes:
+            statements += [(_HISTORY_DELETE, (sku, version, now)), (_DELETE, (sku,))]
+        for item in items.values():
+            statements.append(
+                (
+                    _HISTORY_SET,
+                    (item.sku, version, item.price, item.currency, item.reference_price, now),
+                )
+            )
+            statements.append(
+                (
+                    _UPSERT_BOOK,
+                    (
+                        item.sku,
+                        item.price,
+                        item.currency,
+                        item.unit_price,
+                        item.unit,
+                        item.name,
+                        item.reference_price,
+                        version,
+                        now,
+                    ),
+                )
+            )
+        return statements
+
+    async def _expire_incomplete(self) -> None:
+        deadline = self._clock.utc_now().timestamp() - self.settings.parts_timeout_s
+        for held in await self._held():
+            if held.state != "held" or held.have == held.parts:
+                continue
+            row = await self._db.fetchone(
+                "SELECT min(received_at) AS first FROM price_parts WHERE version = ?",
+                (held.version,),
+            )
+            first = row["first"] if row is not None and row["first"] else held.first_received
+            if datetime.fromisoformat(first).timestamp() > deadline:
+                continue
+            got = [
+                int(r["part"])
+                for r in await self._db.fetchall(
+                    "SELECT part FROM price_parts WHERE version = ? ORDER BY part", (held.version,)
+                )
+            ]
+            now = isoformat_utc(self._clock.utc_now())
+            reason = f"incomplete: got part(s) {got} of {held.parts}"
+            await self._outbox.append_atomic(
+                "receipts",
+                "price.rejected",
+                [{"version": held.version, "reason": reason, "problems": []}],
+                before=[
+                    (_DECIDE, (held.version, "expired", 0, reason, now)),
+                    ("DELETE FROM price_parts WHERE version = ?", (held.version,)),
+                ],
+            )
+            _LOGGER.warning("price batch v%d expired: %s", held.version, reason)
+
+    async def _request_resync_if_gap(self) -> None:
+        held = [h for h in await self._held() if h.version > self.head]
+        if not held or self._link is None:
+            return
+        now = self._clock.monotonic()
+        if now - self._last_resync < self.settings.resync_interval_s:
+            return
+        request = {
+            "v": 1,
+            "type": "sync",
+            "store": self._store_id,
+            "have_version": self.head,
+            "held_versions": [h.version for h in held],
+            "sent_at": isoformat_utc(self._clock.utc_now()),
+        }
+        try:
+            await self._link.publish(
+                f"{self._link.topic_root}up/sync",
+                json.dumps(request, separators=(",", ":")).encode(),
+            )
+        except LinkError as exc:
+            _LOGGER.info("resync request not sent (will retry): %s", exc)
+            return
+        self._last_resync = now
+        self.last_resync_request = request
+        _LOGGER.warning(
+            "price version gap after v%d (holding %s): resync requested",
+            self.head,
+            request["held_versions"],
+        )
+
+
+def _promotion_row(promotion: Promotion, version: int) -> tuple[Any, ...]:
+    return (
+        promotion.id,
+        promotion.sku,
+        promotion.price,
+        promotion.currency,
+        promotion.reference_price,
+        isoformat_utc(promotion.effective_from),
+        isoformat_utc(promotion.effective_to),
+        version,
+    )

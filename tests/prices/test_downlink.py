@@ -1,0 +1,349 @@
+"""Price batches from HQ: verified, committed, applied once and in version order."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.alerts import Alerts
+from gateway.clock import FakeClock
+from gateway.hq.prices import build_price_messages
+from gateway.prices.book import PriceBook
+from gateway.prices.downlink import SIGNATURE_ALERT, PriceDownlink, PriceDownlinkSettings
+from gateway.store import Database
+from gateway.store.outbox import Outbox
+from gateway.sync.link import InboundMessage
+from gateway.sync.signing import Signer, Verifier
+
+STREAMS = ("stock", "dwell", "receipts", "alerts")
+HQ_KEY = Ed25519PrivateKey.generate()
+SIGNER = Signer("hq-1", HQ_KEY)
+
+
+@dataclass
+class Store:
+    db: Database
+    outbox: Outbox
+    alerts: Alerts
+    downlink: PriceDownlink
+    book: PriceBook
+    clock: FakeClock
+
+    async def receive(self, payload: bytes) -> None:
+        await self.downlink.on_message(
+            InboundMessage("retail/v1/s1/down/prices", payload, 1, False, None, None)
+        )
+
+    async def receipts(self) -> list[tuple[str, dict[str, Any]]]:
+        events = await self.outbox.read("receipts", after_seq=0, max_events=1000, max_bytes=10**9)
+        return [(e.type, json.loads(e.body)) for e in events]
+
+    async def prices(self) -> dict[str, str]:
+        rows = await self.db.fetchall("SELECT sku, price FROM price_book ORDER BY sku")
+        return {r["sku"]: r["price"] for r in rows}
+
+
+@asynccontextmanager
+async def store(
+    tmp_path: Path, *, signed: bool = True, groups: tuple[str, ...] = ()
+) -> AsyncIterator[Store]:
+    clock = FakeClock()
+    async with Database.running(tmp_path / "g.db", clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(STREAMS)
+        alerts = Alerts(db, outbox, clock)
+        await alerts.load()
+        verifier = Verifier({"hq-1": HQ_KEY.public_key()} if signed else {})
+        downlink = PriceDownlink(
+            database=db,
+            outbox=outbox,
+            alerts=alerts,
+            clock=clock,
+            verifier=verifier,
+            store_id="s1",
+            settings=PriceDownlinkSettings(groups=groups, parts_timeout_s=600),
+        )
+        await downlink.load()
+        yield Store(db, outbox, alerts, downlink, PriceBook(db), clock)
+
+
+def item(sku: str, price: str, **extra: Any) -> dict[str, Any]:
+    return {"sku": sku, "price": price, "currency": "EUR", **extra}
+
+
+def batch(
+    clock: FakeClock,
+    version: int,
+    items: list[dict[str, Any]],
+    *,
+    kind: str = "delta",
+    signer: Signer | None = SIGNER,
+    **extra: Any,
+) -> list[bytes]:
+    return build_price_messages(
+        items,
+        version=version,
+        kind=kind,  # type: ignore[arg-type]
+        issued_at=clock.utc_now(),
+        stores=extra.pop("stores", ["s1"]),
+        signer=signer,
+        **extra,
+    )
+
+
+async def test_full_then_delta_applied_in_order_with_receipts_and_history(tmp_path: Path) -> None:
+    async with store(tmp_path) as s:
+        [full] = batch(s.clock, 1, [item("a", "1.00"), item("b", "2.00")], kind="full")
+        await s.receive(full)
+        assert await s.prices() == {"a": "1.00", "b": "2.00"}
+        [delta] = batch(s.clock, 2, [item("b", "2.50"), item("c", "3.00")], delete=["a"])
+        await s.receive(delta)
+        assert await s.prices() == {"b": "2.50", "c": "3.00"}
+        assert s.downlink.head == 2
+        receipts = await s.receipts()
+        assert [(t, r["version"]) for t, r in receipts] == [
+            ("price.applied", 1),
+            ("price.applied", 2),
+        ]
+        assert receipts[1][1]["deleted"] == 1
+        [full3] = batch(s.clock, 3, [item("c", "3.00"), item("d", "4.00")], kind="full")
+        await s.receive(full3)  # b disappears: a full batch replaces the book
+        assert await s.prices() == {"c": "3.00", "d": "4.00"}
+        listing = await s.book.listing(s.clock.utc_now(), "b")
+        assert [(h["version"], h["change"], h["price"]) for h in listing["history"]] == [
+            (3, "delete", None),
+            (2, "set", "2.50"),
+            (1, "set", "2.00"),
+        ]
+        unchanged = await s.book.listing(s.clock.utc_now(), "c")
+        assert [h["version"] for h in unchanged["history"]] == [2]  # same price: no new row
+
+
+async def test_duplicates_and_stale_versions_are_no_ops(tmp_path: Path) -> None:
+    async with store(tmp_path) as s:
+        [v1] = batch(s.clock, 1, [item("a", "1.00")], kind="full")
+        [v2] = batch(s.clock, 2, [item("a", "2.00")])
+        await s.receive(v1)
+        await s.receive(v2)
+        await s.receive(v2)  # broker redelivery
+        await s.receive(v1)  # replayed old batch
+        assert await s.prices() == {"a": "2.00"}
+        assert len(await s.receipts()) == 2
+
+
+async def test_a_gap_is_held_resync_requested_and_a_full_batch_fills_it(tmp_path: Path) -> None:
+    async with store(tmp_path) as s:
+        await s.receive(batch(s.clock, 1, [item("a", "1.00")], kind="full")[0])
+        await s.receive(batch(s.clock, 3, [item("a", "3.00")])[0])  # v2 missing
+        assert s.downlink.head == 1
+        assert await s.prices() == {"a": "1.00"}
+        held = await s.db.fetchall("SELECT version, state FROM price_versions ORDER BY version")
+        assert [(r["version"], r["state"]) for r in held] == [(1, "applied"), (3, "held")]
+        # No link attached here: the request is attempted only with a link (see the broker test).
+        await s.receive(batch(s.clock, 5, [item("a", "5.00"), item("z", "9.99")], kind="full")[0])
+        assert s.downlink.head == 5  # HQ's full answer jumps the gap
+        assert await s.prices() == {"a": "5.00", "z": "9.99"}
+        states = await s.db.fetchall("SELECT version, state FROM price_versions ORDER BY version")
+        assert [(r["version"], r["state"]) for r in states] == [
+            (1, "applied"),
+            (3, "superseded"),
+            (5, "applied"),
+        ]
+        assert (await s.receipts())[-1][1]["superseded"] == [3]
+
+
+async def test_delta_waiting_for_its_predecessor_is_applied_when_it_arrives(
+    tmp_path: Path,
+) -> None:
+    async with store(tmp_path) as s:
+        await s.receive(batch(s.clock, 2, [item("a", "2.00")])[0])
+        await s.receive(batch(s.clock, 3, [item("b", "3.00")])[0])
+        assert s.downlink.head == 0
+        await s.receive(batch(s.clock, 1, [item("a", "1.00")], kind="full")[0])
+        assert s.downlink.head == 3
+        assert await s.prices() == {"a": "2.00", "b": "3.00"}
+
+
+async def test_bad_items_reject_the_whole_version_which_is_consumed(tmp_path: Path) -> None:
+    async with store(tmp_path) as s:
+        await s.receive(batch(s.clock, 1, [item("a", "1.00")], kind="full")[0])
+        bad = [
+            item("a", "9.00"),
+            {"sku": "b", "price": 1.99, "currency": "EUR"},  # a float: never
+            item("c", "1,99"),
+            item("d", "1.00", currency="euro"),
+            item("e", "1.00", unit_price="2.00"),  # unit missing
+        ]
+        await s.receive(batch(s.clock, 2, bad)[0])
+        assert await s.prices() == {"a": "1.00"}  # all or nothing
+        assert s.downlink.head == 2  # consumed, not a gap
+        kind, receipt = (await s.receipts())[-1]
+        assert kind == "price.rejected"
+        assert receipt["version"] == 2
+        assert sorted(p["item"] for p in receipt["problems"]) == ["b", "c", "d", "e"]
+        assert any("string" in p["reason"] for p in receipt["problems"] if p["item"] == "b")
+        await s.receive(batch(s.clock, 3, [item("a", "3.00")])[0])
+        assert await s.prices() == {"a": "3.00"}
+
+
+async def test_parts_are_applied_together_once_all_are_in(tmp_path: Path) -> None:
+    async with store(tmp_path) as s:
+        items = [item(f"sku-{n:04}", f"{n}.99", name="x" * 100) for n in range(400)]
+        parts = batch(s.clock, 1, items, kind="full", max_message_bytes=16 * 1024)
+        assert len(parts) > 3
+        for part in reversed(parts[1:]):
+            await s.receive(part)
+        assert await s.prices() == {}  # nothing until the set is complete
+        await s.receive(parts[0])
+        assert len(await s.prices()) == 400
+        assert (await s.receipts())[-1][1]["parts"] == len(parts)
+
+
+async def test_incomplete_parts_expire_with_a_receipt(tmp_path: Path) -> None:
+    async with store(tmp_path) as s:
+        items = [item(f"sku-{n:04}", "1.00", name="y" * 100) for n in range(300)]
+        parts = batch(s.clock, 1, items, kind="full", max_message_bytes=16 * 1024)
+        await s.receive(parts[0])
+        s.clock.advance(601)
+        await s.downlink.advance()
+        kind, receipt = (await s.receipts())[-1]
+        assert kind == "price.rejected"
+        assert receipt["reason"].startswith("incomplete: got part(s) [1] of")
+        assert s.downlink.head == 0
+        assert await s.db.fetchall("SELECT * FROM price_parts") == []
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        ("unsigned", "unsigned message"),
+        ("other-key", "does not verify"),
+        ("unknown-kid", "unknown key id"),
+        ("flipped", "does not verify"),
+        ("other-store", "does not include store"),
+        ("expired", "expired"),
+        ("garbage", "not JSON"),
+    ],
+)
+async def test_unauthentic_messages_are_refused_with_an_alert(
+    tmp_path: Path, tamper: str, reason: str
+) -> None:
+    async with store(tmp_path) as s:
+        s.clock.synchronized = True
+        good = batch(s.clock, 1, [item("a", "6.66")], kind="full")[0]
+        payload: bytes
+        if tamper == "unsigned":
+            payload = batch(s.clock, 1, [item("a", "6.66")], kind="full", signer=None)[0]
+        elif tamper == "other-key":
+            payload = batch(
+                s.clock,
+                1,
+                [item("a", "6.66")],
+                kind="full",
+                signer=Signer("hq-1", Ed25519PrivateKey.generate()),
+            )[0]
+        elif tamper == "unknown-kid":
+            payload = batch(
+                s.clock, 1, [item("a", "6.66")], kind="full", signer=Signer("hq-9", HQ_KEY)
+            )[0]
+        elif tamper == "flipped":
+            wrapper = json.loads(good)
+            inner = base64.b64decode(wrapper["payload"]).replace(b"6.66", b"0.01")
+            wrapper["payload"] = base64.b64encode(inner).decode()
+            payload = json.dumps(wrapper).encode()
+        elif tamper == "other-store":
+            payload = batch(s.clock, 1, [item("a", "6.66")], kind="full", stores=["s2"])[0]
+        elif tamper == "expired":
+            old = build_price_messages(
+                [item("a", "6.66")],
+                version=1,
+                kind="full",
+                stores=["s1"],
+                issued_at=s.clock.utc_now() - timedelta(days=3),
+                signer=SIGNER,
+            )
+            payload = old[0]
+        else:
+            payload = b"\x00\xffnot json"
+        await s.receive(payload)
+        assert await s.prices() == {}
+        assert s.downlink.head == 0
+        [alert] = s.alerts.active()
+        assert alert.key == SIGNATURE_ALERT
+        assert reason in alert.message
+        await s.receive(good)  # the real one still goes through
+        assert await s.prices() == {"a": "6.66"}
+
+
+async def test_group_scope_and_unsigned_mode(tmp_path: Path) -> None:
+    async with store(tmp_path, signed=False, groups=("north",)) as s:
+        unsigned = batch(
+            s.clock, 1, [item("a", "1.00")], kind="full", signer=None, stores=[], groups=["north"]
+        )[0]
+        await s.receive(unsigned)
+        assert await s.prices() == {"a": "1.00"}
+        elsewhere = batch(
+            s.clock, 2, [item("a", "2.00")], signer=None, stores=[], groups=["south"]
+        )[0]
+        await s.receive(elsewhere)
+        assert await s.prices() == {"a": "1.00"}
+
+
+async def test_promotions_later_version_wins_and_cancel(tmp_path: Path) -> None:
+    async with store(tmp_path) as s:
+        now = s.clock.utc_now()
+
+        def promo(pid: str, price: str, start: int, end: int) -> dict[str, Any]:
+            return {
+                "id": pid,
+                "sku": "a",
+                "price": price,
+                "currency": "EUR",
+                "effective_from": (now + timedelta(hours=start)).isoformat(),
+                "effective_to": (now + timedelta(hours=end)).isoformat(),
+            }
+
+        await s.receive(
+            batch(
+                s.clock,
+                1,
+                [item("a", "2.00")],
+                kind="full",
+                promotions=[promo("p1", "1.50", 1, 10)],
+            )[0]
+        )
+        await s.receive(batch(s.clock, 2, [], promotions=[promo("p2", "1.00", 2, 3)])[0])
+        at = now + timedelta(minutes=30)
+        assert (await s.book.shelf_price("a", at)).price == "2.00"  # type: ignore[union-attr]
+        shelf = await s.book.shelf_price("a", now + timedelta(hours=1, minutes=30))
+        assert shelf is not None
+        assert (shelf.price, shelf.promotion, shelf.reference_price) == ("1.50", "p1", "2.00")
+        shelf = await s.book.shelf_price("a", now + timedelta(hours=2, minutes=30))
+        assert shelf is not None
+        assert (shelf.price, shelf.promotion) == ("1.00", "p2")  # overlapping: later version
+        await s.receive(batch(s.clock, 3, [], cancel_promotions=["p2"])[0])
+        shelf = await s.book.shelf_price("a", now + timedelta(hours=2, minutes=30))
+        assert shelf is not None
+        assert (shelf.price, shelf.promotion) == ("1.50", "p1")
+        listing = await s.book.listing(now, "a")
+        assert [p["id"] for p in listing["promotions"]] == ["p1"]
+
+
+async def test_state_survives_a_restart(tmp_path: Path) -> None:
+    async with store(tmp_path) as s:
+        await s.receive(batch(s.clock, 1, [item("a", "1.00")], kind="full")[0])
+        await s.receive(batch(s.clock, 3, [item("a", "3.00")])[0])  # held
+    async with store(tmp_path) as s:
+        assert s.downlink.head == 1
+        await s.receive(batch(s.clock, 2, [item("b", "2.00")])[0])
+        assert s.downlink.head == 3
+        assert await s.prices() == {"a": "3.00", "b": "2.00"}
