@@ -143,6 +143,11 @@ class Uplink:
             try:
                 await self._serve_connection()
             except* LinkDownError:
+                # Python 3.11's TaskGroup can report its children's errors *instead of* a
+                # cancellation that arrived meanwhile: never swallow a stop along with them.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from None
                 _LOGGER.debug("uplink paused: link down")
             await asyncio.sleep(0.1)
 

@@ -29,8 +29,18 @@ async def until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
+            raise AssertionError("condition not reached; tasks:\n" + _task_stacks())
         await asyncio.sleep(0.02)
+
+
+def _task_stacks() -> str:
+    """Where every task waits: what a hung condition needs to be understood."""
+    lines = []
+    for task in asyncio.all_tasks():
+        frames = task.get_stack()
+        where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
+        lines.append(f"  {task.get_name()}: {where or 'not started'}")
+    return "\n".join(sorted(lines))
 
 
 async def depth(outbox: Outbox) -> int:
@@ -43,3 +53,20 @@ async def drained(outbox: Outbox, timeout: float = 30.0) -> int:
     while (left := await depth(outbox)) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     return left
+
+
+@asynccontextmanager
+async def within(seconds: float) -> AsyncIterator[None]:
+    """Fail (with every task's whereabouts) if the block takes longer than ``seconds``:
+    a hang reported with its cause instead of a bare test timeout."""
+    stacks: list[str] = []
+    loop = asyncio.get_running_loop()
+    capture = loop.call_later(max(0.0, seconds - 0.05), lambda: stacks.append(_task_stacks()))
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        where = stacks[0] if stacks else _task_stacks()
+        raise AssertionError(f"took longer than {seconds} s; tasks:\n{where}") from None
+    finally:
+        capture.cancel()

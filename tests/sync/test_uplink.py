@@ -23,7 +23,7 @@ from gateway.sync.uplink import Custody, RateLimiter, Uplink, UplinkSettings, co
 from tests.conftest import Broker
 from tests.sync.fake_hq import FakeHq
 from tests.sync.proxy import Proxy
-from tests.sync.support import depth, drained, until
+from tests.sync.support import depth, drained, until, within
 
 STREAMS = ("stock", "dwell", "receipts", "alerts")
 FAST_RESEND = UplinkSettings(messages_per_second=None, ack_timeout_s=2.0)
@@ -295,6 +295,7 @@ async def test_half_open_connection_is_detected_by_keepalive(
     hq = FakeHq(mosquitto)
     try:
         async with (
+            within(50),
             Proxy(mosquitto.port) as proxy,
             gateway(tmp_path / "g.db", proxy.port, FAST_RESEND, keepalive_s=5) as gw,
         ):
@@ -304,7 +305,7 @@ async def test_half_open_connection_is_detected_by_keepalive(
             await until(lambda: not gw.link.connected.is_set(), 20)  # keepalive noticed
             proxy.cut()
             proxy.thaw()
-            await until(lambda: hq.seqs("alerts", gw.outbox.epoch) == [1], 30)
+            await until(lambda: hq.seqs("alerts", gw.outbox.epoch) == [1], 25)
             assert gw.link.stats.reconnects >= 1
     finally:
         hq.close()
