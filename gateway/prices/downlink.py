@@ -229,16 +229,22 @@ class PriceDownlink:
 
     async def _store_part(self, batch: PriceBatch, payload: bytes) -> None:
         header = batch.header
-        now = isoformat_utc(self._clock.utc_now())
-        await self._db.submit_atomic(
-            [
-                (
-                    _STORE_PART,
-                    (header.version, header.part, header.parts, header.kind, payload, now),
-                ),
-                (_HOLD_VERSION, (header.version, header.kind, now)),
-            ]
+        rows = await self._db.fetchall(
+            "SELECT part FROM price_parts WHERE version = ?", (header.version,)
         )
+        have = {int(row["part"]) for row in rows}
+        if header.part in have:
+            return  # a redelivered part: already committed
+        now = isoformat_utc(self._clock.utc_now())
+        statements: list[tuple[str, Sequence[Any]]] = [
+            (_STORE_PART, (header.version, header.part, header.parts, header.kind, payload, now)),
+            (_HOLD_VERSION, (header.version, header.kind, now)),
+        ]
+        if len(have) + 1 < header.parts:
+            await self._db.submit_atomic(statements)
+            return
+        stored = {"version": header.version, "kind": header.kind, "parts": header.parts}
+        await self._outbox.append_atomic("receipts", "price.stored", [stored], before=statements)
 
     # --- sequencing -----------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.alerts import Alerts
 from gateway.clock import FakeClock
+from gateway.events import validate_event
 from gateway.hq.prices import build_price_messages
 from gateway.prices.book import PriceBook
 from gateway.prices.downlink import SIGNATURE_ALERT, PriceDownlink, PriceDownlinkSettings
@@ -111,10 +112,15 @@ async def test_full_then_delta_applied_in_order_with_receipts_and_history(tmp_pa
         assert s.downlink.head == 2
         receipts = await s.receipts()
         assert [(t, r["version"]) for t, r in receipts] == [
+            ("price.stored", 1),
             ("price.applied", 1),
+            ("price.stored", 2),
             ("price.applied", 2),
         ]
-        assert receipts[1][1]["deleted"] == 1
+        assert receipts[3][1]["deleted"] == 1
+        events = await s.outbox.read("receipts", after_seq=0, max_events=10, max_bytes=10**9)
+        for event in events:  # every receipt matches its documented schema
+            validate_event(event.wire())
         [full3] = batch(s.clock, 3, [item("c", "3.00"), item("d", "4.00")], kind="full")
         await s.receive(full3)  # b disappears: a full batch replaces the book
         assert await s.prices() == {"c": "3.00", "d": "4.00"}
@@ -137,7 +143,7 @@ async def test_duplicates_and_stale_versions_are_no_ops(tmp_path: Path) -> None:
         await s.receive(v2)  # broker redelivery
         await s.receive(v1)  # replayed old batch
         assert await s.prices() == {"a": "2.00"}
-        assert len(await s.receipts()) == 2
+        assert [t for t, _ in await s.receipts()] == ["price.stored", "price.applied"] * 2
 
 
 async def test_a_gap_is_held_resync_requested_and_a_full_batch_fills_it(tmp_path: Path) -> None:
