@@ -31,6 +31,7 @@ from typing import Any
 from gateway import __version__
 from gateway.alerts import Alerts
 from gateway.clock import Clock, isoformat_utc
+from gateway.commands import CommandProcessor, builtin_commands
 from gateway.config import GatewaySettings, ResolvedDevice, load_config
 from gateway.control.server import ControlServer
 from gateway.drivers.registry import DriverRegistry
@@ -74,6 +75,7 @@ class _Runtime:
     link: MqttLink | None = None
     uplink: Uplink | None = None
     prices: PriceDownlink | None = None
+    commands: CommandProcessor | None = None
     supervisor: Supervisor | None = None
     control: ControlServer | None = None
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -272,9 +274,27 @@ class Gateway:
             alerts=alerts,
         )
         self._runtime.link, self._runtime.uplink = link, uplink
-        if self._runtime.prices is not None:
-            self._runtime.prices.attach(link)
-            self._spawn(group, "prices.downlink", self._runtime.prices.run())
+        prices = self._runtime.prices
+        if prices is not None:
+            prices.attach(link)
+            self._spawn(group, "prices.downlink", prices.run())
+        commands = CommandProcessor(
+            database=database,
+            clock=self.clock,
+            verifier=self.settings.downlink.verifier(),
+            store_id=store_id,
+            groups=self.settings.downlink.groups,
+            alerts=alerts,
+        )
+        for spec in builtin_commands(
+            link=link,
+            announce_prices=prices.announce if prices is not None else _nothing_announced,
+            describe=self._describe_for_hq,
+        ):
+            commands.register(spec)
+        commands.attach(link)
+        self._runtime.commands = commands
+        self._spawn(group, "commands", commands.run())
         self._spawn(group, "mqtt.link", link.run())
         self._spawn(group, "uplink", uplink.run())
         self._spawn(
@@ -282,6 +302,17 @@ class Gateway:
             "health",
             publish_health(link, self.health_snapshot, interval_s=mqtt.health_interval_s),
         )
+
+    async def _describe_for_hq(self) -> dict[str, Any]:
+        runtime = self._runtime
+        return {
+            "store": self.settings.store.id,
+            "version": __version__,
+            "boot": runtime.database.boot if runtime.database is not None else None,
+            "uptime_s": round(self.clock.monotonic() - self._started_mono, 1),
+            "clock_synchronized": self.clock.is_synchronized(),
+            "price_version": runtime.prices.head if runtime.prices is not None else None,
+        }
 
     async def _price_downlink(
         self, database: Database, outbox: Outbox, alerts: Alerts
@@ -505,6 +536,7 @@ class Gateway:
             "outbox": outbox,
             "buffer": runtime.outbox.pressure.report() if runtime.outbox is not None else None,
             "downlink": runtime.prices.status() if runtime.prices is not None else None,
+            "commands": runtime.commands.status() if runtime.commands is not None else None,
             "alerts_active": len(runtime.alerts.active()) if runtime.alerts else 0,
             "drivers": [
                 status.as_dict()
@@ -585,3 +617,7 @@ class Gateway:
                 }
             )
         return {"devices": configured, "known_drivers": list(self.registry.names())}
+
+
+async def _nothing_announced() -> dict[str, Any] | None:
+    return None

@@ -83,35 +83,93 @@ class _CountingFile:
             self._handle.close()
 
 
+_DEMO_KID = "demo-hq"
+_DEMO_PRICES = """sku,price,currency,name,reference_price
+4006381333931,1.99,EUR,Butter 250 g,
+4006381333948,0.89,EUR,Milk 1 l,
+4006381333955,2.49,EUR,Coffee 500 g,2.99
+4006381333962,3.29,EUR,Olive oil 0.5 l,
+"""
+
+
 @dataclass(slots=True)
 class DemoHq:
-    """The in-process HQ consumer of the demo."""
+    """The in-process HQ of the demo: consumes the store's events and pushes signed prices
+    through the same tools a real HQ uses (``hq keygen``, ``hq push-prices``)."""
 
     state_dir: Path
     port: int
+    store_id: str = "demo-store"
     output: _CountingFile = field(init=False)
+    public_key: str = field(init=False)
+    pushed: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.output = _CountingFile(self.state_dir / "hq-events.jsonl")
+        self.public_key = self._signing_key()
+        (self.state_dir / "hq.toml").write_text(
+            f"[mqtt]\nhost = '127.0.0.1'\nport = {self.port}\ntls = false\n"
+            f"allow_plaintext = true\nclient_id = 'storegw-demo-hq'\n"
+            f"[hq]\ndatabase = '{self.state_dir / 'hq.db'}'\n"
+            f"[signing]\nkey_file = '{self.state_dir / 'hq.key'}'\nkid = '{_DEMO_KID}'\n",
+            encoding="utf-8",
+        )
+        (self.state_dir / "prices.csv").write_text(_DEMO_PRICES, encoding="utf-8")
+
+    def _signing_key(self) -> str:
+        from gateway.hq.keys import generate_key
+        from gateway.sync.signing import Signer, encode_public_key
+
+        path = self.state_dir / "hq.key"
+        if not path.exists():
+            return generate_key(path, _DEMO_KID)
+        signer = Signer.from_pem(_DEMO_KID, path.read_bytes())
+        return encode_public_key(signer.key.public_key())
+
+    @property
+    def store_overrides(self) -> dict[str, Any]:
+        """The demo store trusts the demo HQ's key: its prices are signed end to end."""
+        return {"hq_public_keys": {_DEMO_KID: self.public_key}}
 
     async def run(self, gateway: Gateway) -> None:
-        from gateway.config import MqttConfig
-        from gateway.hq.tail import HqConsumerConfig, HqSettings, tail
+        import asyncio
 
-        settings = HqSettings(
-            mqtt=MqttConfig(
-                host="127.0.0.1",
-                port=self.port,
-                tls=False,
-                allow_plaintext=True,
-                client_id="storegw-demo-hq",
-            ),
-            hq=HqConsumerConfig(database=self.state_dir / "hq.db"),
-        )
+        from gateway.hq.tail import load_hq_config, tail
+
+        settings = load_hq_config(self.state_dir / "hq.toml")
         try:
-            await tail(settings, clock=gateway.clock, out=self.output)  # type: ignore[arg-type]
+            async with asyncio.TaskGroup() as group:
+                group.create_task(tail(settings, clock=gateway.clock, out=self.output))  # type: ignore[arg-type]
+                group.create_task(self._push_prices())
         finally:
             self.output.close()
 
+    async def _push_prices(self) -> None:
+        """A full price list first, then every 20 s a delta that changes one price."""
+        import asyncio
+        import random
+
+        from gateway.errors import GatewayError
+        from gateway.hq.push import PricePush, push_prices
+
+        await asyncio.sleep(2.0)
+        push = PricePush.load(self.state_dir / "hq.toml", self.state_dir / "prices.csv")
+        kind = "full"
+        rng = random.Random(7)  # noqa: S311 - demo prices, not cryptography
+        while True:
+            try:
+                self.pushed = await push_prices(push, kind=kind, stores=[self.store_id])  # type: ignore[arg-type]
+            except GatewayError as exc:
+                print(f"demo HQ: price push failed: {exc}")
+            await asyncio.sleep(20.0)
+            item = dict(rng.choice(push.items))
+            item["price"] = f"{rng.randint(49, 499) / 100:.2f}"
+            push = PricePush(push.settings, [item], push.signer)
+            kind = "delta"
+
     def summary(self) -> str:
-        return f"  HQ (demo, in-process): {self.output.lines} events stored -> {self.output.path}"
+        pushed = f", prices pushed up to v{max(self.pushed.values())}" if self.pushed else ""
+        return (
+            f"  HQ (demo, in-process): {self.output.lines} events stored -> {self.output.path}"
+            f"{pushed}"
+        )

@@ -22,9 +22,14 @@ def format_live_summary(status: dict[str, Any]) -> str:
     link = (status.get("mqtt") or {}).get("link") or {}
     uplink = "HQ link up" if link.get("connected") else "HQ link down"
     backlog = sum(stream.get("depth", 0) for stream in status.get("outbox", []))
+    downlink = status.get("downlink") or {}
+    prices = ""
+    if downlink:
+        signing = "signed" if downlink.get("signing") != "UNSIGNED" else "UNSIGNED"
+        prices = f" | prices v{downlink.get('price_version', 0)} ({signing})"
     header = (
         f"--- store {status['store']['id']} | up {status['uptime_s']:.0f}s | clock {clock}"
-        f" | {uplink} | outbox {backlog} waiting"
+        f" | {uplink} | outbox {backlog} waiting{prices}"
     )
     lines = [header]
     readings: dict[str, dict[str, Any]] = status.get("readings", {})

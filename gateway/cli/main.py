@@ -83,6 +83,13 @@ def _build_parser() -> argparse.ArgumentParser:
     push.add_argument("--group", action="append", default=[], help="target group (repeatable)")
     push.add_argument("--delete", action="append", default=[], help="SKU to delete (delta)")
 
+    cmd = hq_commands.add_parser("cmd", help="send a signed command to a store, print its reply")
+    cmd.add_argument("--config", type=Path, required=True, help="HQ.toml")
+    cmd.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the reply")
+    cmd.add_argument("store", help="store id")
+    cmd.add_argument("name", help="command: ping, resync, rebirth, ...")
+    cmd.add_argument("args", nargs="*", help="key=value arguments (JSON values allowed)")
+
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH)
 
@@ -270,6 +277,7 @@ def _demo(args: argparse.Namespace) -> int:
             "health_interval_s": 10,
         }
         demo_hq = DemoHq(state_dir, broker.port)
+        overrides["downlink"] = demo_hq.store_overrides
     try:
         with contextlib.ExitStack() as stack:
             path = args.config or stack.enter_context(
@@ -305,6 +313,8 @@ def _hq(args: argparse.Namespace) -> int:
         return _hq_keygen(args.out, args.kid)
     if args.hq_command == "push-prices":
         return _hq_push_prices(args)
+    if args.hq_command == "cmd":
+        return _hq_cmd(args)
     return _hq_tail(args.config, args.duration, quiet=args.quiet)
 
 
@@ -344,6 +354,36 @@ def _hq_push_prices(args: argparse.Namespace) -> int:
         return _exit_code_for(exc) if isinstance(exc, GatewayError) else EXIT_PROBLEM
     print(json.dumps(sent))
     return EXIT_OK
+
+
+def _hq_cmd(args: argparse.Namespace) -> int:
+    from gateway.errors import GatewayError
+    from gateway.hq.cmd import parse_command_args, send_command
+    from gateway.hq.tail import load_hq_config
+    from gateway.sync.signing import Signer
+
+    configure_logging_once()
+    try:
+        settings = load_hq_config(args.config)
+        signer = None
+        if settings.signing is not None:
+            pem = settings.signing.key_file.read_bytes()
+            signer = Signer.from_pem(settings.signing.kid, pem)
+        reply = asyncio.run(
+            send_command(
+                settings,
+                args.store,
+                args.name,
+                parse_command_args(args.args),
+                signer=signer,
+                timeout_s=args.timeout,
+            )
+        )
+    except (GatewayError, OSError, ValueError) as exc:
+        print(f"storegw: {exc}", file=sys.stderr)
+        return _exit_code_for(exc) if isinstance(exc, GatewayError) else EXIT_PROBLEM
+    print(json.dumps(reply, indent=2, sort_keys=True))
+    return EXIT_OK if reply.get("ok") else EXIT_PROBLEM
 
 
 def configure_logging_once() -> None:

@@ -440,32 +440,39 @@ class PriceDownlink:
         held = [h for h in await self._held() if h.version > self.head]
         if not held or self._link is None:
             return
-        now = self._clock.monotonic()
-        if now - self._last_resync < self.settings.resync_interval_s:
+        if self._clock.monotonic() - self._last_resync < self.settings.resync_interval_s:
             return
+        if await self.announce(held=[h.version for h in held]):
+            _LOGGER.warning(
+                "price version gap after v%d (holding %s): resync requested",
+                self.head,
+                [h.version for h in held],
+            )
+
+    async def announce(self, held: list[int] | None = None) -> dict[str, Any] | None:
+        """Publish ``up/sync`` with the applied version (and the held ones): a resync request
+        after a gap, or on HQ's ``resync`` command. Returns what was sent (None: link down)."""
+        if self._link is None:
+            return None
+        if held is None:
+            held = [h.version for h in await self._held() if h.version > self.head]
         request = {
             "v": 1,
             "type": "sync",
             "store": self._store_id,
             "have_version": self.head,
-            "held_versions": [h.version for h in held],
+            "held_versions": held,
             "sent_at": isoformat_utc(self._clock.utc_now()),
         }
         try:
-            await self._link.publish(
-                f"{self._link.topic_root}up/sync",
-                json.dumps(request, separators=(",", ":")).encode(),
-            )
+            payload = json.dumps(request, separators=(",", ":")).encode()
+            await self._link.publish(f"{self._link.topic_root}up/sync", payload)
         except LinkError as exc:
-            _LOGGER.info("resync request not sent (will retry): %s", exc)
-            return
-        self._last_resync = now
+            _LOGGER.info("sync announcement not sent (will retry): %s", exc)
+            return None
+        self._last_resync = self._clock.monotonic()
         self.last_resync_request = request
-        _LOGGER.warning(
-            "price version gap after v%d (holding %s): resync requested",
-            self.head,
-            request["held_versions"],
-        )
+        return request
 
 
 def _promotion_row(promotion: Promotion, version: int) -> tuple[Any, ...]:

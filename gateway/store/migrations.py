@@ -150,6 +150,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX promotions_sku ON promotions (sku, effective_from)",
         ),
     ),
+    Migration(
+        6,
+        "commands: executed command ids with their replies (exactly once)",
+        (
+            """CREATE TABLE commands_done (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                reply TEXT NOT NULL,
+                executed_at TEXT NOT NULL
+            ) STRICT""",
+            "CREATE INDEX commands_done_at ON commands_done (executed_at)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -170,17 +170,32 @@ class MqttLink:
         self.stats.subscriptions.append(subscription)
 
     async def publish(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
     ) -> None:
         """Publish and wait for the broker's PUBACK (QoS 1) or the write (QoS 0).
 
         At most the broker's Receive Maximum publishes are in flight; callers pipeline by
-        running several publishes concurrently."""
+        running several publishes concurrently. ``response_topic`` and ``correlation_data``
+        are the MQTT 5 request/response properties."""
+        properties = None
+        if response_topic is not None or correlation_data is not None:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            if response_topic is not None:
+                properties.ResponseTopic = response_topic
+            if correlation_data is not None:
+                properties.CorrelationData = correlation_data
         async with self._window:
             client = self._client
             if client is None or not self._connected.is_set():
                 raise LinkDownError("not connected to the broker")
-            info = client.publish(topic, payload, qos=qos, retain=retain)
+            info = client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 raise LinkDownError(f"publish failed: {mqtt.error_string(info.rc)}")
             self.stats.publishes += 1
@@ -190,6 +205,11 @@ class MqttLink:
             future: asyncio.Future[None] = self._loop.create_future()
             self._pending[info.mid] = (topic, future)
             await future
+
+    async def rebirth(self) -> None:
+        """Publish the retained birth again (HQ's ``rebirth`` command)."""
+        birth = json.dumps({"online": True, "boot": self._boot}).encode()
+        await self.publish(self.state_topic, birth, retain=True)
 
     async def run(self) -> None:
         """Connect, stay connected, reconnect with backoff; until cancelled."""

@@ -96,8 +96,11 @@ class Verifier:
     def key_ids(self) -> list[str]:
         return sorted(self._keys)
 
-    def open(self, message: bytes) -> tuple[bytes, str | None]:
-        """Returns the payload bytes and the kid that signed them (None when unsigned)."""
+    def open(self, message: bytes, *, allow_unsigned: bool = False) -> tuple[bytes, str | None]:
+        """Returns the payload bytes and the kid that signed them (None when unsigned).
+        ``allow_unsigned`` lets an unsigned message through even with keys configured (the
+        caller then decides by kid None, e.g. read-only commands); a signature present must
+        verify regardless."""
         try:
             document = json.loads(message)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -105,7 +108,7 @@ class Verifier:
         if not isinstance(document, dict):
             raise SignatureError("not a JSON object")
         if "payload" not in document:  # a bare payload
-            if self.signed:
+            if self.signed and not allow_unsigned:
                 raise SignatureError("unsigned message, but HQ keys are configured")
             return message, None
         if set(document) - {"v", "kid", "payload", "sig"} or document.get("v") != 1:
@@ -114,9 +117,9 @@ class Verifier:
             payload = base64.b64decode(str(document["payload"]), validate=True)
         except binascii.Error:
             raise SignatureError("payload is not base64") from None
-        if not self.signed:
-            return payload, None
         kid, sig = document.get("kid"), document.get("sig")
+        if not self.signed or (allow_unsigned and kid is None and sig is None):
+            return payload, None
         if not isinstance(kid, str) or not isinstance(sig, str):
             raise SignatureError("kid and sig are required while HQ keys are configured")
         key = self._keys.get(kid)
