@@ -723,6 +723,127 @@ _ENVELOPE_EXAMPLE: dict[str, Any] = {
 }
 
 
+class SignedMessage(BaseModel):
+    """The wrapper of a signed downlink message (docs: "Signed downlink messages")."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    v: Literal[1]
+    kid: str = Field(description="Which HQ key signed it", examples=["hq-2026-11"])
+    payload: str = Field(description="base64 of the exact payload bytes")
+    sig: str = Field(description="base64 Ed25519 signature over the payload bytes")
+
+
+class SyncRequest(BaseModel):
+    """`up/sync`: the store's applied price version and the later versions it holds."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    v: Literal[1]
+    type: Literal["sync"]
+    store: str
+    have_version: int = Field(ge=0, description="Every version up to this one is applied")
+    held_versions: list[int] = Field(description="Received, waiting for the missing ones")
+    sent_at: Instant
+
+
+class CommandReply(BaseModel):
+    """The reply to a command, on the command's response topic with its correlation data."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    v: Literal[1]
+    type: Literal["reply"]
+    id: str
+    name: str
+    ok: bool
+    result: dict[str, Any] | None = Field(None, json_schema_extra=_no_default)
+    error: str | None = Field(None, json_schema_extra=_no_default)
+
+
+_DOWNLINK_EXAMPLES: dict[str, dict[str, Any]] = {
+    "signed": {
+        "v": 1,
+        "kid": "hq-2026-11",
+        "payload": "eyJ2IjoxLCJ0eXBlIjoicHJpY2VzIiwgIi4uLiI6ICIuLi4ifQ==",
+        "sig": "q0vN2m0XnFhR9Jm3o6d2Zr1yM4QJ9o1V2m5bW1b0G3c1n3v6Jb2m0bE6mXv1c9n4"
+        "p2d8c4f5g6h7j8k9l0m1n2==",
+    },
+    "prices": {
+        "v": 1,
+        "type": "prices",
+        "scope": {"stores": ["store-0042"], "groups": []},
+        "version": 42,
+        "kind": "delta",
+        "part": 1,
+        "parts": 1,
+        "issued_at": "2026-11-23T09:00:00.000+00:00",
+        "valid_until": "2026-11-24T09:00:00.000+00:00",
+        "items": [
+            {
+                "sku": "4006381333931",
+                "price": "1.99",
+                "currency": "EUR",
+                "unit_price": "7.96",
+                "unit": "kg",
+                "name": "Butter 250 g",
+                "reference_price": "2.49",
+            }
+        ],
+        "delete": ["4006381333948"],
+        "promotions": [
+            {
+                "id": "flash-7",
+                "sku": "4006381333931",
+                "price": "0.99",
+                "currency": "EUR",
+                "reference_price": "1.99",
+                "effective_from": "2026-11-23T17:00:00+01:00",
+                "effective_to": "2026-11-23T19:00:00+01:00",
+            }
+        ],
+        "cancel_promotions": ["flash-3"],
+    },
+    "command": {
+        "v": 1,
+        "type": "command",
+        "id": "c-7f3a9e",
+        "name": "ping",
+        "args": {},
+        "scope": {"stores": ["store-0042"]},
+        "issued_at": "2026-11-23T09:00:00.000+00:00",
+        "valid_until": "2026-11-23T09:05:00.000+00:00",
+    },
+    "reply": {
+        "v": 1,
+        "type": "reply",
+        "id": "c-7f3a9e",
+        "name": "ping",
+        "ok": True,
+        "result": {"pong": True, "store": "store-0042", "price_version": 42},
+    },
+    "sync": {
+        "v": 1,
+        "type": "sync",
+        "store": "store-0042",
+        "have_version": 41,
+        "held_versions": [43],
+        "sent_at": "2026-11-23T09:00:01.250+00:00",
+    },
+}
+
+
+def _price_batch_model() -> type[BaseModel]:
+    """The price batch payload with its items and promotions spelled out (the store
+    validates those one by one, to report every bad item)."""
+    from gateway.prices.batch import PriceBatchHeader, PriceItem, Promotion
+
+    return create_model(
+        "PriceBatch",
+        __base__=PriceBatchHeader,
+        __doc__="`down/prices` payload: a full or delta price batch (one part of it).",
+        items=(list[PriceItem], Field(default_factory=list)),
+        promotions=(list[Promotion], Field(default_factory=list)),
+    )
+
+
 def documented_examples() -> list[tuple[str, type[BaseModel], dict[str, Any]]]:
     """(name, model, example) for every message and event type in the docs."""
     found: list[tuple[str, type[BaseModel], dict[str, Any]]] = [
@@ -734,6 +855,15 @@ def documented_examples() -> list[tuple[str, type[BaseModel], dict[str, Any]]]:
         found.append((f"Event `{name}`", model, _examples(model)[0]))
     found.append(("`down/ack` — custody watermark", AckMessage, _examples(AckMessage)[0]))
     found.append(("`up/health` — snapshot", HealthSnapshot, _examples(HealthSnapshot)[0]))
+    from gateway.commands import CommandRequest
+
+    found += [
+        ("Signed downlink wrapper", SignedMessage, _DOWNLINK_EXAMPLES["signed"]),
+        ("`down/prices` — price batch payload", _price_batch_model(), _DOWNLINK_EXAMPLES["prices"]),
+        ("`up/sync` — resync request", SyncRequest, _DOWNLINK_EXAMPLES["sync"]),
+        ("`down/cmd/{name}` — command payload", CommandRequest, _DOWNLINK_EXAMPLES["command"]),
+        ("Command reply", CommandReply, _DOWNLINK_EXAMPLES["reply"]),
+    ]
     return found
 
 

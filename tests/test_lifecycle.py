@@ -116,6 +116,13 @@ def test_run_ready_status_devices_and_clean_stop(state: Path) -> None:
         devices = run_cli("devices", "--socket", str(state / "control.sock"))
         assert devices.returncode == 0
         assert "simulated.esl" in devices.stdout
+        prices = run_cli("prices", "--socket", str(state / "control.sock"))
+        assert prices.returncode == 0, prices.stderr
+        assert "price version v0" in prices.stdout
+        assert "UNSIGNED" in prices.stdout  # no HQ keys configured: said plainly
+        assert "UNSIGNED" in text.stdout
+        one = run_cli("prices", "4006381333931", "--json", "--socket", str(state / "control.sock"))
+        assert json.loads(one.stdout)["history"] == []
         code, output = stop(process)
         notify.wait_for("STOPPING=1")
     assert code == 0, output
@@ -295,6 +302,9 @@ def test_demo_runs_for_a_short_duration(state: Path) -> None:
     assert "HQ (demo, in-process)" in result.stdout
     for family_hint in ("g", "beacons", "confirmed"):
         assert family_hint in result.stdout
+    # The demo HQ pushed a signed full price list through `hq push-prices`' code; applied.
+    assert "prices pushed up to v1" in result.stdout
+    assert "prices v1 (signed)" in result.stdout
 
 
 def test_daemon_connects_to_hq_publishes_birth_health_and_death(
