@@ -361,3 +361,30 @@ def test_daemon_connects_to_hq_publishes_birth_health_and_death(
     assert health["store"] == "test-store"
     assert {s["stream"] for s in health["streams"]} == {"stock", "dwell", "receipts", "alerts"}
     assert health["drivers"][0]["name"] == "shelf-a"
+
+
+def test_hq_keygen_prints_the_config_lines(tmp_path: Path) -> None:
+    result = run_cli("hq", "keygen", "--out", str(tmp_path / "hq.key"), "--kid", "hq-1")
+    assert result.returncode == 0, result.stderr
+    assert 'hq_public_keys = { "hq-1" = "' in result.stdout
+    assert (tmp_path / "hq.key").stat().st_mode & 0o777 == 0o600
+    again = run_cli("hq", "keygen", "--out", str(tmp_path / "hq.key"), "--kid", "hq-1")
+    assert again.returncode != 0  # never overwrites a key
+    assert "exists" in again.stderr
+
+
+def test_hq_push_prices_refuses_a_bad_price_list_before_sending(tmp_path: Path) -> None:
+    (tmp_path / "hq.toml").write_text("[mqtt]\nhost = '127.0.0.1'\nport = 1\n", encoding="utf-8")
+    (tmp_path / "prices.csv").write_text("sku,price,currency\na,1.5.0,EUR\n", encoding="utf-8")
+    result = run_cli(
+        "hq",
+        "push-prices",
+        "--config",
+        str(tmp_path / "hq.toml"),
+        "--full",
+        "--store",
+        "s1",
+        str(tmp_path / "prices.csv"),
+    )
+    assert result.returncode != 0
+    assert "row 1" in result.stderr

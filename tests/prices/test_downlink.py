@@ -353,3 +353,14 @@ async def test_state_survives_a_restart(tmp_path: Path) -> None:
         await s.receive(batch(s.clock, 2, [item("b", "2.00")])[0])
         assert s.downlink.head == 3
         assert await s.prices() == {"a": "3.00", "b": "2.00"}
+
+
+async def test_history_is_pruned_beyond_its_retention(tmp_path: Path) -> None:
+    async with store(tmp_path) as s:
+        await s.receive(batch(s.clock, 1, [item("a", "1.00")], kind="full")[0])
+        s.clock.advance(timedelta(days=100).total_seconds())
+        await s.receive(batch(s.clock, 2, [item("a", "2.00")])[0])
+        await s.downlink.prune_history()  # 90 days by default
+        rows = await s.db.fetchall("SELECT version FROM price_history WHERE sku = 'a'")
+        assert [r["version"] for r in rows] == [2]
+        assert await s.prices() == {"a": "2.00"}  # the book itself is never pruned
