@@ -185,13 +185,13 @@ class PriceDownlink:
         Refusals are answered (alert or receipt) and acknowledged: redelivery cannot help."""
         try:
             payload, _kid = self._verifier.open(message.payload)
+            check_scope(_peek(payload, "scope"), self._store_id, self.settings.groups)
             batch = parse_price_batch(payload)
-            check_scope(batch.header.scope, self._store_id, self.settings.groups)
             check_validity(batch.header.issued_at, batch.header.valid_until, self._clock)
         except SignatureError as exc:
             await self._refuse_unauthentic(exc)
             return
-        except BatchRejectedError as exc:
+        except BatchRejectedError as exc:  # addressed to this store, content invalid
             await self._record_rejection(exc)
             await self.advance()
             return
@@ -473,6 +473,15 @@ class PriceDownlink:
         self._last_resync = self._clock.monotonic()
         self.last_resync_request = request
         return request
+
+
+def _peek(payload: bytes, key: str) -> Any:
+    """One top-level field of a payload not validated yet (None if unreadable)."""
+    try:
+        document = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return document.get(key) if isinstance(document, dict) else None
 
 
 def _promotion_row(promotion: Promotion, version: int) -> tuple[Any, ...]:

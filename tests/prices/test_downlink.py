@@ -364,3 +364,13 @@ async def test_history_is_pruned_beyond_its_retention(tmp_path: Path) -> None:
         rows = await s.db.fetchall("SELECT version FROM price_history WHERE sku = 'a'")
         assert [r["version"] for r in rows] == [2]
         assert await s.prices() == {"a": "2.00"}  # the book itself is never pruned
+
+
+async def test_an_invalid_batch_for_another_store_consumes_nothing_here(tmp_path: Path) -> None:
+    async with store(tmp_path) as s:
+        bad_elsewhere = batch(s.clock, 1, [item("a", "1,00")], kind="full", stores=["s2"])[0]
+        await s.receive(bad_elsewhere)
+        assert s.downlink.head == 0  # not consumed: it was never ours
+        assert await s.receipts() == []
+        await s.receive(batch(s.clock, 1, [item("a", "1.00")], kind="full")[0])
+        assert await s.prices() == {"a": "1.00"}
