@@ -1,0 +1,1 @@
+"""Shelf labels: rendering what HQ's price book says onto ESL panels."""
