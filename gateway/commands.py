@@ -5,12 +5,16 @@ A command payload (signed like price batches, docs/protocol.md)::
     {"v": 1, "type": "command", "id": "c-7f3a", "name": "ping", "args": {},
      "scope": {"stores": ["store-0042"]}, "issued_at": "...", "valid_until": "..."}
 
-arrives with the MQTT 5 response topic (which must lie under this store's own ``up/`` tree,
-otherwise the command is refused: a store never publishes where HQ did not grant it) and
-correlation data. The reply ``{v, type: "reply", id, name, ok, result | error}`` goes to the
-response topic with the same correlation data. Executed ids and their replies are stored, so a
-redelivered command gets its stored reply and is never executed twice; a command's own state
-changes commit in the same transaction as that record.
+arrives with the MQTT 5 response topic (which must lie under this store's own ``up/reply/``,
+otherwise the command is refused: a store never publishes where HQ did not grant it, nor onto
+its own data streams) and correlation data. The reply
+``{v, type: "reply", id, name, ok, result | error}`` goes to the response topic with the same
+correlation data. Executed ids and their replies are stored, so a
+redelivered state-changing command gets its stored reply and is never executed twice; its own
+state changes commit in the same transaction as that record. Read-only commands are simply
+run again (recording them would let anyone take an id first). A state-changing command must
+carry ``valid_until`` within the record's retention of ``issued_at``, so it cannot be replayed
+once its record is gone.
 
 State-changing commands must be signed whenever HQ keys are configured; read-only ones
 (``ping``, ``resync``, ``rebirth``) may come unsigned, but a signature they carry must verify.
@@ -124,7 +128,7 @@ class CommandProcessor:
         error reply when it can be answered safely, and an alert."""
         reply_to = message.response_topic
         if reply_to is not None and not self._own_reply_topic(reply_to):
-            await self._refuse(f"response topic {reply_to!r} is outside this store's up/ tree")
+            await self._refuse(f"response topic {reply_to!r} is outside this store's up/reply/")
             return
         try:
             # Unsigned passes here only to be refused below unless the command is read-only.
@@ -146,6 +150,11 @@ class CommandProcessor:
             error = f"unknown command {request.name!r} (known: {', '.join(self.names)})"
         elif spec.changes_state and self._verifier.signed and kid is None:
             error = f"command {request.name!r} changes state and must be signed"
+        elif spec.changes_state and not self._fresh_enough(request):
+            error = (
+                f"a state-changing command needs valid_until within "
+                f"{self._retention.days} days of issued_at (so it cannot be replayed later)"
+            )
         if error is not None:
             await self._refuse(error)
             body = {"id": request.id, "name": request.name, "ok": False, "error": error}
@@ -155,9 +164,27 @@ class CommandProcessor:
         reply = await self._execute_once(spec, request)
         await self._reply(reply_to, message.correlation_data, reply)
 
+    def _fresh_enough(self, request: CommandRequest) -> bool:
+        until = request.valid_until
+        return until is not None and until - request.issued_at <= self._retention
+
     async def _execute_once(self, spec: CommandSpec, request: CommandRequest) -> dict[str, Any]:
-        row = await self._db.fetchone("SELECT reply FROM commands_done WHERE id = ?", (request.id,))
+        if not spec.changes_state:
+            # Read-only commands are simply run again: recording them would let anyone who
+            # can publish take an id before HQ's real (signed) command uses it.
+            try:
+                outcome = await spec.handler(request)
+            except DownlinkError as exc:
+                return {"id": request.id, "name": spec.name, "ok": False, "error": str(exc)}
+            self.executed += 1
+            return {"id": request.id, "name": spec.name, "ok": True, "result": outcome.result}
+        row = await self._db.fetchone(
+            "SELECT name, reply FROM commands_done WHERE id = ?", (request.id,)
+        )
         if row is not None:
+            if row["name"] != spec.name:
+                error = f"id {request.id!r} was used by command {row['name']!r}"
+                return {"id": request.id, "name": spec.name, "ok": False, "error": error}
             self.replayed += 1
             _LOGGER.info("command %s (%s) already executed: stored reply", request.id, spec.name)
             stored: dict[str, Any] = json.loads(row["reply"])
@@ -188,10 +215,11 @@ class CommandProcessor:
         return reply
 
     def _own_reply_topic(self, topic: str) -> bool:
+        """Replies go only under ``{root}up/reply/``: never onto the store's data streams."""
         if self._link is None:
             return False
-        own = f"{self._link.topic_root}up/"
-        return topic.startswith(own) and "+" not in topic and "#" not in topic
+        own = f"{self._link.topic_root}up/reply/"
+        return topic.startswith(own) and len(topic) > len(own) and not set(topic) & {"+", "#"}
 
     async def _reply(
         self, topic: str | None, correlation: bytes | None, body: Mapping[str, Any]

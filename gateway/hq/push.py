@@ -92,19 +92,22 @@ async def push_prices(
                     version=version,
                     kind=kind,
                     issued_at=clock.utc_now(),
+                    # Versions are per store: a batch names exactly one store, so it can never
+                    # be replayed to another member of a group.
                     stores=[store],
-                    groups=list(groups),
                     delete=delete,
                     signer=signer,
                     max_message_bytes=mqtt.max_message_bytes,
                 )
-                for message in messages:
-                    await link.publish(f"{prefix}{store}/down/prices", message)
+                # The version is taken before anything is sent: a push that fails half-way
+                # is re-done under a new version, never mixed into the old one.
                 await database.write(
                     "INSERT INTO hq_price_versions VALUES (?, ?, ?) ON CONFLICT (store) "
                     "DO UPDATE SET version = excluded.version, pushed_at = excluded.pushed_at",
                     (store, version, isoformat_utc(clock.utc_now())),
                 )
+                for message in messages:
+                    await link.publish(f"{prefix}{store}/down/prices", message)
                 pushed[store] = version
         except TimeoutError:
             raise LinkDownError(

@@ -76,9 +76,11 @@ _UPSERT_PROMOTION = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)"
 )
 _CANCEL_PROMOTION = "UPDATE promotions SET cancelled_version = ?2 WHERE id = ?1"
+# The head only ever moves forward, whatever else happens.
 _SET_HEAD = (
     "INSERT INTO meta (key, value) VALUES ('price_head', ?) "
-    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value "
+    "WHERE CAST(value AS INTEGER) < CAST(excluded.value AS INTEGER)"
 )
 _DECIDE = (
     "UPDATE price_versions SET state = ?2, items = ?3, detail = ?4, decided_at = ?5 "
@@ -92,9 +94,11 @@ _STORE_PART = (
     "INSERT OR IGNORE INTO price_parts (version, part, parts, kind, payload, received_at) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+# A version that expired incomplete is held again when HQ re-sends it.
 _HOLD_VERSION = (
-    "INSERT OR IGNORE INTO price_versions (version, kind, state, received_at) "
-    "VALUES (?, ?, 'held', ?)"
+    "INSERT INTO price_versions (version, kind, state, received_at) VALUES (?, ?, 'held', ?) "
+    "ON CONFLICT (version) DO UPDATE SET state = 'held', kind = excluded.kind, "
+    "received_at = excluded.received_at, detail = '' WHERE state = 'expired'"
 )
 
 
@@ -140,6 +144,8 @@ class PriceDownlink:
         self.head = 0
         self.refused = 0  # messages refused for their signature, scope or validity
         self._last_resync = -1e18
+        # One sequencer at a time: the upkeep tick and message handling both advance.
+        self._lock = asyncio.Lock()
         self.last_resync_request: dict[str, Any] | None = None
 
     def attach(self, link: MqttLink) -> None:
@@ -164,6 +170,8 @@ class PriceDownlink:
                     await self.prune_history()
             except StorageError as exc:  # the next tick tries again
                 _LOGGER.warning("price downlink upkeep: %s", exc)
+            except Exception:  # never let one bad stored batch end the task
+                _LOGGER.exception("price downlink upkeep failed; retrying next tick")
 
     async def prune_history(self) -> None:
         cutoff = self._clock.utc_now() - timedelta(days=self.settings.history_days)
@@ -182,7 +190,8 @@ class PriceDownlink:
 
     async def on_message(self, message: InboundMessage) -> None:
         """Store a verified part (the link acks it once this returns), then apply what is due.
-        Refusals are answered (alert or receipt) and acknowledged: redelivery cannot help."""
+        Refusals are answered (alert or receipt) and acknowledged: redelivery cannot help;
+        only a storage failure leaves the message unacknowledged (it comes again)."""
         try:
             payload, _kid = self._verifier.open(message.payload)
             check_scope(_peek(payload, "scope"), self._store_id, self.settings.groups)
@@ -192,14 +201,20 @@ class PriceDownlink:
             await self._refuse_unauthentic(exc)
             return
         except BatchRejectedError as exc:  # addressed to this store, content invalid
-            await self._record_rejection(exc)
-            await self.advance()
+            async with self._lock:
+                await self._record_rejection(exc)
+                await self._advance()
             return
-        if batch.version <= self.head:
-            _LOGGER.info("price batch v%d: at or below head v%d, no-op", batch.version, self.head)
+        except Exception as exc:  # anything unforeseen in a message: refused, never poison
+            _LOGGER.exception("price message could not be read")
+            await self._refuse_unauthentic(SignatureError(f"unreadable message: {exc!r}"))
             return
-        await self._store_part(batch, payload)
-        await self.advance()
+        async with self._lock:
+            if batch.version <= self.head:
+                _LOGGER.info("price batch v%d: at or below v%d, no-op", batch.version, self.head)
+                return
+            await self._store_part(batch, payload)
+            await self._advance()
 
     async def _refuse_unauthentic(self, error: SignatureError) -> None:
         self.refused += 1
@@ -219,7 +234,12 @@ class PriceDownlink:
         if version is None or version <= self.head:
             return
         now = isoformat_utc(self._clock.utc_now())
-        detail = json.dumps(error.problems, separators=(",", ":"))
+        row = await self._db.fetchone(
+            "SELECT detail FROM price_versions WHERE version = ? AND state = 'rejected'",
+            (version,),
+        )
+        earlier = json.loads(row["detail"]) if row is not None and row["detail"] else []
+        detail = json.dumps([*earlier, *error.problems], separators=(",", ":"))
         await self._db.submit(
             "INSERT INTO price_versions (version, kind, state, detail, received_at) "
             "VALUES (?, 'unknown', 'rejected', ?, ?) ON CONFLICT (version) DO UPDATE SET "
@@ -230,26 +250,52 @@ class PriceDownlink:
     async def _store_part(self, batch: PriceBatch, payload: bytes) -> None:
         header = batch.header
         rows = await self._db.fetchall(
-            "SELECT part FROM price_parts WHERE version = ?", (header.version,)
+            "SELECT part, payload FROM price_parts WHERE version = ? ORDER BY part",
+            (header.version,),
         )
+        statements: list[tuple[str, Sequence[Any]]] = []
         have = {int(row["part"]) for row in rows}
+        if rows:
+            stored = parse_price_batch(bytes(rows[0]["payload"])).header
+            if _set_identity(stored) != _set_identity(header):
+                if header.issued_at <= stored.issued_at:
+                    _LOGGER.warning(
+                        "price batch v%d part %d does not match the parts held (kind, parts, "
+                        "scope, issued_at) and is older: ignored",
+                        header.version,
+                        header.part,
+                    )
+                    return
+                _LOGGER.warning(
+                    "price batch v%d was re-issued at %s: the parts held are replaced",
+                    header.version,
+                    isoformat_utc(header.issued_at),
+                )
+                statements.append(("DELETE FROM price_parts WHERE version = ?", (header.version,)))
+                have = set()
         if header.part in have:
             return  # a redelivered part: already committed
         now = isoformat_utc(self._clock.utc_now())
-        statements: list[tuple[str, Sequence[Any]]] = [
+        statements += [
             (_STORE_PART, (header.version, header.part, header.parts, header.kind, payload, now)),
             (_HOLD_VERSION, (header.version, header.kind, now)),
         ]
         if len(have) + 1 < header.parts:
             await self._db.submit_atomic(statements)
             return
-        stored = {"version": header.version, "kind": header.kind, "parts": header.parts}
-        await self._outbox.append_atomic("receipts", "price.stored", [stored], before=statements)
+        stored_receipt = {"version": header.version, "kind": header.kind, "parts": header.parts}
+        await self._outbox.append_atomic(
+            "receipts", "price.stored", [stored_receipt], before=statements
+        )
 
     # --- sequencing -----------------------------------------------------------------------
 
     async def advance(self) -> None:
         """Apply (or consume) every version that is due, then ask for what is missing."""
+        async with self._lock:
+            await self._advance()
+
+    async def _advance(self) -> None:
         while True:
             held = await self._held()
             due = self._next_due(held)
@@ -319,6 +365,11 @@ class PriceDownlink:
         rows = await self._db.fetchall(
             "SELECT payload FROM price_parts WHERE version = ? ORDER BY part", (version,)
         )
+        if not rows or len(rows) != held.parts:
+            _LOGGER.error(
+                "price batch v%d: %d of %d parts held, not applied", version, len(rows), held.parts
+            )
+            return
         parts = [parse_price_batch(bytes(row["payload"])) for row in rows]
         items: dict[str, PriceItem] = {}
         problems: list[dict[str, Any]] = []
@@ -473,6 +524,11 @@ class PriceDownlink:
         self._last_resync = self._clock.monotonic()
         self.last_resync_request = request
         return request
+
+
+def _set_identity(header: Any) -> tuple[Any, ...]:
+    """What every part of one version must share."""
+    return (header.kind, header.parts, header.scope, header.issued_at)
 
 
 def _peek(payload: bytes, key: str) -> Any:

@@ -139,6 +139,8 @@ def check_scope(scope: Mapping[str, Any] | None, store_id: str, groups: Sequence
     stores, named_groups = scope.get("stores") or [], scope.get("groups") or []
     if not isinstance(stores, list) or not isinstance(named_groups, list):
         raise SignatureError("scope.stores and scope.groups must be lists")
+    if not all(isinstance(name, str) for name in [*stores, *named_groups]):
+        raise SignatureError("scope.stores and scope.groups must list names (strings)")
     if store_id in stores or set(groups) & set(named_groups):
         return
     raise SignatureError(f"scope {dict(scope)} does not include store {store_id!r}")

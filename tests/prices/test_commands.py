@@ -185,6 +185,10 @@ async def test_refusals(tmp_path: Path, mosquitto: Broker) -> None:
             # A reply topic outside the store's up/ tree: nothing executed, nothing published.
             await s.processor.on_message(inbound("count", command("count"), "retail/v1/s2/up/x"))
             await s.processor.on_message(inbound("count", command("count"), "elsewhere/topic"))
+            # Under up/, but onto a data stream rather than up/reply/: refused too.
+            await s.processor.on_message(
+                inbound("count", command("count"), "retail/v1/s1/up/receipts")
+            )
             # State-changing but unsigned while keys are configured.
             await s.processor.on_message(
                 inbound("count", command("count", cid="c-2", signer=None), own)
@@ -198,7 +202,7 @@ async def test_refusals(tmp_path: Path, mosquitto: Broker) -> None:
             await s.processor.on_message(inbound("ping", command("count", cid="c-5"), own))
             await s.processor.on_message(inbound("ping", b"{nonsense", own))
             assert s.counted == []
-            assert s.processor.refused == 7
+            assert s.processor.refused == 8
             [alert] = s.alerts.active()
             assert alert.key == COMMAND_ALERT
             await until(lambda: len(watcher.replies) == 5)
