@@ -36,7 +36,7 @@ from gateway.config import GatewaySettings, ResolvedDevice, load_config
 from gateway.control.server import ControlServer
 from gateway.drivers.registry import DriverRegistry
 from gateway.drivers.supervisor import Supervisor
-from gateway.errors import ConfigError, StorageError
+from gateway.errors import ConfigError, ControlProtocolError, StorageError
 from gateway.hub import ReadingHub
 from gateway.prices.book import PriceBook
 from gateway.prices.downlink import PriceDownlink, PriceDownlinkSettings
@@ -486,6 +486,7 @@ class Gateway:
         control.register("devices", self._devices_command)
         control.register("alerts", self._alerts_command)
         control.register("prices", self._prices_command)
+        control.register("label.preview", self._label_preview_command)
 
     async def status(self) -> dict[str, Any]:
         """Everything ``storegw status`` shows, JSON-ready."""
@@ -588,6 +589,23 @@ class Gateway:
         if runtime.prices is not None:
             listing["downlink"] = runtime.prices.status()
         return listing
+
+    async def _label_preview_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Render what a label for ``sku`` shows now (PNG, base64) on ``model`` (WxH:palette)."""
+        from gateway.labels.preview import preview_label
+
+        runtime = self._runtime
+        if runtime.database is None:
+            raise ControlProtocolError("storage is not open yet")
+        try:
+            return await preview_label(
+                PriceBook(runtime.database),
+                sku=str(args.get("sku") or ""),
+                model=str(args.get("model") or "296x128:bwr"),
+                at=self.clock.utc_now(),
+            )
+        except ValueError as exc:
+            raise ControlProtocolError(str(exc)) from exc
 
     async def _alerts_command(self, _args: Mapping[str, Any]) -> dict[str, Any]:
         alerts = self._runtime.alerts

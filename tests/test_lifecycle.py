@@ -123,6 +123,34 @@ def test_run_ready_status_devices_and_clean_stop(state: Path) -> None:
         assert "UNSIGNED" in text.stdout
         one = run_cli("prices", "4006381333931", "--json", "--socket", str(state / "control.sock"))
         assert json.loads(one.stdout)["history"] == []
+        png = state / "label.png"
+        shown = run_cli(
+            "label",
+            "preview",
+            "4006381333931",
+            "--model",
+            "250x122:bwr",
+            "--out",
+            str(png),
+            "--socket",
+            str(state / "control.sock"),
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert "price unavailable" in shown.stdout  # no price yet: said, never invented
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        bad = run_cli(
+            "label",
+            "preview",
+            "x",
+            "--model",
+            "huge",
+            "--out",
+            str(png),
+            "--socket",
+            str(state / "control.sock"),
+        )
+        assert bad.returncode != 0
+        assert "WIDTHxHEIGHT:PALETTE" in bad.stderr
         code, output = stop(process)
         notify.wait_for("STOPPING=1")
     assert code == 0, output

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,27 +32,7 @@ EXIT_IOERR = 74
 EXIT_CONFIG = 78
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    from gateway.config import DEFAULT_CONFIG_PATH
-
-    parser = argparse.ArgumentParser(
-        prog="storegw", description="Store-edge IoT gateway: shelf labels, smart shelves, BLE."
-    )
-    parser.add_argument("--version", action="version", version=f"storegw {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = commands.add_parser("run", help="run the gateway daemon")
-    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
-    run.add_argument("--duration", type=float, help="stop after this many seconds (tests)")
-
-    demo = commands.add_parser(
-        "demo", help="run a virtual store with simulated devices, printing a live summary"
-    )
-    demo.add_argument("--config", type=Path, help="demo config (default: the built-in one)")
-    demo.add_argument("--state-dir", type=Path, default=Path(".demo"))
-    demo.add_argument("--duration", type=float, help="stop after this many seconds")
-    demo.add_argument("--interval", type=float, default=2.0, help="seconds between summaries")
-
+def _add_hq_commands(commands: Any) -> None:
     hq = commands.add_parser("hq", help="HQ-side reference tools")
     hq_commands = hq.add_subparsers(dest="hq_command", required=True, metavar="HQ_COMMAND")
     hq_tail = hq_commands.add_parser(
@@ -90,6 +70,47 @@ def _build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("name", help="command: ping, resync, rebirth, ...")
     cmd.add_argument("args", nargs="*", help="key=value arguments (JSON values allowed)")
 
+
+def _add_label_commands(commands: Any, default_config: Path) -> None:
+    label = commands.add_parser("label", help="shelf label tools")
+    label_commands = label.add_subparsers(dest="label_command", required=True, metavar="LABEL_CMD")
+    preview = label_commands.add_parser(
+        "preview", help="render what a label for a SKU shows now, as a PNG"
+    )
+    preview.add_argument("sku", help="the SKU")
+    preview.add_argument(
+        "--model", default="296x128:bwr", help="panel WIDTHxHEIGHT:PALETTE (bw, bwr, bwy, bwry)"
+    )
+    preview.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    preview_where = preview.add_mutually_exclusive_group()
+    preview_where.add_argument("--config", type=Path, default=default_config)
+    preview_where.add_argument("--socket", type=Path, help="control socket (overrides --config)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from gateway.config import DEFAULT_CONFIG_PATH
+
+    parser = argparse.ArgumentParser(
+        prog="storegw", description="Store-edge IoT gateway: shelf labels, smart shelves, BLE."
+    )
+    parser.add_argument("--version", action="version", version=f"storegw {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the gateway daemon")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
+    run.add_argument("--duration", type=float, help="stop after this many seconds (tests)")
+
+    demo = commands.add_parser(
+        "demo", help="run a virtual store with simulated devices, printing a live summary"
+    )
+    demo.add_argument("--config", type=Path, help="demo config (default: the built-in one)")
+    demo.add_argument("--state-dir", type=Path, default=Path(".demo"))
+    demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    demo.add_argument("--interval", type=float, default=2.0, help="seconds between summaries")
+
+    _add_hq_commands(commands)
+    _add_label_commands(commands, DEFAULT_CONFIG_PATH)
+
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH)
 
@@ -111,16 +132,15 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": lambda a: _run(a.config, duration=a.duration),
+        "demo": _demo,
+        "check-config": lambda a: _check_config(a.path),
+        "hq": _hq,
+        "label": _label_preview,
+    }
     try:
-        if args.command == "run":
-            return _run(args.config, duration=args.duration)
-        if args.command == "demo":
-            return _demo(args)
-        if args.command == "check-config":
-            return _check_config(args.path)
-        if args.command == "hq":
-            return _hq(args)
-        return _diagnostic(args)
+        return handlers.get(args.command, _diagnostic)(args)
     except KeyboardInterrupt:
         return 130
 
@@ -306,6 +326,30 @@ def _socket_path(args: argparse.Namespace) -> Path:
     except ConfigError:
         return ControlConfig().socket  # status must work even when the config is broken
     return settings.control.socket
+
+
+def _label_preview(args: argparse.Namespace) -> int:
+    import base64
+
+    from gateway.control.client import ControlClient
+    from gateway.errors import ControlError, DaemonNotRunningError
+
+    client = ControlClient(_socket_path(args))
+    try:
+        result = client.request_sync("label.preview", {"sku": args.sku, "model": args.model})
+    except DaemonNotRunningError as exc:
+        print(f"storegw: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    except ControlError as exc:
+        print(f"storegw: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    args.out.write_bytes(base64.b64decode(result["png_base64"]))
+    price = result.get("price")
+    shown = f"{price['price']} {price['currency']}" if price else "price unavailable"
+    print(
+        f"{args.out}: {args.sku} on {args.model} shows {shown} (hash {result['content_hash'][:12]})"
+    )
+    return EXIT_OK
 
 
 def _hq(args: argparse.Namespace) -> int:
