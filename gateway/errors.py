@@ -200,9 +200,16 @@ class BatchRejectedError(DownlinkError):
     """A price batch failed validation. ``version`` is None when even that was unreadable;
     ``problems`` lists every bad item (``{"item": index or sku, "reason": ...}``)."""
 
-    def __init__(self, version: int | None, problems: Sequence[Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        version: int | None,
+        problems: Sequence[Mapping[str, Any]],
+        *,
+        header: Any = None,
+    ) -> None:
         self.version = version
         self.problems = [dict(problem) for problem in problems]
+        self.header = header  # the part's valid header when only its items were bad
         shown = "; ".join(f"{p.get('item', '-')}: {p.get('reason')}" for p in self.problems[:5])
         more = f" (+{len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
         super().__init__(f"price batch v{version} rejected: {shown}{more}")

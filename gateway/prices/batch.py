@@ -146,7 +146,7 @@ def parse_price_batch(payload: bytes) -> PriceBatch:
         except ValidationError as exc:
             problems.append({"item": label, "reason": _reason(exc)})
     if problems:
-        raise BatchRejectedError(header.version, problems)
+        raise BatchRejectedError(header.version, problems, header=header)
     return PriceBatch(header, tuple(items), tuple(promotions))
 
 

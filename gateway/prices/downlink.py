@@ -32,7 +32,13 @@ from typing import Any
 from gateway.alerts import Alerts, Severity
 from gateway.clock import Clock, isoformat_utc
 from gateway.errors import BatchRejectedError, LinkError, SignatureError, StorageError
-from gateway.prices.batch import PriceBatch, PriceItem, Promotion, parse_price_batch
+from gateway.prices.batch import (
+    PriceBatch,
+    PriceBatchHeader,
+    PriceItem,
+    Promotion,
+    parse_price_batch,
+)
 from gateway.store.database import Database
 from gateway.store.outbox import Outbox
 from gateway.sync.link import InboundMessage, MqttLink
@@ -89,6 +95,14 @@ _DECIDE = (
 _SUPERSEDE = (
     "UPDATE price_versions SET state = 'superseded', decided_at = ?2 "
     "WHERE version < ?1 AND state IN ('held', 'rejected') AND version > ?3"
+)
+_PRUNE_VERSIONS = (
+    "DELETE FROM price_versions WHERE decided_at < ? AND version < "
+    "(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'price_head')"
+)
+_PRUNE_PROMOTIONS = (
+    "DELETE FROM promotions WHERE effective_to < ?1 OR (cancelled_version IS NOT NULL "
+    "AND effective_from < ?1)"
 )
 _STORE_PART = (
     "INSERT OR IGNORE INTO price_parts (version, part, parts, kind, payload, received_at) "
@@ -174,8 +188,16 @@ class PriceDownlink:
                 _LOGGER.exception("price downlink upkeep failed; retrying next tick")
 
     async def prune_history(self) -> None:
-        cutoff = self._clock.utc_now() - timedelta(days=self.settings.history_days)
-        await self._db.submit("DELETE FROM price_history WHERE at < ?", (isoformat_utc(cutoff),))
+        """Forget price history, decided versions and ended or cancelled promotions older
+        than the retention (the book itself and the head are never pruned)."""
+        cutoff = isoformat_utc(self._clock.utc_now() - timedelta(days=self.settings.history_days))
+        await self._db.submit_atomic(
+            [
+                ("DELETE FROM price_history WHERE at < ?", (cutoff,)),
+                (_PRUNE_VERSIONS, (cutoff,)),
+                (_PRUNE_PROMOTIONS, (cutoff,)),
+            ]
+        )
 
     def status(self) -> dict[str, Any]:
         return {
@@ -202,7 +224,13 @@ class PriceDownlink:
             return
         except BatchRejectedError as exc:  # addressed to this store, content invalid
             async with self._lock:
-                await self._record_rejection(exc)
+                if exc.header is not None and exc.header.parts > 1:
+                    # One bad part of several: keep it with the others, so the receipt can
+                    # list the bad items of every part once the set is complete.
+                    if exc.header.version > self.head:
+                        await self._store_part(exc.header, payload)
+                else:
+                    await self._record_rejection(exc)
                 await self._advance()
             return
         except Exception as exc:  # anything unforeseen in a message: refused, never poison
@@ -213,7 +241,7 @@ class PriceDownlink:
             if batch.version <= self.head:
                 _LOGGER.info("price batch v%d: at or below v%d, no-op", batch.version, self.head)
                 return
-            await self._store_part(batch, payload)
+            await self._store_part(batch.header, payload)
             await self._advance()
 
     async def _refuse_unauthentic(self, error: SignatureError) -> None:
@@ -247,8 +275,7 @@ class PriceDownlink:
             (version, detail, now),
         )
 
-    async def _store_part(self, batch: PriceBatch, payload: bytes) -> None:
-        header = batch.header
+    async def _store_part(self, header: PriceBatchHeader, payload: bytes) -> None:
         rows = await self._db.fetchall(
             "SELECT part, payload FROM price_parts WHERE version = ? ORDER BY part",
             (header.version,),
@@ -256,7 +283,7 @@ class PriceDownlink:
         statements: list[tuple[str, Sequence[Any]]] = []
         have = {int(row["part"]) for row in rows}
         if rows:
-            stored = parse_price_batch(bytes(rows[0]["payload"])).header
+            stored = PriceBatchHeader.model_validate_json(bytes(rows[0]["payload"]))
             if _set_identity(stored) != _set_identity(header):
                 if header.issued_at <= stored.issued_at:
                     _LOGGER.warning(
@@ -370,9 +397,14 @@ class PriceDownlink:
                 "price batch v%d: %d of %d parts held, not applied", version, len(rows), held.parts
             )
             return
-        parts = [parse_price_batch(bytes(row["payload"])) for row in rows]
-        items: dict[str, PriceItem] = {}
+        parts: list[PriceBatch] = []
         problems: list[dict[str, Any]] = []
+        for row in rows:
+            try:
+                parts.append(parse_price_batch(bytes(row["payload"])))
+            except BatchRejectedError as exc:
+                problems.extend(exc.problems)
+        items: dict[str, PriceItem] = {}
         for part in parts:
             for item in part.items:
                 if item.sku in items:

@@ -363,6 +363,8 @@ async def test_history_is_pruned_beyond_its_retention(tmp_path: Path) -> None:
         await s.downlink.prune_history()  # 90 days by default
         rows = await s.db.fetchall("SELECT version FROM price_history WHERE sku = 'a'")
         assert [r["version"] for r in rows] == [2]
+        versions = await s.db.fetchall("SELECT version FROM price_versions")
+        assert [r["version"] for r in versions] == [2]  # v1's record is past retention
         assert await s.prices() == {"a": "2.00"}  # the book itself is never pruned
 
 

@@ -23,7 +23,7 @@ from tests.prices.test_downlink import HQ_KEY, SIGNER, Store, batch, item, store
 async def hold(s: Store, message: bytes) -> None:
     """Commit a part without advancing (as if the sequencer had not run yet)."""
     payload, _ = s.downlink._verifier.open(message)
-    await s.downlink._store_part(parse_price_batch(payload), payload)
+    await s.downlink._store_part(parse_price_batch(payload).header, payload)
 
 
 async def test_concurrent_advances_apply_each_version_once(tmp_path: Path) -> None:
@@ -148,3 +148,19 @@ async def test_commands_ids_cannot_be_squatted_and_replies_stay_in_up_reply(
         assert ran == []  # valid far longer than the record is kept: replayable, refused
         await processor.on_message(message("flash", SIGNER.wrap(command("flash"))))
         assert ran == ["c-1"]  # the unsigned ping did not take the id
+
+
+async def test_a_rejection_lists_the_bad_items_of_every_part(tmp_path: Path) -> None:
+    async with store(tmp_path) as s:
+        await s.receive(batch(s.clock, 1, [item("a", "1.00")], kind="full")[0])
+        items = [item(f"s{n}", "1.00") for n in range(40)]
+        items[0]["price"] = 1.0  # bad in the first part
+        items[-1]["price"] = "2,00"  # bad in the last part
+        parts = batch(s.clock, 2, items, max_message_bytes=1500)
+        assert len(parts) > 2
+        for part in parts:
+            await s.receive(part)
+        [rejected] = [r for t, r in await s.receipts() if t == "price.rejected"]
+        assert {p["item"] for p in rejected["problems"]} == {"s0", "s39"}
+        assert s.downlink.head == 2  # consumed once complete
+        assert await s.prices() == {"a": "1.00"}
