@@ -31,13 +31,14 @@ from typing import Any
 from gateway import __version__
 from gateway.alerts import Alerts
 from gateway.clock import Clock, isoformat_utc
-from gateway.commands import CommandProcessor, builtin_commands
+from gateway.commands import CommandProcessor, binding_commands, builtin_commands
 from gateway.config import GatewaySettings, ResolvedDevice, load_config
 from gateway.control.server import ControlServer
 from gateway.drivers.registry import DriverRegistry
 from gateway.drivers.supervisor import Supervisor
-from gateway.errors import ConfigError, ControlProtocolError, StorageError
+from gateway.errors import CommandRefusedError, ConfigError, ControlProtocolError, StorageError
 from gateway.hub import ReadingHub
+from gateway.labels.bindings import LabelBindings
 from gateway.prices.book import PriceBook
 from gateway.prices.downlink import PriceDownlink, PriceDownlinkSettings
 from gateway.store import Database
@@ -76,6 +77,7 @@ class _Runtime:
     uplink: Uplink | None = None
     prices: PriceDownlink | None = None
     commands: CommandProcessor | None = None
+    bindings: LabelBindings | None = None
     supervisor: Supervisor | None = None
     control: ControlServer | None = None
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -238,6 +240,7 @@ class Gateway:
             expiry_interval_s=outbox_config.expiry_interval_s,
         )
         self._spawn(group, "outbox.keeper", keeper.run())
+        runtime.bindings = LabelBindings(runtime.database, runtime.outbox, self.clock)
         runtime.prices = await self._price_downlink(
             runtime.database, runtime.outbox, runtime.alerts
         )
@@ -292,6 +295,9 @@ class Gateway:
             describe=self._describe_for_hq,
         ):
             commands.register(spec)
+        if self._runtime.bindings is not None:
+            for spec in binding_commands(self._runtime.bindings):
+                commands.register(spec)
         commands.attach(link)
         self._runtime.commands = commands
         self._spawn(group, "commands", commands.run())
@@ -487,6 +493,8 @@ class Gateway:
         control.register("alerts", self._alerts_command)
         control.register("prices", self._prices_command)
         control.register("label.preview", self._label_preview_command)
+        control.register("label.bind", self._label_bind_command)
+        control.register("label.unbind", self._label_unbind_command)
 
     async def status(self) -> dict[str, Any]:
         """Everything ``storegw status`` shows, JSON-ready."""
@@ -589,6 +597,23 @@ class Gateway:
         if runtime.prices is not None:
             listing["downlink"] = runtime.prices.status()
         return listing
+
+    async def _label_bind_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        bindings = self._require_bindings()
+        try:
+            binding = await bindings.bind(str(args.get("label")), str(args.get("sku")), "local")
+        except CommandRefusedError as exc:
+            raise ControlProtocolError(str(exc)) from exc
+        return binding.as_dict()
+
+    async def _label_unbind_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        removed = await self._require_bindings().unbind(str(args.get("label")), "local")
+        return {"removed": removed.as_dict() if removed is not None else None}
+
+    def _require_bindings(self) -> LabelBindings:
+        if self._runtime.bindings is None:
+            raise ControlProtocolError("storage is not open yet")
+        return self._runtime.bindings
 
     async def _label_preview_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """Render what a label for ``sku`` shows now (PNG, base64) on ``model`` (WxH:palette)."""

@@ -35,7 +35,14 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from gateway.alerts import Alerts, Severity
 from gateway.clock import Clock, isoformat_utc
-from gateway.errors import DownlinkError, LinkError, SignatureError, StorageError
+from gateway.errors import (
+    CommandRefusedError,
+    DownlinkError,
+    LinkError,
+    SignatureError,
+    StorageError,
+)
+from gateway.labels.bindings import LabelBindings
 from gateway.store.database import Database
 from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.signing import Verifier, check_scope, check_validity
@@ -45,6 +52,7 @@ __all__ = [
     "CommandRequest",
     "CommandResult",
     "CommandSpec",
+    "binding_commands",
     "builtin_commands",
 ]
 
@@ -296,4 +304,28 @@ def builtin_commands(
         CommandSpec("ping", ping, changes_state=False, help="liveness and identity"),
         CommandSpec("resync", resync, changes_state=False, help="re-announce price version"),
         CommandSpec("rebirth", rebirth, changes_state=False, help="re-publish retained birth"),
+    ]
+
+
+def binding_commands(bindings: LabelBindings) -> list[CommandSpec]:
+    """``bind`` {label, sku} and ``unbind`` {label}: state-changing, so signed when HQ keys
+    are configured. Both are idempotent, so a crash between the change and the command's
+    record only means doing nothing again."""
+
+    async def bind(request: CommandRequest) -> CommandResult:
+        label, sku = request.args.get("label"), request.args.get("sku")
+        if not isinstance(label, str) or not isinstance(sku, str):
+            raise CommandRefusedError("bind needs args {label, sku} (strings)")
+        return CommandResult((await bindings.bind(label, sku, "hq")).as_dict())
+
+    async def unbind(request: CommandRequest) -> CommandResult:
+        label = request.args.get("label")
+        if not isinstance(label, str):
+            raise CommandRefusedError("unbind needs args {label} (a string)")
+        removed = await bindings.unbind(label, "hq")
+        return CommandResult({"removed": removed.as_dict() if removed is not None else None})
+
+    return [
+        CommandSpec("bind", bind, changes_state=True, help="show SKU on label"),
+        CommandSpec("unbind", unbind, changes_state=True, help="label shows no SKU"),
     ]

@@ -24,7 +24,8 @@ Every error the gateway raises on purpose derives from :class:`GatewayError`. Li
     │   └── PublishRefusedError     the broker refused a publish (PUBACK reason code)
     └── DownlinkError               a message from HQ is refused (it is acked, never applied)
         ├── SignatureError          missing/unknown key, bad signature, wrong scope, expired
-        └── BatchRejectedError      a price batch is invalid; lists every bad item
+        ├── BatchRejectedError      a price batch is invalid; lists every bad item
+        └── CommandRefusedError     understood, but cannot be carried out (e.g. a binding)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 
 __all__ = [
     "BatchRejectedError",
+    "CommandRefusedError",
     "ConfigError",
     "ConfigIssue",
     "ControlError",
@@ -213,3 +215,8 @@ class BatchRejectedError(DownlinkError):
         shown = "; ".join(f"{p.get('item', '-')}: {p.get('reason')}" for p in self.problems[:5])
         more = f" (+{len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
         super().__init__(f"price batch v{version} rejected: {shown}{more}")
+
+
+class CommandRefusedError(DownlinkError):
+    """A command (from HQ or the CLI) is understood but cannot be carried out, e.g. binding a
+    label that already shows another SKU. The reason goes back to whoever asked."""

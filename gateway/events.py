@@ -423,6 +423,23 @@ class PriceRejected(EventBody):
     problems: list[PriceProblem] = Field(description="Every bad item (empty if incomplete)")
 
 
+class LabelBound(EventBody):
+    """Stream `receipts`: a label now shows this SKU (from HQ's `bind` or a technician)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"label": "0000021F3A4B", "sku": "4006381333931", "source": "hq"}]
+        }
+    )
+    label: str = Field(description="Label id", examples=["0000021F3A4B"])
+    sku: str = Field(description="The SKU it shows", examples=["4006381333931"])
+    source: Literal["hq", "local"] = Field(description="Who bound it; local overrides HQ")
+
+
+class LabelUnbound(LabelBound):
+    """Stream `receipts`: a label no longer shows a SKU (`sku`: the one it showed)."""
+
+
 #: Event type name -> model of its own fields. New features add their types here.
 EVENT_TYPES: dict[str, type[EventBody]] = {
     "alert.raised": AlertRaised,
@@ -431,6 +448,8 @@ EVENT_TYPES: dict[str, type[EventBody]] = {
     "price.stored": PriceStored,
     "price.applied": PriceApplied,
     "price.rejected": PriceRejected,
+    "label.bound": LabelBound,
+    "label.unbound": LabelUnbound,
 }
 
 #: The header of the documented example events (one envelope's worth).

@@ -151,6 +151,16 @@ def test_run_ready_status_devices_and_clean_stop(state: Path) -> None:
         )
         assert bad.returncode != 0
         assert "WIDTHxHEIGHT:PALETTE" in bad.stderr
+        sock = str(state / "control.sock")
+        bound = run_cli("label", "bind", "L-1", "4006381333931", "--socket", sock)
+        assert bound.returncode == 0, bound.stderr
+        assert "shows 4006381333931" in bound.stdout
+        moved = run_cli("label", "bind", "L-1", "4006381333948", "--socket", sock)
+        assert moved.returncode != 0  # never a silent re-point
+        assert "unbind it before" in moved.stderr
+        unbound = run_cli("label", "unbind", "L-1", "--socket", sock)
+        assert unbound.returncode == 0
+        assert "was 4006381333931" in unbound.stdout
         code, output = stop(process)
         notify.wait_for("STOPPING=1")
     assert code == 0, output

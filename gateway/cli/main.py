@@ -82,9 +82,17 @@ def _add_label_commands(commands: Any, default_config: Path) -> None:
         "--model", default="296x128:bwr", help="panel WIDTHxHEIGHT:PALETTE (bw, bwr, bwy, bwry)"
     )
     preview.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    preview_where = preview.add_mutually_exclusive_group()
-    preview_where.add_argument("--config", type=Path, default=default_config)
-    preview_where.add_argument("--socket", type=Path, help="control socket (overrides --config)")
+    bind = label_commands.add_parser(
+        "bind", help="show SKU on LABEL (a local override: HQ's bindings wait until unbind)"
+    )
+    bind.add_argument("label", help="label id")
+    bind.add_argument("sku", help="SKU")
+    unbind = label_commands.add_parser("unbind", help="LABEL shows no SKU any more")
+    unbind.add_argument("label", help="label id")
+    for sub in (preview, bind, unbind):
+        where = sub.add_mutually_exclusive_group()
+        where.add_argument("--config", type=Path, default=default_config)
+        where.add_argument("--socket", type=Path, help="control socket (overrides --config)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -137,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _demo,
         "check-config": lambda a: _check_config(a.path),
         "hq": _hq,
-        "label": _label_preview,
+        "label": _label,
     }
     try:
         return handlers.get(args.command, _diagnostic)(args)
@@ -328,21 +336,34 @@ def _socket_path(args: argparse.Namespace) -> Path:
     return settings.control.socket
 
 
-def _label_preview(args: argparse.Namespace) -> int:
+def _label(args: argparse.Namespace) -> int:
     import base64
 
     from gateway.control.client import ControlClient
     from gateway.errors import ControlError, DaemonNotRunningError
 
     client = ControlClient(_socket_path(args))
+    if args.label_command == "preview":
+        command, request = "label.preview", {"sku": args.sku, "model": args.model}
+    elif args.label_command == "bind":
+        command, request = "label.bind", {"label": args.label, "sku": args.sku}
+    else:
+        command, request = "label.unbind", {"label": args.label}
     try:
-        result = client.request_sync("label.preview", {"sku": args.sku, "model": args.model})
+        result = client.request_sync(command, request)
     except DaemonNotRunningError as exc:
         print(f"storegw: {exc}", file=sys.stderr)
         return EXIT_NOT_RUNNING
     except ControlError as exc:
         print(f"storegw: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
+    if args.label_command == "bind":
+        print(f"label {result['label']} shows {result['sku']} (local override)")
+        return EXIT_OK
+    if args.label_command == "unbind":
+        removed = result.get("removed")
+        print(f"label {args.label} unbound" + (f" (was {removed['sku']})" if removed else ""))
+        return EXIT_OK
     args.out.write_bytes(base64.b64decode(result["png_base64"]))
     price = result.get("price")
     shown = f"{price['price']} {price['currency']}" if price else "price unavailable"

@@ -163,6 +163,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX commands_done_at ON commands_done (executed_at)",
         ),
     ),
+    Migration(
+        7,
+        "labels: label -> SKU bindings with their source (HQ wins unless locally overridden)",
+        (
+            """CREATE TABLE label_bindings (
+                label TEXT PRIMARY KEY,
+                sku TEXT NOT NULL,
+                source TEXT NOT NULL,
+                local_override INTEGER NOT NULL DEFAULT 0,
+                updated_at TEXT NOT NULL
+            ) STRICT""",
+            "CREATE INDEX label_bindings_sku ON label_bindings (sku)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -23,11 +23,13 @@ from gateway.commands import (
     CommandRequest,
     CommandResult,
     CommandSpec,
+    binding_commands,
     builtin_commands,
 )
 from gateway.config import MqttConfig
 from gateway.hq.cmd import parse_command_args, send_command
 from gateway.hq.tail import HqSettings
+from gateway.labels.bindings import LabelBindings
 from gateway.store import Database
 from gateway.store.outbox import Outbox
 from gateway.sync.link import InboundMessage, MqttLink
@@ -53,7 +55,7 @@ async def store(tmp_path: Path, broker: Broker, *, signed: bool = True) -> Async
     clock = FakeClock(wall=datetime.now(UTC))
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
         outbox = Outbox(db, clock)
-        await outbox.open(("alerts",))
+        await outbox.open(("alerts", "receipts"))
         alerts = Alerts(db, outbox, clock)
         await alerts.load()
         await db.write("CREATE TABLE counter (n INTEGER)")
@@ -81,6 +83,8 @@ async def store(tmp_path: Path, broker: Broker, *, signed: bool = True) -> Async
             return {"have_version": 7, "held_versions": []}
 
         for spec in builtin_commands(link=link, announce_prices=announce, describe=describe):
+            processor.register(spec)
+        for spec in binding_commands(LabelBindings(db, outbox, clock)):
             processor.register(spec)
         processor.register(CommandSpec("count", count, changes_state=True))
         processor.attach(link)
@@ -225,3 +229,31 @@ def test_command_arguments_parse() -> None:
         except ValueError:
             continue
         raise AssertionError(f"{bad} accepted")
+
+
+async def test_hq_binds_labels_with_signed_commands(tmp_path: Path, mosquitto: Broker) -> None:
+    settings = HqSettings.model_validate(
+        {
+            "mqtt": {
+                "host": mosquitto.host,
+                "port": mosquitto.port,
+                "tls": False,
+                "allow_plaintext": True,
+            }
+        }
+    )
+    async with store(tmp_path, mosquitto):
+        await asyncio.sleep(0.3)
+        args = {"label": "L-7", "sku": "4006381333931"}
+        reply = await send_command(settings, "s1", "bind", args, signer=SIGNER, timeout_s=20)
+        assert reply["ok"] is True
+        assert reply["result"]["sku"] == "4006381333931"
+        unsigned = await send_command(settings, "s1", "bind", args, signer=None, timeout_s=20)
+        assert unsigned["ok"] is False
+        assert "must be signed" in unsigned["error"]
+        other = {"label": "L-7", "sku": "4006381333948"}
+        refused = await send_command(settings, "s1", "bind", other, signer=SIGNER, timeout_s=20)
+        assert refused["ok"] is False
+        assert "unbind it before" in refused["error"]
+        gone = await send_command(settings, "s1", "unbind", {"label": "L-7"}, signer=SIGNER)
+        assert gone["result"]["removed"]["sku"] == "4006381333931"
