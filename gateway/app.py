@@ -591,9 +591,9 @@ class Gateway:
         if runtime.database is None:
             return {"prices": [], "promotions": [], "head_version": 0}
         sku = args.get("sku")
-        listing = await PriceBook(runtime.database).listing(
-            self.clock.utc_now(), str(sku) if sku else None
-        )
+        listing = await PriceBook(
+            runtime.database, was_price=self.settings.downlink.was_price
+        ).listing(self.clock.utc_now(), str(sku) if sku else None)
         if runtime.prices is not None:
             listing["downlink"] = runtime.prices.status()
         return listing
@@ -624,7 +624,7 @@ class Gateway:
             raise ControlProtocolError("storage is not open yet")
         try:
             return await preview_label(
-                PriceBook(runtime.database),
+                PriceBook(runtime.database, was_price=self.settings.downlink.was_price),
                 sku=str(args.get("sku") or ""),
                 model=str(args.get("model") or "296x128:bwr"),
                 at=self.clock.utc_now(),

@@ -195,6 +195,11 @@ class DownlinkConfig(_Section):
     parts_timeout_s: float = Field(600.0, gt=0, le=86400)
     resync_interval_s: float = Field(60.0, ge=1, le=86400)
     price_history_days: float = Field(90.0, gt=0, le=3650)
+    was_price: Literal["hq", "lowest_30_days"] = Field(
+        "hq",
+        description="A promotion's \"was\" price: only HQ's, or else the lowest of the prior "
+        "30 days from the price history (EU Price Indication Directive art. 6a).",
+    )
 
     @field_validator("hq_public_keys")
     @classmethod

@@ -5,8 +5,9 @@ version wins, and a cancelled promotion is gone."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
 
 from gateway.clock import isoformat_utc
 from gateway.store.database import Database
@@ -43,15 +44,25 @@ class ShelfPrice:
 
 
 _ACTIVE_PROMOTION = (
-    "SELECT id, price, currency, reference_price, version FROM promotions "
+    "SELECT id, price, currency, reference_price, version, effective_from FROM promotions "
     "WHERE sku = ?1 AND cancelled_version IS NULL AND effective_from <= ?2 AND effective_to > ?2 "
     "ORDER BY version DESC, effective_from DESC LIMIT 1"
 )
 
 
+WasPrice = Literal["hq", "lowest_30_days"]
+
+
 class PriceBook:
-    def __init__(self, database: Database) -> None:
+    """``was_price`` says where a promotion's reference ("was") price comes from: only HQ's
+    value (``hq``), or HQ's value else the lowest price of the 30 days before the promotion
+    began, from the gateway's own price history (``lowest_30_days``, EU Price Indication
+    Directive art. 6a). With neither, a promotion shows no "was" price — never an invented
+    one."""
+
+    def __init__(self, database: Database, *, was_price: WasPrice = "hq") -> None:
         self._db = database
+        self._was_price = was_price
 
     async def head_version(self) -> int:
         row = await self._db.fetchone("SELECT value FROM meta WHERE key = 'price_head'")
@@ -74,17 +85,40 @@ class PriceBook:
         promotion = await self._db.fetchone(_ACTIVE_PROMOTION, (sku, isoformat_utc(at)))
         if promotion is None:
             return base
+        reference = promotion["reference_price"]
+        if reference is None and self._was_price == "lowest_30_days":
+            began = datetime.fromisoformat(promotion["effective_from"])
+            reference = await self.lowest_price_before(sku, began, promotion["currency"])
         return ShelfPrice(
             sku=sku,
             price=promotion["price"],
             currency=promotion["currency"],
-            reference_price=promotion["reference_price"] or base.price,
+            reference_price=reference,
             unit_price=None,  # the base unit price does not hold for the promotional price
             unit=base.unit,
             name=base.name,
             version=int(promotion["version"]),
             promotion=promotion["id"],
         )
+
+    async def lowest_price_before(
+        self, sku: str, instant: datetime, currency: str, days: int = 30
+    ) -> str | None:
+        """The lowest price ``sku`` had in ``currency`` during the ``days`` before ``instant``
+        (the price in force at the window's start counts), from the price history."""
+        start = isoformat_utc(instant - timedelta(days=days))
+        end = isoformat_utc(instant)
+        rows = await self._db.fetchall(
+            "SELECT price, currency FROM price_history WHERE sku = ?1 AND change = 'set' AND ("
+            "(at >= ?2 AND at < ?3) OR version = (SELECT max(version) FROM price_history "
+            "WHERE sku = ?1 AND at < ?2))",
+            (sku, start, end),
+        )
+        prices = [Decimal(r["price"]) for r in rows if r["currency"] == currency and r["price"]]
+        if not prices:
+            return None
+        lowest = min(prices)
+        return next(str(r["price"]) for r in rows if r["price"] and Decimal(r["price"]) == lowest)
 
     async def listing(
         self, at: datetime, sku: str | None = None, limit: int = 200

@@ -332,7 +332,8 @@ async def test_promotions_later_version_wins_and_cancel(tmp_path: Path) -> None:
         assert (await s.book.shelf_price("a", at)).price == "2.00"  # type: ignore[union-attr]
         shelf = await s.book.shelf_price("a", now + timedelta(hours=1, minutes=30))
         assert shelf is not None
-        assert (shelf.price, shelf.promotion, shelf.reference_price) == ("1.50", "p1", "2.00")
+        # HQ sent no "was" price: none is shown (never an invented one).
+        assert (shelf.price, shelf.promotion, shelf.reference_price) == ("1.50", "p1", None)
         shelf = await s.book.shelf_price("a", now + timedelta(hours=2, minutes=30))
         assert shelf is not None
         assert (shelf.price, shelf.promotion) == ("1.00", "p2")  # overlapping: later version
@@ -376,3 +377,35 @@ async def test_an_invalid_batch_for_another_store_consumes_nothing_here(tmp_path
         assert await s.receipts() == []
         await s.receive(batch(s.clock, 1, [item("a", "1.00")], kind="full")[0])
         assert await s.prices() == {"a": "1.00"}
+
+
+async def test_was_price_is_hqs_or_the_lowest_of_the_prior_30_days(tmp_path: Path) -> None:
+    async with store(tmp_path) as s:
+        start = s.clock.utc_now()
+        await s.receive(batch(s.clock, 1, [item("a", "1.50")], kind="full")[0])  # day 0
+        s.clock.advance(timedelta(days=20).total_seconds())
+        await s.receive(batch(s.clock, 2, [item("a", "2.00")])[0])  # day 20
+        s.clock.advance(timedelta(days=10).total_seconds())
+        await s.receive(batch(s.clock, 3, [item("a", "1.70")])[0])  # day 30
+        s.clock.advance(timedelta(days=15).total_seconds())
+        await s.receive(batch(s.clock, 4, [item("a", "2.20")])[0])  # day 45
+        begins = start + timedelta(days=55)
+        sale = {
+            "id": "sale-1",
+            "sku": "a",
+            "price": "0.99",
+            "currency": "EUR",
+            "effective_from": begins.isoformat(),
+            "effective_to": (begins + timedelta(days=2)).isoformat(),
+        }
+        await s.receive(batch(s.clock, 5, [], promotions=[sale])[0])
+        during = begins + timedelta(hours=1)
+        assert (await s.book.shelf_price("a", during)).reference_price is None  # type: ignore[union-attr]
+        lowest = PriceBook(s.db, was_price="lowest_30_days")
+        shelf = await lowest.shelf_price("a", during)
+        assert shelf is not None
+        # Days 25..55: 2.00 was in force at the start, then 1.70, then 2.20; 1.50 is too old.
+        assert (shelf.price, shelf.reference_price) == ("0.99", "1.70")
+        hq_says = {**sale, "id": "sale-2", "reference_price": "1.99"}
+        await s.receive(batch(s.clock, 6, [], promotions=[hq_says])[0])
+        assert (await lowest.shelf_price("a", during)).reference_price == "1.99"  # type: ignore[union-attr]
