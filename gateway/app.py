@@ -31,7 +31,12 @@ from typing import Any
 from gateway import __version__
 from gateway.alerts import Alerts
 from gateway.clock import Clock, isoformat_utc
-from gateway.commands import CommandProcessor, binding_commands, builtin_commands
+from gateway.commands import (
+    CommandProcessor,
+    binding_commands,
+    builtin_commands,
+    flash_command,
+)
 from gateway.config import GatewaySettings, ResolvedDevice, load_config
 from gateway.control.server import ControlServer
 from gateway.drivers.registry import DriverRegistry
@@ -39,6 +44,7 @@ from gateway.drivers.supervisor import Supervisor
 from gateway.errors import CommandRefusedError, ConfigError, ControlProtocolError, StorageError
 from gateway.hub import ReadingHub
 from gateway.labels.bindings import LabelBindings
+from gateway.labels.directory import LabelDirectory
 from gateway.prices.book import PriceBook
 from gateway.prices.downlink import PriceDownlink, PriceDownlinkSettings
 from gateway.store import Database
@@ -104,6 +110,7 @@ class Gateway:
         self.clock = clock
         self.registry = registry
         self.hub = ReadingHub()
+        self.labels = LabelDirectory(self.hub, self.clock)
         self._notifier = notifier or SystemdNotifier.from_environment()
         self._environ = environ
         self._on_ready = on_ready
@@ -298,6 +305,7 @@ class Gateway:
         if self._runtime.bindings is not None:
             for spec in binding_commands(self._runtime.bindings):
                 commands.register(spec)
+        commands.register(flash_command(self.labels, lambda: self._runtime.supervisor))
         commands.attach(link)
         self._runtime.commands = commands
         self._spawn(group, "commands", commands.run())
@@ -495,6 +503,7 @@ class Gateway:
         control.register("label.preview", self._label_preview_command)
         control.register("label.bind", self._label_bind_command)
         control.register("label.unbind", self._label_unbind_command)
+        control.register("label.flash", self._label_flash_command)
 
     async def status(self) -> dict[str, Any]:
         """Everything ``storegw status`` shows, JSON-ready."""
@@ -609,6 +618,15 @@ class Gateway:
     async def _label_unbind_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
         removed = await self._require_bindings().unbind(str(args.get("label")), "local")
         return {"removed": removed.as_dict() if removed is not None else None}
+
+    async def _label_flash_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            seconds = float(args.get("seconds", 10.0))
+            return dict(
+                await self.labels.flash(self._runtime.supervisor, str(args.get("label")), seconds)
+            )
+        except (CommandRefusedError, ValueError) as exc:
+            raise ControlProtocolError(str(exc)) from exc
 
     def _require_bindings(self) -> LabelBindings:
         if self._runtime.bindings is None:

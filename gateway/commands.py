@@ -35,6 +35,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from gateway.alerts import Alerts, Severity
 from gateway.clock import Clock, isoformat_utc
+from gateway.drivers.supervisor import Supervisor
 from gateway.errors import (
     CommandRefusedError,
     DownlinkError,
@@ -43,6 +44,7 @@ from gateway.errors import (
     StorageError,
 )
 from gateway.labels.bindings import LabelBindings
+from gateway.labels.directory import LabelDirectory
 from gateway.store.database import Database
 from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.signing import Verifier, check_scope, check_validity
@@ -54,6 +56,7 @@ __all__ = [
     "CommandSpec",
     "binding_commands",
     "builtin_commands",
+    "flash_command",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -329,3 +332,18 @@ def binding_commands(bindings: LabelBindings) -> list[CommandSpec]:
         CommandSpec("bind", bind, changes_state=True, help="show SKU on label"),
         CommandSpec("unbind", unbind, changes_state=True, help="label shows no SKU"),
     ]
+
+
+def flash_command(
+    directory: LabelDirectory, supervisor: Callable[[], Supervisor | None]
+) -> CommandSpec:
+    """``flash`` {label, seconds?}: blink a label's LED so staff can find it. Signed when HQ
+    keys are configured (it acts on the shop floor)."""
+
+    async def flash(request: CommandRequest) -> CommandResult:
+        label, seconds = request.args.get("label"), request.args.get("seconds", 10.0)
+        if not isinstance(label, str) or not isinstance(seconds, int | float):
+            raise CommandRefusedError("flash needs args {label, seconds?}")
+        return CommandResult(await directory.flash(supervisor(), label, float(seconds)))
+
+    return CommandSpec("flash", flash, changes_state=True, help="blink a label's LED")

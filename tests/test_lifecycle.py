@@ -90,8 +90,11 @@ def test_bad_config_exits_78_listing_every_bad_key(state: Path) -> None:
 
 
 def test_run_ready_status_devices_and_clean_stop(state: Path) -> None:
+    labels = [{"label_id": "0000AABBCCDDEE01"}, {"label_id": "0000AABBCCDDEE02"}]
     config = write_config(
-        state / "gateway.toml", state_dir=state, devices=[scale("shelf-a"), esl("labels")]
+        state / "gateway.toml",
+        state_dir=state,
+        devices=[scale("shelf-a"), esl("labels", labels=labels)],
     )
     with running_daemon(config, notify_dir=state) as (process, notify):
         assert any("STATUS=" in message for message in notify.messages)
@@ -161,6 +164,18 @@ def test_run_ready_status_devices_and_clean_stop(state: Path) -> None:
         unbound = run_cli("label", "unbind", "L-1", "--socket", sock)
         assert unbound.returncode == 0
         assert "was 4006381333931" in unbound.stdout
+        flashed = wait_for(
+            lambda: (
+                (r := run_cli("label", "flash", "0000AABBCCDDEE01", "--socket", sock)).returncode
+                == 0
+                and r
+            ),
+            what="a label heard by its driver, then flashed",
+        )
+        assert "via labels" in flashed.stdout
+        unknown = run_cli("label", "flash", "0000FFFFFFFFFFFF", "--socket", sock)
+        assert unknown.returncode != 0
+        assert "not been heard" in unknown.stderr
         code, output = stop(process)
         notify.wait_for("STOPPING=1")
     assert code == 0, output

@@ -89,7 +89,10 @@ def _add_label_commands(commands: Any, default_config: Path) -> None:
     bind.add_argument("sku", help="SKU")
     unbind = label_commands.add_parser("unbind", help="LABEL shows no SKU any more")
     unbind.add_argument("label", help="label id")
-    for sub in (preview, bind, unbind):
+    flash = label_commands.add_parser("flash", help="blink LABEL's LED to find it on the shelf")
+    flash.add_argument("label", help="label id")
+    flash.add_argument("--seconds", type=float, default=10.0)
+    for sub in (preview, bind, unbind, flash):
         where = sub.add_mutually_exclusive_group()
         where.add_argument("--config", type=Path, default=default_config)
         where.add_argument("--socket", type=Path, help="control socket (overrides --config)")
@@ -347,6 +350,8 @@ def _label(args: argparse.Namespace) -> int:
         command, request = "label.preview", {"sku": args.sku, "model": args.model}
     elif args.label_command == "bind":
         command, request = "label.bind", {"label": args.label, "sku": args.sku}
+    elif args.label_command == "flash":
+        command, request = "label.flash", {"label": args.label, "seconds": args.seconds}
     else:
         command, request = "label.unbind", {"label": args.label}
     try:
@@ -359,6 +364,9 @@ def _label(args: argparse.Namespace) -> int:
         return EXIT_PROBLEM
     if args.label_command == "bind":
         print(f"label {result['label']} shows {result['sku']} (local override)")
+        return EXIT_OK
+    if args.label_command == "flash":
+        print(f"label {args.label} flashing for {args.seconds:g} s (via {result['device']})")
         return EXIT_OK
     if args.label_command == "unbind":
         removed = result.get("removed")
