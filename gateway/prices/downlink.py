@@ -133,6 +133,8 @@ class _Held:
     have: int
     first_received: str
     state: str
+    got: tuple[int, ...] = ()  # the part numbers held
+    first_part_at: str | None = None  # when the first of them arrived
 
 
 class PriceDownlink:
@@ -276,14 +278,17 @@ class PriceDownlink:
         )
 
     async def _store_part(self, header: PriceBatchHeader, payload: bytes) -> None:
-        rows = await self._db.fetchall(
-            "SELECT part, payload FROM price_parts WHERE version = ? ORDER BY part",
+        # The part numbers held and one stored payload to compare with (not every blob).
+        row = await self._db.fetchone(
+            "SELECT group_concat(part) AS parts, (SELECT payload FROM price_parts "
+            "WHERE version = ?1 ORDER BY part LIMIT 1) AS sample "
+            "FROM price_parts WHERE version = ?1",
             (header.version,),
         )
         statements: list[tuple[str, Sequence[Any]]] = []
-        have = {int(row["part"]) for row in rows}
-        if rows:
-            stored = PriceBatchHeader.model_validate_json(bytes(rows[0]["payload"]))
+        have = _part_numbers(row["parts"] if row is not None else None)
+        if row is not None and row["sample"] is not None:
+            stored = PriceBatchHeader.model_validate_json(bytes(row["sample"]))
             if _set_identity(stored) != _set_identity(header):
                 if header.issued_at <= stored.issued_at:
                     _LOGGER.warning(
@@ -334,13 +339,14 @@ class PriceDownlink:
                 await self._apply(
                     due, superseded=[h.version for h in held if h.version < due.version]
                 )
-        await self._expire_incomplete()
-        await self._request_resync_if_gap()
+        expired = await self._expire_incomplete(held)
+        await self._request_resync_if_gap([h for h in held if h.version not in expired])
 
     async def _held(self) -> list[_Held]:
         rows = await self._db.fetchall(
             "SELECT v.version, v.kind, v.state, v.received_at, "
-            "coalesce(max(p.parts), 0) AS parts, count(p.part) AS have "
+            "coalesce(max(p.parts), 0) AS parts, count(p.part) AS have, "
+            "group_concat(p.part) AS got, min(p.received_at) AS first_part_at "
             "FROM price_versions v LEFT JOIN price_parts p USING (version) "
             "WHERE v.version > ? AND v.state IN ('held', 'rejected') "
             "GROUP BY v.version ORDER BY v.version",
@@ -354,6 +360,8 @@ class PriceDownlink:
                 int(r["have"]),
                 str(r["received_at"]),
                 str(r["state"]),
+                tuple(sorted(_part_numbers(r["got"]))),
+                r["first_part_at"],
             )
             for r in rows
         ]
@@ -488,24 +496,17 @@ class PriceDownlink:
             )
         return statements
 
-    async def _expire_incomplete(self) -> None:
+    async def _expire_incomplete(self, held_versions: Sequence[_Held]) -> set[int]:
+        """Expire part sets incomplete for ``parts_timeout_s``; returns their versions."""
         deadline = self._clock.utc_now().timestamp() - self.settings.parts_timeout_s
-        for held in await self._held():
+        expired: set[int] = set()
+        for held in held_versions:
             if held.state != "held" or held.have == held.parts:
                 continue
-            row = await self._db.fetchone(
-                "SELECT min(received_at) AS first FROM price_parts WHERE version = ?",
-                (held.version,),
-            )
-            first = row["first"] if row is not None and row["first"] else held.first_received
+            first = held.first_part_at or held.first_received
             if datetime.fromisoformat(first).timestamp() > deadline:
                 continue
-            got = [
-                int(r["part"])
-                for r in await self._db.fetchall(
-                    "SELECT part FROM price_parts WHERE version = ? ORDER BY part", (held.version,)
-                )
-            ]
+            got = list(held.got)
             now = isoformat_utc(self._clock.utc_now())
             reason = f"incomplete: got part(s) {got} of {held.parts}"
             await self._outbox.append_atomic(
@@ -518,9 +519,11 @@ class PriceDownlink:
                 ],
             )
             _LOGGER.warning("price batch v%d expired: %s", held.version, reason)
+            expired.add(held.version)
+        return expired
 
-    async def _request_resync_if_gap(self) -> None:
-        held = [h for h in await self._held() if h.version > self.head]
+    async def _request_resync_if_gap(self, held_versions: Sequence[_Held]) -> None:
+        held = [h for h in held_versions if h.version > self.head]
         if not held or self._link is None:
             return
         if self._clock.monotonic() - self._last_resync < self.settings.resync_interval_s:
@@ -556,6 +559,11 @@ class PriceDownlink:
         self._last_resync = self._clock.monotonic()
         self.last_resync_request = request
         return request
+
+
+def _part_numbers(listed: str | None) -> set[int]:
+    """``group_concat`` of part numbers → the set of them."""
+    return {int(part) for part in listed.split(",")} if listed else set()
 
 
 def _set_identity(header: Any) -> tuple[Any, ...]:

@@ -221,25 +221,9 @@ class Outbox:
         dropped and counted — the future resolves at once; essential events over the budget
         fail with :class:`~gateway.errors.OutboxFullError` (not accepted).
         """
-        if stream not in self._known_streams:
-            raise KeyError(f"unknown outbox stream {stream!r}")
-        stamp = event_stamp(self._clock)
-        ts = str(stamp["ts"])
-        unsynced = "unsynced" in stamp
-        texts = [_ENCODE({**body, "unsynced": True} if unsynced else body) for body in bodies]
-        ids = secrets.token_hex(8 * len(texts))  # one call for the batch: 16 hex digits each
-        rows = [
-            (stream, ids[16 * n : 16 * n + 16], ts, event_type, text, len(text) + _ROW_OVERHEAD)
-            for n, text in enumerate(texts)
-        ]
-        total = sum(row[5] for row in rows)
-        admission = self.pressure.admit(
-            shed or default_shed(stream), stream, event_type, len(rows), total
-        )
+        rows, total, admission = self._admit(stream, event_type, bodies, shed)
         if admission is not Admission.ACCEPT:
-            self.pressure_changed.set()
             return self._turned_away(admission, stream, event_type, len(rows))
-        self._pending_bytes += total
         future = self._db.submit_many(_INSERT, rows)
         future.add_done_callback(lambda done: self._on_committed(stream, total, done))
         return future
@@ -255,25 +239,43 @@ class Outbox:
         """Commit ``before`` and these events in one transaction (a state change and its
         receipt). The state change never waits on the budget: if the events are turned away
         (counted, as in :meth:`append_many`) ``before`` still commits alone."""
+        rows, total, admission = self._admit(stream, event_type, bodies, None)
+        if admission is not Admission.ACCEPT:
+            _LOGGER.error("%d %s/%s event(s) not buffered: budget", len(rows), stream, event_type)
+            return self._db.submit_atomic(before)
+        future = self._db.submit_atomic([*before, *((_INSERT, row) for row in rows)])
+        future.add_done_callback(lambda done: self._on_committed(stream, total, done))
+        return future
+
+    def _admit(
+        self,
+        stream: str,
+        event_type: str,
+        bodies: Iterable[Mapping[str, Any]],
+        shed: Shed | None,
+    ) -> tuple[list[tuple[str, str, str, str, str, int]], int, Admission]:
+        """Encode ``bodies`` into outbox rows and ask the budget; an accepted batch counts as
+        pending until its commit settles it (:meth:`_on_committed`)."""
+        if stream not in self._known_streams:
+            raise KeyError(f"unknown outbox stream {stream!r}")
         stamp = event_stamp(self._clock)
         ts = str(stamp["ts"])
         unsynced = "unsynced" in stamp
         texts = [_ENCODE({**body, "unsynced": True} if unsynced else body) for body in bodies]
-        ids = secrets.token_hex(8 * len(texts))
+        ids = secrets.token_hex(8 * len(texts))  # one call for the batch: 16 hex digits each
         rows = [
             (stream, ids[16 * n : 16 * n + 16], ts, event_type, text, len(text) + _ROW_OVERHEAD)
             for n, text in enumerate(texts)
         ]
         total = sum(row[5] for row in rows)
-        admission = self.pressure.admit(default_shed(stream), stream, event_type, len(rows), total)
-        if admission is not Admission.ACCEPT:
+        admission = self.pressure.admit(
+            shed or default_shed(stream), stream, event_type, len(rows), total
+        )
+        if admission is Admission.ACCEPT:
+            self._pending_bytes += total
+        else:
             self.pressure_changed.set()
-            _LOGGER.error("%d %s/%s event(s) not buffered: budget", len(rows), stream, event_type)
-            return self._db.submit_atomic(before)
-        self._pending_bytes += total
-        future = self._db.submit_atomic([*before, *((_INSERT, row) for row in rows)])
-        future.add_done_callback(lambda done: self._on_committed(stream, total, done))
-        return future
+        return rows, total, admission
 
     def _turned_away(
         self, admission: Admission, stream: str, event_type: str, count: int
