@@ -24,13 +24,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.uplink import EVENT, free_port, measure_ceilings, ratios, start_broker, start_hq
+from bench.uplink import (
+    EVENT,
+    bench_uplink,
+    free_port,
+    measure_ceilings,
+    ratios,
+    start_broker,
+    start_hq,
+)
 from gateway.clock import SystemClock
-from gateway.config import MqttConfig
 from gateway.store import Database
 from gateway.store.budget import BufferBudget
 from gateway.store.outbox import Outbox
-from gateway.sync.uplink import UplinkSettings, connect_outbox
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "1000000"))
 FILL_CHUNK = 20_000
@@ -64,21 +70,7 @@ async def drain(path: Path, port: int) -> tuple[float, int]:
         outbox = Outbox(db, clock, BIG_BUDGET)
         await outbox.open(("stock",))
         backlog = sum(s.depth for s in await outbox.states())
-        config = MqttConfig(
-            host="127.0.0.1",
-            port=port,
-            tls=False,
-            allow_plaintext=True,
-            topic_root="bench/{store_id}/",
-        )
-        link, uplink = connect_outbox(
-            outbox,
-            config=config,
-            store_id="s1",
-            boot=db.boot,
-            clock=clock,
-            settings=UplinkSettings(messages_per_second=None),  # the rate limit lifted
-        )
+        link, uplink = bench_uplink(outbox, db, clock, port)  # the rate limit lifted
         started = time.perf_counter()
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(link.run()), group.create_task(uplink.run())]

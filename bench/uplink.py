@@ -35,7 +35,8 @@ from gateway.clock import SystemClock
 from gateway.config import MqttConfig
 from gateway.store import Database
 from gateway.store.outbox import Outbox
-from gateway.sync.uplink import UplinkSettings, connect_outbox
+from gateway.sync.link import MqttLink
+from gateway.sync.uplink import Uplink, UplinkSettings, connect_outbox
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "200000"))
 CHUNK = 2_000
@@ -103,27 +104,34 @@ def start_hq(port: int, directory: Path) -> subprocess.Popen[bytes]:
     return hq
 
 
+def bench_uplink(
+    outbox: Outbox, db: Database, clock: SystemClock, port: int
+) -> tuple[MqttLink, Uplink]:
+    """The store's link and uplink against the local broker, catch-up rate limit lifted."""
+    config = MqttConfig(
+        host="127.0.0.1",
+        port=port,
+        tls=False,
+        allow_plaintext=True,
+        topic_root="bench/{store_id}/",
+    )
+    return connect_outbox(
+        outbox,
+        config=config,
+        store_id="s1",
+        boot=db.boot,
+        clock=clock,
+        settings=UplinkSettings(messages_per_second=None),
+    )
+
+
 async def gateway_run(port: int, directory: Path, *, batched: bool) -> tuple[float, int]:
     clock = SystemClock()
     name = "batched.db" if batched else "single.db"
     async with Database.running(directory / name, clock=clock, commit_max_rows=5000) as db:
         outbox = Outbox(db, clock)
         await outbox.open(("stock",))
-        config = MqttConfig(
-            host="127.0.0.1",
-            port=port,
-            tls=False,
-            allow_plaintext=True,
-            topic_root="bench/{store_id}/",
-        )
-        link, uplink = connect_outbox(
-            outbox,
-            config=config,
-            store_id="s1",
-            boot=db.boot,
-            clock=clock,
-            settings=UplinkSettings(messages_per_second=None),
-        )
+        link, uplink = bench_uplink(outbox, db, clock, port)
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(link.run()), group.create_task(uplink.run())]
             await link.connected.wait()

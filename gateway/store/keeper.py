@@ -48,7 +48,7 @@ class OutboxKeeper:
         self.expired: dict[str, int] = {}  # per stream, since start
 
     async def run(self) -> None:
-        await self._resume_episode()
+        self._resume_episode()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._outbox.pressure_changed.wait(), self._tick_s)
@@ -81,7 +81,7 @@ class OutboxKeeper:
                     ttl,
                 )
 
-    async def _resume_episode(self) -> None:
+    def _resume_episode(self) -> None:
         """After a restart an active pressure alert is cleared once the buffer is relieved."""
         pressure = self._outbox.pressure
         if any(alert.key == PRESSURE_ALERT for alert in self._alerts.active()):

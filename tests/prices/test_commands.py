@@ -93,6 +93,12 @@ async def store(tmp_path: Path, broker: Broker, *, signed: bool = True) -> Async
             yield Store(db, processor, alerts, link, counted)
 
 
+def hq_settings(broker: Broker) -> HqSettings:
+    """HQ's tools pointed at the test broker (plaintext, allowed explicitly)."""
+    mqtt = {"host": broker.host, "port": broker.port, "tls": False, "allow_plaintext": True}
+    return HqSettings.model_validate({"mqtt": mqtt})
+
+
 def command(name: str, *, cid: str = "c-1", signer: Signer | None = SIGNER, **args: Any) -> bytes:
     now = datetime.now(UTC)
     payload = json.dumps(
@@ -131,16 +137,7 @@ def inbound(name: str, payload: bytes, reply_to: str | None) -> InboundMessage:
 
 
 async def test_hq_tool_round_trip_over_the_broker(tmp_path: Path, mosquitto: Broker) -> None:
-    settings = HqSettings.model_validate(
-        {
-            "mqtt": {
-                "host": mosquitto.host,
-                "port": mosquitto.port,
-                "tls": False,
-                "allow_plaintext": True,
-            }
-        }
-    )
+    settings = hq_settings(mosquitto)
     async with store(tmp_path, mosquitto):
         await asyncio.sleep(0.3)
         reply = await send_command(settings, "s1", "ping", {}, signer=SIGNER, timeout_s=20)
@@ -232,16 +229,7 @@ def test_command_arguments_parse() -> None:
 
 
 async def test_hq_binds_labels_with_signed_commands(tmp_path: Path, mosquitto: Broker) -> None:
-    settings = HqSettings.model_validate(
-        {
-            "mqtt": {
-                "host": mosquitto.host,
-                "port": mosquitto.port,
-                "tls": False,
-                "allow_plaintext": True,
-            }
-        }
-    )
+    settings = hq_settings(mosquitto)
     async with store(tmp_path, mosquitto):
         await asyncio.sleep(0.3)
         args = {"label": "L-7", "sku": "4006381333931"}
