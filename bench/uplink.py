@@ -125,8 +125,19 @@ def bench_uplink(
     )
 
 
-async def gateway_run(port: int, directory: Path, *, batched: bool) -> tuple[float, int]:
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of a process (default: this one, all threads)."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def gateway_run(
+    port: int, directory: Path, *, batched: bool, hq_pid: int
+) -> tuple[float, int]:
     clock = SystemClock()
+    cpu_before = cpu_seconds(), cpu_seconds(hq_pid)
     name = "batched.db" if batched else "single.db"
     async with Database.running(directory / name, clock=clock, commit_max_rows=5000) as db:
         outbox = Outbox(db, clock)
@@ -169,7 +180,13 @@ async def gateway_run(port: int, directory: Path, *, batched: bool) -> tuple[flo
             elapsed = time.perf_counter() - started
             for task in tasks:
                 task.cancel()
-    print(f"  (accepted = committed in {accepted:.2f} s: {EVENTS / accepted:,.0f} events/s)")
+    gateway_cpu = cpu_seconds() - cpu_before[0]
+    hq_cpu = cpu_seconds(hq_pid) - cpu_before[1]
+    print(
+        f"  (accepted = committed in {accepted:.2f} s: {EVENTS / accepted:,.0f} events/s; CPU "
+        f"per event: gateway {gateway_cpu / EVENTS * 1e6:.1f} µs, "
+        f"HQ {hq_cpu / EVENTS * 1e6:.1f} µs)"
+    )
     return elapsed, EVENTS
 
 
@@ -283,7 +300,10 @@ def main() -> None:
             hq = start_hq(port, Path(tmp))
             try:
                 runs = [
-                    (batched, asyncio.run(gateway_run(port, Path(tmp), batched=batched)))
+                    (
+                        batched,
+                        asyncio.run(gateway_run(port, Path(tmp), batched=batched, hq_pid=hq.pid)),
+                    )
                     for batched in (False, True)
                 ]
             finally:

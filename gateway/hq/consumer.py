@@ -56,6 +56,29 @@ HQ_MIGRATIONS: tuple[Migration, ...] = (
             ) STRICT""",
         ),
     ),
+    Migration(
+        4,
+        "hq: events stored as received, one row per envelope; hq_events becomes a view",
+        (
+            # ``payload`` is a JSON object whose ``events`` array holds seq_from..seq_to (the
+            # envelope as it came, or only its new events when some were held already).
+            """CREATE TABLE hq_batches (
+                store TEXT NOT NULL, stream TEXT NOT NULL, epoch TEXT NOT NULL,
+                seq_from INTEGER NOT NULL, seq_to INTEGER NOT NULL,
+                received_at TEXT NOT NULL, payload TEXT NOT NULL,
+                PRIMARY KEY (store, stream, epoch, seq_to)
+            ) STRICT""",
+            """INSERT INTO hq_batches
+            SELECT store, stream, epoch, seq, seq, received_at, json_object('events',
+                json_array(json(event))) FROM hq_events""",
+            "DROP TABLE hq_events",
+            """CREATE VIEW hq_events AS
+            SELECT b.store, b.stream, b.epoch, e.value ->> '$.seq' AS seq,
+                e.value ->> '$.id' AS id, e.value ->> '$.ts' AS ts, e.value ->> '$.type' AS type,
+                e.value AS event, b.received_at
+            FROM hq_batches b, json_each(b.payload, '$.events') e""",
+        ),
+    ),
 )
 
 
@@ -67,12 +90,7 @@ class Ack:
 
 _EXPIRED = "outbox.expired"
 
-_STORE_EVENTS = (
-    "INSERT OR IGNORE INTO hq_events "
-    "(store, stream, epoch, seq, id, ts, type, event, received_at) "
-    "SELECT ?1, ?2, ?3, value ->> '$.seq', value ->> '$.id', value ->> '$.ts', "
-    "value ->> '$.type', value, ?4 FROM json_each(?5, '$.events') WHERE value ->> '$.seq' > ?6"
-)
+_STORE_BATCH = "INSERT OR IGNORE INTO hq_batches VALUES (?, ?, ?, ?, ?, ?, ?)"
 _STORE_WATERMARK = (
     "INSERT INTO hq_watermarks VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE "
     "SET seq = max(seq, excluded.seq)"
@@ -144,10 +162,13 @@ class HqConsumer:
             key = (str(row["store"]), str(row["stream"]), str(row["epoch"]))
             self._custody[key] = _Custody(int(row["seq"]))
         for row in await self._db.fetchall(
-            "SELECT e.store, e.stream, e.epoch, e.seq, e.type, e.event ->> '$.from_seq' AS first "
-            "FROM hq_events e LEFT JOIN hq_watermarks w "
-            "USING (store, stream, epoch) WHERE e.seq > coalesce(w.seq, 0)"
+            "SELECT b.store, b.stream, b.epoch, e.value ->> '$.seq' AS seq, "
+            "e.value ->> '$.type' AS type, e.value ->> '$.from_seq' AS first "
+            "FROM hq_batches b LEFT JOIN hq_watermarks w USING (store, stream, epoch), "
+            "json_each(b.payload, '$.events') e WHERE b.seq_to > coalesce(w.seq, 0)"
         ):
+            if int(row["seq"]) <= self.watermark(row["store"], row["stream"], row["epoch"]):
+                continue
             key = (str(row["store"]), str(row["stream"]), str(row["epoch"]))
             custody = self._custody.setdefault(key, _Custody())
             custody.above.add(int(row["seq"]))
@@ -184,14 +205,19 @@ class HqConsumer:
             custody = self._custody.setdefault(key, _Custody())
             if key not in snapshots:
                 snapshots[key] = (custody.watermark, set(custody.above), dict(custody.covered))
-            watermark_before = custody.watermark
             fresh = self._take_fresh(envelope, custody)
             if fresh:
-                # The events go in as SQLite reads them from the payload (json_each, in C):
-                # no per-event Python work on the storage path; duplicates fall to the key.
+                # Stored as it came, one row per envelope (the hq_events view lists the
+                # events); only when some events were held already is a trimmed copy made.
+                text = (
+                    payload.decode()
+                    if len(fresh) == len(envelope.events)
+                    else json.dumps({"events": fresh}, ensure_ascii=False)
+                )
                 writes.append(
                     self._db.submit(
-                        _STORE_EVENTS, (*key, self._now(), payload.decode(), watermark_before)
+                        _STORE_BATCH,
+                        (*key, fresh[0]["seq"], fresh[-1]["seq"], self._now(), text),
                     )
                 )
                 emitted.append((envelope, fresh))
@@ -227,10 +253,25 @@ class HqConsumer:
         return acks
 
     def _take_fresh(self, envelope: EnvelopeModel, custody: _Custody) -> list[EventHeader]:
-        """The envelope's events HQ does not hold yet; moves the watermark over them."""
+        """The envelope's events HQ does not hold yet (in seq order); moves the watermark."""
+        events = envelope.events
+        first, last = events[0]["seq"], events[-1]["seq"]
+        if (
+            first == custody.watermark + 1
+            and not custody.above
+            and not custody.covered
+            and last - first + 1 == len(events)
+            and all(
+                event["seq"] == seq
+                for event, seq in zip(events, range(first, last + 1), strict=True)
+            )
+            and not any(event["type"] == _EXPIRED for event in events)
+        ):  # the usual case: the next events in order, nothing held above
+            custody.watermark = last
+            return events
         fresh: list[EventHeader] = []
         taken: set[int] = set()
-        for event in envelope.events:
+        for event in sorted(events, key=lambda event: event["seq"]):
             seq = event["seq"]
             if event["type"] == _EXPIRED:
                 self._take_expired(envelope.store, envelope.stream, custody, event)

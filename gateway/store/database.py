@@ -100,9 +100,12 @@ class _Write:
 
     steps: list[tuple[str, list[Sequence[Any]]]]
     future: asyncio.Future[None]
+    weight: int | None = None  # what the write counts for toward a commit; None: its rows
 
     @property
     def rows(self) -> int:
+        if self.weight is not None:
+            return self.weight
         return sum(len(rows) for _sql, rows in self.steps)
 
 
@@ -378,23 +381,29 @@ class Database:
     async def write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         await self.submit_many(sql, rows)
 
-    def submit_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> asyncio.Future[None]:
-        """Queue one statement for many rows, committed together; one future for all."""
-        return self._enqueue([(sql, list(rows))])
+    def submit_many(
+        self, sql: str, rows: Iterable[Sequence[Any]], *, weight: int | None = None
+    ) -> asyncio.Future[None]:
+        """Queue one statement for many rows, committed together; one future for all.
+        ``weight``: what the write counts for toward filling a commit when a row stands for
+        many records (the outbox stores many events in a row); default its row count."""
+        return self._enqueue([(sql, list(rows))], weight)
 
     def submit_atomic(
-        self, statements: Iterable[tuple[str, Sequence[Any]]]
+        self, statements: Iterable[tuple[str, Sequence[Any]]], *, weight: int | None = None
     ) -> asyncio.Future[None]:
         """Queue statements that must never be split: they run in this order in one
         transaction (all committed or none), e.g. a price batch applied and its receipt."""
-        return self._enqueue([(sql, [params]) for sql, params in statements])
+        return self._enqueue([(sql, [params]) for sql, params in statements], weight)
 
-    def _enqueue(self, steps: list[tuple[str, list[Sequence[Any]]]]) -> asyncio.Future[None]:
+    def _enqueue(
+        self, steps: list[tuple[str, list[Sequence[Any]]]], weight: int | None = None
+    ) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._closing:
             future.set_exception(StorageUnavailableError(self.path, "database is closed"))
             return future
-        item = _Write(steps, future)
+        item = _Write(steps, future, weight)
         self._pending += item.rows
         self._queue.put_nowait(item)
         return future

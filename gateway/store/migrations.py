@@ -177,6 +177,52 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX label_bindings_sku ON label_bindings (sku)",
         ),
     ),
+    Migration(
+        8,
+        "outbox: events stored in batches, one row per committed append",
+        (
+            # A row holds consecutive events of one stream: seq_from..seq_to, their JSON objects
+            # (without seq, which is seq_from + position) one per line. The seqs are still taken
+            # inside the committing transaction. A marker row (outbox.expired) is one event
+            # with seq = seq_to that stands for the seqs seq_from..seq_to.
+            """CREATE TABLE outbox_batches (
+                stream TEXT NOT NULL REFERENCES outbox_streams(stream),
+                seq_from INTEGER NOT NULL,
+                seq_to INTEGER NOT NULL,
+                count INTEGER NOT NULL,
+                oldest_ts TEXT NOT NULL,
+                newest_ts TEXT NOT NULL,
+                marker INTEGER NOT NULL DEFAULT 0,
+                size INTEGER NOT NULL,
+                end_offset INTEGER NOT NULL,
+                events TEXT NOT NULL
+            ) STRICT""",
+            # Covering: reads pick rows, releases and the byte accounting find offsets, all
+            # without touching the events text.
+            """CREATE INDEX outbox_batches_seq ON outbox_batches
+                (stream, seq_to, seq_from, count, size, end_offset)""",
+            """INSERT INTO outbox_batches
+                (stream, seq_from, seq_to, count, oldest_ts, newest_ts, marker, size,
+                 end_offset, events)
+            SELECT stream,
+                CASE WHEN type = 'outbox.expired' THEN body ->> '$.from_seq' ELSE seq END,
+                seq,
+                CASE WHEN type = 'outbox.expired' THEN body ->> '$.count' ELSE 1 END,
+                CASE WHEN type = 'outbox.expired' THEN body ->> '$.oldest_ts' ELSE ts END,
+                ts, type = 'outbox.expired', size, end_offset,
+                '{"id":' || json_quote(id) || ',"ts":' || json_quote(ts)
+                    || ',"type":' || json_quote(type)
+                    || CASE WHEN body = '{}' THEN '}' ELSE ',' || substr(body, 2) END
+            FROM outbox ORDER BY stream, seq""",
+            "DROP TRIGGER outbox_next_seq",
+            "DROP TABLE outbox",
+            """CREATE TRIGGER outbox_next_seq AFTER INSERT ON outbox_batches BEGIN
+                UPDATE outbox_streams SET next_seq = NEW.seq_to + 1,
+                    appended_bytes = NEW.end_offset
+                WHERE stream = NEW.stream;
+            END""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -251,3 +251,25 @@ async def test_stored_rows_hold_each_event_as_it_came(tmp_path: Path) -> None:
         assert consumer.duplicates == 2
     finally:
         await cm.__aexit__(None, None, None)
+
+
+async def test_migration_4_keeps_events_stored_one_by_one(tmp_path: Path) -> None:
+    path = tmp_path / "hq.db"
+    async with Database.running(path, clock=FakeClock(), migrations=HQ_MIGRATIONS[:3]) as db:
+        await db.write_many(
+            "INSERT INTO hq_events VALUES ('s1', 'stock', 'e1', ?, ?, 'ts', 't', ?, 'then')",
+            [(n, f"id{n}", json.dumps({"seq": n, "id": f"id{n}", "n": n})) for n in (1, 2, 4)],
+        )
+        await db.write("INSERT INTO hq_watermarks VALUES ('s1', 'stock', 'e1', 2)")
+    out: list[dict[str, Any]] = []
+    cm, consumer = await open_consumer(path, out)
+    try:
+        rows = await consumer._db.fetchall("SELECT seq, id, event FROM hq_events ORDER BY seq")
+        assert [(row["seq"], row["id"]) for row in rows] == [(1, "id1"), (2, "id2"), (4, "id4")]
+        assert json.loads(rows[2]["event"])["n"] == 4
+        assert consumer.gaps() == {("s1", "stock", "e1"): (3, 3)}  # 4 is held above the gap
+        await consumer.receive(envelope([3, 4, 5]))
+        assert consumer.watermark("s1", "stock", "e1") == 5
+        assert [event["seq"] for event in out] == [3, 5]
+    finally:
+        await cm.__aexit__(None, None, None)

@@ -24,7 +24,7 @@ KIB = 1024
 
 async def exact_bytes(db: Database, stream: str) -> int:
     row = await db.fetchone(
-        "SELECT coalesce(sum(size), 0) AS b FROM outbox WHERE stream = ?", (stream,)
+        "SELECT coalesce(sum(size), 0) AS b FROM outbox_batches WHERE stream = ?", (stream,)
     )
     assert row is not None
     return int(row["b"])

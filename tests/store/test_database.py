@@ -201,7 +201,7 @@ async def test_full_disk_fails_the_batch_keeps_committed_data_and_keeps_running(
 
 
 async def test_real_full_filesystem(tmp_path: Path) -> None:
-    with tmpfs(tmp_path / "small", size="256k") as mount_point:
+    with tmpfs(tmp_path / "small", size="512k") as mount_point:
         path = mount_point / "g.db"
         async with Database.running(path, clock=FakeClock()) as db:
             await db.write("CREATE TABLE t (pad BLOB)")

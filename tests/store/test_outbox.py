@@ -180,3 +180,92 @@ async def test_wire_batches_built_by_sqlite_match_the_python_envelope(tmp_path: 
             assert json.loads(from_sqlite) == json.loads(from_python)
             assert [e["seq"] for e in json.loads(from_sqlite)["events"]] == [e.seq for e in events]
         assert await outbox.read_wire("stock", after_seq=5, max_events=10, max_bytes=10) is None
+
+
+async def test_appends_of_one_loop_step_share_a_row_and_keep_their_order(tmp_path: Path) -> None:
+    clock = FakeClock()
+    async with Database.running(tmp_path / "g.db", clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(STREAMS)
+        singles = [outbox.append("stock", "stock.changed", {"n": n}) for n in range(300)]
+        many = outbox.append_many("stock", "stock.changed", ({"n": 300 + n} for n in range(5)))
+        # A state change with its receipt goes after what was appended before it.
+        receipt = outbox.append_atomic(
+            "stock",
+            "stock.changed",
+            [{"n": 305}],
+            before=[("INSERT INTO meta (key, value) VALUES ('test', 'x')", ())],
+        )
+        later = outbox.append("stock", "stock.changed", {"n": 306})
+        await asyncio.gather(*singles, many, receipt, later)
+        rows = await db.fetchall(
+            "SELECT seq_from, seq_to, count FROM outbox_batches WHERE stream = 'stock' "
+            "ORDER BY seq_to"
+        )
+        assert [tuple(row) for row in rows] == [(1, 305, 305), (306, 306, 1), (307, 307, 1)]
+        events = await outbox.read("stock", after_seq=0, max_events=1000, max_bytes=10**9)
+        assert [json.loads(e.body)["n"] for e in events] == list(range(307))
+        assert [e.seq for e in events] == list(range(1, 308))
+        # A big batch is split into rows a reader can take whole.
+        await outbox.append_many("dwell", "dwell.visit", ({"n": n} for n in range(1500)))
+        sizes = await db.fetchall("SELECT count FROM outbox_batches WHERE stream = 'dwell'")
+        assert sorted(row["count"] for row in sizes) == [476, 512, 512]
+
+
+async def test_a_row_released_in_part_is_read_from_the_watermark(tmp_path: Path) -> None:
+    clock = FakeClock()
+    async with Database.running(tmp_path / "g.db", clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(STREAMS)
+        await outbox.append_many("stock", "s", ({"n": n} for n in range(100)))
+        await (await outbox.acknowledge("stock", outbox.epoch, 40))  # type: ignore[misc]
+        # The row stays (60 of its events are not HQ's yet), its released part is gone.
+        left = await outbox.read("stock", after_seq=0, max_events=1000, max_bytes=10**9)
+        assert [e.seq for e in left] == list(range(41, 101))
+        batch = await outbox.read_wire("stock", after_seq=10, max_events=7, max_bytes=10**9)
+        assert batch is not None
+        assert (batch.seq_from, batch.seq_to, batch.count) == (41, 47, 7)
+        state = {s.stream: s for s in await outbox.states()}["stock"]
+        assert (state.depth, state.acked_seq) == (60, 40)
+        await (await outbox.acknowledge("stock", outbox.epoch, 100))  # type: ignore[misc]
+        assert await db.fetchall("SELECT * FROM outbox_batches") == []
+
+
+async def test_migration_8_moves_buffered_events_and_markers_into_rows(tmp_path: Path) -> None:
+    from gateway.store.migrations import MIGRATIONS
+
+    clock = FakeClock()
+    path = tmp_path / "g.db"
+    async with Database.running(path, clock=clock, migrations=MIGRATIONS[:7]) as db:
+        await db.write("INSERT INTO outbox_streams (stream) VALUES ('dwell')")
+        marker = json.dumps(
+            {"from_seq": 1, "count": 3, "reason": "ttl", "oldest_ts": "t0", "newest_ts": "t3"}
+        )
+        await db.write_many(
+            "INSERT INTO outbox (stream, seq, id, ts, type, body, size, end_offset) "
+            "VALUES ('dwell', ?, ?, ?, ?, ?, 100, ?)",
+            [
+                (3, "m3", "t3", "outbox.expired", marker, 300),
+                (4, "i4", "t4", "dwell.visit", '{"zone":"Käse"}', 400),
+                (5, "i5", "t5", "dwell.visit", "{}", 500),
+            ],
+        )
+        await db.write(
+            "UPDATE outbox_streams SET next_seq = 6, appended_bytes = 500 WHERE stream = 'dwell'"
+        )
+    async with Database.running(path, clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(STREAMS)
+        events = await outbox.read("dwell", after_seq=0, max_events=10, max_bytes=10**9)
+        assert [(e.seq, e.id, e.type) for e in events] == [
+            (3, "m3", "outbox.expired"),
+            (4, "i4", "dwell.visit"),
+            (5, "i5", "dwell.visit"),
+        ]
+        assert json.loads(events[0].body)["from_seq"] == 1
+        assert json.loads(events[1].body) == {"zone": "Käse"}
+        state = {s.stream: s for s in await outbox.states()}["dwell"]
+        assert (state.depth, state.bytes) == (3, 300)
+        await outbox.append("dwell", "dwell.visit", {})
+        [after] = await outbox.read("dwell", after_seq=5, max_events=10, max_bytes=10**9)
+        assert after.seq == 6
