@@ -2,28 +2,43 @@
 
 Behaves like the real systems in research/esl.md where it matters to the core: ``push`` only
 *queues* content (accepted, not shown); the radio delivers one label at a time, taking
-``seconds_per_label``; a newer push for a label replaces its queued content (only the latest is
-ever sent); a delivery can fail ("xfer timeout"); ``CONFIRMED`` is reported only once the label
-itself has the content. Labels check in (``SEEN``, with battery and signal) spread over
-``checkin_interval_s``. Delivery runs inside ``readings()``: no task outlives the iterator, and
-content in flight when it is closed goes back to the front of the queue.
+``seconds_per_label`` (± ``radio_jitter``); a newer push for a label replaces its queued content
+(only the latest is ever sent); a delivery can fail ("xfer timeout"); ``CONFIRMED`` is reported
+only once the label itself shows the content, ``confirmation_latency_s`` later, and some
+confirmations never arrive at all (``lost_confirmation_rate``): the label shows the content
+anyway and its next check-in (``SEEN``, which always carries the hash the label really shows)
+tells the truth. Labels reboot now and then (``reboot_rate_per_hour``, or :meth:`reboot` in
+tests) and fall back to the content they showed before their last delivery. Labels check in
+(``SEEN``, with battery and signal) spread over ``checkin_interval_s``.
 
-Delivery outcomes and check-in values each come from their own seeded stream, so they are
-deterministic for a seed and a push order even though real-time pacing interleaves them.
+Reports about one label never overtake each other: a confirmation still on its way is released
+before any later report of the same label, as a real access point forwards its frames in order.
+
+Delivery runs inside ``readings()``: no task outlives the iterator, and content in flight when it
+is closed goes back to the front of the queue. With ``image_dir`` every label's shown content is
+drawn into a folder (:mod:`devices.simulated.shelf_folder`) the moment the label shows it.
+
+Radio times, delivery outcomes, check-in values and reboots each come from their own seeded
+stream, so each is deterministic for a seed and a push order even though real-time pacing
+interleaves them. ``speed`` compresses every duration (radio, latency, check-ins, reboots).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from devices.simulated.faults import FaultOptions, FaultState, OpenAttempts
+from devices.simulated.shelf_folder import ShelfEntry, ShelfFolder
 from gateway.drivers.contracts import (
     DriverContext,
     Heartbeat,
@@ -34,12 +49,20 @@ from gateway.drivers.contracts import (
     LabelReportKind,
     Reading,
 )
-from gateway.errors import DriverConfigError
+from gateway.errors import DriverConfigError, DriverError
 
 __all__ = ["LabelModelSim", "LabelSim", "SimulatedEsl", "SimulatedEslOptions"]
 
+_LOGGER = logging.getLogger(__name__)
+
 CONFIRMED_EVIDENCE = "sim: label reported xfer complete"
 FAILED_EVIDENCE = "sim: xfer timeout, label did not answer"
+REBOOTED_EVIDENCE = "sim: label rebooted"
+CHECKIN_EVIDENCE = "sim: check-in"
+
+# The folder's index (shelf.json, index.html) grows with the shelf: rewrite it at most this
+# often (real seconds); label images are written the moment a label shows them.
+_INDEX_INTERVAL_S = 0.5
 
 
 class LabelModelSim(BaseModel):
@@ -66,7 +89,7 @@ class LabelSim(BaseModel):
 
 
 class SimulatedEslOptions(BaseModel):
-    """Options of ``simulated.esl``."""
+    """Options of ``simulated.esl``. Durations are simulated seconds, divided by ``speed``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -81,17 +104,66 @@ class SimulatedEslOptions(BaseModel):
         default_factory=LabelModelSim, description="Model of generated and unmodelled labels."
     )
     seconds_per_label: float = Field(
-        3.9, gt=0, le=600, description="Radio time per delivery (sets labels_per_minute)."
+        3.9, gt=0, le=600, description="Mean radio time per delivery (sets labels_per_minute)."
+    )
+    radio_jitter: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Each delivery takes seconds_per_label times 1 ± up to this fraction "
+        "(uniform, seeded); the mean and labels_per_minute stay.",
     )
     failure_rate: float = Field(0.0, ge=0, le=1, description="Share of deliveries that fail.")
+    confirmation_latency_s: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="Delay from the label showing new content to its CONFIRMED report.",
+    )
+    lost_confirmation_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of successful deliveries whose CONFIRMED report never arrives (the "
+        "label shows the content; its next check-in carries the hash).",
+    )
+    reboot_rate_per_hour: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="Reboots per label per hour (seeded); a rebooted label falls back to what "
+        "it showed before its last delivery (blank if nothing) and reports SEEN.",
+    )
     checkin_interval_s: float = Field(
         40.0, gt=0, le=86_400, description="Each label checks in this often."
     )
     heartbeat_s: float = Field(5.0, gt=0, le=600, description="Heartbeat when nothing happens.")
     speed: float = Field(
-        1.0, gt=0, le=100_000, description="Time compression of radio and check-ins."
+        1.0,
+        gt=0,
+        le=100_000,
+        description="Time compression of radio, confirmations, check-ins and reboots.",
+    )
+    image_dir: Path | None = Field(
+        None,
+        description="Folder (created if missing; one per instance) where every label's shown "
+        "content is written as <label_id>.png, with shelf.json and index.html; None: no files.",
     )
     faults: FaultOptions = Field(default_factory=FaultOptions, description="Fault injection.")
+
+    @field_validator("image_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("image_dir must name a directory (leave it out for no images)")
+        return value
+
+    @field_validator("image_dir")
+    @classmethod
+    def _not_a_file(cls, value: Path | None) -> Path | None:
+        if value is not None and value.exists() and not value.is_dir():
+            raise ValueError(f"image_dir {value} exists and is not a directory")
+        return value
 
     @model_validator(mode="after")
     def _unique_labels(self) -> SimulatedEslOptions:
@@ -101,14 +173,44 @@ class SimulatedEslOptions(BaseModel):
         return self
 
 
+@dataclass(frozen=True, slots=True)
+class _Shown:
+    """Content on a panel. ``png`` is kept only when the images are drawn into a folder."""
+
+    content_hash: str
+    png: bytes | None
+
+
 @dataclass(slots=True)
 class _Label:
     label_id: str
     model: LabelModel
     battery_mv: int
     rssi: int  # mean signal at the access point
-    shown_hash: str | None = None
+    shown: _Shown | None = None  # None: blank
+    previous: _Shown | None = None  # shown before the last change: what a reboot brings back
+    shown_at: datetime | None = None  # when it began showing ``shown``
     flashes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Confirmation:
+    """A CONFIRMED report on its way to the gateway."""
+
+    due: float  # loop time
+    label_id: str
+    content_hash: str
+
+
+@dataclass(slots=True)
+class _Timers:
+    """When the next timed events of one ``readings()`` run fall due (loop time)."""
+
+    next_checkin: float
+    next_reboot: float
+    next_index: float
+    checkins: int = 0
+    delivering: tuple[LabelContent, float] | None = None  # content, done at
 
 
 class SimulatedEsl:
@@ -128,6 +230,8 @@ class SimulatedEsl:
         rng = random.Random(seed)  # noqa: S311 - simulation
         self._delivery_rng = random.Random(f"{seed}:deliveries")  # noqa: S311
         self._checkin_rng = random.Random(f"{seed}:check-ins")  # noqa: S311
+        self._radio_rng = random.Random(f"{seed}:radio")  # noqa: S311
+        self._reboot_rng = random.Random(f"{seed}:reboots")  # noqa: S311
         specs = options.labels or [
             LabelSim(label_id=f"0000{rng.getrandbits(48):012X}") for _ in range(options.label_count)
         ]
@@ -142,8 +246,18 @@ class SimulatedEsl:
         }
         self._queue: OrderedDict[str, LabelContent] = OrderedDict()
         self._reports: list[LabelReport] = []
+        self._confirmations: deque[_Confirmation] = deque()
         self._wake = asyncio.Event()
+        self._order = list(self._labels.values())  # check-in order
+        self._folder: ShelfFolder | None = None
+        if options.image_dir is not None:
+            self._folder = ShelfFolder(options.image_dir, driver=context.name)
+        self._folder_ready = False
+        self._index_stale = True
         self.superseded = 0  # queued contents replaced by a newer push before delivery
+        self.failed_deliveries = 0
+        self.lost_confirmations = 0  # deliveries the label showed but never confirmed
+        self.reboots = 0
 
     # --- for tests and the demo -----------------------------------------------------------
 
@@ -152,8 +266,14 @@ class SimulatedEsl:
         return tuple(self._labels)
 
     def shown_hash(self, label_id: str) -> str | None:
-        """The content the label really shows (None: nothing delivered yet)."""
-        return self._label(label_id).shown_hash
+        """The content the label really shows (None: blank)."""
+        shown = self._label(label_id).shown
+        return None if shown is None else shown.content_hash
+
+    def image_path(self, label_id: str) -> Path | None:
+        """Where the label's image is drawn (None: no ``image_dir``); absent while blank."""
+        self._label(label_id)
+        return None if self._folder is None else self._folder.image_path(label_id)
 
     def flashes(self, label_id: str) -> int:
         return self._label(label_id).flashes
@@ -161,6 +281,18 @@ class SimulatedEsl:
     def queued(self) -> tuple[str, ...]:
         """Labels with content waiting for the radio, in delivery order."""
         return tuple(self._queue)
+
+    def pending_confirmations(self) -> tuple[str, ...]:
+        """Labels whose CONFIRMED report is still on its way, oldest first."""
+        return tuple(confirmation.label_id for confirmation in self._confirmations)
+
+    def reboot(self, label_id: str) -> None:
+        """Reboot one label now: it falls back to the content it showed before its last
+        delivery (blank if none) and reports ``SEEN`` with that hash. Raises DriverError when
+        the image folder cannot be written."""
+        self._reboot(self._label(label_id))
+        if self._folder is not None:
+            self._write_index()
 
     # --- the contract -----------------------------------------------------------------------
 
@@ -170,6 +302,7 @@ class SimulatedEsl:
 
     async def open(self) -> None:
         await self._faults.on_open()
+        self._prepare_folder()
 
     async def close(self) -> None:
         return None
@@ -196,52 +329,41 @@ class SimulatedEsl:
 
     async def readings(self) -> AsyncIterator[Reading]:
         loop = asyncio.get_running_loop()
-        options = self._options
-        radio_s = options.seconds_per_label / options.speed
-        # Check-ins are spread over the interval, one label at a time, like real tags.
-        order = list(self._labels.values())
-        checkin_gap = options.checkin_interval_s / options.speed / max(1, len(order))
-        checkins = 0
+        heartbeat_s = self._options.heartbeat_s
+        self._prepare_folder()  # open() does it; tests may read without opening
         self._faults.start()
         start = loop.time()
-        next_checkin = start + checkin_gap
+        timers = _Timers(
+            next_checkin=start + self._checkin_gap(),
+            next_reboot=start + self._reboot_gap(),
+            next_index=start,
+        )
         last_yield = start
-        delivering: tuple[LabelContent, float] | None = None  # content, done at
         try:
             while True:
                 self._wake.clear()  # before looking: a push from here on wakes the wait
                 now = loop.time()
-                if delivering is None and self._queue:
-                    _, content = self._queue.popitem(last=False)
-                    delivering = (content, now + radio_s)
-                if delivering is not None and now >= delivering[1]:
-                    self._deliver(delivering[0])
-                    delivering = None
-                    continue  # start the next delivery before yielding
-                if order and now >= next_checkin:
-                    self._check_in(order[checkins % len(order)])
-                    checkins += 1
-                    next_checkin += checkin_gap
-                    next_checkin = max(next_checkin, now)  # no burst after a slow consumer
+                deadline = self._advance(timers, now)
                 while self._reports:
                     await self._faults.check()
                     last_yield = loop.time()
                     yield self._reports.pop(0)
-                if now - last_yield >= options.heartbeat_s:
+                if now - last_yield >= heartbeat_s:
                     await self._faults.check()
                     last_yield = now
                     yield Heartbeat(self._context.clock.monotonic(), f"{len(self._queue)} queued")
-                deadline = last_yield + options.heartbeat_s
-                if order:
-                    deadline = min(deadline, next_checkin)
-                if delivering is not None:
-                    deadline = min(deadline, delivering[1])
-                await self._wait(deadline)
+                await self._wait(min(deadline, last_yield + heartbeat_s))
         finally:
+            delivering = timers.delivering
             if delivering is not None and delivering[0].label_id not in self._queue:
                 # Cut off mid-delivery: the access point still holds the content.
                 self._queue[delivering[0].label_id] = delivering[0]
                 self._queue.move_to_end(delivering[0].label_id, last=False)
+            if self._index_stale and self._folder is not None and self._folder_ready:
+                try:
+                    self._write_index()
+                except DriverError as exc:  # the loop raised it already if it persisted
+                    _LOGGER.warning("%s", exc)
 
     # --- internals --------------------------------------------------------------------------
 
@@ -255,22 +377,117 @@ class SimulatedEsl:
                     await self._wake.wait()
         await self._faults.check()
 
-    def _deliver(self, content: LabelContent) -> None:
+    def _advance(self, timers: _Timers, now: float) -> float:
+        """Do whatever has fallen due by ``now``; return the loop time of the next event."""
+        while True:
+            if timers.delivering is None and self._queue:
+                _, content = self._queue.popitem(last=False)
+                timers.delivering = (content, now + self._radio_time())
+            if timers.delivering is None or now < timers.delivering[1]:
+                break
+            self._deliver(timers.delivering[0], now)
+            timers.delivering = None  # and start the next delivery at once
+        while self._confirmations and now >= self._confirmations[0].due:
+            self._confirm(self._confirmations.popleft())
+        order = self._order
+        if order and now >= timers.next_reboot:
+            self._reboot(order[self._reboot_rng.randrange(len(order))])
+            timers.next_reboot = max(timers.next_reboot + self._reboot_gap(), now)
+        if order and now >= timers.next_checkin:
+            # Check-ins are spread over the interval, one label at a time, like real tags.
+            self._check_in(order[timers.checkins % len(order)])
+            timers.checkins += 1
+            timers.next_checkin += self._checkin_gap()
+            timers.next_checkin = max(timers.next_checkin, now)  # no burst after a slow reader
+        if self._index_stale and self._folder is not None and now >= timers.next_index:
+            self._write_index()
+            timers.next_index = now + _INDEX_INTERVAL_S
+        due = [timers.next_reboot, timers.next_checkin if order else float("inf")]
+        if timers.delivering is not None:
+            due.append(timers.delivering[1])
+        if self._confirmations:
+            due.append(self._confirmations[0].due)
+        if self._index_stale and self._folder is not None:
+            due.append(timers.next_index)
+        return min(due)
+
+    def _checkin_gap(self) -> float:
+        options = self._options
+        return options.checkin_interval_s / options.speed / max(1, len(self._order))
+
+    def _radio_time(self) -> float:
+        jitter = self._options.radio_jitter
+        factor = 1.0 + jitter * self._radio_rng.uniform(-1.0, 1.0) if jitter else 1.0
+        return self._options.seconds_per_label * factor / self._options.speed
+
+    def _reboot_gap(self) -> float:
+        """Real seconds to the next reboot of any label (reboots form a Poisson process)."""
+        per_second = (
+            self._options.reboot_rate_per_hour * len(self._labels) * self._options.speed / 3600
+        )
+        return self._reboot_rng.expovariate(per_second) if per_second > 0 else float("inf")
+
+    def _deliver(self, content: LabelContent, now: float) -> None:
         label = self._labels[content.label_id]
-        if self._delivery_rng.random() < self._options.failure_rate:
-            kind, evidence = LabelReportKind.FAILED, FAILED_EVIDENCE
+        # Both draws on every delivery: one rate never shifts the other's outcomes.
+        failed = self._delivery_rng.random() < self._options.failure_rate
+        lost = self._delivery_rng.random() < self._options.lost_confirmation_rate
+        if failed:
+            self.failed_deliveries += 1
+            self._report(
+                label,
+                LabelReportKind.FAILED,
+                content_hash=content.content_hash,
+                evidence=FAILED_EVIDENCE,
+            )
+            return
+        before = label.shown
+        png = content.image_png if self._folder is not None else None
+        self._show(label, _Shown(content.content_hash, png))
+        if before is None or before.content_hash != content.content_hash:
+            label.previous = before  # the same content again keeps the older fallback
+        latency = self._options.confirmation_latency_s / self._options.speed
+        if lost:
+            self.lost_confirmations += 1
+        elif latency > 0:
+            self._confirmations.append(
+                _Confirmation(now + latency, label.label_id, content.content_hash)
+            )
         else:
-            label.shown_hash = content.content_hash
-            kind, evidence = LabelReportKind.CONFIRMED, CONFIRMED_EVIDENCE
-        self._report(label, kind, content_hash=content.content_hash, evidence=evidence)
+            self._confirm(_Confirmation(now, label.label_id, content.content_hash))
+
+    def _confirm(self, confirmation: _Confirmation) -> None:
+        self._append_report(
+            self._labels[confirmation.label_id],
+            LabelReportKind.CONFIRMED,
+            content_hash=confirmation.content_hash,
+            evidence=CONFIRMED_EVIDENCE,
+        )
+
+    def _reboot(self, label: _Label) -> None:
+        self._show(label, label.previous)
+        self.reboots += 1
+        self._report(label, LabelReportKind.SEEN, evidence=REBOOTED_EVIDENCE)
+
+    def _show(self, label: _Label, shown: _Shown | None) -> None:
+        """The label now shows ``shown``: drawn into the folder first, so a failed write
+        leaves the label's state as it was."""
+        if self._folder is not None:
+            self._prepare_folder()
+            self._folder.show(label.label_id, None if shown is None else shown.png)
+            self._index_stale = True
+        label.shown = shown
+        label.shown_at = self._context.clock.utc_now()
 
     def _check_in(self, label: _Label) -> None:
         rng = self._checkin_rng
-        label.battery_mv = max(2200, label.battery_mv - rng.randrange(0, 2))
+        battery = max(2200, label.battery_mv - rng.randrange(0, 2))
+        self._index_stale |= battery != label.battery_mv
+        label.battery_mv = battery
         self._report(
             label,
             LabelReportKind.SEEN,
-            evidence="sim: check-in",
+            evidence=CHECKIN_EVIDENCE,
             rssi=max(-100, min(-30, round(label.rssi + rng.gauss(0.0, 2.0)))),
         )
 
@@ -283,14 +500,34 @@ class SimulatedEsl:
         content_hash: str | None = None,
         rssi: int | None = None,
     ) -> None:
+        """Queue news about ``label``, after any confirmation of it still on its way."""
+        if any(c.label_id == label.label_id for c in self._confirmations):
+            waiting = self._confirmations
+            self._confirmations = deque(c for c in waiting if c.label_id != label.label_id)
+            for confirmation in waiting:
+                if confirmation.label_id == label.label_id:
+                    self._confirm(confirmation)
+        self._append_report(label, kind, evidence=evidence, content_hash=content_hash, rssi=rssi)
+
+    def _append_report(
+        self,
+        label: _Label,
+        kind: LabelReportKind,
+        *,
+        evidence: str,
+        content_hash: str | None = None,
+        rssi: int | None = None,
+    ) -> None:
         clock = self._context.clock
+        if content_hash is None and label.shown is not None:
+            content_hash = label.shown.content_hash  # SEEN: what the label really shows
         self._reports.append(
             LabelReport(
                 label_id=label.label_id,
                 kind=kind,
                 monotonic=clock.monotonic(),
                 observed_at=clock.utc_now(),
-                content_hash=content_hash if content_hash is not None else label.shown_hash,
+                content_hash=content_hash,
                 evidence=evidence,
                 model=label.model,
                 battery_mv=label.battery_mv,
@@ -298,6 +535,34 @@ class SimulatedEsl:
             )
         )
         self._wake.set()
+
+    def _prepare_folder(self) -> None:
+        """Create the image folder and draw the labels' current state into it (once)."""
+        if self._folder is None or self._folder_ready:
+            return
+        labels = self._labels.values()
+        self._folder.prepare(
+            (label.label_id, None if label.shown is None else label.shown.png) for label in labels
+        )
+        self._folder_ready = True
+        self._write_index()
+
+    def _write_index(self) -> None:
+        assert self._folder is not None
+        self._folder.write_index(
+            (
+                ShelfEntry(
+                    label.label_id,
+                    label.model,
+                    None if label.shown is None else label.shown.content_hash,
+                    label.shown_at,
+                    label.battery_mv,
+                )
+                for label in self._labels.values()
+            ),
+            updated_at=self._context.clock.utc_now(),
+        )
+        self._index_stale = False
 
     def _label(self, label_id: str) -> _Label:
         try:

@@ -1,8 +1,14 @@
 """simulated.esl: queued delivery at the radio rate, only the latest content, failures, LED
-flashes, check-ins, heartbeats, determinism."""
+flashes, check-ins, heartbeats, lost and late confirmations, label reboots, the image folder,
+determinism."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Callable
+from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +23,8 @@ from gateway.drivers.contracts import (
     LabelReport,
     LabelReportKind,
 )
-from gateway.errors import DriverConfigError
+from gateway.errors import DriverConfigError, DriverUnavailableError
+from tests.conftest import tmpfs
 from tests.devices.harness import make, plugin, take
 
 MODEL = LabelModel(296, 128, LabelPalette.BWR, has_led=True)
@@ -181,8 +188,352 @@ async def test_deterministic_for_a_seed_and_instance() -> None:
         {"default_model": {"width": 2}},
         {"faults": {"crash_after_s": -1}},
         {"faults": {"explode": True}},
+        {"confirmation_latency_s": -0.1},
+        {"lost_confirmation_rate": 1.01},
+        {"lost_confirmation_rate": -0.5},
+        {"reboot_rate_per_hour": -1},
+        {"radio_jitter": 1.0},
+        {"radio_jitter": -0.1},
+        {"image_dir": ""},
+        {"image_dir": 42},
+        {"image_dir": "/shelf", "unknown_option": 1},
     ],
 )
 def test_garbage_options_are_rejected(options: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         plugin("simulated.esl").options_model.model_validate(options)
+
+
+def test_an_image_dir_that_is_a_file_is_rejected(tmp_path: Path) -> None:
+    file = tmp_path / "shelf"
+    file.write_text("not a folder", encoding="utf-8")
+    with pytest.raises(ValidationError, match="exists and is not a directory"):
+        plugin("simulated.esl").options_model.model_validate({"image_dir": str(file)})
+
+
+# --- late, lost and rebooting labels --------------------------------------------------------
+
+
+async def collect(
+    driver: Any, done: Callable[[list[LabelReport]], bool], *, within: float = 5.0
+) -> list[LabelReport]:
+    """Label reports from a fresh ``readings()`` until ``done(reports)``, checked after every
+    reading (heartbeats too); the iterator is always closed."""
+    found: list[LabelReport] = []
+    readings = driver.readings()
+    try:
+        async with asyncio.timeout(within):
+            async for reading in readings:
+                if isinstance(reading, LabelReport):
+                    found.append(reading)
+                if done(found):
+                    break
+    finally:
+        await readings.aclose()
+    return found
+
+
+def summary(reports: list[LabelReport]) -> list[tuple[str, str, str | None, str]]:
+    return [(r.label_id, r.kind.value, r.content_hash, r.evidence) for r in reports]
+
+
+async def test_a_lost_confirmation_is_seen_at_the_next_check_in(tmp_path: Path) -> None:
+    driver = make(
+        "simulated.esl",
+        label_count=1,
+        seconds_per_label=0.02,
+        checkin_interval_s=0.05,
+        lost_confirmation_rate=1.0,
+        image_dir=str(tmp_path),
+    )
+    [label_id] = driver.label_ids
+    await driver.push(content(label_id, "new"))
+    reports = await collect(driver, lambda found: found[-1].content_hash == "hash-new")
+    assert all(r.kind is LabelReportKind.SEEN for r in reports)  # never CONFIRMED
+    assert reports[-1].evidence == "sim: check-in"
+    assert driver.shown_hash(label_id) == "hash-new"  # the label does show it
+    assert (tmp_path / f"{label_id}.png").read_bytes() == b"png new"
+    assert driver.lost_confirmations == 1
+    assert driver.pending_confirmations() == ()  # and nothing is on its way
+
+
+async def test_a_late_confirmation_follows_what_the_label_shows() -> None:
+    driver = make(
+        "simulated.esl",
+        label_count=1,
+        seconds_per_label=0.02,
+        confirmation_latency_s=0.05,
+        checkin_interval_s=86_400,
+    )
+    [label_id] = driver.label_ids
+    await driver.push(content(label_id, "a"))
+    [report] = await take(driver.readings(), 1, LabelReport)
+    assert (report.kind, report.content_hash) == (LabelReportKind.CONFIRMED, "hash-a")
+    assert report.evidence == "sim: label reported xfer complete"
+    assert driver.pending_confirmations() == ()
+
+
+@pytest.mark.parametrize("trigger", ["flash", "reboot"])
+async def test_a_confirmation_on_its_way_is_never_overtaken(trigger: str) -> None:
+    """The label shows the content first; the gateway hears later, but always before any newer
+    news of the same label (a real access point forwards its frames in order)."""
+    driver = make(
+        "simulated.esl",
+        label_count=2,
+        seconds_per_label=0.02,
+        confirmation_latency_s=3600,  # does not arrive by itself within the test
+        checkin_interval_s=86_400,
+        heartbeat_s=0.01,
+    )
+    label_id, other = driver.label_ids
+    await driver.push(content(label_id, "new"))
+    readings = driver.readings()
+    try:
+        async with asyncio.timeout(5):
+            async for reading in readings:
+                assert not isinstance(reading, LabelReport)  # nothing heard yet
+                if driver.shown_hash(label_id) == "hash-new":
+                    break
+        assert driver.pending_confirmations() == (label_id,)
+        await driver.flash(other)  # news of another label does not release it
+        if trigger == "flash":
+            await driver.flash(label_id)
+        else:
+            driver.reboot(label_id)
+        reports = [await anext(readings) for _ in range(3)]
+    finally:
+        await readings.aclose()
+    expected_last = (
+        (label_id, "seen", "hash-new", "sim: LED flashed for 10 s")
+        if trigger == "flash"
+        else (label_id, "seen", None, "sim: label rebooted")  # back to blank
+    )
+    assert all(isinstance(r, LabelReport) for r in reports)
+    assert summary(reports) == [
+        (other, "seen", None, "sim: LED flashed for 10 s"),
+        (label_id, "confirmed", "hash-new", "sim: label reported xfer complete"),
+        expected_last,
+    ]
+    assert driver.pending_confirmations() == ()
+
+
+async def test_a_rebooted_label_falls_back_to_its_previous_content(tmp_path: Path) -> None:
+    driver = make("simulated.esl", label_count=1, image_dir=str(tmp_path), **QUIET)
+    [label_id] = driver.label_ids
+    image = tmp_path / f"{label_id}.png"
+    for tag in ("old", "new"):
+        await driver.push(content(label_id, tag))
+        await take(driver.readings(), 1, LabelReport)
+    await driver.push(content(label_id, "new"))  # the same content again: no new fallback
+    await take(driver.readings(), 1, LabelReport)
+    assert image.read_bytes() == b"png new"
+
+    driver.reboot(label_id)
+    assert driver.shown_hash(label_id) == "hash-old"
+    assert image.read_bytes() == b"png old"
+    assert shelf(tmp_path)["labels"][label_id]["content_hash"] == "hash-old"
+    [report] = await take(driver.readings(), 1, LabelReport)
+    assert (report.kind, report.content_hash) == (LabelReportKind.SEEN, "hash-old")
+    assert report.evidence == "sim: label rebooted"
+    assert driver.reboots == 1
+
+
+async def test_a_label_rebooting_after_its_first_delivery_goes_blank(tmp_path: Path) -> None:
+    driver = make("simulated.esl", label_count=1, image_dir=str(tmp_path), **QUIET)
+    [label_id] = driver.label_ids
+    await driver.push(content(label_id, "first"))
+    await take(driver.readings(), 1, LabelReport)
+    driver.reboot(label_id)
+    [report] = await take(driver.readings(), 1, LabelReport)
+    assert (report.evidence, report.content_hash) == ("sim: label rebooted", None)
+    assert driver.shown_hash(label_id) is None
+    assert not (tmp_path / f"{label_id}.png").exists()
+    assert shelf(tmp_path)["labels"][label_id]["image"] is None
+    with pytest.raises(DriverConfigError, match="unknown label"):
+        driver.reboot("0000000000000000")
+
+
+async def reboots(seed: int) -> list[str]:
+    driver = make(
+        "simulated.esl",
+        seed=seed,
+        label_count=4,
+        reboot_rate_per_hour=3600,  # once a second per label...
+        speed=50,  # ...compressed fifty times
+        **QUIET,
+    )
+    reports = await collect(driver, lambda found: len(found) >= 8)
+    assert all(r.evidence == "sim: label rebooted" for r in reports)
+    assert driver.reboots >= 8
+    return [r.label_id for r in reports]
+
+
+async def test_labels_reboot_at_random_deterministically_for_a_seed() -> None:
+    first = await reboots(1)
+    assert len(set(first)) > 1  # not always the same label
+    assert first == await reboots(1)
+    assert first != await reboots(2)
+
+
+async def outcomes(seed: int) -> tuple[list[tuple[str, str, str | None, str]], int, list[Any]]:
+    driver = make(
+        "simulated.esl",
+        seed=seed,
+        label_count=12,
+        failure_rate=0.3,
+        lost_confirmation_rate=0.3,
+        radio_jitter=0.5,
+        heartbeat_s=0.01,  # the last delivery's confirmation may be lost: look anyway
+        **QUIET,
+    )
+    for index, label_id in enumerate(driver.label_ids):
+        await driver.push(content(label_id, str(index)))
+    reports = await collect(driver, lambda found: len(found) + driver.lost_confirmations == 12)
+    assert driver.queued() == ()
+    shown = [driver.shown_hash(label_id) for label_id in driver.label_ids]
+    return summary(reports), driver.lost_confirmations, shown
+
+
+async def test_delivery_outcomes_are_deterministic_for_a_seed_and_push_order() -> None:
+    first = await outcomes(1)
+    reports, lost, shown = first
+    failed = sum(kind == "failed" for _, kind, _, _ in reports)
+    assert 0 < failed < len(reports)
+    assert lost > 0
+    assert sum(hash_ is not None for hash_ in shown) == 12 - failed  # lost ones show theirs
+    assert first == await outcomes(1)
+    assert first != await outcomes(2)
+
+
+def test_radio_jitter_varies_deliveries_around_the_same_mean() -> None:
+    def radio_times(seed: int, jitter: float) -> list[float]:
+        driver = make("simulated.esl", seed=seed, seconds_per_label=4, radio_jitter=jitter)
+        return [driver._radio_time() for _ in range(200)]
+
+    steady = radio_times(1, 0.0)
+    assert set(steady) == {4.0}
+    jittered = radio_times(1, 0.25)
+    assert all(3.0 <= t <= 5.0 for t in jittered)
+    assert len(set(jittered)) == 200
+    assert sum(jittered) / 200 == pytest.approx(4.0, abs=0.1)
+    assert jittered == radio_times(1, 0.25)
+    assert jittered != radio_times(2, 0.25)
+    assert make("simulated.esl", seconds_per_label=4, radio_jitter=0.25).labels_per_minute == 15
+
+
+# --- the image folder -----------------------------------------------------------------------
+
+
+def shelf(folder: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((folder / "shelf.json").read_text(encoding="utf-8"))
+    return data
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+        self.refresh = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "img" and values.get("src"):
+            self.sources.append(str(values["src"]))
+        if tag == "meta" and values.get("http-equiv") == "refresh":
+            self.refresh = True
+
+
+def page_images(folder: Path) -> _Images:
+    parser = _Images()
+    parser.feed((folder / "index.html").read_text(encoding="utf-8"))
+    parser.close()
+    return parser
+
+
+async def test_each_delivery_draws_the_exact_image_and_indexes_the_shelf(tmp_path: Path) -> None:
+    folder = tmp_path / "labels" / "esl-ap-1"  # created, parents too
+    driver = make("simulated.esl", label_count=2, image_dir=str(folder), **QUIET)
+    shown, blank = driver.label_ids
+    await driver.open()
+    index = shelf(folder)
+    assert index["driver"] == "dev"
+    assert set(index["labels"]) == {shown, blank}
+    assert all(entry["content_hash"] is None for entry in index["labels"].values())
+    assert page_images(folder).sources == []
+
+    await driver.push(content(shown, "a"))
+    assert not (folder / f"{shown}.png").exists()  # accepted, not shown
+    assert driver.image_path(shown) == folder / f"{shown}.png"
+    [report] = await take(driver.readings(), 1, LabelReport)
+    await driver.close()
+    assert report.kind is LabelReportKind.CONFIRMED
+    assert (folder / f"{shown}.png").read_bytes() == b"png a"  # exactly the pushed bytes
+    assert not (folder / f"{blank}.png").exists()
+    labels = shelf(folder)["labels"]
+    assert labels[shown] == {
+        "content_hash": "hash-a",
+        "image": f"{shown}.png",
+        "model": {"width": 296, "height": 128, "palette": "bwr", "has_led": True},
+        "shown_at": "2026-11-23T09:00:00.000+00:00",  # the injected clock
+        "battery_mv": labels[shown]["battery_mv"],
+    }
+    assert 2200 <= labels[shown]["battery_mv"] <= 3100
+    assert labels[blank]["content_hash"] is None
+    page = page_images(folder)
+    assert page.refresh
+    assert page.sources == [f"{shown}.png?v=hash-a"]
+    assert all((folder / source.split("?")[0]).is_file() for source in page.sources)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["index.html", "shelf.json", f"{shown}.png"]
+    )  # no temporary files left behind
+
+
+async def test_a_failed_delivery_draws_nothing(tmp_path: Path) -> None:
+    driver = make("simulated.esl", label_count=1, failure_rate=1.0, image_dir=tmp_path, **QUIET)
+    [label_id] = driver.label_ids
+    await driver.push(content(label_id, "x"))
+    [report] = await take(driver.readings(), 1, LabelReport)
+    assert report.kind is LabelReportKind.FAILED
+    assert driver.failed_deliveries == 1
+    assert not (tmp_path / f"{label_id}.png").exists()
+    assert shelf(tmp_path)["labels"][label_id]["content_hash"] is None
+
+
+async def test_images_left_by_an_earlier_run_of_blank_labels_are_removed(tmp_path: Path) -> None:
+    driver = make("simulated.esl", label_count=2, image_dir=tmp_path, **QUIET)
+    stale = tmp_path / f"{driver.label_ids[0]}.png"
+    stale.write_bytes(b"yesterday")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the technician's", encoding="utf-8")
+    await driver.open()
+    assert not stale.exists()  # a fresh access point's labels show nothing yet
+    assert notes.read_text(encoding="utf-8") == "the technician's"  # not ours: kept
+
+
+async def test_an_unusable_image_dir_fails_open_clearly(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    driver = make("simulated.esl", "esl-1", image_dir=blocker / "shelf")
+    blocker.write_text("a file where a folder should be", encoding="utf-8")
+    with pytest.raises(DriverConfigError, match=r"esl-1: image_dir .*blocker/shelf") as caught:
+        await driver.open()
+    assert caught.value.driver == "esl-1"
+    assert "writable directory" in str(caught.value)
+    with tmpfs(tmp_path / "ro", read_only=True) as read_only:
+        driver = make("simulated.esl", image_dir=read_only / "shelf")
+        with pytest.raises(DriverConfigError, match="Read-only file system"):
+            await driver.open()
+
+
+async def test_a_full_disk_is_transient_and_the_content_stays_queued(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "small", size="16k") as small:
+        driver = make("simulated.esl", label_count=1, image_dir=small, **QUIET)
+        [label_id] = driver.label_ids
+        await driver.open()
+        big = LabelContent(label_id, bytes(64 * 1024), "hash-big", MODEL)
+        await driver.push(big)
+        with pytest.raises(DriverUnavailableError, match="No space left on device"):
+            await take(driver.readings(), 1, LabelReport)
+        assert driver.queued() == (label_id,)  # the radio tries again after the restart
+        assert driver.shown_hash(label_id) is None
+        assert not (small / f"{label_id}.png").exists()
+        assert not list(small.glob(".*.tmp"))
