@@ -358,6 +358,9 @@ def test_demo_runs_for_a_short_duration(state: Path) -> None:
     # The demo HQ pushed a signed full price list through `hq push-prices`' code; applied.
     assert "prices pushed up to v1" in result.stdout
     assert "prices v1 (signed)" in result.stdout
+    # The simulated labels are drawn under the state dir, whatever the working directory.
+    shelf = json.loads((state / "labels" / "esl-ap-1" / "shelf.json").read_text(encoding="utf-8"))
+    assert len(shelf["labels"]) == 8
 
 
 def test_daemon_connects_to_hq_publishes_birth_health_and_death(

@@ -6,7 +6,9 @@ benchmarks exercise the production code paths above the driver:
 - ``scale``: load cells under shelf slots, shoppers picking and putting back, staff restocking;
 - ``beacon``: a BLE receiver hearing fixed beacons, carts and phones, with real frame bytes
   (encoded by ``frames``);
-- ``esl``: an access point with a sequential radio and labels that confirm and check in;
+- ``esl``: an access point with a sequential radio and labels that confirm (late, or never),
+  check in and reboot;
+- ``shelf_folder``: where ``esl`` draws what each label shows (PNGs and an index);
 - ``faults``: the ``faults`` options every plugin accepts, to exercise the supervisor;
 - ``plugins``: the ``storegw.drivers`` entry points.
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.drivers.contracts import LabelModel
 
 __all__ = ["format_live_summary", "print_live_summary"]
 
@@ -104,7 +105,7 @@ async def exercise_labels(gateway: Gateway, interval: float) -> None:
                 assert isinstance(driver, LabelDriver)
                 report = sorted(labels.values(), key=lambda r: r.label_id)[turn % len(labels)]
                 assert report.model is not None
-                image = f"demo {report.label_id} #{turn}".encode()
+                image = _placeholder_png(report.model, f"{report.label_id}\ndemo #{turn}")
                 await driver.push(
                     LabelContent(
                         label_id=report.label_id,
@@ -116,3 +117,18 @@ async def exercise_labels(gateway: Gateway, interval: float) -> None:
             turn += 1
     finally:
         unsubscribe()
+
+
+def _placeholder_png(model: LabelModel, text: str) -> bytes:
+    """A real PNG of the panel's size, so a simulated ESL's image folder shows something."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("1", (model.width, model.height), 1)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, model.width - 1, model.height - 1), outline=0)
+    draw.multiline_text((6, 6), text, fill=0, font_size=max(10, model.height // 8))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

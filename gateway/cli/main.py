@@ -198,6 +198,7 @@ def _run(
     demo_interval: float | None = None,
     overrides: dict[str, Any] | None = None,
     demo_hq: Any = None,
+    label_images: Path | None = None,
 ) -> int:
     from gateway.app import Gateway
     from gateway.clock import SystemClock
@@ -216,6 +217,11 @@ def _run(
             data = tomllib.loads(config_path.read_text(encoding="utf-8"))
             for section, values in overrides.items():
                 data.setdefault(section, {}).update(values)
+            if label_images is not None:
+                for device in data.get("devices", []):
+                    if device.get("driver") == "simulated.esl":  # one folder per access point
+                        options = device.setdefault("options", {})
+                        options["image_dir"] = str(label_images / str(device.get("name")))
             settings, devices = parse_config(data, source=str(config_path), registry=registry)
     except ConfigError as exc:
         configure_logging()
@@ -320,6 +326,8 @@ def _demo(args: argparse.Namespace) -> int:
                 demo_interval=args.interval,
                 overrides=overrides,
                 demo_hq=demo_hq,
+                # What the simulated labels show: <state-dir>/labels/<access point>/index.html
+                label_images=state_dir / "labels",
             )
     finally:
         if broker is not None:
