@@ -248,7 +248,9 @@ async def test_a_lost_confirmation_is_seen_at_the_next_check_in(tmp_path: Path) 
     )
     [label_id] = driver.label_ids
     await driver.push(content(label_id, "new"))
-    reports = await collect(driver, lambda found: found[-1].content_hash == "hash-new")
+    reports = await collect(
+        driver, lambda found: bool(found) and found[-1].content_hash == "hash-new"
+    )
     assert all(r.kind is LabelReportKind.SEEN for r in reports)  # never CONFIRMED
     assert reports[-1].evidence == "sim: check-in"
     assert driver.shown_hash(label_id) == "hash-new"  # the label does show it
