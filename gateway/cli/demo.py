@@ -9,6 +9,7 @@ and an in-process ``hq tail`` that stores what the store sends into ``<state>/hq
 from __future__ import annotations
 
 import contextlib
+import itertools
 import shutil
 import socket
 import subprocess
@@ -91,6 +92,14 @@ _DEMO_PRICES = """sku,price,currency,name,reference_price
 4006381333962,3.29,EUR,Olive oil 0.5 l,
 """
 
+_FLASH_SKU = "4006381333955"  # Coffee 500 g
+
+
+def _demo_items() -> list[dict[str, Any]]:
+    from gateway.hq.prices import read_price_list
+
+    return read_price_list(_DEMO_PRICES, filename="prices.csv")
+
 
 @dataclass(slots=True)
 class DemoHq:
@@ -103,6 +112,7 @@ class DemoHq:
     output: _CountingFile = field(init=False)
     public_key: str = field(init=False)
     pushed: dict[str, int] = field(default_factory=dict)
+    flash_sale: str = ""
 
     def __post_init__(self) -> None:
         self.output = _CountingFile(self.state_dir / "hq-events.jsonl")
@@ -145,7 +155,9 @@ class DemoHq:
             self.output.close()
 
     async def _push_prices(self) -> None:
-        """A full price list first, then every 20 s a delta that changes one price."""
+        """A full price list first, then a flash sale starting a minute later (as an HQ
+        operator would push it: ``hq push-prices --delta --promotions``), then every 20 s a
+        delta that changes one price; a new flash sale every ten minutes."""
         import asyncio
         import random
 
@@ -153,23 +165,39 @@ class DemoHq:
         from gateway.hq.push import PricePush, push_prices
 
         await asyncio.sleep(2.0)
-        push = PricePush.load(self.state_dir / "hq.toml", self.state_dir / "prices.csv")
+        config = self.state_dir / "hq.toml"
+        push = PricePush.load(config, self.state_dir / "prices.csv")
         kind = "full"
         rng = random.Random(7)  # noqa: S311 - demo prices, not cryptography
-        while True:
+        for tick in itertools.count():
+            if tick % 30 == 1:  # 20 s after the full list, then every 10 min
+                number = tick // 30 + 1
+                promotions = self.state_dir / "flash-sale.csv"
+                promotions.write_text(
+                    "id,sku,price,currency,reference_price,effective_from,effective_to\n"
+                    f"flash-{number},{_FLASH_SKU},1.99,EUR,2.49,+1m,+5m\n",
+                    encoding="utf-8",
+                )
+                push = PricePush.load(config, None, promotions_file=promotions)
+                starts = push.promotions[0]["effective_from"][11:19]
+                self.flash_sale = f"flash sale flash-{number}: Coffee 500 g 1.99 € from {starts}"
             try:
                 self.pushed = await push_prices(push, kind=kind, stores=[self.store_id])  # type: ignore[arg-type]
             except GatewayError as exc:
                 print(f"demo HQ: price push failed: {exc}")
             await asyncio.sleep(20.0)
-            item = dict(rng.choice(push.items))
+            items = [item for item in push.items if item["sku"] != _FLASH_SKU] or [
+                dict(row) for row in _demo_items()
+            ]
+            item = dict(rng.choice(items))
             item["price"] = f"{rng.randint(49, 499) / 100:.2f}"
             push = PricePush(push.settings, [item], push.signer)
             kind = "delta"
 
     def summary(self) -> str:
         pushed = f", prices pushed up to v{max(self.pushed.values())}" if self.pushed else ""
+        flash = f"\n  HQ {self.flash_sale} UTC" if self.flash_sale else ""
         return (
             f"  HQ (demo, in-process): {self.output.lines} events stored -> {self.output.path}"
-            f"{pushed}"
+            f"{pushed}{flash}"
         )

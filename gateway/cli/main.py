@@ -55,13 +55,27 @@ def _add_hq_commands(commands: Any) -> None:
         "push-prices", help="sign a CSV/JSON price list and publish it to stores"
     )
     push.add_argument("--config", type=Path, required=True, help="HQ.toml")
-    push.add_argument("file", type=Path, help="price list: CSV (sku,price,currency,...) or JSON")
+    push.add_argument(
+        "file",
+        type=Path,
+        nargs="?",
+        help="price list: CSV (sku,price,currency,...) or JSON (optional with --delta)",
+    )
     push_kind = push.add_mutually_exclusive_group(required=True)
     push_kind.add_argument("--full", action="store_true", help="replace each store's book")
     push_kind.add_argument("--delta", action="store_true", help="upsert these SKUs only")
     push.add_argument("--store", action="append", default=[], help="target store (repeatable)")
     push.add_argument("--group", action="append", default=[], help="target group (repeatable)")
     push.add_argument("--delete", action="append", default=[], help="SKU to delete (delta)")
+    push.add_argument(
+        "--promotions",
+        type=Path,
+        help="promotions: CSV (id,sku,price,currency,reference_price,effective_from,"
+        "effective_to) or JSON; instants ISO 8601 or relative (+1m, +2h)",
+    )
+    push.add_argument(
+        "--cancel-promotion", action="append", default=[], help="promotion id to cancel"
+    )
 
     cmd = hq_commands.add_parser("cmd", help="send a signed command to a store, print its reply")
     cmd.add_argument("--config", type=Path, required=True, help="HQ.toml")
@@ -420,10 +434,18 @@ def _hq_push_prices(args: argparse.Namespace) -> int:
     from gateway.hq.push import PricePush, push_prices
 
     configure_logging_once()
+    if args.full and args.file is None:
+        print("storegw: --full needs a price list", file=sys.stderr)
+        return EXIT_PROBLEM
     try:
         sent = asyncio.run(
             push_prices(
-                PricePush.load(args.config, args.file),
+                PricePush.load(
+                    args.config,
+                    args.file,
+                    promotions_file=args.promotions,
+                    cancel_promotions=args.cancel_promotion,
+                ),
                 kind="full" if args.full else "delta",
                 stores=args.store,
                 groups=args.group,

@@ -9,15 +9,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from gateway.clock import isoformat_utc
-from gateway.prices.batch import PriceItem
+from gateway.prices.batch import PriceItem, Promotion
 from gateway.sync.signing import Signer
 
-__all__ = ["build_price_messages", "read_price_list"]
+__all__ = ["build_price_messages", "read_price_list", "read_promotions"]
+
+_RELATIVE = re.compile(r"^\+(\d{1,6})([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 _PART_OVERHEAD = 600  # bytes of a part besides its items (header, scope, signature wrapper)
 
@@ -78,21 +82,58 @@ def read_price_list(text: str, *, filename: str = "") -> list[dict[str, Any]]:
     """A price list from CSV (header row: sku, price, currency, optional unit_price, unit,
     name, reference_price) or JSON (a list of such objects). Every row is validated; all bad
     rows are reported at once (ValueError)."""
+    rows = _rows(text, filename, "items")
+    return _validated(rows, "price list", PriceItem.model_validate)
+
+
+def read_promotions(text: str, *, now: datetime, filename: str = "") -> list[dict[str, Any]]:
+    """Promotions from CSV (header row: id, sku, price, currency, optional reference_price,
+    effective_from, effective_to) or JSON (a list, or ``{promotions: [...]}``). Instants are
+    ISO 8601 with an offset, or relative to ``now`` as ``+90s``, ``+10m``, ``+2h``, ``+1d`` (a
+    flash sale "starting in a minute"). Every row is validated; all bad rows are reported at
+    once (ValueError)."""
+    rows = _rows(text, filename, "promotions")
+
+    def promotion(row: dict[str, Any]) -> Promotion:
+        for key in ("effective_from", "effective_to"):
+            value = row.get(key)
+            match = _RELATIVE.fullmatch(value) if isinstance(value, str) else None
+            if match is not None:
+                offset = timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+                row = {**row, key: isoformat_utc(now + offset)}
+        return Promotion.model_validate(row)
+
+    promotions = _validated(rows, "promotions", promotion)
+    for promo in promotions:  # the wire carries instants as text, like every other instant
+        promo["effective_from"] = isoformat_utc(promo["effective_from"])
+        promo["effective_to"] = isoformat_utc(promo["effective_to"])
+    return promotions
+
+
+def _rows(text: str, filename: str, key: str) -> list[Any]:
     if filename.endswith(".json") or text.lstrip().startswith(("[", "{")):
         loaded = json.loads(text)
-        rows = loaded["items"] if isinstance(loaded, dict) else loaded
+        rows = loaded.get(key) if isinstance(loaded, dict) else loaded
         if not isinstance(rows, list):
-            raise ValueError("JSON price list must be a list of items (or {items: [...]})")
-    else:
-        reader = csv.DictReader(io.StringIO(text))
-        rows = [{k: v for k, v in row.items() if v not in (None, "")} for row in reader]
+            raise ValueError(f"a JSON {key} file must be a list (or {{{key}: [...]}})")
+        return rows
+    reader = csv.DictReader(io.StringIO(text))
+    return [{k: v for k, v in row.items() if v not in (None, "")} for row in reader]
+
+
+def _validated(
+    rows: list[Any], what: str, model: Callable[[dict[str, Any]], Any]
+) -> list[dict[str, Any]]:
     problems = []
-    items = []
+    valid = []
     for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            problems.append(f"row {number}: not an object")
+            continue
         try:
-            items.append(PriceItem.model_validate(row).model_dump(exclude_none=True))
+            valid.append(model(row).model_dump(exclude_none=True))
         except ValueError as exc:
             problems.append(f"row {number}: {exc}".replace("\n", " "))
     if problems:
-        raise ValueError("invalid price list:\n" + "\n".join(problems[:20]))
-    return items
+        raise ValueError(f"invalid {what}:\n" + "\n".join(problems[:20]))
+    return valid

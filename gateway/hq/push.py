@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from gateway.clock import SystemClock, isoformat_utc
 from gateway.errors import ConfigError, ConfigIssue, LinkDownError
 from gateway.hq.consumer import HQ_MIGRATIONS
-from gateway.hq.prices import build_price_messages, read_price_list
+from gateway.hq.prices import build_price_messages, read_price_list, read_promotions
 from gateway.hq.tail import HqSettings, load_hq_config
 from gateway.store.database import Database
 from gateway.sync.link import MqttLink
@@ -46,16 +47,39 @@ class PricePush:
     settings: HqSettings
     items: list[dict[str, Any]]
     signer: Signer | None
+    promotions: list[dict[str, Any]] = field(default_factory=list)
+    cancel_promotions: list[str] = field(default_factory=list)
 
     @classmethod
-    def load(cls, config_path: Path, price_file: Path) -> PricePush:
+    def load(
+        cls,
+        config_path: Path,
+        price_file: Path | None,
+        *,
+        promotions_file: Path | None = None,
+        cancel_promotions: Sequence[str] = (),
+        now: datetime | None = None,
+    ) -> PricePush:
+        """Read and validate everything; ``now`` anchors relative promotion instants."""
         settings = load_hq_config(config_path)
-        items = read_price_list(price_file.read_text(encoding="utf-8"), filename=price_file.name)
+        items = []
+        if price_file is not None:
+            text = price_file.read_text(encoding="utf-8")
+            items = read_price_list(text, filename=price_file.name)
+        promotions = []
+        if promotions_file is not None:
+            promotions = read_promotions(
+                promotions_file.read_text(encoding="utf-8"),
+                now=now or SystemClock().utc_now(),
+                filename=promotions_file.name,
+            )
+        if not (items or promotions or cancel_promotions):
+            raise ValueError("nothing to push: give a price list, promotions or cancellations")
         signer = None
         if settings.signing is not None:
             pem = settings.signing.key_file.read_bytes()
             signer = Signer.from_pem(settings.signing.kid, pem)
-        return cls(settings, items, signer)
+        return cls(settings, items, signer, promotions, list(cancel_promotions))
 
 
 async def push_prices(
@@ -96,6 +120,8 @@ async def push_prices(
                     # be replayed to another member of a group.
                     stores=[store],
                     delete=delete,
+                    promotions=push.promotions,
+                    cancel_promotions=push.cancel_promotions,
                     signer=signer,
                     max_message_bytes=mqtt.max_message_bytes,
                 )
