@@ -51,7 +51,7 @@ from gateway.drivers.contracts import (
 )
 from gateway.errors import DriverConfigError, DriverError
 
-__all__ = ["LabelModelSim", "LabelSim", "SimulatedEsl", "SimulatedEslOptions"]
+__all__ = ["LabelMemory", "LabelModelSim", "LabelSim", "SimulatedEsl", "SimulatedEslOptions"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -193,6 +193,37 @@ class _Label:
     flashes: int = 0
 
 
+class LabelMemory:
+    """What the simulated labels show, per driver instance, across driver objects.
+
+    The supervisor builds a new driver object on every restart, but real labels keep their
+    picture (and battery) while the access point is away: after a restart each label still
+    shows what it showed, and only content queued at the access point is gone. A label whose
+    panel changed in the configuration starts blank. Tests that reuse an instance name call
+    :meth:`reset`.
+    """
+
+    def __init__(self) -> None:
+        self._by_driver: dict[str, dict[str, _Label]] = {}
+
+    def labels(self, driver: str, configured: dict[str, _Label]) -> dict[str, _Label]:
+        known = self._by_driver.get(driver, {})
+        kept = {
+            label_id: known[label_id]
+            if label_id in known and known[label_id].model == label.model
+            else label
+            for label_id, label in configured.items()
+        }
+        self._by_driver[driver] = kept
+        return kept
+
+    def reset(self, driver: str | None = None) -> None:
+        if driver is None:
+            self._by_driver.clear()
+        else:
+            self._by_driver.pop(driver, None)
+
+
 @dataclass(frozen=True, slots=True)
 class _Confirmation:
     """A CONFIRMED report on its way to the gateway."""
@@ -222,6 +253,7 @@ class SimulatedEsl:
         options: SimulatedEslOptions,
         *,
         open_attempts: OpenAttempts | None = None,
+        memory: LabelMemory | None = None,
     ) -> None:
         self._context = context
         self._options = options
@@ -244,6 +276,8 @@ class SimulatedEsl:
             )
             for spec in specs
         }
+        if memory is not None:  # the labels outlive this driver object
+            self._labels = memory.labels(context.name, self._labels)
         self._queue: OrderedDict[str, LabelContent] = OrderedDict()
         self._reports: list[LabelReport] = []
         self._confirmations: deque[_Confirmation] = deque()

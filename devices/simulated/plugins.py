@@ -1,22 +1,24 @@
 """The simulated drivers as plugins of the ``storegw.drivers`` entry-point group.
 
-``OPEN_ATTEMPTS`` is the one piece of state shared across driver objects: the supervisor builds
-a fresh driver on every restart, and ``faults.fail_open_times`` must count open() calls across
-those restarts (per instance name, for the life of the process). Tests that reuse an instance
-name call ``OPEN_ATTEMPTS.reset()``.
+The supervisor builds a fresh driver on every restart; two pieces of state are shared across
+those driver objects (per instance name, for the life of the process): ``OPEN_ATTEMPTS``, so
+``faults.fail_open_times`` counts open() calls across restarts, and ``LABEL_MEMORY``, so
+simulated labels keep showing what they showed while their access point restarts. Tests that
+reuse an instance name call ``OPEN_ATTEMPTS.reset()`` / ``LABEL_MEMORY.reset()``.
 """
 
 from __future__ import annotations
 
 from devices.simulated.beacon import SimulatedBeaconOptions, SimulatedBeaconReceiver
-from devices.simulated.esl import SimulatedEsl, SimulatedEslOptions
+from devices.simulated.esl import LabelMemory, SimulatedEsl, SimulatedEslOptions
 from devices.simulated.faults import OpenAttempts
 from devices.simulated.scale import SimulatedScale, SimulatedScaleOptions
 from gateway.drivers.contracts import DeviceFamily, DriverContext, DriverPlugin
 
-__all__ = ["BEACON", "ESL", "OPEN_ATTEMPTS", "SCALE"]
+__all__ = ["BEACON", "ESL", "LABEL_MEMORY", "OPEN_ATTEMPTS", "SCALE"]
 
 OPEN_ATTEMPTS = OpenAttempts()
+LABEL_MEMORY = LabelMemory()
 
 
 def _scale(context: DriverContext, options: SimulatedScaleOptions) -> SimulatedScale:
@@ -28,7 +30,7 @@ def _beacon(context: DriverContext, options: SimulatedBeaconOptions) -> Simulate
 
 
 def _esl(context: DriverContext, options: SimulatedEslOptions) -> SimulatedEsl:
-    return SimulatedEsl(context, options, open_attempts=OPEN_ATTEMPTS)
+    return SimulatedEsl(context, options, open_attempts=OPEN_ATTEMPTS, memory=LABEL_MEMORY)
 
 
 SCALE = DriverPlugin(

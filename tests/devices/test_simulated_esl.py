@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from devices.simulated.plugins import LABEL_MEMORY
 from gateway.drivers.contracts import (
     Heartbeat,
     LabelContent,
@@ -163,6 +164,7 @@ async def test_heartbeats_when_idle() -> None:
 
 
 async def checkins(seed: int, instance: str) -> list[LabelReport]:
+    LABEL_MEMORY.reset()  # batteries drain with check-ins: every run starts from new labels
     driver = make("simulated.esl", instance, seed=seed, label_count=3, checkin_interval_s=0.03)
     return await take(driver.readings(), 6, LabelReport)
 
@@ -539,3 +541,29 @@ async def test_a_full_disk_is_transient_and_the_content_stays_queued(tmp_path: P
         assert driver.shown_hash(label_id) is None
         assert not (small / f"{label_id}.png").exists()
         assert not list(small.glob(".*.tmp"))
+
+
+async def test_labels_keep_showing_their_content_across_a_driver_restart(tmp_path: Path) -> None:
+    driver = make("simulated.esl", label_count=2, image_dir=str(tmp_path), **QUIET)
+    await driver.open()
+    label_id, other = driver.label_ids
+    await driver.push(content(label_id, "a"))
+    await take(driver.readings(), 1, LabelReport)
+    await driver.push(content(other, "queued"))  # at the access point, not on the label yet
+    await driver.close()
+    # The supervisor builds a new driver object for the same instance after a failure.
+    restarted = make("simulated.esl", label_count=2, image_dir=str(tmp_path), **QUIET)
+    await restarted.open()
+    assert restarted.shown_hash(label_id) == "hash-a"
+    assert restarted.shown_hash(other) is None
+    assert restarted.queued() == ()  # the access point's queue did not survive
+    assert (tmp_path / f"{label_id}.png").read_bytes() == b"png a"
+    await restarted.close()
+    # Another instance, or a changed panel, starts blank.
+    elsewhere = make("simulated.esl", "other", labels=[{"label_id": label_id}], **QUIET)
+    assert elsewhere.shown_hash(label_id) is None
+    bigger = {"width": 400, "height": 300}
+    assert (
+        make("simulated.esl", label_count=2, default_model=bigger, **QUIET).shown_hash(label_id)
+        is None
+    )
