@@ -424,7 +424,8 @@ class PriceRejected(EventBody):
 
 
 class LabelBound(EventBody):
-    """Stream `receipts`: a label now shows this SKU (from HQ's `bind` or a technician)."""
+    """Stream `receipts`: a label now shows this SKU (from HQ's `bind`, a technician or the
+    store's seed file)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -433,7 +434,10 @@ class LabelBound(EventBody):
     )
     label: str = Field(description="Label id", examples=["0000021F3A4B"])
     sku: str = Field(description="The SKU it shows", examples=["4006381333931"])
-    source: Literal["hq", "local"] = Field(description="Who bound it; local overrides HQ")
+    source: Literal["hq", "local", "seed"] = Field(
+        description="Who bound it: `local` (a technician) overrides HQ, HQ overrides `seed` "
+        "(the installation's seed file)"
+    )
 
 
 class LabelUnbound(LabelBound):
