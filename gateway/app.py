@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -504,6 +505,7 @@ class Gateway:
         control.register("label.bind", self._label_bind_command)
         control.register("label.unbind", self._label_unbind_command)
         control.register("label.flash", self._label_flash_command)
+        control.register("label.seed", self._label_seed_command)
 
     async def status(self) -> dict[str, Any]:
         """Everything ``storegw status`` shows, JSON-ready."""
@@ -618,6 +620,20 @@ class Gateway:
     async def _label_unbind_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
         removed = await self._require_bindings().unbind(str(args.get("label")), "local")
         return {"removed": removed.as_dict() if removed is not None else None}
+
+    async def _label_seed_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        from gateway.labels.bindings import read_binding_seed
+
+        rows = args.get("rows")
+        if not isinstance(rows, list):
+            raise ControlProtocolError("rows: a list of [label, sku] pairs")
+        try:  # the daemon checks again: the socket is not only the CLI's
+            checked = read_binding_seed(
+                json.dumps([{"label": row[0], "sku": row[1]} for row in rows])
+            )
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            raise ControlProtocolError(f"invalid seed rows: {exc}") from exc
+        return (await self._require_bindings().seed(checked)).as_dict()
 
     async def _label_flash_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
         try:

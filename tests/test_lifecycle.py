@@ -164,6 +164,17 @@ def test_run_ready_status_devices_and_clean_stop(state: Path) -> None:
         unbound = run_cli("label", "unbind", "L-1", "--socket", sock)
         assert unbound.returncode == 0
         assert "was 4006381333931" in unbound.stdout
+        seed_file = state / "planogram.csv"
+        seed_file.write_text("label,sku,shelf\nL-1,4006381333948,A4\nL-2,4006381333931,A4\n")
+        seeded = run_cli("label", "seed", str(seed_file), "--socket", sock)
+        assert seeded.returncode == 0, seeded.stderr
+        assert "2 label(s) bound" in seeded.stdout
+        seed_file.write_text("label,sku\nL-3,4006381333948\nL 4,x\n")
+        refused = run_cli("label", "seed", str(seed_file), "--socket", sock)
+        assert refused.returncode != 0
+        assert "row 2" in refused.stderr  # nothing sent: row 1 is not bound either
+        again = run_cli("label", "bind", "L-3", "4006381333955", "--socket", sock)
+        assert again.returncode == 0
         flashed = wait_for(
             lambda: (
                 (r := run_cli("label", "flash", "0000AABBCCDDEE01", "--socket", sock)).returncode

@@ -106,7 +106,11 @@ def _add_label_commands(commands: Any, default_config: Path) -> None:
     flash = label_commands.add_parser("flash", help="blink LABEL's LED to find it on the shelf")
     flash.add_argument("label", help="label id")
     flash.add_argument("--seconds", type=float, default=10.0)
-    for sub in (preview, bind, unbind, flash):
+    seed = label_commands.add_parser(
+        "seed", help="bind labels from a seed file (label,sku CSV or JSON; HQ and local win)"
+    )
+    seed.add_argument("file", type=Path, help="seed file, e.g. the planogram export")
+    for sub in (preview, bind, unbind, flash, seed):
         where = sub.add_mutually_exclusive_group()
         where.add_argument("--config", type=Path, default=default_config)
         where.add_argument("--socket", type=Path, help="control socket (overrides --config)")
@@ -362,45 +366,66 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
 
 def _label(args: argparse.Namespace) -> int:
-    import base64
-
     from gateway.control.client import ControlClient
     from gateway.errors import ControlError, DaemonNotRunningError
 
-    client = ControlClient(_socket_path(args))
-    if args.label_command == "preview":
-        command, request = "label.preview", {"sku": args.sku, "model": args.model}
-    elif args.label_command == "bind":
-        command, request = "label.bind", {"label": args.label, "sku": args.sku}
-    elif args.label_command == "flash":
-        command, request = "label.flash", {"label": args.label, "seconds": args.seconds}
-    else:
-        command, request = "label.unbind", {"label": args.label}
     try:
-        result = client.request_sync(command, request)
+        command, request = _label_request(args)
+    except (OSError, ValueError) as exc:  # checked here: bad input is reported before sending
+        print(f"storegw: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    try:
+        result = ControlClient(_socket_path(args)).request_sync(command, request)
     except DaemonNotRunningError as exc:
         print(f"storegw: {exc}", file=sys.stderr)
         return EXIT_NOT_RUNNING
     except ControlError as exc:
         print(f"storegw: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
+    _print_label_result(args, result)
+    return EXIT_OK
+
+
+def _label_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    if args.label_command == "preview":
+        return "label.preview", {"sku": args.sku, "model": args.model}
+    if args.label_command == "bind":
+        return "label.bind", {"label": args.label, "sku": args.sku}
+    if args.label_command == "flash":
+        return "label.flash", {"label": args.label, "seconds": args.seconds}
+    if args.label_command == "seed":
+        from gateway.labels.bindings import read_binding_seed
+
+        try:
+            rows = read_binding_seed(args.file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{args.file}: {exc}") from exc
+        return "label.seed", {"rows": [list(row) for row in rows]}
+    return "label.unbind", {"label": args.label}
+
+
+def _print_label_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    import base64
+
     if args.label_command == "bind":
         print(f"label {result['label']} shows {result['sku']} (local override)")
-        return EXIT_OK
-    if args.label_command == "flash":
+    elif args.label_command == "flash":
         print(f"label {args.label} flashing for {args.seconds:g} s (via {result['device']})")
-        return EXIT_OK
-    if args.label_command == "unbind":
+    elif args.label_command == "seed":
+        print(f"{result['bound']} label(s) bound, {result['unchanged']} already so")
+        for skipped in result["skipped"]:
+            print(f"  skipped {skipped['label']} -> {skipped['sku']}: {skipped['reason']}")
+    elif args.label_command == "unbind":
         removed = result.get("removed")
         print(f"label {args.label} unbound" + (f" (was {removed['sku']})" if removed else ""))
-        return EXIT_OK
-    args.out.write_bytes(base64.b64decode(result["png_base64"]))
-    price = result.get("price")
-    shown = f"{price['price']} {price['currency']}" if price else "price unavailable"
-    print(
-        f"{args.out}: {args.sku} on {args.model} shows {shown} (hash {result['content_hash'][:12]})"
-    )
-    return EXIT_OK
+    else:
+        args.out.write_bytes(base64.b64decode(result["png_base64"]))
+        price = result.get("price")
+        shown = f"{price['price']} {price['currency']}" if price else "price unavailable"
+        print(
+            f"{args.out}: {args.sku} on {args.model} shows {shown} "
+            f"(hash {result['content_hash'][:12]})"
+        )
 
 
 def _hq(args: argparse.Namespace) -> int:
