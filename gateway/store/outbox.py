@@ -73,6 +73,7 @@ _ROW_OVERHEAD = 80  # bytes a row costs beyond its events text (keys, index entr
 _WIRE_OVERHEAD = 12  # bytes an event gains on the wire (its seq) and in the envelope
 _BATCH_MAX_EVENTS = 512  # events per row: a row is read whole, envelopes take ~500 events
 _BATCH_MAX_CHARS = 192 * 1024
+_ID_BLOCK_BYTES = 4096  # random bytes drawn at once for event ids (256 ids)
 
 # One row per committed batch; its seqs are taken inside the committing transaction (the
 # trigger of migration 8 moves next_seq on), so a rolled-back batch leaves no gap.
@@ -218,6 +219,8 @@ class Outbox:
         self._pending_bytes = 0  # accepted appends not yet committed
         self._base: dict[str, int] = {}  # per stream: end_offset before its first buffered row
         self._pending: dict[str, _Pending] = {}  # per stream: appends of this loop step
+        self._id_pool = ""
+        self._type_json: dict[str, str] = {}
         self._flush_scheduled = False
 
     @property
@@ -329,8 +332,11 @@ class Outbox:
         stamp = event_stamp(self._clock)
         ts = str(stamp["ts"])
         encoded = [_JOIN(_ENCODE_CHUNKS(body, 0)) for body in bodies]
-        ids = secrets.token_hex(8 * len(encoded))  # one call: 16 hex digits each
-        head = f'","ts":{_ENCODE(ts)},"type":{_ENCODE(event_type)}'
+        ids = self._ids(len(encoded))
+        type_json = self._type_json.get(event_type)
+        if type_json is None:
+            type_json = self._type_json[event_type] = _ENCODE(event_type)
+        head = f'","ts":"{ts}","type":{type_json}'  # an ISO instant needs no escaping
         if "unsynced" in stamp:
             head += ',"unsynced":true'
         texts = [
@@ -339,10 +345,13 @@ class Outbox:
         ]
         if not texts:
             return texts, ts, 0, Admission.ACCEPT
-        total = sum(
-            _size(texts[start : start + _BATCH_MAX_EVENTS])
-            for start in range(0, len(texts), _BATCH_MAX_EVENTS)
-        )
+        if len(texts) <= _BATCH_MAX_EVENTS:
+            total = _size(texts)
+        else:
+            total = sum(
+                _size(texts[start : start + _BATCH_MAX_EVENTS])
+                for start in range(0, len(texts), _BATCH_MAX_EVENTS)
+            )
         admission = self.pressure.admit(
             shed or default_shed(stream), stream, event_type, len(texts), total
         )
@@ -351,6 +360,15 @@ class Outbox:
         else:
             self.pressure_changed.set()
         return texts, ts, total, admission
+
+    def _ids(self, count: int) -> str:
+        """``count`` random event ids, 16 hex digits each, concatenated; drawn from the OS in
+        blocks (one call per block, not per event)."""
+        wanted = 16 * count
+        if len(self._id_pool) < wanted:
+            self._id_pool += secrets.token_hex(max(8 * count, _ID_BLOCK_BYTES))
+        ids, self._id_pool = self._id_pool[:wanted], self._id_pool[wanted:]
+        return ids
 
     @staticmethod
     def _row(stream: str, texts: list[str], oldest: str, newest: str, size: int) -> tuple[Any, ...]:
