@@ -29,6 +29,7 @@ bench: setup
 	$(BIN)/python bench/idle.py
 	$(BIN)/python bench/uplink.py
 	$(BIN)/python bench/drain.py
+	$(BIN)/python bench/render.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

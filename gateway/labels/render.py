@@ -10,17 +10,22 @@ face — never a stale or invented price.
 Rendering is exact and repeatable: a palette image with the panel's colours only, text drawn
 with a 1-bit mask (no anti-aliasing to smear on e-paper), a declared TrueType font (DejaVu Sans
 by default — Pillow's built-in bitmap font draws € and £ as empty boxes), deterministic PNG
-bytes. The content hash covers the image, the template version and the font files, so a new
-font or template means a new hash and a re-push.
+bytes (2 bits per pixel, written here). The content hash covers the image, the template version
+and the font files, so a new font or template means a new hash and a re-push.
+
+Rendering is on the path of a store's backlog (60 000 labels after a price-list change), so
+text measurements are cached and the PNG is encoded directly; `bench/render.py` measures it
+against a bare Pillow draw.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
+import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -38,7 +43,7 @@ __all__ = [
     "format_money",
 ]
 
-TEMPLATE_VERSION = "shelf-1"
+TEMPLATE_VERSION = "shelf-2"  # 2: 2-bit PNG, the pixels of shelf-1
 DEFAULT_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 DEFAULT_BOLD_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 
@@ -55,6 +60,7 @@ PANEL_SIZES: tuple[tuple[int, int], ...] = (
 
 _WHITE, _BLACK, _RED, _YELLOW = 0, 1, 2, 3
 _RGB = {_WHITE: (255, 255, 255), _BLACK: (0, 0, 0), _RED: (255, 0, 0), _YELLOW: (255, 255, 0)}
+_PALETTE = [channel for index in range(4) for channel in _RGB[index]]
 _PALETTE_INDICES = {
     LabelPalette.BW: (_WHITE, _BLACK),
     LabelPalette.BWR: (_WHITE, _BLACK, _RED),
@@ -111,27 +117,21 @@ class LabelRenderer:
         self._style_digest = digest.hexdigest()
 
     def render(self, face: LabelFace, model: LabelModel) -> RenderedLabel:
-        image = self.draw(face, model)
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", optimize=False, compress_level=6)
-        png = buffer.getvalue()
+        png = _encode_png(self.draw(face, model))
         content_hash = hashlib.sha256(self._style_digest.encode() + png).hexdigest()
         return RenderedLabel(png, content_hash, model.width, model.height)
 
     def draw(self, face: LabelFace, model: LabelModel) -> Image.Image:
         width, height = model.width, model.height
         image = Image.new("P", (width, height), _WHITE)
-        palette: list[int] = []
-        for index in range(4):
-            palette.extend(_RGB[index])
-        image.putpalette(palette + [0, 0, 0] * 252)
+        image.putpalette(_PALETTE)
         draw = ImageDraw.Draw(image)
         draw.fontmode = "1"  # no anti-aliasing: e-paper shows exact pixels
         accent = _accent(model.palette)
         margin = max(3, height // 28)
         name_size = max(10, height // 8)
         name_font = self._font_at(self._bold, name_size)
-        lines = _wrap(draw, face.name or face.sku, name_font, width - 2 * margin, 2)
+        lines = _wrap(face.name or face.sku, name_font, width - 2 * margin, 2)
         y = margin
         for line in lines:
             draw.text((margin, y), line, font=name_font, fill=_BLACK)
@@ -149,7 +149,7 @@ class LabelRenderer:
             if face.reference_price is not None:
                 was = format_money(face.reference_price, face.currency)
                 was_font = self._font_at(self._font, bottom_size)
-                was_width = int(draw.textlength(was, font=was_font))
+                was_width = int(_length(was_font, was))
                 x = width - margin - was_width
                 draw.text((x, y), was, font=was_font, fill=_BLACK)
                 strike_y = y + bottom_size // 2 + 1
@@ -167,7 +167,7 @@ class LabelRenderer:
         if face.unit_price is not None and face.unit is not None:
             unit_text = f"{format_money(face.unit_price, face.currency)}/{face.unit}"
             footer = f"{unit_text}  {footer}".strip()
-        footer = _shorten(draw, footer, bottom_font, width - 2 * margin)
+        footer = _shorten(footer, bottom_font, width - 2 * margin)
         draw.text((margin, bottom_y), footer, font=bottom_font, fill=_BLACK)
         return image
 
@@ -184,14 +184,12 @@ class LabelRenderer:
         """The largest bold size that fits ``box``, left-aligned, vertically centred."""
         left, top, right, bottom = box
         size = max(8, bottom - top)
-        while size > 8:
+        while True:
             font = self._font_at(self._bold, size)
-            x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
-            if x1 - x0 <= right - left and y1 - y0 <= bottom - top:
+            x0, y0, x1, y1 = _bbox(font, text)
+            if size <= 8 or (x1 - x0 <= right - left and y1 - y0 <= bottom - top):
                 break
             size -= max(1, size // 12)
-        font = self._font_at(self._bold, size)
-        x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
         y = top + (bottom - top - (y1 - y0)) // 2 - y0
         draw.text((left - x0, y), text, font=font, fill=fill)
 
@@ -215,19 +213,34 @@ def _inset(box: tuple[int, int, int, int], by: int) -> tuple[int, int, int, int]
     return (left + by, top + by, right - by, bottom - by)
 
 
+# Measurements use the font mode the text is drawn with ("1": monochrome hinting), exactly as
+# ImageDraw measures for a palette image. They are cached: a store's labels repeat prices,
+# promotion texts and units, and wrapping measures the same lines more than once.
+@lru_cache(maxsize=8192)
+def _length(font: ImageFont.FreeTypeFont, text: str) -> float:
+    return font.getlength(text, mode="1")
+
+
+@lru_cache(maxsize=4096)
+def _bbox(font: ImageFont.FreeTypeFont, text: str) -> tuple[float, float, float, float]:
+    return font.getbbox(text, mode="1")
+
+
 def _wrap(
-    draw: ImageDraw.ImageDraw,
     text: str,
     font: ImageFont.FreeTypeFont,
     width: int,
     max_lines: int,
 ) -> Sequence[str]:
     words = text.split()
+    whole = " ".join(words)
+    if _length(font, whole) <= width:  # then every prefix fits too: one line, as below
+        return [whole] if whole else []
     lines: list[str] = []
     current = ""
     for word in words:
         candidate = f"{current} {word}".strip()
-        if draw.textlength(candidate, font=font) <= width:
+        if _length(font, candidate) <= width:
             current = candidate
             continue
         if current:
@@ -238,24 +251,57 @@ def _wrap(
     if current and len(lines) < max_lines:
         lines.append(current)
     consumed = " ".join(lines)
-    if len(consumed) < len(" ".join(words)) or any(
-        draw.textlength(line, font=font) > width for line in lines
-    ):
-        lines[-1] = _shorten(draw, lines[-1] + " …", font, width, force=True)
-    return [_shorten(draw, line, font, width) for line in lines]
+    if len(consumed) < len(whole) or any(_length(font, line) > width for line in lines):
+        lines[-1] = _shorten(lines[-1] + " …", font, width, force=True)
+    return [_shorten(line, font, width) for line in lines]
 
 
 def _shorten(
-    draw: ImageDraw.ImageDraw,
     text: str,
     font: ImageFont.FreeTypeFont,
     width: int,
     *,
     force: bool = False,
 ) -> str:
-    if not force and draw.textlength(text, font=font) <= width:
+    """``text`` if it fits, else its longest prefix that fits with an ellipsis."""
+    if not force and _length(font, text) <= width:
         return text
     base = text.removesuffix(" …").rstrip()
-    while base and draw.textlength(base + "…", font=font) > width:
-        base = base[:-1].rstrip()
-    return base + "…"
+    # Binary search over prefix lengths: a longer prefix is never narrower.
+    fits, too_long = 0, len(base) + 1
+    while too_long - fits > 1:
+        middle = (fits + too_long) // 2
+        prefix = base[:middle].rstrip()
+        if not prefix or _length(font, prefix + "…") <= width:
+            fits = middle
+        else:
+            too_long = middle
+    return base[:fits].rstrip() + "…"
+
+
+def _encode_png(image: Image.Image) -> bytes:
+    """A 2-bit palette PNG of ``image`` (indices 0-3): unfiltered rows, zlib level 6.
+
+    Written here rather than by ``Image.save``: a quarter of the data to compress and none of
+    the plugin's per-call overhead; the bytes depend only on the pixels and zlib.
+    """
+    width, height = image.size
+    stride = (width + 3) // 4
+    packed = memoryview(image.tobytes("raw", "P;2"))
+    rows = b"".join(
+        b"\0" + packed[offset : offset + stride] for offset in range(0, stride * height, stride)
+    )
+    header = struct.pack(">IIBBBBB", width, height, 2, 3, 0, 0, 0)  # bit depth 2, palette
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"PLTE", bytes(_PALETTE)),
+            _png_chunk(b"IDAT", zlib.compress(rows, 6)),
+            _png_chunk(b"IEND", b""),
+        )
+    )
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

@@ -60,6 +60,19 @@ def test_every_panel_and_palette_gets_exact_size_and_only_its_colours(
         assert colours(promo.png) - {(255, 255, 255), (0, 0, 0)}  # sale price in the accent
 
 
+@pytest.mark.parametrize("size", PANEL_SIZES)
+def test_the_png_holds_exactly_the_drawn_pixels_at_two_bits(size: tuple[int, int]) -> None:
+    renderer = LabelRenderer()
+    model = LabelModel(*size, LabelPalette.BWRY)
+    for face in (PLAIN, PROMO):
+        png = renderer.render(face, model).png
+        assert png[24:26] == bytes([2, 3])  # IHDR: bit depth 2, colour type palette
+        decoded = Image.open(io.BytesIO(png))
+        assert decoded.mode == "P"
+        assert decoded.getpalette() == [255, 255, 255, 0, 0, 0, 255, 0, 0, 255, 255, 0]
+        assert decoded.tobytes() == renderer.draw(face, model).tobytes()
+
+
 def test_rendering_is_deterministic_and_the_hash_covers_the_font(tmp_path: Path) -> None:
     model = LabelModel(296, 128, LabelPalette.BWR)
     first = LabelRenderer().render(PROMO, model)
