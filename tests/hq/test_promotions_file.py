@@ -12,6 +12,7 @@ from gateway.hq.prices import build_price_messages, read_promotions
 from gateway.prices.batch import parse_price_batch
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+HEADER = "id,sku,price,currency,effective_from,effective_to\n"
 
 
 def test_csv_with_relative_instants_becomes_a_flash_sale_starting_in_a_minute() -> None:
@@ -62,11 +63,7 @@ def test_json_list_or_object() -> None:
         ("id,sku,price,currency,effective_from,effective_to\np,1,1.00,EUR,soon,+1m\n", "row 1"),
         ("id,sku,price,currency,effective_from,effective_to\np,1,1.00,EUR,+1w,+1m\n", "row 1"),
         ("id,sku,price,currency,effective_from,effective_to\np,1,-1.00,EUR,+1m,+2m\n", "row 1"),
-        (
-            "id,sku,price,currency,effective_from,effective_to\n"
-            "p,1,1.00,EUR,2026-11-23T09:00:00,+2m\n",  # no offset: ambiguous on a shelf
-            "row 1",
-        ),
+        (HEADER + "p,1,1.00,EUR,2026-11-23T09:00:00,+2m\n", "row 1"),  # no offset
         ("id,sku,price,currency\n p!,1,1.00,EUR\n", "row 1"),
         ('{"promotions": 3}', "must be a list"),
         ("[1, 2]", "not an object"),
