@@ -223,6 +223,96 @@ MIGRATIONS: tuple[Migration, ...] = (
             END""",
         ),
     ),
+    Migration(
+        9,
+        "labels: durable per-label jobs, scheduled flips, what labels show, append-only audit",
+        (
+            # One row per label: the latest content it should show and how far its delivery
+            # got. New content replaces the row (the old content is audited as superseded).
+            # rev counts contents, so a render or push finishing late never lands on newer
+            # content. order_at: due_at, else queued_at (dispatch order after flips).
+            """CREATE TABLE label_jobs (
+                label TEXT PRIMARY KEY,
+                sku TEXT NOT NULL,
+                face TEXT NOT NULL,
+                price_version INTEGER NOT NULL,
+                rev INTEGER NOT NULL DEFAULT 1,
+                model TEXT,
+                image BLOB,
+                content_hash TEXT,
+                due_at TEXT,
+                order_at TEXT NOT NULL,
+                scheduled INTEGER NOT NULL DEFAULT 0,
+                state TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at TEXT,
+                device TEXT,
+                queued_at TEXT NOT NULL,
+                submitted_at TEXT,
+                confirmed_at TEXT,
+                last_error TEXT,
+                evidence TEXT
+            ) STRICT""",
+            (
+                "CREATE INDEX label_jobs_render ON label_jobs (scheduled DESC, order_at) "
+                "WHERE image IS NULL AND state = 'queued'"
+            ),
+            (
+                "CREATE INDEX label_jobs_ready ON label_jobs (scheduled DESC, order_at) "
+                "WHERE image IS NOT NULL AND state IN ('queued', 'failed')"
+            ),
+            "CREATE INDEX label_jobs_state ON label_jobs (state, order_at)",
+            # Contents that become correct at a future instant (promotion start or end),
+            # pre-rendered while the current content stays in force; promoted into
+            # label_jobs at due_at. valid_to: when that content stops being correct.
+            """CREATE TABLE label_schedule (
+                label TEXT NOT NULL,
+                due_at TEXT NOT NULL,
+                sku TEXT NOT NULL,
+                face TEXT NOT NULL,
+                price_version INTEGER NOT NULL,
+                valid_to TEXT,
+                model TEXT,
+                image BLOB,
+                content_hash TEXT,
+                planned_at TEXT NOT NULL,
+                PRIMARY KEY (label, due_at)
+            ) STRICT, WITHOUT ROWID""",
+            # What each label's driver last reported it shows, and who reaches it.
+            """CREATE TABLE label_shown (
+                label TEXT PRIMARY KEY,
+                content_hash TEXT,
+                evidence TEXT NOT NULL DEFAULT '',
+                at TEXT NOT NULL,
+                device TEXT,
+                model TEXT
+            ) STRICT, WITHOUT ROWID""",
+            # Scratch space of one planning transaction (always empty between them). Few
+            # indexes on purpose: each costs pages on the smallest boxes; the schedule and
+            # the plan are small, audit pruning is hourly.
+            """CREATE TABLE label_plan (
+                label TEXT PRIMARY KEY,
+                sku TEXT NOT NULL,
+                face TEXT NOT NULL,
+                price_version INTEGER NOT NULL,
+                valid_to TEXT
+            ) STRICT, WITHOUT ROWID""",
+            # Append-only proof: every job event, forwarded to the receipts stream in id
+            # order (meta label_audit_forwarded), pruned only once forwarded and old.
+            """CREATE TABLE label_audit (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                at TEXT NOT NULL,
+                label TEXT NOT NULL,
+                event TEXT NOT NULL,
+                state TEXT NOT NULL,
+                sku TEXT,
+                price_version INTEGER,
+                content_hash TEXT,
+                detail TEXT NOT NULL DEFAULT ''
+            ) STRICT""",
+            "CREATE INDEX label_audit_label ON label_audit (label, id)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

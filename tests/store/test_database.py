@@ -20,6 +20,26 @@ from gateway.store import SCHEMA_VERSION, Database
 from tests.conftest import remount_read_only, tmpfs
 
 
+def _schema_pages() -> int:
+    """Pages the gateway's empty schema takes, so page budgets here do not depend on it."""
+    import sqlite3
+
+    from gateway.store.migrations import MIGRATIONS
+
+    connection = sqlite3.connect(":memory:")
+    connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    for migration in MIGRATIONS:
+        for statement in migration.statements:
+            connection.execute(statement)
+    pages = int(connection.execute("PRAGMA page_count").fetchone()[0])
+    connection.close()
+    return pages
+
+
+# A budget that fills up quickly: the schema plus a dozen pages of test data.
+_SMALL_BUDGET = _schema_pages() + 12
+
+
 async def test_new_database_is_durable_wal_with_incremental_vacuum(tmp_path: Path) -> None:
     async with Database.running(tmp_path / "g.db", clock=FakeClock()) as db:
         writer = db._writer
@@ -186,7 +206,7 @@ async def test_full_disk_fails_the_batch_keeps_committed_data_and_keeps_running(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "g.db"
-    async with Database.running(path, clock=FakeClock(), max_page_count=40) as db:
+    async with Database.running(path, clock=FakeClock(), max_page_count=_SMALL_BUDGET) as db:
         await db.write("CREATE TABLE t (n INTEGER, pad BLOB)")
         await db.write("INSERT INTO t VALUES (1, zeroblob(100))")
         with pytest.raises(StorageFullError) as caught:
@@ -201,7 +221,8 @@ async def test_full_disk_fails_the_batch_keeps_committed_data_and_keeps_running(
 
 
 async def test_real_full_filesystem(tmp_path: Path) -> None:
-    with tmpfs(tmp_path / "small", size="512k") as mount_point:
+    size = f"{(_schema_pages() * 4 + 256) // 4 * 4}k"  # the schema plus 256 KiB
+    with tmpfs(tmp_path / "small", size=size) as mount_point:
         path = mount_point / "g.db"
         async with Database.running(path, clock=FakeClock()) as db:
             await db.write("CREATE TABLE t (pad BLOB)")
@@ -257,7 +278,7 @@ async def test_a_rejected_statement_fails_only_its_caller_in_a_shared_batch(
 
 async def test_full_disk_fails_every_caller_of_the_batch(tmp_path: Path) -> None:
     path = tmp_path / "g.db"
-    async with Database.running(path, clock=FakeClock(), max_page_count=40) as db:
+    async with Database.running(path, clock=FakeClock(), max_page_count=_SMALL_BUDGET) as db:
         await db.write("CREATE TABLE t (n INTEGER, pad BLOB)")
         small = [db.submit("INSERT INTO t VALUES (?, NULL)", (n,)) for n in range(5)]
         big = db.submit_many("INSERT INTO t VALUES (?, zeroblob(4000))", [(n,) for n in range(200)])
