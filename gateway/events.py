@@ -444,6 +444,143 @@ class LabelUnbound(LabelBound):
     """Stream `receipts`: a label no longer shows a SKU (`sku`: the one it showed)."""
 
 
+_LABEL_EXAMPLE: dict[str, Any] = {
+    "label": "0000021F3A4B5C6D",
+    "sku": "4006381333931",
+    "price_version": 42,
+    "content_hash": "9b1c0e5f3a7d2c4e6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e",
+}
+
+
+class LabelJobReceipt(EventBody):
+    """Base of the label job receipts: which label, showing which SKU at which price version,
+    with which content (`content_hash`: SHA-256 of the rendered image with its template and
+    fonts, as pushed to the ESL system)."""
+
+    label: str = Field(description="Label id", examples=["0000021F3A4B5C6D"])
+    sku: str = Field(description="The SKU the label shows", examples=["4006381333931"])
+    price_version: int = Field(
+        ge=0,
+        description="Price batch version of the price shown (0: no price, the label shows "
+        "'price unavailable')",
+        examples=[42],
+    )
+    content_hash: str = Field(
+        min_length=1,
+        description="Identity of the content",
+        examples=[_LABEL_EXAMPLE["content_hash"]],
+    )
+
+
+class LabelQueued(LabelJobReceipt):
+    """Stream `receipts`: new content for a label is rendered and waits for its ESL driver
+    (`reason` present when a confirmed label drifted and is re-pushed)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [_LABEL_EXAMPLE | {"queued_at": "2026-11-23T09:00:00.120+00:00"}]
+        }
+    )
+    queued_at: Instant = Field(description="When it was queued")
+    reason: str = Field(
+        "",
+        min_length=1,
+        description="Why a confirmed label is sent again; absent for new content",
+        examples=["label shows 5f3a7d2c4e6f instead of the confirmed content: re-push"],
+        json_schema_extra=_no_default,
+    )
+
+
+class LabelConfirmed(LabelJobReceipt):
+    """Stream `receipts`: the label itself reported it shows the content — the proof that the
+    shelf shows this price. Only the device's confirmation counts, never an access point
+    accepting an upload. `unchanged`: the label already showed it, nothing was sent."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                _LABEL_EXAMPLE
+                | {
+                    "confirmed_at": "2026-11-23T09:00:07.480+00:00",
+                    "evidence": "sim: label reported xfer complete",
+                    "unchanged": False,
+                }
+            ]
+        }
+    )
+    confirmed_at: Instant = Field(description="When the label confirmed it (driver time)")
+    evidence: str = Field(
+        description="The driver's proof in words", examples=["sim: label reported xfer complete"]
+    )
+    unchanged: bool = Field(description="The label already showed this content", examples=[False])
+
+
+class LabelFailed(LabelJobReceipt):
+    """Stream `receipts`: a delivery attempt failed. Retryable failures are retried with
+    backoff (a later `label.confirmed` follows); `permanent` ones need a technician (e.g.
+    content for another panel size)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                _LABEL_EXAMPLE
+                | {
+                    "failed_at": "2026-11-23T09:00:07.480+00:00",
+                    "reason": "sim: xfer timeout, label did not answer",
+                    "permanent": False,
+                }
+            ]
+        }
+    )
+    failed_at: Instant = Field(description="When it failed")
+    reason: str = Field(description="Why", examples=["sim: xfer timeout, label did not answer"])
+    permanent: bool = Field(description="No retry without a change", examples=[False])
+
+
+class LabelSuperseded(LabelJobReceipt):
+    """Stream `receipts`: newer content replaced this content before the label confirmed it
+    (only the latest content of a label is ever sent)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                _LABEL_EXAMPLE
+                | {
+                    "superseded_at": "2026-11-23T09:01:00.000+00:00",
+                    "reason": "new price version (price version 43)",
+                }
+            ]
+        }
+    )
+    superseded_at: Instant = Field(description="When it was replaced")
+    reason: str = Field(description="What replaced it", examples=["new price version"])
+
+
+class LabelExpired(EventBody):
+    """Stream `receipts`: a scheduled content (a promotion start or end) whose validity ended
+    before it was due to be shown — typically after the gateway was down across it; the
+    content correct now is queued instead."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                _LABEL_EXAMPLE
+                | {
+                    "expired_at": "2026-11-23T12:00:00.000+00:00",
+                    "reason": "scheduled for 2026-11-23T10:00:00.000+00:00, valid until "
+                    "2026-11-23T11:00:00.000+00:00: not shown in time",
+                }
+            ]
+        }
+    )
+    label: str = Field(description="Label id", examples=["0000021F3A4B5C6D"])
+    sku: str = Field(description="The SKU", examples=["4006381333931"])
+    price_version: int = Field(ge=0, description="Price version of that content", examples=[42])
+    content_hash: str | None = Field(description="Its identity, null if it was never rendered")
+    expired_at: Instant = Field(description="When it was dropped")
+    reason: str = Field(description="Why")
+
+
 #: Event type name -> model of its own fields. New features add their types here.
 EVENT_TYPES: dict[str, type[EventBody]] = {
     "alert.raised": AlertRaised,
@@ -454,6 +591,11 @@ EVENT_TYPES: dict[str, type[EventBody]] = {
     "price.rejected": PriceRejected,
     "label.bound": LabelBound,
     "label.unbound": LabelUnbound,
+    "label.queued": LabelQueued,
+    "label.confirmed": LabelConfirmed,
+    "label.failed": LabelFailed,
+    "label.superseded": LabelSuperseded,
+    "label.expired": LabelExpired,
 }
 
 #: The header of the documented example events (one envelope's worth).

@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -108,10 +109,18 @@ def decide_unbind(current: Binding | None, label: str, source: Source) -> bool:
 
 
 class LabelBindings:
-    def __init__(self, database: Database, outbox: Outbox, clock: Clock) -> None:
+    def __init__(
+        self,
+        database: Database,
+        outbox: Outbox,
+        clock: Clock,
+        *,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
         self._db = database
         self._outbox = outbox
         self._clock = clock
+        self.on_change = on_change  # called with the label after a change committed
 
     async def get(self, label: str) -> Binding | None:
         row = await self._db.fetchone("SELECT * FROM label_bindings WHERE label = ?", (label,))
@@ -134,6 +143,8 @@ class LabelBindings:
                 [{"label": label, "sku": sku, "source": source}],
                 before=[(_UPSERT, (label, sku, source, override, now))],
             )
+            if self.on_change is not None:
+                self.on_change(label)
         binding = await self.get(label)
         assert binding is not None
         return binding
@@ -163,6 +174,9 @@ class LabelBindings:
                 [{"label": label, "sku": sku, "source": "seed"} for label, sku in changes],
                 before=[(_UPSERT, (label, sku, "seed", 0, now)) for label, sku in changes],
             )
+            if self.on_change is not None:
+                for label, _sku in changes:
+                    self.on_change(label)
         result.bound = len(changes)
         return result
 
@@ -178,6 +192,8 @@ class LabelBindings:
             [{"label": label, "sku": current.sku, "source": source}],
             before=[("DELETE FROM label_bindings WHERE label = ?", (label,))],
         )
+        if self.on_change is not None:
+            self.on_change(label)
         return current
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,7 +44,7 @@ from gateway.store.outbox import Outbox
 from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.signing import Verifier, check_scope, check_validity
 
-__all__ = ["PriceDownlink", "PriceDownlinkSettings"]
+__all__ = ["AppliedHook", "PriceDownlink", "PriceDownlinkSettings"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -125,6 +125,11 @@ class PriceDownlinkSettings:
     tick_s: float = 5.0
 
 
+#: Called after a price version committed: (version, SKUs whose price or promotions changed;
+#: None for a full batch, which may change any). The label planner hooks in here.
+AppliedHook = Callable[[int, Collection[str] | None], None]
+
+
 @dataclass(slots=True)
 class _Held:
     version: int
@@ -148,8 +153,10 @@ class PriceDownlink:
         verifier: Verifier,
         store_id: str,
         settings: PriceDownlinkSettings | None = None,
+        on_applied: AppliedHook | None = None,
     ) -> None:
         self._db = database
+        self.on_applied = on_applied
         self._outbox = outbox
         self._alerts = alerts
         self._clock = clock
@@ -449,6 +456,17 @@ class PriceDownlink:
         }
         await self._outbox.append_atomic("receipts", "price.applied", [receipt], before=statements)
         self.head = version
+        if self.on_applied is not None:
+            changed: set[str] | None = None
+            if held.kind != "full":
+                changed = {*items, *deletes, *(p.sku for p in promotions)}
+                if cancels:
+                    rows = await self._db.fetchall(
+                        "SELECT sku FROM promotions WHERE id IN (SELECT value FROM json_each(?))",
+                        (json.dumps(cancels),),
+                    )
+                    changed.update(str(row["sku"]) for row in rows)
+            self.on_applied(version, changed)
         _LOGGER.info(
             "price batch v%d (%s) applied: %d item(s), %d deleted, %d promotion(s)",
             version,

@@ -1,0 +1,1218 @@
+"""The label pipeline service: durable label jobs from price changes to confirmed labels.
+
+Stages, each a step method (tests call them directly) and a named loop under :meth:`run`::
+
+    planner    price version applied / binding changed / reconcile → job rows (one transaction)
+    render     faces → PNG + content hash, off the event loop in chunks (a one-thread executor)
+    scheduler  promotion starts and ends: pre-rendered ahead, promoted at their instant
+    dispatch   ready jobs → the ESL driver that reaches each label, a few seconds of work ahead
+    reports    CONFIRMED / FAILED / SEEN → confirmed, retried or re-pushed; what labels show
+    upkeep     confirmation timeouts, SLA, driver-down and no-price alerts, drift re-push
+    receipts   label_audit rows → the outbox ``receipts`` stream, forwarded mark in the same
+               transaction; audit retention
+
+Every state change writes its ``label_audit`` row in the same transaction; receipts flow up from
+the audit table, so pushing labels never waits on the uplink or the outbox budget.
+
+Wall-time decisions use the *policy instant*: the clock's time while it is synchronised, else
+the last synchronised instant — so while unsynced, what is in force stays in force and no
+scheduled flip happens. A clock jump (wall time moving against monotonic time) triggers a full
+re-plan, which converges on the content correct for the new time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from gateway.alerts import Alerts, Severity
+from gateway.clock import Clock, isoformat_utc
+from gateway.config import LabelsConfig
+from gateway.drivers.contracts import (
+    LabelContent,
+    LabelDriver,
+    LabelModel,
+    LabelReport,
+    LabelReportKind,
+    Reading,
+)
+from gateway.errors import DriverConfigError, StorageError
+from gateway.labels.jobs import (
+    AuditEvent,
+    JobFacts,
+    JobState,
+    Outcome,
+    ReportFacts,
+    after_push,
+    after_render,
+    on_confirmation_timeout,
+    on_report,
+)
+from gateway.labels.planner import BOUNDARIES, FACES, LabelPlanner, Statement
+from gateway.labels.preview import parse_model
+from gateway.labels.render import LabelFace, LabelRenderer
+from gateway.prices.book import PriceBook, WasPrice
+from gateway.store.database import Database
+from gateway.store.outbox import Outbox
+
+__all__ = ["RECEIPT_TYPES", "LabelPipeline", "face_to_label"]
+
+_LOGGER = logging.getLogger(__name__)
+
+#: label_audit event → receipt type on the ``receipts`` stream (the others stay local).
+RECEIPT_TYPES: Mapping[str, str] = {
+    AuditEvent.QUEUED: "label.queued",
+    AuditEvent.REQUEUED: "label.queued",
+    AuditEvent.CONFIRMED: "label.confirmed",
+    AuditEvent.UNCHANGED: "label.confirmed",
+    AuditEvent.FAILED: "label.failed",
+    AuditEvent.SUPERSEDED: "label.superseded",
+    AuditEvent.EXPIRED: "label.expired",
+}
+
+SLA_ALERT = "label.sla"
+FLIP_LATE_ALERT = "label.flip_late"
+DRIVER_DOWN_ALERT = "label.driver_down:"
+NO_PRICE_ALERT = "label.no_price:"
+
+_FORWARDED_KEY = "label_audit_forwarded"
+_POLICY_KEY = "labels_policy_at"
+_RENDER_CHUNK = 64
+_DISPATCH_CAP = 20_000  # jobs handed to one driver per pass, whatever its rate
+_REPORT_BATCH = 2_000
+_PUMP_BATCH = 1_000
+_JUMP_S = 2.0  # wall time moving this much against monotonic time is a clock jump
+_TICK_S = 1.0
+
+DriverMap = Callable[[], Mapping[str, LabelDriver | None]]
+
+_AUDIT_JOB = (
+    "INSERT INTO label_audit (at, label, event, state, sku, price_version, content_hash, "
+    "detail) SELECT ?1, label, ?2, state, sku, price_version, content_hash, ?3 "
+    "FROM label_jobs WHERE label = ?4 AND rev = ?5"
+)
+_RENDERED_JOB = (
+    "UPDATE label_jobs SET image = ?1, content_hash = ?2, model = ?3, state = ?4, "
+    "confirmed_at = ?5, evidence = ?6 WHERE label = ?7 AND rev = ?8 AND state = 'queued' "
+    "AND image IS NULL"
+)
+_RENDERED_SCHEDULE = (
+    "UPDATE label_schedule SET image = ?1, content_hash = ?2, model = ?3 "
+    "WHERE label = ?4 AND due_at = ?5 AND face = ?6"
+)
+_RERENDER = (
+    "UPDATE label_jobs SET image = NULL, content_hash = NULL, model = NULL "
+    "WHERE label = ? AND rev = ? AND state IN ('queued', 'failed')"
+)
+_CLAIM = (
+    "UPDATE label_jobs SET state = 'submitted', attempts = attempts + 1, submitted_at = ?1, "
+    "device = ?2 WHERE label = ?3 AND rev = ?4 AND state IN ('queued', 'failed')"
+)
+_TO_PENDING = (
+    "UPDATE label_jobs SET state = 'pending' WHERE label = ? AND rev = ? AND state = 'submitted'"
+)
+_TO_CONFIRMED = (
+    "UPDATE label_jobs SET state = 'confirmed', confirmed_at = ?1, evidence = ?2, "
+    "last_error = NULL, next_attempt_at = NULL WHERE label = ?3 AND rev = ?4"
+)
+_TO_FAILED = (
+    "UPDATE label_jobs SET state = ?1, next_attempt_at = ?2, last_error = ?3 "
+    "WHERE label = ?4 AND rev = ?5"
+)
+_TO_REQUEUED = (
+    "UPDATE label_jobs SET state = 'queued', attempts = 0, next_attempt_at = NULL, "
+    "confirmed_at = NULL, evidence = NULL, last_error = ?1, queued_at = ?2, order_at = ?2, "
+    "scheduled = 0 WHERE label = ?3 AND rev = ?4"
+)
+_REQUEUE_DRIFTED = (
+    "UPDATE label_jobs SET state = 'queued', attempts = 0, confirmed_at = NULL, "
+    "last_error = 'drift found by reconciliation', queued_at = ?1, order_at = ?1, "
+    "scheduled = 0 WHERE state = 'confirmed' AND content_hash IS NOT NULL AND content_hash "
+    "IS NOT (SELECT content_hash FROM label_shown s WHERE s.label = label_jobs.label)"
+)
+_AUDIT_DRIFTED = (
+    "INSERT INTO label_audit (at, label, event, state, sku, price_version, content_hash, "
+    "detail) SELECT ?1, label, 'requeued', 'queued', sku, price_version, content_hash, "
+    "'reconciliation: the label does not show its confirmed content' FROM label_jobs "
+    "WHERE state = 'confirmed' AND content_hash IS NOT NULL AND content_hash "
+    "IS NOT (SELECT content_hash FROM label_shown s WHERE s.label = label_jobs.label)"
+)
+_SHOWN_UPSERT = (
+    "INSERT INTO label_shown (label, content_hash, evidence, at, device, model) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (label) DO UPDATE SET "
+    "content_hash = excluded.content_hash, evidence = excluded.evidence, at = excluded.at, "
+    "device = excluded.device, model = excluded.model"
+)
+_READY = (
+    "SELECT j.label, j.rev, j.content_hash, j.model, j.image, j.attempts, j.scheduled "
+    "FROM label_jobs j LEFT JOIN label_shown s ON s.label = j.label "
+    "WHERE j.image IS NOT NULL AND j.state IN ('queued', 'failed') "
+    "AND (j.state = 'queued' OR j.next_attempt_at <= ?1) AND coalesce(s.device, ?2) = ?3 "
+    "ORDER BY j.scheduled DESC, j.order_at LIMIT ?4"
+)
+_SET_META = (
+    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) "
+    "DO UPDATE SET value = excluded.value"
+)
+
+
+@dataclass(slots=True)
+class _Shown:
+    content_hash: str | None
+    evidence: str
+    at: str
+    device: str | None
+    model: str | None
+
+
+@dataclass(slots=True)
+class _Pushed:
+    label: str
+    rev: int
+    attempts: int
+    error: str | None = None
+    permanent: bool = False
+
+
+def model_text(model: LabelModel) -> str:
+    return f"{model.width}x{model.height}:{model.palette.value}"
+
+
+def face_to_label(face_json: str, timezone: str = "UTC") -> LabelFace:
+    """A planned face (canonical JSON from the planner) as the renderer's input."""
+    face = json.loads(face_json)
+    until = face.get("promotion_until")
+    promotion_text = None
+    if until:
+        local = datetime.fromisoformat(until).astimezone(ZoneInfo(timezone))
+        promotion_text = f"until {local:%d.%m. %H:%M}"
+    return LabelFace(
+        sku=str(face["sku"]),
+        name=face.get("name"),
+        price=face.get("price"),
+        currency=face.get("currency") or "EUR",
+        unit_price=face.get("unit_price"),
+        unit=face.get("unit"),
+        reference_price=face.get("reference_price"),
+        promotion=face.get("promotion"),
+        promotion_text=promotion_text,
+    )
+
+
+class LabelPipeline:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        outbox: Outbox,
+        alerts: Alerts | None,
+        clock: Clock,
+        config: LabelsConfig,
+        drivers: DriverMap,
+        timezone: str = "UTC",
+        was_price: WasPrice = "hq",
+        rng: random.Random | None = None,
+    ) -> None:
+        self._db = database
+        self._outbox = outbox
+        self._alerts = alerts
+        self._clock = clock
+        self.config = config
+        self._drivers = drivers
+        self._timezone = timezone
+        self._book = PriceBook(database, was_price=was_price)
+        self._was_price = was_price
+        self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not cryptography
+        self._renderer = LabelRenderer(config.font, config.bold_font)
+        self._default_model = parse_model(config.default_model)
+        self._executor: ThreadPoolExecutor | None = None
+        self._shown: dict[str, _Shown] = {}
+        self._reports: list[tuple[str, LabelReport]] = []
+        self._pending_skus: set[str] | None = set()  # None: plan every label
+        self._pending_labels: set[str] = set()
+        self._plan_requested = False
+        self._policy_at: datetime | None = None
+        self._offset: float | None = None  # wall - monotonic at the last scheduler pass
+        self._planned_at_start = False
+        self._forwarded = 0
+        self._no_price: set[str] = set()
+        self._drivers_down: set[str] = set()
+        self._wake = {
+            name: asyncio.Event()
+            for name in ("plan", "render", "dispatch", "reports", "schedule", "receipts")
+        }
+        self.last_plan_s: float | None = None  # seconds the last planning commit took
+
+    # --- set-up -------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Load what labels show, the forwarded mark and the policy instant; jobs that were
+        being handed to a driver when the gateway stopped are queued again (one re-send)."""
+        rows = await self._db.fetchall(
+            "SELECT label, content_hash, evidence, at, device, model FROM label_shown"
+        )
+        self._shown = {
+            str(r["label"]): _Shown(
+                r["content_hash"], r["evidence"], r["at"], r["device"], r["model"]
+            )
+            for r in rows
+        }
+        meta = {
+            str(r["key"]): str(r["value"])
+            for r in await self._db.fetchall(
+                "SELECT key, value FROM meta WHERE key IN (?, ?)", (_FORWARDED_KEY, _POLICY_KEY)
+            )
+        }
+        self._forwarded = int(meta.get(_FORWARDED_KEY, "0"))
+        if _POLICY_KEY in meta:
+            self._policy_at = datetime.fromisoformat(meta[_POLICY_KEY])
+        self._no_price = {
+            alert.key.removeprefix(NO_PRICE_ALERT)
+            for alert in (self._alerts.active() if self._alerts else ())
+            if alert.key.startswith(NO_PRICE_ALERT)
+        }
+        await self._db.submit(
+            "UPDATE label_jobs SET state = 'queued', last_error = 'in flight at restart: "
+            "sent again' WHERE state IN ('submitted', 'pending')"
+        )
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    # --- hooks --------------------------------------------------------------------------
+
+    def on_prices_applied(self, version: int, skus: Collection[str] | None) -> None:
+        """PriceDownlink hook, after its commit: ``skus`` changed in ``version`` (None: any —
+        a full batch). Planning follows in the planner task."""
+        _LOGGER.debug("price version %d: planning label jobs", version)
+        if skus is None or self._pending_skus is None:
+            self._pending_skus = None
+        else:
+            self._pending_skus.update(skus)
+        self._plan_requested = True
+        self._wake["plan"].set()
+        self._wake["schedule"].set()
+
+    def on_bindings_changed(self, labels: Collection[str]) -> None:
+        self._pending_labels.update(labels)
+        self._plan_requested = True
+        self._wake["plan"].set()
+        self._wake["schedule"].set()
+
+    def on_reading(self, device: str, reading: Reading) -> None:
+        """ReadingHub listener: label reports are handled in the reports task."""
+        if isinstance(reading, LabelReport):
+            self._reports.append((device, reading))
+            self._wake["reports"].set()
+
+    # --- time ---------------------------------------------------------------------------
+
+    def policy_instant(self) -> tuple[datetime, bool]:
+        """(the instant wall-time rules use, whether the clock is synchronised)."""
+        if self._clock.is_synchronized():
+            self._policy_at = self._clock.utc_now()
+            return self._policy_at, True
+        if self._policy_at is None:  # never synced: the best there is, but nothing scheduled
+            return self._clock.utc_now(), False
+        return self._policy_at, False
+
+    # --- planning -----------------------------------------------------------------------
+
+    async def plan_pending(self) -> int:
+        """Plan what the hooks asked for since the last call; returns the labels staged."""
+        if not self._plan_requested:
+            return 0
+        skus, labels = self._pending_skus, self._pending_labels
+        self._pending_skus, self._pending_labels, self._plan_requested = set(), set(), False
+        if skus is None:
+            await self.plan(reason="new price version")
+        else:
+            if skus:
+                await self.plan(skus=skus, reason="new price version")
+            if labels:
+                await self.plan(labels=labels, reason="binding changed")
+        return 0
+
+    async def plan(
+        self,
+        *,
+        skus: Collection[str] | None = None,
+        labels: Collection[str] | None = None,
+        reason: str = "new content",
+    ) -> None:
+        """Commit jobs for the labels (of ``skus`` / ``labels``; neither: all bound labels)
+        whose should-show face changed — one transaction."""
+        at, _synced = self.policy_instant()
+        started = self._clock.monotonic()
+        await self._db.submit_atomic(
+            LabelPlanner.plan_statements(
+                at=at, now=self._clock.utc_now(), skus=skus, labels=labels, reason=reason
+            )
+        )
+        self.last_plan_s = self._clock.monotonic() - started
+        self._wake["render"].set()
+        self._wake["receipts"].set()
+
+    # --- rendering ----------------------------------------------------------------------
+
+    async def render_some(self, limit: int = _RENDER_CHUNK) -> int:
+        """Render up to ``limit`` faces — scheduled flips first (they have a deadline), then
+        jobs (scheduled ones first); returns how many were rendered."""
+        rows = await self._db.fetchall(
+            "SELECT label, due_at, face FROM label_schedule WHERE image IS NULL "
+            "ORDER BY due_at LIMIT ?",
+            (limit,),
+        )
+        if rows:
+            await self._render_schedule(rows)
+            return len(rows)
+        rows = await self._db.fetchall(
+            "SELECT label, rev, face FROM label_jobs WHERE image IS NULL AND state = 'queued' "
+            "ORDER BY scheduled DESC, order_at LIMIT ?",
+            (limit,),
+        )
+        if rows:
+            await self._render_jobs(rows)
+        return len(rows)
+
+    async def render_all(self) -> int:
+        total = 0
+        while count := await self.render_some():
+            total += count
+        return total
+
+    async def _render(self, items: list[tuple[str, str]]) -> list[tuple[bytes, str]]:
+        faces = [face_to_label(face, self._timezone) for face, _ in items]
+        if self._was_price == "lowest_30_days":
+            faces = [
+                await self._with_was_price(face, text)
+                for face, (text, _) in zip(faces, items, strict=True)
+            ]
+        jobs = [(face, parse_model(model)) for face, (_, model) in zip(faces, items, strict=True)]
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-render")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, _render_chunk, self._renderer, jobs)
+
+    async def _with_was_price(self, face: LabelFace, text: str) -> LabelFace:
+        began = json.loads(text).get("promotion_from")
+        if face.promotion is None or face.reference_price is not None or not began:
+            return face
+        lowest = await self._book.lowest_price_before(
+            face.sku, datetime.fromisoformat(began), face.currency
+        )
+        if lowest is None:
+            return face
+        return LabelFace(
+            sku=face.sku,
+            name=face.name,
+            price=face.price,
+            currency=face.currency,
+            unit_price=face.unit_price,
+            unit=face.unit,
+            reference_price=lowest,
+            promotion=face.promotion,
+            promotion_text=face.promotion_text,
+        )
+
+    def _model_for(self, label: str) -> str:
+        shown = self._shown.get(label)
+        if shown is not None and shown.model:
+            return shown.model
+        return model_text(self._default_model)
+
+    async def _render_schedule(self, rows: Sequence[Any]) -> None:
+        items = [(str(r["face"]), self._model_for(str(r["label"]))) for r in rows]
+        rendered = await self._render(items)
+        await self._db.submit_many(
+            _RENDERED_SCHEDULE,
+            [
+                (png, digest, model, r["label"], r["due_at"], r["face"])
+                for r, (png, digest), (_, model) in zip(rows, rendered, items, strict=True)
+            ],
+        )
+        self._wake["schedule"].set()
+
+    async def _render_jobs(self, rows: Sequence[Any]) -> None:
+        items = [(str(r["face"]), self._model_for(str(r["label"]))) for r in rows]
+        rendered = await self._render(items)
+        now = isoformat_utc(self._clock.utc_now())
+        updates: list[Sequence[Any]] = []
+        audits: list[Sequence[Any]] = []
+        for row, (png, digest), (_, model) in zip(rows, rendered, items, strict=True):
+            label = str(row["label"])
+            shown = self._shown.get(label)
+            outcome = after_render(
+                JobFacts(label, JobState.QUEUED, digest),
+                shown_hash=shown.content_hash if shown is not None else None,
+            )
+            confirmed = outcome.state is JobState.CONFIRMED
+            updates.append(
+                (
+                    png,
+                    digest,
+                    model,
+                    outcome.state.value,
+                    now if confirmed else None,
+                    outcome.detail if confirmed else None,
+                    label,
+                    row["rev"],
+                )
+            )
+            assert outcome.event is not None
+            audits.append((now, outcome.event.value, outcome.detail, label, row["rev"]))
+        await self._db.submit_atomic(
+            [(_RENDERED_JOB, u) for u in updates] + [(_AUDIT_JOB, a) for a in audits]
+        )
+        self._wake["dispatch"].set()
+        self._wake["receipts"].set()
+
+    # --- dispatch -----------------------------------------------------------------------
+
+    async def dispatch_once(self) -> int:
+        """Hand ready jobs to the drivers that reach their labels, each up to a few seconds
+        of its radio time; returns how many were pushed."""
+        drivers = self._drivers()
+        fallback = next(iter(drivers)) if len(drivers) == 1 else None
+        now = self._clock.utc_now()
+        pushed = 0
+        for device, driver in drivers.items():
+            if driver is None:
+                continue
+            capacity = await self._capacity(device, driver, now)
+            if capacity <= 0:
+                continue
+            rows = await self._db.fetchall(_READY, (isoformat_utc(now), fallback, device, capacity))
+            if rows:
+                pushed += await self._push(device, driver, rows, now)
+        return pushed
+
+    async def _capacity(self, device: str, driver: LabelDriver, now: datetime) -> int:
+        window = max(1, math.ceil(driver.labels_per_minute / 60 * self.config.queue_ahead_s))
+        cutoff = now - timedelta(seconds=self.config.confirm_timeout_s)
+        row = await self._db.fetchone(
+            "SELECT count(*) AS n FROM label_jobs WHERE state IN ('submitted', 'pending') "
+            "AND device = ? AND submitted_at > ?",
+            (device, isoformat_utc(cutoff)),
+        )
+        in_flight = int(row["n"]) if row is not None else 0
+        return min(_DISPATCH_CAP, window - in_flight)
+
+    async def _push(
+        self, device: str, driver: LabelDriver, rows: Sequence[Any], now: datetime
+    ) -> int:
+        now_text = isoformat_utc(now)
+        ready, stale = [], []
+        for row in rows:
+            label = str(row["label"])
+            shown = self._shown.get(label)
+            if shown is not None and shown.model and shown.model != row["model"]:
+                stale.append((label, row["rev"]))  # rendered for another panel: again
+            else:
+                ready.append(row)
+        if stale:
+            await self._db.submit_many(_RERENDER, stale)
+            self._wake["render"].set()
+        if not ready:
+            return 0
+        await self._db.submit_many(
+            _CLAIM, [(now_text, device, r["label"], r["rev"]) for r in ready]
+        )
+        results: list[_Pushed] = []
+        for row in ready:
+            label = str(row["label"])
+            result = _Pushed(label, int(row["rev"]), int(row["attempts"]) + 1)
+            try:
+                await driver.push(
+                    LabelContent(
+                        label_id=label,
+                        image_png=bytes(row["image"]),
+                        content_hash=str(row["content_hash"]),
+                        model=parse_model(str(row["model"])),
+                    )
+                )
+            except DriverConfigError as exc:
+                result.error, result.permanent = str(exc), True
+            except Exception as exc:  # noqa: BLE001 - any driver failure is retried later
+                result.error = f"{type(exc).__name__}: {exc}"
+            results.append(result)
+        statements: list[Statement] = []
+        for result in results:
+            outcome = after_push(
+                JobFacts(result.label, JobState.SUBMITTED, None, result.attempts),
+                error=result.error,
+                permanent=result.permanent,
+                now=now,
+                rng=self._rng,
+                initial_s=self.config.retry_initial_s,
+                max_s=self.config.retry_max_s,
+            )
+            if outcome.state is JobState.PENDING:
+                statements.append((_TO_PENDING, (result.label, result.rev)))
+            else:
+                statements += self._transition(result.label, result.rev, outcome, now_text)
+        await self._db.submit_atomic(statements)
+        failed = sum(1 for r in results if r.error is not None)
+        if failed:
+            _LOGGER.info("%d of %d label push(es) to %s failed", failed, len(results), device)
+            self._wake["receipts"].set()
+        return len(results) - failed
+
+    def _transition(self, label: str, rev: int, outcome: Outcome, now: str) -> list[Statement]:
+        statements: list[Statement] = []
+        match outcome.state:
+            case JobState.CONFIRMED:
+                statements.append((_TO_CONFIRMED, (now, outcome.detail, label, rev)))
+            case JobState.FAILED | JobState.FAILED_PERMANENT:
+                retry_at = (
+                    isoformat_utc(outcome.next_attempt_at)
+                    if outcome.next_attempt_at is not None
+                    else None
+                )
+                statements.append(
+                    (_TO_FAILED, (outcome.state.value, retry_at, outcome.detail, label, rev))
+                )
+            case JobState.QUEUED:
+                statements.append((_TO_REQUEUED, (outcome.detail, now, label, rev)))
+            case _:
+                raise ValueError(f"no transition to {outcome.state}")
+        if outcome.event is not None:
+            statements.append((_AUDIT_JOB, (now, outcome.event.value, outcome.detail, label, rev)))
+        return statements
+
+    # --- reports ------------------------------------------------------------------------
+
+    async def process_reports(self) -> int:
+        """Apply the queued driver reports (in arrival order); returns how many."""
+        batch, self._reports = self._reports[:_REPORT_BATCH], self._reports[_REPORT_BATCH:]
+        if not batch:
+            return 0
+        labels = sorted({report.label_id for _, report in batch})
+        rows = await self._db.fetchall(
+            "SELECT label, rev, state, content_hash, attempts FROM label_jobs "
+            "WHERE label IN (SELECT value FROM json_each(?))",
+            (json.dumps(labels),),
+        )
+        jobs = {str(r["label"]): r for r in rows}
+        facts = {
+            label: JobFacts(label, JobState(r["state"]), r["content_hash"], int(r["attempts"]))
+            for label, r in jobs.items()
+        }
+        now = self._clock.utc_now()
+        now_text = isoformat_utc(now)
+        statements: list[Statement] = []
+        shown_changed: set[str] = set()
+        for device, report in batch:
+            label = report.label_id
+            if self._note_shown(device, report, now_text):
+                shown_changed.add(label)
+            job = facts.get(label)
+            outcome = on_report(
+                job,
+                ReportFacts(report.kind, report.content_hash, report.evidence),
+                now=now,
+                rng=self._rng,
+                initial_s=self.config.retry_initial_s,
+                max_s=self.config.retry_max_s,
+            )
+            if outcome is None or job is None:
+                continue
+            rev = int(jobs[label]["rev"])
+            at = isoformat_utc(report.observed_at) if outcome.confirmed else now_text
+            statements += self._transition(label, rev, outcome, at)
+            facts[label] = JobFacts(label, outcome.state, job.content_hash, job.attempts)
+            if outcome.state is JobState.QUEUED:
+                self._wake["dispatch"].set()
+        for label in sorted(shown_changed):
+            shown = self._shown[label]
+            statements.append(
+                (
+                    _SHOWN_UPSERT,
+                    (
+                        label,
+                        shown.content_hash,
+                        shown.evidence,
+                        shown.at,
+                        shown.device,
+                        shown.model,
+                    ),
+                )
+            )
+        if statements:
+            await self._db.submit_atomic(statements)
+            self._wake["dispatch"].set()
+            self._wake["receipts"].set()
+        return len(batch)
+
+    def _note_shown(self, device: str, report: LabelReport, now: str) -> bool:
+        """Keep what the label shows and who reaches it; True when that changed."""
+        label = report.label_id
+        current = self._shown.get(label)
+        model = model_text(report.model) if report.model is not None else None
+        if current is None:
+            current = _Shown(None, "", now, None, None)
+            self._shown[label] = current
+            changed = True
+        else:
+            changed = False
+        if current.device != device:
+            current.device, changed = device, True
+        if model is not None and current.model != model:
+            current.model, changed = model, True
+        # CONFIRMED and SEEN tell what the label shows; FAILED names what it did not get.
+        if (
+            report.kind is not LabelReportKind.FAILED
+            and report.content_hash != current.content_hash
+        ):
+            current.content_hash = report.content_hash
+            current.evidence = report.evidence or report.kind.value
+            current.at = isoformat_utc(report.observed_at)
+            changed = True
+        return changed
+
+    # --- scheduler ----------------------------------------------------------------------
+
+    async def scheduler_pass(self) -> bool:
+        """Promote due flips, re-plan after a clock jump or at start, and pre-render the
+        flips within the look-ahead. False (nothing done) while the clock is unsynced."""
+        now, synced = self.policy_instant()
+        if not synced:
+            return False
+        offset = now.timestamp() - self._clock.monotonic()
+        jumped = self._offset is not None and abs(offset - self._offset) > _JUMP_S
+        self._offset = offset
+        if jumped:
+            _LOGGER.warning("clock jumped: re-planning every label for %s", isoformat_utc(now))
+        await self._db.submit_atomic(
+            [
+                *LabelPlanner.promote_due_statements(now),
+                (_SET_META, (_POLICY_KEY, isoformat_utc(now))),
+            ]
+        )
+        self._wake["dispatch"].set()
+        self._wake["receipts"].set()
+        if jumped or not self._planned_at_start:
+            self._planned_at_start = True
+            await self.plan(reason="re-planned for the current time")
+        until = now + timedelta(seconds=self.config.lookahead_s)
+        rows = await self._db.fetchall(BOUNDARIES, (isoformat_utc(now), isoformat_utc(until)))
+        boundaries: dict[str, set[str]] = {}
+        for row in rows:
+            boundaries.setdefault(str(row["at"]), set()).add(str(row["sku"]))
+        await self._db.submit_atomic(
+            LabelPlanner.schedule_statements(sorted(boundaries.items()), now=now, until=until)
+        )
+        self._wake["render"].set()
+        await self._check_flips(now)
+        return True
+
+    async def next_flip_in(self) -> float | None:
+        """Seconds of wall time until the next scheduled flip (None: none scheduled)."""
+        row = await self._db.fetchone("SELECT min(due_at) AS due FROM label_schedule")
+        if row is None or row["due"] is None:
+            return None
+        due = datetime.fromisoformat(row["due"])
+        return (due - self._clock.utc_now()).total_seconds()
+
+    async def _check_flips(self, now: datetime) -> None:
+        """Announce flips that cannot finish within the tolerance, from driver throughput."""
+        if self._alerts is None:
+            return
+        drivers = self._drivers()
+        fallback = next(iter(drivers)) if len(drivers) == 1 else None
+        rows = await self._db.fetchall(
+            "SELECT s.due_at, coalesce(sh.device, ?) AS device, count(*) AS n "
+            "FROM label_schedule s LEFT JOIN label_shown sh ON sh.label = s.label "
+            "WHERE s.due_at > ? GROUP BY s.due_at, 2 ORDER BY s.due_at",
+            (fallback, isoformat_utc(now)),
+        )
+        late = []
+        for row in rows:
+            driver = drivers.get(row["device"]) if row["device"] is not None else None
+            if driver is None or driver.labels_per_minute <= 0:
+                continue
+            due = datetime.fromisoformat(row["due_at"])
+            finish = due + timedelta(seconds=int(row["n"]) / driver.labels_per_minute * 60)
+            if (finish - due).total_seconds() > self.config.flip_tolerance_s:
+                late.append(
+                    {
+                        "due_at": row["due_at"],
+                        "device": row["device"],
+                        "labels": int(row["n"]),
+                        "expected_completion": isoformat_utc(finish),
+                    }
+                )
+        if late:
+            first = late[0]
+            await self._alerts.raise_(
+                FLIP_LATE_ALERT,
+                Severity.WARNING,
+                f"scheduled flip at {first['due_at']} of {first['labels']} label(s) on "
+                f"{first['device']} completes only at {first['expected_completion']}",
+                details={"flips": late},
+            )
+            await self._alerts.update_details(FLIP_LATE_ALERT, {"flips": late})
+        else:
+            await self._alerts.clear(FLIP_LATE_ALERT, "scheduled flips fit their time")
+
+    # --- upkeep: timeouts, SLA, reconciliation, alerts ----------------------------------
+
+    async def upkeep(self, *, reconcile: bool = True) -> None:
+        now = self._clock.utc_now()
+        await self._time_out_pending(now)
+        if reconcile:
+            await self.reconcile()
+        await self._check_sla(now)
+        await self._check_drivers()
+        await self.prune_audit()
+
+    async def _time_out_pending(self, now: datetime) -> None:
+        cutoff = isoformat_utc(now - timedelta(seconds=self.config.confirm_timeout_s))
+        rows = await self._db.fetchall(
+            "SELECT label, rev, attempts FROM label_jobs WHERE state = 'pending' "
+            "AND submitted_at <= ?",
+            (cutoff,),
+        )
+        statements: list[Statement] = []
+        now_text = isoformat_utc(now)
+        for row in rows:
+            outcome = on_confirmation_timeout(
+                JobFacts(str(row["label"]), JobState.PENDING, None, int(row["attempts"])),
+                waited_s=self.config.confirm_timeout_s,
+                now=now,
+                rng=self._rng,
+                initial_s=self.config.retry_initial_s,
+                max_s=self.config.retry_max_s,
+            )
+            statements += self._transition(str(row["label"]), int(row["rev"]), outcome, now_text)
+        if statements:
+            await self._db.submit_atomic(statements)
+
+    async def reconcile(self) -> None:
+        """Should-show vs last confirmed for every bound label: faces re-planned, drifted
+        labels re-pushed, bound SKUs without a price alerted."""
+        await self.plan(reason="reconciliation")
+        now = isoformat_utc(self._clock.utc_now())
+        await self._db.submit_atomic([(_AUDIT_DRIFTED, (now,)), (_REQUEUE_DRIFTED, (now,))])
+        self._wake["dispatch"].set()
+        await self._check_no_price()
+
+    async def _check_no_price(self) -> None:
+        if self._alerts is None:
+            return
+        rows = await self._db.fetchall(
+            "SELECT b.sku, count(*) AS labels FROM label_bindings b "
+            "LEFT JOIN price_book p ON p.sku = b.sku WHERE p.sku IS NULL GROUP BY b.sku"
+        )
+        missing = {str(r["sku"]): int(r["labels"]) for r in rows}
+        for sku in sorted(missing.keys() - self._no_price):
+            await self._alerts.raise_(
+                NO_PRICE_ALERT + sku,
+                Severity.WARNING,
+                f"SKU {sku} is bound to {missing[sku]} label(s) but has no price: they show "
+                "'price unavailable'",
+                details={"sku": sku, "labels": missing[sku]},
+            )
+        for sku in sorted(self._no_price - missing.keys()):
+            await self._alerts.clear(NO_PRICE_ALERT + sku, "priced or unbound")
+        self._no_price = set(missing)
+
+    async def _check_sla(self, now: datetime) -> None:
+        if self._alerts is None:
+            return
+        cutoff = isoformat_utc(now - timedelta(seconds=self.config.sla_s))
+        rows = await self._db.fetchall(
+            "SELECT label, state, coalesce(due_at, queued_at) AS due FROM label_jobs "
+            "WHERE state != 'confirmed' AND coalesce(due_at, queued_at) <= ? "
+            "ORDER BY coalesce(due_at, queued_at)",
+            (cutoff,),
+        )
+        if not rows:
+            await self._alerts.clear(SLA_ALERT, "every label is confirmed within its SLA")
+            return
+        details = {
+            "count": len(rows),
+            "oldest_due": rows[0]["due"],
+            "labels": [f"{r['label']} ({r['state']})" for r in rows[:20]],
+        }
+        await self._alerts.raise_(
+            SLA_ALERT,
+            Severity.WARNING,
+            f"{len(rows)} label(s) not confirmed within {self.config.sla_s:g} s of their due "
+            "time (storegw labels --state failed / pending)",
+            details=details,
+        )
+        await self._alerts.update_details(SLA_ALERT, details)
+
+    async def _check_drivers(self) -> None:
+        if self._alerts is None:
+            return
+        drivers = self._drivers()
+        fallback = next(iter(drivers)) if len(drivers) == 1 else None
+        for device, driver in sorted(drivers.items()):
+            key = DRIVER_DOWN_ALERT + device
+            if driver is not None:
+                if device in self._drivers_down:
+                    self._drivers_down.discard(device)
+                    await self._alerts.clear(key, "driver running again")
+                continue
+            row = await self._db.fetchone(
+                "SELECT count(*) AS n FROM label_jobs j LEFT JOIN label_shown s "
+                "ON s.label = j.label WHERE j.state IN ('queued', 'failed') "
+                "AND coalesce(s.device, ?) = ?",
+                (fallback, device),
+            )
+            waiting = int(row["n"]) if row is not None else 0
+            if waiting:
+                self._drivers_down.add(device)
+                await self._alerts.raise_(
+                    key,
+                    Severity.CRITICAL,
+                    f"ESL driver {device} is not running: {waiting} label job(s) wait for it",
+                    details={"waiting": waiting},
+                )
+                await self._alerts.update_details(key, {"waiting": waiting})
+            elif device in self._drivers_down:
+                self._drivers_down.discard(device)
+                await self._alerts.clear(key, "no label job waits for it")
+        for device in sorted(self._drivers_down - drivers.keys()):  # removed from the config
+            self._drivers_down.discard(device)
+            await self._alerts.clear(DRIVER_DOWN_ALERT + device, "driver removed")
+
+    # --- receipts -----------------------------------------------------------------------
+
+    async def pump_receipts(self) -> int:
+        """Forward audit rows past the mark to the ``receipts`` stream, the mark advancing in
+        the same transaction; returns the rows consumed."""
+        rows = await self._db.fetchall(
+            "SELECT id, at, label, event, state, sku, price_version, content_hash, detail "
+            "FROM label_audit WHERE id > ? ORDER BY id LIMIT ?",
+            (self._forwarded, _PUMP_BATCH),
+        )
+        if not rows:
+            return 0
+        runs: list[tuple[str | None, list[dict[str, Any]], int]] = []
+        for row in rows:
+            kind = RECEIPT_TYPES.get(str(row["event"]))
+            body = _receipt_body(row) if kind is not None else None
+            if runs and runs[-1][0] == kind:
+                if body is not None:
+                    runs[-1][1].append(body)
+                runs[-1] = (kind, runs[-1][1], int(row["id"]))
+            else:
+                runs.append((kind, [body] if body is not None else [], int(row["id"])))
+        futures = []
+        for kind, bodies, last_id in runs:
+            mark = (_SET_META, (_FORWARDED_KEY, str(last_id)))
+            if kind is None or not bodies:
+                futures.append(self._db.submit_atomic([mark]))
+            else:
+                futures.append(self._outbox.append_atomic("receipts", kind, bodies, before=[mark]))
+        await asyncio.gather(*futures)
+        self._forwarded = runs[-1][2]
+        return len(rows)
+
+    async def prune_audit(self) -> None:
+        cutoff = self._clock.utc_now() - timedelta(days=self.config.audit_retention_days)
+        await self._db.submit(
+            "DELETE FROM label_audit WHERE id <= ? AND at < ?",
+            (self._forwarded, isoformat_utc(cutoff)),
+        )
+
+    # --- the loops ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Every stage as a named task until cancelled."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name, step, idle in (
+                    ("labels.planner", self.plan_pending, 5.0),
+                    ("labels.render", self._render_step, 5.0),
+                    ("labels.dispatch", self._dispatch_step, _TICK_S),
+                    ("labels.reports", self._reports_step, 5.0),
+                    ("labels.receipts", self._receipts_step, 2.0),
+                ):
+                    group.create_task(self._loop(name, step, idle), name=name)
+                group.create_task(self._scheduler_loop(), name="labels.scheduler")
+                group.create_task(self._upkeep_loop(), name="labels.upkeep")
+        finally:
+            self.close()
+
+    async def _loop(self, name: str, step: Callable[[], Awaitable[int]], idle_s: float) -> None:
+        wake = self._wake[_WAKE_OF[name]]
+        failing = False
+        while True:
+            wake.clear()
+            try:
+                busy = await step()
+            except StorageError as exc:
+                if not failing:
+                    _LOGGER.warning("%s: %s (retrying)", name, exc)
+                failing, busy = True, 0
+            except Exception:
+                if not failing:
+                    _LOGGER.exception("%s failed (retrying)", name)
+                failing, busy = True, 0
+            else:
+                if failing:
+                    _LOGGER.info("%s works again", name)
+                failing = False
+            if busy:
+                await asyncio.sleep(0)  # let the others in between chunks
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(idle_s):
+                    await wake.wait()
+
+    async def _render_step(self) -> int:
+        return await self.render_some()
+
+    async def _dispatch_step(self) -> int:
+        await self.dispatch_once()
+        return 0  # paced by reports and the tick, not by its own output
+
+    async def _reports_step(self) -> int:
+        return await self.process_reports()
+
+    async def _receipts_step(self) -> int:
+        return await self.pump_receipts()
+
+    async def _scheduler_loop(self) -> None:
+        wake = self._wake["schedule"]
+        while True:
+            wake.clear()
+            try:
+                await self.scheduler_pass()
+                until_flip = await self.next_flip_in()
+            except Exception:
+                _LOGGER.exception("label scheduler pass failed (retrying)")
+                until_flip = None
+            # A fresh monotonic timer each wake, from wall time: jumps are seen next wake.
+            delay = min(self.config.lookahead_s / 4, 30.0)
+            if until_flip is not None:
+                delay = min(delay, max(0.01, until_flip))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await wake.wait()
+
+    async def _upkeep_loop(self) -> None:
+        last_reconcile = self._clock.monotonic()
+        while True:
+            await asyncio.sleep(min(10.0, self.config.reconcile_interval_s))
+            due = self._clock.monotonic() - last_reconcile >= self.config.reconcile_interval_s
+            try:
+                await self.upkeep(reconcile=due)
+            except Exception:
+                _LOGGER.exception("label upkeep failed (retrying)")
+            if due:
+                last_reconcile = self._clock.monotonic()
+
+    # --- views for the CLI --------------------------------------------------------------
+
+    async def listing(self, state: str | None = None, limit: int = 200) -> dict[str, Any]:
+        counts = {
+            str(r["state"]): int(r["n"])
+            for r in await self._db.fetchall(
+                "SELECT state, count(*) AS n FROM label_jobs GROUP BY state"
+            )
+        }
+        if state is not None and state not in {s.value for s in JobState} | {"unreachable"}:
+            raise ValueError(
+                f"unknown state {state!r}: one of {', '.join(s.value for s in JobState)}, "
+                "unreachable"
+            )
+        drivers = self._drivers()
+        fallback = next(iter(drivers)) if len(drivers) == 1 else None
+        unreachable_sql = (
+            "SELECT j.label FROM label_jobs j LEFT JOIN label_shown s ON s.label = j.label "
+            "WHERE coalesce(s.device, ?) IS NULL AND j.state != 'confirmed'"
+        )
+        unreachable = [
+            str(r["label"])
+            for r in await self._db.fetchall(unreachable_sql + " ORDER BY j.label", (fallback,))
+        ]
+        if state == "unreachable":
+            rows = await self._db.fetchall(
+                "SELECT * FROM label_jobs WHERE label IN (SELECT value FROM json_each(?)) "
+                "ORDER BY label LIMIT ?",
+                (json.dumps(unreachable), limit),
+            )
+        else:
+            rows = await self._db.fetchall(
+                "SELECT * FROM label_jobs WHERE ?1 IS NULL OR state = ?1 "
+                "ORDER BY scheduled DESC, order_at, label LIMIT ?2",
+                (state, limit),
+            )
+        scheduled = await self._db.fetchall(
+            "SELECT due_at, count(*) AS labels, sum(image IS NOT NULL) AS rendered "
+            "FROM label_schedule GROUP BY due_at ORDER BY due_at"
+        )
+        _, synced = self.policy_instant()
+        return {
+            "counts": counts,
+            "total": sum(counts.values()),
+            "unreachable": len(unreachable),
+            "scheduled_flips": [dict(r) for r in scheduled],
+            "clock": {
+                "synchronized": synced,
+                "note": None
+                if synced
+                else "clock NOT synchronised: scheduled flips are held; labels keep the "
+                "content in force"
+                + (f" at {isoformat_utc(self._policy_at)}" if self._policy_at else ""),
+            },
+            "drivers": {
+                name: (
+                    {"running": True, "labels_per_minute": driver.labels_per_minute}
+                    if driver is not None
+                    else {"running": False}
+                )
+                for name, driver in sorted(drivers.items())
+            },
+            "jobs": [_job_dict(r) for r in rows],
+            "last_plan_s": self.last_plan_s,
+        }
+
+    async def show(self, label: str) -> dict[str, Any]:
+        binding = await self._db.fetchone(
+            "SELECT label, sku, source, local_override, updated_at FROM label_bindings "
+            "WHERE label = ?",
+            (label,),
+        )
+        job = await self._db.fetchone("SELECT * FROM label_jobs WHERE label = ?", (label,))
+        if binding is None and job is None and label not in self._shown:
+            raise ValueError(f"label {label} is neither bound nor known to a driver")
+        shown = self._shown.get(label)
+        at, _ = self.policy_instant()
+        should = await self._db.fetchall(
+            FACES,
+            (isoformat_utc(at), None, json.dumps([label])),
+        )
+        schedule = await self._db.fetchall(
+            "SELECT due_at, sku, face, price_version, valid_to, content_hash "
+            "FROM label_schedule WHERE label = ? ORDER BY due_at",
+            (label,),
+        )
+        audit = await self._db.fetchall(
+            "SELECT id, at, event, state, sku, price_version, content_hash, detail "
+            "FROM label_audit WHERE label = ? ORDER BY id DESC LIMIT 20",
+            (label,),
+        )
+        return {
+            "label": label,
+            "binding": dict(binding) if binding is not None else None,
+            "should_show": {
+                "face": json.loads(should[0]["face"]),
+                "price_version": should[0]["version"],
+                "content_hash": job["content_hash"] if job is not None else None,
+            }
+            if should
+            else None,
+            "last_confirmed": {
+                "content_hash": shown.content_hash,
+                "evidence": shown.evidence,
+                "at": shown.at,
+                "device": shown.device,
+                "model": shown.model,
+            }
+            if shown is not None
+            else None,
+            "in_sync": bool(
+                job is not None
+                and shown is not None
+                and job["content_hash"] is not None
+                and job["content_hash"] == shown.content_hash
+            ),
+            "job": _job_dict(job) if job is not None else None,
+            "scheduled": [dict(r) | {"face": json.loads(r["face"])} for r in schedule],
+            "audit": [dict(r) for r in audit],
+        }
+
+
+_WAKE_OF = {
+    "labels.planner": "plan",
+    "labels.render": "render",
+    "labels.dispatch": "dispatch",
+    "labels.reports": "reports",
+    "labels.receipts": "receipts",
+}
+
+
+def _render_chunk(
+    renderer: LabelRenderer, jobs: Sequence[tuple[LabelFace, LabelModel]]
+) -> list[tuple[bytes, str]]:
+    """Runs in the render thread; labels sharing a face and panel are drawn once."""
+    cache: dict[tuple[LabelFace, LabelModel], tuple[bytes, str]] = {}
+    out = []
+    for face, model in jobs:
+        key = (face, model)
+        if key not in cache:
+            rendered = renderer.render(face, model)
+            cache[key] = (rendered.png, rendered.content_hash)
+        out.append(cache[key])
+    return out
+
+
+def _job_dict(row: Any) -> dict[str, Any]:
+    return {
+        "label": row["label"],
+        "sku": row["sku"],
+        "state": row["state"],
+        "price_version": row["price_version"],
+        "content_hash": row["content_hash"],
+        "rendered": row["image"] is not None,
+        "model": row["model"],
+        "scheduled": bool(row["scheduled"]),
+        "due_at": row["due_at"],
+        "queued_at": row["queued_at"],
+        "submitted_at": row["submitted_at"],
+        "confirmed_at": row["confirmed_at"],
+        "attempts": row["attempts"],
+        "next_attempt_at": row["next_attempt_at"],
+        "device": row["device"],
+        "last_error": row["last_error"],
+        "evidence": row["evidence"],
+    }
+
+
+def _receipt_body(row: Any) -> dict[str, Any]:
+    event = str(row["event"])
+    body: dict[str, Any] = {
+        "label": row["label"],
+        "sku": row["sku"],
+        "price_version": int(row["price_version"] or 0),
+        "content_hash": row["content_hash"],
+    }
+    at = str(row["at"])
+    detail = str(row["detail"] or "")
+    if event in {AuditEvent.QUEUED, AuditEvent.REQUEUED}:
+        body["queued_at"] = at
+        if event == AuditEvent.REQUEUED:
+            body["reason"] = detail
+    elif event in {AuditEvent.CONFIRMED, AuditEvent.UNCHANGED}:
+        body["confirmed_at"] = at
+        body["evidence"] = detail or "confirmed by the label"
+        body["unchanged"] = event == AuditEvent.UNCHANGED
+    elif event == AuditEvent.FAILED:
+        body["failed_at"] = at
+        body["reason"] = detail
+        body["permanent"] = row["state"] == JobState.FAILED_PERMANENT
+    elif event == AuditEvent.SUPERSEDED:
+        body["superseded_at"] = at
+        body["reason"] = detail
+    elif event == AuditEvent.EXPIRED:
+        body["expired_at"] = at
+        body["reason"] = detail
+    return body

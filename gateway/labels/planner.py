@@ -1,0 +1,276 @@
+"""Which labels need new content, decided set-based in SQL: never one query per label.
+
+A label's *face* is what its SKU's price should show at an instant (the price book, with the
+promotion in force winning), as canonical JSON built by SQLite. Planning compares the faces of
+the affected labels with their jobs' faces and, in one transaction, records the old active
+jobs as superseded and replaces them by queued jobs (image NULL: the render worker fills it).
+A label whose face did not change is not touched, so re-planning everything is cheap.
+
+Scheduled flips are planned the same way for the boundaries (promotion starts and ends) within
+the look-ahead window, into ``label_schedule``; at their instant they are promoted into
+``label_jobs`` pre-rendered (:meth:`LabelPlanner.promote_due_statements`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+from gateway.clock import isoformat_utc
+
+__all__ = ["BOUNDARIES", "FACES", "LabelPlanner", "Statement"]
+
+Statement = tuple[str, Sequence[Any]]
+
+# Faces of bound labels at ?1 (an instant), optionally only for the SKUs (?2) or labels (?3)
+# given as JSON arrays (NULL: every bound label). The promotion in force per SKU is the one of
+# the latest batch version (then the latest start), as PriceBook.shelf_price decides; a SKU
+# without a price shows "price unavailable" whatever its promotions.
+FACES = """
+WITH
+  wanted_skus AS (SELECT value AS sku FROM json_each(coalesce(?2, '[]'))),
+  wanted_labels AS (SELECT value AS label FROM json_each(coalesce(?3, '[]'))),
+  bound AS (
+    SELECT label, sku FROM label_bindings
+    WHERE (?2 IS NULL OR sku IN (SELECT sku FROM wanted_skus))
+      AND (?3 IS NULL OR label IN (SELECT label FROM wanted_labels))
+  ),
+  promo AS (
+    SELECT sku, id, price, currency, reference_price, effective_from, effective_to, version,
+      row_number() OVER (PARTITION BY sku ORDER BY version DESC, effective_from DESC) AS rn
+    FROM promotions
+    WHERE cancelled_version IS NULL AND effective_from <= ?1 AND effective_to > ?1
+      AND (?2 IS NULL OR sku IN (SELECT sku FROM wanted_skus))
+  )
+SELECT b.label AS label, b.sku AS sku,
+  CASE WHEN p.sku IS NULL THEN json_object('sku', b.sku, 'price', NULL)
+       WHEN pr.id IS NULL THEN json_object(
+         'sku', b.sku, 'name', p.name, 'price', p.price, 'currency', p.currency,
+         'unit_price', p.unit_price, 'unit', p.unit)
+       ELSE json_object(
+         'sku', b.sku, 'name', p.name, 'price', pr.price, 'currency', pr.currency,
+         'unit', p.unit, 'reference_price', pr.reference_price, 'promotion', pr.id,
+         'promotion_from', pr.effective_from, 'promotion_until', pr.effective_to)
+  END AS face,
+  CASE WHEN p.sku IS NULL THEN 0 ELSE coalesce(pr.version, p.version) END AS version
+FROM bound b
+LEFT JOIN price_book p ON p.sku = b.sku
+LEFT JOIN promo pr ON pr.sku = b.sku AND pr.rn = 1
+"""
+
+_CLEAR_PLAN = ("DELETE FROM label_plan", ())
+
+# Stage the labels whose face differs from their job's (or that have none).
+_STAGE = f"""
+INSERT INTO label_plan (label, sku, face, price_version)
+SELECT f.label, f.sku, f.face, f.version FROM ({FACES}) AS f
+LEFT JOIN label_jobs j ON j.label = f.label
+WHERE j.label IS NULL OR j.face IS NOT f.face OR j.sku IS NOT f.sku
+"""  # noqa: S608 - constant fragments
+
+# Active jobs whose content HQ heard of (rendered: a label.queued receipt went up) and that
+# new content replaces. ?1 now, ?2 why.
+_AUDIT_SUPERSEDED = """
+INSERT INTO label_audit (at, label, event, state, sku, price_version, content_hash, detail)
+SELECT ?1, j.label, 'superseded', j.state, j.sku, j.price_version, j.content_hash,
+  ?2 || ' (price version ' || n.price_version || ')'
+FROM label_jobs j JOIN label_plan n ON n.label = j.label
+WHERE j.state IN ('queued', 'submitted', 'pending', 'failed') AND j.content_hash IS NOT NULL
+"""
+
+# ?1 now, ?2 due_at (NULL: now), ?3 scheduled flag.
+_UPSERT_JOBS = """
+INSERT INTO label_jobs (label, sku, face, price_version, due_at, order_at, scheduled, state,
+  queued_at)
+SELECT label, sku, face, price_version, ?2, coalesce(?2, ?1), ?3, 'queued', ?1
+FROM label_plan WHERE true
+ON CONFLICT (label) DO UPDATE SET sku = excluded.sku, face = excluded.face,
+  price_version = excluded.price_version, rev = label_jobs.rev + 1, model = NULL,
+  image = NULL, content_hash = NULL, due_at = excluded.due_at, order_at = excluded.order_at,
+  scheduled = excluded.scheduled, state = 'queued', attempts = 0, next_attempt_at = NULL,
+  device = NULL, queued_at = excluded.queued_at, submitted_at = NULL, confirmed_at = NULL,
+  last_error = NULL, evidence = NULL
+"""
+
+# Jobs of labels no longer bound: dropped (an active one is audited as superseded).
+_AUDIT_UNBOUND = """
+INSERT INTO label_audit (at, label, event, state, sku, price_version, content_hash, detail)
+SELECT ?1, label, 'superseded', state, sku, price_version, content_hash, 'label unbound'
+FROM label_jobs
+WHERE label NOT IN (SELECT label FROM label_bindings)
+  AND state IN ('queued', 'submitted', 'pending', 'failed') AND content_hash IS NOT NULL
+"""
+_DROP_UNBOUND = (
+    "DELETE FROM label_jobs WHERE label NOT IN (SELECT label FROM label_bindings)",
+    "DELETE FROM label_schedule WHERE label NOT IN (SELECT label FROM label_bindings)",
+)
+
+# Promotion boundaries (starts and ends) in (?1, ?2], with their SKUs.
+BOUNDARIES = """
+SELECT DISTINCT at, sku FROM (
+  SELECT effective_from AS at, sku FROM promotions
+  WHERE cancelled_version IS NULL AND effective_from > ?1 AND effective_from <= ?2
+  UNION ALL
+  SELECT effective_to AS at, sku FROM promotions
+  WHERE cancelled_version IS NULL AND effective_to > ?1 AND effective_to <= ?2
+) ORDER BY at
+"""
+
+# The next boundary after ?1 of each staged SKU: when a scheduled face stops being correct.
+_VALID_TO = """
+UPDATE label_plan SET valid_to = (
+  SELECT min(at) FROM (
+    SELECT effective_from AS at FROM promotions
+    WHERE sku = label_plan.sku AND cancelled_version IS NULL AND effective_from > ?1
+    UNION ALL
+    SELECT effective_to FROM promotions
+    WHERE sku = label_plan.sku AND cancelled_version IS NULL AND effective_to > ?1))
+"""
+
+# Faces for instant ?1 of the labels of the SKUs in ?2, staged whatever the current job.
+_STAGE_AT = f"""
+INSERT INTO label_plan (label, sku, face, price_version)
+SELECT label, sku, face, version FROM ({FACES}) WHERE true
+"""  # noqa: S608 - constant fragments
+
+_SCHEDULE_DROP_CHANGED = """
+DELETE FROM label_schedule WHERE due_at = ?1 AND NOT EXISTS (
+  SELECT 1 FROM label_plan n WHERE n.label = label_schedule.label
+    AND n.face = label_schedule.face AND n.valid_to IS label_schedule.valid_to)
+"""
+_SCHEDULE_INSERT = """
+INSERT INTO label_schedule (label, due_at, sku, face, price_version, valid_to, planned_at)
+SELECT label, ?1, sku, face, price_version, valid_to, ?2 FROM label_plan WHERE true
+ON CONFLICT (label, due_at) DO NOTHING
+"""
+
+# --- promotion of due scheduled contents (?1 now) ------------------------------------------
+
+# Due rows that can no longer be shown: their validity ended, or a later due row of the same
+# label replaces them (only the latest content matters after a downtime).
+_EXPIRED_WHERE = """
+due_at <= ?1 AND (valid_to <= ?1 OR EXISTS (
+  SELECT 1 FROM label_schedule later WHERE later.label = label_schedule.label
+    AND later.due_at > label_schedule.due_at AND later.due_at <= ?1))
+"""
+_AUDIT_EXPIRED = f"""
+INSERT INTO label_audit (at, label, event, state, sku, price_version, content_hash, detail)
+SELECT ?1, label, 'expired', 'expired', sku, price_version, content_hash,
+  'scheduled for ' || due_at || ', valid until ' || coalesce(valid_to, 'open')
+  || ': not shown in time'
+FROM label_schedule WHERE {_EXPIRED_WHERE}
+"""  # noqa: S608 - constant fragments
+_DELETE_EXPIRED = f"DELETE FROM label_schedule WHERE {_EXPIRED_WHERE}"  # noqa: S608
+
+_AUDIT_SUPERSEDED_BY_FLIP = """
+INSERT INTO label_audit (at, label, event, state, sku, price_version, content_hash, detail)
+SELECT ?1, j.label, 'superseded', j.state, j.sku, j.price_version, j.content_hash,
+  'scheduled content due ' || s.due_at
+FROM label_jobs j JOIN label_schedule s ON s.label = j.label AND s.due_at <= ?1
+WHERE j.state IN ('queued', 'submitted', 'pending', 'failed') AND j.content_hash IS NOT NULL
+  AND (j.face IS NOT s.face OR j.sku IS NOT s.sku)
+"""
+# A pre-rendered flip lands queued (or confirmed when the label already shows it).
+_PROMOTE = """
+INSERT INTO label_jobs (label, sku, face, price_version, model, image, content_hash, due_at,
+  order_at, scheduled, state, queued_at, confirmed_at, evidence)
+SELECT s.label, s.sku, s.face, s.price_version, s.model, s.image, s.content_hash, s.due_at,
+  s.due_at, 1,
+  CASE WHEN s.content_hash IS NOT NULL AND sh.content_hash = s.content_hash
+       THEN 'confirmed' ELSE 'queued' END, ?1,
+  CASE WHEN s.content_hash IS NOT NULL AND sh.content_hash = s.content_hash THEN ?1 END,
+  CASE WHEN s.content_hash IS NOT NULL AND sh.content_hash = s.content_hash
+       THEN 'the label already shows this content' END
+FROM label_schedule s LEFT JOIN label_shown sh ON sh.label = s.label
+LEFT JOIN label_jobs j ON j.label = s.label
+WHERE s.due_at <= ?1 AND (j.label IS NULL OR j.face IS NOT s.face OR j.sku IS NOT s.sku)
+ON CONFLICT (label) DO UPDATE SET sku = excluded.sku, face = excluded.face,
+  price_version = excluded.price_version, rev = label_jobs.rev + 1, model = excluded.model,
+  image = excluded.image, content_hash = excluded.content_hash, due_at = excluded.due_at,
+  order_at = excluded.order_at, scheduled = 1, state = excluded.state, attempts = 0,
+  next_attempt_at = NULL, device = NULL, queued_at = excluded.queued_at, submitted_at = NULL,
+  confirmed_at = excluded.confirmed_at, last_error = NULL, evidence = excluded.evidence
+"""
+_AUDIT_PROMOTED = """
+INSERT INTO label_audit (at, label, event, state, sku, price_version, content_hash, detail)
+SELECT ?1, j.label, CASE j.state WHEN 'confirmed' THEN 'unchanged' ELSE 'queued' END,
+  j.state, j.sku, j.price_version, j.content_hash, 'scheduled flip due ' || j.due_at
+FROM label_jobs j JOIN label_schedule s ON s.label = j.label AND s.due_at = j.due_at
+WHERE s.due_at <= ?1 AND j.queued_at = ?1 AND j.scheduled = 1 AND j.content_hash IS NOT NULL
+"""
+_DELETE_PROMOTED = "DELETE FROM label_schedule WHERE due_at <= ?1"
+
+
+def _array(values: Collection[str] | None) -> str | None:
+    return None if values is None else json.dumps(sorted(values))
+
+
+class LabelPlanner:
+    """Builds the statements of one planning transaction (no I/O: the caller commits them)."""
+
+    @staticmethod
+    def plan_statements(
+        *,
+        at: datetime,
+        now: datetime,
+        skus: Collection[str] | None = None,
+        labels: Collection[str] | None = None,
+        reason: str = "new content",
+    ) -> list[Statement]:
+        """Jobs for the labels (of ``skus``/``labels``; None: all bound labels) whose face at
+        ``at`` differs from their job's; unbound labels' jobs dropped when planning all."""
+        at_text, now_text = isoformat_utc(at), isoformat_utc(now)
+        statements: list[Statement] = [
+            _CLEAR_PLAN,
+            (_STAGE, (at_text, _array(skus), _array(labels))),
+            (_AUDIT_SUPERSEDED, (now_text, reason)),
+            (_UPSERT_JOBS, (now_text, None, 0)),
+            _CLEAR_PLAN,
+        ]
+        if skus is None:  # all labels, or bindings changed: forget unbound labels' jobs
+            statements += [(_AUDIT_UNBOUND, (now_text,))]
+            statements += [(sql, ()) for sql in _DROP_UNBOUND]
+        return statements
+
+    @staticmethod
+    def schedule_statements(
+        boundaries: Sequence[tuple[str, Collection[str]]], *, now: datetime, until: datetime
+    ) -> list[Statement]:
+        """Scheduled faces for each boundary instant (with its SKUs) in (now, until]; rows
+        for instants that are no longer boundaries (a cancelled promotion) are dropped."""
+        now_text = isoformat_utc(now)
+        instants = [instant for instant, _ in boundaries]
+        statements: list[Statement] = [
+            (
+                (
+                    "DELETE FROM label_schedule WHERE due_at > ?1 AND due_at <= ?2 "
+                    "AND due_at NOT IN (SELECT value FROM json_each(?3))"
+                ),
+                (now_text, isoformat_utc(until), json.dumps(instants)),
+            ),
+        ]
+        for instant, skus in boundaries:
+            statements += [
+                _CLEAR_PLAN,
+                (_STAGE_AT, (instant, _array(skus), None)),
+                (_VALID_TO, (instant,)),
+                (_SCHEDULE_DROP_CHANGED, (instant,)),
+                (_SCHEDULE_INSERT, (instant, now_text)),
+            ]
+        statements.append(_CLEAR_PLAN)
+        return statements
+
+    @staticmethod
+    def promote_due_statements(now: datetime) -> list[Statement]:
+        """Due scheduled contents become jobs (latest per label; stale ones expire)."""
+        now_text = isoformat_utc(now)
+        return [
+            (_AUDIT_EXPIRED, (now_text,)),
+            (_DELETE_EXPIRED, (now_text,)),
+            (_AUDIT_SUPERSEDED_BY_FLIP, (now_text,)),
+            (_PROMOTE, (now_text,)),
+            (_AUDIT_PROMOTED, (now_text,)),
+            (_DELETE_PROMOTED, (now_text,)),
+        ]
