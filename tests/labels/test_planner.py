@@ -115,3 +115,39 @@ async def test_receipts_reach_the_outbox_in_order(tmp_path: Path) -> None:
         for event in events:
             validate_event(event.wire())
         assert len(driver.pushes) == 2  # 1.20 was never sent
+
+
+async def test_sla_alert_counts_unconfirmed_labels_and_clears(tmp_path: Path) -> None:
+    driver = CountingDriver()
+    async with label_store(tmp_path, drivers={"esl": driver}, sla_s=600) as s:
+        driver.clock = s.clock
+        for n in range(3):
+            await s.bindings.bind(f"L{n}", "A", "hq")
+        await s.prices([item("A", "1.00")], kind="full")
+        await s.settle()
+        await s.pipeline.dispatch_once()
+        await s.pipeline.upkeep(reconcile=False)
+        assert "label.sla" not in s.alert_keys()
+        s.clock.advance(601)
+        await s.pipeline.upkeep(reconcile=False)
+        alert = next(a for a in s.alerts.active() if a.key == "label.sla")
+        assert alert.details["count"] == 3
+        await s.confirm_all(driver)
+        await s.pipeline.upkeep(reconcile=False)
+        assert "label.sla" not in s.alert_keys()
+
+
+async def test_audit_retention_prunes_only_forwarded_old_rows(tmp_path: Path) -> None:
+    async with label_store(tmp_path, audit_retention_days=1) as s:
+        await s.bindings.bind("L1", "A", "hq")
+        await s.prices([item("A", "1.00")], kind="full")
+        await s.settle()
+        s.clock.advance(2 * 86400)
+        await s.pipeline.prune_audit()
+        assert await s.audit() == [("L1", "queued")]  # not forwarded yet: kept
+        await s.pipeline.pump_receipts()
+        await s.prices([item("A", "1.10")])
+        await s.settle()
+        await s.pipeline.prune_audit()
+        assert await s.audit() == [("L1", "superseded"), ("L1", "queued")]
+        assert [kind for kind, _ in await s.receipts()] == ["label.queued"]
