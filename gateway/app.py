@@ -40,12 +40,14 @@ from gateway.commands import (
 )
 from gateway.config import GatewaySettings, ResolvedDevice, load_config
 from gateway.control.server import ControlServer
+from gateway.drivers.contracts import DeviceFamily, LabelDriver
 from gateway.drivers.registry import DriverRegistry
 from gateway.drivers.supervisor import Supervisor
 from gateway.errors import CommandRefusedError, ConfigError, ControlProtocolError, StorageError
 from gateway.hub import ReadingHub
 from gateway.labels.bindings import LabelBindings
 from gateway.labels.directory import LabelDirectory
+from gateway.labels.pipeline import LabelPipeline
 from gateway.prices.book import PriceBook
 from gateway.prices.downlink import PriceDownlink, PriceDownlinkSettings
 from gateway.store import Database
@@ -85,6 +87,7 @@ class _Runtime:
     prices: PriceDownlink | None = None
     commands: CommandProcessor | None = None
     bindings: LabelBindings | None = None
+    labels: LabelPipeline | None = None
     supervisor: Supervisor | None = None
     control: ControlServer | None = None
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -136,6 +139,14 @@ class Gateway:
     @property
     def database(self) -> Database | None:
         return self._runtime.database
+
+    @property
+    def bindings(self) -> LabelBindings | None:
+        return self._runtime.bindings
+
+    @property
+    def label_pipeline(self) -> LabelPipeline | None:
+        return self._runtime.labels
 
     @property
     def supervisor(self) -> Supervisor | None:
@@ -252,6 +263,9 @@ class Gateway:
         runtime.prices = await self._price_downlink(
             runtime.database, runtime.outbox, runtime.alerts
         )
+        runtime.labels = await self._label_pipeline(
+            runtime.database, runtime.outbox, runtime.alerts
+        )
         if self.settings.mqtt.enabled:
             self._start_sync(group, runtime.database, runtime.outbox, runtime.alerts)
 
@@ -260,6 +274,8 @@ class Gateway:
         )
         self._spawn(group, "supervisor", runtime.supervisor.run())
         runtime.supervisor.apply(self.devices)
+        if runtime.labels is not None:
+            self._spawn(group, "labels", runtime.labels.run())
 
         runtime.control = ControlServer(self.settings.control.socket)
         self._register_control_commands(runtime.control)
@@ -328,6 +344,44 @@ class Gateway:
             "clock_synchronized": self.clock.is_synchronized(),
             "price_version": runtime.prices.head if runtime.prices is not None else None,
         }
+
+    async def _label_pipeline(
+        self, database: Database, outbox: Outbox, alerts: Alerts
+    ) -> LabelPipeline | None:
+        """The label pipeline, hooked to the price downlink, the bindings and the readings."""
+        runtime = self._runtime
+        try:
+            pipeline = LabelPipeline(
+                database=database,
+                outbox=outbox,
+                alerts=alerts,
+                clock=self.clock,
+                config=self.settings.labels,
+                drivers=self._label_drivers,
+                timezone=self.settings.store.timezone,
+                was_price=self.settings.downlink.was_price,
+            )
+        except FileNotFoundError as exc:
+            _LOGGER.error("label pipeline disabled: %s", exc)
+            return None
+        await pipeline.load()
+        if runtime.prices is not None:
+            runtime.prices.on_applied = pipeline.on_prices_applied
+        if runtime.bindings is not None:
+            runtime.bindings.on_change = lambda label: pipeline.on_bindings_changed([label])
+        self.hub.subscribe(pipeline.on_reading)
+        return pipeline
+
+    def _label_drivers(self) -> dict[str, LabelDriver | None]:
+        """Every configured ESL device → its live driver (None while it is not running)."""
+        supervisor = self._runtime.supervisor
+        drivers: dict[str, LabelDriver | None] = {}
+        for device in self.devices:
+            if device.plugin.family is not DeviceFamily.ESL:
+                continue
+            driver = supervisor.driver(device.name) if supervisor is not None else None
+            drivers[device.name] = driver if isinstance(driver, LabelDriver) else None
+        return drivers
 
     async def _price_downlink(
         self, database: Database, outbox: Outbox, alerts: Alerts
@@ -506,6 +560,8 @@ class Gateway:
         control.register("label.unbind", self._label_unbind_command)
         control.register("label.flash", self._label_flash_command)
         control.register("label.seed", self._label_seed_command)
+        control.register("labels", self._labels_command)
+        control.register("label.show", self._label_show_command)
 
     async def status(self) -> dict[str, Any]:
         """Everything ``storegw status`` shows, JSON-ready."""
@@ -558,6 +614,7 @@ class Gateway:
             "downlink": runtime.prices.status() if runtime.prices is not None else None,
             "commands": runtime.commands.status() if runtime.commands is not None else None,
             "alerts_active": len(runtime.alerts.active()) if runtime.alerts else 0,
+            "labels": await runtime.labels.summary() if runtime.labels is not None else None,
             "drivers": [
                 status.as_dict()
                 for status in (runtime.supervisor.statuses() if runtime.supervisor else ())
@@ -642,6 +699,24 @@ class Gateway:
                 await self.labels.flash(self._runtime.supervisor, str(args.get("label")), seconds)
             )
         except (CommandRefusedError, ValueError) as exc:
+            raise ControlProtocolError(str(exc)) from exc
+
+    def _require_labels(self) -> LabelPipeline:
+        if self._runtime.labels is None:
+            raise ControlProtocolError("the label pipeline is not running")
+        return self._runtime.labels
+
+    async def _labels_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        state = args.get("state")
+        try:
+            return await self._require_labels().listing(str(state) if state else None)
+        except ValueError as exc:
+            raise ControlProtocolError(str(exc)) from exc
+
+    async def _label_show_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            return await self._require_labels().show(str(args.get("label") or ""))
+        except ValueError as exc:
             raise ControlProtocolError(str(exc)) from exc
 
     def _require_bindings(self) -> LabelBindings:

@@ -158,6 +158,22 @@ def test_run_ready_status_devices_and_clean_stop(state: Path) -> None:
         bound = run_cli("label", "bind", "L-1", "4006381333931", "--socket", sock)
         assert bound.returncode == 0, bound.stderr
         assert "shows 4006381333931" in bound.stdout
+        listed = wait_for(
+            lambda: "L-1" in (r := run_cli("labels", "--socket", sock)).stdout and r,
+            what="a label job for the bound label",
+        )
+        assert "label job(s)" in listed.stdout
+        show = run_cli("label", "show", "L-1", "--json", "--socket", sock)
+        assert show.returncode == 0, show.stderr
+        assert json.loads(show.stdout)["should_show"]["face"] == {
+            "sku": "4006381333931",
+            "price": None,
+        }
+        show_text = run_cli("label", "show", "L-1", "--socket", sock)
+        assert "price unavailable" in show_text.stdout
+        bad_state = run_cli("labels", "--state", "nope", "--socket", sock)
+        assert bad_state.returncode != 0
+        assert "unknown state" in bad_state.stderr
         moved = run_cli("label", "bind", "L-1", "4006381333948", "--socket", sock)
         assert moved.returncode != 0  # never a silent re-point
         assert "unbind it before" in moved.stderr

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
-__all__ = ["DemoHq", "PrivateBroker"]
+__all__ = ["DEMO_SKUS", "DemoHq", "PrivateBroker"]
 
 
 @dataclass(slots=True)
@@ -91,6 +91,8 @@ _DEMO_PRICES = """sku,price,currency,name,reference_price
 4006381333955,2.49,EUR,Coffee 500 g,2.99
 4006381333962,3.29,EUR,Olive oil 0.5 l,
 """
+#: The SKUs the demo binds its simulated labels to.
+DEMO_SKUS = tuple(line.split(",")[0] for line in _DEMO_PRICES.splitlines()[1:])
 
 _FLASH_SKU = "4006381333955"  # Coffee 500 g
 

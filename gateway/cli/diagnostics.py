@@ -243,3 +243,97 @@ def render_devices(result: Mapping[str, Any]) -> str:
             f"{device.get('family') or '?':<7} {health:<9} {device.get('last_error') or ''}"
         )
     return "\n".join(lines)
+
+
+def render_labels(result: Mapping[str, Any]) -> str:
+    """``storegw labels``: label jobs per state, flips ahead, drivers, and the listing."""
+    counts = result.get("counts") or {}
+    order = ("queued", "submitted", "pending", "confirmed", "failed", "failed_permanent")
+    summary = ", ".join(f"{state} {counts[state]}" for state in order if counts.get(state))
+    lines = [
+        (
+            f"{result.get('total', 0)} label job(s): {summary or 'none'}; "
+            f"{result.get('unreachable', 0)} unreachable (no ESL driver has heard them)"
+        )
+    ]
+    clock = result.get("clock") or {}
+    if clock.get("note"):
+        lines.append(f"WARNING: {clock['note']}")
+    for name, driver in (result.get("drivers") or {}).items():
+        if driver.get("running"):
+            lines.append(f"driver {name}: running, {driver['labels_per_minute']:g} labels/min")
+        else:
+            lines.append(f"driver {name}: NOT running (its labels wait)")
+    lines.extend(
+        f"scheduled flip at {flip['due_at']}: {flip['labels']} label(s), "
+        f"{flip['rendered']} pre-rendered"
+        for flip in result.get("scheduled_flips") or []
+    )
+    jobs = result.get("jobs") or []
+    if jobs:
+        lines.append(
+            f"{'LABEL':<18} {'SKU':<16} {'STATE':<16} {'VER':>5} {'TRY':>3}  "
+            f"{'QUEUED':<29} LAST ERROR / EVIDENCE"
+        )
+        lines.extend(
+            f"{j['label']:<18} {j['sku']:<16} {j['state']:<16} {j['price_version']:>5} "
+            f"{j['attempts']:>3}  {j['queued_at']:<29} "
+            f"{j.get('last_error') or j.get('evidence') or ''}"
+            for j in jobs
+        )
+    return "\n".join(lines)
+
+
+def render_label(result: Mapping[str, Any]) -> str:
+    """``storegw label show LABEL``: should-show vs last confirmed, the job, the audit."""
+    lines = [f"label {result['label']}"]
+    binding = result.get("binding")
+    lines.append(
+        f"  bound to  {binding['sku']} ({binding['source']}"
+        f"{', local override' if binding['local_override'] else ''}) since {binding['updated_at']}"
+        if binding
+        else "  bound to  nothing"
+    )
+    should = result.get("should_show")
+    if should:
+        face = should["face"]
+        price = face.get("price") or "price unavailable"
+        promo = f", promotion {face['promotion']}" if face.get("promotion") else ""
+        lines.append(
+            f"  should    {price} {face.get('currency') or ''}{promo} (v{should['price_version']},"
+            f" hash {(should.get('content_hash') or 'not rendered yet')[:12]})"
+        )
+    shown = result.get("last_confirmed")
+    if shown:
+        lines.append(
+            f"  shows     hash {(shown.get('content_hash') or 'unknown')[:12]} since {shown['at']}"
+            f" via {shown.get('device') or '?'} ({shown.get('evidence')})"
+        )
+    else:
+        lines.append("  shows     unknown: no driver has reported this label")
+    lines.append(f"  in sync   {'yes' if result.get('in_sync') else 'NO'}")
+    job = result.get("job")
+    if job:
+        lines.append(
+            f"  job       {job['state']}, attempt(s) {job['attempts']}, "
+            f"queued {job['queued_at']}, submitted {job.get('submitted_at') or '-'}, "
+            f"confirmed {job.get('confirmed_at') or '-'}"
+        )
+        if job.get("last_error"):
+            lines.append(f"  error     {job['last_error']}")
+        if job.get("next_attempt_at"):
+            lines.append(f"  retry at  {job['next_attempt_at']}")
+    lines.extend(
+        f"  flip at   {flip['due_at']}: {flip['face'].get('price')} "
+        f"(promotion {flip['face'].get('promotion') or '-'})"
+        for flip in result.get("scheduled") or []
+    )
+    audit = result.get("audit") or []
+    if audit:
+        lines.append("  recent audit:")
+        lines.extend(
+            f"    {a['at']} {a['event']:<10} v{a['price_version']} "
+            f"{(a.get('content_hash') or '')[:12]} {a.get('detail') or ''}"
+            for a in audit
+        )
+    return "\n".join(lines)

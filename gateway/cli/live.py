@@ -6,16 +6,17 @@ Plain lines on stdout (no terminal control codes) so it works headless, piped an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
     from gateway.drivers.contracts import LabelModel
 
-__all__ = ["format_live_summary", "print_live_summary"]
+__all__ = ["bind_demo_labels", "format_live_summary", "print_live_summary"]
 
 
 def format_live_summary(status: dict[str, Any]) -> str:
@@ -54,6 +55,11 @@ def format_live_summary(status: dict[str, Any]) -> str:
         lines.append(
             f"  {name:<14} {driver['health']:<9} {driver['readings']:>7} readings  {detail}{error}"
         )
+    labels = status.get("labels")
+    if labels:
+        counts = labels.get("counts") or {}
+        text = ", ".join(f"{state} {count}" for state, count in sorted(counts.items()))
+        lines.append(f"  labels: {text or 'no jobs yet'}  (storegw labels for details)")
     return "\n".join(lines)
 
 
@@ -69,52 +75,33 @@ async def print_live_summary(
         print(text, flush=True, file=sys.stdout)
 
 
-async def exercise_labels(gateway: Gateway, interval: float) -> None:
-    """Demo only: refresh one label at a time so the ESL radio has work to show.
+async def bind_demo_labels(gateway: Gateway, skus: Sequence[str]) -> None:
+    """Demo only: bind each simulated label, once it has checked in, to one of the demo's
+    SKUs (stable per label), as HQ's ``bind`` command would. The label pipeline does the rest:
+    jobs, rendering, pushes through the simulated ESL radio, confirmations, receipts."""
+    from gateway.drivers.contracts import LabelReport, Reading
+    from gateway.errors import CommandRefusedError
 
-    The real label pipeline (prices → rendering → jobs) arrives with the labels feature; until
-    then the demo sends a placeholder image through the same driver contract.
-    """
-    from gateway.drivers.contracts import (
-        DeviceFamily,
-        LabelContent,
-        LabelDriver,
-        LabelReport,
-        Reading,
-    )
+    heard: set[str] = set()
 
-    known: dict[str, dict[str, LabelReport]] = {}
-
-    def remember(device: str, reading: Reading) -> None:
-        if isinstance(reading, LabelReport) and reading.model is not None:
-            known.setdefault(device, {})[reading.label_id] = reading
+    def remember(_device: str, reading: Reading) -> None:
+        if isinstance(reading, LabelReport):
+            heard.add(reading.label_id)
 
     unsubscribe = gateway.hub.subscribe(remember)
-    turn = 0
+    bound: set[str] = set()
     try:
         while True:
-            await asyncio.sleep(interval)
-            supervisor = gateway.supervisor
-            if supervisor is None:
+            await asyncio.sleep(1.0)
+            bindings = gateway.bindings
+            if bindings is None or not skus:
                 continue
-            for device in gateway.devices:
-                labels = known.get(device.name)
-                driver = supervisor.driver(device.name)
-                if device.plugin.family is not DeviceFamily.ESL or not labels or driver is None:
-                    continue
-                assert isinstance(driver, LabelDriver)
-                report = sorted(labels.values(), key=lambda r: r.label_id)[turn % len(labels)]
-                assert report.model is not None
-                image = _placeholder_png(report.model, f"{report.label_id}\ndemo #{turn}")
-                await driver.push(
-                    LabelContent(
-                        label_id=report.label_id,
-                        image_png=image,
-                        content_hash=hashlib.md5(image, usedforsecurity=False).hexdigest(),
-                        model=report.model,
-                    )
-                )
-            turn += 1
+            for label in sorted(heard - bound):
+                digest = hashlib.sha256(label.encode()).digest()
+                sku = skus[digest[0] % len(skus)]
+                with contextlib.suppress(CommandRefusedError):  # bound otherwise before
+                    await bindings.bind(label, sku, "hq")
+                bound.add(label)
     finally:
         unsubscribe()
 

@@ -110,7 +110,12 @@ def _add_label_commands(commands: Any, default_config: Path) -> None:
         "seed", help="bind labels from a seed file (label,sku CSV or JSON; HQ and local win)"
     )
     seed.add_argument("file", type=Path, help="seed file, e.g. the planogram export")
-    for sub in (preview, bind, unbind, flash, seed):
+    show = label_commands.add_parser(
+        "show", help="LABEL's binding, should-show vs last confirmed, its job and audit"
+    )
+    show.add_argument("label", help="label id")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    for sub in (preview, bind, unbind, flash, seed, show):
         where = sub.add_mutually_exclusive_group()
         where.add_argument("--config", type=Path, default=default_config)
         where.add_argument("--socket", type=Path, help="control socket (overrides --config)")
@@ -148,10 +153,17 @@ def _build_parser() -> argparse.ArgumentParser:
         ("devices", "list configured driver instances"),
         ("alerts", "list active alerts"),
         ("prices", "show current and scheduled prices (optionally of one SKU)"),
+        ("labels", "label jobs per state, scheduled flips, drivers, and a listing"),
     ):
         sub = commands.add_parser(name, help=text)
         if name == "prices":
             sub.add_argument("sku", nargs="?", help="one SKU, with its history")
+        if name == "labels":
+            sub.add_argument(
+                "--state",
+                help="only jobs in this state (queued, submitted, pending, confirmed, failed, "
+                "failed_permanent, unreachable)",
+            )
         where = sub.add_mutually_exclusive_group()
         where.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
         where.add_argument("--socket", type=Path, help="control socket (overrides --config)")
@@ -249,12 +261,13 @@ def _run(
 
     on_ready = None
     if demo_interval is not None:
-        from gateway.cli.live import exercise_labels, print_live_summary
+        from gateway.cli.demo import DEMO_SKUS
+        from gateway.cli.live import bind_demo_labels, print_live_summary
 
         async def on_ready(gateway: Gateway) -> None:
             extra = demo_hq.summary if demo_hq is not None else None
             gateway.spawn_extra("demo.summary", print_live_summary(gateway, demo_interval, extra))
-            gateway.spawn_extra("demo.labels", exercise_labels(gateway, 3.0))
+            gateway.spawn_extra("demo.labels", bind_demo_labels(gateway, DEMO_SKUS))
             if demo_hq is not None:
                 gateway.spawn_extra("demo.hq", demo_hq.run(gateway))
 
@@ -393,6 +406,8 @@ def _label_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         return "label.bind", {"label": args.label, "sku": args.sku}
     if args.label_command == "flash":
         return "label.flash", {"label": args.label, "seconds": args.seconds}
+    if args.label_command == "show":
+        return "label.show", {"label": args.label}
     if args.label_command == "seed":
         from gateway.labels.bindings import read_binding_seed
 
@@ -407,7 +422,11 @@ def _label_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 def _print_label_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
     import base64
 
-    if args.label_command == "bind":
+    if args.label_command == "show":
+        from gateway.cli.diagnostics import render_label
+
+        print(json.dumps(result, indent=2, sort_keys=True) if args.json else render_label(result))
+    elif args.label_command == "bind":
         print(f"label {result['label']} shows {result['sku']} (local override)")
     elif args.label_command == "flash":
         print(f"label {args.label} flashing for {args.seconds:g} s (via {result['device']})")
@@ -521,13 +540,23 @@ def configure_logging_once() -> None:
 
 
 def _diagnostic(args: argparse.Namespace) -> int:
-    from gateway.cli.diagnostics import render_alerts, render_devices, render_prices, render_status
+    from gateway.cli.diagnostics import (
+        render_alerts,
+        render_devices,
+        render_labels,
+        render_prices,
+        render_status,
+    )
     from gateway.control.client import ControlClient
     from gateway.errors import ControlError, DaemonNotRunningError
 
     client = ControlClient(_socket_path(args))
     try:
-        request_args = {"sku": args.sku} if getattr(args, "sku", None) else None
+        request_args: dict[str, Any] | None = None
+        if getattr(args, "sku", None):
+            request_args = {"sku": args.sku}
+        if getattr(args, "state", None):
+            request_args = {"state": args.state}
         result: dict[str, Any] = client.request_sync(args.command, request_args)
     except DaemonNotRunningError as exc:
         print(f"storegw: {exc}", file=sys.stderr)
@@ -543,6 +572,7 @@ def _diagnostic(args: argparse.Namespace) -> int:
         "devices": render_devices,
         "alerts": render_alerts,
         "prices": render_prices,
+        "labels": render_labels,
     }
     print(render[args.command](result))
     return EXIT_OK

@@ -1085,6 +1085,23 @@ class LabelPipeline:
             "last_plan_s": self.last_plan_s,
         }
 
+    async def summary(self) -> dict[str, Any]:
+        """Counts per state and the clock's say over flips (``storegw status``)."""
+        counts = {
+            str(r["state"]): int(r["n"])
+            for r in await self._db.fetchall(
+                "SELECT state, count(*) AS n FROM label_jobs GROUP BY state"
+            )
+        }
+        _, synced = self.policy_instant()
+        return {
+            "counts": counts,
+            "flips_held": not synced,
+            "note": None
+            if synced
+            else "clock NOT synchronised: scheduled flips are held, labels keep what is in force",
+        }
+
     async def show(self, label: str) -> dict[str, Any]:
         binding = await self._db.fetchone(
             "SELECT label, sku, source, local_override, updated_at FROM label_bindings "
