@@ -30,6 +30,7 @@ bench: setup
 	$(BIN)/python bench/uplink.py
 	$(BIN)/python bench/drain.py
 	$(BIN)/python bench/render.py
+	$(BIN)/python bench/labels.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

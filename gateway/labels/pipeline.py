@@ -102,16 +102,26 @@ _AUDIT_JOB = (
     "FROM label_jobs WHERE label = ?4 AND rev = ?5"
 )
 _RENDERED_JOB = (
-    "UPDATE label_jobs SET image = ?1, content_hash = ?2, model = ?3, state = ?4, "
-    "confirmed_at = ?5, evidence = ?6 WHERE label = ?7 AND rev = ?8 AND state = 'queued' "
-    "AND image IS NULL"
+    "UPDATE label_jobs SET content_hash = ?1, model = ?2, state = ?3, "
+    "confirmed_at = ?4, evidence = ?5 WHERE label = ?6 AND rev = ?7 AND state = 'queued' "
+    "AND content_hash IS NULL"
 )
 _RENDERED_SCHEDULE = (
-    "UPDATE label_schedule SET image = ?1, content_hash = ?2, model = ?3 "
-    "WHERE label = ?4 AND due_at = ?5 AND face = ?6"
+    "UPDATE label_schedule SET content_hash = ?1, model = ?2 "
+    "WHERE label = ?3 AND due_at = ?4 AND face = ?5"
+)
+_STORE_IMAGE = (
+    "INSERT INTO label_images (content_hash, png, created_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (content_hash) DO NOTHING"
+)
+_COLLECT_IMAGES = (
+    "DELETE FROM label_images WHERE content_hash NOT IN "
+    "(SELECT content_hash FROM label_jobs WHERE content_hash IS NOT NULL) "
+    "AND content_hash NOT IN "
+    "(SELECT content_hash FROM label_schedule WHERE content_hash IS NOT NULL)"
 )
 _RERENDER = (
-    "UPDATE label_jobs SET image = NULL, content_hash = NULL, model = NULL "
+    "UPDATE label_jobs SET content_hash = NULL, model = NULL "
     "WHERE label = ? AND rev = ? AND state IN ('queued', 'failed')"
 )
 _CLAIM = (
@@ -154,9 +164,9 @@ _SHOWN_UPSERT = (
     "device = excluded.device, model = excluded.model"
 )
 _READY = (
-    "SELECT j.label, j.rev, j.content_hash, j.model, j.image, j.attempts, j.scheduled "
+    "SELECT j.label, j.rev, j.content_hash, j.model, j.attempts, j.scheduled "
     "FROM label_jobs j LEFT JOIN label_shown s ON s.label = j.label "
-    "WHERE j.image IS NOT NULL AND j.state IN ('queued', 'failed') "
+    "WHERE j.content_hash IS NOT NULL AND j.state IN ('queued', 'failed') "
     "AND (j.state = 'queued' OR j.next_attempt_at <= ?1) AND coalesce(s.device, ?2) = ?3 "
     "ORDER BY j.scheduled DESC, j.order_at LIMIT ?4"
 )
@@ -370,17 +380,19 @@ class LabelPipeline:
     async def render_some(self, limit: int = _RENDER_CHUNK) -> int:
         """Render up to ``limit`` faces — scheduled flips first (they have a deadline), then
         jobs (scheduled ones first); returns how many were rendered."""
+        # Ordered by SKU too, so labels sharing a face share a chunk (drawn once).
         rows = await self._db.fetchall(
-            "SELECT label, due_at, face FROM label_schedule WHERE image IS NULL "
-            "ORDER BY due_at LIMIT ?",
+            "SELECT label, due_at, face FROM label_schedule WHERE content_hash IS NULL "
+            "ORDER BY due_at, sku LIMIT ?",
             (limit,),
         )
         if rows:
             await self._render_schedule(rows)
             return len(rows)
         rows = await self._db.fetchall(
-            "SELECT label, rev, face FROM label_jobs WHERE image IS NULL AND state = 'queued' "
-            "ORDER BY scheduled DESC, order_at LIMIT ?",
+            "SELECT label, rev, face FROM label_jobs WHERE content_hash IS NULL "
+            "AND state = 'queued' "
+            "ORDER BY scheduled DESC, order_at, sku LIMIT ?",
             (limit,),
         )
         if rows:
@@ -436,14 +448,14 @@ class LabelPipeline:
     async def _render_schedule(self, rows: Sequence[Any]) -> None:
         items = [(str(r["face"]), self._model_for(str(r["label"]))) for r in rows]
         rendered = await self._render(items)
-        await self._db.submit_many(
-            _RENDERED_SCHEDULE,
-            [
-                (png, digest, model, r["label"], r["due_at"], r["face"])
-                for r, (png, digest), (_, model) in zip(rows, rendered, items, strict=True)
-            ],
+        now = isoformat_utc(self._clock.utc_now())
+        await self._db.submit_atomic(
+            [(_STORE_IMAGE, image) for image in _distinct_images(rendered, now)]
+            + [
+                (_RENDERED_SCHEDULE, (digest, model, r["label"], r["due_at"], r["face"]))
+                for r, (_, digest), (_, model) in zip(rows, rendered, items, strict=True)
+            ]
         )
-        self._wake["schedule"].set()
 
     async def _render_jobs(self, rows: Sequence[Any]) -> None:
         items = [(str(r["face"]), self._model_for(str(r["label"]))) for r in rows]
@@ -451,7 +463,7 @@ class LabelPipeline:
         now = isoformat_utc(self._clock.utc_now())
         updates: list[Sequence[Any]] = []
         audits: list[Sequence[Any]] = []
-        for row, (png, digest), (_, model) in zip(rows, rendered, items, strict=True):
+        for row, (_, digest), (_, model) in zip(rows, rendered, items, strict=True):
             label = str(row["label"])
             shown = self._shown.get(label)
             outcome = after_render(
@@ -461,7 +473,6 @@ class LabelPipeline:
             confirmed = outcome.state is JobState.CONFIRMED
             updates.append(
                 (
-                    png,
                     digest,
                     model,
                     outcome.state.value,
@@ -474,7 +485,9 @@ class LabelPipeline:
             assert outcome.event is not None
             audits.append((now, outcome.event.value, outcome.detail, label, row["rev"]))
         await self._db.submit_atomic(
-            [(_RENDERED_JOB, u) for u in updates] + [(_AUDIT_JOB, a) for a in audits]
+            [(_STORE_IMAGE, image) for image in _distinct_images(rendered, now)]
+            + [(_RENDERED_JOB, u) for u in updates]
+            + [(_AUDIT_JOB, a) for a in audits]
         )
         self._wake["dispatch"].set()
         self._wake["receipts"].set()
@@ -514,33 +527,36 @@ class LabelPipeline:
         self, device: str, driver: LabelDriver, rows: Sequence[Any], now: datetime
     ) -> int:
         now_text = isoformat_utc(now)
-        ready, stale = [], []
-        for row in rows:
-            label = str(row["label"])
-            shown = self._shown.get(label)
-            if shown is not None and shown.model and shown.model != row["model"]:
-                stale.append((label, row["rev"]))  # rendered for another panel: again
-            else:
-                ready.append(row)
-        if stale:
-            await self._db.submit_many(_RERENDER, stale)
-            self._wake["render"].set()
+        ready = await self._drop_stale_renders(rows)
         if not ready:
             return 0
+        hashes = sorted({str(r["content_hash"]) for r in ready})
+        images = {
+            str(r["content_hash"]): bytes(r["png"])
+            for r in await self._db.fetchall(
+                "SELECT content_hash, png FROM label_images "
+                "WHERE content_hash IN (SELECT value FROM json_each(?))",
+                (json.dumps(hashes),),
+            )
+        }
         await self._db.submit_many(
             _CLAIM, [(now_text, device, r["label"], r["rev"]) for r in ready]
         )
+        models: dict[str, LabelModel] = {}
         results: list[_Pushed] = []
         for row in ready:
             label = str(row["label"])
             result = _Pushed(label, int(row["rev"]), int(row["attempts"]) + 1)
+            model_name = str(row["model"])
+            if model_name not in models:
+                models[model_name] = parse_model(model_name)
             try:
                 await driver.push(
                     LabelContent(
                         label_id=label,
-                        image_png=bytes(row["image"]),
+                        image_png=images[str(row["content_hash"])],
                         content_hash=str(row["content_hash"]),
-                        model=parse_model(str(row["model"])),
+                        model=models[model_name],
                     )
                 )
             except DriverConfigError as exc:
@@ -569,6 +585,22 @@ class LabelPipeline:
             _LOGGER.info("%d of %d label push(es) to %s failed", failed, len(results), device)
             self._wake["receipts"].set()
         return len(results) - failed
+
+    async def _drop_stale_renders(self, rows: Sequence[Any]) -> list[Any]:
+        """Rows rendered for another panel than the label's driver reports go back to the
+        render worker; the others are returned."""
+        ready, stale = [], []
+        for row in rows:
+            label = str(row["label"])
+            shown = self._shown.get(label)
+            if shown is not None and shown.model and shown.model != row["model"]:
+                stale.append((label, row["rev"]))
+            else:
+                ready.append(row)
+        if stale:
+            await self._db.submit_many(_RERENDER, stale)
+            self._wake["render"].set()
+        return ready
 
     def _transition(self, label: str, rev: int, outcome: Outcome, now: str) -> list[Statement]:
         statements: list[Statement] = []
@@ -777,6 +809,7 @@ class LabelPipeline:
         await self._check_sla(now)
         await self._check_drivers()
         await self.prune_audit()
+        await self._db.submit(_COLLECT_IMAGES)
 
     async def _time_out_pending(self, now: datetime) -> None:
         cutoff = isoformat_utc(now - timedelta(seconds=self.config.confirm_timeout_s))
@@ -1056,7 +1089,7 @@ class LabelPipeline:
                 (state, limit),
             )
         scheduled = await self._db.fetchall(
-            "SELECT due_at, count(*) AS labels, sum(image IS NOT NULL) AS rendered "
+            "SELECT due_at, count(*) AS labels, sum(content_hash IS NOT NULL) AS rendered "
             "FROM label_schedule GROUP BY due_at ORDER BY due_at"
         )
         _, synced = self.policy_instant()
@@ -1182,6 +1215,12 @@ def _render_chunk(
     return out
 
 
+def _distinct_images(
+    rendered: Sequence[tuple[bytes, str]], now: str
+) -> list[tuple[str, bytes, str]]:
+    return [(digest, png, now) for digest, png in {d: p for p, d in rendered}.items()]
+
+
 def _job_dict(row: Any) -> dict[str, Any]:
     return {
         "label": row["label"],
@@ -1189,7 +1228,7 @@ def _job_dict(row: Any) -> dict[str, Any]:
         "state": row["state"],
         "price_version": row["price_version"],
         "content_hash": row["content_hash"],
-        "rendered": row["image"] is not None,
+        "rendered": row["content_hash"] is not None,
         "model": row["model"],
         "scheduled": bool(row["scheduled"]),
         "due_at": row["due_at"],

@@ -3,7 +3,8 @@
 A label's *face* is what its SKU's price should show at an instant (the price book, with the
 promotion in force winning), as canonical JSON built by SQLite. Planning compares the faces of
 the affected labels with their jobs' faces and, in one transaction, records the old active
-jobs as superseded and replaces them by queued jobs (image NULL: the render worker fills it).
+jobs as superseded and replaces them by queued jobs (no content hash yet: the render worker
+draws them).
 A label whose face did not change is not touched, so re-planning everything is cheap.
 
 Scheduled flips are planned the same way for the boundaries (promotion starts and ends) within
@@ -88,7 +89,7 @@ SELECT label, sku, face, price_version, ?2, coalesce(?2, ?1), ?3, 'queued', ?1
 FROM label_plan WHERE true
 ON CONFLICT (label) DO UPDATE SET sku = excluded.sku, face = excluded.face,
   price_version = excluded.price_version, rev = label_jobs.rev + 1, model = NULL,
-  image = NULL, content_hash = NULL, due_at = excluded.due_at, order_at = excluded.order_at,
+  content_hash = NULL, due_at = excluded.due_at, order_at = excluded.order_at,
   scheduled = excluded.scheduled, state = 'queued', attempts = 0, next_attempt_at = NULL,
   device = NULL, queued_at = excluded.queued_at, submitted_at = NULL, confirmed_at = NULL,
   last_error = NULL, evidence = NULL
@@ -174,9 +175,9 @@ WHERE j.state IN ('queued', 'submitted', 'pending', 'failed') AND j.content_hash
 """
 # A pre-rendered flip lands queued (or confirmed when the label already shows it).
 _PROMOTE = """
-INSERT INTO label_jobs (label, sku, face, price_version, model, image, content_hash, due_at,
+INSERT INTO label_jobs (label, sku, face, price_version, model, content_hash, due_at,
   order_at, scheduled, state, queued_at, confirmed_at, evidence)
-SELECT s.label, s.sku, s.face, s.price_version, s.model, s.image, s.content_hash, s.due_at,
+SELECT s.label, s.sku, s.face, s.price_version, s.model, s.content_hash, s.due_at,
   s.due_at, 1,
   CASE WHEN s.content_hash IS NOT NULL AND sh.content_hash = s.content_hash
        THEN 'confirmed' ELSE 'queued' END, ?1,
@@ -188,7 +189,7 @@ LEFT JOIN label_jobs j ON j.label = s.label
 WHERE s.due_at <= ?1 AND (j.label IS NULL OR j.face IS NOT s.face OR j.sku IS NOT s.sku)
 ON CONFLICT (label) DO UPDATE SET sku = excluded.sku, face = excluded.face,
   price_version = excluded.price_version, rev = label_jobs.rev + 1, model = excluded.model,
-  image = excluded.image, content_hash = excluded.content_hash, due_at = excluded.due_at,
+  content_hash = excluded.content_hash, due_at = excluded.due_at,
   order_at = excluded.order_at, scheduled = 1, state = excluded.state, attempts = 0,
   next_attempt_at = NULL, device = NULL, queued_at = excluded.queued_at, submitted_at = NULL,
   confirmed_at = excluded.confirmed_at, last_error = NULL, evidence = excluded.evidence

@@ -238,7 +238,6 @@ MIGRATIONS: tuple[Migration, ...] = (
                 price_version INTEGER NOT NULL,
                 rev INTEGER NOT NULL DEFAULT 1,
                 model TEXT,
-                image BLOB,
                 content_hash TEXT,
                 due_at TEXT,
                 order_at TEXT NOT NULL,
@@ -254,12 +253,12 @@ MIGRATIONS: tuple[Migration, ...] = (
                 evidence TEXT
             ) STRICT""",
             (
-                "CREATE INDEX label_jobs_render ON label_jobs (scheduled DESC, order_at) "
-                "WHERE image IS NULL AND state = 'queued'"
+                "CREATE INDEX label_jobs_render ON label_jobs (scheduled DESC, order_at, sku) "
+                "WHERE content_hash IS NULL AND state = 'queued'"
             ),
             (
                 "CREATE INDEX label_jobs_ready ON label_jobs (scheduled DESC, order_at) "
-                "WHERE image IS NOT NULL AND state IN ('queued', 'failed')"
+                "WHERE content_hash IS NOT NULL AND state IN ('queued', 'failed')"
             ),
             "CREATE INDEX label_jobs_state ON label_jobs (state, order_at)",
             # Contents that become correct at a future instant (promotion start or end),
@@ -273,11 +272,17 @@ MIGRATIONS: tuple[Migration, ...] = (
                 price_version INTEGER NOT NULL,
                 valid_to TEXT,
                 model TEXT,
-                image BLOB,
                 content_hash TEXT,
                 planned_at TEXT NOT NULL,
                 PRIMARY KEY (label, due_at)
             ) STRICT, WITHOUT ROWID""",
+            # Rendered images by content hash: labels sharing a face share one image, and a
+            # flip promotes hashes, never copies images. Unreferenced ones are collected.
+            """CREATE TABLE label_images (
+                content_hash TEXT PRIMARY KEY,
+                png BLOB NOT NULL,
+                created_at TEXT NOT NULL
+            ) STRICT""",
             # What each label's driver last reported it shows, and who reaches it.
             """CREATE TABLE label_shown (
                 label TEXT PRIMARY KEY,

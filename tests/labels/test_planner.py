@@ -72,7 +72,7 @@ async def test_bound_sku_without_price_shows_price_unavailable_with_an_alert(
         await s.settle()
         job = await s.job("L1")
         assert json.loads(job["face"]) == {"sku": "NOPRICE", "price": None}
-        assert job["image"] is not None
+        assert job["content_hash"] is not None
         await s.pipeline.reconcile()
         assert "label.no_price:NOPRICE" in s.alert_keys()
         await s.prices([item("NOPRICE", "0.99")])

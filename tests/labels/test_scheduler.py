@@ -32,8 +32,8 @@ async def test_flip_is_pre_rendered_and_dispatched_first_at_its_instant(tmp_path
         await s.pipeline.render_all()
         await s.pipeline.dispatch_once()
         await s.confirm_all(driver)
-        flips = await s.db.fetchall("SELECT label, due_at, image FROM label_schedule")
-        assert [(r["label"], r["image"] is not None) for r in flips] == [("L0", True)]
+        flips = await s.db.fetchall("SELECT label, due_at, content_hash FROM label_schedule")
+        assert [(r["label"], r["content_hash"] is not None) for r in flips] == [("L0", True)]
         assert _face(await s.job("L0"))["price"] == "2.00"  # in force until the instant
         # Other work is waiting when the flip falls due.
         await s.prices([item(f"S{n}", "2.50") for n in range(1, 6)])
@@ -43,7 +43,7 @@ async def test_flip_is_pre_rendered_and_dispatched_first_at_its_instant(tmp_path
         await s.pipeline.scheduler_pass()
         job = await s.job("L0")
         assert (job["state"], job["scheduled"], _face(job)["price"]) == ("queued", 1, "1.00")
-        assert job["image"] is not None  # no rendering at the instant
+        assert job["content_hash"] is not None  # no rendering at the instant
         await s.pipeline.dispatch_once()
         assert driver.pushes[pushed_before].label_id == "L0"  # the flip goes first
         await s.confirm_all(driver)
