@@ -188,3 +188,21 @@ def test_garbage_documents_give_config_errors_never_crashes(data: dict[str, obje
     except ConfigError as exc:
         assert exc.issues
         assert all(isinstance(issue.reason, str) and issue.reason for issue in exc.issues)
+
+
+@pytest.mark.parametrize(
+    ("labels", "path"),
+    [
+        ({"sla_s": 0}, "labels.sla_s"),
+        ({"lookahead_s": -5}, "labels.lookahead_s"),
+        ({"retry_initial_s": 60, "retry_max_s": 10}, "labels"),
+        ({"default_model": "huge"}, "labels.default_model"),
+        ({"queue_ahead_s": "soon"}, "labels.queue_ahead_s"),
+        ({"audit_retention_days": 0}, "labels.audit_retention_days"),
+        ({"unknown": 1}, "labels.unknown"),
+    ],
+)
+def test_bad_label_settings_are_named(labels: dict[str, object], path: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"store": {"id": "s1"}, "labels": labels}, registry=registry(), environ={})
+    assert any(issue.path == path for issue in caught.value.issues), caught.value.issues
