@@ -6,15 +6,12 @@ Plain lines on stdout (no terminal control codes) so it works headless, piped an
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
-    from gateway.drivers.contracts import LabelModel
 
 __all__ = ["bind_demo_labels", "format_live_summary", "print_live_summary"]
 
@@ -76,11 +73,11 @@ async def print_live_summary(
 
 
 async def bind_demo_labels(gateway: Gateway, skus: Sequence[str]) -> None:
-    """Demo only: bind each simulated label, once it has checked in, to one of the demo's
-    SKUs (stable per label), as HQ's ``bind`` command would. The label pipeline does the rest:
-    jobs, rendering, pushes through the simulated ESL radio, confirmations, receipts."""
+    """Demo only: bind each simulated label, once it has checked in, to the demo's SKUs in
+    turn (every SKU gets labels), as an installer's seed file would (source ``seed``: HQ's
+    ``bind`` and a technician's win over it). The label pipeline does the rest: jobs,
+    rendering, pushes through the simulated ESL radio, confirmations, receipts."""
     from gateway.drivers.contracts import LabelReport, Reading
-    from gateway.errors import CommandRefusedError
 
     heard: set[str] = set()
 
@@ -96,26 +93,11 @@ async def bind_demo_labels(gateway: Gateway, skus: Sequence[str]) -> None:
             bindings = gateway.bindings
             if bindings is None or not skus:
                 continue
-            for label in sorted(heard - bound):
-                digest = hashlib.sha256(label.encode()).digest()
-                sku = skus[digest[0] % len(skus)]
-                with contextlib.suppress(CommandRefusedError):  # bound otherwise before
-                    await bindings.bind(label, sku, "hq")
-                bound.add(label)
+            new = sorted(heard - bound)
+            if new:
+                await bindings.seed(
+                    [(label, skus[(len(bound) + n) % len(skus)]) for n, label in enumerate(new)]
+                )
+                bound.update(new)
     finally:
         unsubscribe()
-
-
-def _placeholder_png(model: LabelModel, text: str) -> bytes:
-    """A real PNG of the panel's size, so a simulated ESL's image folder shows something."""
-    import io
-
-    from PIL import Image, ImageDraw
-
-    image = Image.new("1", (model.width, model.height), 1)
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((0, 0, model.width - 1, model.height - 1), outline=0)
-    draw.multiline_text((6, 6), text, fill=0, font_size=max(10, model.height // 8))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
