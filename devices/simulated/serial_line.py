@@ -80,7 +80,9 @@ class SerialLine:
         """Transmit ``data`` at the line's pace, starting no earlier than ``not_before`` (loop
         time) nor before the previous transmission ended; returns the end time."""
         loop = asyncio.get_running_loop()
-        start = max(loop.time(), not_before, self.line_free_at)
+        if (wait := not_before - loop.time()) > 0:
+            await asyncio.sleep(wait)  # the line is not reserved meanwhile: a late reply collides
+        start = max(loop.time(), self.line_free_at)
         char_s = self.timing.char_s
         per_slice = max(1, int(_SLICE_S / char_s))
         end = start
