@@ -55,6 +55,8 @@ def _driver_line(driver: Mapping[str, Any]) -> str:
         f"  [{mark}] {driver.get('name', '?'):<16} {driver.get('driver', '?'):<18} "
         f"{health:<9} readings={driver.get('readings', 0)} restarts={driver.get('restarts', 0)}"
     )
+    if driver.get("detail"):
+        line += f"\n           {driver['detail']}"
     if driver.get("last_error"):
         line += (
             f"\n           last error: {driver['last_error']} (at {driver.get('last_error_at')})"

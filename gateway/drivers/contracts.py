@@ -51,6 +51,7 @@ __all__ = [
     "LabelReport",
     "LabelReportKind",
     "Reading",
+    "ReportsDetail",
     "ScaleDriver",
     "ScaleStatus",
     "WeightSample",
@@ -202,6 +203,15 @@ class Driver(Protocol):
     async def close(self) -> None:
         """Release the hardware. Called once after ``open``, whatever happened; never raises."""
         ...
+
+
+@runtime_checkable
+class ReportsDetail(Protocol):
+    """Optional for any driver: one line about its inner health for ``storegw status``, e.g.
+    which units on a shared bus stopped answering while the driver itself keeps running."""
+
+    @property
+    def status_detail(self) -> str: ...
 
 
 @runtime_checkable

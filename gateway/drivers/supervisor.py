@@ -30,7 +30,14 @@ from enum import StrEnum
 from gateway.backoff import Backoff
 from gateway.clock import Clock, isoformat_utc
 from gateway.config import ResolvedDevice, SupervisorConfig
-from gateway.drivers.contracts import DeviceFamily, Driver, DriverContext, Heartbeat, Reading
+from gateway.drivers.contracts import (
+    DeviceFamily,
+    Driver,
+    DriverContext,
+    Heartbeat,
+    Reading,
+    ReportsDetail,
+)
 from gateway.errors import DriverConfigError, DriverError, DriverUnavailableError
 
 __all__ = [
@@ -72,6 +79,7 @@ class DriverStatus:
     readings: int
     last_reading_at: datetime | None
     next_retry_in_s: float | None
+    detail: str | None = None  # the driver's own word on its inner health (ReportsDetail)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -88,6 +96,7 @@ class DriverStatus:
             "next_retry_in_s": None
             if self.next_retry_in_s is None
             else round(self.next_retry_in_s, 2),
+            "detail": self.detail,
         }
 
 
@@ -201,7 +210,17 @@ class _Instance:
             readings=self.readings,
             last_reading_at=self.last_reading_at,
             next_retry_in_s=retry_in,
+            detail=self._detail(),
         )
+
+    def _detail(self) -> str | None:
+        driver = self.driver
+        if not isinstance(driver, ReportsDetail):
+            return None
+        try:
+            return driver.status_detail
+        except Exception:  # noqa: BLE001 - a status snapshot must survive a driver bug
+            return None
 
 
 class Supervisor:

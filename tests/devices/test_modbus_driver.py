@@ -494,3 +494,38 @@ async def test_a_missing_port_device_is_unavailable_not_a_config_error() -> None
     driver = make("modbus.rtu", "bus", port="/dev/does-not-exist", devices=[channel(1)])
     with pytest.raises(DriverUnavailableError, match="does not exist"):
         await driver.open()
+
+
+async def test_the_supervisor_status_carries_the_bus_detail() -> None:
+    seen: list[WeightSample] = []
+    config = SupervisorConfig(backoff_initial_s=0.05, backoff_max_s=0.2, stop_timeout_s=1)
+    supervisor = Supervisor(
+        clock=SystemClock(),
+        config=config,
+        sink=lambda _n, r: seen.append(r),  # type: ignore[arg-type]
+    )
+    async with ModbusBusSimulator([dgt(1, 5.0)], baudrate=FAST) as bus:
+        options = {
+            "port": bus.url,
+            "baudrate": FAST,
+            "timeout_s": 0.05,
+            "failures_before_backoff": 1,
+            "devices": [channel(1), channel(2)],
+        }
+        device = ResolvedDevice(
+            DeviceConfig(name="bus", driver="modbus.rtu"),
+            plugin("modbus.rtu"),
+            plugin("modbus.rtu").options_model.model_validate(options),
+        )
+        supervisor.apply([device])
+        runner = asyncio.create_task(supervisor.run())
+        try:
+            async with asyncio.timeout(10):
+                while "unit 2 (shelf-2): no reply" not in (supervisor.statuses()[0].detail or ""):
+                    await asyncio.sleep(0.01)
+            status = supervisor.statuses()[0]
+            assert status.health is DriverHealth.RUNNING  # one dead unit does not fail the bus
+            assert status.as_dict()["detail"] == status.detail
+        finally:
+            await supervisor.shutdown(2.0)
+            await runner
