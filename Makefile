@@ -31,6 +31,7 @@ bench: setup
 	$(BIN)/python bench/drain.py
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/labels.py
+	$(BIN)/python bench/modbus.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
