@@ -529,3 +529,18 @@ async def test_the_supervisor_status_carries_the_bus_detail() -> None:
         finally:
             await supervisor.shutdown(2.0)
             await runner
+
+
+def test_the_commented_scale_examples_in_the_example_config_validate() -> None:
+    import tomllib
+
+    text = (Path(__file__).resolve().parents[2] / "config" / "gateway.example.toml").read_text()
+    start = text.index('# [[devices]]\n# name = "shelf-bus-1"')
+    block = "\n".join(
+        line.removeprefix("#").removeprefix(" ") for line in text[start:].splitlines()
+    )
+    document = tomllib.loads('[store]\nid = "s1"\n' + block)
+    _settings, devices = parse_config(
+        document, registry=DriverRegistry.from_entry_points(), environ={}
+    )
+    assert [device.config.driver for device in devices] == ["modbus.rtu", "ascii.scale"]
