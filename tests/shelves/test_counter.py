@@ -1,0 +1,330 @@
+"""SlotCounter and decide_count: the stock logic fed synthetic samples with synthetic time."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.drivers.contracts import ScaleStatus
+from gateway.shelves.counter import (
+    ChangeKind,
+    CounterOutput,
+    CounterSettings,
+    Fault,
+    FaultChange,
+    SlotCounter,
+    SlotSpec,
+    StockAmbiguous,
+    StockChange,
+    StockState,
+    StockStateChange,
+)
+from gateway.shelves.counting import decide_count
+
+UNIT = 250.0
+TRAY = 60.0
+
+
+def spec(**changes: object) -> SlotSpec:
+    values: dict[str, object] = {
+        "slot": "s1",
+        "sku": "A",
+        "unit_grams": UNIT,
+        "tare_grams": TRAY,
+        "min_count": 2,
+    }
+    values.update(changes)
+    return SlotSpec(**values)  # type: ignore[arg-type]
+
+
+class Run:
+    """Drives a counter at 10 Hz with tiny deterministic noise; collects its outputs."""
+
+    def __init__(self, counter: SlotCounter | None = None, **settings: float) -> None:
+        self.counter = counter or SlotCounter(spec(), CounterSettings(**settings))  # type: ignore[arg-type]
+        self.t = 0.0
+        self.outputs: list[CounterOutput] = []
+        self._next_tick = 1.0
+        self._flip = 1.0
+
+    def hold(
+        self,
+        seconds: float,
+        grams: float | None,
+        *,
+        stable: bool | None = True,
+        status: ScaleStatus = ScaleStatus.OK,
+    ) -> None:
+        end = self.t + seconds
+        while self.t < end:
+            self.t = round(self.t + 0.1, 6)
+            self._flip = -self._flip
+            raw = None if grams is None else grams + 0.4 * self._flip
+            self.outputs += self.counter.observe(self.t, raw, stable, status)
+            self._tick()
+
+    def silence(self, seconds: float) -> None:
+        end = self.t + seconds
+        while self.t < end:
+            self.t = round(self.t + 0.1, 6)
+            self._tick()
+
+    def _tick(self, *, device_up: bool = True) -> None:
+        if self.t >= self._next_tick:
+            self.outputs += self.counter.tick(self.t, device_up=device_up)
+            self._next_tick += 1.0
+
+    def items(self, count: int) -> float:
+        return TRAY + count * UNIT
+
+    def changes(self) -> list[tuple[ChangeKind, int | None, int | None, int | None]]:
+        return [
+            (o.kind, o.before, o.after, o.delta) for o in self.outputs if isinstance(o, StockChange)
+        ]
+
+    def of(self, kind: type[CounterOutput]) -> list[CounterOutput]:
+        return [o for o in self.outputs if isinstance(o, kind)]
+
+
+def started(count: int = 10, **settings: float) -> Run:
+    run = Run(**settings)
+    run.hold(15, run.items(count))
+    assert run.counter.count == count
+    run.outputs.clear()
+    return run
+
+
+# --- decide_count ---------------------------------------------------------------------------
+
+
+def test_decide_count_rounds_within_tolerance_only() -> None:
+    def decide(grams: float, spread: float = 0.02) -> int | None:
+        return decide_count(
+            grams, unit_grams=100, tolerance=0.25, item_spread=spread, margin_grams=3
+        ).items
+
+    assert decide(-100) == -1
+    assert decide(305) == 3
+    assert decide(312) is None  # 3 items of 104 g: outside the 2 % spread
+    assert decide(10) == 0  # a touch
+    assert decide(-150) is None  # half an item: never rounded
+    assert decide(-127) is None  # beyond the tolerance
+    # 7 look-alikes of 108 g (756 g) are 8 items of 94.5 g too once the spread allows it.
+    assert decide(756, spread=0.09) is None
+    assert decide(324, spread=0.09) == 3
+    full = decide_count(200, unit_grams=100, tolerance=0.25, item_spread=0, margin_grams=1)
+    assert full.confidence == 1.0
+    assert full.candidates == (2,)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    items=st.integers(min_value=0, max_value=40),
+    seed=st.integers(min_value=0, max_value=2**32),
+    spread=st.floats(min_value=0.0, max_value=0.2),
+    sign=st.sampled_from([-1, 1]),
+)
+def test_decide_count_is_never_wrong_when_items_stay_within_the_spread(
+    items: int, seed: int, spread: float, sign: int
+) -> None:
+    rng = random.Random(seed)
+    grams = sum(100 * rng.uniform(1 - spread, 1 + spread) for _ in range(items))
+    grams += rng.uniform(-3, 3)  # measurement noise within the margin
+    decision = decide_count(
+        sign * grams, unit_grams=100, tolerance=0.25, item_spread=spread, margin_grams=3
+    )
+    assert decision.items in {None, sign * items} or (items == 0 and decision.items == 0)
+
+
+# --- counting -------------------------------------------------------------------------------
+
+
+def test_start_up_count_comes_from_the_absolute_level() -> None:
+    run = Run()
+    run.hold(15, run.items(7))
+    assert run.changes() == [(ChangeKind.RECOUNT, None, 7, None)]
+    assert run.counter.state is StockState.OK
+
+
+def test_pick_is_counted_once_the_level_settles() -> None:
+    run = started(10)
+    run.hold(1.5, run.items(10) + 300, stable=False)  # the hand
+    run.hold(5, run.items(9))
+    assert run.changes() == [(ChangeKind.PICK, 10, 9, -1)]
+    change = run.of(StockChange)[0]
+    assert isinstance(change, StockChange)
+    assert change.confidence > 0.9
+    assert change.at - 1.5 - 15 <= 3.0  # within seconds of the hand leaving
+
+
+def test_put_back_waits_out_the_rise_hold_then_counts() -> None:
+    run = started(5)
+    run.hold(1.5, run.items(5) + 200, stable=False)
+    run.hold(8, run.items(7))
+    assert run.changes() == []  # could still be someone leaning
+    run.hold(5, run.items(7))
+    assert run.changes() == [(ChangeKind.PUT, 5, 7, 2)]
+
+
+def test_leaning_that_holds_steady_is_not_stock() -> None:
+    run = started(5)
+    for force in (400.0, 1900.0, 720.0):
+        run.hold(0.3, run.items(5) + force / 2, stable=False)
+        run.hold(7.5, run.items(5) + force)  # the device even says "stable"
+        run.hold(0.3, run.items(5) + force / 2, stable=False)
+        run.hold(5, run.items(5))
+    assert run.changes() == []
+    assert run.of(StockAmbiguous) == []
+
+
+def test_a_pick_while_leaning_is_still_the_pick() -> None:
+    run = started(5)
+    run.hold(5, run.items(5) + 800)
+    run.hold(1, run.items(4) + 800, stable=False)
+    run.hold(3, run.items(4) + 800)
+    run.hold(5, run.items(4))
+    assert run.changes() == [(ChangeKind.PICK, 5, 4, -1)]
+
+
+def test_half_an_item_is_ambiguous_and_the_count_unknown_until_recounted() -> None:
+    run = started(6)
+    run.hold(1, run.items(6), stable=False)
+    run.hold(5, run.items(6) - 1.5 * UNIT)
+    ambiguous = run.of(StockAmbiguous)
+    assert len(ambiguous) == 1
+    assert isinstance(ambiguous[0], StockAmbiguous)
+    assert ambiguous[0].count_before == 6
+    assert run.counter.count is None
+    run.hold(1, run.items(4), stable=False)  # the half item goes: whole again
+    run.hold(5, run.items(4))
+    assert (ChangeKind.RECOUNT, None, 4, None) in run.changes()
+    assert run.counter.count == 4
+
+
+def test_recount_corrects_a_running_count_that_drifted_from_the_weight() -> None:
+    run = started(6, recount_interval_s=30)
+    run.counter.count = 5  # e.g. a change missed while the count was believed
+    run.hold(40, run.items(6))
+    assert run.changes() == [(ChangeKind.RECOUNT, 5, 6, 1)]
+
+
+def test_zero_tracking_follows_creep_so_recounts_stay_right() -> None:
+    run = started(4, recount_interval_s=60)
+    grams = run.items(4)
+    for _ in range(3 * 3600):  # 3 h at 1 s steps, creeping 10 g/h (0.12 of a unit)
+        grams += 10 / 3600
+        run.hold(1, grams)
+    assert run.changes() == []
+    assert run.counter.zero == pytest.approx(30, abs=5)
+
+
+# --- stock states ---------------------------------------------------------------------------
+
+
+def test_low_and_out_hold_then_clear_with_hysteresis_without_flapping() -> None:
+    run = started(4, low_hold_s=20, clear_hold_s=10)
+    run.counter.spec = spec(min_count=3)
+    run.hold(1, run.items(4), stable=False)
+    run.hold(30, run.items(3))  # count 3 = min: low after the hold
+    states = [(o.previous, o.state) for o in run.of(StockStateChange)]  # type: ignore[union-attr]
+    assert states == [(StockState.OK, StockState.LOW)]
+    run.hold(1, run.items(3), stable=False)
+    run.hold(30, run.items(4))  # 4 < min + hysteresis (1)? no: 4 >= 3 + 1 clears
+    run.hold(1, run.items(4), stable=False)
+    run.hold(3, run.items(3))  # back to low only briefly (the put-back takes its rise hold)
+    run.hold(1, run.items(3), stable=False)
+    run.hold(30, run.items(4))  # ... and up again before the low hold ran out: no flap
+    run.hold(1, run.items(4), stable=False)
+    run.hold(30, run.items(0))
+    states = [(o.previous, o.state) for o in run.of(StockStateChange)]  # type: ignore[union-attr]
+    assert states == [
+        (StockState.OK, StockState.LOW),
+        (StockState.LOW, StockState.OK),
+        (StockState.OK, StockState.OUT),
+    ]
+
+
+# --- faults ---------------------------------------------------------------------------------
+
+
+def faults(run: Run) -> list[tuple[Fault, ...]]:
+    return [o.faults for o in run.of(FaultChange)]  # type: ignore[union-attr]
+
+
+def test_no_data_is_raised_and_cleared_and_a_pick_meanwhile_still_counts() -> None:
+    run = started(5)
+    run.silence(60)
+    run.hold(20, run.items(3))
+    assert faults(run) == [(Fault.NO_DATA,), ()]
+    assert run.changes() == [(ChangeKind.PICK, 5, 3, -2)]
+
+
+def test_overload_is_debounced_and_never_counted() -> None:
+    run = started(5)
+    run.hold(1, None, status=ScaleStatus.OVERLOAD)  # a blip: no alert
+    run.hold(10, run.items(5))
+    assert faults(run) == []
+    run.hold(20, None, status=ScaleStatus.OVERLOAD)
+    run.hold(10, run.items(5))
+    assert faults(run) == [(Fault.OVERLOAD,), ()]
+    assert run.changes() == []
+
+
+def test_stuck_value_and_disconnected_driver() -> None:
+    run = started(5, stuck_s=30)
+    counter = run.counter
+    for second in range(40):
+        run.outputs += counter.observe(run.t + second, run.items(5))
+        run.outputs += counter.tick(run.t + second)
+    assert faults(run) == [(Fault.STUCK,)]
+    run.t += 40
+    run.outputs += counter.tick(run.t + 1, device_up=False)
+    run.outputs += counter.tick(run.t + 4, device_up=False)
+    assert Fault.DISCONNECTED in faults(run)[-1]
+
+
+def test_far_below_the_empty_tray_is_an_underload_fault() -> None:
+    run = started(2)
+    run.hold(1, 0.0, stable=False)
+    run.hold(15, 0.0)  # the reading 60 g below the tray's tare: within slack
+    assert Fault.UNDERLOAD not in run.counter.faults
+    run.hold(15, -400.0)  # far below: the tray is gone or the tare is wrong
+    assert Fault.UNDERLOAD in run.counter.faults
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+def test_spec_refuses_nonsense() -> None:
+    for bad in ({"unit_grams": 0}, {"unit_grams": -5}, {"tolerance": 0.6}, {"gain": 0}):
+        with pytest.raises(ValueError, match="s1"):
+            spec(**bad)
+
+
+def test_new_tare_rebases_without_events_and_new_unit_recounts() -> None:
+    run = started(4)
+    run.counter.reconfigure(spec(tare_grams=TRAY + UNIT))  # a technician's software tare
+    run.hold(15, run.items(4))
+    assert run.changes() == [(ChangeKind.RECOUNT, 4, 3, -1)]
+    run.outputs.clear()
+    run.counter.reconfigure(spec(tare_grams=TRAY + UNIT, unit_grams=UNIT / 2))
+    run.hold(65, run.items(4))
+    assert run.changes() == [(ChangeKind.RECOUNT, None, 6, None)]
+
+
+def test_activity_counts_picks_and_put_backs() -> None:
+    run = started(6)
+    for count in (5, 3, 4):
+        run.hold(1, run.items(6), stable=False)
+        run.hold(12, run.items(count))
+    activity = run.counter.take_activity()
+    assert (activity.picks, activity.picked_items, activity.puts, activity.put_items) == (
+        2,
+        3,
+        1,
+        1,
+    )
+    assert not run.counter.take_activity().any()
