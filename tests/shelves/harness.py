@@ -361,7 +361,7 @@ SCENARIOS: tuple[Scenario, ...] = (
 def format_report(results: list[ScenarioResult]) -> str:
     header = (
         f"{'scenario':<30} {'sim h':>5} {'truth':>5} {'right':>5} {'wrong':>5} "
-        f"{'false':>5} {'missed':>6} {'ambig':>5} {'count acc':>9} {'cnt wrong':>9} "
+        f"{'false':>5} {'missed':>6} {'ambig':>5} {'count acc':>9} {'cnt wrong':>9} {'unknown':>7} "
         f"{'faults':<22} {'cpu s':>5}"
     )
     lines = [header, "-" * len(header)]
