@@ -318,6 +318,29 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX label_audit_label ON label_audit (label, id)",
         ),
     ),
+    Migration(
+        10,
+        "shelves: effective slot configuration with its source; software tare and calibration",
+        (
+            # source: 'config' (the file; HQ may change it), 'local' (the file with
+            # override = true; HQ may not) or 'hq' (a signed `slots` command). config: the
+            # slot's fields as JSON (gateway.config.SlotConfig).
+            """CREATE TABLE slots (
+                slot TEXT PRIMARY KEY,
+                config TEXT NOT NULL,
+                source TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            ) STRICT""",
+            # A technician's values: tare (the reading with the empty tray; NULL = the
+            # configured tray_tare_grams) and gain (grams per reading unit).
+            """CREATE TABLE slot_calibration (
+                slot TEXT PRIMARY KEY,
+                tare_grams REAL,
+                gain REAL NOT NULL DEFAULT 1.0,
+                updated_at TEXT NOT NULL
+            ) STRICT""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

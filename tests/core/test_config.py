@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.config import load_config, parse_config
+from gateway.config import SlotConfig, load_config, parse_config
 from gateway.drivers.contracts import DeviceFamily, DriverContext, DriverPlugin
 from gateway.drivers.registry import DriverRegistry
 from gateway.errors import ConfigError, UnknownDriverError
@@ -166,6 +166,55 @@ def test_example_config_is_valid_and_documents_every_option() -> None:
         for key in type(section).model_fields:
             documented = f"{key} =" in text or f"[{section_name}.{key}]" in text
             assert documented, f"{section_name}.{key} undocumented"
+    for key in SlotConfig.model_fields:
+        assert f"# {key} =" in text, f"shelves.slots.{key} undocumented"
+
+
+def slot(**changes: object) -> dict[str, object]:
+    return {
+        "slot": "s-1",
+        "device": "shelf-a",
+        "channel": "ch1",
+        "sku": "A",
+        "unit_grams": 250,
+        **changes,
+    }
+
+
+SHELF = {"name": "shelf-a", "driver": "fake.scale", "options": {"port": "p"}}
+
+
+def test_slots_map_to_configured_scales() -> None:
+    settings, _ = parse_config(
+        {"store": {"id": "s1"}, "devices": [SHELF], "shelves": {"slots": [slot()]}},
+        registry=registry(),
+        environ={},
+    )
+    assert settings.shelves.slots[0].tolerance == 0.25
+    assert settings.shelves.counter_settings().rise_hold_s == 10.0
+
+
+@pytest.mark.parametrize(
+    ("slots", "path", "reason"),
+    [
+        ([slot(unit_grams=0)], "shelves.slots.0.unit_grams", "greater than 0"),
+        ([slot(unit_grams=-5)], "shelves.slots.0.unit_grams", "greater than 0"),
+        ([slot(device="shelf-x")], "shelves.slots.0.device", "not in [[devices]]"),
+        ([slot(tolerance=0.7)], "shelves.slots.0.tolerance", "less than 0.5"),
+        ([slot(min_count=5, max_count=2)], "shelves.slots.0", "max_count"),
+        ([slot(), slot(channel="ch2")], "shelves", "duplicate slot"),
+        ([slot(), slot(slot="s-2")], "shelves", "already weighs"),
+    ],
+)
+def test_bad_slots_are_config_errors(slots: list[object], path: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {"store": {"id": "s1"}, "devices": [SHELF], "shelves": {"slots": slots}},
+            registry=registry(),
+            environ={},
+        )
+    assert path in issue_paths(caught.value)
+    assert reason in str(caught.value)
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
