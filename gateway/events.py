@@ -44,14 +44,14 @@ from pydantic import (
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 __all__ = [
+    "BEGIN_MARKER",
+    "END_MARKER",
+    "EVENT_TYPES",
     "AckMessage",
     "AlertCleared",
     "AlertRaised",
-    "BEGIN_MARKER",
     "BufferReport",
     "DriverReport",
-    "END_MARKER",
-    "EVENT_TYPES",
     "EnvelopeModel",
     "EventBody",
     "EventFields",
