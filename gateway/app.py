@@ -39,7 +39,7 @@ from gateway.commands import (
     flash_command,
 )
 from gateway.config import GatewaySettings, ResolvedDevice, load_config
-from gateway.control.server import ControlServer
+from gateway.control.server import ControlServer, InvalidArgsError
 from gateway.drivers.contracts import DeviceFamily, LabelDriver
 from gateway.drivers.registry import DriverRegistry
 from gateway.drivers.supervisor import Supervisor
@@ -50,6 +50,7 @@ from gateway.labels.directory import LabelDirectory
 from gateway.labels.pipeline import LabelPipeline
 from gateway.prices.book import PriceBook
 from gateway.prices.downlink import PriceDownlink, PriceDownlinkSettings
+from gateway.shelves.service import ShelfError, ShelfService
 from gateway.store import Database
 from gateway.store.keeper import OutboxKeeper
 from gateway.store.outbox import Outbox
@@ -88,6 +89,7 @@ class _Runtime:
     commands: CommandProcessor | None = None
     bindings: LabelBindings | None = None
     labels: LabelPipeline | None = None
+    shelves: ShelfService | None = None
     supervisor: Supervisor | None = None
     control: ControlServer | None = None
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -266,6 +268,21 @@ class Gateway:
         runtime.labels = await self._label_pipeline(
             runtime.database, runtime.outbox, runtime.alerts
         )
+        runtime.shelves = ShelfService(
+            database=runtime.database,
+            outbox=runtime.outbox,
+            alerts=runtime.alerts,
+            clock=self.clock,
+            config=self.settings.shelves,
+            scale_devices=[
+                device.name for device in self.devices if device.plugin.family is DeviceFamily.SCALE
+            ],
+            device_up=self._device_up,
+            driver=self._live_driver,
+        )
+        await runtime.shelves.load()
+        self.hub.subscribe(runtime.shelves.on_reading)
+        self._spawn(group, "shelves", runtime.shelves.run())
         if self.settings.mqtt.enabled:
             self._start_sync(group, runtime.database, runtime.outbox, runtime.alerts)
 
@@ -323,6 +340,8 @@ class Gateway:
             for spec in binding_commands(self._runtime.bindings):
                 commands.register(spec)
         commands.register(flash_command(self.labels, lambda: self._runtime.supervisor))
+        if self._runtime.shelves is not None:
+            commands.register(self._runtime.shelves.command())
         commands.attach(link)
         self._runtime.commands = commands
         self._spawn(group, "commands", commands.run())
@@ -333,6 +352,14 @@ class Gateway:
             "health",
             publish_health(link, self.health_snapshot, interval_s=mqtt.health_interval_s),
         )
+
+    def _device_up(self, name: str) -> bool:
+        supervisor = self._runtime.supervisor
+        return supervisor is None or supervisor.driver(name) is not None
+
+    def _live_driver(self, name: str) -> object | None:
+        supervisor = self._runtime.supervisor
+        return None if supervisor is None else supervisor.driver(name)
 
     async def _describe_for_hq(self) -> dict[str, Any]:
         runtime = self._runtime
@@ -562,6 +589,10 @@ class Gateway:
         control.register("label.seed", self._label_seed_command)
         control.register("labels", self._labels_command)
         control.register("label.show", self._label_show_command)
+        control.register("slots", self._slots_command)
+        control.register("scale.read", self._scale_read_command)
+        control.register("scale.tare", self._scale_tare_command)
+        control.register("scale.calibrate", self._scale_calibrate_command)
 
     async def status(self) -> dict[str, Any]:
         """Everything ``storegw status`` shows, JSON-ready."""
@@ -620,6 +651,7 @@ class Gateway:
                 for status in (runtime.supervisor.statuses() if runtime.supervisor else ())
             ],
             "readings": self.hub.summaries(now_mono),
+            "slots": runtime.shelves.listing() if runtime.shelves is not None else [],
             "storage": storage,
         }
 
@@ -740,6 +772,38 @@ class Gateway:
             )
         except ValueError as exc:
             raise ControlProtocolError(str(exc)) from exc
+
+    def _require_shelves(self) -> ShelfService:
+        if self._runtime.shelves is None:
+            raise InvalidArgsError("the shelves service is not running yet")
+        return self._runtime.shelves
+
+    async def _slots_command(self, _args: Mapping[str, Any]) -> dict[str, Any]:
+        return {"slots": self._require_shelves().listing()}
+
+    async def _scale_read_command(self, args: Mapping[str, Any]) -> object:
+        shelves = self._require_shelves()
+        slot = str(args.get("slot"))
+        try:
+            current = shelves.reading(slot)
+        except ShelfError as exc:
+            raise InvalidArgsError(str(exc)) from exc
+        return shelves.follow(slot) if args.get("follow") else current
+
+    async def _scale_tare_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            return await self._require_shelves().tare(
+                str(args.get("slot")), device=bool(args.get("device"))
+            )
+        except ShelfError as exc:
+            raise InvalidArgsError(str(exc)) from exc
+
+    async def _scale_calibrate_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            known = float(args.get("known_grams", 0))
+            return await self._require_shelves().calibrate(str(args.get("slot")), known)
+        except (ShelfError, ValueError, TypeError) as exc:
+            raise InvalidArgsError(str(exc)) from exc
 
     async def _alerts_command(self, _args: Mapping[str, Any]) -> dict[str, Any]:
         alerts = self._runtime.alerts

@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["format_bytes", "format_duration", "render_alerts", "render_devices", "render_status"]
+__all__ = [
+    "format_bytes",
+    "format_duration",
+    "render_alerts",
+    "render_devices",
+    "render_slot_reading",
+    "render_slots",
+    "render_status",
+]
 
 _HEALTH_MARK = {
     "running": "ok  ",
@@ -286,6 +294,42 @@ def render_labels(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _count(value: object) -> str:
+    return "?" if value is None else str(value)
+
+
+def render_slots(result: Mapping[str, Any]) -> str:
+    """``storegw slots``: problems first (faults, out, low, unknown), then the rest."""
+    slots = result.get("slots") or []
+    if not slots:
+        return "no shelf slots configured ([[shelves.slots]] or HQ's slots command)"
+    order = {"out": 1, "low": 2, "unknown": 3, "ok": 4}
+
+    def rank(slot: Mapping[str, Any]) -> tuple[int, str]:
+        return (0 if slot.get("faults") else order.get(str(slot.get("state")), 5)), str(
+            slot.get("slot")
+        )
+
+    header = (
+        f"{'SLOT':<20} {'SKU':<15} {'COUNT':>5} {'MIN':>4} {'STATE':<8} {'GRAMS':>9} "
+        f"{'NOISE':>6}  HEALTH"
+    )
+    lines = [header]
+    for slot in sorted(slots, key=rank):
+        faults = slot.get("faults") or []
+        health = "FAULT: " + ", ".join(faults) if faults else "ok"
+        grams = slot.get("items_grams")
+        noise = slot.get("noise_grams")
+        lines.append(
+            f"{slot.get('slot', '?'):<20} {slot.get('sku', '?'):<15} "
+            f"{_count(slot.get('count')):>5} {slot.get('min_count', 0):>4} "
+            f"{str(slot.get('state', '?')).upper():<8} "
+            f"{'?' if grams is None else f'{grams:.0f}':>9} "
+            f"{'?' if noise is None else f'{noise:.1f}':>6}  {health}"
+        )
+    return "\n".join(lines)
+
+
 def render_label(result: Mapping[str, Any]) -> str:
     """``storegw label show LABEL``: should-show vs last confirmed, the job, the audit."""
     lines = [f"label {result['label']}"]
@@ -339,3 +383,16 @@ def render_label(result: Mapping[str, Any]) -> str:
             for a in audit
         )
     return "\n".join(lines)
+
+
+def render_slot_reading(view: Mapping[str, Any]) -> str:
+    """One line of ``storegw scale read``."""
+    raw, load = view.get("raw"), view.get("load_grams")
+    faults = view.get("faults") or []
+    return (
+        f"{view.get('slot')}: raw {'?' if raw is None else f'{raw:.1f}'} "
+        f"load {'?' if load is None else f'{load:.1f}'} g "
+        f"{'stable' if view.get('stable') else 'moving'}, "
+        f"count {_count(view.get('count'))} ({view.get('state')})"
+        + (f", FAULT {', '.join(faults)}" if faults else "")
+    )

@@ -121,6 +121,33 @@ def _add_label_commands(commands: Any, default_config: Path) -> None:
         where.add_argument("--socket", type=Path, help="control socket (overrides --config)")
 
 
+def _add_scale_commands(commands: Any, default_config: Path) -> None:
+    scale = commands.add_parser("scale", help="shelf slot scales: live reading, tare, calibrate")
+    scale_commands = scale.add_subparsers(dest="scale_command", required=True, metavar="SCALE_CMD")
+    read = scale_commands.add_parser("read", help="a slot's live reading, count and state")
+    read.add_argument("slot", help="slot id")
+    read.add_argument("--follow", action="store_true", help="every sample until Ctrl-C")
+    tare = scale_commands.add_parser(
+        "tare", help="the present reading becomes the slot's empty tray (software tare)"
+    )
+    tare.add_argument("slot", help="slot id")
+    tare.add_argument(
+        "--device",
+        action="store_true",
+        help="tare the device itself instead (EEPROM on many scales: rarely, never per event)",
+    )
+    calibrate = scale_commands.add_parser(
+        "calibrate", help="span calibration: a known weight lies on the tared slot"
+    )
+    calibrate.add_argument("slot", help="slot id")
+    calibrate.add_argument("--known-grams", type=float, required=True, help="the weight on it")
+    for sub in (read, tare, calibrate):
+        where = sub.add_mutually_exclusive_group()
+        where.add_argument("--config", type=Path, default=default_config)
+        where.add_argument("--socket", type=Path, help="control socket (overrides --config)")
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from gateway.config import DEFAULT_CONFIG_PATH
 
@@ -144,6 +171,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_hq_commands(commands)
     _add_label_commands(commands, DEFAULT_CONFIG_PATH)
+    _add_scale_commands(commands, DEFAULT_CONFIG_PATH)
 
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH)
@@ -154,6 +182,7 @@ def _build_parser() -> argparse.ArgumentParser:
         ("alerts", "list active alerts"),
         ("prices", "show current and scheduled prices (optionally of one SKU)"),
         ("labels", "label jobs per state, scheduled flips, drivers, and a listing"),
+        ("slots", "shelf slots: live count, stock state and sensor health"),
     ):
         sub = commands.add_parser(name, help=text)
         if name == "prices":
@@ -179,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check-config": lambda a: _check_config(a.path),
         "hq": _hq,
         "label": _label,
+        "scale": _scale,
     }
     try:
         return handlers.get(args.command, _diagnostic)(args)
@@ -447,6 +477,52 @@ def _print_label_result(args: argparse.Namespace, result: dict[str, Any]) -> Non
         )
 
 
+def _scale(args: argparse.Namespace) -> int:
+    from gateway.cli.diagnostics import render_slot_reading
+    from gateway.control.client import ControlClient
+    from gateway.errors import ControlError, DaemonNotRunningError
+
+    client = ControlClient(_socket_path(args))
+    if args.scale_command == "read":
+        command, request = "scale.read", {"slot": args.slot, "follow": args.follow}
+    elif args.scale_command == "tare":
+        command, request = "scale.tare", {"slot": args.slot, "device": args.device}
+    else:
+        command, request = "scale.calibrate", {"slot": args.slot, "known_grams": args.known_grams}
+    try:
+        if args.scale_command == "read" and args.follow:
+            return _follow(client, command, request, as_json=args.json)
+        result = client.request_sync(command, request)
+    except DaemonNotRunningError as exc:
+        print(f"storegw: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    except ControlError as exc:
+        print(f"storegw: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    elif args.scale_command == "read":
+        print(render_slot_reading(result))
+    elif args.scale_command == "tare":
+        where = "on the device" if args.device else "in software"
+        print(f"slot {args.slot} tared {where}: tare {result['tare_grams']:.1f}")
+    else:
+        print(f"slot {args.slot} calibrated: gain {result['gain']:.6f}")
+    return EXIT_OK
+
+
+def _follow(client: Any, command: str, request: dict[str, Any], *, as_json: bool) -> int:
+    from gateway.cli.diagnostics import render_slot_reading
+
+    async def follow() -> None:
+        async for event in client.stream(command, request):
+            print(json.dumps(event, sort_keys=True) if as_json else render_slot_reading(event))
+
+    with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, `| head`
+        asyncio.run(follow())
+    return EXIT_OK
+
+
 def _hq(args: argparse.Namespace) -> int:
     if args.hq_command == "keygen":
         return _hq_keygen(args.out, args.kid)
@@ -545,6 +621,7 @@ def _diagnostic(args: argparse.Namespace) -> int:
         render_devices,
         render_labels,
         render_prices,
+        render_slots,
         render_status,
     )
     from gateway.control.client import ControlClient
@@ -573,6 +650,7 @@ def _diagnostic(args: argparse.Namespace) -> int:
         "alerts": render_alerts,
         "prices": render_prices,
         "labels": render_labels,
+        "slots": render_slots,
     }
     print(render[args.command](result))
     return EXIT_OK

@@ -223,7 +223,7 @@ class SlotSnapshot:
             "items_grams": _round(self.items_grams),
             "stable": self.stable,
             "noise_grams": _round(self.noise_grams, 2),
-            "zero_grams": round(self.zero_grams, 1),
+            "zero_grams": round(self.zero_grams, 1) + 0.0,  # never "-0.0"
         }
 
 

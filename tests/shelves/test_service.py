@@ -1,0 +1,243 @@
+"""The shelves service: hub samples in, stock events and alerts out, tare and HQ's slots."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from gateway.alerts import Alerts
+from gateway.cli.diagnostics import render_slot_reading, render_slots
+from gateway.clock import FakeClock
+from gateway.commands import CommandRequest
+from gateway.config import ShelvesConfig, SlotConfig
+from gateway.drivers.contracts import ScaleStatus, WeightSample
+from gateway.errors import CommandRefusedError
+from gateway.events import validate_event
+from gateway.shelves.service import ShelfError, ShelfService
+from gateway.store import Database
+from gateway.store.outbox import Outbox
+
+UNIT = 200.0
+
+
+@dataclass
+class FakeScale:
+    """A ScaleDriver by shape: remembers tares."""
+
+    tared: list[str] = field(default_factory=list)
+    channels: tuple[str, ...] = ("ch1",)
+
+    async def open(self) -> None: ...
+
+    def readings(self) -> AsyncIterator[WeightSample]:
+        raise NotImplementedError
+
+    async def close(self) -> None: ...
+
+    async def zero(self, channel: str) -> None: ...
+
+    async def tare(self, channel: str) -> None:
+        self.tared.append(channel)
+
+
+@dataclass
+class Shelf:
+    service: ShelfService
+    outbox: Outbox
+    alerts: Alerts
+    clock: FakeClock
+    scale: FakeScale
+    up: dict[str, bool]
+    flip: float = 0.4
+
+    async def hold(self, seconds: float, grams: float | None, *, stable: bool = True) -> None:
+        """Samples at 10 Hz on shelf-a/ch1, ticking the service once a second."""
+        for step in range(round(seconds * 10)):
+            self.clock.advance(0.1)
+            self.flip = -self.flip
+            self.service.on_reading(
+                "shelf-a",
+                WeightSample(
+                    channel="ch1",
+                    gross_grams=None if grams is None else grams + self.flip,
+                    net_grams=None,
+                    stable=stable,
+                    status=ScaleStatus.OK if grams is not None else ScaleStatus.OVERLOAD,
+                    monotonic=self.clock.monotonic(),
+                    observed_at=self.clock.utc_now(),
+                ),
+            )
+            if step % 10 == 9:
+                await self.service.tick(self.clock.monotonic())
+                await self.service.flush()
+        await self.service.flush()
+
+    async def events(self) -> list[tuple[str, dict[str, object]]]:
+        found = await self.outbox.read("stock", after_seq=0, max_events=1000, max_bytes=10**9)
+        for event in found:
+            validate_event(event.wire())
+        return [(event.type, json.loads(event.body)) for event in found]
+
+    def alert_keys(self) -> list[str]:
+        return [alert.key for alert in self.alerts.active()]
+
+
+@asynccontextmanager
+async def shelf(tmp_path: Path, **shelves: object) -> AsyncIterator[Shelf]:
+    clock = FakeClock()
+    config = ShelvesConfig.model_validate(
+        {
+            "low_hold_s": 3,
+            "clear_hold_s": 3,
+            "activity_interval_s": 60,
+            "slots": [
+                {
+                    "slot": "s-1",
+                    "device": "shelf-a",
+                    "channel": "ch1",
+                    "sku": "A",
+                    "unit_grams": UNIT,
+                    "tray_tare_grams": 50,
+                    "min_count": 2,
+                }
+            ],
+            **shelves,
+        }
+    )
+    scale = FakeScale()
+    up = {"shelf-a": True}
+    async with Database.running(tmp_path / "g.db", clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(("stock", "alerts"))
+        alerts = Alerts(db, outbox, clock)
+        await alerts.load()
+        service = ShelfService(
+            database=db,
+            outbox=outbox,
+            alerts=alerts,
+            clock=clock,
+            config=config,
+            scale_devices=["shelf-a"],
+            device_up=lambda name: up[name],
+            driver=lambda name: scale if name == "shelf-a" else None,
+        )
+        await service.load()
+        yield Shelf(service, outbox, alerts, clock, scale, up)
+
+
+async def test_picks_become_events_and_low_and_out_become_alerts(tmp_path: Path) -> None:
+    async with shelf(tmp_path) as s:
+        await s.hold(10, 50 + 3 * UNIT)
+        await s.hold(1, 50 + 3 * UNIT + 150, stable=False)
+        await s.hold(8, 50 + 2 * UNIT)
+        assert s.alert_keys() == ["stock.low:s-1"]
+        await s.hold(1, 50 + UNIT, stable=False)
+        await s.hold(8, 50 + 0.5 * UNIT)  # half an item: ambiguous
+        await s.hold(1, 50, stable=False)
+        await s.hold(8, 50)  # another half: ambiguous too, but the empty tray recounts
+        assert s.alert_keys() == ["stock.out:s-1"]
+        await s.hold(61, 50)  # one activity interval
+        events = await s.events()
+        assert [(kind, body.get("kind")) for kind, body in events] == [
+            ("stock.changed", "recount"),
+            ("stock.changed", "pick"),
+            ("stock.ambiguous", None),
+            ("stock.ambiguous", None),
+            ("stock.changed", "recount"),
+            ("stock.activity", None),
+        ]
+        assert events[1][1] | {"confidence": 1} == {
+            "slot": "s-1",
+            "sku": "A",
+            "kind": "pick",
+            "before": 3,
+            "after": 2,
+            "delta": -1,
+            "confidence": 1,
+            "grams": pytest.approx(-200, abs=2),
+        }
+        activity = events[-1][1]["slots"]
+        assert activity == [
+            {
+                "slot": "s-1",
+                "sku": "A",
+                "picks": 1,
+                "picked_items": 1,
+                "puts": 0,
+                "put_items": 0,
+                "ambiguous": 2,
+            }
+        ]
+        listing = s.service.listing()
+        assert listing[0]["count"] == 0
+        assert listing[0]["state"] == "out"
+        assert "OUT" in render_slots({"slots": listing})
+
+
+async def test_sensor_faults_are_one_alert_with_details(tmp_path: Path) -> None:
+    async with shelf(tmp_path) as s:
+        await s.hold(10, 50 + 5 * UNIT)
+        await s.hold(4, None)  # overload
+        [alert] = [a for a in s.alerts.active() if a.key == "sensor.fault:s-1"]
+        assert alert.details["faults"] == ["overload"]
+        s.up["shelf-a"] = False
+        await s.hold(4, None)
+        [alert] = [a for a in s.alerts.active() if a.key == "sensor.fault:s-1"]
+        assert alert.details["faults"] == ["disconnected", "overload"]
+        s.up["shelf-a"] = True
+        await s.hold(10, 50 + 5 * UNIT)
+        assert "sensor.fault:s-1" not in s.alert_keys()
+
+
+async def test_tare_and_calibrate_are_software_values(tmp_path: Path) -> None:
+    async with shelf(tmp_path) as s:
+        await s.hold(10, 62.0)  # empty tray, a little heavier than configured
+        assert (await s.service.tare("s-1"))["tare_grams"] == pytest.approx(62, abs=0.5)
+        await s.hold(10, 62.0 + 1010)  # a 1 kg weight on a scale reading 1 % high
+        result = await s.service.calibrate("s-1", 1000)
+        assert result["gain"] == pytest.approx(1000 / 1010, rel=1e-3)
+        assert (await s.service.book.calibrations())["s-1"].gain == result["gain"]
+        assert s.scale.tared == []  # the device's own tare only when asked for
+        await s.service.tare("s-1", device=True)
+        assert s.scale.tared == ["ch1"]
+        assert s.service.listing()[0]["tare_grams"] == 0.0
+        await s.hold(0.5, 500, stable=False)
+        with pytest.raises(ShelfError, match="moving"):
+            await s.service.tare("s-1")
+        with pytest.raises(ShelfError, match="no slot"):
+            await s.service.tare("s-9")
+        assert "moving" in render_slot_reading(s.service.reading("s-1"))
+
+
+async def test_hq_slots_command_reconfigures_after_commit(tmp_path: Path) -> None:
+    async with shelf(tmp_path) as s:
+        spec = s.service.command()
+        assert spec.changes_state
+        slot = SlotConfig.model_validate(
+            {"slot": "s-2", "device": "shelf-a", "channel": "ch2", "sku": "B", "unit_grams": 90}
+        ).model_dump(exclude={"override"})
+        request = CommandRequest.model_validate(
+            {
+                "v": 1,
+                "type": "command",
+                "id": "c-1",
+                "name": "slots",
+                "args": {"slots": [slot]},
+                "scope": {"stores": ["s"]},
+                "issued_at": "2026-11-23T09:00:00+00:00",
+            }
+        )
+        result = await spec.handler(request)
+        assert result.result == {"set": ["s-2"], "removed": []}
+        await s.service.book._db.submit_atomic(list(result.statements))
+        await s.service.tick(s.clock.monotonic())
+        assert [row["slot"] for row in s.service.listing()] == ["s-1", "s-2"]
+        assert s.service.listing()[1]["source"] == "hq"
+        bad = request.model_copy(update={"args": {"slots": [{**slot, "device": "nope"}]}})
+        with pytest.raises(CommandRefusedError, match="no scale device"):
+            await spec.handler(bad)
