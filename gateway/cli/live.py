@@ -52,12 +52,24 @@ def format_live_summary(status: dict[str, Any]) -> str:
         lines.append(
             f"  {name:<14} {driver['health']:<9} {driver['readings']:>7} readings  {detail}{error}"
         )
+    slots = status.get("slots") or []
+    if slots:
+        lines.append("  shelves:  " + "  ".join(_slot_text(slot) for slot in slots))
     labels = status.get("labels")
     if labels:
         counts = labels.get("counts") or {}
         text = ", ".join(f"{state} {count}" for state, count in sorted(counts.items()))
         lines.append(f"  labels: {text or 'no jobs yet'}  (storegw labels for details)")
     return "\n".join(lines)
+
+
+def _slot_text(slot: dict[str, Any]) -> str:
+    count = "?" if slot.get("count") is None else str(slot["count"])
+    state = str(slot.get("state", "?"))
+    mark = "" if state == "ok" else f" {state.upper()}"
+    if slot.get("faults"):
+        mark += " FAULT:" + ",".join(slot["faults"])
+    return f"{slot['slot']}={count}{mark}"
 
 
 async def print_live_summary(
