@@ -32,6 +32,7 @@ bench: setup
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/labels.py
 	$(BIN)/python bench/modbus.py
+	$(BIN)/python bench/stock.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
