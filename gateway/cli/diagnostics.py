@@ -266,6 +266,14 @@ def render_labels(result: Mapping[str, Any]) -> str:
             f"{result.get('unreachable', 0)} unreachable (no ESL driver has heard them)"
         )
     ]
+    unbound = result.get("unbound_labels") or []
+    if unbound:
+        shown = ", ".join(str(u["label"]) for u in unbound[:10])
+        more = f" and {result['unbound'] - 10} more" if result.get("unbound", 0) > 10 else ""
+        lines.append(
+            f"{result.get('unbound', len(unbound))} label(s) heard but not bound: {shown}{more} "
+            "(storegw label bind / label seed)"
+        )
     clock = result.get("clock") or {}
     if clock.get("note"):
         lines.append(f"WARNING: {clock['note']}")

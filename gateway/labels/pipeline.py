@@ -1092,11 +1092,28 @@ class LabelPipeline:
             "SELECT due_at, count(*) AS labels, sum(content_hash IS NOT NULL) AS rendered "
             "FROM label_schedule GROUP BY due_at ORDER BY due_at"
         )
+        unbound = await self._db.fetchall(
+            "SELECT s.label, s.device, s.model, s.at FROM label_shown s "
+            "WHERE NOT EXISTS (SELECT 1 FROM label_bindings b WHERE b.label = s.label) "
+            "ORDER BY s.label"
+        )
         _, synced = self.policy_instant()
         return {
             "counts": counts,
             "total": sum(counts.values()),
             "unreachable": len(unreachable),
+            # Labels an ESL driver reports that no binding names: new on the shelf, or left
+            # over after a re-layout (bind them, or take them off the shelf).
+            "unbound": len(unbound),
+            "unbound_labels": [
+                {
+                    "label": str(r["label"]),
+                    "device": r["device"],
+                    "model": r["model"],
+                    "last_heard": r["at"],
+                }
+                for r in unbound[:limit]
+            ],
             "scheduled_flips": [dict(r) for r in scheduled],
             "clock": {
                 "synchronized": synced,
