@@ -471,3 +471,55 @@ def test_hq_push_prices_refuses_a_bad_price_list_before_sending(tmp_path: Path) 
     )
     assert result.returncode != 0
     assert "row 1" in result.stderr
+
+
+def test_shelf_slots_through_the_cli_against_a_running_daemon(state: Path) -> None:
+    slots = """
+[[shelves.slots]]
+slot = "cola"
+device = "shelf-a"
+channel = "slot-1"
+sku = "4006381333931"
+unit_grams = 330.0
+tray_tare_grams = 0.0
+min_count = 2
+"""
+    config = write_config(
+        state / "gateway.toml", state_dir=state, devices=[scale("shelf-a")], extra=slots
+    )
+    sock = str(state / "control.sock")
+    with running_daemon(config, notify_dir=state) as (process, notify):
+        listed = wait_for(
+            lambda: (
+                (r := run_cli("slots", "--json", "--socket", sock)).returncode == 0
+                and (slot := json.loads(r.stdout)["slots"][0])["count"] is not None
+                and slot
+            ),
+            what="the slot counted from its weight",
+        )
+        assert (listed["slot"], listed["sku"], listed["source"]) == (
+            "cola",
+            "4006381333931",
+            "config",
+        )
+        assert 0 <= listed["count"] <= 12  # the simulated channel holds up to 12
+        text = run_cli("slots", "--socket", sock)
+        assert text.returncode == 0
+        assert "cola" in text.stdout
+        read = run_cli("scale", "read", "cola", "--socket", sock)
+        assert read.returncode == 0, read.stderr
+        assert read.stdout.startswith("cola: raw ")
+        unknown = run_cli("scale", "read", "no-such-slot", "--socket", sock)
+        assert unknown.returncode != 0
+        assert "no-such-slot" in unknown.stderr
+        tared = wait_for(  # the scale must be stable for a tare: shoppers come and go
+            lambda: (r := run_cli("scale", "tare", "cola", "--socket", sock)).returncode == 0 and r,
+            what="a software tare while the slot is stable",
+        )
+        assert "tared in software" in tared.stdout
+        silly = run_cli("scale", "calibrate", "cola", "--known-grams", "-5", "--socket", sock)
+        assert silly.returncode != 0
+        assert silly.stderr.strip()  # says why, on stderr
+        code, output = stop(process)
+        notify.wait_for("STOPPING=1")
+    assert code == 0, output

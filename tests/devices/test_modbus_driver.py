@@ -8,6 +8,7 @@ DriverUnavailableError and the supervisor reopens it), and configuration errors.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import os
 from collections.abc import AsyncIterator, Callable
@@ -536,9 +537,8 @@ def test_the_commented_scale_examples_in_the_example_config_validate() -> None:
 
     text = (Path(__file__).resolve().parents[2] / "config" / "gateway.example.toml").read_text()
     start = text.index('# [[devices]]\n# name = "shelf-bus-1"')
-    block = "\n".join(
-        line.removeprefix("#").removeprefix(" ") for line in text[start:].splitlines()
-    )
+    lines = itertools.takewhile(lambda line: line.startswith("#"), text[start:].splitlines())
+    block = "\n".join(line.removeprefix("#").removeprefix(" ") for line in lines)
     document = tomllib.loads('[store]\nid = "s1"\n' + block)
     _settings, devices = parse_config(
         document, registry=DriverRegistry.from_entry_points(), environ={}
