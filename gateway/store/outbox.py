@@ -87,7 +87,8 @@ _INSERT = (
 
 # The rows holding the next events of a stream after seq ?2 (or after HQ's watermark, if
 # higher: released events of a row not yet deleted are gone), enough for ?3 events and ?4
-# bytes by their counts and sizes (from the covering index; a marker counts as one event),
+# bytes by their counts and sizes (from the covering index; a marker counts as one event;
+# of a row begun before the start only its events after it count, its size pro rata),
 # always at least one row so an oversized event cannot block its stream.
 _READ = """
 WITH start AS MATERIALIZED (
@@ -97,7 +98,11 @@ WITH start AS MATERIALIZED (
         SELECT seq_to,
             sum(count) OVER w - count AS events_before,
             sum(size) OVER w - size AS bytes_before
-        FROM (SELECT seq_to, CASE WHEN marker THEN 1 ELSE count END AS count, size
+        FROM (SELECT seq_to,
+                CASE WHEN marker THEN 1
+                    ELSE seq_to - max(seq_from - 1, (SELECT after FROM start)) END AS count,
+                CASE WHEN marker OR seq_from > (SELECT after FROM start) THEN size
+                    ELSE size * (seq_to - (SELECT after FROM start)) / count END AS size
               FROM outbox_batches WHERE stream = ?1 AND seq_to > (SELECT after FROM start)
               ORDER BY seq_to LIMIT ?3)
         WINDOW w AS (ORDER BY seq_to ROWS UNBOUNDED PRECEDING)

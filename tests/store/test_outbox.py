@@ -269,3 +269,28 @@ async def test_migration_8_moves_buffered_events_and_markers_into_rows(tmp_path:
         await outbox.append("dwell", "dwell.visit", {})
         [after] = await outbox.read("dwell", after_seq=5, max_events=10, max_bytes=10**9)
         assert after.seq == 6
+
+
+async def test_a_row_cut_by_one_envelope_does_not_shrink_the_next(tmp_path: Path) -> None:
+    # Rows of 512 events, envelopes of 500: the rest of a cut row and the next row share the
+    # next envelope (the uplink's catch-up is paced per message, not per event).
+    clock = FakeClock()
+    async with Database.running(tmp_path / "g.db", clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(STREAMS)
+        await outbox.append_many("stock", "s", ({"n": n} for n in range(2048)))
+        counts, after = [], 0
+        while (
+            batch := await outbox.read_wire(
+                "stock", after_seq=after, max_events=500, max_bytes=128 * 1024
+            )
+        ) is not None:
+            assert batch.seq_from == after + 1
+            counts.append(batch.count)
+            after = batch.seq_to
+        assert counts == [500, 500, 500, 500, 48]
+        # The same from HQ's watermark inside a row.
+        await (await outbox.acknowledge("stock", outbox.epoch, 1000))  # type: ignore[misc]
+        batch = await outbox.read_wire("stock", after_seq=0, max_events=500, max_bytes=10**9)
+        assert batch is not None
+        assert (batch.seq_from, batch.count) == (1001, 500)
