@@ -196,6 +196,26 @@ def _size(texts: list[str]) -> int:
     return sum(map(len, texts)) + len(texts) + _ROW_OVERHEAD
 
 
+def _chunks(texts: list[str]) -> list[list[str]]:
+    """``texts`` cut into rows of at most _BATCH_MAX_EVENTS events and _BATCH_MAX_CHARS
+    accounted bytes (an event bigger than that gets a row of its own): a row is read whole
+    for every envelope cut from it."""
+    if len(texts) <= _BATCH_MAX_EVENTS and _size(texts) <= _BATCH_MAX_CHARS:
+        return [texts]
+    chunks: list[list[str]] = []
+    chunk: list[str] = []
+    size = _ROW_OVERHEAD
+    for text in texts:
+        cost = len(text) + 1
+        if chunk and (len(chunk) == _BATCH_MAX_EVENTS or size + cost > _BATCH_MAX_CHARS):
+            chunks.append(chunk)
+            chunk, size = [], _ROW_OVERHEAD
+        chunk.append(text)
+        size += cost
+    chunks.append(chunk)
+    return chunks
+
+
 @dataclass(slots=True)
 class _Pending:
     """Events of one stream waiting for the end of the current loop step, to be committed as
@@ -285,7 +305,7 @@ class Outbox:
         ):
             self._flush(stream)
             pending = None
-        if pending is None and len(texts) >= _BATCH_MAX_EVENTS // 2:
+        if pending is None and (len(texts) >= _BATCH_MAX_EVENTS // 2 or total > _BATCH_MAX_CHARS):
             return self._submit(stream, self._rows(stream, texts, ts), total)
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if pending is None:
@@ -352,11 +372,10 @@ class Outbox:
             return texts, ts, 0, Admission.ACCEPT
         if len(texts) <= _BATCH_MAX_EVENTS:
             total = _size(texts)
+            if total > _BATCH_MAX_CHARS:  # stored in several rows (:meth:`_rows`)
+                total = sum(map(_size, _chunks(texts)))
         else:
-            total = sum(
-                _size(texts[start : start + _BATCH_MAX_EVENTS])
-                for start in range(0, len(texts), _BATCH_MAX_EVENTS)
-            )
+            total = sum(map(_size, _chunks(texts)))
         admission = self.pressure.admit(
             shed or default_shed(stream), stream, event_type, len(texts), total
         )
@@ -381,12 +400,8 @@ class Outbox:
         return (stream, len(texts), oldest, newest, size, "\n".join(texts))
 
     def _rows(self, stream: str, texts: list[str], ts: str) -> list[tuple[Any, ...]]:
-        """``texts`` in rows of at most _BATCH_MAX_EVENTS; sizes add up to :meth:`_admit`'s."""
-        rows = []
-        for start in range(0, len(texts), _BATCH_MAX_EVENTS):
-            chunk = texts[start : start + _BATCH_MAX_EVENTS]
-            rows.append(self._row(stream, chunk, ts, ts, _size(chunk)))
-        return rows
+        """``texts`` in rows (:func:`_chunks`); sizes add up to :meth:`_admit`'s."""
+        return [self._row(stream, chunk, ts, ts, _size(chunk)) for chunk in _chunks(texts)]
 
     def _submit(self, stream: str, rows: list[tuple[Any, ...]], total: int) -> asyncio.Future[None]:
         future = self._db.submit_many(_INSERT, rows, weight=sum(row[1] for row in rows))

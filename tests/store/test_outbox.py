@@ -294,3 +294,29 @@ async def test_a_row_cut_by_one_envelope_does_not_shrink_the_next(tmp_path: Path
         batch = await outbox.read_wire("stock", after_seq=0, max_events=500, max_bytes=10**9)
         assert batch is not None
         assert (batch.seq_from, batch.count) == (1001, 500)
+
+
+async def test_rows_of_big_events_stay_small_enough_to_read_per_envelope(tmp_path: Path) -> None:
+    # A row is read whole for each envelope cut from it: a batch of big events must not make
+    # one multi-megabyte row (each 128 KiB envelope would re-read and split all of it).
+    from gateway.store.outbox import _BATCH_MAX_CHARS
+
+    clock = FakeClock()
+    async with Database.running(tmp_path / "g.db", clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(STREAMS)
+        await outbox.append_many("dwell", "d", ({"x": "y" * 20_000} for _ in range(300)))
+        await outbox.append_many("stock", "s", ({"x": "y" * 5_000} for _ in range(100)))
+        await outbox.append_atomic("receipts", "r", [{"x": "y" * 5_000}] * 100, before=[])
+        await outbox.append("alerts", "a", {"x": "y" * 500_000})  # alone: one row anyway
+        rows = await db.fetchall(
+            "SELECT stream, seq_from, seq_to, size, length(events) AS chars FROM outbox_batches "
+            "ORDER BY stream, seq_to"
+        )
+        for row in rows:
+            if row["seq_to"] > row["seq_from"]:
+                assert row["size"] <= _BATCH_MAX_CHARS, tuple(row)
+        stored = sum(row["size"] for row in rows)
+        assert outbox.pressure.used_bytes == stored == await outbox.refresh_usage()
+        events = await outbox.read("dwell", after_seq=0, max_events=1000, max_bytes=10**9)
+        assert [e.seq for e in events] == list(range(1, 301))
