@@ -677,4 +677,5 @@ class Outbox:
         await self.refresh_usage()
         self._appended_streams.add(stream)  # the marker must be (re)sent
         self.appended.set()
-        return last - int(old["first"]) + 1
+        # Released events of a row not deleted yet are HQ's: they did not expire.
+        return last - max(int(old["first"]), int(old["acked"] or 0) + 1) + 1

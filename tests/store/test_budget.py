@@ -277,3 +277,18 @@ async def test_keeper_raises_updates_and_clears_the_pressure_alert(tmp_path: Pat
         await keeper.tick()
         assert keeper.expired == {"dwell": 1}
         await asyncio.sleep(0)
+
+
+async def test_ttl_of_a_row_released_in_part_counts_only_what_hq_lacks(tmp_path: Path) -> None:
+    clock = FakeClock()
+    async with Database.running(tmp_path / "g.db", clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(STREAMS)
+        await outbox.append_many("dwell", "dwell.summary", ({"n": n} for n in range(100)))
+        await (await outbox.acknowledge("dwell", outbox.epoch, 40))  # type: ignore[misc]
+        clock.advance(3600)
+        assert await outbox.expire("dwell", ttl_s=60) == 60  # HQ holds 1..40: not expired
+        [marker] = await outbox.read("dwell", after_seq=0, max_events=100, max_bytes=10**9)
+        body = json.loads(marker.body)
+        assert (marker.seq, body["from_seq"], body["count"]) == (100, 41, 60)
+        assert outbox.pressure.used_bytes == await exact_bytes(db, "dwell")
