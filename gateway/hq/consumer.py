@@ -11,7 +11,6 @@ they count as accounted for, so the watermark passes them (and the loss is logge
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -192,7 +191,7 @@ class HqConsumer:
         they touched, to publish once this returns. Garbage is logged and skipped; if the
         commit fails nothing is acked and nothing is remembered (the broker redelivers)."""
         snapshots: dict[tuple[str, str, str], _Snapshot] = {}
-        writes: list[asyncio.Future[None]] = []
+        statements: list[tuple[str, tuple[Any, ...]]] = []
         emitted: list[tuple[EnvelopeModel, list[EventHeader]]] = []
         for payload in payloads:
             try:
@@ -214,21 +213,19 @@ class HqConsumer:
                     if len(fresh) == len(envelope.events)
                     else json.dumps({"events": fresh}, ensure_ascii=False)
                 )
-                writes.append(
-                    self._db.submit(
-                        _STORE_BATCH,
-                        (*key, fresh[0]["seq"], fresh[-1]["seq"], self._now(), text),
-                    )
+                statements.append(
+                    (_STORE_BATCH, (*key, fresh[0]["seq"], fresh[-1]["seq"], self._now(), text))
                 )
                 emitted.append((envelope, fresh))
-        # Watermarks after the events: the writer keeps submission order, so no commit can
-        # hold a watermark without the events it covers.
-        writes.extend(
-            self._db.submit(_STORE_WATERMARK, (*key, self._custody[key].watermark))
-            for key in snapshots
+        # Watermarks with the events, in one transaction: separate writes may land in separate
+        # commits (the writer groups by count), and a failed one before a committed one would
+        # leave a watermark over events never stored, acked after a restart.
+        statements.extend(
+            (_STORE_WATERMARK, (*key, self._custody[key].watermark)) for key in snapshots
         )
         try:
-            await asyncio.gather(*writes)
+            if statements:
+                await self._db.submit_atomic(statements, weight=len(statements))
         except Exception:
             for key, (watermark, above, covered) in snapshots.items():  # not stored: forget
                 custody = self._custody[key]
