@@ -216,6 +216,29 @@ def _chunks(texts: list[str]) -> list[list[str]]:
     return chunks
 
 
+def _settle(done: asyncio.Future[None], waiters: list[asyncio.Future[None]]) -> None:
+    """Pass the outcome of a commit on to the producers still waiting for it."""
+    error = None if done.cancelled() else done.exception()
+    for waiter in waiters:
+        if waiter.done():  # the producer gave up waiting: the commit stands
+            continue
+        if done.cancelled():
+            waiter.cancel()
+        elif error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(None)
+
+
+def _waiter(committed: asyncio.Future[None]) -> asyncio.Future[None]:
+    """A future for the producer, settled by ``committed``: cancelling it (a timeout, the
+    producer's task stopped) must not look like a commit that never happened, which would
+    uncount stored bytes (:meth:`Outbox._on_committed`)."""
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    committed.add_done_callback(lambda done: _settle(done, [waiter]))
+    return waiter
+
+
 @dataclass(slots=True)
 class _Pending:
     """Events of one stream waiting for the end of the current loop step, to be committed as
@@ -336,12 +359,12 @@ class Outbox:
             _LOGGER.error("%d %s/%s event(s) not buffered: budget", len(texts), stream, event_type)
             return self._db.submit_atomic(before)
         self._flush(stream)  # appends made before this one get the earlier seqs
-        future = self._db.submit_atomic(
+        committed = self._db.submit_atomic(
             [*before, *((_INSERT, row) for row in self._rows(stream, texts, ts))],
             weight=len(before) + len(texts),
         )
-        future.add_done_callback(lambda done: self._on_committed(stream, total, done))
-        return future
+        committed.add_done_callback(lambda done: self._on_committed(stream, total, done))
+        return _waiter(committed)
 
     def _admit(
         self,
@@ -404,9 +427,9 @@ class Outbox:
         return [self._row(stream, chunk, ts, ts, _size(chunk)) for chunk in _chunks(texts)]
 
     def _submit(self, stream: str, rows: list[tuple[Any, ...]], total: int) -> asyncio.Future[None]:
-        future = self._db.submit_many(_INSERT, rows, weight=sum(row[1] for row in rows))
-        future.add_done_callback(lambda done: self._on_committed(stream, total, done))
-        return future
+        committed = self._db.submit_many(_INSERT, rows, weight=sum(row[1] for row in rows))
+        committed.add_done_callback(lambda done: self._on_committed(stream, total, done))
+        return _waiter(committed)
 
     def _flush_all(self) -> None:
         self._flush_scheduled = False
@@ -418,22 +441,9 @@ class Outbox:
         if pending is None:
             return
         row = self._row(stream, pending.texts, pending.oldest, pending.newest, pending.size)
-        committed = self._submit(stream, [row], pending.size)
-        waiters = pending.waiters
-
-        def settle(done: asyncio.Future[None]) -> None:
-            error = None if done.cancelled() else done.exception()
-            for waiter in waiters:
-                if waiter.done():
-                    continue
-                if done.cancelled():
-                    waiter.cancel()
-                elif error is not None:
-                    waiter.set_exception(error)
-                else:
-                    waiter.set_result(None)
-
-        committed.add_done_callback(settle)
+        committed = self._db.submit_many(_INSERT, [row], weight=len(pending.texts))
+        committed.add_done_callback(lambda done: self._on_committed(stream, pending.size, done))
+        committed.add_done_callback(lambda done: _settle(done, pending.waiters))
 
     def _turned_away(
         self, admission: Admission, stream: str, event_type: str, count: int

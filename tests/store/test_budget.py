@@ -292,3 +292,23 @@ async def test_ttl_of_a_row_released_in_part_counts_only_what_hq_lacks(tmp_path:
         body = json.loads(marker.body)
         assert (marker.seq, body["from_seq"], body["count"]) == (100, 41, 60)
         assert outbox.pressure.used_bytes == await exact_bytes(db, "dwell")
+
+
+async def test_a_producer_giving_up_its_wait_leaves_the_byte_count_exact(tmp_path: Path) -> None:
+    # A cancelled wait (wait_for timeout, task cancelled at shutdown) does not undo the
+    # commit: the events are stored and their bytes stay counted.
+    clock = FakeClock()
+    async with Database.running(tmp_path / "g.db", clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(STREAMS)
+        waits = [
+            outbox.append("stock", "s", {"n": 0}),
+            outbox.append_many("dwell", "d", ({"n": n} for n in range(300))),
+            outbox.append_atomic("receipts", "r", [{"n": 1}], before=[]),
+        ]
+        for wait in waits:
+            wait.cancel()
+        await outbox.append("alerts", "a", {})  # committed after the others
+        assert outbox.pressure.used_bytes == await outbox.refresh_usage()
+        for stream in ("stock", "dwell", "receipts"):
+            assert await outbox.read(stream, after_seq=0, max_events=1000, max_bytes=10**9)
