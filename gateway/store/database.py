@@ -618,6 +618,10 @@ class Database:
             await self._closed_event.wait()
             return
         if not self._closing:
+            # One loop turn first: writes already decided in this step but submitted at its
+            # end (the outbox's appends of one step share a row) still get in.
+            await asyncio.sleep(0)
+        if not self._closing:
             self._closing = True
             self._queue.put_nowait(None)
         if self._running:

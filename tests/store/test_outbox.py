@@ -320,3 +320,21 @@ async def test_rows_of_big_events_stay_small_enough_to_read_per_envelope(tmp_pat
         assert outbox.pressure.used_bytes == stored == await outbox.refresh_usage()
         events = await outbox.read("dwell", after_seq=0, max_events=1000, max_bytes=10**9)
         assert [e.seq for e in events] == list(range(1, 301))
+
+
+async def test_an_append_made_just_before_close_is_still_committed(tmp_path: Path) -> None:
+    # Appends of a loop step are submitted at its end: close() in the same step must not
+    # refuse them (they were queued before it, as they always were).
+    clock = FakeClock()
+    path = tmp_path / "g.db"
+    async with Database.running(path, clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(STREAMS)
+        accepted = outbox.append("stock", "s", {"n": 1})
+        await db.close()
+        await accepted
+    async with Database.running(path, clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(STREAMS)
+        [event] = await outbox.read("stock", after_seq=0, max_events=10, max_bytes=10**9)
+        assert event.seq == 1
