@@ -10,7 +10,6 @@ active set lives in SQLite so a restart neither repeats nor forgets an alert.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -26,6 +25,13 @@ from gateway.store.outbox import Outbox
 __all__ = ["Alert", "AlertBook", "AlertChange", "Alerts", "Severity"]
 
 _LOGGER = logging.getLogger(__name__)
+
+
+_UPSERT_ACTIVE = (
+    "INSERT INTO alerts_active (key, severity, message, details, raised_at, updated_at) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET severity = excluded.severity, "
+    "message = excluded.message, details = excluded.details, updated_at = excluded.updated_at"
+)
 
 
 class Severity(StrEnum):
@@ -172,22 +178,25 @@ class Alerts:
             return False
         alert = change.alert
         _LOGGER.warning("alert %s (%s): %s", key, severity.value, message)
-        await asyncio.gather(
-            self._db.submit(
-                "INSERT INTO alerts_active (key, severity, message, details, raised_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-                "severity = excluded.severity, message = excluded.message, "
-                "details = excluded.details, updated_at = excluded.updated_at",
+        # The active row and the event commit together: a crash can never leave an alert
+        # active here (so de-duplicated after a restart) that HQ was never told about.
+        await self._outbox.append_atomic(
+            "alerts",
+            change.type,
+            [change.body()],
+            before=[
                 (
-                    key,
-                    alert.severity.value,
-                    alert.message,
-                    json.dumps(dict(alert.details), default=str),
-                    alert.raised_at.isoformat(),
-                    alert.updated_at.isoformat(),
-                ),
-            ),
-            self._outbox.append("alerts", change.type, change.body()),
+                    _UPSERT_ACTIVE,
+                    (
+                        key,
+                        alert.severity.value,
+                        alert.message,
+                        json.dumps(dict(alert.details), default=str),
+                        alert.raised_at.isoformat(),
+                        alert.updated_at.isoformat(),
+                    ),
+                )
+            ],
         )
         return True
 
@@ -208,8 +217,10 @@ class Alerts:
         if change is None:
             return False
         _LOGGER.info("alert %s cleared%s", key, f": {message}" if message else "")
-        await asyncio.gather(
-            self._db.submit("DELETE FROM alerts_active WHERE key = ?", (key,)),
-            self._outbox.append("alerts", change.type, change.body()),
+        await self._outbox.append_atomic(
+            "alerts",
+            change.type,
+            [change.body()],
+            before=[("DELETE FROM alerts_active WHERE key = ?", (key,))],
         )
         return True

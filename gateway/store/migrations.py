@@ -200,7 +200,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             # Covering: reads pick rows, releases and the byte accounting find offsets, all
             # without touching the events text.
             """CREATE INDEX outbox_batches_seq ON outbox_batches
-                (stream, seq_to, seq_from, count, size, end_offset)""",
+                (stream, seq_to, seq_from, count, size, end_offset, marker)""",
             """INSERT INTO outbox_batches
                 (stream, seq_from, seq_to, count, oldest_ts, newest_ts, marker, size,
                  end_offset, events)
