@@ -16,7 +16,11 @@ before any later report of the same label, as a real access point forwards its f
 
 Delivery runs inside ``readings()``: no task outlives the iterator, and content in flight when it
 is closed goes back to the front of the queue. With ``image_dir`` every label's shown content is
-drawn into a folder (:mod:`devices.simulated.shelf_folder`) the moment the label shows it.
+drawn into a folder (:mod:`devices.simulated.shelf_folder`) the moment the label shows it, and a
+new *process* reloads it from there on open: labels are physical, a gateway crash does not blank
+them (within one process :class:`LabelMemory` keeps them). With ``push_log`` every ``push()``
+call appends a line ``<label_id> <content_hash>``, so a test can count the sends per label
+across gateway processes, SIGKILL included.
 
 Radio times, delivery outcomes, check-in values and reboots each come from their own seeded
 stream, so each is deterministic for a seed and a push order even though real-time pacing
@@ -28,12 +32,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -49,7 +55,7 @@ from gateway.drivers.contracts import (
     LabelReportKind,
     Reading,
 )
-from gateway.errors import DriverConfigError, DriverError
+from gateway.errors import DriverConfigError, DriverError, DriverUnavailableError
 
 __all__ = ["LabelMemory", "LabelModelSim", "LabelSim", "SimulatedEsl", "SimulatedEslOptions"]
 
@@ -149,6 +155,11 @@ class SimulatedEslOptions(BaseModel):
         description="Folder (created if missing; one per instance) where every label's shown "
         "content is written as <label_id>.png, with shelf.json and index.html; None: no files.",
     )
+    push_log: Path | None = Field(
+        None,
+        description="File (created with its folder if missing) to which every push() call "
+        "appends '<label_id> <content_hash>' as one line, for tests counting sends; None: none.",
+    )
     faults: FaultOptions = Field(default_factory=FaultOptions, description="Fault injection.")
 
     @field_validator("image_dir", mode="before")
@@ -156,6 +167,20 @@ class SimulatedEslOptions(BaseModel):
     def _not_empty(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
             raise ValueError("image_dir must name a directory (leave it out for no images)")
+        return value
+
+    @field_validator("push_log", mode="before")
+    @classmethod
+    def _log_not_empty(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("push_log must name a file (leave it out for no log)")
+        return value
+
+    @field_validator("push_log")
+    @classmethod
+    def _log_not_a_directory(cls, value: Path | None) -> Path | None:
+        if value is not None and value.is_dir():
+            raise ValueError(f"push_log {value} is a directory, not a file")
         return value
 
     @field_validator("image_dir")
@@ -200,11 +225,19 @@ class LabelMemory:
     picture (and battery) while the access point is away: after a restart each label still
     shows what it showed, and only content queued at the access point is gone. A label whose
     panel changed in the configuration starts blank. Tests that reuse an instance name call
-    :meth:`reset`.
+    :meth:`reset`. It also remembers which instances reloaded their labels from their image
+    folder (once per process: after that, the memory is newer than the folder).
     """
 
     def __init__(self) -> None:
         self._by_driver: dict[str, dict[str, _Label]] = {}
+        self._restored: set[str] = set()
+
+    def restored(self, driver: str) -> bool:
+        return driver in self._restored
+
+    def mark_restored(self, driver: str) -> None:
+        self._restored.add(driver)
 
     def labels(self, driver: str, configured: dict[str, _Label]) -> dict[str, _Label]:
         known = self._by_driver.get(driver, {})
@@ -220,8 +253,10 @@ class LabelMemory:
     def reset(self, driver: str | None = None) -> None:
         if driver is None:
             self._by_driver.clear()
+            self._restored.clear()
         else:
             self._by_driver.pop(driver, None)
+            self._restored.discard(driver)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +311,8 @@ class SimulatedEsl:
             )
             for spec in specs
         }
+        self._memory = memory
+        self._restored = False  # reloaded from the image folder (without a memory)
         if memory is not None:  # the labels outlive this driver object
             self._labels = memory.labels(context.name, self._labels)
         self._queue: OrderedDict[str, LabelContent] = OrderedDict()
@@ -349,6 +386,8 @@ class SimulatedEsl:
                 f"{content.model.height}, the panel is {label.model.width}x{label.model.height}",
                 driver=self._context.name,
             )
+        if self._options.push_log is not None:
+            self._log_push(self._options.push_log, content)
         if content.label_id in self._queue:
             self.superseded += 1  # replaced in place: only the latest content is ever sent
         self._queue[content.label_id] = content
@@ -504,14 +543,85 @@ class SimulatedEsl:
         self._report(label, LabelReportKind.SEEN, evidence=REBOOTED_EVIDENCE)
 
     def _show(self, label: _Label, shown: _Shown | None) -> None:
-        """The label now shows ``shown``: drawn into the folder first, so a failed write
-        leaves the label's state as it was."""
+        """The label now shows ``shown``: drawn into the folder (and its journal) first, so a
+        failed write leaves the label's state as it was."""
+        now = self._context.clock.utc_now()
         if self._folder is not None:
             self._prepare_folder()
             self._folder.show(label.label_id, None if shown is None else shown.png)
+            self._folder.journal(
+                ShelfEntry(
+                    label.label_id,
+                    label.model,
+                    None if shown is None else shown.content_hash,
+                    now,
+                    label.battery_mv,
+                )
+            )
             self._index_stale = True
         label.shown = shown
-        label.shown_at = self._context.clock.utc_now()
+        label.shown_at = now
+
+    def _log_push(self, path: Path, content: LabelContent) -> None:
+        """One ``write`` per line on an ``O_APPEND`` file: whole lines survive a SIGKILL."""
+        line = f"{content.label_id} {content.content_hash}\n".encode()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise DriverUnavailableError(
+                f"push_log {path}: cannot append: {exc.strerror or type(exc).__name__}",
+                driver=self._context.name,
+            ) from exc
+
+    def _restore(self) -> None:
+        """Labels as an earlier gateway process left them in the folder (once per process).
+
+        Entries for labels not configured here, or for another panel, are ignored; an entry
+        whose image is gone leaves its label blank; a missing or corrupt index leaves every
+        label blank (with a warning). Never raises for what it reads."""
+        memory = self._memory
+        if self._restored or (memory is not None and memory.restored(self._context.name)):
+            return
+        assert self._folder is not None
+        records = self._folder.load()
+        restored = 0
+        for label_id, record in records.items():
+            label = self._labels.get(label_id)
+            if label is None or label.shown is not None or _record_model(record) != label.model:
+                continue
+            content_hash = record.get("content_hash")
+            if not isinstance(content_hash, str) or not content_hash:
+                continue
+            try:
+                png = self._folder.image_path(label_id).read_bytes()
+            except OSError:
+                _LOGGER.warning(
+                    "%s: label %s showed %s but its image is gone: it starts blank",
+                    self._context.name,
+                    label_id,
+                    content_hash[:12],
+                )
+                continue
+            label.shown = _Shown(content_hash, png)
+            label.shown_at = _instant(record.get("shown_at"))
+            battery = record.get("battery_mv")
+            if isinstance(battery, int) and 2200 <= battery <= 3100:
+                label.battery_mv = battery
+            restored += 1
+        if restored:
+            _LOGGER.info(
+                "%s: %d label(s) still show what they showed before the restart",
+                self._context.name,
+                restored,
+            )
+        self._restored = True
+        if memory is not None:
+            memory.mark_restored(self._context.name)
 
     def _check_in(self, label: _Label) -> None:
         rng = self._checkin_rng
@@ -574,6 +684,7 @@ class SimulatedEsl:
         """Create the image folder and draw the labels' current state into it (once)."""
         if self._folder is None or self._folder_ready:
             return
+        self._restore()
         labels = self._labels.values()
         self._folder.prepare(
             (label.label_id, None if label.shown is None else label.shown.png) for label in labels
@@ -605,3 +716,33 @@ class SimulatedEsl:
             raise DriverConfigError(
                 f"unknown label {label_id}", driver=self._context.name
             ) from None
+
+
+def _record_model(record: dict[str, Any]) -> LabelModel | None:
+    """The panel a ``shelf.json`` record names (None: not a valid one)."""
+    model = record.get("model")
+    if not isinstance(model, dict):
+        return None
+    width, height = model.get("width"), model.get("height")
+    palette, has_led = model.get("palette"), model.get("has_led")
+    if not (
+        isinstance(width, int)
+        and isinstance(height, int)
+        and isinstance(palette, str)
+        and isinstance(has_led, bool)
+    ):
+        return None
+    try:
+        return LabelModel(width, height, LabelPalette(palette), has_led)
+    except ValueError:
+        return None
+
+
+def _instant(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return instant if instant.tzinfo is not None else None

@@ -4,14 +4,21 @@ What a technician (or a test) opens to see what every label really shows:
 
 - ``<label_id>.png``: exactly the bytes the label shows; no file means a blank panel;
 - ``shelf.json``: every label's content hash, model, since when it shows it and its battery;
-- ``index.html``: the PNGs as a grid that reloads itself, for a browser opened on the folder.
+- ``index.html``: the PNGs as a grid that reloads itself, for a browser opened on the folder;
+- ``shelf.journal``: what changed since ``shelf.json`` was last written, one JSON line per
+  label change, appended the moment the label shows it (removed whenever the index is
+  rewritten). The index is rewritten at most twice a second; the journal is what lets a new
+  process (:meth:`ShelfFolder.load`) find exactly what every label showed when the previous one
+  died, as physical labels keep their picture through a gateway crash.
 
 Every file is replaced atomically (a hidden temporary file in the same folder, then
 ``os.replace``), so a reader never sees half an image. Writes are synchronous and never
 fsync'ed, on purpose: a label image is a few kilobytes and the folder is a view of the
 simulation, not a record, so a write costs well under a millisecond of the event loop, whereas
 a thread per write would cost more than the write and could not be cancelled with the driver.
-Only the index grows with the shelf, and the driver rate-limits its rewrites.
+Only the index grows with the shelf, and the driver rate-limits its rewrites. A journal line is
+one ``write`` on an ``O_APPEND`` file: a process killed at any instant leaves whole lines (a
+torn last line, after a power cut, is skipped on load).
 
 One folder belongs to one driver instance: two access points drawing into the same folder
 would overwrite each other's index.
@@ -23,19 +30,25 @@ import contextlib
 import errno
 import html
 import json
+import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from gateway.clock import isoformat_utc
 from gateway.drivers.contracts import LabelModel
 from gateway.errors import DriverConfigError, DriverError, DriverUnavailableError
 
-__all__ = ["INDEX_HTML", "SHELF_JSON", "ShelfEntry", "ShelfFolder"]
+__all__ = ["INDEX_HTML", "SHELF_JOURNAL", "SHELF_JSON", "ShelfEntry", "ShelfFolder"]
+
+_LOGGER = logging.getLogger(__name__)
 
 SHELF_JSON = "shelf.json"
+SHELF_JOURNAL = "shelf.journal"
 INDEX_HTML = "index.html"
 _REFRESH_S = 5  # the browser view reloads this often
 
@@ -97,8 +110,21 @@ class ShelfFolder:
         except OSError as exc:
             raise self._error(exc, f"remove {name}") from exc
 
+    def journal(self, entry: ShelfEntry) -> None:
+        """Record that the label now shows ``entry`` (until the next :meth:`write_index`)."""
+        line = json.dumps({"label": entry.label_id, **_shelf_record(entry)}) + "\n"
+        try:
+            fd = os.open(self._path / SHELF_JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise self._error(exc, f"append to {SHELF_JOURNAL}") from exc
+
     def write_index(self, entries: Iterable[ShelfEntry], *, updated_at: datetime) -> None:
-        """Rewrite ``shelf.json`` and ``index.html`` for ``entries``."""
+        """Rewrite ``shelf.json`` and ``index.html`` for ``entries``; the journal, now in the
+        index, is removed."""
         listed = list(entries)
         shelf = {
             "driver": self._driver,
@@ -106,7 +132,68 @@ class ShelfFolder:
             "labels": {entry.label_id: _shelf_record(entry) for entry in listed},
         }
         self._replace(SHELF_JSON, (json.dumps(shelf, indent=1) + "\n").encode())
+        try:
+            (self._path / SHELF_JOURNAL).unlink(missing_ok=True)
+        except OSError as exc:
+            raise self._error(exc, f"empty {SHELF_JOURNAL}") from exc
         self._replace(INDEX_HTML, _index_html(self._driver, listed, updated_at).encode())
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        """What an earlier run left: label id → its latest record (``shelf.json`` with the
+        journal replayed over it), as written by :meth:`write_index` — not yet checked against
+        any configuration. A missing, unreadable or foreign ``shelf.json`` gives ``{}`` (with a
+        warning unless the folder holds no label images either): the labels start blank."""
+        try:
+            text = (self._path / SHELF_JSON).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                if any(self._path.glob("*.png")):
+                    _LOGGER.warning(
+                        "%s: %s has label images but no %s: the labels start blank",
+                        self._driver,
+                        self._path,
+                        SHELF_JSON,
+                    )
+            return {}
+        except (OSError, UnicodeDecodeError) as exc:
+            _LOGGER.warning(
+                "%s: cannot read %s: %s: the labels start blank", self._driver, SHELF_JSON, exc
+            )
+            return {}
+        try:
+            shelf = json.loads(text)
+        except ValueError as exc:
+            _LOGGER.warning(
+                "%s: %s is not JSON (%s): the labels start blank",
+                self._driver,
+                self._path / SHELF_JSON,
+                exc,
+            )
+            return {}
+        labels = shelf.get("labels") if isinstance(shelf, dict) else None
+        if not isinstance(labels, dict) or shelf.get("driver") != self._driver:
+            _LOGGER.warning(
+                "%s: %s is not this access point's shelf index: the labels start blank",
+                self._driver,
+                self._path / SHELF_JSON,
+            )
+            return {}
+        records = {str(k): v for k, v in labels.items() if isinstance(v, dict)}
+        try:
+            journal = (self._path / SHELF_JOURNAL).read_bytes()
+        except FileNotFoundError:
+            journal = b""
+        except OSError as exc:
+            _LOGGER.warning("%s: cannot read %s: %s", self._driver, SHELF_JOURNAL, exc)
+            journal = b""
+        for raw in journal.splitlines():
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue  # a torn last line
+            if isinstance(record, dict) and isinstance(record.get("label"), str):
+                records[record.pop("label")] = record
+        return records
 
     def _replace(self, name: str, data: bytes) -> None:
         temporary = self._path / f".{name}.tmp"

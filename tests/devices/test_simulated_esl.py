@@ -14,8 +14,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from devices.simulated.esl import LabelMemory, SimulatedEsl, SimulatedEslOptions
 from devices.simulated.plugins import LABEL_MEMORY
+from gateway.clock import FakeClock
 from gateway.drivers.contracts import (
+    DriverContext,
     Heartbeat,
     LabelContent,
     LabelDriver,
@@ -199,6 +202,8 @@ async def test_deterministic_for_a_seed_and_instance() -> None:
         {"image_dir": ""},
         {"image_dir": 42},
         {"image_dir": "/shelf", "unknown_option": 1},
+        {"push_log": ""},
+        {"push_log": 3.5},
     ],
 )
 def test_garbage_options_are_rejected(options: dict[str, Any]) -> None:
@@ -567,3 +572,149 @@ async def test_labels_keep_showing_their_content_across_a_driver_restart(tmp_pat
         make("simulated.esl", label_count=2, default_model=bigger, **QUIET).shown_hash(label_id)
         is None
     )
+
+
+# --- a gateway process restart: labels are physical, they keep their picture ----------------
+
+IDS = ("00000000000000A1", "00000000000000A2", "00000000000000A3", "00000000000000A4")
+
+
+def new_process(folder: Path, labels: list[dict[str, Any]], **options: Any) -> SimulatedEsl:
+    """The driver as a freshly started gateway process builds it: nothing in memory."""
+    settings = SimulatedEslOptions.model_validate(
+        {"labels": labels, "image_dir": str(folder), **QUIET, **options}
+    )
+    return SimulatedEsl(DriverContext("esl-1", FakeClock()), settings, memory=LabelMemory())
+
+
+async def test_labels_keep_their_content_across_a_gateway_process_restart(tmp_path: Path) -> None:
+    first = new_process(tmp_path, [{"label_id": i} for i in IDS])
+    await first.open()
+    for label_id in IDS[:3]:
+        await first.push(content(label_id, label_id[-2:]))
+    await take(first.readings(), 3, LabelReport)
+    await first.close()
+    bigger = {"width": 400, "height": 300, "palette": "bwr", "has_led": True}
+    # A1 as before; A2's panel changed; A3 is no longer configured; A4 was blank.
+    labels = [{"label_id": IDS[0]}, {"label_id": IDS[1], "model": bigger}, {"label_id": IDS[3]}]
+    second = new_process(tmp_path, labels)
+    await second.open()
+    assert second.shown_hash(IDS[0]) == "hash-A1"
+    assert second.shown_hash(IDS[1]) is None  # another panel: starts blank
+    assert second.shown_hash(IDS[3]) is None
+    assert (tmp_path / f"{IDS[0]}.png").read_bytes() == b"png A1"
+    assert not (tmp_path / f"{IDS[1]}.png").exists()
+    assert shelf(tmp_path)["labels"][IDS[0]]["content_hash"] == "hash-A1"
+    # The restored label checks in with what it shows, and a reboot has nothing older.
+    second.reboot(IDS[0])
+    assert second.shown_hash(IDS[0]) is None
+
+
+async def test_content_shown_since_the_last_index_write_survives_a_kill(tmp_path: Path) -> None:
+    first = new_process(tmp_path, [{"label_id": i} for i in IDS[:2]])
+    await first.open()
+    readings = first.readings()
+    try:
+        for tag in ("old", "new"):
+            await first.push(content(IDS[0], tag))
+            report = await anext(readings)
+            assert isinstance(report, LabelReport)
+            assert (report.kind, report.content_hash) == (LabelReportKind.CONFIRMED, f"hash-{tag}")
+        # Killed now: the index (rewritten at most twice a second) does not know it yet.
+        assert shelf(tmp_path)["labels"][IDS[0]]["content_hash"] == "hash-old"
+        second = new_process(tmp_path, [{"label_id": i} for i in IDS[:2]])
+        await second.open()
+        assert second.shown_hash(IDS[0]) == "hash-new"  # replayed from shelf.journal
+        assert (tmp_path / f"{IDS[0]}.png").read_bytes() == b"png new"
+        assert second.shown_hash(IDS[1]) is None
+        assert shelf(tmp_path)["labels"][IDS[0]]["content_hash"] == "hash-new"
+        assert not (tmp_path / "shelf.journal").exists()  # in the index now
+    finally:
+        await readings.aclose()  # type: ignore[attr-defined]
+
+
+WRONG_PALETTE = (
+    b'{"driver": "esl-1", "labels": {"00000000000000A1": {"content_hash": "hash-A1", '
+    b'"model": {"width": 296, "height": 128, "palette": "rainbow", "has_led": true}}}}'
+)
+
+
+@pytest.mark.parametrize(
+    ("index", "warns"),
+    [
+        (b"\x00\xffnot json{", True),
+        (b"", True),
+        (b"[1, 2, 3]", True),
+        (b'{"driver": "another-ap", "labels": {}}', True),
+        (b'{"driver": "esl-1", "labels": "all of them"}', True),
+        (b'{"driver": "esl-1", "labels": {"00000000000000A1": {"content_hash": 5}}}', False),
+        (b'{"driver": "esl-1", "labels": {"00000000000000A1": "shows a price"}}', False),
+        (WRONG_PALETTE, False),
+    ],
+)
+async def test_a_garbage_index_leaves_the_labels_blank(
+    tmp_path: Path, index: bytes, warns: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / f"{IDS[0]}.png").write_bytes(b"png A1")
+    (tmp_path / "shelf.json").write_bytes(index)
+    (tmp_path / "shelf.journal").write_bytes(b'{"label": "00000000000000A1", "content_hash"\n')
+    driver = new_process(tmp_path, [{"label_id": IDS[0]}])
+    await driver.open()  # never raises for what it reads
+    assert driver.shown_hash(IDS[0]) is None
+    assert not (tmp_path / f"{IDS[0]}.png").exists()  # blank: the stale image is removed
+    assert shelf(tmp_path)["driver"] == "esl-1"  # and the folder is usable again
+    assert ("the labels start blank" in caplog.text) is warns
+
+
+async def test_images_without_an_index_are_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver = new_process(tmp_path, [{"label_id": IDS[0]}])
+    await driver.open()  # a fresh folder: nothing to say
+    assert "start blank" not in caplog.text
+    (tmp_path / "shelf.json").unlink()
+    (tmp_path / f"{IDS[0]}.png").write_bytes(b"png A1")
+    await new_process(tmp_path, [{"label_id": IDS[0]}]).open()
+    assert "has label images but no shelf.json" in caplog.text
+
+
+async def test_a_label_whose_image_is_gone_starts_blank(tmp_path: Path) -> None:
+    first = new_process(tmp_path, [{"label_id": IDS[0]}])
+    await first.open()
+    await first.push(content(IDS[0], "a"))
+    await take(first.readings(), 1, LabelReport)
+    (tmp_path / f"{IDS[0]}.png").unlink()
+    second = new_process(tmp_path, [{"label_id": IDS[0]}])
+    await second.open()
+    assert second.shown_hash(IDS[0]) is None
+
+
+async def test_the_push_log_counts_every_push_across_driver_objects(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "pushes.txt"  # its folder is created
+    first = new_process(tmp_path / "shelf", [{"label_id": i} for i in IDS[:2]], push_log=log)
+    await first.push(content(IDS[0], "a"))
+    await first.push(content(IDS[0], "b"))  # superseded at the access point, still a push
+    second = new_process(tmp_path / "shelf", [{"label_id": i} for i in IDS[:2]], push_log=log)
+    await second.push(content(IDS[1], "c"))
+    with pytest.raises(DriverConfigError):
+        await second.push(content("00000000000000FF", "d"))  # refused: not logged
+    assert log.read_text(encoding="utf-8").splitlines() == [
+        f"{IDS[0]} hash-a",
+        f"{IDS[0]} hash-b",
+        f"{IDS[1]} hash-c",
+    ]
+
+
+async def test_an_unwritable_push_log_fails_the_push(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("a file", encoding="utf-8")
+    driver = new_process(
+        tmp_path / "shelf", [{"label_id": IDS[0]}], push_log=tmp_path / "blocker" / "log"
+    )
+    with pytest.raises(DriverUnavailableError, match="push_log"):
+        await driver.push(content(IDS[0], "a"))
+    assert driver.queued() == ()
+
+
+def test_a_push_log_that_is_a_directory_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="is a directory"):
+        plugin("simulated.esl").options_model.model_validate({"push_log": str(tmp_path)})
