@@ -73,6 +73,9 @@ CHECKIN_EVIDENCE = "sim: check-in"
 # journal are written the moment a label shows them, so a late index loses nothing.
 _INDEX_INTERVAL_S = 0.5
 _INDEX_SHARE = 10
+# A battery reading that changed is no news worth a rewrite of its own: it waits this long
+# (or rides along with the next content change).
+_INDEX_BATTERY_S = 60.0
 
 
 class LabelModelSim(BaseModel):
@@ -329,6 +332,7 @@ class SimulatedEsl:
             self._folder = ShelfFolder(options.image_dir, driver=context.name)
         self._folder_ready = False
         self._index_stale = True
+        self._battery_stale = False
         self._index_cost = 0.0  # real seconds the last index rewrite took
         self.superseded = 0  # queued contents replaced by a newer push before delivery
         self.failed_deliveries = 0
@@ -477,6 +481,8 @@ class SimulatedEsl:
             timers.checkins += 1
             timers.next_checkin += self._checkin_gap()
             timers.next_checkin = max(timers.next_checkin, now)  # no burst after a slow reader
+        if self._battery_stale and now >= timers.next_index + _INDEX_BATTERY_S:
+            self._index_stale = True  # batteries drained since the last write: time to show it
         if self._index_stale and self._folder is not None and now >= timers.next_index:
             self._write_index()
             timers.next_index = now + max(_INDEX_INTERVAL_S, _INDEX_SHARE * self._index_cost)
@@ -631,7 +637,8 @@ class SimulatedEsl:
     def _check_in(self, label: _Label) -> None:
         rng = self._checkin_rng
         battery = max(2200, label.battery_mv - rng.randrange(0, 2))
-        self._index_stale |= battery != label.battery_mv
+        if battery != label.battery_mv and not self._index_stale:
+            self._battery_stale = True
         label.battery_mv = battery
         self._report(
             label,
@@ -714,7 +721,7 @@ class SimulatedEsl:
             updated_at=self._context.clock.utc_now(),
         )
         self._index_cost = time.perf_counter() - started
-        self._index_stale = False
+        self._index_stale = self._battery_stale = False
 
     def _label(self, label_id: str) -> _Label:
         try:
