@@ -43,14 +43,20 @@ from gateway.control.server import ControlServer, InvalidArgsError
 from gateway.drivers.contracts import DeviceFamily, LabelDriver
 from gateway.drivers.registry import DriverRegistry
 from gateway.drivers.supervisor import Supervisor
-from gateway.errors import CommandRefusedError, ConfigError, ControlProtocolError, StorageError
+from gateway.errors import (
+    CommandRefusedError,
+    ConfigError,
+    ControlProtocolError,
+    ShelfError,
+    StorageError,
+)
 from gateway.hub import ReadingHub
 from gateway.labels.bindings import LabelBindings
 from gateway.labels.directory import LabelDirectory
 from gateway.labels.pipeline import LabelPipeline
 from gateway.prices.book import PriceBook
 from gateway.prices.downlink import PriceDownlink, PriceDownlinkSettings
-from gateway.shelves.service import ShelfError, ShelfService
+from gateway.shelves.service import ShelfService
 from gateway.store import Database
 from gateway.store.keeper import OutboxKeeper
 from gateway.store.outbox import Outbox

@@ -22,10 +22,12 @@ Every error the gateway raises on purpose derives from :class:`GatewayError`. Li
     ├── LinkError                   the MQTT link to HQ failed
     │   ├── LinkDownError           not connected (or the connection dropped): retry later
     │   └── PublishRefusedError     the broker refused a publish (PUBACK reason code)
-    └── DownlinkError               a message from HQ is refused (it is acked, never applied)
-        ├── SignatureError          missing/unknown key, bad signature, wrong scope, expired
-        ├── BatchRejectedError      a price batch is invalid; lists every bad item
-        └── CommandRefusedError     understood, but cannot be carried out (e.g. a binding)
+    ├── DownlinkError               a message from HQ is refused (it is acked, never applied)
+    │   ├── SignatureError          missing/unknown key, bad signature, wrong scope, expired
+    │   ├── BatchRejectedError      a price batch is invalid; lists every bad item
+    │   └── CommandRefusedError     understood, but cannot be carried out (e.g. a binding)
+    └── ShelfError                  a technician's request on a slot cannot be carried out
+                                    (unknown slot, scale moving, implausible calibration)
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ __all__ = [
     "OutboxFullError",
     "PublishRefusedError",
     "SchemaTooNewError",
+    "ShelfError",
     "SignatureError",
     "StorageCorruptError",
     "StorageError",
@@ -220,3 +223,7 @@ class BatchRejectedError(DownlinkError):
 class CommandRefusedError(DownlinkError):
     """A command (from HQ or the CLI) is understood but cannot be carried out, e.g. binding a
     label that already shows another SKU. The reason goes back to whoever asked."""
+
+
+class ShelfError(GatewayError):
+    """A technician's request on a slot cannot be carried out (unknown slot, moving...)."""

@@ -29,7 +29,7 @@ from gateway.clock import Clock, isoformat_utc
 from gateway.commands import CommandRequest, CommandResult, CommandSpec
 from gateway.config import ShelvesConfig, SlotConfig
 from gateway.drivers.contracts import Reading, ScaleDriver, WeightSample
-from gateway.errors import GatewayError, StorageError
+from gateway.errors import GatewayError, ShelfError, StorageError
 from gateway.shelves.counter import (
     CounterOutput,
     FaultChange,
@@ -43,16 +43,12 @@ from gateway.shelves.slots import Calibration, SlotBook, SlotRecord
 from gateway.store.database import Database
 from gateway.store.outbox import Outbox
 
-__all__ = ["ShelfError", "ShelfService", "ambiguous_body", "change_body"]
+__all__ = ["ShelfService", "ambiguous_body", "change_body"]
 
 _LOGGER = logging.getLogger(__name__)
 
 _TICK_S = 1.0
 _FOLLOW_QUEUE = 64
-
-
-class ShelfError(GatewayError):
-    """A technician's request on a slot cannot be carried out (unknown slot, moving...)."""
 
 
 def change_body(change: StockChange) -> dict[str, Any]:
