@@ -461,11 +461,15 @@ class LabelJobReceipt(EventBody):
     fonts, as pushed to the ESL system)."""
 
     label: str = Field(description="Label id", examples=["0000021F3A4B5C6D"])
-    sku: str = Field(description="The SKU the label shows", examples=["4006381333931"])
+    sku: str = Field(
+        description="The SKU the label shows (empty: the label is unbound and shows the "
+        "neutral 'not in use' face)",
+        examples=["4006381333931"],
+    )
     price_version: int = Field(
         ge=0,
         description="Price batch version of the price shown (0: no price, the label shows "
-        "'price unavailable')",
+        "'price unavailable' or, unbound, 'not in use')",
         examples=[42],
     )
     content_hash: str = Field(

@@ -199,8 +199,11 @@ def model_text(model: LabelModel) -> str:
 
 
 def face_to_label(face_json: str, timezone: str = "UTC") -> LabelFace:
-    """A planned face (canonical JSON from the planner) as the renderer's input."""
+    """A planned face (canonical JSON from the planner) as the renderer's input; the blank
+    face of an unbound label is the "not in use" face."""
     face = json.loads(face_json)
+    if face.get("blank"):
+        return LabelFace.not_in_use()
     until = face.get("promotion_until")
     promotion_text = None
     if until:

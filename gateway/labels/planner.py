@@ -6,6 +6,9 @@ the affected labels with their jobs' faces and, in one transaction, records the 
 jobs as superseded and replaces them by queued jobs (no content hash yet: the render worker
 draws them).
 A label whose face did not change is not touched, so re-planning everything is cheap.
+A label no longer bound that shows (or was sent) content gets a job with the blank face
+(``BLANK_FACE``: "not in use", no SKU, no price) so no stale price stays on the shelf; the
+jobs of unbound labels never sent anything are dropped.
 
 Scheduled flips are planned the same way for the boundaries (promotion starts and ends) within
 the look-ahead window, into ``label_schedule``; at their instant they are promoted into
@@ -21,7 +24,7 @@ from typing import Any
 
 from gateway.clock import isoformat_utc
 
-__all__ = ["BOUNDARIES", "FACES", "LabelPlanner", "Statement"]
+__all__ = ["BLANK_FACE", "BOUNDARIES", "FACES", "LabelPlanner", "Statement"]
 
 Statement = tuple[str, Sequence[Any]]
 
@@ -95,16 +98,36 @@ ON CONFLICT (label) DO UPDATE SET sku = excluded.sku, face = excluded.face,
   last_error = NULL, evidence = NULL
 """
 
-# Jobs of labels no longer bound: dropped (an active one is audited as superseded).
+# The face of an unbound label: a neutral "not in use" face (no SKU, no price). Its jobs carry
+# the SKU "" and price version 0.
+BLANK_FACE = '{"sku":"","blank":true}'
+
+# Active jobs of labels no longer bound, audited as superseded (blank jobs excepted).
 _AUDIT_UNBOUND = """
 INSERT INTO label_audit (at, label, event, state, sku, price_version, content_hash, detail)
 SELECT ?1, label, 'superseded', state, sku, price_version, content_hash, 'label unbound'
 FROM label_jobs
-WHERE label NOT IN (SELECT label FROM label_bindings)
+WHERE label NOT IN (SELECT label FROM label_bindings) AND sku != ''
   AND state IN ('queued', 'submitted', 'pending', 'failed') AND content_hash IS NOT NULL
 """
+# Unbound labels that show something (a driver reported content) or may have been sent content
+# (their job went past its first render) get the blank face, unless their job already has it.
+# ?1 the blank face. A job queued once and never handed to a driver (rev 1, no attempt) was
+# never sent: it is dropped below, like the jobs of labels nothing reports.
+_STAGE_BLANK = """
+INSERT INTO label_plan (label, sku, face, price_version)
+SELECT u.label, '', ?1, 0 FROM (
+  SELECT label FROM label_shown WHERE content_hash IS NOT NULL
+  UNION
+  SELECT label FROM label_jobs WHERE state != 'queued' OR attempts > 0 OR rev > 1
+) AS u
+LEFT JOIN label_jobs j ON j.label = u.label
+WHERE u.label NOT IN (SELECT label FROM label_bindings)
+  AND (j.label IS NULL OR j.face IS NOT ?1 OR j.sku IS NOT '')
+"""
+# Jobs of unbound labels that are not blank now (never sent): dropped, with their flips.
 _DROP_UNBOUND = (
-    "DELETE FROM label_jobs WHERE label NOT IN (SELECT label FROM label_bindings)",
+    "DELETE FROM label_jobs WHERE sku != '' AND label NOT IN (SELECT label FROM label_bindings)",
     "DELETE FROM label_schedule WHERE label NOT IN (SELECT label FROM label_bindings)",
 )
 
@@ -221,7 +244,8 @@ class LabelPlanner:
         reason: str = "new content",
     ) -> list[Statement]:
         """Jobs for the labels (of ``skus``/``labels``; None: all bound labels) whose face at
-        ``at`` differs from their job's; unbound labels' jobs dropped when planning all."""
+        ``at`` differs from their job's. Unless ``skus`` is given, unbound labels that show or
+        were sent content get a blank ("not in use") job; the others' jobs are dropped."""
         at_text, now_text = isoformat_utc(at), isoformat_utc(now)
         statements: list[Statement] = [
             _CLEAR_PLAN,
@@ -230,8 +254,13 @@ class LabelPlanner:
             (_UPSERT_JOBS, (now_text, None, 0)),
             _CLEAR_PLAN,
         ]
-        if skus is None:  # all labels, or bindings changed: forget unbound labels' jobs
-            statements += [(_AUDIT_UNBOUND, (now_text,))]
+        if skus is None:  # all labels, or bindings changed: unbound labels go blank
+            statements += [
+                (_AUDIT_UNBOUND, (now_text,)),
+                (_STAGE_BLANK, (BLANK_FACE,)),
+                (_UPSERT_JOBS, (now_text, None, 0)),
+                _CLEAR_PLAN,
+            ]
             statements += [(sql, ()) for sql in _DROP_UNBOUND]
         return statements
 

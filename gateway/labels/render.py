@@ -5,7 +5,8 @@ One template family scales to every common panel (152x152, 250x122, 296x128, 384
 price with its currency, the unit price, and for a promotion the struck-through reference
 ("was") price plus the sale price in the accent colour (red or yellow; inverted on black/white
 panels) and the promotion's validity. A SKU without a price shows a plain "price unavailable"
-face — never a stale or invented price.
+face — never a stale or invented price. An unbound label shows a neutral "not in use" face
+(``LabelFace.blank``): no name, no SKU, no price.
 
 Rendering is exact and repeatable: a palette image with the panel's colours only, text drawn
 with a 1-bit mask (no anti-aliasing to smear on e-paper), a declared TrueType font (DejaVu Sans
@@ -69,6 +70,7 @@ _PALETTE_INDICES = {
 }
 _SYMBOLS = {"EUR": "€", "GBP": "£", "USD": "$", "JPY": "¥", "CHF": "CHF", "PLN": "zł"}
 _SYMBOL_FIRST = {"GBP", "USD", "JPY"}
+_NOT_IN_USE = "not in use"
 
 
 def format_money(amount: str, currency: str) -> str:
@@ -92,6 +94,12 @@ class LabelFace:
     reference_price: str | None = None  # shown struck through ("was"), promotions only
     promotion: str | None = None  # id of the promotion in force
     promotion_text: str | None = None  # e.g. "until 23.11. 19:00"
+    blank: bool = False  # an unbound label: "not in use", nothing of the SKU or price
+
+    @classmethod
+    def not_in_use(cls) -> LabelFace:
+        """The neutral face of a label no SKU is bound to."""
+        return cls(sku="", name=None, price=None, blank=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +135,9 @@ class LabelRenderer:
         image.putpalette(_PALETTE)
         draw = ImageDraw.Draw(image)
         draw.fontmode = "1"  # no anti-aliasing: e-paper shows exact pixels
+        if face.blank:
+            self._draw_blank(draw, width, height)
+            return image
         accent = _accent(model.palette)
         margin = max(3, height // 28)
         name_size = max(10, height // 8)
@@ -171,6 +182,15 @@ class LabelRenderer:
         draw.text((margin, bottom_y), footer, font=bottom_font, fill=_BLACK)
         return image
 
+    def _draw_blank(self, draw: ImageDraw.ImageDraw, width: int, height: int) -> None:
+        """Draw "not in use" centred in black within a thin frame: nothing a shopper could
+        read as a price."""
+        margin = max(3, height // 28)
+        draw.rectangle((margin, margin, width - 1 - margin, height - 1 - margin), outline=_BLACK)
+        inner = max(4, height // 4)
+        box = (margin * 3, (height - inner) // 2, width - margin * 3, (height + inner) // 2)
+        self._fit_text(draw, _NOT_IN_USE, box, _BLACK, centred=True)
+
     def _font_at(self, path: Path, size: int) -> ImageFont.FreeTypeFont:
         return _load_font(str(path), size)
 
@@ -180,8 +200,11 @@ class LabelRenderer:
         text: str,
         box: tuple[int, int, int, int],
         fill: int,
+        *,
+        centred: bool = False,
     ) -> None:
-        """The largest bold size that fits ``box``, left-aligned, vertically centred."""
+        """The largest bold size that fits ``box``, left-aligned (or centred), vertically
+        centred."""
         left, top, right, bottom = box
         size = max(8, bottom - top)
         while True:
@@ -191,7 +214,8 @@ class LabelRenderer:
                 break
             size -= max(1, size // 12)
         y = top + (bottom - top - (y1 - y0)) // 2 - y0
-        draw.text((left - x0, y), text, font=font, fill=fill)
+        x = left + (right - left - (x1 - x0)) // 2 if centred else left
+        draw.text((x - x0, y), text, font=font, fill=fill)
 
 
 @cache

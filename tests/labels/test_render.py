@@ -118,3 +118,21 @@ def test_a_name_too_long_for_the_panel_is_shortened_never_cut_off() -> None:
 def test_a_missing_font_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="fonts-dejavu-core"):
         LabelRenderer(font=tmp_path / "nope.ttf")
+
+
+@pytest.mark.parametrize("size", PANEL_SIZES)
+@pytest.mark.parametrize("palette", list(LabelPalette))
+def test_the_not_in_use_face_is_black_on_white_and_deterministic(
+    size: tuple[int, int], palette: LabelPalette
+) -> None:
+    model = LabelModel(*size, palette)
+    blank = LabelRenderer().render(LabelFace.not_in_use(), model)
+    image = Image.open(io.BytesIO(blank.png))
+    assert image.size == size
+    assert blank.png[24:26] == bytes([2, 3])
+    assert colours(blank.png) == {(255, 255, 255), (0, 0, 0)}  # no accent, no greys
+    again = LabelRenderer().render(LabelFace.not_in_use(), model)
+    assert (again.png, again.content_hash) == (blank.png, blank.content_hash)
+    assert image.tobytes() == LabelRenderer().draw(LabelFace.not_in_use(), model).tobytes()
+    for face in (PLAIN, PROMO, LabelFace("x", "No price yet", None)):
+        assert LabelRenderer().render(face, model).content_hash != blank.content_hash
