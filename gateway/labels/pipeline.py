@@ -260,6 +260,7 @@ class LabelPipeline:
         self._forwarded = 0
         self._no_price: set[str] = set()
         self._drivers_down: set[str] = set()
+        self._dispatched_to: dict[str, LabelDriver] = {}  # the driver object last pushed to
         self._wake = {
             name: asyncio.Event()
             for name in ("plan", "render", "dispatch", "reports", "schedule", "receipts")
@@ -507,6 +508,18 @@ class LabelPipeline:
         for device, driver in drivers.items():
             if driver is None:
                 continue
+            previous = self._dispatched_to.get(device)
+            if previous is not None and previous is not driver:
+                # The supervisor restarted this driver: what its access point held is gone
+                # (or unknown), so what was in flight goes again now — once — instead of
+                # waiting out confirm_timeout_s.
+                await self._db.submit(
+                    "UPDATE label_jobs SET state = 'queued', last_error = 'in flight when "
+                    "driver ' || ?1 || ' restarted: sent again' "
+                    "WHERE state IN ('submitted', 'pending') AND device = ?1",
+                    (device,),
+                )
+            self._dispatched_to[device] = driver
             capacity = await self._capacity(device, driver, now)
             if capacity <= 0:
                 continue

@@ -193,3 +193,24 @@ async def test_restart_with_jobs_in_flight_re_sends_each_label_at_most_once(
         assert len({c.label_id for c in second.pushes}) == 20
         assert {j["state"] for j in (await s.jobs()).values()} == {"confirmed"}
         assert await s.pipeline.dispatch_once() == 0
+
+
+async def test_a_restarted_driver_gets_what_was_in_flight_at_once(tmp_path: Path) -> None:
+    clock = FakeClock()
+    first = CountingDriver(clock=clock)
+    drivers: dict[str, LabelDriver | None] = {"esl": first}
+    async with label_store(tmp_path, clock=clock, drivers=drivers) as s:
+        await _store_with(s, 6)
+        assert await s.pipeline.dispatch_once() == 6
+        await s.confirm_all(CountingDriver(clock=clock, pushes=first.pushes[:2]))
+        assert await s.pipeline.dispatch_once() == 0  # four in flight, nothing new
+        # The supervisor restarts the driver: a new object, the access point's queue is gone.
+        second = CountingDriver(clock=clock)
+        drivers["esl"] = second
+        assert await s.pipeline.dispatch_once() == 4  # at once, not after confirm_timeout_s
+        assert sorted(c.label_id for c in second.pushes) == sorted(
+            c.label_id for c in first.pushes[2:]
+        )
+        await s.confirm_all(second)
+        assert {j["state"] for j in (await s.jobs()).values()} == {"confirmed"}
+        assert await s.pipeline.dispatch_once() == 0  # once each
