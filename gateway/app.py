@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -717,16 +716,16 @@ class Gateway:
         return {"removed": removed.as_dict() if removed is not None else None}
 
     async def _label_seed_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        from gateway.labels.bindings import read_binding_seed
+        from gateway.labels.bindings import check_binding_rows
 
         rows = args.get("rows")
-        if not isinstance(rows, list):
+        if not isinstance(rows, list) or not all(
+            isinstance(row, list) and len(row) == 2 for row in rows
+        ):
             raise ControlProtocolError("rows: a list of [label, sku] pairs")
         try:  # the daemon checks again: the socket is not only the CLI's
-            checked = read_binding_seed(
-                json.dumps([{"label": row[0], "sku": row[1]} for row in rows])
-            )
-        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            checked = check_binding_rows([{"label": label, "sku": sku} for label, sku in rows])
+        except ValueError as exc:
             raise ControlProtocolError(f"invalid seed rows: {exc}") from exc
         return (await self._require_bindings().seed(checked)).as_dict()
 

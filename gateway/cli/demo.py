@@ -97,12 +97,6 @@ DEMO_SKUS = tuple(line.split(",")[0] for line in _DEMO_PRICES.splitlines()[1:])
 _FLASH_SKU = "4006381333955"  # Coffee 500 g
 
 
-def _demo_items() -> list[dict[str, Any]]:
-    from gateway.hq.prices import read_price_list
-
-    return read_price_list(_DEMO_PRICES, filename="prices.csv")
-
-
 @dataclass(slots=True)
 class DemoHq:
     """The in-process HQ of the demo: consumes the store's events and pushes signed prices
@@ -169,6 +163,7 @@ class DemoHq:
         await asyncio.sleep(2.0)
         config = self.state_dir / "hq.toml"
         push = PricePush.load(config, self.state_dir / "prices.csv")
+        regular = [item for item in push.items if item["sku"] != _FLASH_SKU]  # price changes
         kind = "full"
         rng = random.Random(7)  # noqa: S311 - demo prices, not cryptography
         for tick in itertools.count():
@@ -188,10 +183,7 @@ class DemoHq:
             except GatewayError as exc:
                 print(f"demo HQ: price push failed: {exc}")
             await asyncio.sleep(20.0)
-            items = [item for item in push.items if item["sku"] != _FLASH_SKU] or [
-                dict(row) for row in _demo_items()
-            ]
-            item = dict(rng.choice(items))
+            item = dict(rng.choice(regular))
             item["price"] = f"{rng.randint(49, 499) / 100:.2f}"
             push = PricePush(push.settings, [item], push.signer)
             kind = "delta"

@@ -19,7 +19,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,6 +33,7 @@ __all__ = [
     "LabelBindings",
     "SeedResult",
     "Source",
+    "check_binding_rows",
     "decide_bind",
     "decide_unbind",
     "read_binding_seed",
@@ -215,16 +216,20 @@ def read_binding_seed(text: str) -> list[tuple[str, str]]:
         loaded = json.loads(text)
         if not isinstance(loaded, list):
             raise ValueError("a JSON seed file is a list of {label, sku} objects")
-        raw = loaded
-    else:
-        reader = csv.DictReader(io.StringIO(text))
-        if reader.fieldnames is None or not {"label", "sku"} <= set(reader.fieldnames):
-            raise ValueError("a CSV seed file needs a header row with label and sku columns")
-        raw = list(reader)
+        return check_binding_rows(loaded)
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or not {"label", "sku"} <= set(reader.fieldnames):
+        raise ValueError("a CSV seed file needs a header row with label and sku columns")
+    return check_binding_rows(list(reader))
+
+
+def check_binding_rows(raw: Sequence[object]) -> list[tuple[str, str]]:
+    """``{label, sku}`` rows (from a seed file or the control socket) as checked pairs; every
+    bad row is reported at once (ValueError)."""
     problems = []
     rows: dict[str, str] = {}
     for number, row in enumerate(raw, start=1):
-        if not isinstance(row, dict):
+        if not isinstance(row, Mapping):
             problems.append(f"row {number}: not an object")
             continue
         label, sku = str(row.get("label") or "").strip(), str(row.get("sku") or "").strip()

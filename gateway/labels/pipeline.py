@@ -848,6 +848,7 @@ class LabelPipeline:
             statements += self._transition(str(row["label"]), int(row["rev"]), outcome, now_text)
         if statements:
             await self._db.submit_atomic(statements)
+            self._wake["receipts"].set()
 
     async def reconcile(self) -> None:
         """Should-show vs last confirmed for every bound label: faces re-planned, drifted
@@ -856,6 +857,7 @@ class LabelPipeline:
         now = isoformat_utc(self._clock.utc_now())
         await self._db.submit_atomic([(_AUDIT_DRIFTED, (now,)), (_REQUEUE_DRIFTED, (now,))])
         self._wake["dispatch"].set()
+        self._wake["receipts"].set()
         await self._check_no_price()
 
     async def _check_no_price(self) -> None:
@@ -986,12 +988,15 @@ class LabelPipeline:
         """Every stage as a named task until cancelled."""
         try:
             async with asyncio.TaskGroup() as group:
+                # Each stage is woken by the one that feeds it; the idle interval is only a
+                # safety net (and the retry after a failure), so an idle store reads nothing.
+                # Dispatch also ticks for retry times and confirmation timeouts.
                 for name, step, idle in (
-                    ("labels.planner", self.plan_pending, 5.0),
-                    ("labels.render", self._render_step, 5.0),
+                    ("labels.planner", self.plan_pending, 15.0),
+                    ("labels.render", self._render_step, 15.0),
                     ("labels.dispatch", self._dispatch_step, _TICK_S),
-                    ("labels.reports", self._reports_step, 5.0),
-                    ("labels.receipts", self._receipts_step, 2.0),
+                    ("labels.reports", self._reports_step, 15.0),
+                    ("labels.receipts", self._receipts_step, 15.0),
                 ):
                     group.create_task(self._loop(name, step, idle), name=name)
                 group.create_task(self._scheduler_loop(), name="labels.scheduler")
