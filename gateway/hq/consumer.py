@@ -15,15 +15,23 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+import orjson
 from pydantic import ValidationError
 
-from gateway.events import EnvelopeModel, EventHeader
+from gateway.events import EnvelopeHeaders, EventHeader
 from gateway.store.database import Database
 from gateway.store.migrations import MIGRATIONS, Migration
 
-__all__ = ["HQ_MIGRATIONS", "Ack", "EmitEvents", "EnvelopeModel", "EventHeader", "HqConsumer"]
+__all__ = [
+    "HQ_MIGRATIONS",
+    "Ack",
+    "EmitEvents",
+    "EnvelopeHeaders",
+    "EventHeader",
+    "HqConsumer",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -135,6 +143,11 @@ class _Custody:
         return (self.watermark + 1, min(waiting) - 1) if waiting else None
 
 
+def _events_of(payload: bytes) -> list[EventHeader]:
+    """An envelope's events whole (its JSON already checked by :class:`EnvelopeHeaders`)."""
+    return cast("list[EventHeader]", orjson.loads(payload)["events"])
+
+
 class HqConsumer:
     """Stores envelopes and answers with acks; ``emit`` gets each envelope's new events."""
 
@@ -148,7 +161,7 @@ class HqConsumer:
     ) -> None:
         self._db = database
         self._prefix = topic_prefix
-        self._emit = emit or (lambda *_: None)
+        self._emit = emit
         self._now = now
         self._custody: dict[tuple[str, str, str], _Custody] = {}
         self.stored = 0
@@ -192,31 +205,17 @@ class HqConsumer:
         commit fails nothing is acked and nothing is remembered (the broker redelivers)."""
         snapshots: dict[tuple[str, str, str], _Snapshot] = {}
         statements: list[tuple[str, tuple[Any, ...]]] = []
-        emitted: list[tuple[EnvelopeModel, list[EventHeader]]] = []
+        emitted: list[tuple[EnvelopeHeaders, list[EventHeader]]] = []
+        new_events = 0
         for payload in payloads:
-            try:
-                envelope = EnvelopeModel.model_validate_json(payload)
-            except ValidationError as exc:
-                self.rejected += 1
-                _LOGGER.warning("rejected envelope: %s", exc.errors(include_url=False)[:3])
+            staged = self._stage(payload, snapshots)
+            if staged is None:
                 continue
-            key = (envelope.store, envelope.stream, envelope.epoch)
-            custody = self._custody.setdefault(key, _Custody())
-            if key not in snapshots:
-                snapshots[key] = (custody.watermark, set(custody.above), dict(custody.covered))
-            fresh = self._take_fresh(envelope, custody)
-            if fresh:
-                # Stored as it came, one row per envelope (the hq_events view lists the
-                # events); only when some events were held already is a trimmed copy made.
-                text = (
-                    payload.decode()
-                    if len(fresh) == len(envelope.events)
-                    else json.dumps({"events": fresh}, ensure_ascii=False)
-                )
-                statements.append(
-                    (_STORE_BATCH, (*key, fresh[0]["seq"], fresh[-1]["seq"], self._now(), text))
-                )
-                emitted.append((envelope, fresh))
+            envelope, row, fresh = staged
+            statements.append((_STORE_BATCH, row))
+            new_events += len(envelope.events) if fresh is None else len(fresh)
+            if self._emit is not None:
+                emitted.append((envelope, _events_of(payload) if fresh is None else fresh))
         # Watermarks with the events, in one transaction: separate writes may land in separate
         # commits (the writer groups by count), and a failed one before a committed one would
         # leave a watermark over events never stored, acked after a restart.
@@ -231,9 +230,10 @@ class HqConsumer:
                 custody = self._custody[key]
                 custody.watermark, custody.above, custody.covered = watermark, above, covered
             raise
-        for envelope, fresh in emitted:
-            self.stored += len(fresh)
-            self._emit(envelope.store, envelope.stream, envelope.epoch, fresh)
+        self.stored += new_events
+        if self._emit is not None:
+            for envelope, fresh in emitted:
+                self._emit(envelope.store, envelope.stream, envelope.epoch, fresh)
         acks = []
         for key in snapshots:
             custody = self._custody[key]
@@ -249,8 +249,40 @@ class HqConsumer:
                 )
         return acks
 
-    def _take_fresh(self, envelope: EnvelopeModel, custody: _Custody) -> list[EventHeader]:
-        """The envelope's events HQ does not hold yet (in seq order); moves the watermark."""
+    def _stage(
+        self, payload: bytes, snapshots: dict[tuple[str, str, str], _Snapshot]
+    ) -> tuple[EnvelopeHeaders, tuple[Any, ...], list[EventHeader] | None] | None:
+        """Check an envelope and take its new events into custody (a snapshot of the custody
+        before is kept in ``snapshots``, to forget them if the commit fails). Returns the
+        envelope, its ``hq_batches`` row and its new events (None: all of them, not parsed);
+        None for garbage or an envelope holding nothing new."""
+        try:
+            # The envelope checked whole, its events' own fields not made into objects: the
+            # usual envelope is stored as it came.
+            envelope = EnvelopeHeaders.model_validate_json(payload)
+        except ValidationError as exc:
+            self.rejected += 1
+            _LOGGER.warning("rejected envelope: %s", exc.errors(include_url=False)[:3])
+            return None
+        key = (envelope.store, envelope.stream, envelope.epoch)
+        custody = self._custody.setdefault(key, _Custody())
+        if key not in snapshots:
+            snapshots[key] = (custody.watermark, set(custody.above), dict(custody.covered))
+        if self._take_all(envelope, custody):
+            # Stored as it came, one row per envelope (the hq_events view lists the events).
+            first, last = envelope.events[0]["seq"], envelope.events[-1]["seq"]
+            return envelope, (*key, first, last, self._now(), payload.decode()), None
+        fresh = self._take_fresh(envelope, custody, _events_of(payload))
+        if not fresh:
+            return None
+        # Some were held already: a trimmed copy.
+        text = json.dumps({"events": fresh}, ensure_ascii=False)
+        return envelope, (*key, fresh[0]["seq"], fresh[-1]["seq"], self._now(), text), fresh
+
+    @staticmethod
+    def _take_all(envelope: EnvelopeHeaders, custody: _Custody) -> bool:
+        """The usual case: the envelope holds the next events in order, none held above, no
+        expiry marker. If so, the watermark moves to its last."""
         events = envelope.events
         first, last = events[0]["seq"], events[-1]["seq"]
         if (
@@ -263,9 +295,16 @@ class HqConsumer:
                 for event, seq in zip(events, range(first, last + 1), strict=True)
             )
             and not any(event["type"] == _EXPIRED for event in events)
-        ):  # the usual case: the next events in order, nothing held above
+        ):
             custody.watermark = last
-            return events
+            return True
+        return False
+
+    def _take_fresh(
+        self, envelope: EnvelopeHeaders, custody: _Custody, events: list[EventHeader]
+    ) -> list[EventHeader]:
+        """Of the envelope's ``events`` (whole), those HQ does not hold yet, in seq order;
+        moves the watermark."""
         fresh: list[EventHeader] = []
         taken: set[int] = set()
         for event in sorted(events, key=lambda event: event["seq"]):

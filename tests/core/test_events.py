@@ -304,13 +304,33 @@ def test_non_json_is_refused(payload: bytes) -> None:
     ],
 )
 def test_the_reference_consumer_checks_headers_only(change: str, accepted: bool) -> None:
-    assert consumer.EnvelopeModel is EnvelopeModel  # one envelope model, imported
+    # The consumer reads events for their headers only: the same checks, one envelope model.
+    assert issubclass(consumer.EnvelopeHeaders, EnvelopeModel)
     payload = _mutated(change)
-    if accepted:
-        EnvelopeModel.model_validate_json(payload)
-    else:
-        with pytest.raises(ValidationError):
-            EnvelopeModel.model_validate_json(payload)
+    for model in (EnvelopeModel, consumer.EnvelopeHeaders):
+        if accepted:
+            model.model_validate_json(payload)
+        else:
+            with pytest.raises(ValidationError):
+                model.model_validate_json(payload)
+
+
+@pytest.mark.parametrize("payload", [b"", b"not json", b'{"v": 1,', b"[]", "é".encode("latin-1")])
+def test_the_consumer_refuses_what_the_envelope_model_refuses(payload: bytes) -> None:
+    with pytest.raises(ValidationError):
+        consumer.EnvelopeHeaders.model_validate_json(payload)
+
+
+def test_headers_only_still_checks_that_the_rest_of_each_event_is_json() -> None:
+    payload = (
+        json.dumps(_valid())
+        .encode()
+        .replace(b'"type": "alert.raised"', b'"type": "alert.raised", "x": [1,')
+    )
+    with pytest.raises(ValidationError):
+        consumer.EnvelopeHeaders.model_validate_json(payload)
+    headers = consumer.EnvelopeHeaders.model_validate_json(json.dumps(_valid()).encode())
+    assert set(headers.events[0]) == {"seq", "id", "ts", "type"}
 
 
 def test_event_validation_is_strict_about_header_types() -> None:

@@ -130,7 +130,7 @@ async def test_a_gap_sends_a_resync_request_up(tmp_path: Path, mosquitto: Broker
                 [{"sku": "a", "price": "3.00", "currency": "EUR"}],
                 version=3,
                 kind="delta",
-                issued_at=FakeClock().utc_now(),
+                issued_at=datetime.now(UTC),  # as HQ signs: the real time
                 stores=["s1"],
                 signer=signer,
             )
