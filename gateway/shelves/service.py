@@ -183,9 +183,8 @@ class ShelfService:
         next_tick = self._clock.monotonic() + _TICK_S
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._wake.wait(), max(0.0, next_tick - self._clock.monotonic())
-                )
+                async with asyncio.timeout(max(0.0, next_tick - self._clock.monotonic())):
+                    await self._wake.wait()
             self._wake.clear()
             now = self._clock.monotonic()
             if now >= next_tick:

@@ -421,7 +421,8 @@ class Database:
                     await self._run_maintenance(self._maintenance)
                     self._maintenance = None
                 try:
-                    first = await asyncio.wait_for(self._queue.get(), _IDLE_WAKE_S)
+                    async with asyncio.timeout(_IDLE_WAKE_S):  # no task per wait, as wait_for
+                        first = await self._queue.get()
                 except TimeoutError:
                     if self._closing and self._queue.empty():
                         break
@@ -450,7 +451,8 @@ class Database:
                 if remaining <= 0 or rows >= _WORTH_A_COMMIT_ROWS:
                     break
                 try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                    async with asyncio.timeout(remaining):
+                        item = await self._queue.get()
                 except TimeoutError:
                     break
             if item is None:

@@ -26,6 +26,8 @@ _LOGGER = logging.getLogger(__name__)
 
 PRESSURE_ALERT = "buffer.pressure"
 
+_CALM_TICK_S = 30.0  # between ticks while nothing is shed or refused
+
 
 class OutboxKeeper:
     def __init__(
@@ -50,8 +52,15 @@ class OutboxKeeper:
     async def run(self) -> None:
         self._resume_episode()
         while True:
+            # Every tick under pressure (the alert's counts, the relief); when calm only to
+            # re-anchor the byte count and for expiry. Shedding or refusing wakes it at once.
+            wait = self._tick_s
+            if not self._outbox.pressure.under_pressure:
+                until_expiry = self._next_expiry - self._clock.monotonic()
+                wait = max(wait, min(_CALM_TICK_S, until_expiry))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._outbox.pressure_changed.wait(), self._tick_s)
+                async with asyncio.timeout(wait):
+                    await self._outbox.pressure_changed.wait()
             self._outbox.pressure_changed.clear()
             try:
                 await self.tick()

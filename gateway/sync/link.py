@@ -319,7 +319,8 @@ class MqttLink:
             if client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
                 raise LinkDownError("keepalive failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), _MISC_INTERVAL_S)
+                async with asyncio.timeout(_MISC_INTERVAL_S):
+                    await self._lost.wait()
         raise LinkDownError(self.stats.last_error or "connection lost")
 
     def _say_goodbye(self) -> None:

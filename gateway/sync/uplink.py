@@ -5,8 +5,10 @@ not yet acknowledged is sent again (HQ de-duplicates on store, stream, epoch, se
 of a stream are published concurrently up to the broker's window; PUBACKs advance ``sent_seq``
 in order. Rows are deleted only when HQ's watermark on ``down/ack`` covers them, or on PUBACK
 in ``custody = "broker"`` mode. If HQ's watermark lags the PUBACKs for ``ack_timeout_s``, the
-stream is rewound to the watermark and re-sent. A refused publish parks its stream with a
-backoff; the other streams keep flowing.
+stream is rewound to the watermark and re-sent; while HQ stays silent the wait doubles, up to
+``_ACK_TIMEOUT_GROWTH`` times (an HQ down for hours does not get the same window re-sent twice
+a minute, filling the broker's queue for it with duplicates). A refused publish parks its
+stream with a backoff; the other streams keep flowing.
 """
 
 from __future__ import annotations
@@ -92,6 +94,10 @@ class RateLimiter:
         return (1 - self._tokens) / self._rate
 
 
+#: The ack timeout doubles while HQ stays silent, up to this factor (4 min at the default 30 s).
+_ACK_TIMEOUT_GROWTH = 8
+
+
 @dataclass(slots=True)
 class StreamCursor:
     """Sending state of one stream for the current connection."""
@@ -108,6 +114,7 @@ class StreamCursor:
         default_factory=deque
     )
     awaiting_hq: deque[int] = field(default_factory=deque)  # last seqs of unacked envelopes
+    ack_timeouts: int = 0  # in a row, without HQ's watermark moving
 
 
 class Uplink:
@@ -165,7 +172,8 @@ class Uplink:
                 if not progressed:
                     # Idle costs nothing: no reads until an append, a PUBACK or a timer.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._outbox.appended.wait(), 1.0)
+                        async with asyncio.timeout(1.0):
+                            await self._outbox.appended.wait()
                 self._check_ack_timeouts()
             raise LinkDownError("link lost")
 
@@ -289,13 +297,15 @@ class Uplink:
         now = self._clock.monotonic()
         for cursor in self._cursors.values():
             waiting = cursor.sent_seq > cursor.acked_seq
-            if waiting and now - cursor.last_ack_progress > self.settings.ack_timeout_s:
+            timeout = self.settings.ack_timeout_s * min(2**cursor.ack_timeouts, _ACK_TIMEOUT_GROWTH)
+            if waiting and now - cursor.last_ack_progress > timeout:
                 _LOGGER.warning(
                     "no HQ ack for %s beyond seq %d in %.0f s: re-sending from the watermark",
                     cursor.stream,
                     cursor.acked_seq,
-                    self.settings.ack_timeout_s,
+                    timeout,
                 )
+                cursor.ack_timeouts += 1
                 cursor.next_after = cursor.acked_seq
                 cursor.awaiting_hq.clear()
                 cursor.caught_up = False
@@ -322,6 +332,7 @@ class Uplink:
         if cursor is not None and seq > cursor.acked_seq:
             cursor.acked_seq = seq
             cursor.last_ack_progress = self._clock.monotonic()
+            cursor.ack_timeouts = 0
             cursor.next_after = max(cursor.next_after, seq)
             while cursor.awaiting_hq and cursor.awaiting_hq[0] <= seq:
                 cursor.awaiting_hq.popleft()
