@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,16 +19,42 @@ STOREGW = Path(sys.executable).with_name("storegw")
 
 
 @contextmanager
+def hq_consumer(port: int, directory: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The reference HQ (`storegw hq tail --quiet`: stores and acks) in its own process."""
+    config = directory / "hq.toml"
+    config.write_text(
+        f"[mqtt]\nhost = '127.0.0.1'\nport = {port}\ntls = false\nallow_plaintext = true\n"
+        f"[hq]\ndatabase = '{directory / 'hq.db'}'\n",
+        encoding="utf-8",
+    )
+    hq = subprocess.Popen(
+        [str(STOREGW), "hq", "tail", "--quiet", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield hq
+    finally:
+        hq.terminate()
+        hq.wait()
+
+
+@contextmanager
 def demo_daemon(
-    extra_env: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None, *, with_hq: bool = False
 ) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
-    """Start `storegw run` on the demo config; yield (process, seconds until READY=1)."""
+    """Start `storegw run` on the demo config; yield (process, seconds until READY=1).
+    ``with_hq``: the reference HQ consumer acks what the store sends (in its own process)."""
     from gateway.cli.demo import PrivateBroker
 
-    with tempfile.TemporaryDirectory(prefix="storegw-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="storegw-bench-") as tmp, ExitStack() as stack:
         # The real daemon talks to HQ: give it a private broker so the MQTT link is part of
         # what is measured (never the machine's own broker on 1883).
         broker = PrivateBroker.start(Path(tmp))
+        if broker is not None:
+            stack.callback(broker.stop)
+            if with_hq:
+                stack.enter_context(hq_consumer(broker.port, Path(tmp)))
         notify_path = str(Path(tmp) / "notify.sock")
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(notify_path)
@@ -62,8 +88,6 @@ def demo_daemon(
                 process.kill()
                 process.wait()
             notify.close()
-            if broker is not None:
-                broker.stop()
 
 
 def cpu_seconds(pid: int) -> float:
