@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import orjson
 from pydantic import ValidationError
 
 from gateway.events import EnvelopeHeaders, EventHeader
@@ -143,9 +142,16 @@ class _Custody:
         return (self.watermark + 1, min(waiting) - 1) if waiting else None
 
 
-def _events_of(payload: bytes) -> list[EventHeader]:
-    """An envelope's events whole (its JSON already checked by :class:`EnvelopeHeaders`)."""
-    return cast("list[EventHeader]", orjson.loads(payload)["events"])
+def _events_of(payload: bytes, envelope: EnvelopeHeaders) -> list[EventHeader]:
+    """An envelope's events whole: its JSON parsed again, with the header fields as
+    :class:`EnvelopeHeaders` validated them (the parse never decides seq or type). Raises
+    ValueError if the payload does not parse as the envelope it was validated as."""
+    try:
+        events = json.loads(payload)["events"]
+        whole = [{**event, **header} for event, header in zip(events, envelope.events, strict=True)]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"envelope events do not parse as validated: {exc}") from exc
+    return cast("list[EventHeader]", whole)
 
 
 class HqConsumer:
@@ -215,7 +221,7 @@ class HqConsumer:
             statements.append((_STORE_BATCH, row))
             new_events += len(envelope.events) if fresh is None else len(fresh)
             if self._emit is not None:
-                emitted.append((envelope, _events_of(payload) if fresh is None else fresh))
+                emitted.append((envelope, self._emittable(payload, envelope, fresh)))
         # Watermarks with the events, in one transaction: separate writes may land in separate
         # commits (the writer groups by count), and a failed one before a committed one would
         # leave a watermark over events never stored, acked after a restart.
@@ -272,12 +278,30 @@ class HqConsumer:
             # Stored as it came, one row per envelope (the hq_events view lists the events).
             first, last = envelope.events[0]["seq"], envelope.events[-1]["seq"]
             return envelope, (*key, first, last, self._now(), payload.decode()), None
-        fresh = self._take_fresh(envelope, custody, _events_of(payload))
+        try:
+            events = _events_of(payload, envelope)
+        except ValueError as exc:
+            self.rejected += 1
+            _LOGGER.warning("rejected envelope: %s", exc)
+            return None
+        fresh = self._take_fresh(envelope, custody, events)
         if not fresh:
             return None
         # Some were held already: a trimmed copy.
         text = json.dumps({"events": fresh}, ensure_ascii=False)
         return envelope, (*key, fresh[0]["seq"], fresh[-1]["seq"], self._now(), text), fresh
+
+    @staticmethod
+    def _emittable(
+        payload: bytes, envelope: EnvelopeHeaders, fresh: list[EventHeader] | None
+    ) -> list[EventHeader]:
+        """The new events for ``emit``: all of the envelope's when ``fresh`` is None."""
+        if fresh is not None:
+            return fresh
+        try:
+            return _events_of(payload, envelope)
+        except ValueError:  # stored as it came all the same; the headers are what is known
+            return list(envelope.events)
 
     @staticmethod
     def _take_all(envelope: EnvelopeHeaders, custody: _Custody) -> bool:

@@ -306,3 +306,36 @@ async def test_a_failed_commit_stores_neither_events_nor_watermark(tmp_path: Pat
         assert [row["seq"] for row in rows] == [1, 2, 3]
     finally:
         await cm.__aexit__(None, None, None)
+
+
+@pytest.mark.parametrize("emitting", [True, False])
+async def test_one_odd_envelope_does_not_take_its_batch_down(
+    tmp_path: Path, emitting: bool
+) -> None:
+    # Validation lets a numeric string through as a seq; everything after it — ordering,
+    # de-duplication, the stored copy, what is printed — uses the validated header, so the
+    # envelopes committed with it are stored and acked as usual.
+    out: list[dict[str, Any]] = []
+    cm, consumer = await open_consumer(tmp_path / "hq.db", out)
+    if not emitting:
+        consumer._emit = None  # as `storegw hq tail --quiet`
+    try:
+        odd = envelope([3, 2], store="a").replace(b'"seq": 2', b'"seq": "2"')
+        acks = await consumer.receive_many([envelope([1, 2], store="b"), odd])
+        assert {ack.topic: json.loads(ack.payload)["seq"] for ack in acks} == {
+            "retail/v1/b/down/ack": 2
+        }
+        assert consumer.gaps() == {("a", "stock", "e1"): (1, 1)}
+        rows = await consumer._db.fetchall(
+            "SELECT store, seq, typeof(seq) AS kind FROM hq_events ORDER BY store, seq"
+        )
+        assert [(r["store"], r["seq"], r["kind"]) for r in rows] == [
+            ("a", 2, "integer"),
+            ("a", 3, "integer"),
+            ("b", 1, "integer"),
+            ("b", 2, "integer"),
+        ]
+        if emitting:
+            assert [(e["store"], e["seq"]) for e in out] == [("b", 1), ("b", 2), ("a", 2), ("a", 3)]
+    finally:
+        await cm.__aexit__(None, None, None)
