@@ -223,29 +223,6 @@ class _Instance:
             return None
 
 
-class _SilenceWatch:
-    """Expires ``timeout`` once ``limit`` seconds pass without a reading: one timer per silence
-    limit that looks at the last reading (``heard_at``), not a timer set and cancelled for
-    every reading."""
-
-    def __init__(self, timeout: asyncio.Timeout, limit: float) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._timeout = timeout
-        self._limit = limit
-        self.heard_at = self._loop.time()
-        self._timer = self._loop.call_at(self.heard_at + limit, self._check)
-
-    def _check(self) -> None:
-        due = self.heard_at + self._limit
-        if self._loop.time() >= due:
-            self._timeout.reschedule(self._loop.time())  # expires it: the pump is cancelled
-        else:
-            self._timer = self._loop.call_at(due, self._check)
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-
 class Supervisor:
     """Starts, watches and restarts driver instances; see the module docstring.
 
@@ -480,28 +457,24 @@ class Supervisor:
     async def _pump(self, instance: _Instance, driver: Driver) -> None:
         limit = instance.device.silence_limit
         readings = driver.readings()
-        loop = asyncio.get_running_loop()
-        watchdog = asyncio.timeout(None)
-        silence = _SilenceWatch(watchdog, limit)
         try:
-            async with watchdog:
-                while True:
-                    try:
+            while True:
+                watchdog = asyncio.timeout(limit)  # any reading, Heartbeat included, rearms it
+                try:
+                    async with watchdog:
                         reading = await anext(readings)
-                    except StopAsyncIteration:
-                        raise DriverUnavailableError("driver stopped yielding readings") from None
-                    silence.heard_at = loop.time()  # any reading, Heartbeat included
-                    if isinstance(reading, Heartbeat):
-                        continue
-                    instance.readings += 1
-                    instance.last_reading_at = self._clock.utc_now()
-                    self._deliver(instance, reading)
-        except TimeoutError:
-            if not watchdog.expired():
-                raise  # the driver's own timeout, not ours
-            raise DriverUnavailableError(f"silent for {limit:g} s") from None
+                except StopAsyncIteration:
+                    raise DriverUnavailableError("driver stopped yielding readings") from None
+                except TimeoutError:
+                    if not watchdog.expired():
+                        raise
+                    raise DriverUnavailableError(f"silent for {limit:g} s") from None
+                if isinstance(reading, Heartbeat):
+                    continue
+                instance.readings += 1
+                instance.last_reading_at = self._clock.utc_now()
+                self._deliver(instance, reading)
         finally:
-            silence.cancel()
             if isinstance(readings, AsyncGenerator):
                 await self._bounded(instance, readings.aclose(), "closing readings()")
 
