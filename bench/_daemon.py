@@ -51,6 +51,8 @@ def demo_daemon(
         # The real daemon talks to HQ: give it a private broker so the MQTT link is part of
         # what is measured (never the machine's own broker on 1883).
         broker = PrivateBroker.start(Path(tmp))
+        if broker is None and with_hq:
+            raise RuntimeError("no mosquitto: the store cannot be measured with its HQ up")
         if broker is not None:
             stack.callback(broker.stop)
             if with_hq:

@@ -207,31 +207,33 @@ class HqConsumer:
 
     async def receive_many(self, payloads: list[bytes]) -> list[Ack]:
         """Store several envelopes in one commit; returns one ack per (store, stream, epoch)
-        they touched, to publish once this returns. Garbage is logged and skipped; if the
-        commit fails nothing is acked and nothing is remembered (the broker redelivers)."""
+        they touched, to publish once this returns. Garbage is logged and skipped; if anything
+        fails before the commit is done, nothing is acked and nothing is remembered (the
+        broker redelivers)."""
         snapshots: dict[tuple[str, str, str], _Snapshot] = {}
         statements: list[tuple[str, tuple[Any, ...]]] = []
         emitted: list[tuple[EnvelopeHeaders, list[EventHeader]]] = []
         new_events = 0
-        for payload in payloads:
-            staged = self._stage(payload, snapshots)
-            if staged is None:
-                continue
-            envelope, row, fresh = staged
-            statements.append((_STORE_BATCH, row))
-            new_events += len(envelope.events) if fresh is None else len(fresh)
-            if self._emit is not None:
-                emitted.append((envelope, self._emittable(payload, envelope, fresh)))
-        # Watermarks with the events, in one transaction: separate writes may land in separate
-        # commits (the writer groups by count), and a failed one before a committed one would
-        # leave a watermark over events never stored, acked after a restart.
-        statements.extend(
-            (_STORE_WATERMARK, (*key, self._custody[key].watermark)) for key in snapshots
-        )
-        try:
+        try:  # anything going wrong before the commit: the custody taken is forgotten
+            for payload in payloads:
+                staged = self._stage(payload, snapshots)
+                if staged is None:
+                    continue
+                envelope, row, fresh = staged
+                statements.append((_STORE_BATCH, row))
+                new_events += len(envelope.events) if fresh is None else len(fresh)
+                if self._emit is not None:
+                    emitted.append((envelope, self._emittable(payload, envelope, fresh)))
+            # Watermarks with the events, in one transaction: separate writes may land in
+            # separate commits (the writer groups by count), and a failed one before a
+            # committed one would leave a watermark over events never stored, acked after a
+            # restart.
+            statements.extend(
+                (_STORE_WATERMARK, (*key, self._custody[key].watermark)) for key in snapshots
+            )
             if statements:
                 await self._db.submit_atomic(statements, weight=len(statements))
-        except Exception:
+        except BaseException:
             for key, (watermark, above, covered) in snapshots.items():  # not stored: forget
                 custody = self._custody[key]
                 custody.watermark, custody.above, custody.covered = watermark, above, covered

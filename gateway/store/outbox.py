@@ -25,10 +25,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import Enum
 from typing import Any
 
 import orjson
@@ -55,14 +58,40 @@ STREAM_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 _ENCODE = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=False).encode
 
 
+def _plain_default(value: Any) -> Any:
+    """What the standard encoder makes of a type JSON has no form for: an Enum its value,
+    anything else its ``str()``."""
+    return value.value if isinstance(value, Enum) else str(value)
+
+
+def _fast_default(value: Any) -> Any:
+    """orjson's ``default``: subclasses of the JSON types (a NamedTuple, numpy's float64, a
+    dict with its own ``items()``) go to the standard encoder, which knows them; the rest as
+    :func:`_plain_default`."""
+    if isinstance(value, (str, int, float, tuple, list, dict)):
+        raise TypeError("a subclass of a JSON type: the standard encoder takes it")
+    return _plain_default(value)
+
+
 def _chunk_encoder() -> Callable[[Any, int], Iterable[str]]:
-    """The C encoder behind :data:`_ENCODE`, built once: ``JSONEncoder.encode`` builds a new one
-    on every call, which costs more than encoding a small event (the producer's hot path)."""
+    """The standard library's C encoder, built once (``JSONEncoder.encode`` builds a new one
+    on every call), compact and ASCII-only; NaN and infinities raise ValueError."""
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # an interpreter without the C accelerator
-        return lambda value, _level: (_ENCODE(value),)
+        encode = json.JSONEncoder(
+            separators=(",", ":"), default=_plain_default, allow_nan=False
+        ).encode
+        return lambda value, _level: (encode(value),)
     return make(  # type: ignore[no-any-return]
-        None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+        None,
+        _plain_default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        False,
     )
 
 
@@ -70,27 +99,60 @@ _ENCODE_CHUNKS = _chunk_encoder()
 _JOIN = "".join
 
 # orjson encodes an event about 7x faster than the standard encoder (the producers' hot path).
-# Datetimes and dataclasses pass through to ``default=str`` as the standard encoder has them.
+# Datetimes and dataclasses pass through to ``default`` as the standard encoder has them, and
+# so do subclasses of the JSON types (:func:`_fast_default`).
 _ORJSON_OPTIONS = (
-    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+    orjson.OPT_NON_STR_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
 )
 _FAST_DUMPS = orjson.dumps
+_NON_ASCII = re.compile(r"[^\x00-\x7e]")  # DEL too, as the standard encoder has it
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # a UTF-16 surrogate pair, as JSON spells characters beyond the BMP
+    return f"\\u{0xD800 | (code >> 10):04x}\\u{0xDC00 | (code & 0x3FF):04x}"
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None (JSON has no form for them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _encode_plain(body: Mapping[str, Any]) -> str:
+    """The standard encoder's text for what orjson does not take (an integer beyond 64 bits,
+    a subclass of a JSON type, a circular reference raises as before)."""
+    try:
+        return _JOIN(_ENCODE_CHUNKS(body, 0))
+    except ValueError:  # NaN or an infinity somewhere
+        return _JOIN(_ENCODE_CHUNKS(_finite(body), 0))
 
 
 def _encode_bodies(bodies: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Event bodies as compact, ASCII-only JSON texts — the standard encoder's output (but
-    NaN and infinities become null, an Enum its value). Non-ASCII text is escaped, so a
-    stored event's size in characters is its size in bytes."""
+    """Event bodies as compact, ASCII-only JSON texts: the standard encoder's output, except
+    that NaN and infinities become null (valid JSON) and an Enum its value. Non-ASCII text is
+    escaped, so a stored event's size in characters is its size in bytes."""
     encoded: list[str] = []
     add = encoded.append
     for body in bodies:  # a loop, not a comprehension: ``bodies`` may be a generator
         try:
-            text = _FAST_DUMPS(body, str, _ORJSON_OPTIONS).decode()
-        except orjson.JSONEncodeError:  # an integer beyond 64 bits, a circular reference…
-            text = _JOIN(_ENCODE_CHUNKS(body, 0))
+            text = _FAST_DUMPS(body, _fast_default, _ORJSON_OPTIONS).decode()
+        except orjson.JSONEncodeError:
+            text = _encode_plain(body)
         else:
-            if not text.isascii():
-                text = _JOIN(_ENCODE_CHUNKS(body, 0))
+            if not text.isascii() or "\x7f" in text:  # these only ever stand inside strings
+                text = _NON_ASCII.sub(_escape, text)
         add(text)
     return encoded
 

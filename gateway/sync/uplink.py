@@ -94,8 +94,9 @@ class RateLimiter:
         return (1 - self._tokens) / self._rate
 
 
-#: The ack timeout doubles while HQ stays silent, up to this factor (4 min at the default 30 s).
-_ACK_TIMEOUT_GROWTH = 8
+#: The ack timeout doubles while HQ stays silent, up to this factor (2 min at the default 30 s:
+#: an HQ back without its broker queue waits at most that long for the window again).
+_ACK_TIMEOUT_GROWTH = 4
 
 
 @dataclass(slots=True)
@@ -305,7 +306,7 @@ class Uplink:
                     cursor.acked_seq,
                     timeout,
                 )
-                cursor.ack_timeouts += 1
+                cursor.ack_timeouts = min(cursor.ack_timeouts + 1, _ACK_TIMEOUT_GROWTH)
                 cursor.next_after = cursor.acked_seq
                 cursor.awaiting_hq.clear()
                 cursor.caught_up = False

@@ -339,3 +339,30 @@ async def test_one_odd_envelope_does_not_take_its_batch_down(
             assert [(e["store"], e["seq"]) for e in out] == [("b", 1), ("b", 2), ("a", 2), ("a", 3)]
     finally:
         await cm.__aexit__(None, None, None)
+
+
+async def test_a_failure_before_the_commit_forgets_the_custody_it_took(tmp_path: Path) -> None:
+    calls = 0
+
+    def now() -> str:  # the second envelope's row cannot be made
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("clock gone")
+        return "now"
+
+    async with Database.running(
+        tmp_path / "hq.db", clock=FakeClock(), migrations=HQ_MIGRATIONS
+    ) as db:
+        consumer = HqConsumer(db, now=now)
+        await consumer.load()
+        with pytest.raises(RuntimeError):
+            await consumer.receive_many([envelope([1, 2], store="a"), envelope([1], store="b")])
+        # Nothing was stored, so nothing may be acked: store a's watermark is where it was.
+        ack = await consumer.receive(envelope([3], store="a"))
+        assert ack is None or json.loads(ack.payload)["seq"] == 0
+        assert consumer.watermark("a", "stock", "e1") == 0
+        assert consumer.gaps() == {("a", "stock", "e1"): (1, 2)}
+        ack = await consumer.receive(envelope([1, 2], store="a"))  # redelivered
+        assert ack is not None
+        assert json.loads(ack.payload)["seq"] == 3
