@@ -154,6 +154,19 @@ def _events_of(payload: bytes, envelope: EnvelopeHeaders) -> list[EventHeader]:
     return cast("list[EventHeader]", whole)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _finite_json(payload: bytes) -> bool:
+    """False if ``payload`` holds NaN or an infinity as a number (not inside a string)."""
+    try:
+        json.loads(payload, parse_constant=_refuse_constant)
+    except ValueError:
+        return False
+    return True
+
+
 class HqConsumer:
     """Stores envelopes and answers with acks; ``emit`` gets each envelope's new events."""
 
@@ -271,6 +284,10 @@ class HqConsumer:
         except ValidationError as exc:
             self.rejected += 1
             _LOGGER.warning("rejected envelope: %s", exc.errors(include_url=False)[:3])
+            return None
+        if (b"NaN" in payload or b"Infinity" in payload) and not _finite_json(payload):
+            self.rejected += 1  # SQLite's JSON functions (the hq_events view) refuse them
+            _LOGGER.warning("rejected envelope: NaN or Infinity is not JSON")
             return None
         key = (envelope.store, envelope.stream, envelope.epoch)
         custody = self._custody.setdefault(key, _Custody())

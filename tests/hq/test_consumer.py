@@ -366,3 +366,20 @@ async def test_a_failure_before_the_commit_forgets_the_custody_it_took(tmp_path:
         ack = await consumer.receive(envelope([1, 2], store="a"))  # redelivered
         assert ack is not None
         assert json.loads(ack.payload)["seq"] == 3
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity"])
+async def test_envelopes_with_nan_or_infinity_are_refused(tmp_path: Path, number: bytes) -> None:
+    out: list[dict[str, Any]] = []
+    cm, consumer = await open_consumer(tmp_path / "hq.db", out)
+    try:
+        bad = envelope([1]).replace(b'"n": 1', b'"n": ' + number)
+        assert await consumer.receive(bad) is None
+        assert consumer.rejected == 1
+        named = envelope([1]).replace(b'"n": 1', b'"n": "NaN and Infinity, as text"')
+        ack = await consumer.receive(named)  # in a string they are just text
+        assert ack is not None
+        rows = await consumer._db.fetchall("SELECT seq, event ->> '$.n' AS n FROM hq_events")
+        assert [(r["seq"], r["n"]) for r in rows] == [(1, "NaN and Infinity, as text")]
+    finally:
+        await cm.__aexit__(None, None, None)
