@@ -18,13 +18,16 @@ DEMO_CONFIG = ROOT / "config" / "demo.toml"
 STOREGW = Path(sys.executable).with_name("storegw")
 
 
-@contextmanager
-def hq_consumer(port: int, directory: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """The reference HQ (`storegw hq tail --quiet`: stores and acks) in its own process."""
+def start_hq(
+    port: int, directory: Path, *, topic_root: str | None = None, settle_s: float = 0.0
+) -> subprocess.Popen[bytes]:
+    """The reference HQ (`storegw hq tail --quiet`: stores and acks, prints nothing) in its
+    own process, as in production; ``settle_s`` to let it connect and subscribe."""
     config = directory / "hq.toml"
+    root = "" if topic_root is None else f"topic_root = '{topic_root}'\n"
     config.write_text(
         f"[mqtt]\nhost = '127.0.0.1'\nport = {port}\ntls = false\nallow_plaintext = true\n"
-        f"[hq]\ndatabase = '{directory / 'hq.db'}'\n",
+        f"{root}[hq]\ndatabase = '{directory / 'hq.db'}'\n",
         encoding="utf-8",
     )
     hq = subprocess.Popen(
@@ -32,6 +35,14 @@ def hq_consumer(port: int, directory: Path) -> Iterator[subprocess.Popen[bytes]]
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    time.sleep(settle_s)
+    return hq
+
+
+@contextmanager
+def hq_consumer(port: int, directory: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """:func:`start_hq` for the length of a ``with`` block."""
+    hq = start_hq(port, directory)
     try:
         yield hq
     finally:

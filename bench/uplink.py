@@ -34,6 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import _daemon
 from gateway.clock import SystemClock
 from gateway.config import MqttConfig
 from gateway.store import Database
@@ -92,20 +93,8 @@ class Hq:
 
 
 def start_hq(port: int, directory: Path) -> subprocess.Popen[bytes]:
-    """The reference HQ consumer in its own process, as in production."""
-    config = directory / "hq.toml"
-    config.write_text(
-        f"[mqtt]\nhost = '127.0.0.1'\nport = {port}\ntls = false\nallow_plaintext = true\n"
-        f"topic_root = 'bench/{{store_id}}/'\n[hq]\ndatabase = '{directory / 'hq.db'}'\n"
-    )
-    storegw = Path(sys.executable).with_name("storegw")
-    hq = subprocess.Popen(
-        [str(storegw), "hq", "tail", "--quiet", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(1.5)  # connected and subscribed
-    return hq
+    """The reference HQ consumer in its own process, connected and subscribed."""
+    return _daemon.start_hq(port, directory, topic_root="bench/{store_id}/", settle_s=1.5)
 
 
 def bench_uplink(

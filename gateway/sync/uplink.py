@@ -5,10 +5,10 @@ not yet acknowledged is sent again (HQ de-duplicates on store, stream, epoch, se
 of a stream are published concurrently up to the broker's window; PUBACKs advance ``sent_seq``
 in order. Rows are deleted only when HQ's watermark on ``down/ack`` covers them, or on PUBACK
 in ``custody = "broker"`` mode. If HQ's watermark lags the PUBACKs for ``ack_timeout_s``, the
-stream is rewound to the watermark and re-sent; while HQ stays silent the wait doubles, up to
-``_ACK_TIMEOUT_GROWTH`` times (an HQ down for hours does not get the same window re-sent twice
-a minute, filling the broker's queue for it with duplicates). A refused publish parks its
-stream with a backoff; the other streams keep flowing.
+stream is rewound to the watermark and re-sent; while HQ stays silent the wait doubles,
+``_ACK_TIMEOUT_DOUBLINGS`` times at most (an HQ down for hours does not get the same window
+re-sent twice a minute, filling the broker's queue for it with duplicates). A refused publish
+parks its stream with a backoff; the other streams keep flowing.
 """
 
 from __future__ import annotations
@@ -94,9 +94,9 @@ class RateLimiter:
         return (1 - self._tokens) / self._rate
 
 
-#: The ack timeout doubles while HQ stays silent, up to this factor (2 min at the default 30 s:
-#: an HQ back without its broker queue waits at most that long for the window again).
-_ACK_TIMEOUT_GROWTH = 4
+#: The ack timeout doubles while HQ stays silent, this many times at most (to 2 min at the
+#: default 30 s: an HQ back without its broker queue waits at most that long for the window).
+_ACK_TIMEOUT_DOUBLINGS = 2
 
 
 @dataclass(slots=True)
@@ -115,7 +115,7 @@ class StreamCursor:
         default_factory=deque
     )
     awaiting_hq: deque[int] = field(default_factory=deque)  # last seqs of unacked envelopes
-    ack_timeouts: int = 0  # in a row, without HQ's watermark moving
+    ack_timeouts: int = 0  # in a row without HQ's watermark moving (up to the doublings)
 
 
 class Uplink:
@@ -298,7 +298,7 @@ class Uplink:
         now = self._clock.monotonic()
         for cursor in self._cursors.values():
             waiting = cursor.sent_seq > cursor.acked_seq
-            timeout = self.settings.ack_timeout_s * min(2**cursor.ack_timeouts, _ACK_TIMEOUT_GROWTH)
+            timeout = self.settings.ack_timeout_s * 2**cursor.ack_timeouts
             if waiting and now - cursor.last_ack_progress > timeout:
                 _LOGGER.warning(
                     "no HQ ack for %s beyond seq %d in %.0f s: re-sending from the watermark",
@@ -306,7 +306,7 @@ class Uplink:
                     cursor.acked_seq,
                     timeout,
                 )
-                cursor.ack_timeouts = min(cursor.ack_timeouts + 1, _ACK_TIMEOUT_GROWTH)
+                cursor.ack_timeouts = min(cursor.ack_timeouts + 1, _ACK_TIMEOUT_DOUBLINGS)
                 cursor.next_after = cursor.acked_seq
                 cursor.awaiting_hq.clear()
                 cursor.caught_up = False
