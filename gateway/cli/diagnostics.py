@@ -306,6 +306,21 @@ def _count(value: object) -> str:
     return "?" if value is None else str(value)
 
 
+def _slot_count(view: Mapping[str, Any]) -> str:
+    """``?`` while unknown; ``?(N)`` while stale: N is the last count, not a current one."""
+    last = view.get("last_count")
+    if view.get("stale") and last is not None:
+        return f"?({last})"
+    return _count(view.get("count"))
+
+
+def _slot_health(view: Mapping[str, Any]) -> str:
+    faults = view.get("faults") or []
+    if faults:
+        return "FAULT: " + ", ".join(faults)
+    return "waiting for a stable weight" if view.get("stale") else "ok"
+
+
 def render_slots(result: Mapping[str, Any]) -> str:
     """``storegw slots``: problems first (faults, out, low, unknown), then the rest."""
     slots = result.get("slots") or []
@@ -324,16 +339,14 @@ def render_slots(result: Mapping[str, Any]) -> str:
     )
     lines = [header]
     for slot in sorted(slots, key=rank):
-        faults = slot.get("faults") or []
-        health = "FAULT: " + ", ".join(faults) if faults else "ok"
         grams = slot.get("items_grams")
         noise = slot.get("noise_grams")
         lines.append(
             f"{slot.get('slot', '?'):<20} {slot.get('sku', '?'):<15} "
-            f"{_count(slot.get('count')):>5} {slot.get('min_count', 0):>4} "
+            f"{_slot_count(slot):>5} {slot.get('min_count', 0):>4} "
             f"{str(slot.get('state', '?')).upper():<8} "
             f"{'?' if grams is None else f'{grams:.0f}':>9} "
-            f"{'?' if noise is None else f'{noise:.1f}':>6}  {health}"
+            f"{'?' if noise is None else f'{noise:.1f}':>6}  {_slot_health(slot)}"
         )
     return "\n".join(lines)
 
@@ -401,6 +414,6 @@ def render_slot_reading(view: Mapping[str, Any]) -> str:
         f"{view.get('slot')}: raw {'?' if raw is None else f'{raw:.1f}'} "
         f"load {'?' if load is None else f'{load:.1f}'} g "
         f"{'stable' if view.get('stable') else 'moving'}, "
-        f"count {_count(view.get('count'))} ({view.get('state')})"
+        f"count {_slot_count(view)} ({view.get('state')})"
         + (f", FAULT {', '.join(faults)}" if faults else "")
     )
