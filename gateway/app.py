@@ -796,9 +796,12 @@ class Gateway:
         return shelves.follow(slot) if args.get("follow") else current
 
     async def _scale_tare_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        force = args.get("force", False)
+        if not isinstance(force, bool):
+            raise InvalidArgsError("force must be true or false")
         try:
             return await self._require_shelves().tare(
-                str(args.get("slot")), device=bool(args.get("device"))
+                str(args.get("slot")), device=bool(args.get("device")), force=force
             )
         except ShelfError as exc:
             raise InvalidArgsError(str(exc)) from exc

@@ -136,6 +136,12 @@ def _add_scale_commands(commands: Any, default_config: Path) -> None:
         action="store_true",
         help="tare the device itself instead (EEPROM on many scales: rarely, never per event)",
     )
+    tare.add_argument(
+        "--force",
+        action="store_true",
+        help="tare although the slot's count says it holds items (the tray is empty and the "
+        "count is what is wrong)",
+    )
     calibrate = scale_commands.add_parser(
         "calibrate", help="span calibration: a known weight lies on the tared slot"
     )
@@ -486,7 +492,10 @@ def _scale(args: argparse.Namespace) -> int:
     if args.scale_command == "read":
         command, request = "scale.read", {"slot": args.slot, "follow": args.follow}
     elif args.scale_command == "tare":
-        command, request = "scale.tare", {"slot": args.slot, "device": args.device}
+        command, request = (
+            "scale.tare",
+            {"slot": args.slot, "device": args.device, "force": args.force},
+        )
     else:
         command, request = "scale.calibrate", {"slot": args.slot, "known_grams": args.known_grams}
     try:
