@@ -9,11 +9,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from tests.waiting import patience, wait_until
 
 STOREGW = str(Path(sys.executable).with_name("storegw"))
 
@@ -88,8 +91,10 @@ class NotifyListener:
         self.sock.bind(str(path))
         self.messages: list[str] = []
 
-    def wait_for(self, line: str, timeout: float = 20.0) -> list[str]:
-        """Wait until a datagram holds ``line`` (or a line starting with it)."""
+    def wait_for(self, line: str, timeout: float = 60.0) -> list[str]:
+        """Wait until a datagram holds ``line`` (or a line starting with it); ``timeout`` is a
+        liveness bound (stretched by ``TEST_TIMEOUT_FACTOR``)."""
+        timeout = patience(timeout)
         deadline = time.monotonic() + timeout
         while True:
             for message in self.messages:
@@ -104,8 +109,50 @@ class NotifyListener:
             except TimeoutError:
                 continue
 
+    def drain(self) -> list[str]:
+        """Every datagram received so far, those not yet read included."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                self.messages.append(self.sock.recv(65536).decode())
+        except BlockingIOError:
+            return self.messages
+        finally:
+            self.sock.setblocking(True)
+
     def close(self) -> None:
         self.sock.close()
+
+
+class FollowedOutput:
+    """A daemon's output read line by line as it comes (in a thread), so that a test can wait
+    for what the daemon says instead of guessing how long it takes to say it."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        self.lines: list[str] = []
+        self._stream = process.stdout
+        self._thread = threading.Thread(
+            target=self._read, args=(process.stdout,), name="daemon-output", daemon=True
+        )
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float = 60.0) -> None:
+        wait_until(
+            lambda: any(text in line for line in list(self.lines)),
+            within=timeout,
+            what=f"{text!r} in the daemon's output",
+        )
+
+    def finish(self) -> str:
+        """The whole output, once the process has ended (its end of the pipe is closed)."""
+        self._thread.join(timeout=patience(30))
+        self._stream.close()
+        return "".join(self.lines)
 
 
 @contextmanager
@@ -135,7 +182,7 @@ def running_daemon(
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=patience(30))
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -147,12 +194,17 @@ def running_daemon(
 def stop(process: subprocess.Popen[str], timeout: float = 30.0) -> tuple[int, str]:
     """SIGTERM the daemon; return its exit code and its whole output."""
     process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=timeout)
+    output, _ = process.communicate(timeout=patience(timeout))
     return process.returncode, output
 
 
 def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOREGW_")}
     return subprocess.run(
-        [STOREGW, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+        [STOREGW, *args],
+        capture_output=True,
+        text=True,
+        timeout=patience(timeout),
+        env=env,
+        check=False,
     )

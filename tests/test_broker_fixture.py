@@ -8,6 +8,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import Broker
+from tests.waiting import patience, wait_until
 
 
 def test_real_broker_round_trip(mosquitto: Broker) -> None:
@@ -16,7 +17,7 @@ def test_real_broker_round_trip(mosquitto: Broker) -> None:
     subscribed = threading.Event()
     arrived = threading.Event()
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="observer", protocol=mqtt.MQTTv5)
 
     def on_connect(c: mqtt.Client, *_: object) -> None:
         c.subscribe("retail/v1/test/#", qos=1)
@@ -31,12 +32,18 @@ def test_real_broker_round_trip(mosquitto: Broker) -> None:
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
+    assert not mosquitto.subscribed("retail/v1/test/#")
     client.connect(mosquitto.host, mosquitto.port)
     client.loop_start()
     try:
-        assert subscribed.wait(10)
-        client.publish("retail/v1/test/up/health", b'{"ok":true}', qos=1).wait_for_publish(10)
-        assert arrived.wait(10)
+        assert subscribed.wait(patience(10))
+        # the broker's own word that the SUBSCRIBE landed: what tests wait for before publishing
+        wait_until(lambda: mosquitto.subscribed("retail/v1/test/#", "observer"), within=10)
+        assert not mosquitto.subscribed("retail/v1/test/#", "someone-else")
+        client.publish("retail/v1/test/up/health", b'{"ok":true}', qos=1).wait_for_publish(
+            patience(10)
+        )
+        assert arrived.wait(patience(10))
     finally:
         client.disconnect()
         client.loop_stop()

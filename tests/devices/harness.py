@@ -9,6 +9,7 @@ from typing import Any
 from gateway.clock import Clock, FakeClock
 from gateway.drivers.contracts import DriverContext, DriverPlugin, Reading
 from gateway.drivers.registry import DriverRegistry
+from tests.waiting import patience
 
 REGISTRY = DriverRegistry.from_entry_points()
 
@@ -30,7 +31,7 @@ async def take(
     """The first ``count`` readings of ``kind``; the iterator is always closed."""
     found: list[Any] = []
     try:
-        async with asyncio.timeout(within):
+        async with asyncio.timeout(patience(within)):
             async for reading in readings:
                 if isinstance(reading, kind):
                     found.append(reading)

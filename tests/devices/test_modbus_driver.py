@@ -29,6 +29,7 @@ from gateway.drivers.registry import DriverRegistry
 from gateway.drivers.supervisor import DriverHealth, Supervisor
 from gateway.errors import ConfigError, DriverConfigError, DriverUnavailableError
 from tests.devices.harness import make, plugin
+from tests.waiting import patience, until
 
 FAST = 1_000_000  # baud: bytes take microseconds, so tests spend their time on logic
 DGT = BUILTIN_MODELS["dini-argeo-dgt"]
@@ -68,7 +69,7 @@ async def gather(
     samples: list[WeightSample] = []
     readings: AsyncIterator[Reading] = driver.readings()
     try:
-        async with asyncio.timeout(within):
+        async with asyncio.timeout(patience(within)):
             async for reading in readings:
                 if not isinstance(reading, WeightSample):
                     continue
@@ -357,11 +358,6 @@ async def test_unplugged_and_replugged_the_supervisor_brings_it_back(link: Path)
         if isinstance(reading, WeightSample):
             received.append(reading)
 
-    async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
-        async with asyncio.timeout(within):
-            while not condition():
-                await asyncio.sleep(0.01)
-
     config = SupervisorConfig(
         backoff_initial_s=0.05, backoff_max_s=0.2, start_timeout_s=2, stop_timeout_s=1
     )
@@ -383,15 +379,21 @@ async def test_unplugged_and_replugged_the_supervisor_brings_it_back(link: Path)
         try:
             await until(lambda: len(received) >= 3)
             await bus.unplug()
-            await until(lambda: supervisor.statuses()[0].health is DriverHealth.DEGRADED)
-            status = supervisor.statuses()[0]
+            status = await until(
+                lambda: (s := supervisor.statuses()[0]).health is DriverHealth.DEGRADED and s
+            )
             assert status.last_error is not None
             assert "closed" in status.last_error or "does not exist" in status.last_error
             bus.transmitters[1].timeline = WeightTimeline.constant(20.0)
             await bus.replug()
-            await until(lambda: received[-1].gross_grams == 20.0)
-            assert supervisor.statuses()[0].health is DriverHealth.RUNNING
-            assert supervisor.statuses()[0].restarts >= 1
+            status = await until(
+                lambda: (
+                    received[-1].gross_grams == 20.0
+                    and (s := supervisor.statuses()[0]).health is DriverHealth.RUNNING
+                    and s
+                )
+            )
+            assert status.restarts >= 1
         finally:
             await supervisor.shutdown(2.0)
             await runner
@@ -421,7 +423,7 @@ async def test_the_simulated_line_takes_the_bytes_time_at_its_baud_rate(link: Pa
             try:
                 start = loop.time()
                 await line.send(b"0123456789AB")
-                async with asyncio.timeout(5):
+                async with asyncio.timeout(patience(5)):
                     await done.wait()
             finally:
                 loop.remove_reader(tty.fileno())
@@ -521,10 +523,12 @@ async def test_the_supervisor_status_carries_the_bus_detail() -> None:
         supervisor.apply([device])
         runner = asyncio.create_task(supervisor.run())
         try:
-            async with asyncio.timeout(10):
-                while "unit 2 (shelf-2): no reply" not in (supervisor.statuses()[0].detail or ""):
-                    await asyncio.sleep(0.01)
-            status = supervisor.statuses()[0]
+            status = await until(
+                lambda: (
+                    "unit 2 (shelf-2): no reply" in ((s := supervisor.statuses()[0]).detail or "")
+                    and s
+                )
+            )
             assert status.health is DriverHealth.RUNNING  # one dead unit does not fail the bus
             assert status.as_dict()["detail"] == status.detail
         finally:

@@ -30,6 +30,7 @@ from gateway.drivers.contracts import (
 from gateway.errors import DriverConfigError, DriverUnavailableError
 from tests.conftest import tmpfs
 from tests.devices.harness import make, plugin, take
+from tests.waiting import patience
 
 MODEL = LabelModel(296, 128, LabelPalette.BWR, has_led=True)
 QUIET: dict[str, Any] = {
@@ -229,7 +230,7 @@ async def collect(
     found: list[LabelReport] = []
     readings = driver.readings()
     try:
-        async with asyncio.timeout(within):
+        async with asyncio.timeout(patience(within)):
             async for reading in readings:
                 if isinstance(reading, LabelReport):
                     found.append(reading)
@@ -298,7 +299,7 @@ async def test_a_confirmation_on_its_way_is_never_overtaken(trigger: str) -> Non
     await driver.push(content(label_id, "new"))
     readings = driver.readings()
     try:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(patience(5)):
             async for reading in readings:
                 assert not isinstance(reading, LabelReport)  # nothing heard yet
                 if driver.shown_hash(label_id) == "hash-new":

@@ -12,6 +12,7 @@ from devices.simulated.faults import OpenAttempts
 from devices.simulated.plugins import OPEN_ATTEMPTS
 from gateway.errors import DriverConfigError, DriverUnavailableError
 from tests.devices.harness import make, take
+from tests.waiting import patience
 
 # Options that make each driver yield often, so a fault is the only reason it stops.
 CHATTY: dict[str, dict[str, Any]] = {
@@ -77,7 +78,7 @@ async def test_crash_after_some_readings(name: str) -> None:
     seen = 0
     try:
         with pytest.raises(RuntimeError, match="simulated crash"):
-            async with asyncio.timeout(2):
+            async with asyncio.timeout(patience(2)):
                 async for _ in readings:
                     seen += 1
     finally:

@@ -30,6 +30,7 @@ from gateway.drivers.contracts import (
 )
 from gateway.drivers.supervisor import AppliedChanges, DriverHealth, DriverStatus, Supervisor
 from gateway.errors import DriverConfigError, DriverUnavailableError
+from tests.waiting import patience
 
 CONFIG = SupervisorConfig(
     backoff_initial_s=0.01,
@@ -182,7 +183,7 @@ class Harness:
         return next(s for s in self.supervisor.statuses() if s.name == name)
 
     async def until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + patience(timeout)
         while not predicate():
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out; statuses: {self.supervisor.statuses()}")
@@ -283,8 +284,10 @@ async def test_config_error_fails_without_retry(
     h = Harness()
     h.supervisor.apply([h.device("a", **script)])
     async with running(h):
-        await h.until(lambda: h.status("a").health is DriverHealth.FAILED)
-        await asyncio.sleep(0.2)  # several backoff periods: no retry may happen
+        # Failed, and its supervision has ended: no retry can come any more.
+        await h.until(
+            lambda: h.status("a").health is DriverHealth.FAILED and not live_tasks("driver[a]")
+        )
         assert h.lab.opens["a"] == 1
         assert h.status("a").health is DriverHealth.FAILED
         assert h.status("a").restarts == 0
@@ -340,9 +343,11 @@ async def test_an_unexpected_exception_is_logged_with_traceback_once(
 
 async def test_heartbeats_keep_a_quiet_driver_from_being_restarted() -> None:
     h = Harness()
-    h.supervisor.apply([h.device("a", silence=0.1, heartbeats_only=True)])
+    # A heartbeat every 10 ms against a limit of 1 s: only a stall of a whole second (not a
+    # busy machine) could look like silence.
+    h.supervisor.apply([h.device("a", silence=1.0, heartbeats_only=True)])
     async with running(h):
-        await h.until(lambda: h.lab.yields["a"] >= 40)  # well past the silence limit
+        await h.until(lambda: h.lab.yields["a"] >= 150)  # well past the silence limit
         status = h.status("a")
         assert status.restarts == 0
         assert status.readings == 0

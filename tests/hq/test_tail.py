@@ -13,7 +13,7 @@ from gateway.config import MqttConfig
 from gateway.hq.tail import HqConsumerConfig, HqSettings, tail
 from tests.conftest import Broker
 from tests.daemon import run_cli
-from tests.sync.support import drained
+from tests.sync.support import drained, until
 from tests.sync.test_uplink import gateway
 
 
@@ -25,7 +25,7 @@ async def test_store_to_hq_custody_end_to_end(tmp_path: Path, mosquitto: Broker)
     )
     hq_task = asyncio.create_task(tail(settings, clock=SystemClock(), out=out), name="hq")
     try:
-        await asyncio.sleep(0.5)  # let HQ subscribe
+        await until(lambda: mosquitto.subscribed("$share/ingest/retail/v1/+/up/#"))
         async with gateway(tmp_path / "g.db", mosquitto) as gw:
             await asyncio.gather(
                 *(gw.outbox.append("stock", "stock.changed", {"n": n}) for n in range(1500))

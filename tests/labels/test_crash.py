@@ -43,6 +43,7 @@ from gateway.drivers.contracts import DriverContext
 from gateway.hq.push import PricePush, push_prices
 from tests.conftest import Broker
 from tests.daemon import STOREGW, NotifyListener, run_cli, short_dir, write_config
+from tests.waiting import patience
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -106,7 +107,7 @@ class Gateway:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=patience(30))
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -164,6 +165,7 @@ def confirmed_count(db: Path) -> int:
 def wait_until(
     condition: Callable[[], bool], *, timeout: float, what: str, gateway: Gateway
 ) -> None:
+    timeout = patience(timeout)
     deadline = time.monotonic() + timeout
     while not condition():
         if gateway.process is not None and gateway.process.poll() is not None:

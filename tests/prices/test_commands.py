@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.signing import Signer, Verifier
 from tests.conftest import Broker
 from tests.sync.support import running, until
+from tests.waiting import patience
 
 KEY = Ed25519PrivateKey.generate()
 SIGNER = Signer("hq-1", KEY)
@@ -89,7 +91,9 @@ async def store(tmp_path: Path, broker: Broker, *, signed: bool = True) -> Async
         processor.register(CommandSpec("count", count, changes_state=True))
         processor.attach(link)
         async with running(link):
-            await asyncio.wait_for(link.connected.wait(), 15)
+            await asyncio.wait_for(link.connected.wait(), patience(15))
+            # HQ's commands reach the store from here on
+            await until(lambda: broker.subscribed("retail/v1/s1/down/cmd/+", "storegw-s1"))
             yield Store(db, processor, alerts, link, counted)
 
 
@@ -119,13 +123,16 @@ def command(name: str, *, cid: str = "c-1", signer: Signer | None = SIGNER, **ar
 class ReplyWatcher:
     def __init__(self, broker: Broker) -> None:
         self.replies: list[tuple[dict[str, Any], bytes | None]] = []
+        subscribed = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.client.on_message = lambda _c, _u, m: self.replies.append(
             (json.loads(m.payload), getattr(m.properties, "CorrelationData", None))
         )
+        self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.connect(broker.host, broker.port)
         self.client.subscribe("retail/v1/+/up/reply/#", qos=1)
         self.client.loop_start()
+        assert subscribed.wait(patience(10))  # no reply can slip past it
 
     def close(self) -> None:
         self.client.disconnect()
@@ -139,11 +146,14 @@ def inbound(name: str, payload: bytes, reply_to: str | None) -> InboundMessage:
 async def test_hq_tool_round_trip_over_the_broker(tmp_path: Path, mosquitto: Broker) -> None:
     settings = hq_settings(mosquitto)
     async with store(tmp_path, mosquitto):
-        await asyncio.sleep(0.3)
-        reply = await send_command(settings, "s1", "ping", {}, signer=SIGNER, timeout_s=20)
+        reply = await send_command(
+            settings, "s1", "ping", {}, signer=SIGNER, timeout_s=patience(20)
+        )
         assert reply["ok"] is True
         assert reply["result"] == {"pong": True, "store": "s1"}
-        reply = await send_command(settings, "s1", "resync", {}, signer=None, timeout_s=20)
+        reply = await send_command(
+            settings, "s1", "resync", {}, signer=None, timeout_s=patience(20)
+        )
         assert reply["result"]["have_version"] == 7  # read-only: may come unsigned
         reply = await send_command(
             settings, "s1", "count", parse_command_args(["n=3"]), signer=SIGNER, timeout_s=20
@@ -231,16 +241,21 @@ def test_command_arguments_parse() -> None:
 async def test_hq_binds_labels_with_signed_commands(tmp_path: Path, mosquitto: Broker) -> None:
     settings = hq_settings(mosquitto)
     async with store(tmp_path, mosquitto):
-        await asyncio.sleep(0.3)
         args = {"label": "L-7", "sku": "4006381333931"}
-        reply = await send_command(settings, "s1", "bind", args, signer=SIGNER, timeout_s=20)
+        reply = await send_command(
+            settings, "s1", "bind", args, signer=SIGNER, timeout_s=patience(20)
+        )
         assert reply["ok"] is True
         assert reply["result"]["sku"] == "4006381333931"
-        unsigned = await send_command(settings, "s1", "bind", args, signer=None, timeout_s=20)
+        unsigned = await send_command(
+            settings, "s1", "bind", args, signer=None, timeout_s=patience(20)
+        )
         assert unsigned["ok"] is False
         assert "must be signed" in unsigned["error"]
         other = {"label": "L-7", "sku": "4006381333948"}
-        refused = await send_command(settings, "s1", "bind", other, signer=SIGNER, timeout_s=20)
+        refused = await send_command(
+            settings, "s1", "bind", other, signer=SIGNER, timeout_s=patience(20)
+        )
         assert refused["ok"] is False
         assert "unbind it before" in refused["error"]
         gone = await send_command(settings, "s1", "unbind", {"label": "L-7"}, signer=SIGNER)

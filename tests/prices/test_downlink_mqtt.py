@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.clock import FakeClock
@@ -26,6 +27,7 @@ from gateway.sync.link import MqttLink
 from gateway.sync.signing import Signer, Verifier, decode_public_key
 from tests.conftest import Broker
 from tests.sync.support import running, until
+from tests.waiting import patience
 
 STREAMS = ("stock", "dwell", "receipts", "alerts")
 
@@ -75,7 +77,7 @@ async def store_gateway(
         link = MqttLink(config=config, store_id="s1", boot=db.boot, clock=clock)
         downlink.attach(link)
         async with running(link):
-            await asyncio.wait_for(link.connected.wait(), 15)
+            await asyncio.wait_for(link.connected.wait(), patience(15))
             yield db, downlink, link
 
 
@@ -84,14 +86,24 @@ async def prices(db: Database) -> dict[str, str]:
     return {r["sku"]: r["price"] for r in rows}
 
 
+def unacknowledged(caplog: pytest.LogCaptureFixture, topic: str) -> bool:
+    """Whether the link said a message on ``topic`` failed its handler and stays unacked."""
+    return any(
+        record.name == "gateway.sync.link"
+        and "not acknowledged" in record.getMessage()
+        and topic in record.getMessage()
+        for record in caplog.records
+    )
+
+
 async def test_pushed_batches_are_applied_and_a_failed_commit_means_redelivery(
-    tmp_path: Path, mosquitto: Broker
+    tmp_path: Path, mosquitto: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
     config, verifier = hq_setup(tmp_path, mosquitto)
     db_path = tmp_path / "g.db"
     full = PricePush.load(config, price_list(tmp_path, "a.csv", [("a", "1.00"), ("b", "2.00")]))
     async with store_gateway(db_path, mosquitto, verifier) as (db, downlink, _link):
-        await asyncio.sleep(0.3)  # subscribed
+        await until(lambda: mosquitto.subscribed("retail/v1/s1/down/prices", "gw-s1"))
         assert await push_prices(full, kind="full", groups=["north"]) == {"s1": 1, "s2": 1}
         await until(lambda: downlink.head == 1)
         assert await prices(db) == {"a": "1.00", "b": "2.00"}
@@ -99,7 +111,7 @@ async def test_pushed_batches_are_applied_and_a_failed_commit_means_redelivery(
         await db.close()
         delta = PricePush.load(config, price_list(tmp_path, "b.csv", [("b", "2.50")]))
         assert await push_prices(delta, kind="delta", stores=["s1"]) == {"s1": 2}
-        await asyncio.sleep(1.0)  # delivered, handler failed, not acked
+        await until(lambda: unacknowledged(caplog, "retail/v1/s1/down/prices"))  # delivered
         assert downlink.head == 1
     # The gateway comes back (same session): the broker redelivers the unacknowledged batch.
     async with store_gateway(db_path, mosquitto, verifier) as (db, downlink, _link):
@@ -118,9 +130,9 @@ async def test_a_gap_sends_a_resync_request_up(tmp_path: Path, mosquitto: Broker
     watcher.connect(mosquitto.host, mosquitto.port)
     watcher.loop_start()
     try:
-        assert subscribed.wait(10)
+        assert subscribed.wait(patience(10))
         async with store_gateway(tmp_path / "g.db", mosquitto, verifier) as (db, downlink, _):
-            await asyncio.sleep(0.3)
+            await until(lambda: mosquitto.subscribed("retail/v1/s1/down/prices", "gw-s1"))
             push = PricePush.load(config, price_list(tmp_path, "a.csv", [("a", "1.00")]))
             await push_prices(push, kind="full", stores=["s1"])  # v1
             await until(lambda: downlink.head == 1)
@@ -134,7 +146,7 @@ async def test_a_gap_sends_a_resync_request_up(tmp_path: Path, mosquitto: Broker
                 stores=["s1"],
                 signer=signer,
             )
-            watcher.publish("retail/v1/s1/down/prices", v3, qos=1).wait_for_publish(5)
+            watcher.publish("retail/v1/s1/down/prices", v3, qos=1).wait_for_publish(patience(5))
             await until(lambda: bool(requests))
             assert requests[0]["have_version"] == 1
             assert requests[0]["held_versions"] == [3]

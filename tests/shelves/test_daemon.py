@@ -25,6 +25,7 @@ from devices.simulated.timeline import WeightTimeline
 from gateway.control.client import ControlClient
 from gateway.errors import DaemonNotRunningError
 from tests.daemon import STOREGW, short_dir, write_config
+from tests.waiting import patience
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -58,7 +59,7 @@ class Store:
     socket: Path
 
     async def request(self, command: str, args: dict[str, Any] | None = None) -> Any:
-        return await self.client.request(command, args, timeout=20)
+        return await self.client.request(command, args, timeout=patience(20))
 
     async def slots(self) -> dict[str, dict[str, Any]]:
         listing = await self.request("slots")
@@ -88,7 +89,7 @@ class Store:
     async def wait_for(self, what: str, predicate: Callable[[], Any]) -> Any:
         """Poll ``predicate`` (a coroutine function) until it returns something true."""
         try:
-            async with asyncio.timeout(90):
+            async with asyncio.timeout(patience(90)):
                 while not (value := await predicate()):
                     await asyncio.sleep(0.1)  # polling a condition, not waiting for time
         except TimeoutError:
@@ -116,7 +117,8 @@ async def store(**shelves: float) -> AsyncIterator[Store]:
                     "port": bus.url,
                     "baudrate": FAST,
                     "poll_rate_hz": 20.0,
-                    "timeout_s": 1.0,  # generous: a busy machine must not fail healthy units
+                    # generous: a busy machine must not fail healthy units
+                    "timeout_s": patience(2.0),
                     "turnaround_guard_s": 0.005,
                     "failures_before_backoff": 3,
                     "max_backoff_cycles": 40,  # 2 s between tries of a silent unit
@@ -166,7 +168,7 @@ async def store(**shelves: float) -> AsyncIterator[Store]:
                 if daemon.returncode is None:
                     daemon.send_signal(signal.SIGTERM)
                     try:
-                        async with asyncio.timeout(30):
+                        async with asyncio.timeout(patience(30)):
                             await daemon.wait()
                     except TimeoutError:
                         daemon.kill()

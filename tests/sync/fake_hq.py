@@ -10,6 +10,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import Broker
+from tests.waiting import patience
 
 
 class FakeHq:
@@ -29,7 +30,7 @@ class FakeHq:
         self.client.reconnect_delay_set(0.1, 0.5)
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
-        assert self.subscribed.wait(10)
+        assert self.subscribed.wait(patience(10))
 
     def _on_connect(self, client: mqtt.Client, *_: object) -> None:
         client.subscribe("retail/v1/+/up/#", qos=1)
@@ -59,7 +60,7 @@ class FakeHq:
             return sorted(self.events.get((stream, epoch), {}))
 
     def publish_raw(self, topic: str, payload: bytes) -> None:
-        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+        self.client.publish(topic, payload, qos=1).wait_for_publish(patience(5))
 
     def close(self) -> None:
         self.client.disconnect()

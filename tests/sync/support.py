@@ -7,9 +7,13 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from gateway.store.outbox import Outbox
 from gateway.sync.link import MqttLink
+from tests.waiting import patience
+
+T = TypeVar("T")
 
 
 @asynccontextmanager
@@ -24,13 +28,16 @@ async def running(link: MqttLink) -> AsyncIterator[MqttLink]:
             await task
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Wait for a condition set by another thread or task (fails, never times a test)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
+async def until(predicate: Callable[[], T], timeout: float = 30.0) -> T:
+    """Wait for a condition set by another thread or task (fails, never times a test); returns
+    the predicate's value, the state the wait saw. ``timeout`` is stretched by
+    ``TEST_TIMEOUT_FACTOR`` (tests/waiting.py)."""
+    deadline = time.monotonic() + patience(timeout)
+    while not (value := predicate()):
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached; tasks:\n" + _task_stacks())
         await asyncio.sleep(0.02)
+    return value
 
 
 def _task_stacks() -> str:
@@ -49,7 +56,7 @@ async def depth(outbox: Outbox) -> int:
 
 async def drained(outbox: Outbox, timeout: float = 30.0) -> int:
     """Wait until HQ took custody of everything; returns what is left (0 when drained)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patience(timeout)
     while (left := await depth(outbox)) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     return left
@@ -57,8 +64,10 @@ async def drained(outbox: Outbox, timeout: float = 30.0) -> int:
 
 @asynccontextmanager
 async def within(seconds: float) -> AsyncIterator[None]:
-    """Fail (with every task's whereabouts) if the block takes longer than ``seconds``:
-    a hang reported with its cause instead of a bare test timeout."""
+    """Fail (with every task's whereabouts) if the block takes longer than ``seconds``
+    (stretched by ``TEST_TIMEOUT_FACTOR``): a hang reported with its cause instead of a bare
+    test timeout."""
+    seconds = patience(seconds)
     stacks: list[str] = []
     loop = asyncio.get_running_loop()
     capture = loop.call_later(max(0.0, seconds - 0.05), lambda: stacks.append(_task_stacks()))

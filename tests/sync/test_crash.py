@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import Broker
 from tests.sync.fake_hq import FakeHq
+from tests.waiting import patience
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ def test_sigkill_never_loses_an_accepted_event(tmp_path: Path, mosquitto: Broker
             process = producer(db, mosquitto.port, next_n, 100_000)
             assert process.stdout is not None
             accepted = next_n - 1
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + patience(30)
             while accepted < next_n + 1500 and time.monotonic() < deadline:
                 line = process.stdout.readline()
                 if line.startswith("accepted "):
@@ -58,7 +59,7 @@ def test_sigkill_never_loses_an_accepted_event(tmp_path: Path, mosquitto: Broker
             assert accepted >= next_n, "the producer accepted nothing before the kill"
             next_n = accepted + 1
         final = producer(db, mosquitto.port, next_n, 0)
-        output, _ = final.communicate(timeout=60)
+        output, _ = final.communicate(timeout=patience(60))
         assert "drained" in output
         epochs = {epoch for (stream, epoch) in hq.events if stream == "stock"}
         assert len(epochs) == 1  # one database, one epoch, across every restart

@@ -18,6 +18,7 @@ from gateway.errors import LinkDownError, PublishRefusedError
 from gateway.sync.link import InboundMessage, MqttLink
 from tests.conftest import Broker
 from tests.sync.support import running, until
+from tests.waiting import patience
 
 
 def plain(broker: Broker, **overrides: Any) -> MqttConfig:
@@ -38,7 +39,7 @@ class Observer:
         self.client.on_message = lambda _c, _u, m: self.messages.append(m)
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
-        assert self.ready.wait(10)
+        assert self.ready.wait(patience(10))
 
     def close(self) -> None:
         self.client.disconnect()
@@ -50,7 +51,7 @@ async def test_birth_publish_and_puback(mosquitto: Broker) -> None:
     link = MqttLink(config=plain(mosquitto), store_id="s1", boot=7, clock=FakeClock())
     try:
         async with running(link):
-            await asyncio.wait_for(link.connected.wait(), 15)
+            await asyncio.wait_for(link.connected.wait(), patience(15))
             await asyncio.gather(
                 *(link.publish("retail/v1/s1/up/stock", f"m{n}".encode()) for n in range(50))
             )
@@ -72,7 +73,7 @@ async def test_last_will_when_the_gateway_vanishes(mosquitto: Broker) -> None:
     )
     try:
         async with running(link):
-            await asyncio.wait_for(link.connected.wait(), 15)
+            await asyncio.wait_for(link.connected.wait(), patience(15))
             client = link._client
             assert client is not None
             sock = client.socket()
@@ -95,14 +96,14 @@ async def test_publish_while_disconnected_fails_fast(mosquitto: Broker) -> None:
     async with running(link):
         with pytest.raises(LinkDownError):
             await link.publish("retail/v1/s1/up/stock", b"x")
-        await until(lambda: link.stats.last_error is not None)
-        assert "cannot connect" in (link.stats.last_error or "")
+        error = await until(lambda: link.stats.last_error)
+        assert "cannot connect" in error
 
 
 async def test_reconnects_after_a_broker_crash(mosquitto: Broker) -> None:
     link = MqttLink(config=plain(mosquitto), store_id="s1", boot=1, clock=FakeClock())
     async with running(link):
-        await asyncio.wait_for(link.connected.wait(), 15)
+        await asyncio.wait_for(link.connected.wait(), patience(15))
         mosquitto.kill()
         await until(lambda: not link.connected.is_set())
         with pytest.raises(LinkDownError):
@@ -121,7 +122,7 @@ async def test_refused_publish_raises_with_the_reason_code(tmp_path: Path) -> No
     try:
         link = MqttLink(config=plain(broker), store_id="s1", boot=1, clock=FakeClock())
         async with running(link):
-            await asyncio.wait_for(link.connected.wait(), 15)
+            await asyncio.wait_for(link.connected.wait(), patience(15))
             await link.publish("retail/v1/s1/up/allowed", b"ok")
             with pytest.raises(PublishRefusedError) as caught:
                 await link.publish("retail/v1/s1/up/denied", b"no")
@@ -143,12 +144,16 @@ async def test_inbound_messages_reach_handlers_then_are_acked(mosquitto: Broker)
     publisher.loop_start()
     try:
         async with running(link):
-            await asyncio.wait_for(link.connected.wait(), 15)
-            await asyncio.sleep(0.3)  # let the SUBSCRIBE land
-            publisher.publish("retail/v1/s1/down/ack", b'{"seq":1}', qos=1).wait_for_publish(5)
-            publisher.publish("retail/v1/other/down/ack", b"not ours", qos=1).wait_for_publish(5)
+            await asyncio.wait_for(link.connected.wait(), patience(15))
+            await until(lambda: mosquitto.subscribed("retail/v1/s1/down/#"))
+            # Another store's message first: had it been delivered, it would come before ours.
+            publisher.publish("retail/v1/other/down/ack", b"not ours", qos=1).wait_for_publish(
+                patience(5)
+            )
+            publisher.publish("retail/v1/s1/down/ack", b'{"seq":1}', qos=1).wait_for_publish(
+                patience(5)
+            )
             await until(lambda: len(received) >= 1)
-            await asyncio.sleep(0.2)
     finally:
         publisher.disconnect()
         publisher.loop_stop()
@@ -160,7 +165,7 @@ async def test_tls_is_never_downgraded_to_plaintext(mosquitto: Broker) -> None:
     config = MqttConfig(host=mosquitto.host, port=mosquitto.port)  # TLS on, plaintext broker
     link = MqttLink(config=config, store_id="s1", boot=1, clock=FakeClock())
     async with running(link):
-        await until(lambda: link.stats.last_error is not None)
+        await until(lambda: link.stats.last_error)
         assert not link.connected.is_set()
     assert link.stats.transport == "tls"
 
@@ -186,14 +191,18 @@ async def test_batch_subscriber_gets_what_queued_up_and_acks_it_all(mosquitto: B
     publisher.loop_start()
     try:
         async with running(link):
-            await asyncio.wait_for(link.connected.wait(), 15)
-            await asyncio.sleep(0.3)  # let the SUBSCRIBEs land
-            publisher.publish("retail/v1/s1/up/stock", b"0", qos=1).wait_for_publish(5)
+            await asyncio.wait_for(link.connected.wait(), patience(15))
+            for topic_filter in ("retail/v1/s1/up/#", "retail/v1/s1/down/#"):
+                await until(lambda f=topic_filter: mosquitto.subscribed(f, "batch-consumer"))
+            publisher.publish("retail/v1/s1/up/stock", b"0", qos=1).wait_for_publish(patience(5))
             await until(lambda: len(batches) == 1)
             for n in range(1, 11):
                 publisher.publish("retail/v1/s1/up/stock", str(n).encode(), qos=1)
-            publisher.publish("retail/v1/s1/down/ack", b"single", qos=1).wait_for_publish(5)
-            await asyncio.sleep(0.3)  # all of them reached the link while the handler is busy
+            publisher.publish("retail/v1/s1/down/ack", b"single", qos=1).wait_for_publish(
+                patience(5)
+            )
+            # All of them reached the link while the handler is busy (they wait in its inbox).
+            await until(lambda: link._inbox.qsize() == 11)
             release.set()
             await until(lambda: sum(map(len, batches)) == 11 and singles == [b"single"])
         assert batches[0] == [b"0"]
@@ -208,9 +217,11 @@ async def test_batch_subscriber_gets_what_queued_up_and_acks_it_all(mosquitto: B
         again = MqttLink(config=config, store_id="s1", boot=1, clock=FakeClock(), announce=False)
         again.subscribe_batches("up/#", record)
         async with running(again):
-            await asyncio.wait_for(again.connected.wait(), 15)
-            await asyncio.sleep(0.5)
-        assert redelivered == []
+            await asyncio.wait_for(again.connected.wait(), patience(15))
+            # A new message after the reconnect: a redelivery would come before it.
+            publisher.publish("retail/v1/s1/up/stock", b"new", qos=1).wait_for_publish(patience(5))
+            await until(lambda: any(b"new" in batch for batch in redelivered))
+        assert redelivered == [[b"new"]]
     finally:
         publisher.disconnect()
         publisher.loop_stop()

@@ -17,13 +17,15 @@ from gateway.events import validate_event
 from gateway.store import Database
 from gateway.store.budget import BufferBudget, Shed
 from gateway.store.keeper import PRESSURE_ALERT, OutboxKeeper
-from gateway.store.outbox import Outbox
+from gateway.store.outbox import Outbox, StreamState
 from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.uplink import Custody, RateLimiter, Uplink, UplinkSettings, connect_outbox
 from tests.conftest import Broker
 from tests.sync.fake_hq import FakeHq
 from tests.sync.proxy import Proxy
 from tests.sync.support import depth, drained, until, within
+from tests.waiting import patience
+from tests.waiting import until as until_async
 
 STREAMS = ("stock", "dwell", "receipts", "alerts")
 FAST_RESEND = UplinkSettings(messages_per_second=None, ack_timeout_s=2.0)
@@ -116,11 +118,12 @@ async def test_broker_crashes_lose_nothing(tmp_path: Path, mosquitto: Broker) ->
             epoch = gw.outbox.epoch
             total = 0
             for _round in range(5):  # 20 000 events, the broker SIGKILLed 5 times mid-flow
+                published = gw.link.stats.publishes
                 await gw.outbox.append_many("stock", "s", ({"n": total + n} for n in range(4000)))
                 total += 4000
-                await asyncio.sleep(0.05)
+                await until(lambda p=published: gw.link.stats.publishes > p)  # flowing
                 mosquitto.kill()  # persistence off: it forgets every queued message
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(0.3)  # the outage (its length changes nothing)
                 mosquitto.start()
             await until(lambda: hq.seqs("stock", epoch) == list(range(1, total + 1)), 90)
             assert await drained(gw.outbox, 30) == 0
@@ -138,18 +141,28 @@ async def test_without_hq_acks_rows_stay_and_are_resent(tmp_path: Path, mosquitt
             await asyncio.gather(*(gw.outbox.append("receipts", "r", {"n": n}) for n in range(10)))
             await until(lambda: hq.duplicates >= 10)  # re-sent after the ack timeout
             assert await depth(gw.outbox) == 10  # nothing released without HQ's word
-            state = {s.stream: s for s in await gw.outbox.states()}["receipts"]
-            assert state.sent_seq == 10
+
+            async def all_sent() -> StreamState | None:  # PUBACKed, recorded a moment later
+                state = await stream_state(gw.outbox, "receipts")
+                return state if state.sent_seq == 10 else None
+
+            state = await until_async(all_sent, what="the PUBACKs of 1..10 recorded")
             assert state.acked_seq == 0
-            # Garbage and foreign acks change nothing.
+            # Garbage and foreign acks change nothing: HQ's acks are handled in order, so once
+            # a real ack of 1..5 took effect, those before it were handled — and released none.
             for payload in (
                 b"garbage",
                 b'{"stream":"receipts"}',
                 b'{"stream":"receipts","epoch":"0000000000000000","seq":10}',
+                f'{{"stream":"receipts","epoch":"{gw.outbox.epoch}","seq":5}}'.encode(),
             ):
                 hq.publish_raw("retail/v1/s1/down/ack", payload)
-            await asyncio.sleep(0.3)
-            assert await depth(gw.outbox) == 10
+
+            async def released() -> tuple[int] | None:
+                left = await depth(gw.outbox)
+                return (left,) if left < 10 else None
+
+            assert await until_async(released, what="the ack of 1..5 taken") == (5,)
             hq.publish_raw(
                 "retail/v1/s1/down/ack",
                 f'{{"stream":"receipts","epoch":"{gw.outbox.epoch}","seq":10}}'.encode(),
@@ -169,6 +182,10 @@ async def test_broker_custody_releases_on_puback(tmp_path: Path, mosquitto: Brok
             assert await drained(gw.outbox, 10) == 0
     finally:
         hq.close()
+
+
+async def stream_state(outbox: Outbox, stream: str) -> StreamState:
+    return {state.stream: state for state in await outbox.states()}[stream]
 
 
 def test_rate_limiter_spaces_messages() -> None:
@@ -193,12 +210,10 @@ ALLOWING_ACL = REFUSING_ACL.replace(
 )
 
 
-def denied_publishes(log: Path, topic: str) -> int:
-    """Publishes the broker refused on ``topic``, as its log tells (``log_type all``)."""
-    if not log.exists():
-        return 0
-    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    return sum("Denied PUBLISH" in line and f"'{topic}'" in line for line in lines)
+def denied_publishes(broker: Broker, topic: str) -> int:
+    """Publishes the broker refused on ``topic``, as its log tells (``log_type all``; read as
+    it comes, where a log file would hold back what it has not flushed yet)."""
+    return sum("Denied PUBLISH" in line and f"'{topic}'" in line for line in list(broker.log))
 
 
 async def test_refused_stream_is_parked_alerted_and_kept(tmp_path: Path) -> None:
@@ -207,8 +222,7 @@ async def test_refused_stream_is_parked_alerted_and_kept(tmp_path: Path) -> None
     alert clears."""
     acl = tmp_path / "acl"
     acl.write_text(REFUSING_ACL, encoding="utf-8")
-    log = tmp_path / "mosquitto.log"
-    broker = Broker(tmp_path, extra=f"acl_file {acl}\nlog_dest file {log}\nlog_type all")
+    broker = Broker(tmp_path, extra=f"acl_file {acl}\nlog_type all")
     broker.start()
     hq = FakeHq(broker)
     topic = "retail/v1/s1/up/receipts"
@@ -230,7 +244,7 @@ async def test_refused_stream_is_parked_alerted_and_kept(tmp_path: Path) -> None
 
             # Keep refusing for a while, then count the attempts where they land: the broker.
             await asyncio.sleep(3.0)
-            attempts = denied_publishes(log, topic)
+            attempts = denied_publishes(broker, topic)
             span = time.monotonic() - started
             # Every attempt re-sends the 5 events from the watermark: one envelope. Then the
             # stream is parked for at least the backoff's floor (full jitter may pick anything
@@ -270,18 +284,19 @@ async def test_connection_cut_mid_flow_loses_nothing(tmp_path: Path, mosquitto: 
             Proxy(mosquitto.port) as proxy,
             gateway(tmp_path / "g.db", proxy.port, FAST_RESEND) as gw,
         ):
-            await asyncio.wait_for(gw.link.connected.wait(), 15)
+            await asyncio.wait_for(gw.link.connected.wait(), patience(15))
             total = 0
             for _cut in range(3):
                 pending = gw.outbox.append_many(
                     "stock", "s", ({"n": total + n} for n in range(3000))
                 )
                 total += 3000
+                published = gw.link.stats.publishes
                 await pending
-                await asyncio.sleep(0.02)  # envelopes are on the wire now
+                await until(lambda p=published: gw.link.stats.publishes > p)  # on the wire now
                 proxy.cut()
                 await until(lambda: not gw.link.connected.is_set())
-                await asyncio.wait_for(gw.link.connected.wait(), 30)
+                await asyncio.wait_for(gw.link.connected.wait(), patience(30))
             await until(lambda: hq.seqs("stock", gw.outbox.epoch) == list(range(1, total + 1)))
             assert await drained(gw.outbox) == 0
             assert proxy.connections >= 4  # it really reconnected after each cut
@@ -299,7 +314,7 @@ async def test_half_open_connection_is_detected_by_keepalive(
             Proxy(mosquitto.port) as proxy,
             gateway(tmp_path / "g.db", proxy.port, FAST_RESEND, keepalive_s=5) as gw,
         ):
-            await asyncio.wait_for(gw.link.connected.wait(), 15)
+            await asyncio.wait_for(gw.link.connected.wait(), patience(15))
             proxy.freeze()  # the network silently drops everything; no FIN, no RST
             await gw.outbox.append("alerts", "a", {"n": 1})
             await until(lambda: not gw.link.connected.is_set(), 20)  # keepalive noticed
@@ -314,12 +329,16 @@ async def test_half_open_connection_is_detected_by_keepalive(
 async def test_hq_consumer_down_for_a_while(tmp_path: Path, mosquitto: Broker) -> None:
     settings = UplinkSettings(ack_timeout_s=1.0, messages_per_second=None)
     async with gateway(tmp_path / "g.db", mosquitto, settings) as gw:
-        await asyncio.wait_for(gw.link.connected.wait(), 15)
+        await asyncio.wait_for(gw.link.connected.wait(), patience(15))
         # Nobody consumes: the broker PUBACKs and drops the envelopes (no subscriber).
         await gw.outbox.append_many("receipts", "r", ({"n": n} for n in range(1000)))
-        await until(lambda: gw.link.stats.last_puback_at is not None)
-        await asyncio.sleep(0.5)
-        assert await depth(gw.outbox) == 1000  # PUBACKed, yet nothing released
+
+        async def all_sent() -> StreamState | None:
+            state = await stream_state(gw.outbox, "receipts")
+            return state if state.sent_seq == 1000 else None
+
+        state = await until_async(all_sent, what="every envelope PUBACKed")
+        assert state.depth == 1000  # PUBACKed, yet nothing released
         hq = FakeHq(mosquitto)  # HQ comes back
         try:
             await until(lambda: hq.seqs("receipts", gw.outbox.epoch) == list(range(1, 1001)))
@@ -341,7 +360,7 @@ async def test_budget_reached_during_an_outage_sheds_lossy_data_never_stock(
     # broker without persistence, and comes again after the ack timeout (short here).
     settings = UplinkSettings(messages_per_second=None, ack_timeout_s=3.0)
     async with gateway(tmp_path / "g.db", mosquitto, settings, budget=budget) as gw:
-        await asyncio.wait_for(gw.link.connected.wait(), 15)
+        await asyncio.wait_for(gw.link.connected.wait(), patience(15))
         mosquitto.kill()  # the WAN is down
         await until(lambda: not gw.link.connected.is_set())
         sent = {"dwell.visit": 0, "dwell.summary": 0}
@@ -408,7 +427,13 @@ async def test_envelopes_ahead_of_hq_stay_within_the_window(
         async with gateway(tmp_path / "g.db", mosquitto, settings) as gw:
             await gw.outbox.append_many("stock", "s", ({"n": n} for n in range(100)))
             await until(lambda: hq.envelopes == 3)
-            await asyncio.sleep(0.5)  # PUBACKs are in: still nothing beyond the window
+
+            async def window_sent() -> bool:
+                return (await stream_state(gw.outbox, "stock")).sent_seq == 30
+
+            await until_async(window_sent, what="the window's PUBACKs recorded")
+            # The PUBACKs are in, and nothing beyond the window was published.
+            assert gw.link.stats.publishes == 3
             assert hq.envelopes == 3
             assert hq.seqs("stock", gw.outbox.epoch) == list(range(1, 31))
             hq.ack = True  # HQ takes custody of 1..30: the window moves on
