@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck unit unit-fast bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -23,6 +23,11 @@ typecheck:
 
 unit:
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Day-to-day: the suite without the tests marked slow (crashes, daemon lifecycles, faults);
+# `make test` runs everything.
+unit-fast:
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/startup.py

@@ -15,8 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.waiting import TIMEOUT_FACTOR, patience
+
+# Hypothesis times each example (200 ms by default) and its data generation: timing assertions
+# that a busy machine fails. The properties are what the suite checks, not the speed.
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -82,7 +82,7 @@ def grams(sample: WeightSample) -> float | None:
 async def test_each_protocol_reports_grams_and_follows_unit_switches(
     protocol: str, link: Path
 ) -> None:
-    timeline = WeightTimeline([(0.0, 1500.0, True), (0.05, 1500.0, False)])
+    timeline = WeightTimeline.constant(1500.0)  # stable until the test says otherwise
     async with simulator(protocol, link, timeline=timeline, unit=WeightUnit.KG, decimals=3) as sim:
         driver = driver_for(sim)
         assert isinstance(driver, ScaleDriver)
@@ -91,6 +91,7 @@ async def test_each_protocol_reports_grams_and_follows_unit_switches(
             first = await gather(driver, lambda s: len(s) >= 2)
             sim.unit = WeightUnit.LB  # a technician presses the unit key
             sim.decimals = 4
+            sim.timeline = WeightTimeline.constant(1500.0, stable=False)  # and rocks the plate
             later = await gather(driver, lambda s: len(s) >= 3 and s[-1].stable is False)
         finally:
             await driver.close()

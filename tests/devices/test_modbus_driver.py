@@ -46,12 +46,17 @@ def channel(unit_id: int, model: str = "dini-argeo-dgt", **extra: Any) -> dict[s
     return {"channel": f"shelf-{unit_id}", "unit_id": unit_id, "model": model} | extra
 
 
+FAILING = {"timeout_s": 0.1}  # a unit that does not answer (in time) costs this per try
+
+
 def driver_for(bus: ModbusBusSimulator, channels: list[dict[str, Any]], **extra: Any) -> Any:
     options: dict[str, Any] = {
         "port": bus.url,
         "baudrate": bus.timing.baudrate,
         "poll_rate_hz": 200,
-        "timeout_s": 0.1,
+        # A healthy unit's reply is never late, on a busy machine either; a unit a test makes
+        # slow, silent or dead gets a short timeout of its own (``FAILING``).
+        "timeout_s": patience(1.0),
         "turnaround_guard_s": 0.005,
         "devices": channels,
     }
@@ -181,7 +186,7 @@ async def test_a_bad_reply_costs_one_error_sample_of_that_unit_only(
 ) -> None:
     transmitters = [dgt(1, 100.0), dgt(2, 200.0), dgt(3, 300.0)]
     async with ModbusBusSimulator(transmitters, baudrate=FAST) as bus:
-        driver = driver_for(bus, [channel(1), channel(2), channel(3)])
+        driver = driver_for(bus, [channel(1), channel(2, **FAILING), channel(3)])
         await driver.open()
         seen: list[str | None] = []
 
@@ -215,6 +220,7 @@ async def test_a_bad_reply_costs_one_error_sample_of_that_unit_only(
     assert driver.unit_health()[1].consecutive_failures == 0
 
 
+@pytest.mark.slow
 async def test_a_dead_and_a_slow_unit_do_not_stall_the_others() -> None:
     # Unit 2 answers 150 ms after the request, past the 100 ms timeout: its late reply lands in
     # the turnaround guard, where it cannot be mistaken for the next unit's (docs/operations.md).
@@ -224,7 +230,7 @@ async def test_a_dead_and_a_slow_unit_do_not_stall_the_others() -> None:
     async with ModbusBusSimulator(transmitters, baudrate=FAST) as bus:
         driver = driver_for(
             bus,
-            [channel(1), channel(2), channel(3), channel(4)],
+            [channel(1), channel(2, **FAILING), channel(3), channel(4, **FAILING)],
             failures_before_backoff=2,
             max_backoff_cycles=64,
             turnaround_guard_s=0.15,
@@ -258,7 +264,10 @@ async def test_a_unit_that_comes_back_is_polled_again() -> None:
     transmitters[1].inject(ModbusFault.SILENT, times=None)
     async with ModbusBusSimulator(transmitters, baudrate=FAST) as bus:
         driver = driver_for(
-            bus, [channel(1), channel(2)], failures_before_backoff=1, max_backoff_cycles=4
+            bus,
+            [channel(1), channel(2, **FAILING)],
+            failures_before_backoff=1,
+            max_backoff_cycles=4,
         )
         await driver.open()
         try:
@@ -323,7 +332,7 @@ async def test_commands_the_map_cannot_do_are_config_errors() -> None:
 
 async def test_a_command_to_a_dead_unit_is_unavailable() -> None:
     async with ModbusBusSimulator([dgt(1)], baudrate=FAST) as bus:
-        driver = driver_for(bus, [channel(1), channel(9)])
+        driver = driver_for(bus, [channel(1), channel(9, **FAILING)])
         await driver.open()
         try:
             with pytest.raises(DriverUnavailableError, match="unit 9 did not take the zero"):
@@ -511,9 +520,9 @@ async def test_the_supervisor_status_carries_the_bus_detail() -> None:
         options = {
             "port": bus.url,
             "baudrate": FAST,
-            "timeout_s": 0.05,
+            "timeout_s": patience(1.0),
             "failures_before_backoff": 1,
-            "devices": [channel(1), channel(2)],
+            "devices": [channel(1), channel(2, timeout_s=0.05)],
         }
         device = ResolvedDevice(
             DeviceConfig(name="bus", driver="modbus.rtu"),

@@ -8,6 +8,8 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from gateway.clock import SystemClock
 from gateway.config import MqttConfig
 from gateway.hq.tail import HqConsumerConfig, HqSettings, tail
@@ -52,6 +54,7 @@ def test_hq_tail_refuses_a_bad_config(tmp_path: Path) -> None:
     assert "hq.share_group" in result.stderr
 
 
+@pytest.mark.slow
 def test_hq_tail_runs_as_a_command(tmp_path: Path, mosquitto: Broker) -> None:
     config = tmp_path / "hq.toml"
     config.write_text(

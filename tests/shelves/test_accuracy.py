@@ -6,12 +6,21 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import pytest
 
 from tests.shelves.harness import SCENARIOS, Scenario, ScenarioResult, run_scenario
 
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
+DAY = 24 * 3600  # a simulated day at 10 Hz takes seconds: those scenarios are slow
+
+
+def each_scenario() -> list[Any]:
+    return [
+        pytest.param(s, id=s.name, marks=[pytest.mark.slow] if s.duration_s >= DAY else [])
+        for s in SCENARIOS
+    ]
 
 
 @functools.cache
@@ -20,7 +29,7 @@ def result_of(name: str) -> ScenarioResult:
     return run_scenario(BY_NAME[name])
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+@pytest.mark.parametrize("scenario", each_scenario())
 def test_never_a_false_event_or_a_wrong_count(scenario: Scenario) -> None:
     result = result_of(scenario.name)
     assert result.false == 0
@@ -46,6 +55,7 @@ def test_every_event_right_on_single_and_multi_item_scenarios(name: str) -> None
     assert result.count_accuracy == 1.0
 
 
+@pytest.mark.slow
 def test_leaning_noise_and_drift_for_a_day_give_no_event_at_all() -> None:
     result = result_of("leaning+noise+drift 24 h")
     assert result.scenario.duration_s == 24 * 3600

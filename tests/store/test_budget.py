@@ -89,6 +89,7 @@ def test_garbage_outbox_config_is_refused(fields: dict[str, object]) -> None:
         OutboxConfig.model_validate(fields)
 
 
+@pytest.mark.slow
 async def test_budget_sheds_lossy_first_refuses_stock_last_and_alerts_use_the_reserve(
     tmp_path: Path,
 ) -> None:
@@ -224,6 +225,7 @@ async def test_migration_4_backfills_offsets_of_an_existing_outbox(tmp_path: Pat
         )
 
 
+@pytest.mark.slow
 async def test_keeper_raises_updates_and_clears_the_pressure_alert(tmp_path: Path) -> None:
     clock = FakeClock()
     budget = BufferBudget(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from gateway.alerts import Alerts
 from gateway.backoff import Backoff
@@ -108,6 +111,14 @@ async def test_events_reach_hq_in_order_and_leave_the_outbox(
     assert hq.envelopes < 100  # many events per message
 
 
+class LowJitter(random.Random):
+    """Full jitter that always picks the low end of its range."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+@pytest.mark.slow
 async def test_broker_crashes_lose_nothing(tmp_path: Path, mosquitto: Broker) -> None:
     hq = FakeHq(mosquitto)
     try:
@@ -115,6 +126,8 @@ async def test_broker_crashes_lose_nothing(tmp_path: Path, mosquitto: Broker) ->
         # ack timeout (kept short here so the test stays fast).
         settings = UplinkSettings(ack_timeout_s=2.0, messages_per_second=None)
         async with gateway(tmp_path / "g.db", mosquitto, settings) as gw:
+            # Reconnects at the backoff's floor: five crashes without a minute of jitter.
+            gw.link._backoff = Backoff(1.0, 60.0, rng=LowJitter())
             epoch = gw.outbox.epoch
             total = 0
             for _round in range(5):  # 20 000 events, the broker SIGKILLed 5 times mid-flow
@@ -216,6 +229,7 @@ def denied_publishes(broker: Broker, topic: str) -> int:
     return sum("Denied PUBLISH" in line and f"'{topic}'" in line for line in list(broker.log))
 
 
+@pytest.mark.slow
 async def test_refused_stream_is_parked_alerted_and_kept(tmp_path: Path) -> None:
     """A stream the broker's ACL refuses is parked with backoff (a bounded number of attempts,
     counted by the broker), alerted, kept whole; once the ACL allows it, it flows and the
@@ -277,6 +291,7 @@ async def test_refused_stream_is_parked_alerted_and_kept(tmp_path: Path) -> None
         broker.stop()
 
 
+@pytest.mark.slow
 async def test_connection_cut_mid_flow_loses_nothing(tmp_path: Path, mosquitto: Broker) -> None:
     hq = FakeHq(mosquitto)
     try:
@@ -304,6 +319,7 @@ async def test_connection_cut_mid_flow_loses_nothing(tmp_path: Path, mosquitto: 
         hq.close()
 
 
+@pytest.mark.slow
 async def test_half_open_connection_is_detected_by_keepalive(
     tmp_path: Path, mosquitto: Broker
 ) -> None:
@@ -347,6 +363,7 @@ async def test_hq_consumer_down_for_a_while(tmp_path: Path, mosquitto: Broker) -
             hq.close()
 
 
+@pytest.mark.slow
 async def test_budget_reached_during_an_outage_sheds_lossy_data_never_stock(
     tmp_path: Path, mosquitto: Broker
 ) -> None:
