@@ -12,6 +12,7 @@ Every error the gateway raises on purpose derives from :class:`GatewayError`. Li
     │   ├── StorageFullError        disk or page budget exhausted; the transaction rolled back
     │   ├── OutboxFullError         the outbox byte budget refuses essential events
     │   ├── StorageCorruptError     quick_check failed; never silently replaced
+    │   ├── StorageInUseError       another daemon holds the database's lock (exit 78)
     │   └── SchemaTooNewError       the database was written by a newer storegw
     ├── DriverError                 a device driver failed
     │   ├── DriverUnavailableError  transient (port gone, device silent): retry with backoff
@@ -60,6 +61,7 @@ __all__ = [
     "StorageCorruptError",
     "StorageError",
     "StorageFullError",
+    "StorageInUseError",
     "StorageUnavailableError",
     "UnknownDriverError",
 ]
@@ -124,6 +126,21 @@ class OutboxFullError(StorageError):
 
 class StorageCorruptError(StorageError):
     """``PRAGMA quick_check`` failed. The file is kept for forensics, never replaced."""
+
+
+class StorageInUseError(StorageError):
+    """Another process holds the database's lock: a second daemon configured on the same
+    database. ``holder_pid`` is that process's pid when it could be read."""
+
+    def __init__(self, path: Path | str, holder_pid: int | None, lock_path: Path | str) -> None:
+        self.holder_pid = holder_pid
+        self.lock_path = str(lock_path)
+        holder = f"pid {holder_pid}" if holder_pid is not None else "pid unknown"
+        super().__init__(
+            path,
+            f"in use by another storegw daemon ({holder}, lock {self.lock_path}); "
+            "stop that one, or give each daemon its own [storage] path",
+        )
 
 
 class SchemaTooNewError(StorageError):

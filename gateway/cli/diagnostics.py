@@ -139,6 +139,16 @@ def render_status(status: Mapping[str, Any]) -> str:
             f"{format_bytes(storage.get('free_disk_bytes'))} free, "
             f"schema v{storage.get('schema_version')}, boot #{storage.get('boot')}"
         )
+        if storage.get("full_since"):
+            lines.append(
+                f"          DISK FULL since {storage['full_since']}: writes are refused "
+                f"({storage.get('refused_while_full', 0)} rows so far)"
+            )
+        if storage.get("found_empty"):
+            lines.append(
+                f"          FOUND EMPTY at this start (0-byte file): started anew, "
+                f"epoch {storage.get('epoch')}"
+            )
     reload_info = (status.get("config") or {}).get("last_reload")
     if reload_info and not reload_info.get("ok"):
         lines.append(f"config:   LAST RELOAD REFUSED at {reload_info.get('at')}:")

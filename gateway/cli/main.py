@@ -2,7 +2,8 @@
 
 Exit codes follow sysexits(3) where one fits: 0 ok, 1 a diagnostic found a problem, 3 the
 daemon is not running, 65 the database is corrupt or too new (restarting cannot help),
-74 storage I/O error, 78 invalid configuration.
+74 storage I/O error, 78 invalid configuration — including an unusable control socket path and
+a second daemon on the same database or control socket (restarting cannot help either).
 """
 
 from __future__ import annotations
@@ -222,9 +223,10 @@ def _exit_code_for(exc: BaseException) -> int:
         SchemaTooNewError,
         StorageCorruptError,
         StorageError,
+        StorageInUseError,
     )
 
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, ConfigError | StorageInUseError):
         return EXIT_CONFIG
     if isinstance(exc, StorageCorruptError | SchemaTooNewError):
         return EXIT_DATAERR

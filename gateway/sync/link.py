@@ -16,7 +16,9 @@ Guarantees the uplink relies on:
   :meth:`MqttLink.publish` refuses to publish while disconnected.
 - Each publish resolves on its own PUBACK; a failure reason code raises PublishRefusedError;
   a dropped connection fails every outstanding publish with LinkDownError.
-- Reconnects use capped exponential backoff with full jitter.
+- Reconnects use capped exponential backoff with full jitter; every failure of a connection
+  (refused, TLS, out of file descriptors, a library error) is retried, its reason kept in
+  :attr:`MqttLink.stats` (``storegw status``) and logged once per distinct reason.
 """
 
 from __future__ import annotations
@@ -223,11 +225,11 @@ class MqttLink:
                     try:
                         await self._connect(executor)
                         await self._serve_connection()
-                    except (OSError, ssl.SSLError, LinkDownError) as exc:
-                        self._record_error(str(exc) or type(exc).__name__)
                     except asyncio.CancelledError:
                         self._say_goodbye()  # a clean stop: tell HQ before hanging up
                         raise
+                    except Exception as exc:  # noqa: BLE001 - every failure is retried
+                        self._record_failure(exc)
                     finally:
                         self._teardown()
                     if self._clock.monotonic() - started > 60:
@@ -253,12 +255,7 @@ class MqttLink:
             password = config.password.get_secret_value() if config.password else None
             client.username_pw_set(config.username, password)
         if config.tls:
-            context = ssl.create_default_context(
-                cafile=str(config.ca_file) if config.ca_file else None
-            )
-            if config.client_cert is not None and config.client_key is not None:
-                context.load_cert_chain(str(config.client_cert), str(config.client_key))
-            client.tls_set_context(context)
+            client.tls_set_context(_tls_context(config))
         if self._announce:
             will = json.dumps({"online": False, "boot": self._boot}).encode()
             client.will_set(self.state_topic, will, qos=1, retain=True)
@@ -359,6 +356,20 @@ class MqttLink:
         for topic, future in pending.values():
             if not future.done():
                 future.set_exception(LinkDownError(f"{reason} before PUBACK for {topic}"))
+
+    def _record_failure(self, exc: Exception) -> None:
+        """A connection attempt or a connection failed: remember why and retry later."""
+        if isinstance(exc, OSError | LinkDownError):  # ssl.SSLError is an OSError
+            self._record_error(str(exc) or type(exc).__name__)
+            return
+        # Not a network condition (a bug, or a library failing in a way it does not document):
+        # still retried, since only a reconnect can bring HQ back, but shown with its traceback
+        # (once per distinct error, like every other link error).
+        error = f"{type(exc).__name__}: {exc}"
+        if error != self.stats.last_error:
+            _LOGGER.error("MQTT link: unexpected %s; reconnecting", error, exc_info=exc)
+        self.stats.last_error = error
+        self.stats.last_error_at = self._clock.utc_now()
 
     def _record_error(self, error: str) -> None:
         if error != self.stats.last_error:
@@ -532,13 +543,38 @@ def _inbound(message: mqtt.MQTTMessage) -> InboundMessage:
     )
 
 
+def _tls_context(config: MqttConfig) -> ssl.SSLContext:
+    """The TLS context for ``config``; LinkDownError naming the file that cannot be loaded."""
+    try:
+        context = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
+    except OSError as exc:  # FileNotFoundError, or ssl.SSLError for a file that is no CA
+        where = f"CA file {config.ca_file}" if config.ca_file else "the system trust store"
+        raise LinkDownError(f"cannot load {where}: {_reason(exc)}") from exc
+    if config.client_cert is not None and config.client_key is not None:
+        try:
+            context.load_cert_chain(str(config.client_cert), str(config.client_key))
+        except OSError as exc:
+            raise LinkDownError(
+                f"cannot load client certificate {config.client_cert} with key "
+                f"{config.client_key}: {_reason(exc)}"
+            ) from exc
+    return context
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
 def _close_abandoned_sockets(exc: BaseException) -> None:
     """paho 2.2 leaves the socket open when the TLS handshake fails inside connect(); close
-    the sockets its frames still hold so a flapping link cannot leak file descriptors."""
+    the sockets its frames still hold so a flapping link cannot leak file descriptors.
+
+    A socket whose ``socket()`` call itself failed (out of file descriptors) is half built:
+    it has no descriptor and ``close()`` on it raises AttributeError. It owns nothing: skip it."""
     traceback = exc.__traceback__
     while traceback is not None:
         for value in list(traceback.tb_frame.f_locals.values()):
-            if isinstance(value, socket.socket):
+            if isinstance(value, socket.socket) and value.fileno() >= 0:
                 with contextlib.suppress(OSError):
                     value.close()
         traceback = traceback.tb_next

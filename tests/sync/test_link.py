@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import resource
 import threading
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,32 @@ async def test_reconnects_after_a_broker_crash(mosquitto: Broker) -> None:
         await until(link.connected.is_set, timeout=30)
         await link.publish("retail/v1/s1/up/stock", b"after")
         assert link.stats.reconnects >= 1
+
+
+async def test_running_out_of_file_descriptors_is_retried_then_reconnects(
+    mosquitto: Broker,
+) -> None:
+    """socket() failing with EMFILE while reconnecting must be one more retry, shown in the
+    link's last error, never an error that kills the link (and with it the daemon)."""
+    link = MqttLink(
+        config=plain(mosquitto), store_id="s1", boot=1, clock=FakeClock(), rng=random.Random(7)
+    )
+    async with running(link):
+        await asyncio.wait_for(link.connected.wait(), 15)
+        mosquitto.kill()
+        await until(lambda: not link.connected.is_set())
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (3, hard))  # no new descriptor at all
+        try:
+            await until(lambda: "Too many open files" in (link.stats.last_error or ""))
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert link.stats.last_error_at is not None
+        mosquitto.start()
+        await until(link.connected.is_set, timeout=60)
+        await link.publish("retail/v1/s1/up/stock", b"after")
+    assert link.stats.last_error is None  # cleared by the reconnect
+    assert link.stats.reconnects >= 2
 
 
 async def test_refused_publish_raises_with_the_reason_code(tmp_path: Path) -> None:
