@@ -595,7 +595,7 @@ class Database:
             return
         self._full = _FullEpisode(self._clock.utc_now(), now, rows)
         _LOGGER.error(
-            "%s (%d rows rolled back); writes are refused until the disk has room again "
+            "%s (%d rows rolled back); writes are refused until space is freed "
             "(alert storage.full; not logged again for this episode)",
             error,
             rows,
