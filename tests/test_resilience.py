@@ -70,6 +70,14 @@ class Output:
         return self.text()
 
 
+def status_or_none(state: Path) -> dict[str, Any] | None:
+    result = run_cli("status", "--json", "--socket", str(state / "control.sock"))
+    if result.returncode != 0:
+        return None
+    status: dict[str, Any] = json.loads(result.stdout)
+    return status
+
+
 def notify_dir(state: Path, run: int) -> Path:
     """A directory for one daemon run's notify socket (a path is bound once)."""
     path = state / f"notify-{run}"
@@ -99,7 +107,7 @@ def test_the_daemon_survives_running_out_of_file_descriptors_and_reconnects(
 ) -> None:
     config = with_mqtt(write_config(state / "gateway.toml", state_dir=state, devices=[]), mosquitto)
     with running_daemon(config, notify_dir=state) as (process, _notify):
-        wait_for(lambda: status_json(state)["mqtt"]["link"]["connected"], what="link up")
+        wait_for(lambda: (s := status_or_none(state)) and s["mqtt"]["link"]["connected"])
         output = Output(process)
         limits = resource.prlimit(process.pid, resource.RLIMIT_NOFILE)
         resource.prlimit(process.pid, resource.RLIMIT_NOFILE, (3, limits[1]))  # none left
@@ -123,10 +131,14 @@ def test_the_daemon_survives_running_out_of_file_descriptors_and_reconnects(
             if process.poll() is None:
                 resource.prlimit(process.pid, resource.RLIMIT_NOFILE, limits)
         status = wait_for(
-            lambda: (s := status_json(state))["mqtt"]["link"]["connected"] and s,
+            lambda: (
+                process.poll() is not None
+                or ((s := status_or_none(state)) and s["mqtt"]["link"]["connected"] and s)
+            ),
             timeout=90,
             what="the link back once descriptors are there again",
         )
+        assert process.poll() is None, output.finish()  # alive, and connected again
         assert status["mqtt"]["link"]["reconnects"] >= 1
         code, _ = stop(process)
     assert code == 0
@@ -363,6 +375,7 @@ def test_bad_label_arguments_are_invalid_args_not_internal(state: Path) -> None:
     config = write_config(state / "gateway.toml", state_dir=state, devices=[])
     client = ControlClient(state / "control.sock")
     with running_daemon(config, notify_dir=state) as (process, _notify):
+        wait_for(lambda: status_or_none(state))  # (an old daemon was READY before its socket)
         for command, args, named in cases:
             with pytest.raises(DaemonError) as caught:
                 client.request_sync(command, args)
