@@ -4,11 +4,12 @@ Per stream, a cursor starts at HQ's watermark on every (re)connection, so everyt
 not yet acknowledged is sent again (HQ de-duplicates on store, stream, epoch, seq). Envelopes
 of a stream are published concurrently up to the broker's window; PUBACKs advance ``sent_seq``
 in order. Rows are deleted only when HQ's watermark on ``down/ack`` covers them, or on PUBACK
-in ``custody = "broker"`` mode. If HQ's watermark lags the PUBACKs for ``ack_timeout_s``, the
-stream is rewound to the watermark and re-sent; while HQ stays silent the wait doubles,
-``_ACK_TIMEOUT_DOUBLINGS`` times at most (an HQ down for hours does not get the same window
-re-sent twice a minute, filling the broker's queue for it with duplicates). A refused publish
-parks its stream with a backoff; the other streams keep flowing.
+in ``custody = "broker"`` mode. If HQ's watermark does not pass a PUBACKed envelope within
+``ack_timeout_s`` (:class:`CustodyTimer`), the stream is rewound to the watermark and re-sent;
+while HQ stays silent the wait doubles, ``_ACK_TIMEOUT_DOUBLINGS`` times at most (an HQ down
+for hours does not get the same window re-sent twice a minute, filling the broker's queue for
+it with duplicates). A refused publish parks its stream with a backoff; the other streams keep
+flowing.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from gateway.sync.link import InboundMessage, MqttLink
 
 __all__ = [
     "Custody",
+    "CustodyTimer",
     "RateLimiter",
     "StreamCursor",
     "Uplink",
@@ -99,6 +101,53 @@ class RateLimiter:
 _ACK_TIMEOUT_DOUBLINGS = 2
 
 
+class CustodyTimer:
+    """How long one stream has waited for HQ's watermark (sans-IO: times come from the caller).
+
+    Only envelopes the broker accepted wait for HQ, each from its own PUBACK: an envelope
+    expires ``timeout_s`` after the later of its PUBACK and the last move of the watermark
+    (an envelope behind others waits while HQ works through them). A stream idle for hours,
+    or a fresh connection, therefore starts no clock until its next PUBACK. Each expiry
+    doubles the timeout (``max_doublings`` times at most); a moving watermark resets it.
+    """
+
+    def __init__(self, timeout_s: float, *, max_doublings: int = _ACK_TIMEOUT_DOUBLINGS) -> None:
+        self._base_s = timeout_s
+        self._max_doublings = max_doublings
+        self._doublings = 0  # expiries in a row without the watermark moving
+        self._watermark_moved_at = float("-inf")
+        # (last seq, PUBACK time) of envelopes beyond the watermark, in PUBACK order.
+        self._pubacked: deque[tuple[int, float]] = deque()
+
+    @property
+    def timeout_s(self) -> float:
+        return self._base_s * (1 << self._doublings)
+
+    def pubacked(self, seq_to: int, now: float) -> None:
+        """The broker accepted the envelope ending at ``seq_to``."""
+        self._pubacked.append((seq_to, now))
+
+    def watermark_moved(self, seq: int, now: float) -> None:
+        """HQ's watermark moved up to ``seq``: the envelopes it covers wait no longer."""
+        self._watermark_moved_at = now
+        self._doublings = 0
+        # Not always a prefix: envelopes sent before a rewind may be PUBACKed after it.
+        self._pubacked = deque(entry for entry in self._pubacked if entry[0] > seq)
+
+    def expired(self, now: float) -> bool:
+        """True when the oldest envelope waiting for HQ has waited longer than the timeout."""
+        if not self._pubacked:
+            return False
+        waiting_since = max(self._pubacked[0][1], self._watermark_moved_at)
+        return now - waiting_since > self.timeout_s
+
+    def rewound(self) -> None:
+        """The stream goes again from the watermark: the re-sent envelopes start their own
+        waits (at their PUBACKs), each one twice as long while HQ stays silent."""
+        self._pubacked.clear()
+        self._doublings = min(self._doublings + 1, self._max_doublings)
+
+
 @dataclass(slots=True)
 class StreamCursor:
     """Sending state of one stream for the current connection."""
@@ -107,7 +156,7 @@ class StreamCursor:
     next_after: int  # highest seq already handed to the link
     acked_seq: int
     sent_seq: int
-    last_ack_progress: float
+    timer: CustodyTimer
     parked_until: float = 0.0
     caught_up: bool = False  # nothing left to read until the outbox says otherwise
     backoff: Backoff = field(default_factory=lambda: Backoff(5.0, 300.0))
@@ -115,7 +164,6 @@ class StreamCursor:
         default_factory=deque
     )
     awaiting_hq: deque[int] = field(default_factory=deque)  # last seqs of unacked envelopes
-    ack_timeouts: int = 0  # in a row without HQ's watermark moving (up to the doublings)
 
 
 class Uplink:
@@ -179,12 +227,15 @@ class Uplink:
             raise LinkDownError("link lost")
 
     async def _load_cursors(self) -> None:
-        now = self._clock.monotonic()
         self._cursors = {}
         for state in await self._outbox.states():
             start = state.sent_seq if self.settings.custody is Custody.BROKER else state.acked_seq
             self._cursors[state.stream] = StreamCursor(
-                state.stream, start, state.acked_seq, state.sent_seq, now
+                state.stream,
+                start,
+                state.acked_seq,
+                state.sent_seq,
+                CustodyTimer(self.settings.ack_timeout_s),
             )
 
     async def _send_round(self, group: asyncio.TaskGroup) -> bool:
@@ -245,6 +296,7 @@ class Uplink:
 
     async def _settle(self) -> None:
         """Advance sent marks over PUBACKed envelopes, in order per stream."""
+        now = self._clock.monotonic()
         for cursor in self._cursors.values():
             highest = None
             while cursor.in_flight and cursor.in_flight[0][1].done():
@@ -258,6 +310,7 @@ class Uplink:
                     cursor.in_flight.clear()
                     break
                 highest = seq
+                cursor.timer.pubacked(seq, now)
             if highest is not None:
                 self.parked.pop(cursor.stream, None)
                 cursor.backoff.reset()
@@ -297,20 +350,17 @@ class Uplink:
             return
         now = self._clock.monotonic()
         for cursor in self._cursors.values():
-            waiting = cursor.sent_seq > cursor.acked_seq
-            timeout = self.settings.ack_timeout_s * 2**cursor.ack_timeouts
-            if waiting and now - cursor.last_ack_progress > timeout:
+            if cursor.timer.expired(now):
                 _LOGGER.warning(
                     "no HQ ack for %s beyond seq %d in %.0f s: re-sending from the watermark",
                     cursor.stream,
                     cursor.acked_seq,
-                    timeout,
+                    cursor.timer.timeout_s,
                 )
-                cursor.ack_timeouts = min(cursor.ack_timeouts + 1, _ACK_TIMEOUT_DOUBLINGS)
+                cursor.timer.rewound()
                 cursor.next_after = cursor.acked_seq
                 cursor.awaiting_hq.clear()
                 cursor.caught_up = False
-                cursor.last_ack_progress = now
 
     async def _on_ack(self, message: InboundMessage) -> None:
         try:
@@ -332,8 +382,7 @@ class Uplink:
         cursor = self._cursors.get(stream)
         if cursor is not None and seq > cursor.acked_seq:
             cursor.acked_seq = seq
-            cursor.last_ack_progress = self._clock.monotonic()
-            cursor.ack_timeouts = 0
+            cursor.timer.watermark_moved(seq, self._clock.monotonic())
             cursor.next_after = max(cursor.next_after, seq)
             while cursor.awaiting_hq and cursor.awaiting_hq[0] <= seq:
                 cursor.awaiting_hq.popleft()
