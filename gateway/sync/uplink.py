@@ -10,6 +10,12 @@ while HQ stays silent the wait doubles, ``_ACK_TIMEOUT_DOUBLINGS`` times at most
 for hours does not get the same window re-sent twice a minute, filling the broker's queue for
 it with duplicates). A refused publish parks its stream with a backoff; the other streams keep
 flowing.
+
+Before a seq leaves, the outbox's high-water file must cover it (:meth:`Outbox.mark_leaving`).
+HQ acknowledging a seq beyond a stream's head means its database went back in time (restored
+from a copy without its high-water file): the stream starts a new epoch
+(:meth:`Outbox.start_new_epoch`), its buffered events re-sent from seq 1, and the warning
+``outbox.epoch:{stream}`` is raised until HQ holds them.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from gateway.backoff import Backoff
 from gateway.clock import Clock, isoformat_utc
 from gateway.config import MqttConfig
 from gateway.errors import LinkDownError, PublishRefusedError
-from gateway.store.outbox import Outbox, WireBatch
+from gateway.store.outbox import EpochChange, Outbox, WireBatch
 from gateway.sync.envelope import pack_wire_batch
 from gateway.sync.link import InboundMessage, MqttLink
 
@@ -43,6 +49,9 @@ __all__ = [
 ]
 
 _LOGGER = logging.getLogger(__name__)
+
+#: Alert key prefix for a stream that started a new epoch (its database went back in time).
+EPOCH_ALERT = "outbox.epoch"
 
 
 class Custody(StrEnum):
@@ -190,11 +199,15 @@ class Uplink:
         self._limiter = RateLimiter(self.settings.messages_per_second, clock)
         self.last_ack: dict[str, Any] | None = None
         self.parked: dict[str, str] = {}
+        self._hq_ahead: dict[str, tuple[str, int]] = {}  # stream -> HQ's (epoch, seq) beyond head
+        self._epoch_alerts: dict[str, tuple[str, int]] = {}  # stream -> (epoch, seq HQ must ack)
         link.subscribe("down/ack", self._on_ack)
 
     async def run(self) -> None:
         """Send while connected; start over from the watermarks after every reconnect."""
+        self._load_epoch_alerts()
         while True:
+            await self._report_epoch_changes()
             await self._link.connected.wait()
             try:
                 await self._serve_connection()
@@ -212,12 +225,15 @@ class Uplink:
         async with asyncio.TaskGroup() as group:
             while self._link.connected.is_set():
                 self._outbox.appended.clear()
+                if self._hq_ahead:
+                    await self._start_new_epochs()
                 for stream in self._outbox.take_appended_streams():
                     if stream in self._cursors:
                         self._cursors[stream].caught_up = False
                 progressed = await self._send_round(group)
                 await self._settle()
                 await self._report_parked_streams()
+                await self._report_epoch_changes()
                 if not progressed:
                     # Idle costs nothing: no reads until an append, a PUBACK or a timer.
                     with contextlib.suppress(TimeoutError):
@@ -230,13 +246,76 @@ class Uplink:
         self._cursors = {}
         for state in await self._outbox.states():
             start = state.sent_seq if self.settings.custody is Custody.BROKER else state.acked_seq
-            self._cursors[state.stream] = StreamCursor(
-                state.stream,
-                start,
-                state.acked_seq,
-                state.sent_seq,
-                CustodyTimer(self.settings.ack_timeout_s),
+            self._cursors[state.stream] = self._new_cursor(
+                state.stream, start, state.acked_seq, state.sent_seq
             )
+
+    def _new_cursor(self, stream: str, start: int, acked_seq: int, sent_seq: int) -> StreamCursor:
+        return StreamCursor(
+            stream, start, acked_seq, sent_seq, CustodyTimer(self.settings.ack_timeout_s)
+        )
+
+    async def _start_new_epochs(self) -> None:
+        """Streams HQ acknowledged beyond their head start a new epoch; their envelopes still
+        in flight belong to the old one and are no longer tracked."""
+        ahead, self._hq_ahead = self._hq_ahead, {}
+        for stream, (epoch, seq) in ahead.items():
+            if not await self._outbox.beyond_head(stream, epoch, seq):
+                continue  # moved on already
+            await self._outbox.start_new_epoch(
+                stream,
+                f"HQ holds seqs up to {seq} of epoch {epoch}, which this database never "
+                "reached: it is older than what was sent (restored from a copy, or its WAL "
+                "was lost)",
+            )
+            self._cursors[stream] = self._new_cursor(stream, 0, 0, 0)
+
+    def _load_epoch_alerts(self) -> None:
+        """Epoch alerts still active from an earlier run: cleared once HQ holds the events."""
+        if self._alerts is None:
+            return
+        for alert in self._alerts.active():
+            stream = alert.key.removeprefix(f"{EPOCH_ALERT}:")
+            if stream != alert.key:
+                epoch, count = alert.details.get("epoch"), alert.details.get("resequenced")
+                if isinstance(epoch, str) and isinstance(count, int):
+                    self._epoch_alerts[stream] = (epoch, max(count, 1))
+
+    async def _report_epoch_changes(self) -> None:
+        """One warning per stream that started a new epoch, cleared when HQ's watermark in
+        the new epoch covers the events re-sequenced into it."""
+        for change in self._outbox.take_epoch_changes():
+            self._epoch_alerts[change.stream] = (change.new_epoch, max(change.resequenced, 1))
+            if self._alerts is not None:
+                await self._raise_epoch_alert(self._alerts, change)
+        for stream, (epoch, needed) in list(self._epoch_alerts.items()):
+            cursor = self._cursors.get(stream)
+            if epoch != self._outbox.epoch_of(stream):
+                del self._epoch_alerts[stream]  # another change replaced it
+            elif cursor is not None and cursor.acked_seq >= needed:
+                del self._epoch_alerts[stream]
+                if self._alerts is not None:
+                    await self._alerts.clear(
+                        f"{EPOCH_ALERT}:{stream}", f"HQ holds epoch {epoch} up to seq {needed}"
+                    )
+
+    @staticmethod
+    async def _raise_epoch_alert(alerts: Alerts, change: EpochChange) -> None:
+        key = f"{EPOCH_ALERT}:{change.stream}"
+        details = {
+            "stream": change.stream,
+            "old_epoch": change.old_epoch,
+            "epoch": change.new_epoch,
+            "resequenced": change.resequenced,
+            "reason": change.reason,
+        }
+        message = (
+            f"{change.stream}: the database went back in time; new epoch {change.new_epoch}, "
+            f"{change.resequenced} buffered event(s) re-sent as its seqs 1..{change.resequenced} "
+            "(HQ may get some of them twice, with the same ids)"
+        )
+        if not await alerts.raise_(key, Severity.WARNING, message, details):
+            await alerts.update_details(key, details)  # a later change while still active
 
     async def _send_round(self, group: asyncio.TaskGroup) -> bool:
         progressed = False
@@ -264,6 +343,7 @@ class Uplink:
             delay = self._limiter.delay()
             if delay:
                 await asyncio.sleep(delay)
+            await self._outbox.mark_leaving(cursor.stream, batch.seq_to)
             self._publish(group, cursor, batch)
             progressed = True
         return progressed
@@ -271,7 +351,7 @@ class Uplink:
     def _publish(self, group: asyncio.TaskGroup, cursor: StreamCursor, batch: WireBatch) -> None:
         payload = pack_wire_batch(
             store=self._store_id,
-            epoch=self._outbox.epoch,
+            epoch=self._outbox.epoch_of(cursor.stream),
             boot=self._boot,
             batch=batch,
             sent_at=self._clock.utc_now(),
@@ -373,6 +453,11 @@ class Uplink:
             return
         released = await self._outbox.acknowledge(stream, epoch, seq)
         if released is None:
+            if await self._outbox.beyond_head(stream, epoch, seq):
+                # HQ holds seqs this database never reached: the send loop starts a new epoch.
+                self._hq_ahead[stream] = (epoch, seq)
+                self._outbox.appended.set()
+                return
             _LOGGER.debug(
                 "ignoring ack %s/%s/%d (other epoch, stream or beyond head)", stream, epoch, seq
             )
