@@ -309,10 +309,15 @@ class Uplink:
             "resequenced": change.resequenced,
             "reason": change.reason,
         }
-        message = (
-            f"{change.stream}: the database went back in time; new epoch {change.new_epoch}, "
+        resent = (
             f"{change.resequenced} buffered event(s) re-sent as its seqs 1..{change.resequenced} "
             "(HQ may get some of them twice, with the same ids)"
+            if change.resequenced
+            else "nothing buffered to re-send"
+        )
+        message = (
+            f"{change.stream}: the database went back in time; new epoch {change.new_epoch}, "
+            f"{resent}"
         )
         if not await alerts.raise_(key, Severity.WARNING, message, details):
             await alerts.update_details(key, details)  # a later change while still active

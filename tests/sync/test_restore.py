@@ -79,8 +79,16 @@ async def test_events_written_after_a_restore_all_reach_hq(
             await until(lambda: hq.values("stock")[300:] == list(range(1000, 1150)))
             assert await drained(gw.outbox) == 0
             later = hq.events("stock")[300:]
-            assert {event["epoch"] for event in later} != {epoch}
+            assert {event["epoch"] for event in later} == {gw.outbox.epoch_of("stock")} != {epoch}
             assert [event["seq"] for event in later] == list(range(1, 151))
+            assert gw.outbox.epoch_of("receipts") == epoch  # nothing of it had left
+            # Raised at the start, cleared once HQ holds events of the new epoch.
+            await until(lambda: len(hq.events("alerts")) == 2)
+            raised, cleared = hq.events("alerts")
+            assert (raised["type"], raised["key"]) == ("alert.raised", "outbox.epoch:stock")
+            assert raised["details"]["old_epoch"] == epoch
+            assert "seqs up to 300" in raised["details"]["reason"]
+            assert (cleared["type"], cleared["key"]) == ("alert.cleared", "outbox.epoch:stock")
 
 
 async def test_restored_with_its_high_water_file_hq_s_watermark_gives_it_away(
