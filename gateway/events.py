@@ -162,8 +162,9 @@ Epoch = Annotated[
     Field(
         min_length=1,
         max_length=64,
-        description="Identity of the gateway database (16 random hex characters); a rebuilt "
-        "database starts a new epoch at seq 1",
+        description="What the seqs count in (16 random hex characters): the gateway "
+        "database's epoch, or the stream's own once its database went back in time; a new "
+        "epoch starts at seq 1",
         examples=["9f2c4e1a7b3d5c60"],
     ),
 ]

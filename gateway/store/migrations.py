@@ -341,6 +341,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             ) STRICT""",
         ),
     ),
+    Migration(
+        11,
+        "outbox: an epoch per stream, for a stream that restarts its seqs",
+        (
+            # NULL: the database's epoch (meta). A stream whose database went back in time
+            # (restored from a copy) gets a new one and its buffered events new seqs from 1.
+            "ALTER TABLE outbox_streams ADD COLUMN epoch TEXT",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
