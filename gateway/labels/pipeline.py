@@ -826,11 +826,12 @@ class LabelPipeline:
         ]
         if refit:
             statements += self._refit_statements(refit, now_text)
-            self._wake["render"].set()
         if statements:
             await self._db.submit_atomic(statements)
             self._wake["dispatch"].set()
             self._wake["receipts"].set()
+            if refit:
+                self._wake["render"].set()  # after the commit: the render reads committed rows
         return len(batch)
 
     def _note_shown(self, device: str, report: LabelReport, now: str) -> bool:
