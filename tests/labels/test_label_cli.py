@@ -223,8 +223,8 @@ def test_label_bind_of_the_same_sku_retries_a_failed_job(tmp_path: Path, mosquit
             assert pushes() == 1
 
             again = store.cli("label", "bind", label, SKU)  # the technician moved the label
-            assert "its job: queued" in again
             store.wait(lambda: pushes() == 2, "the failed job sent again at once")
+            assert "its job: queued" in again
             audit = store.show(label)["audit"]
             assert any(
                 entry["event"] == "requeued"
