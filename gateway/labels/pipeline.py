@@ -181,47 +181,55 @@ _TO_AWAITING_MODEL = (
 _AWAITING_NOTE = "waiting for the label to report its panel (no ESL driver has heard it yet)"
 
 # --- panels: content is drawn for the panel its label reports -------------------------------
-# A label's panel is the model its driver reported, or ?1 (the configured default) when the
-# driver reports none. Labels no driver has heard have no panel: their jobs wait for it.
-_PANELS = "(SELECT label, coalesce(model, ?1) AS model FROM label_shown)"
-# ?1 labels as a JSON array (NULL: every label).
-_AWAITING_TO_QUEUED = (
-    "UPDATE label_jobs SET state = 'queued', last_error = NULL WHERE state = 'awaiting_model' "
-    "AND label IN (SELECT label FROM label_shown) "
-    "AND (?1 IS NULL OR label IN (SELECT value FROM json_each(?1)))"
-)
-# Content drawn for another panel than the label's is drawn again: active jobs (HQ heard of
-# their hash) are audited as superseded. ?2 labels (NULL: all), ?3 now, ?4 the reason (NULL:
-# the panels named).
-_REFIT_AUDIT = f"""
+
+
+def _refit_sql(*, some: bool) -> tuple[str, str, str, str]:
+    """The statements that put content on its label's panel: for the labels in ?2 (a JSON
+    array; ``some``) or for every label (?2 NULL). ?1 is the configured default panel.
+
+    A label's panel is the model its driver reported, or the default when the driver reports
+    none; labels no driver has heard have none, and their jobs wait for it (awaiting_model)
+    until they are heard. Content drawn for another panel than the label's is drawn again
+    from ``queued`` with a new rev (a render or push of the old content finishing late lands
+    nowhere); active jobs (HQ heard of their hash) are audited as superseded. ?3 now and ?4
+    the reason (NULL: the panels named) for the audit; ?3 the reason for the jobs.
+    """
+    which = "label IN (SELECT value FROM json_each(?2))" if some else "?2 IS NULL"
+    panels = f"(SELECT label, coalesce(model, ?1) AS model FROM label_shown WHERE {which})"  # noqa: S608
+    awaiting_to_queued = (
+        "UPDATE label_jobs SET state = 'queued', last_error = NULL "  # noqa: S608
+        f"WHERE state = 'awaiting_model' AND label IN (SELECT label FROM {panels})"
+    )
+    audit = f"""
 INSERT INTO label_audit (at, label, event, state, sku, price_version, content_hash, detail)
 SELECT ?3, j.label, 'superseded', j.state, j.sku, j.price_version, j.content_hash,
   coalesce(?4, 'drawn for ' || j.model || ', the label''s panel is ' || p.model
     || ': drawn again')
-FROM label_jobs j JOIN {_PANELS} AS p ON p.label = j.label
+FROM {panels} AS p JOIN label_jobs j ON j.label = p.label
 WHERE j.content_hash IS NOT NULL AND j.model IS NOT p.model
   AND j.state IN ('queued', 'submitted', 'pending', 'failed')
-  AND (?2 IS NULL OR j.label IN (SELECT value FROM json_each(?2)))
 """  # noqa: S608 - constant fragments
-# A new rev: a render or push of the old content finishing late lands nowhere. ?3 the reason.
-_REFIT_JOBS = f"""
+    jobs = f"""
 UPDATE label_jobs SET state = 'queued', rev = label_jobs.rev + 1, content_hash = NULL,
   model = NULL, attempts = 0, next_attempt_at = NULL, device = NULL, submitted_at = NULL,
   confirmed_at = NULL, evidence = NULL,
   last_error = coalesce(?3, 'drawn for ' || label_jobs.model || ', the label''s panel is '
     || p.model || ': drawn again')
-FROM {_PANELS} AS p
+FROM {panels} AS p
 WHERE p.label = label_jobs.label AND label_jobs.content_hash IS NOT NULL
   AND label_jobs.model IS NOT p.model
-  AND (?2 IS NULL OR label_jobs.label IN (SELECT value FROM json_each(?2)))
 """  # noqa: S608 - constant fragments
-_REFIT_SCHEDULE = f"""
+    schedule = f"""
 UPDATE label_schedule SET content_hash = NULL, model = NULL
-FROM {_PANELS} AS p
+FROM {panels} AS p
 WHERE p.label = label_schedule.label AND label_schedule.content_hash IS NOT NULL
   AND label_schedule.model IS NOT p.model
-  AND (?2 IS NULL OR label_schedule.label IN (SELECT value FROM json_each(?2)))
 """  # noqa: S608 - constant fragments
+    return awaiting_to_queued, audit, jobs, schedule
+
+
+_REFIT_ALL = _refit_sql(some=False)
+_REFIT_SOME = _refit_sql(some=True)
 
 # A technician's `label bind` of the SKU a failed job is for: queued again now.
 _AUDIT_RETRIED = (
@@ -543,11 +551,8 @@ class LabelPipeline:
         updates: list[Sequence[Any]] = []
         # Decided after the render, with no wait before the commit is queued: a label heard
         # meanwhile is drawn next pass; one heard later finds its job parked and queues it.
-        waiting = [
-            row
-            for row in rows
-            if row not in drawable and self._model_for(str(row["label"])) is None
-        ]
+        # (A label's panel, once known, stays known: the drawn rows are not among these.)
+        waiting = [row for row in rows if self._model_for(str(row["label"])) is None]
         audits: list[Sequence[Any]] = [
             (now, AuditEvent.AWAITING_MODEL.value, _AWAITING_NOTE, row["label"], row["rev"])
             for row in waiting
@@ -720,11 +725,12 @@ class LabelPipeline:
         audited as superseded), and so are pre-rendered flips."""
         array = None if labels is None else json.dumps(sorted(labels))
         default = self._default_model
+        awaiting, audit, jobs, schedule = _REFIT_ALL if labels is None else _REFIT_SOME
         return [
-            (_AWAITING_TO_QUEUED, (array,)),
-            (_REFIT_AUDIT, (default, array, now, reason)),
-            (_REFIT_JOBS, (default, array, reason)),
-            (_REFIT_SCHEDULE, (default, array)),
+            (awaiting, (default, array)),
+            (audit, (default, array, now, reason)),
+            (jobs, (default, array, reason)),
+            (schedule, (default, array)),
         ]
 
     async def _drop_stale_renders(self, rows: Sequence[Any]) -> list[Any]:
