@@ -192,8 +192,8 @@ def _build_parser() -> argparse.ArgumentParser:
         if name == "labels":
             sub.add_argument(
                 "--state",
-                help="only jobs in this state (queued, submitted, pending, confirmed, failed, "
-                "failed_permanent, unreachable)",
+                help="only jobs in this state (awaiting_model, queued, submitted, pending, "
+                "confirmed, failed, failed_permanent, unreachable)",
             )
         where = sub.add_mutually_exclusive_group()
         where.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
