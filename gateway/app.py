@@ -709,7 +709,12 @@ class Gateway:
             binding = await bindings.bind(str(args.get("label")), str(args.get("sku")), "local")
         except CommandRefusedError as exc:
             raise ControlProtocolError(str(exc)) from exc
-        return binding.as_dict()
+        reply = binding.as_dict()
+        if self._runtime.labels is not None:  # a failed job for this SKU is tried again now
+            reply["job_state"] = await self._runtime.labels.retry_failed(
+                binding.label, binding.sku, "retried by a technician (storegw label bind)"
+            )
+        return reply
 
     async def _label_unbind_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
         removed = await self._require_bindings().unbind(str(args.get("label")), "local")

@@ -15,7 +15,9 @@ Every error the gateway raises on purpose derives from :class:`GatewayError`. Li
     │   └── SchemaTooNewError       the database was written by a newer storegw
     ├── DriverError                 a device driver failed
     │   ├── DriverUnavailableError  transient (port gone, device silent): retry with backoff
-    │   └── DriverConfigError       permanent for this config: mark the driver failed, no retry
+    │   ├── DriverConfigError       permanent for this config: mark the driver failed, no retry
+    │   └── LabelPanelMismatchError content drawn for another panel than the label's: the
+    │                               label pipeline draws it again for ``panel`` (never final)
     ├── ControlError                the control socket (CLI ↔ daemon) failed
     │   ├── DaemonNotRunningError   no daemon is listening on the socket path
     │   └── ControlProtocolError    a malformed or unsupported request/response
@@ -35,7 +37,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.drivers.contracts import LabelModel
 
 __all__ = [
     "BatchRejectedError",
@@ -50,6 +55,7 @@ __all__ = [
     "DriverError",
     "DriverUnavailableError",
     "GatewayError",
+    "LabelPanelMismatchError",
     "LinkDownError",
     "LinkError",
     "OutboxFullError",
@@ -153,6 +159,25 @@ class DriverUnavailableError(DriverError):
 
 class DriverConfigError(DriverError):
     """Permanent for this configuration: the supervisor marks the driver failed, no retry."""
+
+
+class LabelPanelMismatchError(DriverError):
+    """An ESL driver refuses content drawn for another panel than the label's. ``panel`` is
+    the label's panel as the ESL system knows it (None: it does not say): the label pipeline
+    draws the content again for that panel. Not a configuration error: a label may be bound
+    before it ever checked in, or have its panel swapped."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        label: str,
+        panel: LabelModel | None,
+        driver: str | None = None,
+    ) -> None:
+        self.label = label
+        self.panel = panel
+        super().__init__(message, driver=driver)
 
 
 class ControlError(GatewayError):

@@ -258,7 +258,15 @@ def render_devices(result: Mapping[str, Any]) -> str:
 def render_labels(result: Mapping[str, Any]) -> str:
     """``storegw labels``: label jobs per state, flips ahead, drivers, and the listing."""
     counts = result.get("counts") or {}
-    order = ("queued", "submitted", "pending", "confirmed", "failed", "failed_permanent")
+    order = (
+        "awaiting_model",
+        "queued",
+        "submitted",
+        "pending",
+        "confirmed",
+        "failed",
+        "failed_permanent",
+    )
     summary = ", ".join(f"{state} {counts[state]}" for state in order if counts.get(state))
     lines = [
         (
@@ -379,6 +387,8 @@ def render_label(result: Mapping[str, Any]) -> str:
     else:
         lines.append("  shows     unknown: no driver has reported this label")
     lines.append(f"  in sync   {'yes' if result.get('in_sync') else 'NO'}")
+    if "panel" in result:
+        lines.append(f"  panel     {result['panel'] or 'unknown: drawn once the label reports it'}")
     job = result.get("job")
     if job:
         lines.append(

@@ -97,7 +97,9 @@ def _add_label_commands(commands: Any, default_config: Path) -> None:
     )
     preview.add_argument("--out", type=Path, required=True, help="PNG file to write")
     bind = label_commands.add_parser(
-        "bind", help="show SKU on LABEL (a local override: HQ's bindings wait until unbind)"
+        "bind",
+        help="show SKU on LABEL (a local override: HQ's bindings wait until unbind); "
+        "a failed job of the label for SKU is retried at once",
     )
     bind.add_argument("label", help="label id")
     bind.add_argument("sku", help="SKU")
@@ -196,8 +198,8 @@ def _build_parser() -> argparse.ArgumentParser:
         if name == "labels":
             sub.add_argument(
                 "--state",
-                help="only jobs in this state (queued, submitted, pending, confirmed, failed, "
-                "failed_permanent, unreachable)",
+                help="only jobs in this state (awaiting_model, queued, submitted, pending, "
+                "confirmed, failed, failed_permanent, unreachable)",
             )
         where = sub.add_mutually_exclusive_group()
         where.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
@@ -455,6 +457,12 @@ def _label_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return "label.unbind", {"label": args.label}
 
 
+_JOB_STATE_NOTES = {
+    "awaiting_model": "awaiting_model (drawn once the label reports its panel)",
+    "queued": "queued (on its way to the label)",
+}
+
+
 def _print_label_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
     import base64
 
@@ -464,6 +472,9 @@ def _print_label_result(args: argparse.Namespace, result: dict[str, Any]) -> Non
         print(json.dumps(result, indent=2, sort_keys=True) if args.json else render_label(result))
     elif args.label_command == "bind":
         print(f"label {result['label']} shows {result['sku']} (local override)")
+        job_state = result.get("job_state")
+        if job_state is not None:
+            print(f"  its job: {_JOB_STATE_NOTES.get(job_state, job_state)}")
     elif args.label_command == "flash":
         print(f"label {args.label} flashing for {args.seconds:g} s (via {result['device']})")
     elif args.label_command == "seed":

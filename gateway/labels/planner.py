@@ -112,14 +112,16 @@ WHERE label NOT IN (SELECT label FROM label_bindings) AND sku != ''
 """
 # Unbound labels that show something (a driver reported content) or may have been sent content
 # (their job went past its first render) get the blank face, unless their job already has it.
-# ?1 the blank face. A job queued once and never handed to a driver (rev 1, no attempt) was
-# never sent: it is dropped below, like the jobs of labels nothing reports.
+# ?1 the blank face. A job queued once (or waiting for its label's panel) and never handed to
+# a driver (rev 1, no attempt) was never sent: it is dropped below, like the jobs of labels
+# nothing reports.
 _STAGE_BLANK = """
 INSERT INTO label_plan (label, sku, face, price_version)
 SELECT u.label, '', ?1, 0 FROM (
   SELECT label FROM label_shown WHERE content_hash IS NOT NULL
   UNION
-  SELECT label FROM label_jobs WHERE state != 'queued' OR attempts > 0 OR rev > 1
+  SELECT label FROM label_jobs
+  WHERE state NOT IN ('queued', 'awaiting_model') OR attempts > 0 OR rev > 1
 ) AS u
 LEFT JOIN label_jobs j ON j.label = u.label
 WHERE u.label NOT IN (SELECT label FROM label_bindings)
