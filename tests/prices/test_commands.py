@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -27,6 +28,7 @@ from gateway.commands import (
     builtin_commands,
 )
 from gateway.config import MqttConfig
+from gateway.errors import MalformedMessageError
 from gateway.hq.cmd import parse_command_args, send_command
 from gateway.hq.tail import HqSettings
 from gateway.labels.bindings import LabelBindings
@@ -201,11 +203,14 @@ async def test_refusals(tmp_path: Path, mosquitto: Broker) -> None:
             await s.processor.on_message(inbound("count", forged, own))
             await s.processor.on_message(inbound("launch", command("launch", cid="c-4"), own))
             await s.processor.on_message(inbound("ping", command("count", cid="c-5"), own))
-            await s.processor.on_message(inbound("ping", b"{nonsense", own))
+            # Garbage is answered, then left to the link to acknowledge and count as malformed.
+            with pytest.raises(MalformedMessageError, match="not JSON"):
+                await s.processor.on_message(inbound("ping", b"{nonsense", own))
             assert s.counted == []
-            assert s.processor.refused == 8
+            assert s.processor.refused == 7
             [alert] = s.alerts.active()
             assert alert.key == COMMAND_ALERT
+            assert alert.details["refused"] == 7
             await until(lambda: len(watcher.replies) == 5)
             assert all(reply["ok"] is False for reply, _ in watcher.replies)
             errors = " | ".join(reply["error"] for reply, _ in watcher.replies)

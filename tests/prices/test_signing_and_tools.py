@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.clock import FakeClock
 from gateway.config import DownlinkConfig
-from gateway.errors import BatchRejectedError, SignatureError
+from gateway.errors import BatchRejectedError, MalformedMessageError, SignatureError
 from gateway.hq.keys import generate_key
 from gateway.hq.prices import build_price_messages, read_price_list
 from gateway.prices.batch import parse_price_batch
@@ -36,8 +36,6 @@ def test_keygen_writes_a_private_pem_and_returns_the_config_form(tmp_path: Path)
 @pytest.mark.parametrize(
     "message",
     [
-        b"",
-        b"[]",
         b'{"v": 2, "payload": "e30="}',
         b'{"v": 1, "payload": "not base64!"}',
         b'{"v": 1, "payload": "e30=", "kid": "hq-1"}',
@@ -49,6 +47,24 @@ def test_keygen_writes_a_private_pem_and_returns_the_config_form(tmp_path: Path)
 def test_verifier_refuses_garbage(message: bytes) -> None:
     with pytest.raises(SignatureError):
         Verifier({"hq-1": KEY.public_key()}).open(message)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"",
+        b"[]",
+        b"\x00\xffnot json",
+        b'{"v": 1, "payload": "e30=", "kid": "hq-1", "sig": NaN}',
+        b"[" * 10_000 + b"]" * 10_000,
+        b'{"v": 1, "payload": "' + b"A" * (2 * 1024 * 1024) + b'"}',
+    ],
+)
+def test_verifier_refuses_unreadable_messages_as_malformed(message: bytes, signed: bool) -> None:
+    keys = {"hq-1": KEY.public_key()} if signed else {}
+    with pytest.raises(MalformedMessageError):
+        Verifier(keys).open(message, allow_unsigned=True)
 
 
 def test_unsigned_mode_takes_bare_or_wrapped_payloads() -> None:
