@@ -10,7 +10,9 @@ can rotate (the store trusts every configured kid). The payload itself carries i
 validity: ``scope: {"stores": [...], "groups": [...]}`` must name this store or one of its
 groups, and ``issued_at``/``valid_until`` bound when it may be applied (checked while the clock
 is synchronised). With no keys configured the gateway runs *unsigned*: it accepts the bare
-payload (or the wrapper without ``sig``), warns at start and says so in ``storegw status``.
+payload (or the wrapper without ``kid`` and ``sig``), warns at start and says so in ``storegw
+status``. A wrapper that claims a signature (``kid`` or ``sig``) must verify with a configured
+key in either mode: without keys it is refused, never applied as if unsigned.
 
 The wrapper is read with :func:`gateway.sync.inbound.load_json` (size, depth, strict JSON);
 what cannot be read raises :class:`~gateway.errors.MalformedMessageError`, not SignatureError.
@@ -103,8 +105,9 @@ class Verifier:
     def open(self, message: bytes, *, allow_unsigned: bool = False) -> tuple[bytes, str | None]:
         """Returns the payload bytes and the kid that signed them (None when unsigned).
         ``allow_unsigned`` lets an unsigned message through even with keys configured (the
-        caller then decides by kid None, e.g. read-only commands); a signature present must
-        verify regardless. An unreadable message raises MalformedMessageError."""
+        caller then decides by kid None, e.g. read-only commands). A message that claims a
+        signature (``kid`` or ``sig``) must verify with a configured key, whatever the mode
+        (SignatureError). An unreadable message raises MalformedMessageError."""
         document = load_json_object(message)
         if "payload" not in document:  # a bare payload
             if self.signed and not allow_unsigned:
@@ -120,10 +123,16 @@ class Verifier:
         except binascii.Error:
             raise SignatureError("payload is not base64") from None
         kid, sig = document.get("kid"), document.get("sig")
-        if not self.signed or (allow_unsigned and kid is None and sig is None):
+        if kid is None and sig is None:  # claims no signature
+            if self.signed and not allow_unsigned:
+                raise SignatureError("kid and sig are required while HQ keys are configured")
             return payload, None
         if not isinstance(kid, str) or not isinstance(sig, str):
-            raise SignatureError("kid and sig are required while HQ keys are configured")
+            raise SignatureError("a signed message needs both kid and sig (strings)")
+        if not self.signed:
+            raise SignatureError(
+                f"signed with key {kid[:64]!r}, but no HQ keys are configured to verify it"
+            )
         key = self._keys.get(kid)
         if key is None:
             raise SignatureError(

@@ -250,3 +250,18 @@ async def test_hq_binds_labels_with_signed_commands(tmp_path: Path, mosquitto: B
         assert "unbind it before" in refused["error"]
         gone = await send_command(settings, "s1", "unbind", {"label": "L-7"}, signer=SIGNER)
         assert gone["result"]["removed"]["sku"] == "4006381333931"
+
+
+async def test_unsigned_mode_refuses_a_signature_it_cannot_check(
+    tmp_path: Path, mosquitto: Broker
+) -> None:
+    """Item 10: without HQ keys, a command claiming a signature is not run as if unsigned."""
+    async with store(tmp_path, mosquitto, signed=False) as s:
+        forged = command("count", cid="c-1", signer=Signer("hq-1", Ed25519PrivateKey.generate()))
+        await s.processor.on_message(inbound("count", forged, None))
+        assert s.counted == []
+        [alert] = s.alerts.active()
+        assert alert.key == COMMAND_ALERT
+        assert "no HQ keys are configured" in alert.message
+        await s.processor.on_message(inbound("count", command("count", signer=None), None))
+        assert s.counted == [1]  # unsigned mode takes what claims no signature

@@ -238,7 +238,7 @@ async def test_incomplete_parts_expire_with_a_receipt(tmp_path: Path) -> None:
         ("flipped", "does not verify"),
         ("other-store", "does not include store"),
         ("expired", "expired"),
-        ("kid-without-sig", "kid and sig are required"),
+        ("kid-without-sig", "needs both kid and sig"),
     ],
 )
 async def test_unauthentic_messages_are_refused_with_an_alert(
@@ -324,6 +324,26 @@ async def test_the_signature_alert_keeps_count_and_reason_current_and_clears_whe
         events = await s.outbox.read("alerts", after_seq=0, max_events=10, max_bytes=10**6)
         assert [e.type for e in events] == ["alert.raised", "alert.cleared"]
         assert json.loads(events[1].body)["details"]["refused"] == 10
+
+
+async def test_unsigned_mode_refuses_a_signature_it_cannot_check(tmp_path: Path) -> None:
+    """Item 10: without HQ keys, a wrapper claiming a signature is never applied unchecked."""
+    async with store(tmp_path, signed=False) as s:
+        forged = batch(
+            s.clock,
+            1,
+            [item("a", "6.66")],
+            kind="full",
+            signer=Signer("hq-1", Ed25519PrivateKey.generate()),
+        )[0]
+        await s.receive(forged)
+        assert await s.prices() == {}
+        [alert] = s.alerts.active()
+        assert alert.key == SIGNATURE_ALERT
+        assert "no HQ keys are configured" in alert.message
+        [unsigned] = batch(s.clock, 1, [item("a", "1.00")], kind="full", signer=None)
+        await s.receive(unsigned)
+        assert await s.prices() == {"a": "1.00"}
 
 
 async def test_unreadable_price_messages_are_left_to_the_link_as_malformed(

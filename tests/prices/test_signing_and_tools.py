@@ -67,6 +67,25 @@ def test_verifier_refuses_unreadable_messages_as_malformed(message: bytes, signe
         Verifier(keys).open(message, allow_unsigned=True)
 
 
+def test_a_claimed_signature_is_checked_without_keys_too() -> None:
+    """Item 10: unsigned mode takes unsigned messages, never a signature it cannot check."""
+    unsigned = Verifier({})
+    payload = b'{"a": 1}'
+    signed = Signer("hq-1", KEY).wrap(payload)
+    with pytest.raises(SignatureError, match="no HQ keys are configured"):
+        unsigned.open(signed)
+    forged = json.loads(signed)
+    forged["sig"] = base64.b64encode(b"\x00" * 64).decode()
+    with pytest.raises(SignatureError, match="no HQ keys are configured"):
+        unsigned.open(json.dumps(forged).encode())
+    half = json.loads(signed)
+    del half["sig"]
+    with pytest.raises(SignatureError, match="needs both kid and sig"):
+        unsigned.open(json.dumps(half).encode(), allow_unsigned=True)
+    wrapped = json.dumps({"v": 1, "payload": base64.b64encode(payload).decode()}).encode()
+    assert unsigned.open(wrapped) == (payload, None)  # claims nothing: taken unsigned
+
+
 def test_unsigned_mode_takes_bare_or_wrapped_payloads() -> None:
     verifier = Verifier({})
     assert verifier.open(b'{"a": 1}') == (b'{"a": 1}', None)
