@@ -15,6 +15,7 @@ from gateway.errors import BatchRejectedError, MalformedMessageError, SignatureE
 from gateway.hq.keys import generate_key
 from gateway.hq.prices import build_price_messages, read_price_list
 from gateway.prices.batch import parse_price_batch
+from gateway.sync.inbound import MAX_MESSAGE_BYTES
 from gateway.sync.signing import Signer, Verifier, decode_public_key, encode_public_key
 
 KEY = Ed25519PrivateKey.generate()
@@ -179,3 +180,21 @@ def test_big_batches_split_into_signed_parts_under_the_cap() -> None:
     assert [p.header.part for p in parts] == list(range(1, len(messages) + 1))
     assert {p.header.parts for p in parts} == {len(messages)}
     assert sum(len(p.items) for p in parts) == 2000
+
+
+def test_hq_never_builds_a_part_larger_than_a_store_reads() -> None:
+    items = [
+        {"sku": f"s{n}", "price": "1.00", "currency": "EUR", "name": "n" * 180}
+        for n in range(12_000)
+    ]
+    messages = build_price_messages(
+        items,
+        version=1,
+        kind="full",
+        issued_at=FakeClock().utc_now(),
+        stores=["s1"],
+        signer=Signer("hq-1", KEY),
+        max_message_bytes=64 * 1024 * 1024,  # HQ's [mqtt] max_message_bytes allows that much
+    )
+    assert len(messages) > 2
+    assert all(len(m) <= MAX_MESSAGE_BYTES for m in messages)
