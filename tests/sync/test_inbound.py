@@ -26,6 +26,7 @@ from gateway.sync.inbound import (
     load_json,
     load_json_object,
 )
+from gateway.sync.uplink import _read_ack
 
 
 def nested(depth: int, *, arrays: bool = True) -> bytes:
@@ -178,3 +179,21 @@ async def test_refusals_keep_their_alert_current_survive_a_restart_and_clear_whe
     cleared = json.loads(events[1].body)
     assert cleared["details"]["refused"] == 11
     assert "11 refused in all" in cleared["clear_message"]
+
+
+@given(
+    payload=st.binary(max_size=100)
+    | st.builds(
+        lambda seq: b'{"stream":"stock","epoch":"e","seq":' + seq + b"}",
+        st.sampled_from([b"NaN", b"Infinity", b"1e400", b"1e308", b"-1", b"0", b'"4"', b"true"])
+        | st.integers().map(lambda n: str(n).encode()),
+    )
+)
+def test_an_ack_is_read_or_refused_as_malformed(payload: bytes) -> None:
+    try:
+        stream, epoch, seq = _read_ack(payload)
+    except MalformedMessageError:
+        return
+    assert (stream, epoch) == ("stock", "e")
+    assert type(seq) is int
+    assert 1 <= seq < 2**63
