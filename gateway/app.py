@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.alerts import Alerts
+from gateway.alerts import Alerts, Severity
 from gateway.clock import Clock, isoformat_utc
 from gateway.commands import (
     CommandProcessor,
@@ -60,7 +60,8 @@ from gateway.store import Database
 from gateway.store.keeper import OutboxKeeper
 from gateway.store.outbox import Outbox
 from gateway.sync.health import publish_health
-from gateway.sync.link import MqttLink
+from gateway.sync.inbound import MALFORMED_ALERT, RefusalCounter, expire_refusals
+from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.uplink import Uplink, connect_outbox
 from gateway.systemd import SystemdNotifier, WatchdogGate
 
@@ -92,6 +93,7 @@ class _Runtime:
     uplink: Uplink | None = None
     prices: PriceDownlink | None = None
     commands: CommandProcessor | None = None
+    malformed: RefusalCounter | None = None
     bindings: LabelBindings | None = None
     labels: LabelPipeline | None = None
     shelves: ShelfService | None = None
@@ -350,6 +352,24 @@ class Gateway:
         commands.attach(link)
         self._runtime.commands = commands
         self._spawn(group, "commands", commands.run())
+        # Every down/ message ends in an ack: what no handler takes is counted and alerted.
+        malformed = RefusalCounter(
+            MALFORMED_ALERT,
+            Severity.WARNING,
+            "a message from HQ was refused unread",
+            alerts=alerts,
+            clock=self.clock,
+        )
+
+        async def count_refused(topic_filter: str, _message: InboundMessage, reason: str) -> None:
+            await malformed.refuse(reason, topic=topic_filter)
+
+        link.on_refused = count_refused
+        self._runtime.malformed = malformed
+        refusals = [malformed, commands.refusals]
+        if prices is not None:
+            refusals.append(prices.refusals)
+        self._spawn(group, "downlink.refusals", expire_refusals(refusals))
         self._spawn(group, "mqtt.link", link.run())
         self._spawn(group, "uplink", uplink.run())
         self._spawn(
@@ -644,6 +664,7 @@ class Gateway:
                 "link": link,
                 "last_hq_ack": runtime.uplink.last_ack if runtime.uplink else None,
                 "parked_streams": dict(runtime.uplink.parked) if runtime.uplink else {},
+                "malformed": runtime.malformed.status() if runtime.malformed else None,
             },
             "outbox": outbox,
             "buffer": runtime.outbox.pressure.report() if runtime.outbox is not None else None,

@@ -25,6 +25,7 @@ Every error the gateway raises on purpose derives from :class:`GatewayError`. Li
     │   ├── LinkDownError           not connected (or the connection dropped): retry later
     │   └── PublishRefusedError     the broker refused a publish (PUBACK reason code)
     ├── DownlinkError               a message from HQ is refused (it is acked, never applied)
+    │   ├── MalformedMessageError   unreadable: too big, nested too deep, not strict JSON, bad shape
     │   ├── SignatureError          missing/unknown key, bad signature, wrong scope, expired
     │   ├── BatchRejectedError      a price batch is invalid; lists every bad item
     │   └── CommandRefusedError     understood, but cannot be carried out (e.g. a binding)
@@ -58,6 +59,7 @@ __all__ = [
     "LabelPanelMismatchError",
     "LinkDownError",
     "LinkError",
+    "MalformedMessageError",
     "OutboxFullError",
     "PublishRefusedError",
     "SchemaTooNewError",
@@ -219,6 +221,12 @@ class PublishRefusedError(LinkError):
 class DownlinkError(GatewayError):
     """A message from HQ is refused: acknowledged to the broker (so it is not redelivered
     forever), never applied, and reported with its reason."""
+
+
+class MalformedMessageError(DownlinkError):
+    """A message from HQ cannot be read at all: larger than the cap, nested too deep, not
+    strict JSON (NaN, Infinity, a number beyond a double, invalid UTF-8) or not the shape its
+    topic needs. Raised out of a handler, the link acknowledges and counts it."""
 
 
 class SignatureError(DownlinkError):

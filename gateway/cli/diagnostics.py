@@ -127,8 +127,10 @@ def render_status(status: Mapping[str, Any]) -> str:
             lines.append(
                 f"prices:   v{downlink.get('price_version')}, signed "
                 f"(keys {', '.join(downlink.get('key_ids') or [])})"
-                + (f", {downlink['refused']} refused" if downlink.get("refused") else "")
             )
+    refused = _refused_line(status)
+    if refused:
+        lines.append(refused)
     buffer = status.get("buffer")
     if buffer:
         lines.append(_buffer_line(buffer))
@@ -153,6 +155,28 @@ def render_status(status: Mapping[str, Any]) -> str:
     )
     lines.extend(_driver_line(driver) for driver in sorted(drivers, key=_problem_first))
     return "\n".join(lines)
+
+
+def _refused_line(status: Mapping[str, Any]) -> str | None:
+    """What HQ's side sent that the store refused (each count is its alert's, see
+    ``storegw alerts``: downlink.malformed, downlink.signature, downlink.command)."""
+    parts = []
+    malformed = (status.get("mqtt") or {}).get("malformed") or {}
+    if malformed.get("refused"):
+        topics = ", ".join(f"{t} {n}" for t, n in sorted((malformed.get("by_topic") or {}).items()))
+        parts.append(f"{malformed['refused']} unreadable ({topics})")
+    prices = (status.get("downlink") or {}).get("refused")
+    if prices:
+        parts.append(f"{prices} price message(s) not authentic")
+    commands = (status.get("commands") or {}).get("refused")
+    if commands:
+        parts.append(f"{commands} command(s)")
+    if not parts:
+        return None
+    line = "refused:  " + "; ".join(parts)
+    if malformed.get("last_reason"):
+        line += f"\n          last unreadable: {malformed['last_reason']}"
+    return line
 
 
 def _mqtt_line(mqtt: Mapping[str, Any]) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from gateway.clock import isoformat_utc
 from gateway.prices.batch import PriceItem, Promotion
+from gateway.sync.inbound import MAX_MESSAGE_BYTES
 from gateway.sync.signing import Signer
 
 __all__ = ["build_price_messages", "read_price_list", "read_promotions"]
@@ -42,7 +43,9 @@ def build_price_messages(
     max_message_bytes: int = 128 * 1024,
 ) -> list[bytes]:
     """The MQTT payloads for one batch version: as many parts as the size cap needs (a signed
-    part is base64, so items get ~3/4 of the cap), each signed when ``signer`` is given."""
+    part is base64, so items get ~3/4 of the cap), each signed when ``signer`` is given. The
+    cap is at most what a store reads (:data:`~gateway.sync.inbound.MAX_MESSAGE_BYTES`)."""
+    max_message_bytes = min(max_message_bytes, MAX_MESSAGE_BYTES)
     budget = (max_message_bytes * 3 // 4 if signer else max_message_bytes) - _PART_OVERHEAD
     encoded = [json.dumps(dict(item), separators=(",", ":")) for item in items]
     chunks: list[list[str]] = [[]]

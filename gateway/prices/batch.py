@@ -9,7 +9,6 @@ Every bad item is reported, not just the first: HQ fixes a rejected batch in one
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Self
 
@@ -23,7 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.errors import BatchRejectedError
+from gateway.errors import BatchRejectedError, MalformedMessageError
+from gateway.sync.inbound import load_json
 
 __all__ = ["Money", "PriceBatch", "PriceBatchHeader", "PriceItem", "Promotion", "parse_price_batch"]
 
@@ -117,7 +117,8 @@ def _reason(error: ValidationError) -> str:
 
 
 def parse_price_batch(payload: bytes) -> PriceBatch:
-    """Validate a (verified) payload; :class:`BatchRejectedError` lists every problem."""
+    """Validate a (verified) payload; :class:`BatchRejectedError` lists every problem. The
+    caller bounds the payload first (the downlink reads it with ``load_json``)."""
     try:
         header = PriceBatchHeader.model_validate_json(payload)
     except ValidationError as exc:
@@ -152,7 +153,8 @@ def parse_price_batch(payload: bytes) -> PriceBatch:
 
 def _readable_version(payload: bytes) -> int | None:
     try:
-        version = json.loads(payload).get("version")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+        document = load_json(payload)
+    except MalformedMessageError:
         return None
+    version = document.get("version") if isinstance(document, dict) else None
     return version if type(version) is int and version >= 1 else None

@@ -41,6 +41,7 @@ from gateway.prices.batch import (
 )
 from gateway.store.database import Database
 from gateway.store.outbox import Outbox
+from gateway.sync.inbound import RefusalCounter, load_json
 from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.signing import Verifier, check_scope, check_validity
 
@@ -165,7 +166,14 @@ class PriceDownlink:
         self.settings = settings or PriceDownlinkSettings()
         self._link: MqttLink | None = None
         self.head = 0
-        self.refused = 0  # messages refused for their signature, scope or validity
+        # Messages refused for their signature, scope or validity (the downlink.signature alert).
+        self.refusals = RefusalCounter(
+            SIGNATURE_ALERT,
+            Severity.CRITICAL,
+            "a message on down/prices was refused",
+            alerts=alerts,
+            clock=clock,
+        )
         self._last_resync = -1e18
         # One sequencer at a time: the upkeep tick and message handling both advance.
         self._lock = asyncio.Lock()
@@ -208,12 +216,17 @@ class PriceDownlink:
             ]
         )
 
+    @property
+    def refused(self) -> int:
+        return self.refusals.refused
+
     def status(self) -> dict[str, Any]:
         return {
             "signing": "ed25519" if self._verifier.signed else "UNSIGNED",
             "key_ids": self._verifier.key_ids,
             "price_version": self.head,
             "refused": self.refused,
+            "last_refusal": self.refusals.status()["last_reason"],
             "last_resync_request": self.last_resync_request,
         }
 
@@ -222,9 +235,12 @@ class PriceDownlink:
     async def on_message(self, message: InboundMessage) -> None:
         """Store a verified part (the link acks it once this returns), then apply what is due.
         Refusals are answered (alert or receipt) and acknowledged: redelivery cannot help;
-        only a storage failure leaves the message unacknowledged (it comes again)."""
+        only a storage failure leaves the message unacknowledged (it comes again). An
+        unreadable message raises MalformedMessageError, and anything unforeseen its own
+        error: the link acknowledges and counts both (never a poison message)."""
         try:
             payload, _kid = self._verifier.open(message.payload)
+            # _peek reads the payload within bounds (size, depth) before anything parses it.
             check_scope(_peek(payload, "scope"), self._store_id, self.settings.groups)
             batch = parse_price_batch(payload)
             check_validity(batch.header.issued_at, batch.header.valid_until, self._clock)
@@ -242,10 +258,6 @@ class PriceDownlink:
                     await self._record_rejection(exc)
                 await self._advance()
             return
-        except Exception as exc:  # anything unforeseen in a message: refused, never poison
-            _LOGGER.exception("price message could not be read")
-            await self._refuse_unauthentic(SignatureError(f"unreadable message: {exc!r}"))
-            return
         async with self._lock:
             if batch.version <= self.head:
                 _LOGGER.info("price batch v%d: at or below v%d, no-op", batch.version, self.head)
@@ -254,15 +266,7 @@ class PriceDownlink:
             await self._advance()
 
     async def _refuse_unauthentic(self, error: SignatureError) -> None:
-        self.refused += 1
-        _LOGGER.error("price message refused: %s", error)
-        if self._alerts is not None:
-            await self._alerts.raise_(
-                SIGNATURE_ALERT,
-                Severity.CRITICAL,
-                f"a message on down/prices was refused: {error}",
-                details={"refused": self.refused, "last_reason": str(error)},
-            )
+        await self.refusals.refuse(str(error))
 
     async def _record_rejection(self, error: BatchRejectedError) -> None:
         """A verified batch with bad content: its version is consumed when its turn comes."""
@@ -590,11 +594,9 @@ def _set_identity(header: Any) -> tuple[Any, ...]:
 
 
 def _peek(payload: bytes, key: str) -> Any:
-    """One top-level field of a payload not validated yet (None if unreadable)."""
-    try:
-        document = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    """One top-level field of a payload not validated yet (None if it has none);
+    MalformedMessageError if it cannot be read at all."""
+    document = load_json(payload)
     return document.get(key) if isinstance(document, dict) else None
 
 

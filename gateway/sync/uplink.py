@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -33,9 +32,10 @@ from gateway.alerts import Alerts, Severity
 from gateway.backoff import Backoff
 from gateway.clock import Clock, isoformat_utc
 from gateway.config import MqttConfig
-from gateway.errors import LinkDownError, PublishRefusedError
+from gateway.errors import LinkDownError, MalformedMessageError, PublishRefusedError
 from gateway.store.outbox import EpochChange, Outbox, WireBatch
 from gateway.sync.envelope import pack_wire_batch
+from gateway.sync.inbound import load_json_object
 from gateway.sync.link import InboundMessage, MqttLink
 
 __all__ = [
@@ -448,14 +448,9 @@ class Uplink:
                 cursor.caught_up = False
 
     async def _on_ack(self, message: InboundMessage) -> None:
-        try:
-            ack = json.loads(message.payload)
-            stream, epoch, seq = str(ack["stream"]), str(ack["epoch"]), int(ack["seq"])
-        except (ValueError, KeyError, TypeError):
-            _LOGGER.warning(
-                "ignoring malformed HQ ack on %s: %r", message.topic, message.payload[:200]
-            )
-            return
+        """Take HQ's watermark; an unreadable ack raises MalformedMessageError (the link
+        acknowledges it and counts it as malformed)."""
+        stream, epoch, seq = _read_ack(message.payload)
         released = await self._outbox.acknowledge(stream, epoch, seq)
         if released is None:
             if await self._outbox.beyond_head(stream, epoch, seq):
@@ -483,6 +478,18 @@ class Uplink:
         # Bookkeeping writes ride the group commit (no task, nothing to await); a failure only
         # means rows are re-sent later, so it is logged.
         future.add_done_callback(_log_failure)
+
+
+def _read_ack(payload: bytes) -> tuple[str, str, int]:
+    """``{stream, epoch, seq}`` of a ``down/ack`` (docs/protocol.md): strings and an integer
+    seq in 1..2^63-1, or MalformedMessageError (other fields are ignored)."""
+    ack = load_json_object(payload)
+    stream, epoch, seq = ack.get("stream"), ack.get("epoch"), ack.get("seq")
+    if not isinstance(stream, str) or not isinstance(epoch, str):
+        raise MalformedMessageError("an ack needs stream and epoch (strings)")
+    if type(seq) is not int or not 1 <= seq < 2**63:
+        raise MalformedMessageError(f"an ack's seq must be an integer 1..2^63-1, not {seq!r:.40}")
+    return stream, epoch, seq
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:
