@@ -28,6 +28,7 @@ from gateway.errors import DriverConfigError, DriverUnavailableError
 from gateway.hq.prices import build_price_messages
 from gateway.labels.bindings import LabelBindings
 from gateway.labels.pipeline import LabelPipeline
+from gateway.prices.book import WasPrice
 from gateway.prices.downlink import PriceDownlink, PriceDownlinkSettings
 from gateway.store import Database
 from gateway.store.outbox import Outbox
@@ -201,6 +202,8 @@ async def label_store(
     *,
     clock: FakeClock | None = None,
     drivers: dict[str, LabelDriver | None] | None = None,
+    was_price: WasPrice = "hq",
+    timezone: str = "UTC",
     **config: Any,
 ) -> AsyncIterator[LabelStore]:
     clock = clock or FakeClock()
@@ -219,6 +222,8 @@ async def label_store(
             clock=clock,
             config=LabelsConfig(**config),
             drivers=lambda: driver_map,
+            timezone=timezone,
+            was_price=was_price,
             rng=random.Random(1),
         )
         await pipeline.load()

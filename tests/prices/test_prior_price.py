@@ -1,0 +1,193 @@
+"""The EU prior price (Directive 98/6/EC art. 6a): the lowest price *applied* in the 30 days
+before a reduction began — base prices and earlier promotions alike — or, for a progressive
+reduction HQ flags as such, the prior price from before its first step."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from gateway.clock import isoformat_utc
+from gateway.prices.book import PriceBook
+from tests.prices.test_downlink import Store, batch, item, store
+
+SKU = "4006381333931"
+
+
+@dataclass
+class Days:
+    """A store on a calendar: day 0 is when the test starts."""
+
+    s: Store
+    start: datetime
+    version: int = 0
+
+    def day(self, n: float) -> datetime:
+        return self.start + timedelta(days=n)
+
+    def go_to(self, n: float) -> None:
+        seconds = (self.day(n) - self.s.clock.utc_now()).total_seconds()
+        assert seconds >= 0, "the calendar only moves forward"
+        self.s.clock.advance(seconds)
+
+    async def push(self, items: list[dict[str, Any]] | None = None, **extra: Any) -> None:
+        self.version += 1
+        kind = extra.pop("kind", "delta")
+        for payload in batch(self.s.clock, self.version, items or [], kind=kind, **extra):
+            await self.s.receive(payload)
+        row = await self.s.db.fetchone("SELECT value FROM meta WHERE key = 'price_head'")
+        assert row is not None
+        assert int(row["value"]) == self.version, "batch not applied"
+
+    def sale(self, pid: str, price: str, from_day: float, to_day: float, **extra: Any) -> Any:
+        return {
+            "id": pid,
+            "sku": SKU,
+            "price": price,
+            "currency": "EUR",
+            "effective_from": isoformat_utc(self.day(from_day)),
+            "effective_to": isoformat_utc(self.day(to_day)),
+            **extra,
+        }
+
+    async def shelf(self, n: float) -> tuple[str, str | None]:
+        """(price, "was" price) the shelf shows on day ``n``."""
+        shelf = await PriceBook(self.s.db, was_price="lowest_30_days").shelf_price(SKU, self.day(n))
+        assert shelf is not None
+        return shelf.price, shelf.reference_price
+
+
+@asynccontextmanager
+async def calendar(tmp_path: Path) -> AsyncIterator[Days]:
+    async with store(tmp_path, signed=False) as s:
+        days = Days(s, s.clock.utc_now())
+        await days.push([item(SKU, "2.20")], kind="full", signer=None)
+        yield days
+
+
+async def test_a_second_sale_shows_the_first_sales_price_as_its_prior_price(
+    tmp_path: Path,
+) -> None:
+    async with calendar(tmp_path) as days:
+        days.go_to(35)
+        await days.push(
+            promotions=[days.sale("a", "1.99", 40, 47), days.sale("b", "1.79", 55, 60)],
+            signer=None,
+        )
+        assert await days.shelf(41) == ("1.99", "2.20")
+        # 1.99 was applied on days 40-47, inside the 30 days before the second sale began.
+        assert await days.shelf(56) == ("1.79", "1.99")
+        days.go_to(56)  # the same once it is history rather than plan
+        assert await days.shelf(56) == ("1.79", "1.99")
+
+
+async def test_a_progressive_reduction_keeps_the_prior_price_from_before_its_first_step(
+    tmp_path: Path,
+) -> None:
+    async with calendar(tmp_path) as days:
+        days.go_to(35)
+        await days.push(
+            promotions=[
+                days.sale("a", "1.99", 40, 47),
+                days.sale("b", "1.79", 47, 54, progressive=True),
+                days.sale("c", "1.49", 54, 60, progressive=True),
+            ],
+            signer=None,
+        )
+        assert await days.shelf(41) == ("1.99", "2.20")
+        assert await days.shelf(50) == ("1.79", "2.20")
+        assert await days.shelf(55) == ("1.49", "2.20")
+
+
+async def test_progressive_holds_only_for_an_uninterrupted_growing_reduction(
+    tmp_path: Path,
+) -> None:
+    async with calendar(tmp_path) as days:
+        days.go_to(35)
+        await days.push(
+            promotions=[
+                days.sale("a", "1.99", 40, 47),
+                # a day at the full price between: a new reduction, prior from the 30 days
+                days.sale("b", "1.79", 48, 54, progressive=True),
+                # a smaller reduction than the step before is no progressive step either
+                days.sale("c", "1.89", 54, 60, progressive=True),
+            ],
+            signer=None,
+        )
+        assert await days.shelf(50) == ("1.79", "1.99")
+        assert await days.shelf(55) == ("1.89", "1.79")
+
+
+async def test_a_sale_cancelled_early_counts_for_the_days_it_ran_only(tmp_path: Path) -> None:
+    async with calendar(tmp_path) as days:
+        days.go_to(35)
+        await days.push(
+            promotions=[
+                days.sale("a", "1.79", 40, 47),
+                days.sale("never", "1.49", 44, 46),
+                days.sale("b", "1.99", 50, 55),
+            ],
+            signer=None,
+        )
+        days.go_to(42)
+        await days.push(cancel_promotions=["a", "never"], signer=None)
+        assert await days.shelf(43) == ("2.20", None)
+        # "a" applied on days 40-42; "never" was cancelled before it began.
+        assert await days.shelf(51) == ("1.99", "1.79")
+        days.go_to(60)  # cancelling a promotion that has ended does not rewrite history
+        await days.push(cancel_promotions=["b"], signer=None)
+        await days.push(promotions=[days.sale("c", "1.89", 75, 80)], signer=None)
+        assert await days.shelf(76) == ("1.89", "1.99")  # "b" ran on days 50-55
+
+
+async def test_a_promotion_sent_again_longer_continues_but_at_a_new_price_is_a_new_reduction(
+    tmp_path: Path,
+) -> None:
+    async with calendar(tmp_path) as days:
+        days.go_to(35)
+        await days.push(promotions=[days.sale("a", "1.99", 40, 50)], signer=None)
+        days.go_to(45)
+        await days.push(promotions=[days.sale("a", "1.99", 40, 55)], signer=None)
+        assert await days.shelf(52) == ("1.99", "2.20")  # one reduction since day 40
+        days.go_to(53)
+        await days.push(promotions=[days.sale("a", "1.79", 40, 58)], signer=None)
+        # 1.99 was applied from day 40 until HQ changed the price on day 53.
+        assert await days.shelf(54) == ("1.79", "1.99")
+
+
+async def test_the_window_ends_where_the_reduction_began_not_today(tmp_path: Path) -> None:
+    async with store(tmp_path, signed=False) as s:
+        days = Days(s, s.clock.utc_now())
+        await days.push([item(SKU, "1.50")], kind="full", signer=None)
+        days.go_to(20)
+        await days.push([item(SKU, "2.20")], signer=None)
+        days.go_to(44)
+        await days.push(promotions=[days.sale("long", "1.99", 45, 90)], signer=None)
+        days.go_to(46)
+        assert await days.shelf(46) == ("1.99", "1.50")  # 1.50 was in force until day 20
+        days.go_to(80)
+        assert await days.shelf(80) == ("1.99", "1.50")
+
+
+async def test_history_a_running_promotion_needs_outlives_the_retention(tmp_path: Path) -> None:
+    async with store(tmp_path, signed=False) as s:
+        s.downlink.settings = type(s.downlink.settings)(history_days=40)
+        days = Days(s, s.clock.utc_now())
+        await days.push([item(SKU, "1.50")], kind="full", signer=None)
+        days.go_to(20)
+        await days.push([item(SKU, "2.20")], signer=None)
+        days.go_to(44)
+        await days.push(promotions=[days.sale("long", "1.99", 45, 120)], signer=None)
+        days.go_to(100)
+        await s.downlink.prune_history()
+        await days.push([item(SKU, "2.30")], signer=None)  # the SKU changes: worked out again
+        assert await days.shelf(101) == ("1.99", "1.50")
+        days.go_to(130)
+        await s.downlink.prune_history()
+        kept = await s.db.fetchall("SELECT price FROM price_history ORDER BY at")
+        # The price in force 40 days ago (2.20, since day 20) is kept with what followed.
+        assert [r["price"] for r in kept] == ["2.20", "2.30"]
