@@ -63,7 +63,9 @@ class Promotion(_Strict):
     price: Money
     currency: Currency
     reference_price: Money | None = Field(
-        None, description='The "was" price shown beside it; absent: the store\'s prior price.'
+        None,
+        description='The "was" price shown beside it; absent: the store\'s own prior price '
+        '(with was_price = "lowest_30_days") or none.',
     )
     effective_from: AwareDatetime
     effective_to: AwareDatetime

@@ -157,7 +157,7 @@ class PriceDownlink:
         on_applied: AppliedHook | None = None,
     ) -> None:
         self._db = database
-        self._book = PriceBook(database)
+        self._price_book = PriceBook(database)
         self.on_applied = on_applied
         self._outbox = outbox
         self._alerts = alerts
@@ -171,6 +171,7 @@ class PriceDownlink:
         self._last_resync = -1e18
         # One sequencer at a time: the upkeep tick and message handling both advance.
         self._lock = asyncio.Lock()
+        self._prior_prices_due = False  # a batch's second commit failed: the tick retries
         self.last_resync_request: dict[str, Any] | None = None
 
     def attach(self, link: MqttLink) -> None:
@@ -181,7 +182,7 @@ class PriceDownlink:
     async def load(self) -> None:
         row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_HEAD_KEY,))
         self.head = int(row["value"]) if row is not None else 0
-        await self._book.settle_prior_prices()  # left over by a stop between two commits
+        await self._price_book.settle_prior_prices()  # left over by a stop between two commits
 
     async def run(self) -> None:
         """Task ``prices.downlink``: expire incomplete parts, repeat resync requests while a
@@ -191,7 +192,8 @@ class PriceDownlink:
             await asyncio.sleep(self.settings.tick_s)
             try:
                 await self.advance()
-                await self.settle_prior_prices()
+                if self._prior_prices_due:
+                    await self.settle_prior_prices()
                 if self._clock.monotonic() >= next_prune:
                     next_prune = self._clock.monotonic() + 3600
                     await self.prune_history()
@@ -208,17 +210,18 @@ class PriceDownlink:
         cutoff = isoformat_utc(now - keep)
         await self._db.submit_atomic(
             [
-                *await self._book.prune_statements(now=now, keep=keep),
+                *await self._price_book.prune_statements(now=now, keep=keep),
                 (_PRUNE_VERSIONS, (cutoff,)),
                 (_PRUNE_PROMOTIONS, (cutoff,)),
             ]
         )
 
     async def settle_prior_prices(self) -> None:
-        """Work out the prior prices a batch left to do (after a storage error, or a stop
-        between its two commits); the labels of their SKUs are planned again."""
+        """Work out the prior prices a batch left to do (after a storage error between its
+        two commits); the labels of their SKUs are planned again."""
         async with self._lock:
-            skus = await self._book.settle_prior_prices()
+            skus = await self._price_book.settle_prior_prices()
+            self._prior_prices_due = False
         if skus and self.on_applied is not None:
             self.on_applied(self.head, skus)
 
@@ -453,7 +456,7 @@ class PriceDownlink:
         statements = self._book_statements(held.kind, version, items, deletes, now)
         statements += [(_UPSERT_PROMOTION, _promotion_row(p, version)) for p in promotions]
         statements += [(_CANCEL_PROMOTION, (pid, version)) for pid in cancels]
-        statements += self._book.promotion_statements(
+        statements += self._price_book.promotion_statements(
             version=version,
             promotions=promotions,
             cancels=cancels,
@@ -479,8 +482,9 @@ class PriceDownlink:
         await self._outbox.append_atomic("receipts", "price.applied", [receipt], before=statements)
         self.head = version
         try:  # a second commit: the prior prices of the promotions this batch touched
-            await self._book.settle_prior_prices()
+            await self._price_book.settle_prior_prices()
         except StorageError as exc:  # their labels wait (not ready); the next tick retries
+            self._prior_prices_due = True
             _LOGGER.warning("price batch v%d: prior prices not worked out yet: %s", version, exc)
         if self.on_applied is not None:
             changed: set[str] | None = None

@@ -120,7 +120,12 @@ def test_preview_and_show_match_the_label_on_a_running_promotion(
             )  # fmt: skip
             assert preview.returncode == 0, preview.stderr
             previewed = preview_png.read_bytes()
+            show_text = run_cli("label", "show", LABEL, "--socket", sock).stdout
+            prices_text = run_cli("prices", SKU, "--socket", sock).stdout
     face = show["should_show"]["face"]
     assert (face["price"], face["reference_price"]) == ("1.99", "2.50")
     assert show["in_sync"] is True
     assert previewed == picture, "the preview differs from what the label shows"
+    assert "promotion sale-1, was 2.50" in show_text
+    assert "sale-1: 4006381333931 1.99 EUR" in prices_text
+    assert "prior price 2.50 (30 days before" in prices_text

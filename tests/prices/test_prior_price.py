@@ -11,8 +11,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.clock import isoformat_utc
+from gateway.clock import FakeClock, isoformat_utc
 from gateway.prices.book import PriceBook
+from gateway.store import Database
+from gateway.store.migrations import MIGRATIONS
 from tests.prices.test_downlink import Store, batch, item, store
 
 SKU = "4006381333931"
@@ -191,3 +193,50 @@ async def test_history_a_running_promotion_needs_outlives_the_retention(tmp_path
         kept = await s.db.fetchall("SELECT price FROM price_history ORDER BY at")
         # The price in force 40 days ago (2.20, since day 20) is kept with what followed.
         assert [r["price"] for r in kept] == ["2.20", "2.30"]
+
+
+async def test_promotions_kept_before_the_upgrade_get_their_history_and_prior_prices(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    now = clock.utc_now()
+
+    def day(n: float) -> str:
+        return isoformat_utc(now + timedelta(days=n))
+
+    async with Database.running(tmp_path / "g.db", clock=clock, migrations=MIGRATIONS[:10]) as db:
+        for version, kind, decided in ((1, "full", -40), (2, "delta", -25), (3, "delta", -18)):
+            await db.write(
+                "INSERT INTO price_versions (version, kind, state, received_at, decided_at) "
+                "VALUES (?, ?, 'applied', ?, ?)",
+                (version, kind, day(decided), day(decided)),
+            )
+        await db.write(
+            "INSERT INTO price_book (sku, price, currency, version, updated_at) "
+            "VALUES (?, '2.20', 'EUR', 1, ?)",
+            (SKU, day(-40)),
+        )
+        await db.write(
+            "INSERT INTO price_history (sku, version, change, price, currency, at) "
+            "VALUES (?, 1, 'set', '2.20', 'EUR', ?)",
+            (SKU, day(-40)),
+        )
+        await db.write_many(
+            "INSERT INTO promotions (id, sku, price, currency, effective_from, effective_to, "
+            "version, cancelled_version) VALUES (?, ?, ?, 'EUR', ?, ?, ?, ?)",
+            [
+                ("ran", SKU, "1.79", day(-20), day(-15), 2, 3),  # cancelled on day -18
+                ("now", SKU, "1.99", day(-2), day(5), 3, None),
+            ],
+        )
+    async with store(tmp_path, signed=False) as s:  # the upgrade, then the downlink's load
+        revisions = await s.db.fetchall(
+            "SELECT id, applied_at, ended_at FROM promotion_history ORDER BY id"
+        )
+        assert [tuple(r) for r in revisions] == [
+            ("now", day(-18), None),
+            ("ran", day(-25), day(-18)),
+        ]
+        shelf = await PriceBook(s.db, was_price="lowest_30_days").shelf_price(SKU, now)
+        assert shelf is not None
+        assert (shelf.price, shelf.reference_price) == ("1.99", "1.79")  # "ran": days -20..-18

@@ -144,3 +144,21 @@ def test_big_batches_split_into_signed_parts_under_the_cap() -> None:
     assert [p.header.part for p in parts] == list(range(1, len(messages) + 1))
     assert {p.header.parts for p in parts} == {len(messages)}
     assert sum(len(p.items) for p in parts) == 2000
+
+
+@pytest.mark.parametrize("flag", ['"true"', "1", "0", "null", '"yes"', "[]", "{}"])
+def test_a_promotions_progressive_flag_must_be_a_boolean(flag: str) -> None:
+    promotion = (
+        '{"id": "p", "sku": "a", "price": "1.00", "currency": "EUR", '
+        '"effective_from": "2026-11-23T09:00:00+00:00", '
+        f'"effective_to": "2026-11-24T09:00:00+00:00", "progressive": {flag}}}'
+    )
+    payload = (
+        _HEAD + '"version": 1, "kind": "delta", "issued_at": "2026-11-23T09:00:00+00:00", '
+        f'"promotions": [{promotion}]}}'
+    ).encode()
+    with pytest.raises(BatchRejectedError) as caught:
+        parse_price_batch(payload)
+    [problem] = caught.value.problems
+    assert problem["item"] == "promotion p"
+    assert "progressive" in problem["reason"]
