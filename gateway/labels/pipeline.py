@@ -415,20 +415,29 @@ class LabelPipeline:
 
     async def _render(self, items: list[tuple[str, str]]) -> list[tuple[bytes, str]]:
         jobs = [(self._label_face(face), parse_model(model)) for face, model in items]
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._render_executor(), _render_chunk, self._renderer, jobs
+        )
+
+    def _render_executor(self) -> ThreadPoolExecutor:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-render")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, _render_chunk, self._renderer, jobs)
+        return self._executor
 
     def _label_face(self, face: str) -> LabelFace:
         """A planned face as the renderer's input: the one conversion, for jobs, flips and
         previews alike (the face itself carries every price; nothing is added here)."""
         return face_to_label(face, self._timezone)
 
-    def render_face(self, face: str, model: LabelModel) -> RenderedLabel:
+    async def render_face(self, face: str, model: LabelModel) -> RenderedLabel:
         """The image a label on ``model`` gets for ``face`` — ``label preview`` draws with
-        this, so its bytes are the shelf's."""
-        return self._renderer.render(self._label_face(face), model)
+        this, so its bytes are the shelf's (in the render thread: fonts are not shared
+        across threads)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._render_executor(), self._renderer.render, self._label_face(face), model
+        )
 
     def _model_for(self, label: str) -> str:
         shown = self._shown.get(label)

@@ -30,7 +30,7 @@ def parse_model(text: str) -> LabelModel:
 class FaceRenderer(Protocol):
     """Draws a planned face (the label pipeline)."""
 
-    def render_face(self, face: str, model: LabelModel) -> RenderedLabel: ...
+    async def render_face(self, face: str, model: LabelModel) -> RenderedLabel: ...
 
 
 async def preview_label(
@@ -41,7 +41,7 @@ async def preview_label(
         raise ValueError("name a SKU")
     label_model = parse_model(model)
     face = await book.face(sku, at)
-    rendered = renderer.render_face(face.face, label_model)
+    rendered = await renderer.render_face(face.face, label_model)
     shelf = face.shelf_price()
     return {
         "sku": sku,
