@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
 from gateway.clock import FakeClock, isoformat_utc
-from gateway.prices.book import PriceBook
+from gateway.prices.book import AppliedRevision, BasePrice, PriceBook, prior_price
 from gateway.store import Database
 from gateway.store.migrations import MIGRATIONS
 from tests.prices.test_downlink import Store, batch, item, store
@@ -240,3 +243,94 @@ async def test_promotions_kept_before_the_upgrade_get_their_history_and_prior_pr
         shelf = await PriceBook(s.db, was_price="lowest_30_days").shelf_price(SKU, now)
         assert shelf is not None
         assert (shelf.price, shelf.reference_price) == ("1.99", "1.79")  # "ran": days -20..-18
+
+
+# --- property: what is applied after a reduction began never changes its prior price --------
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+HOURS = st.integers(0, 400)
+PRICES = st.sampled_from(["1.49", "1.79", "1.99", "2.20", "2.50"])
+
+
+def hour(n: int) -> datetime:
+    return T0 + timedelta(hours=n)
+
+
+def revisions_strategy(min_version: int) -> st.SearchStrategy[list[AppliedRevision]]:
+    return st.lists(
+        st.builds(
+            lambda pid, version, price, start, hours, progressive: AppliedRevision(
+                pid, version, price, "EUR", hour(start), hour(start + hours), progressive
+            ),
+            st.sampled_from(["a", "b", "c"]),
+            st.integers(min_version, min_version + 5),
+            PRICES,
+            HOURS,
+            st.integers(1, 200),
+            st.booleans(),
+        ),
+        max_size=6,
+    )
+
+
+def in_precedence(revisions: list[AppliedRevision]) -> list[AppliedRevision]:
+    return sorted(revisions, key=lambda r: (-r.version, -r.start.timestamp()))
+
+
+@given(
+    history=st.lists(st.tuples(HOURS, st.none() | PRICES), min_size=1, max_size=6),
+    revisions=revisions_strategy(1).filter(bool),
+    pick=st.integers(0, 5),
+    later_history=st.lists(st.tuples(st.integers(1, 300), st.none() | PRICES), max_size=4),
+    later_revisions=revisions_strategy(10),
+    cut_after=st.none() | st.integers(1, 300),
+)
+def test_the_prior_price_is_final_once_the_promotion_applies(
+    history: list[tuple[int, str | None]],
+    revisions: list[AppliedRevision],
+    pick: int,
+    later_history: list[tuple[int, str | None]],
+    later_revisions: list[AppliedRevision],
+    cut_after: int | None,
+) -> None:
+    """Batches only add what applies from now on (a price, a promotion, a cancellation ending
+    one now): none of that, after a promotion began to apply, changes its prior price."""
+    ordered = in_precedence(revisions)
+    promotion = ordered[pick % len(ordered)]
+    assume(next(r for r in ordered if r.start <= promotion.start < r.end) is promotion)
+    base = sorted(
+        (BasePrice(hour(at), price, "EUR" if price else None) for at, price in history),
+        key=lambda b: b.at,
+    )
+
+    def prior(base: list[BasePrice], revisions: list[AppliedRevision]) -> Any:
+        return prior_price(
+            base,
+            in_precedence(revisions),
+            promotion=promotion.promotion,
+            version=promotion.version,
+            currency="EUR",
+            starts=promotion.start,
+        )
+
+    before = prior(base, ordered)
+    after = promotion.start
+    added_base = [
+        BasePrice(after + timedelta(hours=h), p, "EUR" if p else None) for h, p in later_history
+    ]
+    added = [
+        replace(
+            r,
+            start=after + (r.start - T0) + timedelta(hours=1),
+            end=after + (r.end - T0) + timedelta(hours=1),
+        )
+        for r in later_revisions
+    ]
+    cut = None if cut_after is None else after + timedelta(hours=cut_after)
+    # a cancellation now (at ``cut``) ends what runs and drops what has not begun
+    kept = [
+        replace(r, end=min(r.end, cut)) if cut is not None else r
+        for r in ordered
+        if cut is None or r.start < cut
+    ]
+    assert prior(sorted(base + added_base, key=lambda b: b.at), kept + added) == before
