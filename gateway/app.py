@@ -788,18 +788,19 @@ class Gateway:
         return self._runtime.bindings
 
     async def _label_preview_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        """Render what a label for ``sku`` shows now (PNG, base64) on ``model`` (WxH:palette)."""
+        """Render what a label for ``sku`` shows now (PNG, base64) on ``model`` (WxH:palette):
+        the pipeline's face and renderer at its policy instant, as the shelf gets it."""
         from gateway.labels.preview import preview_label
 
-        runtime = self._runtime
-        if runtime.database is None:
-            raise ControlProtocolError("storage is not open yet")
+        pipeline = self._require_labels()
+        at, _synced = pipeline.policy_instant()
         try:
             return await preview_label(
-                PriceBook(runtime.database, was_price=self.settings.downlink.was_price),
+                pipeline.book,
+                pipeline,
                 sku=str(args.get("sku") or ""),
                 model=str(args.get("model") or "296x128:bwr"),
-                at=self.clock.utc_now(),
+                at=at,
             )
         except ValueError as exc:
             raise ControlProtocolError(str(exc)) from exc

@@ -252,6 +252,7 @@ def render_prices(result: Mapping[str, Any]) -> str:
         lines.extend(
             f"  {p.get('id')}: {p.get('sku')} {p.get('price')} {p.get('currency')} "
             f"from {p.get('effective_from')} to {p.get('effective_to')} (v{p.get('version')})"
+            f"{', progressive' if p.get('progressive') else ''}{_prior(p)}"
             for p in promotions
         )
     history = result.get("history")
@@ -263,6 +264,14 @@ def render_prices(result: Mapping[str, Any]) -> str:
             for h in history
         )
     return "\n".join(lines)
+
+
+def _prior(promotion: Mapping[str, Any]) -> str:
+    """The EU prior price of a promotion listed by ``storegw prices``."""
+    if promotion.get("reduction_from") is None:
+        return ", prior price: being worked out"
+    prior = promotion.get("prior_price") or "none known"
+    return f", prior price {prior} (30 days before {promotion['reduction_from']})"
 
 
 def render_devices(result: Mapping[str, Any]) -> str:
@@ -398,6 +407,8 @@ def render_label(result: Mapping[str, Any]) -> str:
         face = should["face"]
         price = face.get("price") or "price unavailable"
         promo = f", promotion {face['promotion']}" if face.get("promotion") else ""
+        if face.get("reference_price"):
+            promo += f", was {face['reference_price']}"
         lines.append(
             f"  should    {price} {face.get('currency') or ''}{promo} (v{should['price_version']},"
             f" hash {(should.get('content_hash') or 'not rendered yet')[:12]})"

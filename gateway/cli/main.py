@@ -71,7 +71,7 @@ def _add_hq_commands(commands: Any) -> None:
         "--promotions",
         type=Path,
         help="promotions: CSV (id,sku,price,currency,reference_price,effective_from,"
-        "effective_to) or JSON; instants ISO 8601 or relative (+1m, +2h)",
+        "effective_to,progressive) or JSON; instants ISO 8601 or relative (+1m, +2h)",
     )
     push.add_argument(
         "--cancel-promotion", action="append", default=[], help="promotion id to cancel"

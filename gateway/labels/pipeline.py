@@ -60,7 +60,7 @@ from gateway.labels.jobs import (
 )
 from gateway.labels.planner import BOUNDARIES, FACES, LabelPlanner, Statement
 from gateway.labels.preview import parse_model
-from gateway.labels.render import LabelFace, LabelRenderer
+from gateway.labels.render import LabelFace, LabelRenderer, RenderedLabel
 from gateway.prices.book import PriceBook, WasPrice
 from gateway.store.database import Database
 from gateway.store.outbox import Outbox
@@ -311,8 +311,7 @@ class LabelPipeline:
         self.config = config
         self._drivers = drivers
         self._timezone = timezone
-        self._book = PriceBook(database, was_price=was_price)
-        self._was_price = was_price
+        self.book = PriceBook(database, was_price=was_price)
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not cryptography
         self._renderer = LabelRenderer(config.font, config.bold_font)
         self._default_model = model_text(parse_model(config.default_model))
@@ -445,7 +444,12 @@ class LabelPipeline:
         started = self._clock.monotonic()
         await self._db.submit_atomic(
             LabelPlanner.plan_statements(
-                at=at, now=self._clock.utc_now(), skus=skus, labels=labels, reason=reason
+                at=at,
+                now=self._clock.utc_now(),
+                skus=skus,
+                labels=labels,
+                reason=reason,
+                was_price=self.book.was_price,
             )
         )
         self.last_plan_s = self._clock.monotonic() - started
@@ -484,37 +488,29 @@ class LabelPipeline:
         return total
 
     async def _render(self, items: list[tuple[str, str]]) -> list[tuple[bytes, str]]:
-        faces = [face_to_label(face, self._timezone) for face, _ in items]
-        if self._was_price == "lowest_30_days":
-            faces = [
-                await self._with_was_price(face, text)
-                for face, (text, _) in zip(faces, items, strict=True)
-            ]
-        jobs = [(face, parse_model(model)) for face, (_, model) in zip(faces, items, strict=True)]
+        jobs = [(self._label_face(face), parse_model(model)) for face, model in items]
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._render_executor(), _render_chunk, self._renderer, jobs
+        )
+
+    def _render_executor(self) -> ThreadPoolExecutor:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-render")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, _render_chunk, self._renderer, jobs)
+        return self._executor
 
-    async def _with_was_price(self, face: LabelFace, text: str) -> LabelFace:
-        began = json.loads(text).get("promotion_from")
-        if face.promotion is None or face.reference_price is not None or not began:
-            return face
-        lowest = await self._book.lowest_price_before(
-            face.sku, datetime.fromisoformat(began), face.currency
-        )
-        if lowest is None:
-            return face
-        return LabelFace(
-            sku=face.sku,
-            name=face.name,
-            price=face.price,
-            currency=face.currency,
-            unit_price=face.unit_price,
-            unit=face.unit,
-            reference_price=lowest,
-            promotion=face.promotion,
-            promotion_text=face.promotion_text,
+    def _label_face(self, face: str) -> LabelFace:
+        """A planned face as the renderer's input: the one conversion, for jobs, flips and
+        previews alike (the face itself carries every price; nothing is added here)."""
+        return face_to_label(face, self._timezone)
+
+    async def render_face(self, face: str, model: LabelModel) -> RenderedLabel:
+        """The image a label on ``model`` gets for ``face`` — ``label preview`` draws with
+        this, so its bytes are the shelf's (in the render thread: fonts are not shared
+        across threads)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._render_executor(), self._renderer.render, self._label_face(face), model
         )
 
     def _model_for(self, label: str) -> str | None:
@@ -896,7 +892,9 @@ class LabelPipeline:
         for row in rows:
             boundaries.setdefault(str(row["at"]), set()).add(str(row["sku"]))
         await self._db.submit_atomic(
-            LabelPlanner.schedule_statements(sorted(boundaries.items()), now=now, until=until)
+            LabelPlanner.schedule_statements(
+                sorted(boundaries.items()), now=now, until=until, was_price=self.book.was_price
+            )
         )
         self._wake["render"].set()
         await self._check_flips(now)
@@ -1347,7 +1345,7 @@ class LabelPipeline:
         at, _ = self.policy_instant()
         should = await self._db.fetchall(
             FACES,
-            (isoformat_utc(at), None, json.dumps([label])),
+            (isoformat_utc(at), None, json.dumps([label]), self.book.was_price),
         )
         schedule = await self._db.fetchall(
             "SELECT due_at, sku, face, price_version, valid_to, content_hash "
@@ -1367,6 +1365,7 @@ class LabelPipeline:
             "should_show": {
                 "face": json.loads(should[0]["face"]),
                 "price_version": should[0]["version"],
+                "ready": bool(should[0]["ready"]),
                 "content_hash": job["content_hash"] if job is not None else None,
             }
             if should

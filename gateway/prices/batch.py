@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictStr,
     ValidationError,
     model_validator,
@@ -61,9 +62,19 @@ class Promotion(_Strict):
     sku: Sku
     price: Money
     currency: Currency
-    reference_price: Money | None = None
+    reference_price: Money | None = Field(
+        None,
+        description='The "was" price shown beside it; absent: the store\'s own prior price '
+        '(with was_price = "lowest_30_days") or none.',
+    )
     effective_from: AwareDatetime
     effective_to: AwareDatetime
+    progressive: StrictBool = Field(
+        False,
+        description="A further step of the reduction in force right before effective_from "
+        "(uninterrupted, at most that price): the prior price stays the one from before the "
+        "first step (EU guidance 2021/C 526/02 on art. 6a(5)).",
+    )
 
     @model_validator(mode="after")
     def _window(self) -> Self:

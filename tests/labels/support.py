@@ -28,6 +28,7 @@ from gateway.errors import DriverConfigError, DriverUnavailableError, LabelPanel
 from gateway.hq.prices import build_price_messages
 from gateway.labels.bindings import LabelBindings
 from gateway.labels.pipeline import LabelPipeline
+from gateway.prices.book import WasPrice
 from gateway.prices.downlink import PriceDownlink, PriceDownlinkSettings
 from gateway.store import Database
 from gateway.store.outbox import Outbox
@@ -234,6 +235,8 @@ async def label_store(
     clock: FakeClock | None = None,
     drivers: dict[str, LabelDriver | None] | None = None,
     heard_on_bind: bool = True,
+    was_price: WasPrice = "hq",
+    timezone: str = "UTC",
     **config: Any,
 ) -> AsyncIterator[LabelStore]:
     """A store on real SQLite. With ``heard_on_bind`` a label checks in (SEEN, ``MODEL``,
@@ -255,6 +258,8 @@ async def label_store(
             clock=clock,
             config=LabelsConfig(**config),
             drivers=lambda: driver_map,
+            timezone=timezone,
+            was_price=was_price,
             rng=random.Random(1),
         )
         await pipeline.load()

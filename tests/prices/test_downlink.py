@@ -438,13 +438,16 @@ async def test_state_survives_a_restart(tmp_path: Path) -> None:
 async def test_history_is_pruned_beyond_its_retention(tmp_path: Path) -> None:
     async with store(tmp_path) as s:
         await s.receive(batch(s.clock, 1, [item("a", "1.00")], kind="full")[0])
-        s.clock.advance(timedelta(days=100).total_seconds())
-        await s.receive(batch(s.clock, 2, [item("a", "2.00")])[0])
+        s.clock.advance(timedelta(days=5).total_seconds())
+        await s.receive(batch(s.clock, 2, [item("a", "1.50")])[0])
+        s.clock.advance(timedelta(days=95).total_seconds())
+        await s.receive(batch(s.clock, 3, [item("a", "2.00")])[0])
         await s.downlink.prune_history()  # 90 days by default
         rows = await s.db.fetchall("SELECT version FROM price_history WHERE sku = 'a'")
-        assert [r["version"] for r in rows] == [2]
+        # v2 stays: it was the price in force 90 days ago, until v3 (a prior price needs it)
+        assert [r["version"] for r in rows] == [2, 3]
         versions = await s.db.fetchall("SELECT version FROM price_versions")
-        assert [r["version"] for r in versions] == [2]  # v1's record is past retention
+        assert [r["version"] for r in versions] == [3]  # v1's and v2's records are past it
         assert await s.prices() == {"a": "2.00"}  # the book itself is never pruned
 
 

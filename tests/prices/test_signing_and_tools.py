@@ -198,3 +198,21 @@ def test_hq_never_builds_a_part_larger_than_a_store_reads() -> None:
     )
     assert len(messages) > 2
     assert all(len(m) <= MAX_MESSAGE_BYTES for m in messages)
+
+
+@pytest.mark.parametrize("flag", ['"true"', "1", "0", "null", '"yes"', "[]", "{}"])
+def test_a_promotions_progressive_flag_must_be_a_boolean(flag: str) -> None:
+    promotion = (
+        '{"id": "p", "sku": "a", "price": "1.00", "currency": "EUR", '
+        '"effective_from": "2026-11-23T09:00:00+00:00", '
+        f'"effective_to": "2026-11-24T09:00:00+00:00", "progressive": {flag}}}'
+    )
+    payload = (
+        _HEAD + '"version": 1, "kind": "delta", "issued_at": "2026-11-23T09:00:00+00:00", '
+        f'"promotions": [{promotion}]}}'
+    ).encode()
+    with pytest.raises(BatchRejectedError) as caught:
+        parse_price_batch(payload)
+    [problem] = caught.value.problems
+    assert problem["item"] == "promotion p"
+    assert "progressive" in problem["reason"]
