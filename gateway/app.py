@@ -64,7 +64,8 @@ from gateway.store.keeper import OutboxKeeper
 from gateway.store.lock import DatabaseLock
 from gateway.store.outbox import Outbox
 from gateway.sync.health import publish_health
-from gateway.sync.link import MqttLink
+from gateway.sync.inbound import MALFORMED_ALERT, RefusalCounter, expire_refusals
+from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.uplink import Uplink, connect_outbox
 from gateway.systemd import SystemdNotifier, WatchdogGate
 
@@ -98,6 +99,7 @@ class _Runtime:
     uplink: Uplink | None = None
     prices: PriceDownlink | None = None
     commands: CommandProcessor | None = None
+    malformed: RefusalCounter | None = None
     bindings: LabelBindings | None = None
     labels: LabelPipeline | None = None
     shelves: ShelfService | None = None
@@ -399,6 +401,24 @@ class Gateway:
         commands.attach(link)
         self._runtime.commands = commands
         self._spawn(group, "commands", commands.run())
+        # Every down/ message ends in an ack: what no handler takes is counted and alerted.
+        malformed = RefusalCounter(
+            MALFORMED_ALERT,
+            Severity.WARNING,
+            "a message from HQ was refused unread",
+            alerts=alerts,
+            clock=self.clock,
+        )
+
+        async def count_refused(topic_filter: str, _message: InboundMessage, reason: str) -> None:
+            await malformed.refuse(reason, topic=topic_filter)
+
+        link.on_refused = count_refused
+        self._runtime.malformed = malformed
+        refusals = [malformed, commands.refusals]
+        if prices is not None:
+            refusals.append(prices.refusals)
+        self._spawn(group, "downlink.refusals", expire_refusals(refusals))
         self._spawn(group, "mqtt.link", link.run())
         self._spawn(group, "uplink", uplink.run())
         self._spawn(
@@ -693,6 +713,7 @@ class Gateway:
                 "link": link,
                 "last_hq_ack": runtime.uplink.last_ack if runtime.uplink else None,
                 "parked_streams": dict(runtime.uplink.parked) if runtime.uplink else {},
+                "malformed": runtime.malformed.status() if runtime.malformed else None,
             },
             "outbox": outbox,
             "buffer": runtime.outbox.pressure.report() if runtime.outbox is not None else None,
@@ -759,7 +780,12 @@ class Gateway:
             binding = await bindings.bind(label, sku, "local")
         except CommandRefusedError as exc:
             raise InvalidArgsError(str(exc)) from exc
-        return binding.as_dict()
+        reply = binding.as_dict()
+        if self._runtime.labels is not None:  # a failed job for this SKU is tried again now
+            reply["job_state"] = await self._runtime.labels.retry_failed(
+                binding.label, binding.sku, "retried by a technician (storegw label bind)"
+            )
+        return reply
 
     async def _label_unbind_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
         removed = await self._require_bindings().unbind(str(args.get("label")), "local")
@@ -810,18 +836,19 @@ class Gateway:
         return self._runtime.bindings
 
     async def _label_preview_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        """Render what a label for ``sku`` shows now (PNG, base64) on ``model`` (WxH:palette)."""
+        """Render what a label for ``sku`` shows now (PNG, base64) on ``model`` (WxH:palette):
+        the pipeline's face and renderer at its policy instant, as the shelf gets it."""
         from gateway.labels.preview import preview_label
 
-        runtime = self._runtime
-        if runtime.database is None:
-            raise ControlProtocolError("storage is not open yet")
+        pipeline = self._require_labels()
+        at, _synced = pipeline.policy_instant()
         try:
             return await preview_label(
-                PriceBook(runtime.database, was_price=self.settings.downlink.was_price),
+                pipeline.book,
+                pipeline,
                 sku=str(args.get("sku") or ""),
                 model=str(args.get("model") or "296x128:bwr"),
-                at=self.clock.utc_now(),
+                at=at,
             )
         except ValueError as exc:
             raise ControlProtocolError(str(exc)) from exc
@@ -844,9 +871,12 @@ class Gateway:
         return shelves.follow(slot) if args.get("follow") else current
 
     async def _scale_tare_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        force = args.get("force", False)
+        if not isinstance(force, bool):
+            raise InvalidArgsError("force must be true or false")
         try:
             return await self._require_shelves().tare(
-                str(args.get("slot")), device=bool(args.get("device"))
+                str(args.get("slot")), device=bool(args.get("device")), force=force
             )
         except ShelfError as exc:
             raise InvalidArgsError(str(exc)) from exc

@@ -218,8 +218,9 @@ class DownlinkConfig(_Section):
     price_history_days: float = Field(90.0, gt=0, le=3650)
     was_price: Literal["hq", "lowest_30_days"] = Field(
         "hq",
-        description="A promotion's \"was\" price: only HQ's, or else the lowest of the prior "
-        "30 days from the price history (EU Price Indication Directive art. 6a).",
+        description="A promotion's \"was\" price: only HQ's, or else the prior price: the "
+        "lowest applied in the 30 days before the reduction began, earlier promotions included "
+        "(EU Price Indication Directive art. 6a).",
     )
 
     @field_validator("hq_public_keys")

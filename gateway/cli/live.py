@@ -65,6 +65,8 @@ def format_live_summary(status: dict[str, Any]) -> str:
 
 def _slot_text(slot: dict[str, Any]) -> str:
     count = "?" if slot.get("count") is None else str(slot["count"])
+    if slot.get("stale") and slot.get("last_count") is not None:
+        count = f"?({slot['last_count']})"  # the last count, not a current one
     state = str(slot.get("state", "?"))
     mark = "" if state == "ok" else f" {state.upper()}"
     if slot.get("faults"):

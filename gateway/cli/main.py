@@ -72,7 +72,7 @@ def _add_hq_commands(commands: Any) -> None:
         "--promotions",
         type=Path,
         help="promotions: CSV (id,sku,price,currency,reference_price,effective_from,"
-        "effective_to) or JSON; instants ISO 8601 or relative (+1m, +2h)",
+        "effective_to,progressive) or JSON; instants ISO 8601 or relative (+1m, +2h)",
     )
     push.add_argument(
         "--cancel-promotion", action="append", default=[], help="promotion id to cancel"
@@ -98,7 +98,9 @@ def _add_label_commands(commands: Any, default_config: Path) -> None:
     )
     preview.add_argument("--out", type=Path, required=True, help="PNG file to write")
     bind = label_commands.add_parser(
-        "bind", help="show SKU on LABEL (a local override: HQ's bindings wait until unbind)"
+        "bind",
+        help="show SKU on LABEL (a local override: HQ's bindings wait until unbind); "
+        "a failed job of the label for SKU is retried at once",
     )
     bind.add_argument("label", help="label id")
     bind.add_argument("sku", help="SKU")
@@ -136,6 +138,12 @@ def _add_scale_commands(commands: Any, default_config: Path) -> None:
         "--device",
         action="store_true",
         help="tare the device itself instead (EEPROM on many scales: rarely, never per event)",
+    )
+    tare.add_argument(
+        "--force",
+        action="store_true",
+        help="tare although the slot's count says it holds items (the tray is empty and the "
+        "count is what is wrong)",
     )
     calibrate = scale_commands.add_parser(
         "calibrate", help="span calibration: a known weight lies on the tared slot"
@@ -191,8 +199,8 @@ def _build_parser() -> argparse.ArgumentParser:
         if name == "labels":
             sub.add_argument(
                 "--state",
-                help="only jobs in this state (queued, submitted, pending, confirmed, failed, "
-                "failed_permanent, unreachable)",
+                help="only jobs in this state (awaiting_model, queued, submitted, pending, "
+                "confirmed, failed, failed_permanent, unreachable)",
             )
         where = sub.add_mutually_exclusive_group()
         where.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
@@ -451,6 +459,12 @@ def _label_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return "label.unbind", {"label": args.label}
 
 
+_JOB_STATE_NOTES = {
+    "awaiting_model": "awaiting_model (drawn once the label reports its panel)",
+    "queued": "queued (on its way to the label)",
+}
+
+
 def _print_label_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
     import base64
 
@@ -460,6 +474,9 @@ def _print_label_result(args: argparse.Namespace, result: dict[str, Any]) -> Non
         print(json.dumps(result, indent=2, sort_keys=True) if args.json else render_label(result))
     elif args.label_command == "bind":
         print(f"label {result['label']} shows {result['sku']} (local override)")
+        job_state = result.get("job_state")
+        if job_state is not None:
+            print(f"  its job: {_JOB_STATE_NOTES.get(job_state, job_state)}")
     elif args.label_command == "flash":
         print(f"label {args.label} flashing for {args.seconds:g} s (via {result['device']})")
     elif args.label_command == "seed":
@@ -488,7 +505,10 @@ def _scale(args: argparse.Namespace) -> int:
     if args.scale_command == "read":
         command, request = "scale.read", {"slot": args.slot, "follow": args.follow}
     elif args.scale_command == "tare":
-        command, request = "scale.tare", {"slot": args.slot, "device": args.device}
+        command, request = (
+            "scale.tare",
+            {"slot": args.slot, "device": args.device, "force": args.force},
+        )
     else:
         command, request = "scale.calibrate", {"slot": args.slot, "known_grams": args.known_grams}
     try:

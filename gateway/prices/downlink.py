@@ -39,8 +39,10 @@ from gateway.prices.batch import (
     Promotion,
     parse_price_batch,
 )
+from gateway.prices.book import PriceBook
 from gateway.store.database import Database
 from gateway.store.outbox import Outbox
+from gateway.sync.inbound import RefusalCounter, load_json
 from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.signing import Verifier, check_scope, check_validity
 
@@ -78,8 +80,8 @@ _HISTORY_DELETE = (
 _DELETE = "DELETE FROM price_book WHERE sku = ?"
 _UPSERT_PROMOTION = (
     "INSERT OR REPLACE INTO promotions (id, sku, price, currency, reference_price, "
-    "effective_from, effective_to, version, cancelled_version) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)"
+    "effective_from, effective_to, version, cancelled_version, progressive) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)"
 )
 _CANCEL_PROMOTION = "UPDATE promotions SET cancelled_version = ?2 WHERE id = ?1"
 # The head only ever moves forward, whatever else happens.
@@ -156,6 +158,7 @@ class PriceDownlink:
         on_applied: AppliedHook | None = None,
     ) -> None:
         self._db = database
+        self._price_book = PriceBook(database)
         self.on_applied = on_applied
         self._outbox = outbox
         self._alerts = alerts
@@ -165,10 +168,18 @@ class PriceDownlink:
         self.settings = settings or PriceDownlinkSettings()
         self._link: MqttLink | None = None
         self.head = 0
-        self.refused = 0  # messages refused for their signature, scope or validity
+        # Messages refused for their signature, scope or validity (the downlink.signature alert).
+        self.refusals = RefusalCounter(
+            SIGNATURE_ALERT,
+            Severity.CRITICAL,
+            "a message on down/prices was refused",
+            alerts=alerts,
+            clock=clock,
+        )
         self._last_resync = -1e18
         # One sequencer at a time: the upkeep tick and message handling both advance.
         self._lock = asyncio.Lock()
+        self._prior_prices_due = False  # a batch's second commit failed: the tick retries
         self.last_resync_request: dict[str, Any] | None = None
 
     def attach(self, link: MqttLink) -> None:
@@ -179,6 +190,7 @@ class PriceDownlink:
     async def load(self) -> None:
         row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_HEAD_KEY,))
         self.head = int(row["value"]) if row is not None else 0
+        await self._price_book.settle_prior_prices()  # left over by a stop between two commits
 
     async def run(self) -> None:
         """Task ``prices.downlink``: expire incomplete parts, repeat resync requests while a
@@ -188,6 +200,8 @@ class PriceDownlink:
             await asyncio.sleep(self.settings.tick_s)
             try:
                 await self.advance()
+                if self._prior_prices_due:
+                    await self.settle_prior_prices()
                 if self._clock.monotonic() >= next_prune:
                     next_prune = self._clock.monotonic() + 3600
                     await self.prune_history()
@@ -199,14 +213,29 @@ class PriceDownlink:
     async def prune_history(self) -> None:
         """Forget price history, decided versions and ended or cancelled promotions older
         than the retention (the book itself and the head are never pruned)."""
-        cutoff = isoformat_utc(self._clock.utc_now() - timedelta(days=self.settings.history_days))
+        now = self._clock.utc_now()
+        keep = timedelta(days=self.settings.history_days)
+        cutoff = isoformat_utc(now - keep)
         await self._db.submit_atomic(
             [
-                ("DELETE FROM price_history WHERE at < ?", (cutoff,)),
+                *await self._price_book.prune_statements(now=now, keep=keep),
                 (_PRUNE_VERSIONS, (cutoff,)),
                 (_PRUNE_PROMOTIONS, (cutoff,)),
             ]
         )
+
+    @property
+    def refused(self) -> int:
+        return self.refusals.refused
+
+    async def settle_prior_prices(self) -> None:
+        """Work out the prior prices a batch left to do (after a storage error between its
+        two commits); the labels of their SKUs are planned again."""
+        async with self._lock:
+            skus = await self._price_book.settle_prior_prices()
+            self._prior_prices_due = False
+        if skus and self.on_applied is not None:
+            self.on_applied(self.head, skus)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -214,6 +243,7 @@ class PriceDownlink:
             "key_ids": self._verifier.key_ids,
             "price_version": self.head,
             "refused": self.refused,
+            "last_refusal": self.refusals.status()["last_reason"],
             "last_resync_request": self.last_resync_request,
         }
 
@@ -222,9 +252,12 @@ class PriceDownlink:
     async def on_message(self, message: InboundMessage) -> None:
         """Store a verified part (the link acks it once this returns), then apply what is due.
         Refusals are answered (alert or receipt) and acknowledged: redelivery cannot help;
-        only a storage failure leaves the message unacknowledged (it comes again)."""
+        only a storage failure leaves the message unacknowledged (it comes again). An
+        unreadable message raises MalformedMessageError, and anything unforeseen its own
+        error: the link acknowledges and counts both (never a poison message)."""
         try:
             payload, _kid = self._verifier.open(message.payload)
+            # _peek reads the payload within bounds (size, depth) before anything parses it.
             check_scope(_peek(payload, "scope"), self._store_id, self.settings.groups)
             batch = parse_price_batch(payload)
             check_validity(batch.header.issued_at, batch.header.valid_until, self._clock)
@@ -242,10 +275,6 @@ class PriceDownlink:
                     await self._record_rejection(exc)
                 await self._advance()
             return
-        except Exception as exc:  # anything unforeseen in a message: refused, never poison
-            _LOGGER.exception("price message could not be read")
-            await self._refuse_unauthentic(SignatureError(f"unreadable message: {exc!r}"))
-            return
         async with self._lock:
             if batch.version <= self.head:
                 _LOGGER.info("price batch v%d: at or below v%d, no-op", batch.version, self.head)
@@ -254,15 +283,7 @@ class PriceDownlink:
             await self._advance()
 
     async def _refuse_unauthentic(self, error: SignatureError) -> None:
-        self.refused += 1
-        _LOGGER.error("price message refused: %s", error)
-        if self._alerts is not None:
-            await self._alerts.raise_(
-                SIGNATURE_ALERT,
-                Severity.CRITICAL,
-                f"a message on down/prices was refused: {error}",
-                details={"refused": self.refused, "last_reason": str(error)},
-            )
+        await self.refusals.refuse(str(error))
 
     async def _record_rejection(self, error: BatchRejectedError) -> None:
         """A verified batch with bad content: its version is consumed when its turn comes."""
@@ -434,10 +455,18 @@ class PriceDownlink:
         deletes = sorted({sku for part in parts for sku in part.header.delete})
         promotions = [promotion for part in parts for promotion in part.promotions]
         cancels = sorted({pid for part in parts for pid in part.header.cancel_promotions})
-        now = isoformat_utc(self._clock.utc_now())
+        instant = self._clock.utc_now()
+        now = isoformat_utc(instant)
         statements = self._book_statements(held.kind, version, items, deletes, now)
         statements += [(_UPSERT_PROMOTION, _promotion_row(p, version)) for p in promotions]
         statements += [(_CANCEL_PROMOTION, (pid, version)) for pid in cancels]
+        statements += self._price_book.promotion_statements(
+            version=version,
+            promotions=promotions,
+            cancels=cancels,
+            skus=None if held.kind == "full" else {*items, *deletes, *(p.sku for p in promotions)},
+            now=instant,
+        )
         statements += [
             (_DECIDE, (version, "applied", len(items), "", now)),
             (_SUPERSEDE, (version, now, self.head)),
@@ -456,6 +485,11 @@ class PriceDownlink:
         }
         await self._outbox.append_atomic("receipts", "price.applied", [receipt], before=statements)
         self.head = version
+        try:  # a second commit: the prior prices of the promotions this batch touched
+            await self._price_book.settle_prior_prices()
+        except StorageError as exc:  # their labels wait (not ready); the next tick retries
+            self._prior_prices_due = True
+            _LOGGER.warning("price batch v%d: prior prices not worked out yet: %s", version, exc)
         if self.on_applied is not None:
             changed: set[str] | None = None
             if held.kind != "full":
@@ -590,11 +624,9 @@ def _set_identity(header: Any) -> tuple[Any, ...]:
 
 
 def _peek(payload: bytes, key: str) -> Any:
-    """One top-level field of a payload not validated yet (None if unreadable)."""
-    try:
-        document = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    """One top-level field of a payload not validated yet (None if it has none);
+    MalformedMessageError if it cannot be read at all."""
+    document = load_json(payload)
     return document.get(key) if isinstance(document, dict) else None
 
 
@@ -608,4 +640,5 @@ def _promotion_row(promotion: Promotion, version: int) -> tuple[Any, ...]:
         isoformat_utc(promotion.effective_from),
         isoformat_utc(promotion.effective_to),
         version,
+        int(promotion.progressive),
     )

@@ -26,10 +26,17 @@ count it is not sure of. Slow zero-tracking moves ``zero`` towards the residual 
 level sits within ``zero_band`` of a whole number of items, at most
 ``zero_track_grams_per_h``: load-cell creep, not stock, is what it absorbs.
 
-Faults (``no_data``, ``stuck``, ``overload``, ``underload``, ``error``, ``disconnected``) are
-debounced (``fault_on_s`` present, ``fault_off_s`` gone). Samples that are not plain weights are
-ignored for counting; the level found after the fault is compared with the one before it, so
-stock moved while a sensor was unplugged is still counted (as one change).
+Data is a plain weight. A sample without one (the device answered with an error, an
+overload, or a driver's "no reply") is no data: ``no_data`` runs from the last *weight*, not
+from the last sample, however often such samples come. Faults (``no_data``, ``stuck``,
+``overload``, ``underload``, ``error``, ``disconnected``) are debounced: raised once present
+for ``fault_on_s`` (a weightless condition lasts until a weight says otherwise, so sparse
+error samples keep it present), cleared only after weights have been read for ``fault_off_s``
+since the fault was last seen; time without weights never clears a fault. Samples that are
+not plain weights are ignored for counting; the level found after the fault is compared with
+the one before it, so stock moved while a sensor was unplugged is still counted (as one
+change). Meanwhile the count is *stale*: the views show it as unknown (see
+:meth:`SlotCounter.count_is_current`), the last count kept apart.
 """
 
 from __future__ import annotations
@@ -210,13 +217,19 @@ class SlotSnapshot:
     noise_grams: float | None
     zero_grams: float
     last_sample_at: float | None
+    stale: bool = False  # the count is not backed by current weights (see count_is_current)
 
     def as_dict(self) -> dict[str, object]:
+        """The wire view: a stale count is shown as unknown (``count`` null, ``state``
+        "unknown"), never as a silent last value; ``last_count``/``last_state`` keep it."""
         return {
             "slot": self.slot,
             "sku": self.sku,
-            "count": self.count,
-            "state": self.state.value,
+            "count": None if self.stale else self.count,
+            "state": StockState.UNKNOWN.value if self.stale else self.state.value,
+            "stale": self.stale,
+            "last_count": self.count,
+            "last_state": self.state.value,
             "faults": [fault.value for fault in self.faults],
             "raw": _round(self.raw),
             "load_grams": _round(self.load_grams),
@@ -277,7 +290,10 @@ class SlotCounter:
     _threshold: float = 0.0
     _last_raw: float | None = None
     _same_since: float = 0.0
-    _last_at: float | None = None
+    _last_at: float | None = None  # the last sample of any kind
+    _last_weight_at: float | None = None  # the last plain weight: what "data" means
+    _weights_since: float | None = None  # start of the present run of weights, None: none
+    _level_confirmed: bool = False  # a stable level was read since the last interruption
     _next_recount_at: float = 0.0
     _seen: dict[Fault, _FaultTrack] = field(default_factory=dict)
     _faults: frozenset[Fault] = frozenset()
@@ -305,6 +321,7 @@ class SlotCounter:
         self._stable = False
         self._ref = None
         self._cand_level = None
+        self._level_confirmed = False  # the count waits for the level read on the new basis
         self.zero = 0.0
         self._next_recount_at = 0.0
 
@@ -327,6 +344,9 @@ class SlotCounter:
             self._see(_STATUS_FAULT.get(status, Fault.ERROR), now)
             self._interrupt()
             return _NO_OUTPUT
+        self._last_weight_at = now
+        if self._weights_since is None:
+            self._weights_since = now
         if raw != self._last_raw:
             self._last_raw = raw
             self._same_since = now
@@ -376,11 +396,14 @@ class SlotCounter:
         self._sumsq = math.fsum(value * value for _, value in self._window)
 
     def _interrupt(self) -> None:
-        """A sample that is no weight: whatever the window held is no level any more."""
+        """No weight (a weightless sample, or none for ``no_data_s``): whatever the window
+        held is no level any more, and the count waits for a level read afterwards."""
         self._window.clear()
         self._sum = self._sumsq = 0.0
         self._stable = False
         self._cand_level = None
+        self._weights_since = None
+        self._level_confirmed = False
 
     def _learn_noise(self, spread: float, now: float) -> None:
         self._noise_next_at = now + 1.0
@@ -413,6 +436,7 @@ class SlotCounter:
         if ref is not None and abs(mean - ref) <= band:
             # Quiet: follow slow creep, forget any half-formed candidate.
             self._cand_level = None
+            self._level_confirmed = True
             if last is not None:
                 dt = min(now - last, 1.0)
                 step = 0.5 * dt  # grams per second the reference may follow
@@ -444,6 +468,7 @@ class SlotCounter:
         ref = self._ref
         self._ref = level
         self._cand_level = None
+        self._level_confirmed = True
         if ref is None:
             self._recount(now)
             return
@@ -538,9 +563,9 @@ class SlotCounter:
     def tick(self, now: float, *, device_up: bool = True) -> tuple[CounterOutput, ...]:
         """Call about once a second: faults, the periodic recount, low/out hold times."""
         settings = self.settings
-        last = self._last_at if self._last_at is not None else self.created_at
+        last = self._last_weight_at if self._last_weight_at is not None else self.created_at
         if now - last >= settings.no_data_s:
-            self._see(Fault.NO_DATA, now, last + settings.fault_on_s)
+            self._see(Fault.NO_DATA, now, last)  # present since the last weight
             self._interrupt()
         if not device_up:
             self._see(Fault.DISCONNECTED, now, now - settings.fault_on_s)
@@ -566,19 +591,38 @@ class SlotCounter:
 
     def _see(self, fault: Fault, now: float, first: float | None = None) -> None:
         track = self._seen.get(fault)
-        if track is None or now - track.last > self.settings.fault_off_s:
+        if track is None or self._gone(track):
             self._seen[fault] = _FaultTrack(now if first is None else min(first, now), now)
         else:
             track.last = now
+
+    def _gone(self, track: _FaultTrack) -> bool:
+        """Weights have been read for ``fault_off_s`` since the fault was last seen: only
+        real readings clear a fault, never time alone."""
+        since, latest = self._weights_since, self._last_weight_at
+        return (
+            since is not None
+            and latest is not None
+            and latest > track.last
+            and latest - max(since, track.last) >= self.settings.fault_off_s
+        )
+
+    def _present_for(self, track: _FaultTrack, now: float) -> float:
+        """How long the fault has been present. One that no weight has contradicted since
+        it was last seen (an ERROR sample, then nothing) still is, however sparse its
+        sightings."""
+        latest = self._last_weight_at
+        ongoing = latest is None or latest <= track.last
+        return (now if ongoing else track.last) - track.first
 
     def _evaluate_faults(self, now: float) -> None:
         settings = self.settings
         active = set(self._faults)
         for fault, track in list(self._seen.items()):
-            if now - track.last >= settings.fault_off_s:
+            if self._gone(track):
                 active.discard(fault)
                 del self._seen[fault]
-            elif track.last - track.first >= settings.fault_on_s:
+            elif self._present_for(track, now) >= settings.fault_on_s:
                 active.add(fault)
         if active != self._faults:
             self._faults = frozenset(active)
@@ -627,6 +671,12 @@ class SlotCounter:
         return tuple(sorted(self._faults))
 
     @property
+    def count_is_current(self) -> bool:
+        """Whether :attr:`count` stands on current weights: no active fault, and a stable
+        level read since the last sample without weight (or stretch without samples)."""
+        return self._level_confirmed and not self._faults
+
+    @property
     def stable_reading(self) -> float | None:
         """The raw reading's stable mean (for tare and calibration), None while moving."""
         if not self._stable or not self._window:
@@ -654,6 +704,7 @@ class SlotCounter:
             noise_grams=self._sigma,
             zero_grams=self.zero,
             last_sample_at=self._last_at,
+            stale=not self.count_is_current,
         )
 
 

@@ -359,11 +359,14 @@ class ShelfService:
             )
         return reading
 
-    async def tare(self, name: str, *, device: bool = False) -> dict[str, Any]:
+    async def tare(self, name: str, *, device: bool = False, force: bool = False) -> dict[str, Any]:
         """Software tare: the present reading becomes the slot's empty-tray reading. With
         ``device`` the scale's own tare instead (EEPROM on many devices), and the software
-        tare goes to 0."""
+        tare goes to 0. A tare is for the empty tray: refused while the slot holds items (or
+        may), unless ``force`` (the tray is empty and the count is what is wrong)."""
         slot = self._slot(name)
+        if not force:
+            _refuse_tare_unless_empty(slot)
         if device:
             driver = self._driver(slot.config.device)
             if not isinstance(driver, ScaleDriver):
@@ -377,7 +380,7 @@ class ShelfService:
             tare = round(self._still(slot), 1)
         calibration = Calibration(tare, slot.calibration.gain)
         await self._calibrate(slot, calibration)
-        _LOGGER.info("slot %s tared at %.1f (device: %s)", name, tare, device)
+        _LOGGER.info("slot %s tared at %.1f (device: %s, forced: %s)", name, tare, device, force)
         return {"slot": name, "tare_grams": tare, "device": device}
 
     async def calibrate(self, name: str, known_grams: float) -> dict[str, Any]:
@@ -416,3 +419,36 @@ class ShelfService:
             return CommandResult(result, statements)
 
         return CommandSpec("slots", slots, changes_state=True, help="set or remove shelf slots")
+
+
+def _refuse_tare_unless_empty(slot: _Slot) -> None:
+    """A tare makes the present load the empty tray: on a slot holding items it would turn
+    them into tray and the count into 0. Refuse it while the count says items are there, or
+    while the count is unknown and the weight above the tare is more than a touch."""
+    name = slot.config.slot
+    view = slot.counter.snapshot()
+    escape = (
+        "take them off and tare again, or pass --force if the tray is empty and the count "
+        "is what is wrong"
+    )
+    if view.count is not None:
+        if view.count > 0:
+            items = "1 item" if view.count == 1 else f"{view.count} items"
+            fresh = "" if not view.stale else " (last count: the sensor has no current weight)"
+            raise ShelfError(
+                f"slot {name} holds {items}{fresh}: a tare is for the empty tray; {escape}"
+            )
+        return
+    grams = view.items_grams
+    if grams is None:
+        raise ShelfError(
+            f"slot {name} has no count and no weight level yet, so it cannot be told empty: "
+            "wait for a stable reading, or pass --force if the tray is empty"
+        )
+    spec = slot.counter.spec
+    if grams >= spec.tolerance * spec.unit_grams:
+        raise ShelfError(
+            f"slot {name}: count unknown, {grams:.0f} g above its tare (about "
+            f"{grams / spec.unit_grams:.1f} items of {spec.unit_grams:g} g): a tare is for "
+            f"the empty tray; {escape}"
+        )

@@ -683,6 +683,10 @@ class Database:
             rows = await self._reader.execute_fetchall(sql, params)  # one thread hop
         except sqlite3.Error as exc:
             raise _translate(self.path, exc, "read failed") from exc
+        except ValueError as exc:  # aiosqlite's "Connection closed"
+            if not self._closing:
+                raise
+            raise StorageUnavailableError(self.path, "database is closed") from exc
         return list(rows)
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:

@@ -7,7 +7,11 @@ private one-thread executor that is shut down with the link, so nothing outlives
 Guarantees the uplink relies on:
 
 - MQTT v5, persistent session (``clean_start=False`` + session expiry), manual acks for
-  downlink messages: a message is acknowledged only after its handler returned.
+  downlink messages: a message is acknowledged only after its handler returned — or refused
+  it (raised DownlinkError, e.g. MalformedMessageError) or failed unexpectedly: every inbound
+  message ends in an ack, reported to :attr:`MqttLink.on_refused`, so no message can hold one
+  of the broker's in-flight slots for good. Only a storage or link failure leaves it
+  unacknowledged, for the broker to deliver again in the next session.
 - Retained birth ``{online: true, boot}`` on ``state``, the same topic as retained last will
   ``{online: false, boot}``.
 - TLS on by default with the broker certificate verified; plaintext only when the config
@@ -45,9 +49,15 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway.backoff import Backoff
 from gateway.clock import Clock, isoformat_utc
 from gateway.config import MqttConfig
-from gateway.errors import LinkDownError, PublishRefusedError
+from gateway.errors import (
+    DownlinkError,
+    LinkDownError,
+    LinkError,
+    PublishRefusedError,
+    StorageError,
+)
 
-__all__ = ["InboundMessage", "LinkStats", "MqttLink"]
+__all__ = ["InboundMessage", "LinkStats", "MqttLink", "RefusalHook"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -68,12 +78,16 @@ class InboundMessage:
 
 MessageHandler = Callable[[InboundMessage], Awaitable[None]]
 MessageBatchHandler = Callable[[list[InboundMessage]], Awaitable[None]]
+#: Told about every message acknowledged although no handler took it: (the subscription's
+#: filter relative to the topic root, the message, why).
+RefusalHook = Callable[[str, InboundMessage, str], Awaitable[None]]
 
 _MAX_BATCH = 64  # messages handed to a batch handler at once
 
 
 @dataclass(frozen=True, slots=True)
 class _Route:
+    topic_filter: str  # relative to the topic root
     single: MessageHandler | None = None
     batch: MessageBatchHandler | None = None
 
@@ -139,6 +153,9 @@ class MqttLink:
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats = LinkStats(transport="tls" if config.tls else "PLAINTEXT")
+        self.on_refused: RefusalHook | None = None
+        self._failing: set[str] = set()  # routes whose handler failed last time (logged once)
+        self._refusing: set[str] = set()  # routes that refused a message (without on_refused)
 
     # --- public -------------------------------------------------------------------------
 
@@ -154,7 +171,7 @@ class MqttLink:
         Register before :meth:`run`; subscriptions are renewed on every connect. With
         ``share_group`` it goes through an MQTT 5 shared subscription ``$share/group/…`` so
         several consumers split the load (HQ scale-out)."""
-        self._route(topic_filter, _Route(single=handler), share_group)
+        self._route(topic_filter, _Route(topic_filter, single=handler), share_group)
 
     def subscribe_batches(
         self, topic_filter: str, handler: MessageBatchHandler, *, share_group: str | None = None
@@ -162,7 +179,7 @@ class MqttLink:
         """Like :meth:`subscribe`, but ``handler`` gets every message already waiting for it
         (up to 64) in one call, and they are acknowledged together after it returns — one
         transaction for many messages when the consumer is busy (HQ)."""
-        self._route(topic_filter, _Route(batch=handler), share_group)
+        self._route(topic_filter, _Route(topic_filter, batch=handler), share_group)
 
     def _route(self, topic_filter: str, route: _Route, share_group: str | None) -> None:
         full = self.topic_root + topic_filter
@@ -507,22 +524,67 @@ class MqttLink:
             await self._deliver(route, batch)
 
     async def _deliver(self, route: _Route | None, messages: list[mqtt.MQTTMessage]) -> None:
-        if route is not None:
-            inbound = [_inbound(message) for message in messages]
-            try:
-                if route.batch is not None:
-                    await route.batch(inbound)
-                elif route.single is not None:
-                    await route.single(inbound[0])
-            except Exception:
-                # Not acknowledged: the broker redelivers them on the next session.
-                _LOGGER.exception("handler for %s failed; not acknowledged", messages[0].topic)
-                return
+        if route is not None and not await self._handle(route, messages):
+            return
         client = self._client
         if client is not None:
             for message in messages:
                 if message.qos > 0:
                     client.ack(message.mid, message.qos)
+
+    async def _handle(self, route: _Route, messages: list[mqtt.MQTTMessage]) -> bool:
+        """Run the route's handler; False when the messages must stay unacknowledged."""
+        inbound = [_inbound(message) for message in messages]
+        try:
+            if route.batch is not None:
+                await route.batch(inbound)
+            elif route.single is not None:
+                await route.single(inbound[0])
+        except (StorageError, LinkError) as exc:
+            # Could not be taken now, and would be lost if acknowledged: the broker delivers
+            # it again in the next session.
+            if self._fail_once(route):
+                _LOGGER.warning(
+                    "%s: not taken, kept at the broker for the next session: %s",
+                    messages[0].topic,
+                    exc,
+                )
+            return False
+        except DownlinkError as exc:  # refused by its handler (e.g. unreadable)
+            self._failing.discard(route.topic_filter)
+            await self._refused(route, inbound, str(exc))
+        except Exception as exc:  # a handler's bug must not cut the store off from HQ
+            if self._fail_once(route):
+                _LOGGER.exception(
+                    "handler for %s failed; acknowledged all the same", route.topic_filter
+                )
+            await self._refused(route, inbound, f"handler failed: {exc!r}")
+        else:
+            if route.topic_filter in self._failing:
+                self._failing.discard(route.topic_filter)
+                _LOGGER.info("%s: messages taken again", route.topic_filter)
+        return True
+
+    def _fail_once(self, route: _Route) -> bool:
+        """Whether this failure of ``route`` is news (so logged): the first since it worked."""
+        news = route.topic_filter not in self._failing
+        self._failing.add(route.topic_filter)
+        return news
+
+    async def _refused(self, route: _Route, inbound: list[InboundMessage], reason: str) -> None:
+        if self.on_refused is None:  # nobody counts them: say so once per route
+            if route.topic_filter not in self._refusing:
+                self._refusing.add(route.topic_filter)
+                _LOGGER.warning("%s: message refused: %s", route.topic_filter, reason)
+            return
+        for message in inbound:
+            # Counting it must not keep the message from its ack.
+            try:
+                await self.on_refused(route.topic_filter, message, reason)
+            except StorageError as exc:
+                _LOGGER.warning("refusal on %s not recorded: %s", route.topic_filter, exc)
+            except Exception:
+                _LOGGER.exception("refusal on %s not recorded", route.topic_filter)
 
     def _route_for(self, topic: str) -> _Route | None:
         for topic_filter, route in self._routes.items():

@@ -185,6 +185,15 @@ async def test_sensor_faults_are_one_alert_with_details(tmp_path: Path) -> None:
         await s.hold(4, None)  # overload
         [alert] = [a for a in s.alerts.active() if a.key == "sensor.fault:s-1"]
         assert alert.details["faults"] == ["overload"]
+        [row] = s.service.listing()
+        assert (row["count"], row["state"], row["stale"], row["last_count"]) == (
+            None,
+            "unknown",
+            True,
+            5,
+        )
+        assert "?(5)" in render_slots({"slots": [row]})
+        assert "count ?(5) (unknown), FAULT overload" in render_slot_reading(row)
         s.up["shelf-a"] = False
         await s.hold(4, None)
         [alert] = [a for a in s.alerts.active() if a.key == "sensor.fault:s-1"]
@@ -192,6 +201,8 @@ async def test_sensor_faults_are_one_alert_with_details(tmp_path: Path) -> None:
         s.up["shelf-a"] = True
         await s.hold(10, 50 + 5 * UNIT)
         assert "sensor.fault:s-1" not in s.alert_keys()
+        [row] = s.service.listing()
+        assert (row["count"], row["state"], row["stale"]) == (5, "ok", False)
 
 
 async def test_tare_and_calibrate_are_software_values(tmp_path: Path) -> None:
@@ -203,6 +214,10 @@ async def test_tare_and_calibrate_are_software_values(tmp_path: Path) -> None:
         assert result["gain"] == pytest.approx(1000 / 1010, rel=1e-3)
         assert (await s.service.book.calibrations())["s-1"].gain == result["gain"]
         assert s.scale.tared == []  # the device's own tare only when asked for
+        with pytest.raises(ShelfError, match="s-1 holds 5 items"):  # the 1 kg is still on
+            await s.service.tare("s-1", device=True)
+        await s.hold(1, 62.0, stable=False)
+        await s.hold(10, 62.0)  # taken off: the empty tray again
         await s.service.tare("s-1", device=True)
         assert s.scale.tared == ["ch1"]
         assert s.service.listing()[0]["tare_grams"] == 0.0
@@ -212,6 +227,29 @@ async def test_tare_and_calibrate_are_software_values(tmp_path: Path) -> None:
         with pytest.raises(ShelfError, match="no slot"):
             await s.service.tare("s-9")
         assert "moving" in render_slot_reading(s.service.reading("s-1"))
+
+
+async def test_a_tare_is_for_the_empty_tray(tmp_path: Path) -> None:
+    async with shelf(tmp_path) as s:
+        with pytest.raises(ShelfError, match="no count and no weight level yet"):
+            await s.service.tare("s-1", device=True)
+        await s.hold(10, 50 + 3 * UNIT)
+        for device in (False, True):
+            with pytest.raises(ShelfError, match=r"s-1 holds 3 items: .*--force"):
+                await s.service.tare("s-1", device=device)
+        assert s.scale.tared == []
+        assert s.service.listing()[0]["count"] == 3
+        await s.hold(1, 50 + 2 * UNIT, stable=False)
+        await s.hold(8, 50 + 2.5 * UNIT)  # half an item gone: the count is unknown
+        assert s.service.listing()[0]["count"] is None
+        with pytest.raises(ShelfError, match=r"count unknown, 500 g above its tare"):
+            await s.service.tare("s-1")
+        # The technician knows the tray is empty and the tray weight wrong: forced, it is.
+        result = await s.service.tare("s-1", force=True)
+        assert result["tare_grams"] == pytest.approx(50 + 2.5 * UNIT, abs=0.5)
+        await s.hold(10, 50 + 2.5 * UNIT)
+        assert s.service.listing()[0]["count"] == 0
+        await s.service.tare("s-1")  # empty by its count: no --force needed
 
 
 async def test_hq_slots_command_reconfigures_after_commit(tmp_path: Path) -> None:
