@@ -186,6 +186,7 @@ async def test_preview_and_pipeline_draw_identical_bytes(
             timezone=timezone,
             default_model=model,
             lookahead_s=86_400,
+            heard_on_bind=False,  # L1 checks in below, with the panel drawn
         ) as s:
             if earlier is not None:
                 await s.prices([item(SKU, earlier)], kind="full")
