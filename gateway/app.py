@@ -48,7 +48,6 @@ from gateway.errors import (
     ConfigError,
     ConfigIssue,
     ControlError,
-    ControlProtocolError,
     ShelfError,
     StorageError,
 )
@@ -788,7 +787,7 @@ class Gateway:
         return reply
 
     async def _label_unbind_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        removed = await self._require_bindings().unbind(str(args.get("label")), "local")
+        removed = await self._require_bindings().unbind(text_arg(args, "label"), "local")
         return {"removed": removed.as_dict() if removed is not None else None}
 
     async def _label_seed_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -798,11 +797,11 @@ class Gateway:
         if not isinstance(rows, list) or not all(
             isinstance(row, list) and len(row) == 2 for row in rows
         ):
-            raise ControlProtocolError("rows: a list of [label, sku] pairs")
+            raise InvalidArgsError("rows: a list of [label, sku] pairs")
         try:  # the daemon checks again: the socket is not only the CLI's
             checked = check_binding_rows([{"label": label, "sku": sku} for label, sku in rows])
         except ValueError as exc:
-            raise ControlProtocolError(f"invalid seed rows: {exc}") from exc
+            raise InvalidArgsError(f"invalid seed rows: {exc}") from exc
         return (await self._require_bindings().seed(checked)).as_dict()
 
     async def _label_flash_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -814,7 +813,7 @@ class Gateway:
 
     def _require_labels(self) -> LabelPipeline:
         if self._runtime.labels is None:
-            raise ControlProtocolError("the label pipeline is not running")
+            raise InvalidArgsError("the label pipeline is not running")
         return self._runtime.labels
 
     async def _labels_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -822,17 +821,17 @@ class Gateway:
         try:
             return await self._require_labels().listing(str(state) if state else None)
         except ValueError as exc:
-            raise ControlProtocolError(str(exc)) from exc
+            raise InvalidArgsError(str(exc)) from exc
 
     async def _label_show_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            return await self._require_labels().show(str(args.get("label") or ""))
+            return await self._require_labels().show(text_arg(args, "label"))
         except ValueError as exc:
-            raise ControlProtocolError(str(exc)) from exc
+            raise InvalidArgsError(str(exc)) from exc
 
     def _require_bindings(self) -> LabelBindings:
         if self._runtime.bindings is None:
-            raise ControlProtocolError("storage is not open yet")
+            raise InvalidArgsError("storage is not open yet")
         return self._runtime.bindings
 
     async def _label_preview_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -851,7 +850,7 @@ class Gateway:
                 at=at,
             )
         except ValueError as exc:
-            raise ControlProtocolError(str(exc)) from exc
+            raise InvalidArgsError(str(exc)) from exc
 
     def _require_shelves(self) -> ShelfService:
         if self._runtime.shelves is None:

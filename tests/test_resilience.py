@@ -371,6 +371,11 @@ def test_bad_label_arguments_are_invalid_args_not_internal(state: Path) -> None:
         ("label.flash", {"label": "L-1", "seconds": True}, "seconds"),
         ("label.flash", {"label": {"id": 1}}, "label"),
         ("label.flash", {"label": "L-1", "seconds": 301}, "seconds"),
+        ("label.unbind", {"label": 7}, "label"),
+        ("label.show", {}, "label"),
+        ("label.seed", {"rows": "L-1,4006381333931"}, "rows"),
+        ("label.seed", {"rows": [["L 1", "4006381333931"]]}, "seed rows"),
+        ("labels", {"state": "sideways"}, "sideways"),
     ]
     config = write_config(state / "gateway.toml", state_dir=state, devices=[])
     client = ControlClient(state / "control.sock")
