@@ -153,6 +153,20 @@ class _Held:
 
 
 @dataclass(frozen=True, slots=True)
+class _SetIdentity:
+    """What every part of one version must share."""
+
+    kind: str
+    parts: int
+    scope: dict[str, list[str]]
+    issued_at: datetime
+
+    @classmethod
+    def of(cls, header: PriceBatchHeader) -> _SetIdentity:
+        return cls(header.kind, header.parts, header.scope, header.issued_at)
+
+
+@dataclass(frozen=True, slots=True)
 class _CheckedPart:
     """A valid part as its version's apply needs it. Compact — the validated models of a
     50 000-item list take some 80 MB, this a few — so the parts validated on receipt are kept
@@ -160,6 +174,7 @@ class _CheckedPart:
     restart is validated again when its version applies)."""
 
     digest: bytes  # of the payload it was read from
+    identity: _SetIdentity
     skus: tuple[str, ...]
     rows: bytes  # its items as JSON rows [sku, price, currency, unit_price, unit, name,
     # reference_price], comma-separated (the statements' item array, without brackets)
@@ -175,6 +190,7 @@ class _CheckedPart:
         ]
         return cls(
             digest=_digest(payload),
+            identity=_SetIdentity.of(batch.header),
             skus=tuple(item.sku for item in batch.items),
             rows=orjson.dumps(rows)[1:-1],
             delete=tuple(batch.header.delete),
@@ -349,18 +365,15 @@ class PriceDownlink:
 
     async def _store_part(self, header: PriceBatchHeader, payload: bytes) -> bool:
         """Commit a part (True), or leave it: held already, or older than the parts held."""
-        # The part numbers held and one stored payload to compare with (not every blob).
         row = await self._db.fetchone(
-            "SELECT group_concat(part) AS parts, (SELECT payload FROM price_parts "
-            "WHERE version = ?1 ORDER BY part LIMIT 1) AS sample "
-            "FROM price_parts WHERE version = ?1",
+            "SELECT group_concat(part) AS parts FROM price_parts WHERE version = ?",
             (header.version,),
         )
         statements: list[tuple[str, Sequence[Any]]] = []
         have = _part_numbers(row["parts"] if row is not None else None)
-        if row is not None and row["sample"] is not None:
-            stored = PriceBatchHeader.model_validate_json(bytes(row["sample"]))
-            if _set_identity(stored) != _set_identity(header):
+        if have:
+            stored = await self._held_set(header.version)
+            if stored != _SetIdentity.of(header):
                 if header.issued_at <= stored.issued_at:
                     _LOGGER.warning(
                         "price batch v%d part %d does not match the parts held (kind, parts, "
@@ -396,6 +409,19 @@ class PriceDownlink:
             "receipts", "price.stored", [stored_receipt], before=statements, weight=weight
         )
         return True
+
+    async def _held_set(self, version: int) -> _SetIdentity:
+        """What the parts held for ``version`` share: known from a part validated since the
+        start, else read from one stored part (not every blob)."""
+        for (held_version, _part), checked in self._checked.items():
+            if held_version == version:
+                return checked.identity
+        row = await self._db.fetchone(
+            "SELECT payload FROM price_parts WHERE version = ? ORDER BY part LIMIT 1", (version,)
+        )
+        if row is None:
+            raise StorageError(self._db.path, f"the parts of price batch v{version} vanished")
+        return _SetIdentity.of(PriceBatchHeader.model_validate_json(bytes(row["payload"])))
 
     def _forget_checked(self, decided: Callable[[int], bool]) -> None:
         for key in [key for key in self._checked if decided(key[0])]:
@@ -677,11 +703,6 @@ def _digest(payload: bytes) -> bytes:
 def _part_numbers(listed: str | None) -> set[int]:
     """``group_concat`` of part numbers → the set of them."""
     return {int(part) for part in listed.split(",")} if listed else set()
-
-
-def _set_identity(header: Any) -> tuple[Any, ...]:
-    """What every part of one version must share."""
-    return (header.kind, header.parts, header.scope, header.issued_at)
 
 
 def _peek(payload: bytes, key: str) -> Any:
