@@ -75,6 +75,21 @@ _HISTORY_SET = (
     "SELECT 1 FROM price_book b WHERE b.sku = i.value ->> 0 AND b.price = i.value ->> 1 "
     "AND b.currency = i.value ->> 2 AND b.reference_price IS i.value ->> 6)"
 )
+# The same for one item, bound exactly: SQLite's JSON functions cut a text at a NUL
+# character, which a name or unit may hold (never a SKU, price or currency).
+_UPSERT_ONE = (
+    "INSERT INTO price_book (sku, price, currency, unit_price, unit, name, reference_price, "
+    "version, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sku) DO UPDATE SET "
+    "price = excluded.price, currency = excluded.currency, unit_price = excluded.unit_price, "
+    "unit = excluded.unit, name = excluded.name, reference_price = excluded.reference_price, "
+    "version = excluded.version, updated_at = excluded.updated_at"
+)
+_HISTORY_SET_ONE = (
+    "INSERT OR REPLACE INTO price_history (sku, version, change, price, currency, "
+    "reference_price, at) SELECT ?1, ?2, 'set', ?3, ?4, ?5, ?6 WHERE NOT EXISTS ("
+    "SELECT 1 FROM price_book WHERE sku = ?1 AND price = ?3 AND currency = ?4 "
+    "AND reference_price IS ?5)"
+)
 _HISTORY_DELETE_MISSING = (
     "INSERT OR REPLACE INTO price_history (sku, version, change, at) "
     "SELECT sku, ?1, 'delete', ?2 FROM price_book "
@@ -152,6 +167,10 @@ class _Held:
     first_part_at: str | None = None  # when the first of them arrived
 
 
+# An item as the book stores it: sku, price, currency, unit_price, unit, name, reference_price.
+_ItemRow = tuple[str, str, str, str | None, str | None, str | None, str | None]
+
+
 @dataclass(frozen=True, slots=True)
 class _SetIdentity:
     """What every part of one version must share."""
@@ -178,21 +197,28 @@ class _CheckedPart:
     skus: tuple[str, ...]
     rows: bytes  # its items as JSON rows [sku, price, currency, unit_price, unit, name,
     # reference_price], comma-separated (the statements' item array, without brackets)
+    exact: tuple[_ItemRow, ...]  # the items with a NUL in their text (not in ``rows``)
     delete: tuple[str, ...]
     promotions: tuple[Promotion, ...]
     cancel_promotions: tuple[str, ...]
 
     @classmethod
     def of(cls, batch: PriceBatch, payload: bytes) -> _CheckedPart:
-        rows = [
+        rows: list[_ItemRow] = [
             (i.sku, i.price, i.currency, i.unit_price, i.unit, i.name, i.reference_price)
             for i in batch.items
         ]
+        encoded = orjson.dumps(rows)
+        exact: list[_ItemRow] = []
+        if b"\\u0000" in encoded:  # rare: those items go in one by one
+            exact = [row for row in rows if any(text and "\0" in text for text in row)]
+            encoded = orjson.dumps([row for row in rows if row not in exact])
         return cls(
             digest=_digest(payload),
             identity=_SetIdentity.of(batch.header),
             skus=tuple(item.sku for item in batch.items),
-            rows=orjson.dumps(rows)[1:-1],
+            rows=encoded[1:-1],
+            exact=tuple(exact),
             delete=tuple(batch.header.delete),
             promotions=batch.promotions,
             cancel_promotions=tuple(batch.header.cancel_promotions),
@@ -623,11 +649,16 @@ class PriceDownlink:
             ]
         for sku in deletes:
             statements += [(_HISTORY_DELETE, (sku, version, now)), (_DELETE, (sku,))]
-        if skus:
-            items = (b"[" + b",".join(part.rows for part in parts if part.rows) + b"]").decode()
+        items = (b"[" + b",".join(part.rows for part in parts if part.rows) + b"]").decode()
+        if items != "[]":
             statements += [
                 (_HISTORY_SET, (version, now, items)),
                 (_UPSERT_BOOK, (version, now, items)),
+            ]
+        for r in (row for part in parts for row in part.exact):
+            statements += [
+                (_HISTORY_SET_ONE, (r[0], version, r[1], r[2], r[6], now)),
+                (_UPSERT_ONE, (*r, version, now)),
             ]
         return statements
 

@@ -291,3 +291,27 @@ async def test_parts_received_before_a_restart_are_validated_again_and_applied(
         await gw.receive(parts[-1])
         assert gw.downlink.head == 1
         assert await gw.prices() == {i["sku"]: i["price"] for i in items}
+
+
+async def test_names_and_units_are_stored_exactly_as_validated_even_with_a_nul(
+    tmp_path: Path,
+) -> None:
+    """The items go into the book through SQLite's JSON functions, which would cut a text at
+    a NUL character: such an item is stored exactly all the same (and any other text too)."""
+    clock = FakeClock()
+    items = [
+        item("a", "1.00", name="Milch\x00 3,5 %", unit_price="1.00", unit="l\x00"),
+        item("b", "2.00", name='Saft "Orange" \\u0000 ½ l \u2028 🍊'),
+        item("c", "3.00"),
+    ]
+    async with gateway(tmp_path / "g.db", clock) as gw:
+        for part in batch(clock, 1, items, kind="full"):
+            await gw.receive(part)
+        rows = await gw.db.fetchall("SELECT sku, price, unit, name FROM price_book ORDER BY sku")
+        assert [tuple(r) for r in rows] == [
+            ("a", "1.00", "l\x00", "Milch\x00 3,5 %"),
+            ("b", "2.00", None, 'Saft "Orange" \\u0000 ½ l \u2028 🍊'),
+            ("c", "3.00", None, None),
+        ]
+        history = await gw.db.fetchall("SELECT sku FROM price_history ORDER BY sku")
+        assert [r["sku"] for r in history] == ["a", "b", "c"]
