@@ -22,6 +22,7 @@ receipt (the version is then a gap, and resync asks for it again).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Collection, Sequence
@@ -29,13 +30,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 from gateway.alerts import Alerts, Severity
 from gateway.clock import Clock, isoformat_utc
 from gateway.errors import BatchRejectedError, LinkError, SignatureError, StorageError
 from gateway.prices.batch import (
     PriceBatch,
     PriceBatchHeader,
-    PriceItem,
     Promotion,
     parse_price_batch,
 )
@@ -53,15 +55,36 @@ _LOGGER = logging.getLogger(__name__)
 SIGNATURE_ALERT = "downlink.signature"
 _HEAD_KEY = "price_head"
 
+# The items of a batch are one JSON array of rows (?3, from :attr:`_CheckedPart.rows`): two
+# set-based statements whatever its size, not two per item.
 _UPSERT_BOOK = (
+    "INSERT INTO price_book (sku, price, currency, unit_price, unit, name, reference_price, "
+    "version, updated_at) SELECT i.value ->> 0, i.value ->> 1, i.value ->> 2, i.value ->> 3, "
+    "i.value ->> 4, i.value ->> 5, i.value ->> 6, ?1, ?2 FROM json_each(?3) i WHERE true "
+    "ON CONFLICT (sku) DO UPDATE SET "
+    "price = excluded.price, currency = excluded.currency, unit_price = excluded.unit_price, "
+    "unit = excluded.unit, name = excluded.name, reference_price = excluded.reference_price, "
+    "version = excluded.version, updated_at = excluded.updated_at"
+)
+# A history row only when the shown price really changes (or the SKU is new); before the
+# upsert, which it compares with.
+_HISTORY_SET = (
+    "INSERT OR REPLACE INTO price_history (sku, version, change, price, currency, "
+    "reference_price, at) SELECT i.value ->> 0, ?1, 'set', i.value ->> 1, i.value ->> 2, "
+    "i.value ->> 6, ?2 FROM json_each(?3) i WHERE NOT EXISTS ("
+    "SELECT 1 FROM price_book b WHERE b.sku = i.value ->> 0 AND b.price = i.value ->> 1 "
+    "AND b.currency = i.value ->> 2 AND b.reference_price IS i.value ->> 6)"
+)
+# The same for one item, bound exactly: SQLite's JSON functions cut a text at a NUL
+# character, which a name or unit may hold (never a SKU, price or currency).
+_UPSERT_ONE = (
     "INSERT INTO price_book (sku, price, currency, unit_price, unit, name, reference_price, "
     "version, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sku) DO UPDATE SET "
     "price = excluded.price, currency = excluded.currency, unit_price = excluded.unit_price, "
     "unit = excluded.unit, name = excluded.name, reference_price = excluded.reference_price, "
     "version = excluded.version, updated_at = excluded.updated_at"
 )
-# A history row only when the shown price really changes (or the SKU is new).
-_HISTORY_SET = (
+_HISTORY_SET_ONE = (
     "INSERT OR REPLACE INTO price_history (sku, version, change, price, currency, "
     "reference_price, at) SELECT ?1, ?2, 'set', ?3, ?4, ?5, ?6 WHERE NOT EXISTS ("
     "SELECT 1 FROM price_book WHERE sku = ?1 AND price = ?3 AND currency = ?4 "
@@ -144,6 +167,64 @@ class _Held:
     first_part_at: str | None = None  # when the first of them arrived
 
 
+# An item as the book stores it: sku, price, currency, unit_price, unit, name, reference_price.
+_ItemRow = tuple[str, str, str, str | None, str | None, str | None, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _SetIdentity:
+    """What every part of one version must share."""
+
+    kind: str
+    parts: int
+    scope: dict[str, list[str]]
+    issued_at: datetime
+
+    @classmethod
+    def of(cls, header: PriceBatchHeader) -> _SetIdentity:
+        return cls(header.kind, header.parts, header.scope, header.issued_at)
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckedPart:
+    """A valid part as its version's apply needs it. Compact — the validated models of a
+    50 000-item list take some 80 MB, this a few — so the parts validated on receipt are kept
+    until their version is applied, and a part is validated once (a part received before a
+    restart is validated again when its version applies)."""
+
+    digest: bytes  # of the payload it was read from
+    identity: _SetIdentity
+    skus: tuple[str, ...]
+    rows: bytes  # its items as JSON rows [sku, price, currency, unit_price, unit, name,
+    # reference_price], comma-separated (the statements' item array, without brackets)
+    exact: tuple[_ItemRow, ...]  # the items with a NUL in their text (not in ``rows``)
+    delete: tuple[str, ...]
+    promotions: tuple[Promotion, ...]
+    cancel_promotions: tuple[str, ...]
+
+    @classmethod
+    def of(cls, batch: PriceBatch, payload: bytes) -> _CheckedPart:
+        rows: list[_ItemRow] = [
+            (i.sku, i.price, i.currency, i.unit_price, i.unit, i.name, i.reference_price)
+            for i in batch.items
+        ]
+        encoded = orjson.dumps(rows)
+        exact: list[_ItemRow] = []
+        if b"\\u0000" in encoded:  # rare: those items go in one by one
+            exact = [row for row in rows if any(text and "\0" in text for text in row)]
+            encoded = orjson.dumps([row for row in rows if row not in exact])
+        return cls(
+            digest=_digest(payload),
+            identity=_SetIdentity.of(batch.header),
+            skus=tuple(item.sku for item in batch.items),
+            rows=encoded[1:-1],
+            exact=tuple(exact),
+            delete=tuple(batch.header.delete),
+            promotions=batch.promotions,
+            cancel_promotions=tuple(batch.header.cancel_promotions),
+        )
+
+
 class PriceDownlink:
     def __init__(
         self,
@@ -181,6 +262,8 @@ class PriceDownlink:
         self._lock = asyncio.Lock()
         self._prior_prices_due = False  # a batch's second commit failed: the tick retries
         self.last_resync_request: dict[str, Any] | None = None
+        # Parts validated on receipt, by (version, part), until their version is decided.
+        self._checked: dict[tuple[int, int], _CheckedPart] = {}
 
     def attach(self, link: MqttLink) -> None:
         """Subscribe to ``down/prices``; resync requests go up through the same link."""
@@ -279,7 +362,8 @@ class PriceDownlink:
             if batch.version <= self.head:
                 _LOGGER.info("price batch v%d: at or below v%d, no-op", batch.version, self.head)
                 return
-            await self._store_part(batch.header, payload)
+            if await self._store_part(batch.header, payload):
+                self._checked[(batch.version, batch.header.part)] = _CheckedPart.of(batch, payload)
             await self._advance()
 
     async def _refuse_unauthentic(self, error: SignatureError) -> None:
@@ -305,19 +389,17 @@ class PriceDownlink:
             (version, detail, now),
         )
 
-    async def _store_part(self, header: PriceBatchHeader, payload: bytes) -> None:
-        # The part numbers held and one stored payload to compare with (not every blob).
+    async def _store_part(self, header: PriceBatchHeader, payload: bytes) -> bool:
+        """Commit a part (True), or leave it: held already, or older than the parts held."""
         row = await self._db.fetchone(
-            "SELECT group_concat(part) AS parts, (SELECT payload FROM price_parts "
-            "WHERE version = ?1 ORDER BY part LIMIT 1) AS sample "
-            "FROM price_parts WHERE version = ?1",
+            "SELECT group_concat(part) AS parts FROM price_parts WHERE version = ?",
             (header.version,),
         )
         statements: list[tuple[str, Sequence[Any]]] = []
         have = _part_numbers(row["parts"] if row is not None else None)
-        if row is not None and row["sample"] is not None:
-            stored = PriceBatchHeader.model_validate_json(bytes(row["sample"]))
-            if _set_identity(stored) != _set_identity(header):
+        if have:
+            stored = await self._held_set(header.version)
+            if stored != _SetIdentity.of(header):
                 if header.issued_at <= stored.issued_at:
                     _LOGGER.warning(
                         "price batch v%d part %d does not match the parts held (kind, parts, "
@@ -325,28 +407,51 @@ class PriceDownlink:
                         header.version,
                         header.part,
                     )
-                    return
+                    return False
                 _LOGGER.warning(
                     "price batch v%d was re-issued at %s: the parts held are replaced",
                     header.version,
                     isoformat_utc(header.issued_at),
                 )
                 statements.append(("DELETE FROM price_parts WHERE version = ?", (header.version,)))
+                self._forget_checked(lambda version: version == header.version)
                 have = set()
         if header.part in have:
-            return  # a redelivered part: already committed
+            return False  # a redelivered part: already committed
         now = isoformat_utc(self._clock.utc_now())
         statements += [
             (_STORE_PART, (header.version, header.part, header.parts, header.kind, payload, now)),
             (_HOLD_VERSION, (header.version, header.kind, now)),
         ]
+        # The link waits for this commit before it acks and hands over the next message:
+        # a part counts for its records, so a large one commits at once instead of waiting
+        # out the group-commit window for writes that cannot come.
+        weight = len(statements) + len(header.items) + len(header.promotions)
         if len(have) + 1 < header.parts:
-            await self._db.submit_atomic(statements)
-            return
+            await self._db.submit_atomic(statements, weight=weight)
+            return True
         stored_receipt = {"version": header.version, "kind": header.kind, "parts": header.parts}
         await self._outbox.append_atomic(
-            "receipts", "price.stored", [stored_receipt], before=statements
+            "receipts", "price.stored", [stored_receipt], before=statements, weight=weight
         )
+        return True
+
+    async def _held_set(self, version: int) -> _SetIdentity:
+        """What the parts held for ``version`` share: known from a part validated since the
+        start, else read from one stored part (not every blob)."""
+        for (held_version, _part), checked in self._checked.items():
+            if held_version == version:
+                return checked.identity
+        row = await self._db.fetchone(
+            "SELECT payload FROM price_parts WHERE version = ? ORDER BY part LIMIT 1", (version,)
+        )
+        if row is None:
+            raise StorageError(self._db.path, f"the parts of price batch v{version} vanished")
+        return _SetIdentity.of(PriceBatchHeader.model_validate_json(bytes(row["payload"])))
+
+    def _forget_checked(self, decided: Callable[[int], bool]) -> None:
+        for key in [key for key in self._checked if decided(key[0])]:
+            del self._checked[key]
 
     # --- sequencing -----------------------------------------------------------------------
 
@@ -368,6 +473,7 @@ class PriceDownlink:
                     due, superseded=[h.version for h in held if h.version < due.version]
                 )
         expired = await self._expire_incomplete(held)
+        self._forget_checked(lambda version: version <= self.head or version in expired)
         await self._request_resync_if_gap([h for h in held if h.version not in expired])
 
     async def _held(self) -> list[_Held]:
@@ -426,49 +532,56 @@ class PriceDownlink:
     async def _apply(self, held: _Held, *, superseded: list[int]) -> None:
         version = held.version
         rows = await self._db.fetchall(
-            "SELECT payload FROM price_parts WHERE version = ? ORDER BY part", (version,)
+            "SELECT part, payload FROM price_parts WHERE version = ? ORDER BY part", (version,)
         )
         if not rows or len(rows) != held.parts:
             _LOGGER.error(
                 "price batch v%d: %d of %d parts held, not applied", version, len(rows), held.parts
             )
             return
-        parts: list[PriceBatch] = []
+        parts: list[_CheckedPart] = []
         problems: list[dict[str, Any]] = []
         for row in rows:
-            try:
-                parts.append(parse_price_batch(bytes(row["payload"])))
-            except BatchRejectedError as exc:
-                problems.extend(exc.problems)
-        items: dict[str, PriceItem] = {}
+            payload = bytes(row["payload"])
+            part = self._checked.get((version, int(row["part"])))
+            if part is None or part.digest != _digest(payload):  # not validated since start
+                try:
+                    part = _CheckedPart.of(parse_price_batch(payload), payload)
+                except BatchRejectedError as exc:
+                    problems.extend(exc.problems)
+                    continue
+            parts.append(part)
+        skus: set[str] = set()
         for part in parts:
-            for item in part.items:
-                if item.sku in items:
-                    problems.append({"item": item.sku, "reason": "SKU listed in two parts"})
-                items[item.sku] = item
+            for sku in part.skus:
+                if sku in skus:
+                    problems.append({"item": sku, "reason": "SKU listed in two parts"})
+                skus.add(sku)
         if problems:
             await self._record_rejection(BatchRejectedError(version, problems))
             await self._consume_rejected(
                 _Held(version, held.kind, 0, 0, held.first_received, "rejected")
             )
             return
-        deletes = sorted({sku for part in parts for sku in part.header.delete})
+        deletes = sorted({sku for part in parts for sku in part.delete})
         promotions = [promotion for part in parts for promotion in part.promotions]
-        cancels = sorted({pid for part in parts for pid in part.header.cancel_promotions})
+        cancels = sorted({pid for part in parts for pid in part.cancel_promotions})
         instant = self._clock.utc_now()
         now = isoformat_utc(instant)
-        statements = self._book_statements(held.kind, version, items, deletes, now)
+        statements = self._book_statements(
+            held.kind, version, parts, skus=skus, deletes=deletes, now=now
+        )
         statements += [(_UPSERT_PROMOTION, _promotion_row(p, version)) for p in promotions]
         statements += [(_CANCEL_PROMOTION, (pid, version)) for pid in cancels]
         statements += self._price_book.promotion_statements(
             version=version,
             promotions=promotions,
             cancels=cancels,
-            skus=None if held.kind == "full" else {*items, *deletes, *(p.sku for p in promotions)},
+            skus=None if held.kind == "full" else {*skus, *deletes, *(p.sku for p in promotions)},
             now=instant,
         )
         statements += [
-            (_DECIDE, (version, "applied", len(items), "", now)),
+            (_DECIDE, (version, "applied", len(skus), "", now)),
             (_SUPERSEDE, (version, now, self.head)),
             ("DELETE FROM price_parts WHERE version <= ?", (version,)),
             (_SET_HEAD, (str(version),)),
@@ -477,13 +590,20 @@ class PriceDownlink:
             "version": version,
             "kind": held.kind,
             "parts": len(parts),
-            "items": len(items),
+            "items": len(skus),
             "deleted": len(deletes),
             "promotions": len(promotions),
             "cancelled_promotions": len(cancels),
             "superseded": superseded,
         }
-        await self._outbox.append_atomic("receipts", "price.applied", [receipt], before=statements)
+        # One transaction, committed at once (it counts for its records, like a stored part).
+        await self._outbox.append_atomic(
+            "receipts",
+            "price.applied",
+            [receipt],
+            before=statements,
+            weight=len(statements) + len(skus) + len(deletes),
+        )
         self.head = version
         try:  # a second commit: the prior prices of the promotions this batch touched
             await self._price_book.settle_prior_prices()
@@ -493,7 +613,7 @@ class PriceDownlink:
         if self.on_applied is not None:
             changed: set[str] | None = None
             if held.kind != "full":
-                changed = {*items, *deletes, *(p.sku for p in promotions)}
+                changed = {*skus, *deletes, *(p.sku for p in promotions)}
                 if cancels:
                     rows = await self._db.fetchall(
                         "SELECT sku FROM promotions WHERE id IN (SELECT value FROM json_each(?))",
@@ -505,47 +625,41 @@ class PriceDownlink:
             "price batch v%d (%s) applied: %d item(s), %d deleted, %d promotion(s)",
             version,
             held.kind,
-            len(items),
+            len(skus),
             len(deletes),
             len(promotions),
         )
 
     @staticmethod
     def _book_statements(
-        kind: str, version: int, items: dict[str, PriceItem], deletes: list[str], now: str
+        kind: str,
+        version: int,
+        parts: Sequence[_CheckedPart],
+        *,
+        skus: Collection[str],
+        deletes: Sequence[str],
+        now: str,
     ) -> list[tuple[str, Sequence[Any]]]:
         statements: list[tuple[str, Sequence[Any]]] = []
         if kind == "full":
-            skus = json.dumps(sorted(items))
+            listed = json.dumps(sorted(skus))
             statements += [
-                (_HISTORY_DELETE_MISSING, (version, now, skus)),
-                (_DELETE_MISSING, (skus,)),
+                (_HISTORY_DELETE_MISSING, (version, now, listed)),
+                (_DELETE_MISSING, (listed,)),
             ]
         for sku in deletes:
             statements += [(_HISTORY_DELETE, (sku, version, now)), (_DELETE, (sku,))]
-        for item in items.values():
-            statements.append(
-                (
-                    _HISTORY_SET,
-                    (item.sku, version, item.price, item.currency, item.reference_price, now),
-                )
-            )
-            statements.append(
-                (
-                    _UPSERT_BOOK,
-                    (
-                        item.sku,
-                        item.price,
-                        item.currency,
-                        item.unit_price,
-                        item.unit,
-                        item.name,
-                        item.reference_price,
-                        version,
-                        now,
-                    ),
-                )
-            )
+        items = (b"[" + b",".join(part.rows for part in parts if part.rows) + b"]").decode()
+        if items != "[]":
+            statements += [
+                (_HISTORY_SET, (version, now, items)),
+                (_UPSERT_BOOK, (version, now, items)),
+            ]
+        for r in (row for part in parts for row in part.exact):
+            statements += [
+                (_HISTORY_SET_ONE, (r[0], version, r[1], r[2], r[6], now)),
+                (_UPSERT_ONE, (*r, version, now)),
+            ]
         return statements
 
     async def _expire_incomplete(self, held_versions: Sequence[_Held]) -> set[int]:
@@ -613,14 +727,13 @@ class PriceDownlink:
         return request
 
 
+def _digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+
 def _part_numbers(listed: str | None) -> set[int]:
     """``group_concat`` of part numbers → the set of them."""
     return {int(part) for part in listed.split(",")} if listed else set()
-
-
-def _set_identity(header: Any) -> tuple[Any, ...]:
-    """What every part of one version must share."""
-    return (header.kind, header.parts, header.scope, header.issued_at)
 
 
 def _peek(payload: bytes, key: str) -> Any:

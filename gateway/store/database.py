@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -43,6 +43,8 @@ from gateway.errors import (
 from gateway.store.migrations import MIGRATIONS, Migration
 
 __all__ = ["Database", "StorageStats"]
+
+_T = TypeVar("_T")
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -617,48 +619,23 @@ class Database:
             self.on_full_change()
 
     async def _transact(self, groups: list[tuple[str, list[Sequence[Any]]]]) -> None:
-        """Run ``groups`` in one transaction: the aiosqlite round trips are per batch."""
-        await self._writer.execute("BEGIN IMMEDIATE")
-        try:
-            for sql, group_rows in groups:
-                await self._execute(sql, group_rows)
-            await self._writer.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                await self._writer.execute("ROLLBACK")
-            raise
+        """Run ``groups`` in one transaction, all of it in one call on the writer's thread:
+        one thread hop per commit, however many statements it holds."""
+        await _on_connection_thread(self._writer, _run_transaction, self._writer, groups)
 
     async def _transact_isolated(self, batch: list[_Write]) -> dict[int, StorageError]:
         """Slow path after a statement error: each write under its own savepoint, still one
-        commit. Returns the rejected writes (by id) with their errors."""
-        rejected: dict[int, StorageError] = {}
-        await self._writer.execute("BEGIN IMMEDIATE")
-        try:
-            for item in batch:
-                await self._writer.execute("SAVEPOINT write")
-                try:
-                    for sql, rows in item.steps:
-                        await self._execute(sql, rows)
-                except sqlite3.Error as exc:
-                    if not _is_statement_error(exc):
-                        raise
-                    await self._writer.execute("ROLLBACK TO write")
-                    rejected[id(item)] = _translate(self.path, exc, "write rejected")
-                await self._writer.execute("RELEASE write")
-            await self._writer.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                await self._writer.execute("ROLLBACK")
-            raise
+        commit (and one thread hop). Returns the rejected writes (by id) with their errors."""
+        failed = await _on_connection_thread(
+            self._writer, _run_isolated, self._writer, [item.steps for item in batch]
+        )
+        rejected = {
+            id(batch[index]): _translate(self.path, exc, "write rejected")
+            for index, exc in failed.items()
+        }
         for error in rejected.values():
             _LOGGER.warning("%s", error)
         return rejected
-
-    async def _execute(self, sql: str, rows: list[Sequence[Any]]) -> None:
-        if len(rows) == 1:
-            await self._writer.execute(sql, rows[0])
-        else:
-            await self._writer.executemany(sql, rows)
 
     def _settle(
         self,
@@ -791,3 +768,71 @@ def _coalesce(batch: list[_Write]) -> list[tuple[str, list[Sequence[Any]]]]:
             else:
                 groups.append((sql, list(rows)))
     return groups
+
+
+async def _on_connection_thread(
+    connection: aiosqlite.Connection, function: Callable[..., _T], *args: Any
+) -> _T:
+    """Run ``function(*args)`` on ``connection``'s own thread, where its sqlite3 connection
+    lives. aiosqlite hops to that thread once per statement and has no public call for a
+    whole transaction; ``Connection._execute`` is how its own methods queue work there
+    (pyproject.toml bounds the aiosqlite versions that have it)."""
+    result: _T = await connection._execute(function, *args)  # type: ignore[no-untyped-call]
+    return result
+
+
+def _sqlite3_connection(connection: aiosqlite.Connection) -> sqlite3.Connection:
+    """The sqlite3 connection inside ``connection``: only on its thread."""
+    return connection._conn
+
+
+def _execute_group(raw: sqlite3.Connection, sql: str, rows: list[Sequence[Any]]) -> None:
+    if len(rows) == 1:
+        raw.execute(sql, rows[0])
+    else:
+        raw.executemany(sql, rows)
+
+
+def _run_transaction(
+    connection: aiosqlite.Connection, groups: list[tuple[str, list[Sequence[Any]]]]
+) -> None:
+    """On the writer's thread: the statements in one transaction, rolled back on any error
+    (the transaction never stays open after this returns)."""
+    raw = _sqlite3_connection(connection)
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, rows in groups:
+            _execute_group(raw, sql, rows)
+        raw.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            raw.execute("ROLLBACK")
+        raise
+
+
+def _run_isolated(
+    connection: aiosqlite.Connection, writes: list[list[tuple[str, list[Sequence[Any]]]]]
+) -> dict[int, sqlite3.Error]:
+    """On the writer's thread: each write under its own savepoint, one commit. Returns the
+    writes (by index) whose statements were rejected, with the error."""
+    raw = _sqlite3_connection(connection)
+    rejected: dict[int, sqlite3.Error] = {}
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        for index, steps in enumerate(writes):
+            raw.execute("SAVEPOINT write")
+            try:
+                for sql, rows in steps:
+                    _execute_group(raw, sql, rows)
+            except sqlite3.Error as exc:
+                if not _is_statement_error(exc):
+                    raise
+                raw.execute("ROLLBACK TO write")
+                rejected[index] = exc
+            raw.execute("RELEASE write")
+        raw.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            raw.execute("ROLLBACK")
+        raise
+    return rejected

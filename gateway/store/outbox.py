@@ -588,18 +588,22 @@ class Outbox:
         bodies: Iterable[Mapping[str, Any]],
         *,
         before: Sequence[tuple[str, Sequence[Any]]],
+        weight: int | None = None,
     ) -> asyncio.Future[None]:
         """Commit ``before`` and these events in one transaction (a state change and its
         receipt). The state change never waits on the budget: if the events are turned away
-        (counted, as in :meth:`append_many`) ``before`` still commits alone."""
+        (counted, as in :meth:`append_many`) ``before`` still commits alone. ``weight``: what
+        ``before`` counts for toward filling a commit when its statements stand for many
+        records (:meth:`Database.submit_atomic`); default one per statement."""
+        before_weight = len(before) if weight is None else weight
         texts, ts, total, admission = self._admit(stream, event_type, bodies, None)
         if admission is not Admission.ACCEPT or not texts:
             _LOGGER.error("%d %s/%s event(s) not buffered: budget", len(texts), stream, event_type)
-            return self._db.submit_atomic(before)
+            return self._db.submit_atomic(before, weight=before_weight)
         self._flush(stream)  # appends made before this one get the earlier seqs
         committed = self._db.submit_atomic(
             [*before, *((_INSERT, row) for row in self._rows(stream, texts, ts))],
-            weight=len(before) + len(texts),
+            weight=before_weight + len(texts),
         )
         committed.add_done_callback(lambda done: self._on_committed(stream, total, done))
         return _waiter(committed)
