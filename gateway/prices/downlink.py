@@ -165,6 +165,7 @@ class _Held:
     state: str
     got: tuple[int, ...] = ()  # the part numbers held
     first_part_at: str | None = None  # when the first of them arrived
+    last_part_at: str | None = None  # when the latest of them arrived
 
 
 # An item as the book stores it: sku, price, currency, unit_price, unit, name, reference_price.
@@ -480,7 +481,8 @@ class PriceDownlink:
         rows = await self._db.fetchall(
             "SELECT v.version, v.kind, v.state, v.received_at, "
             "coalesce(max(p.parts), 0) AS parts, count(p.part) AS have, "
-            "group_concat(p.part) AS got, min(p.received_at) AS first_part_at "
+            "group_concat(p.part) AS got, min(p.received_at) AS first_part_at, "
+            "max(p.received_at) AS last_part_at "
             "FROM price_versions v LEFT JOIN price_parts p USING (version) "
             "WHERE v.version > ? AND v.state IN ('held', 'rejected') "
             "GROUP BY v.version ORDER BY v.version",
@@ -496,6 +498,7 @@ class PriceDownlink:
                 str(r["state"]),
                 tuple(sorted(_part_numbers(r["got"]))),
                 r["first_part_at"],
+                r["last_part_at"],
             )
             for r in rows
         ]
@@ -690,7 +693,7 @@ class PriceDownlink:
 
     async def _request_resync_if_gap(self, held_versions: Sequence[_Held]) -> None:
         held = [h for h in held_versions if h.version > self.head]
-        if not held or self._link is None:
+        if not held or self._link is None or not self._gap_in(held):
             return
         if self._clock.monotonic() - self._last_resync < self.settings.resync_interval_s:
             return
@@ -700,6 +703,22 @@ class PriceDownlink:
                 self.head,
                 [h.version for h in held],
             )
+
+    def _gap_in(self, held: Sequence[_Held]) -> bool:
+        """Whether HQ must be asked: a version is missing between the head and what is held,
+        or a held version's parts have stopped coming for ``resync_interval_s``. The parts of
+        the next versions still arriving are no gap (a big batch is held part by part)."""
+        versions = [h.version for h in held]
+        if versions != list(range(self.head + 1, self.head + 1 + len(versions))):
+            return True
+        stalled_before = self._clock.utc_now().timestamp() - self.settings.resync_interval_s
+        for h in held:
+            if h.state != "held" or h.have == h.parts:
+                continue
+            latest = h.last_part_at or h.first_received
+            if datetime.fromisoformat(latest).timestamp() <= stalled_before:
+                return True
+        return False
 
     async def announce(self, held: list[int] | None = None) -> dict[str, Any] | None:
         """Publish ``up/sync`` with the applied version (and the held ones): a resync request

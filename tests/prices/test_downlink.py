@@ -491,3 +491,41 @@ async def test_was_price_is_hqs_or_the_lowest_of_the_prior_30_days(tmp_path: Pat
         hq_says = {**sale, "id": "sale-2", "reference_price": "1.99"}
         await s.receive(batch(s.clock, 6, [], promotions=[hq_says])[0])
         assert (await lowest.shelf_price("a", during)).reference_price == "1.99"  # type: ignore[union-attr]
+
+
+class RecordingLink:
+    """The part of a link the downlink publishes through: keeps what went up."""
+
+    topic_root = "retail/v1/s1/"
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict[str, Any]]] = []
+
+    def subscribe(self, _topic: str, _handler: Any) -> None:
+        pass
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        self.published.append((topic, json.loads(payload)))
+
+
+async def test_a_batch_arriving_part_by_part_is_no_gap_until_its_parts_stop_coming(
+    tmp_path: Path,
+) -> None:
+    async with store(tmp_path) as s:
+        link = RecordingLink()
+        s.downlink.attach(link)  # type: ignore[arg-type]
+        items = [item(f"sku-{n}", "1.00", name="n" * 150) for n in range(3000)]
+        parts = batch(s.clock, 1, items, kind="full")
+        assert len(parts) >= 3
+        for part in parts[:-1]:
+            await s.receive(part)
+            s.clock.advance(2)
+        assert link.published == []  # the next version, still arriving: nothing to ask for
+        s.clock.advance(s.downlink.settings.resync_interval_s)
+        await s.downlink.advance()  # its parts stopped coming: HQ is asked for it
+        [(topic, request)] = link.published
+        assert topic == "retail/v1/s1/up/sync"
+        assert (request["have_version"], request["held_versions"]) == (0, [1])
+        await s.receive(parts[-1])
+        assert s.downlink.head == 1
+        assert len(await s.prices()) == 3000
