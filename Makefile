@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python bench/drain.py
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/labels.py
+	$(BIN)/python bench/prices.py
 	$(BIN)/python bench/modbus.py
 	$(BIN)/python bench/stock.py
 

@@ -64,6 +64,16 @@ class CountingDriver:
         return None
 
 
+async def checked_in(db: Database, now: str) -> None:
+    """Every bound label has checked in with its panel (labels no driver has heard are not
+    drawn: they wait for their panel)."""
+    await db.write(
+        "INSERT INTO label_shown (label, at, device, model) "
+        "SELECT label, ?, 'esl', '296x128:bwr' FROM label_bindings",
+        (now,),
+    )
+
+
 async def populate(db: Database, now: str) -> None:
     await db.write_many(
         "INSERT INTO price_book (sku, price, currency, name, version, updated_at) "
@@ -75,6 +85,7 @@ async def populate(db: Database, now: str) -> None:
         "VALUES (?, ?, 'hq', 0, ?)",
         ((f"{n:016X}", f"{n % SKUS:013d}", now) for n in range(LABELS)),
     )
+    await checked_in(db, now)
 
 
 async def bench_full_batch(db: Database, pipeline: LabelPipeline, full_render: bool) -> None:
@@ -134,6 +145,7 @@ async def bench_flip(tmp: Path) -> None:
                 for n in range(FLIP_LABELS)
             ),
         )
+        await checked_in(db, isoformat_utc(now))
         start = (now + timedelta(seconds=40)).replace(microsecond=0)
         await db.write_many(
             "INSERT INTO promotions (id, sku, price, currency, reference_price, effective_from, "
@@ -158,7 +170,9 @@ async def bench_flip(tmp: Path) -> None:
         )
         await pipeline.load()
         await pipeline.plan()
-        await db.write("UPDATE label_jobs SET state = 'confirmed', content_hash = 'x'")
+        await db.write(
+            "UPDATE label_jobs SET state = 'confirmed', content_hash = 'x', model = '296x128:bwr'"
+        )
         runner = asyncio.create_task(pipeline.run(), name="labels")
         while True:
             row = await db.fetchone(

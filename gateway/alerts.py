@@ -1,15 +1,19 @@
 """One alert model for every feature: keyed, de-duplicated while active, raised and cleared.
 
 A key names the condition and its subject (``stock.low:slot-12``, ``uplink.refused:stock``).
-Raising an active key again changes nothing unless its severity changed; clearing an inactive
-key changes nothing. Every change becomes an event on the ``alerts`` outbox stream, and the
-active set lives in SQLite so a restart neither repeats nor forgets an alert.
+Raising an active key again is no new alert (no event) unless its severity changed, but it
+keeps the alert current: its message and details become the ones given and ``updated_at``
+moves (a running count stays true in ``storegw alerts`` and across a restart). Clearing an
+inactive key changes nothing. Raising, escalating and clearing become events on the ``alerts``
+outbox stream (a clear carries the final details), and the active set lives in SQLite so a
+restart neither repeats nor forgets an alert.
 
 :class:`AlertBook` is the sans-IO core; :class:`Alerts` persists it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -27,6 +31,7 @@ __all__ = ["Alert", "AlertBook", "AlertChange", "Alerts", "Severity"]
 _LOGGER = logging.getLogger(__name__)
 
 
+_UPDATED = "alert.updated"
 _UPSERT_ACTIVE = (
     "INSERT INTO alerts_active (key, severity, message, details, raised_at, updated_at) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET severity = excluded.severity, "
@@ -62,12 +67,17 @@ class Alert:
 
 @dataclass(frozen=True, slots=True)
 class AlertChange:
-    """An event for the ``alerts`` stream: ``alert.raised`` or ``alert.cleared``."""
+    """A change of the active set: ``alert.raised`` and ``alert.cleared`` are events for the
+    ``alerts`` stream; ``alert.updated`` (an active alert kept current) is only stored."""
 
     type: str
     alert: Alert
     cleared_at: datetime | None = None
     clear_message: str = ""
+
+    @property
+    def is_event(self) -> bool:
+        return self.type != _UPDATED
 
     def body(self) -> dict[str, Any]:
         body = self.alert.as_dict()
@@ -87,6 +97,9 @@ class AlertBook:
     def active(self) -> tuple[Alert, ...]:
         return tuple(self._active[key] for key in sorted(self._active))
 
+    def get(self, key: str) -> Alert | None:
+        return self._active.get(key)
+
     def raise_(
         self,
         key: str,
@@ -99,7 +112,21 @@ class AlertBook:
             raise ValueError(f"alert key must be non-empty without spaces: {key!r}")
         current = self._active.get(key)
         if current is not None and current.severity is severity:
-            return None  # de-duplicated while active
+            # The same alert still: no new event, but its message and details stay current
+            # (``details=None`` keeps the ones it has).
+            kept = current.details if details is None else details
+            if current.message == message and dict(current.details) == dict(kept):
+                return None
+            refreshed = Alert(
+                key=key,
+                severity=severity,
+                message=message,
+                raised_at=current.raised_at,
+                updated_at=now,
+                details=dict(kept),
+            )
+            self._active[key] = refreshed
+            return AlertChange(_UPDATED, refreshed)
         alert = Alert(
             key=key,
             severity=severity,
@@ -165,6 +192,10 @@ class Alerts:
     def active(self) -> tuple[Alert, ...]:
         return self._book.active()
 
+    def get(self, key: str) -> Alert | None:
+        """The active alert ``key`` (None when it is not active)."""
+        return self._book.get(key)
+
     async def raise_(
         self,
         key: str,
@@ -172,11 +203,27 @@ class Alerts:
         message: str,
         details: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Raise (or escalate) ``key``; returns after it is durable. False if de-duplicated."""
+        """Raise (or escalate) ``key``; returns after it is durable. False if it was active
+        already with this severity: then its message and details (unless None) are kept
+        current — stored with the next group commit, not awaited, and no event."""
         change = self._book.raise_(key, severity, message, self._clock.utc_now(), details)
         if change is None:
             return False
         alert = change.alert
+        if not change.is_event:
+            # Not awaited: a flood of re-raises (a running count) must not wait out a group
+            # commit each; the writer keeps the order, so a later clear still wins.
+            stored = self._db.submit(
+                "UPDATE alerts_active SET message = ?, details = ?, updated_at = ? WHERE key = ?",
+                (
+                    alert.message,
+                    json.dumps(dict(alert.details), default=str),
+                    alert.updated_at.isoformat(),
+                    key,
+                ),
+            )
+            stored.add_done_callback(_log_failed_update)
+            return False
         _LOGGER.warning("alert %s (%s): %s", key, severity.value, message)
         # The active row and the event commit together: a crash can never leave an alert
         # active here (so de-duplicated after a restart) that HQ was never told about.
@@ -224,3 +271,8 @@ class Alerts:
             before=[("DELETE FROM alerts_active WHERE key = ?", (key,))],
         )
         return True
+
+
+def _log_failed_update(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        _LOGGER.warning("alert details not stored: %s", future.exception())

@@ -2,8 +2,9 @@
 
 ``Gateway.run()`` owns everything under one ``asyncio.TaskGroup``::
 
-    start:  storage (open, checks, migrations) → storage.writer → supervisor → drivers
-            → control socket → systemd READY=1
+    start:  claims (the database's lock, the control socket's path: a second daemon on either
+            is refused before it touches anything) → storage (open, checks, migrations)
+            → storage.writer → supervisor → drivers → control socket serving → READY=1
     run:    SIGHUP re-reads the config: only changed drivers restart; a bad config is refused
             and the running one kept. The systemd watchdog is pinged only while the event loop,
             the storage writer and the supervisor all show progress.
@@ -22,14 +23,14 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.alerts import Alerts
+from gateway.alerts import Alerts, Severity
 from gateway.clock import Clock, isoformat_utc
 from gateway.commands import (
     CommandProcessor,
@@ -38,14 +39,15 @@ from gateway.commands import (
     flash_command,
 )
 from gateway.config import GatewaySettings, ResolvedDevice, load_config
-from gateway.control.server import ControlServer, InvalidArgsError
+from gateway.control.server import ControlServer, InvalidArgsError, number_arg, text_arg
 from gateway.drivers.contracts import DeviceFamily, LabelDriver
 from gateway.drivers.registry import DriverRegistry
 from gateway.drivers.supervisor import Supervisor
 from gateway.errors import (
     CommandRefusedError,
     ConfigError,
-    ControlProtocolError,
+    ConfigIssue,
+    ControlError,
     ShelfError,
     StorageError,
 )
@@ -58,16 +60,20 @@ from gateway.prices.downlink import PriceDownlink, PriceDownlinkSettings
 from gateway.shelves.service import ShelfService
 from gateway.store import Database
 from gateway.store.keeper import OutboxKeeper
+from gateway.store.lock import DatabaseLock
 from gateway.store.outbox import Outbox
 from gateway.sync.health import publish_health
-from gateway.sync.link import MqttLink
+from gateway.sync.inbound import MALFORMED_ALERT, RefusalCounter, expire_refusals
+from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.uplink import Uplink, connect_outbox
 from gateway.systemd import SystemdNotifier, WatchdogGate
 
-__all__ = ["STREAMS", "Gateway", "ReloadOutcome"]
+__all__ = ["FOUND_EMPTY_ALERT", "STREAMS", "Gateway", "ReloadOutcome"]
 
 #: The outbox streams every gateway has (docs/protocol.md).
 STREAMS = ("stock", "dwell", "receipts", "alerts")
+#: Raised at a start that found the database file empty; cleared at the next normal start.
+FOUND_EMPTY_ALERT = "storage.found_empty"
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -92,6 +98,7 @@ class _Runtime:
     uplink: Uplink | None = None
     prices: PriceDownlink | None = None
     commands: CommandProcessor | None = None
+    malformed: RefusalCounter | None = None
     bindings: LabelBindings | None = None
     labels: LabelPipeline | None = None
     shelves: ShelfService | None = None
@@ -180,7 +187,8 @@ class Gateway:
         loop = asyncio.get_running_loop()
         installed = self._install_signal_handlers(loop)
         try:
-            await self._run(duration)
+            async with self._claims():
+                await self._run(duration)
         except asyncio.CancelledError:
             if self._stop_reason is None or self._main_task is None:
                 raise
@@ -207,6 +215,30 @@ class Gateway:
                 continue
             installed.append(signum)
         return installed
+
+    @contextlib.asynccontextmanager
+    async def _claims(self) -> AsyncIterator[None]:
+        """Hold the database's lock and the control socket for the daemon's lifetime.
+
+        Both are taken before storage opens (a second daemon must not even count a boot) and
+        before READY, so a conflict or an unusable socket path stops the start with exit 78
+        instead of failing after READY and looping in restarts."""
+        with DatabaseLock(self.settings.storage.path):
+            control = ControlServer(
+                self.settings.control.socket,
+                max_connections=self.settings.control.max_connections,
+            )
+            try:
+                await control.listen()
+            except ControlError as exc:
+                raise ConfigError(
+                    str(self.config_path), [ConfigIssue("control.socket", str(exc))]
+                ) from exc
+            self._runtime.control = control
+            try:
+                yield
+            finally:
+                control.close()
 
     async def _run(self, duration: float | None) -> None:
         runtime = self._runtime
@@ -258,12 +290,14 @@ class Gateway:
         await runtime.outbox.open(STREAMS)
         runtime.alerts = Alerts(runtime.database, runtime.outbox, self.clock)
         await runtime.alerts.load()
+        await self._report_found_empty(runtime.database, runtime.alerts)
         keeper = OutboxKeeper(
             runtime.outbox,
             runtime.alerts,
             self.clock,
             ttl_s=outbox_config.ttl_s,
             expiry_interval_s=outbox_config.expiry_interval_s,
+            database=runtime.database,
         )
         self._spawn(group, "outbox.keeper", keeper.run())
         runtime.bindings = LabelBindings(runtime.database, runtime.outbox, self.clock)
@@ -299,7 +333,7 @@ class Gateway:
         if runtime.labels is not None:
             self._spawn(group, "labels", runtime.labels.run())
 
-        runtime.control = ControlServer(self.settings.control.socket)
+        assert runtime.control is not None  # listening since _claims()
         self._register_control_commands(runtime.control)
         self._spawn(group, "control", runtime.control.serve())
 
@@ -308,6 +342,22 @@ class Gateway:
         self._spawn(group, "config.reloader", self._reload_loop())
         if self._notifier.watchdog_interval() is not None:
             self._spawn(group, "systemd.watchdog", self._watchdog_loop())
+
+    async def _report_found_empty(self, database: Database, alerts: Alerts) -> None:
+        """A database file found empty was started anew (a new epoch, logged by the database):
+        say so until the next start, and tell HQ through the alerts stream."""
+        if not database.found_empty:
+            await alerts.clear(
+                FOUND_EMPTY_ALERT, f"database opened normally at boot #{database.boot}"
+            )
+            return
+        await alerts.raise_(
+            FOUND_EMPTY_ALERT,
+            Severity.WARNING,
+            f"database {database.path} was found empty (0 bytes) and started anew with epoch "
+            f"{database.epoch}: what it held before is gone",
+            details={"path": str(database.path), "epoch": database.epoch, "boot": database.boot},
+        )
 
     def _start_sync(
         self, group: asyncio.TaskGroup, database: Database, outbox: Outbox, alerts: Alerts
@@ -350,6 +400,24 @@ class Gateway:
         commands.attach(link)
         self._runtime.commands = commands
         self._spawn(group, "commands", commands.run())
+        # Every down/ message ends in an ack: what no handler takes is counted and alerted.
+        malformed = RefusalCounter(
+            MALFORMED_ALERT,
+            Severity.WARNING,
+            "a message from HQ was refused unread",
+            alerts=alerts,
+            clock=self.clock,
+        )
+
+        async def count_refused(topic_filter: str, _message: InboundMessage, reason: str) -> None:
+            await malformed.refuse(reason, topic=topic_filter)
+
+        link.on_refused = count_refused
+        self._runtime.malformed = malformed
+        refusals = [malformed, commands.refusals]
+        if prices is not None:
+            refusals.append(prices.refusals)
+        self._spawn(group, "downlink.refusals", expire_refusals(refusals))
         self._spawn(group, "mqtt.link", link.run())
         self._spawn(group, "uplink", uplink.run())
         self._spawn(
@@ -644,6 +712,7 @@ class Gateway:
                 "link": link,
                 "last_hq_ack": runtime.uplink.last_ack if runtime.uplink else None,
                 "parked_streams": dict(runtime.uplink.parked) if runtime.uplink else {},
+                "malformed": runtime.malformed.status() if runtime.malformed else None,
             },
             "outbox": outbox,
             "buffer": runtime.outbox.pressure.report() if runtime.outbox is not None else None,
@@ -705,14 +774,20 @@ class Gateway:
 
     async def _label_bind_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
         bindings = self._require_bindings()
+        label, sku = text_arg(args, "label"), text_arg(args, "sku")
         try:
-            binding = await bindings.bind(str(args.get("label")), str(args.get("sku")), "local")
+            binding = await bindings.bind(label, sku, "local")
         except CommandRefusedError as exc:
-            raise ControlProtocolError(str(exc)) from exc
-        return binding.as_dict()
+            raise InvalidArgsError(str(exc)) from exc
+        reply = binding.as_dict()
+        if self._runtime.labels is not None:  # a failed job for this SKU is tried again now
+            reply["job_state"] = await self._runtime.labels.retry_failed(
+                binding.label, binding.sku, "retried by a technician (storegw label bind)"
+            )
+        return reply
 
     async def _label_unbind_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        removed = await self._require_bindings().unbind(str(args.get("label")), "local")
+        removed = await self._require_bindings().unbind(text_arg(args, "label"), "local")
         return {"removed": removed.as_dict() if removed is not None else None}
 
     async def _label_seed_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -722,25 +797,23 @@ class Gateway:
         if not isinstance(rows, list) or not all(
             isinstance(row, list) and len(row) == 2 for row in rows
         ):
-            raise ControlProtocolError("rows: a list of [label, sku] pairs")
+            raise InvalidArgsError("rows: a list of [label, sku] pairs")
         try:  # the daemon checks again: the socket is not only the CLI's
             checked = check_binding_rows([{"label": label, "sku": sku} for label, sku in rows])
         except ValueError as exc:
-            raise ControlProtocolError(f"invalid seed rows: {exc}") from exc
+            raise InvalidArgsError(f"invalid seed rows: {exc}") from exc
         return (await self._require_bindings().seed(checked)).as_dict()
 
     async def _label_flash_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        label, seconds = text_arg(args, "label"), number_arg(args, "seconds", 10.0)
         try:
-            seconds = float(args.get("seconds", 10.0))
-            return dict(
-                await self.labels.flash(self._runtime.supervisor, str(args.get("label")), seconds)
-            )
-        except (CommandRefusedError, ValueError) as exc:
-            raise ControlProtocolError(str(exc)) from exc
+            return dict(await self.labels.flash(self._runtime.supervisor, label, seconds))
+        except CommandRefusedError as exc:
+            raise InvalidArgsError(str(exc)) from exc
 
     def _require_labels(self) -> LabelPipeline:
         if self._runtime.labels is None:
-            raise ControlProtocolError("the label pipeline is not running")
+            raise InvalidArgsError("the label pipeline is not running")
         return self._runtime.labels
 
     async def _labels_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -748,35 +821,36 @@ class Gateway:
         try:
             return await self._require_labels().listing(str(state) if state else None)
         except ValueError as exc:
-            raise ControlProtocolError(str(exc)) from exc
+            raise InvalidArgsError(str(exc)) from exc
 
     async def _label_show_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            return await self._require_labels().show(str(args.get("label") or ""))
+            return await self._require_labels().show(text_arg(args, "label"))
         except ValueError as exc:
-            raise ControlProtocolError(str(exc)) from exc
+            raise InvalidArgsError(str(exc)) from exc
 
     def _require_bindings(self) -> LabelBindings:
         if self._runtime.bindings is None:
-            raise ControlProtocolError("storage is not open yet")
+            raise InvalidArgsError("storage is not open yet")
         return self._runtime.bindings
 
     async def _label_preview_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        """Render what a label for ``sku`` shows now (PNG, base64) on ``model`` (WxH:palette)."""
+        """Render what a label for ``sku`` shows now (PNG, base64) on ``model`` (WxH:palette):
+        the pipeline's face and renderer at its policy instant, as the shelf gets it."""
         from gateway.labels.preview import preview_label
 
-        runtime = self._runtime
-        if runtime.database is None:
-            raise ControlProtocolError("storage is not open yet")
+        pipeline = self._require_labels()
+        at, _synced = pipeline.policy_instant()
         try:
             return await preview_label(
-                PriceBook(runtime.database, was_price=self.settings.downlink.was_price),
+                pipeline.book,
+                pipeline,
                 sku=str(args.get("sku") or ""),
                 model=str(args.get("model") or "296x128:bwr"),
-                at=self.clock.utc_now(),
+                at=at,
             )
         except ValueError as exc:
-            raise ControlProtocolError(str(exc)) from exc
+            raise InvalidArgsError(str(exc)) from exc
 
     def _require_shelves(self) -> ShelfService:
         if self._runtime.shelves is None:

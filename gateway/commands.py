@@ -40,12 +40,14 @@ from gateway.errors import (
     CommandRefusedError,
     DownlinkError,
     LinkError,
+    MalformedMessageError,
     SignatureError,
     StorageError,
 )
 from gateway.labels.bindings import LabelBindings
 from gateway.labels.directory import LabelDirectory
 from gateway.store.database import Database
+from gateway.sync.inbound import RefusalCounter, check_bounds
 from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.signing import Verifier, check_scope, check_validity
 
@@ -113,13 +115,22 @@ class CommandProcessor:
         self._verifier = verifier
         self._store_id = store_id
         self._groups = tuple(groups)
-        self._alerts = alerts
         self._retention = retention
         self._commands: dict[str, CommandSpec] = {}
         self._link: MqttLink | None = None
         self.executed = 0
         self.replayed = 0
-        self.refused = 0
+        self.refusals = RefusalCounter(
+            COMMAND_ALERT,
+            Severity.WARNING,
+            "a command from down/cmd was refused",
+            alerts=alerts,
+            clock=clock,
+        )
+
+    @property
+    def refused(self) -> int:
+        return self.refusals.refused
 
     def register(self, spec: CommandSpec) -> None:
         if spec.name in self._commands:
@@ -136,7 +147,8 @@ class CommandProcessor:
 
     async def on_message(self, message: InboundMessage) -> None:
         """Answer a command (the link acks it once this returns). A refused command gets an
-        error reply when it can be answered safely, and an alert."""
+        error reply when it can be answered safely, and an alert; an unreadable one is
+        answered too, then raises MalformedMessageError (the link acks and counts it)."""
         reply_to = message.response_topic
         if reply_to is not None and not self._own_reply_topic(reply_to):
             await self._refuse(f"response topic {reply_to!r} is outside this store's up/reply/")
@@ -144,9 +156,13 @@ class CommandProcessor:
         try:
             # Unsigned passes here only to be refused below unless the command is read-only.
             payload, kid = self._verifier.open(message.payload, allow_unsigned=True)
+            check_bounds(payload)
             request = CommandRequest.model_validate_json(payload)
             check_scope(request.scope, self._store_id, self._groups)
             check_validity(request.issued_at, request.valid_until, self._clock)
+        except MalformedMessageError as exc:  # answered, then counted by the link
+            await self._reply(reply_to, message.correlation_data, {"ok": False, "error": str(exc)})
+            raise
         except (SignatureError, ValidationError) as exc:
             reason = str(exc).splitlines()[0] if isinstance(exc, ValidationError) else str(exc)
             await self._refuse(f"command refused: {reason}")
@@ -244,15 +260,7 @@ class CommandProcessor:
             _LOGGER.warning("reply to %s not sent: %s", topic, exc)
 
     async def _refuse(self, reason: str) -> None:
-        self.refused += 1
-        _LOGGER.error("%s", reason)
-        if self._alerts is not None:
-            await self._alerts.raise_(
-                COMMAND_ALERT,
-                Severity.WARNING,
-                f"a command from down/cmd was refused: {reason}",
-                details={"refused": self.refused, "last_reason": reason},
-            )
+        await self.refusals.refuse(reason)
 
     async def run(self) -> None:
         """Task ``commands``: forget executed ids beyond the retention, hourly."""
@@ -273,6 +281,7 @@ class CommandProcessor:
             "executed": self.executed,
             "replayed": self.replayed,
             "refused": self.refused,
+            "last_refusal": self.refusals.status()["last_reason"],
         }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -114,6 +115,22 @@ class MqttConfig(_Section):
     )
     health_interval_s: float = Field(60.0, ge=1, le=3600)
 
+    @field_validator("ca_file", "client_cert", "client_key")
+    @classmethod
+    def _tls_file_exists(cls, value: Path | None) -> Path | None:
+        # A missing file is certain to fail every connection. One this user may not read is
+        # left to the daemon (check-config may run as another user); its error names it.
+        if value is not None:
+            try:
+                info = value.stat()
+            except (FileNotFoundError, NotADirectoryError):
+                raise ValueError(f"{value}: no such file") from None
+            except OSError:
+                return value
+            if not stat.S_ISREG(info.st_mode):
+                raise ValueError(f"{value} is not a file")
+        return value
+
     @field_validator("topic_root")
     @classmethod
     def _topic_root_shape(cls, value: str) -> str:
@@ -201,8 +218,9 @@ class DownlinkConfig(_Section):
     price_history_days: float = Field(90.0, gt=0, le=3650)
     was_price: Literal["hq", "lowest_30_days"] = Field(
         "hq",
-        description="A promotion's \"was\" price: only HQ's, or else the lowest of the prior "
-        "30 days from the price history (EU Price Indication Directive art. 6a).",
+        description="A promotion's \"was\" price: only HQ's, or else the prior price: the "
+        "lowest applied in the 30 days before the reduction began, earlier promotions included "
+        "(EU Price Indication Directive art. 6a).",
     )
 
     @field_validator("hq_public_keys")
@@ -278,8 +296,28 @@ class LabelsConfig(_Section):
         return self
 
 
+_SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
+
+
 class ControlConfig(_Section):
     socket: Path = Path("/run/storegw/control.sock")
+    max_connections: int = Field(
+        32,
+        ge=1,
+        le=1000,
+        description="Control connections served at once; more are answered busy.",
+    )
+
+    @field_validator("socket")
+    @classmethod
+    def _fits_a_unix_socket(cls, value: Path) -> Path:
+        length = len(os.fsencode(value))
+        if length > _SUN_PATH_MAX:
+            raise ValueError(
+                f"{value} is {length} bytes long; a unix socket path holds at most "
+                f"{_SUN_PATH_MAX}: choose a shorter path"
+            )
+        return value
 
 
 class LoggingConfig(_Section):
@@ -566,15 +604,18 @@ def resolve_devices(
     resolved: list[ResolvedDevice] = []
     seen: dict[str, int] = {}
     for index, device in devices:
-        if device.name in seen:
+        duplicate = device.name in seen
+        if duplicate:
             issues.append(
                 ConfigIssue(
                     f"devices.{index}.name",
                     f"duplicate device name {device.name!r} (also devices.{seen[device.name]})",
                 )
             )
-            continue
-        seen[device.name] = index
+            # Its driver and options are still checked below: renaming it must not reveal
+            # a second round of errors.
+        else:
+            seen[device.name] = index
         if not device.enabled:
             continue
         if device.driver not in registry:
@@ -593,7 +634,8 @@ def resolve_devices(
         except ValidationError as exc:
             issues.extend(_issues_from(exc, ("devices", index, "options")))
             continue
-        resolved.append(ResolvedDevice(device, plugin, options))
+        if not duplicate:
+            resolved.append(ResolvedDevice(device, plugin, options))
     if issues:
         raise ConfigError(source, issues)
     return tuple(resolved)

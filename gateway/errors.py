@@ -12,10 +12,13 @@ Every error the gateway raises on purpose derives from :class:`GatewayError`. Li
     │   ├── StorageFullError        disk or page budget exhausted; the transaction rolled back
     │   ├── OutboxFullError         the outbox byte budget refuses essential events
     │   ├── StorageCorruptError     quick_check failed; never silently replaced
+    │   ├── StorageInUseError       another daemon holds the database's lock (exit 78)
     │   └── SchemaTooNewError       the database was written by a newer storegw
     ├── DriverError                 a device driver failed
     │   ├── DriverUnavailableError  transient (port gone, device silent): retry with backoff
-    │   └── DriverConfigError       permanent for this config: mark the driver failed, no retry
+    │   ├── DriverConfigError       permanent for this config: mark the driver failed, no retry
+    │   └── LabelPanelMismatchError content drawn for another panel than the label's: the
+    │                               label pipeline draws it again for ``panel`` (never final)
     ├── ControlError                the control socket (CLI ↔ daemon) failed
     │   ├── DaemonNotRunningError   no daemon is listening on the socket path
     │   └── ControlProtocolError    a malformed or unsupported request/response
@@ -23,6 +26,7 @@ Every error the gateway raises on purpose derives from :class:`GatewayError`. Li
     │   ├── LinkDownError           not connected (or the connection dropped): retry later
     │   └── PublishRefusedError     the broker refused a publish (PUBACK reason code)
     ├── DownlinkError               a message from HQ is refused (it is acked, never applied)
+    │   ├── MalformedMessageError   unreadable: too big, nested too deep, not strict JSON, bad shape
     │   ├── SignatureError          missing/unknown key, bad signature, wrong scope, expired
     │   ├── BatchRejectedError      a price batch is invalid; lists every bad item
     │   └── CommandRefusedError     understood, but cannot be carried out (e.g. a binding)
@@ -35,7 +39,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.drivers.contracts import LabelModel
 
 __all__ = [
     "BatchRejectedError",
@@ -50,8 +57,10 @@ __all__ = [
     "DriverError",
     "DriverUnavailableError",
     "GatewayError",
+    "LabelPanelMismatchError",
     "LinkDownError",
     "LinkError",
+    "MalformedMessageError",
     "OutboxFullError",
     "PublishRefusedError",
     "SchemaTooNewError",
@@ -60,6 +69,7 @@ __all__ = [
     "StorageCorruptError",
     "StorageError",
     "StorageFullError",
+    "StorageInUseError",
     "StorageUnavailableError",
     "UnknownDriverError",
 ]
@@ -126,6 +136,21 @@ class StorageCorruptError(StorageError):
     """``PRAGMA quick_check`` failed. The file is kept for forensics, never replaced."""
 
 
+class StorageInUseError(StorageError):
+    """Another process holds the database's lock: a second daemon configured on the same
+    database. ``holder_pid`` is that process's pid when it could be read."""
+
+    def __init__(self, path: Path | str, holder_pid: int | None, lock_path: Path | str) -> None:
+        self.holder_pid = holder_pid
+        self.lock_path = str(lock_path)
+        holder = f"pid {holder_pid}" if holder_pid is not None else "pid unknown"
+        super().__init__(
+            path,
+            f"in use by another storegw daemon ({holder}, lock {self.lock_path}); "
+            "stop that one, or give each daemon its own [storage] path",
+        )
+
+
 class SchemaTooNewError(StorageError):
     """The database schema is newer than this storegw understands."""
 
@@ -153,6 +178,25 @@ class DriverUnavailableError(DriverError):
 
 class DriverConfigError(DriverError):
     """Permanent for this configuration: the supervisor marks the driver failed, no retry."""
+
+
+class LabelPanelMismatchError(DriverError):
+    """An ESL driver refuses content drawn for another panel than the label's. ``panel`` is
+    the label's panel as the ESL system knows it (None: it does not say): the label pipeline
+    draws the content again for that panel. Not a configuration error: a label may be bound
+    before it ever checked in, or have its panel swapped."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        label: str,
+        panel: LabelModel | None,
+        driver: str | None = None,
+    ) -> None:
+        self.label = label
+        self.panel = panel
+        super().__init__(message, driver=driver)
 
 
 class ControlError(GatewayError):
@@ -194,6 +238,12 @@ class PublishRefusedError(LinkError):
 class DownlinkError(GatewayError):
     """A message from HQ is refused: acknowledged to the broker (so it is not redelivered
     forever), never applied, and reported with its reason."""
+
+
+class MalformedMessageError(DownlinkError):
+    """A message from HQ cannot be read at all: larger than the cap, nested too deep, not
+    strict JSON (NaN, Infinity, a number beyond a double, invalid UTF-8) or not the shape its
+    topic needs. Raised out of a handler, the link acknowledges and counts it."""
 
 
 class SignatureError(DownlinkError):

@@ -162,8 +162,9 @@ Epoch = Annotated[
     Field(
         min_length=1,
         max_length=64,
-        description="Identity of the gateway database (16 random hex characters); a rebuilt "
-        "database starts a new epoch at seq 1",
+        description="What the seqs count in (16 random hex characters): the gateway "
+        "database's epoch, or the stream's own once its database went back in time; a new "
+        "epoch starts at seq 1",
         examples=["9f2c4e1a7b3d5c60"],
     ),
 ]
@@ -500,7 +501,8 @@ class LabelJobReceipt(EventBody):
 
 class LabelQueued(LabelJobReceipt):
     """Stream `receipts`: new content for a label is rendered and waits for its ESL driver
-    (`reason` present when a confirmed label drifted and is re-pushed)."""
+    (`reason` present when a confirmed label drifted and is re-pushed, or a technician's
+    `label bind` retries a failed delivery)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -511,7 +513,8 @@ class LabelQueued(LabelJobReceipt):
     reason: str = Field(
         "",
         min_length=1,
-        description="Why a confirmed label is sent again; absent for new content",
+        description="Why content already announced is sent again (a confirmed label "
+        "drifted, a failed delivery is retried); absent for new content",
         examples=["label shows 5f3a7d2c4e6f instead of the confirmed content: re-push"],
         json_schema_extra=_no_default,
     )
@@ -543,8 +546,9 @@ class LabelConfirmed(LabelJobReceipt):
 
 class LabelFailed(LabelJobReceipt):
     """Stream `receipts`: a delivery attempt failed. Retryable failures are retried with
-    backoff (a later `label.confirmed` follows); `permanent` ones need a technician (e.g.
-    content for another panel size)."""
+    backoff (a later `label.confirmed` follows); `permanent` ones need a technician (e.g. a
+    label the access point does not know). Content for another panel size is never a
+    permanent failure: it is superseded by content drawn for the label's panel."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -565,7 +569,8 @@ class LabelFailed(LabelJobReceipt):
 
 class LabelSuperseded(LabelJobReceipt):
     """Stream `receipts`: newer content replaced this content before the label confirmed it
-    (only the latest content of a label is ever sent)."""
+    (only the latest content of a label is ever sent), or the content was drawn for another
+    panel than the label's and is drawn again for it."""
 
     model_config = ConfigDict(
         json_schema_extra={

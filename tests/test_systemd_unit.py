@@ -88,6 +88,15 @@ def test_unit_runs_the_daemon_the_way_it_expects() -> None:
     assert service["SupplementaryGroups"] == ["dialout bluetooth"]
 
 
+def test_unit_caps_file_descriptors_well_above_the_control_connections() -> None:
+    limit = _service()["LimitNOFILE"]
+    assert len(limit) == 1
+    assert ":" not in limit[0]  # soft = hard: the daemon cannot lift it
+    # Control connections are capped far below the limit: clients cannot starve the daemon
+    # of descriptors for its database, the MQTT link or its serial ports.
+    assert int(limit[0]) >= ControlConfig().max_connections + 512
+
+
 def test_unit_directories_match_the_configuration_defaults() -> None:
     service = _service()
     assert service["RuntimeDirectory"] == ["storegw"]

@@ -9,7 +9,11 @@ confirmations never arrive at all (``lost_confirmation_rate``): the label shows 
 anyway and its next check-in (``SEEN``, which always carries the hash the label really shows)
 tells the truth. Labels reboot now and then (``reboot_rate_per_hour``, or :meth:`reboot` in
 tests) and fall back to the content they showed before their last delivery. Labels check in
-(``SEEN``, with battery and signal) spread over ``checkin_interval_s``.
+(``SEEN``, with battery, signal and their panel's model) spread over ``checkin_interval_s``;
+with ``announce_labels`` the access point lists every label (``SEEN``) as soon as it is read,
+as a real one's tag database does. ``push`` refuses content drawn for another panel size
+(:class:`~gateway.errors.LabelPanelMismatchError`, naming the label's panel);
+:meth:`SimulatedEsl.swap_panel` puts another panel behind a label.
 
 Reports about one label never overtake each other: a confirmation still on its way is released
 before any later report of the same label, as a real access point forwards its frames in order.
@@ -56,7 +60,12 @@ from gateway.drivers.contracts import (
     LabelReportKind,
     Reading,
 )
-from gateway.errors import DriverConfigError, DriverError, DriverUnavailableError
+from gateway.errors import (
+    DriverConfigError,
+    DriverError,
+    DriverUnavailableError,
+    LabelPanelMismatchError,
+)
 
 __all__ = ["LabelMemory", "LabelModelSim", "LabelSim", "SimulatedEsl", "SimulatedEslOptions"]
 
@@ -66,6 +75,8 @@ CONFIRMED_EVIDENCE = "sim: label reported xfer complete"
 FAILED_EVIDENCE = "sim: xfer timeout, label did not answer"
 REBOOTED_EVIDENCE = "sim: label rebooted"
 CHECKIN_EVIDENCE = "sim: check-in"
+PANEL_SWAPPED_EVIDENCE = "sim: new panel"
+ANNOUNCED_EVIDENCE = "sim: listed by the access point"
 
 # The folder's index (shelf.json, index.html) grows with the shelf: rewrite it at most this
 # often (real seconds), and for big shelves (10 000 labels take ~0.2 s to index) so rarely
@@ -149,6 +160,12 @@ class SimulatedEslOptions(BaseModel):
     )
     checkin_interval_s: float = Field(
         40.0, gt=0, le=86_400, description="Each label checks in this often."
+    )
+    announce_labels: bool = Field(
+        False,
+        description="When readings start, report every label (SEEN with its model and what "
+        "it shows), as an access point's tag database lists them (OEPL /get_db); False: a "
+        "label is first heard at its first check-in.",
     )
     heartbeat_s: float = Field(5.0, gt=0, le=600, description="Heartbeat when nothing happens.")
     speed: float = Field(
@@ -374,6 +391,19 @@ class SimulatedEsl:
         if self._folder is not None:
             self._write_index()
 
+    def swap_panel(self, label_id: str, model: LabelModel) -> None:
+        """A technician puts another panel behind the label's id (same address, new
+        hardware): it starts blank and checks in at once with its new model. Raises
+        DriverError when the image folder cannot be written."""
+        label = self._label(label_id)
+        self._queue.pop(label_id, None)  # what the access point held was for the old panel
+        label.model = model
+        label.previous = None
+        self._show(label, None)
+        self._report(label, LabelReportKind.SEEN, evidence=PANEL_SWAPPED_EVIDENCE)
+        if self._folder is not None:
+            self._write_index()
+
     # --- the contract -----------------------------------------------------------------------
 
     @property
@@ -390,9 +420,11 @@ class SimulatedEsl:
     async def push(self, content: LabelContent) -> None:
         label = self._label(content.label_id)
         if (content.model.width, content.model.height) != (label.model.width, label.model.height):
-            raise DriverConfigError(
+            raise LabelPanelMismatchError(
                 f"content for label {label.label_id} is {content.model.width}x"
                 f"{content.model.height}, the panel is {label.model.width}x{label.model.height}",
+                label=label.label_id,
+                panel=label.model,
                 driver=self._context.name,
             )
         if self._options.push_log is not None:
@@ -421,6 +453,9 @@ class SimulatedEsl:
             next_index=start,
         )
         last_yield = start
+        if self._options.announce_labels:
+            for label in self._order:
+                self._report(label, LabelReportKind.SEEN, evidence=ANNOUNCED_EVIDENCE)
         try:
             while True:
                 self._wake.clear()  # before looking: a push from here on wakes the wait

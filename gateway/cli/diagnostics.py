@@ -127,18 +127,16 @@ def render_status(status: Mapping[str, Any]) -> str:
             lines.append(
                 f"prices:   v{downlink.get('price_version')}, signed "
                 f"(keys {', '.join(downlink.get('key_ids') or [])})"
-                + (f", {downlink['refused']} refused" if downlink.get("refused") else "")
             )
+    refused = _refused_line(status)
+    if refused:
+        lines.append(refused)
     buffer = status.get("buffer")
     if buffer:
         lines.append(_buffer_line(buffer))
     storage = status.get("storage")
     if storage:
-        lines.append(
-            f"storage:  {storage.get('path')} {format_bytes(storage.get('size_bytes'))}, "
-            f"{format_bytes(storage.get('free_disk_bytes'))} free, "
-            f"schema v{storage.get('schema_version')}, boot #{storage.get('boot')}"
-        )
+        lines.extend(_storage_lines(storage))
     reload_info = (status.get("config") or {}).get("last_reload")
     if reload_info and not reload_info.get("ok"):
         lines.append(f"config:   LAST RELOAD REFUSED at {reload_info.get('at')}:")
@@ -153,6 +151,49 @@ def render_status(status: Mapping[str, Any]) -> str:
     )
     lines.extend(_driver_line(driver) for driver in sorted(drivers, key=_problem_first))
     return "\n".join(lines)
+
+
+def _storage_lines(storage: Mapping[str, Any]) -> list[str]:
+    lines = [
+        (
+            f"storage:  {storage.get('path')} {format_bytes(storage.get('size_bytes'))}, "
+            f"{format_bytes(storage.get('free_disk_bytes'))} free, "
+            f"schema v{storage.get('schema_version')}, boot #{storage.get('boot')}"
+        )
+    ]
+    if storage.get("full_since"):
+        lines.append(
+            f"          DISK FULL since {storage['full_since']}: writes are refused "
+            f"({storage.get('refused_while_full', 0)} rows so far)"
+        )
+    if storage.get("found_empty"):
+        lines.append(
+            f"          FOUND EMPTY at this start (0-byte file): started anew, "
+            f"epoch {storage.get('epoch')}"
+        )
+    return lines
+
+
+def _refused_line(status: Mapping[str, Any]) -> str | None:
+    """What HQ's side sent that the store refused (each count is its alert's, see
+    ``storegw alerts``: downlink.malformed, downlink.signature, downlink.command)."""
+    parts = []
+    malformed = (status.get("mqtt") or {}).get("malformed") or {}
+    if malformed.get("refused"):
+        topics = ", ".join(f"{t} {n}" for t, n in sorted((malformed.get("by_topic") or {}).items()))
+        parts.append(f"{malformed['refused']} unreadable ({topics})")
+    prices = (status.get("downlink") or {}).get("refused")
+    if prices:
+        parts.append(f"{prices} price message(s) not authentic")
+    commands = (status.get("commands") or {}).get("refused")
+    if commands:
+        parts.append(f"{commands} command(s)")
+    if not parts:
+        return None
+    line = "refused:  " + "; ".join(parts)
+    if malformed.get("last_reason"):
+        line += f"\n          last unreadable: {malformed['last_reason']}"
+    return line
 
 
 def _mqtt_line(mqtt: Mapping[str, Any]) -> str:
@@ -228,6 +269,7 @@ def render_prices(result: Mapping[str, Any]) -> str:
         lines.extend(
             f"  {p.get('id')}: {p.get('sku')} {p.get('price')} {p.get('currency')} "
             f"from {p.get('effective_from')} to {p.get('effective_to')} (v{p.get('version')})"
+            f"{', progressive' if p.get('progressive') else ''}{_prior(p)}"
             for p in promotions
         )
     history = result.get("history")
@@ -239,6 +281,14 @@ def render_prices(result: Mapping[str, Any]) -> str:
             for h in history
         )
     return "\n".join(lines)
+
+
+def _prior(promotion: Mapping[str, Any]) -> str:
+    """The EU prior price of a promotion listed by ``storegw prices``."""
+    if promotion.get("reduction_from") is None:
+        return ", prior price: being worked out"
+    prior = promotion.get("prior_price") or "none known"
+    return f", prior price {prior} (30 days before {promotion['reduction_from']})"
 
 
 def render_devices(result: Mapping[str, Any]) -> str:
@@ -258,7 +308,15 @@ def render_devices(result: Mapping[str, Any]) -> str:
 def render_labels(result: Mapping[str, Any]) -> str:
     """``storegw labels``: label jobs per state, flips ahead, drivers, and the listing."""
     counts = result.get("counts") or {}
-    order = ("queued", "submitted", "pending", "confirmed", "failed", "failed_permanent")
+    order = (
+        "awaiting_model",
+        "queued",
+        "submitted",
+        "pending",
+        "confirmed",
+        "failed",
+        "failed_permanent",
+    )
     summary = ", ".join(f"{state} {counts[state]}" for state in order if counts.get(state))
     lines = [
         (
@@ -366,6 +424,8 @@ def render_label(result: Mapping[str, Any]) -> str:
         face = should["face"]
         price = face.get("price") or "price unavailable"
         promo = f", promotion {face['promotion']}" if face.get("promotion") else ""
+        if face.get("reference_price"):
+            promo += f", was {face['reference_price']}"
         lines.append(
             f"  should    {price} {face.get('currency') or ''}{promo} (v{should['price_version']},"
             f" hash {(should.get('content_hash') or 'not rendered yet')[:12]})"
@@ -379,6 +439,8 @@ def render_label(result: Mapping[str, Any]) -> str:
     else:
         lines.append("  shows     unknown: no driver has reported this label")
     lines.append(f"  in sync   {'yes' if result.get('in_sync') else 'NO'}")
+    if "panel" in result:
+        lines.append(f"  panel     {result['panel'] or 'unknown: drawn once the label reports it'}")
     job = result.get("job")
     if job:
         lines.append(

@@ -2,7 +2,8 @@
 
 Exit codes follow sysexits(3) where one fits: 0 ok, 1 a diagnostic found a problem, 3 the
 daemon is not running, 65 the database is corrupt or too new (restarting cannot help),
-74 storage I/O error, 78 invalid configuration.
+74 storage I/O error, 78 invalid configuration — including an unusable control socket path and
+a second daemon on the same database or control socket (restarting cannot help either).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def _add_hq_commands(commands: Any) -> None:
         "--promotions",
         type=Path,
         help="promotions: CSV (id,sku,price,currency,reference_price,effective_from,"
-        "effective_to) or JSON; instants ISO 8601 or relative (+1m, +2h)",
+        "effective_to,progressive) or JSON; instants ISO 8601 or relative (+1m, +2h)",
     )
     push.add_argument(
         "--cancel-promotion", action="append", default=[], help="promotion id to cancel"
@@ -97,7 +98,9 @@ def _add_label_commands(commands: Any, default_config: Path) -> None:
     )
     preview.add_argument("--out", type=Path, required=True, help="PNG file to write")
     bind = label_commands.add_parser(
-        "bind", help="show SKU on LABEL (a local override: HQ's bindings wait until unbind)"
+        "bind",
+        help="show SKU on LABEL (a local override: HQ's bindings wait until unbind); "
+        "a failed job of the label for SKU is retried at once",
     )
     bind.add_argument("label", help="label id")
     bind.add_argument("sku", help="SKU")
@@ -196,8 +199,8 @@ def _build_parser() -> argparse.ArgumentParser:
         if name == "labels":
             sub.add_argument(
                 "--state",
-                help="only jobs in this state (queued, submitted, pending, confirmed, failed, "
-                "failed_permanent, unreachable)",
+                help="only jobs in this state (awaiting_model, queued, submitted, pending, "
+                "confirmed, failed, failed_permanent, unreachable)",
             )
         where = sub.add_mutually_exclusive_group()
         where.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
@@ -228,9 +231,10 @@ def _exit_code_for(exc: BaseException) -> int:
         SchemaTooNewError,
         StorageCorruptError,
         StorageError,
+        StorageInUseError,
     )
 
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, ConfigError | StorageInUseError):
         return EXIT_CONFIG
     if isinstance(exc, StorageCorruptError | SchemaTooNewError):
         return EXIT_DATAERR
@@ -455,6 +459,12 @@ def _label_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return "label.unbind", {"label": args.label}
 
 
+_JOB_STATE_NOTES = {
+    "awaiting_model": "awaiting_model (drawn once the label reports its panel)",
+    "queued": "queued (on its way to the label)",
+}
+
+
 def _print_label_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
     import base64
 
@@ -464,6 +474,9 @@ def _print_label_result(args: argparse.Namespace, result: dict[str, Any]) -> Non
         print(json.dumps(result, indent=2, sort_keys=True) if args.json else render_label(result))
     elif args.label_command == "bind":
         print(f"label {result['label']} shows {result['sku']} (local override)")
+        job_state = result.get("job_state")
+        if job_state is not None:
+            print(f"  its job: {_JOB_STATE_NOTES.get(job_state, job_state)}")
     elif args.label_command == "flash":
         print(f"label {args.label} flashing for {args.seconds:g} s (via {result['device']})")
     elif args.label_command == "seed":

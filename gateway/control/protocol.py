@@ -69,6 +69,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_COMMAND = "unknown_command"
     INVALID_ARGS = "invalid_args"  # the handler refused its arguments
     INTERNAL = "internal"  # the handler failed; logged with a traceback by the daemon
+    BUSY = "busy"  # the daemon serves its maximum of connections; try again later
 
 
 class RequestMessage(TypedDict):

@@ -5,12 +5,19 @@ socket before ``bind``, so it is never world-accessible, not even for an instant
 exactly ``0660``; a missing parent directory is created ``0750``.
 
 Ownership of the path: a socket file left by a dead daemon (nothing accepts on it) is replaced;
-a live daemon on the path, or a path that is not a socket at all, makes ``serve()`` refuse with a
-:class:`~gateway.errors.ControlError`. On exit the file is removed if it is still ours.
+a live daemon on the path (named by its pid), a path that is not a socket at all, a path too
+long for a unix socket or a directory that cannot hold it make ``listen()`` refuse with a
+:class:`~gateway.errors.ControlError`. The daemon calls ``listen()`` during start-up, before it
+reports READY, so such a problem stops the start instead of failing later. On exit the file is
+removed if it is still ours.
 
 Every connection is a named task in the server's own ``TaskGroup``; cancelling ``serve()``
 closes the listener and every connection, and no task outlives it. A handler's exception is
 answered ``internal`` (and logged with its traceback); it never stops the server.
+
+At most ``max_connections`` connections are served at once (each holds a file descriptor);
+a client beyond that is answered ``busy`` and closed, and the start of such an episode is
+logged once.
 
 Streaming: a handler that returns (or is) an async iterator streams its items as ``event``
 lines, then ``end``. A stream owns its connection while it runs: the client stops it by closing
@@ -23,9 +30,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import stat
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -44,7 +53,14 @@ from gateway.control.protocol import (
 )
 from gateway.errors import ControlError, ControlProtocolError
 
-__all__ = ["ControlServer", "Handler", "InvalidArgsError"]
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "ControlServer",
+    "Handler",
+    "InvalidArgsError",
+    "number_arg",
+    "text_arg",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -56,19 +72,70 @@ _SOCKET_MODE = 0o660
 _DIRECTORY_MODE = 0o750
 _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 _PROBE_TIMEOUT_S = 1.0
+_BACKLOG = 64
+#: Connections served at once unless the daemon is configured otherwise ([control]).
+DEFAULT_MAX_CONNECTIONS = 32
+# A refused client gets this long to send its request before it is answered ``busy``:
+# answering before it has written would reset its connection under its write.
+_REFUSAL_READ_S = 1.0
 
 
 class InvalidArgsError(ControlError):
     """Raised by a handler whose arguments are wrong; answered ``invalid_args`` (not logged)."""
 
 
+def text_arg(args: Mapping[str, Any], name: str) -> str:
+    """``args[name]`` as a non-empty string, else InvalidArgsError (the socket is not only the
+    CLI's: a number or a list must not be turned into text and acted on)."""
+    value = args.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgsError(f"{name}: a non-empty string is required, got {_shown(value)}")
+    return value
+
+
+def number_arg(args: Mapping[str, Any], name: str, default: float) -> float:
+    """``args[name]`` (``default`` when absent) as a finite number, else InvalidArgsError."""
+    value = args.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidArgsError(f"{name}: a number is required, got {_shown(value)}")
+    return float(value)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class ControlServer:
     """Answers the CLI on ``socket_path``. Register handlers, then run ``serve()`` as a task."""
 
-    def __init__(self, socket_path: Path, *, handlers: Mapping[str, Handler] | None = None) -> None:
+    def __init__(
+        self,
+        socket_path: Path,
+        *,
+        handlers: Mapping[str, Handler] | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
         self.socket_path = Path(socket_path)
+        self.max_connections = max_connections
         self._handlers: dict[str, Handler] = dict(handlers or {})
-        self._connections = 0
+        self._connections = 0  # accepted so far: names the connection tasks
+        self._active = 0
+        self._refusing = 0
+        self._at_limit = False
+        self._listening: tuple[socket.socket, tuple[int, int]] | None = None
+
+    @property
+    def active_connections(self) -> int:
+        """Connections being served now (refused ones not counted)."""
+        return self._active
+
+    @property
+    def accepted(self) -> int:
+        """Connections accepted since the start, refused ones included."""
+        return self._connections
 
     def register(self, name: str, handler: Handler) -> None:
         """Add a command; registering a name twice is a bug."""
@@ -76,10 +143,28 @@ class ControlServer:
             raise ValueError(f"control command {name!r} is already registered")
         self._handlers[name] = handler
 
+    async def listen(self) -> None:
+        """Claim the path and bind the socket; ControlError if the path is taken (by a live
+        daemon, or by something that is not a socket), too long, or cannot be bound. Clients
+        connecting before :meth:`serve` runs wait in the backlog. Idempotent."""
+        if self._listening is None:
+            await self._claim_path()
+            self._listening = self._bind()
+
+    def close(self) -> None:
+        """Give the socket and its file up if :meth:`listen` ran but :meth:`serve` did not
+        (start-up failed in between). Idempotent; :meth:`serve` does this itself."""
+        listening, self._listening = self._listening, None
+        if listening is not None:
+            sock, identity = listening
+            sock.close()
+            self._remove_socket_file(identity)
+
     async def serve(self) -> None:
-        """Listen until cancelled. ControlError if the path is taken or cannot be bound."""
-        await self._claim_path()
-        sock, identity = self._bind()
+        """Serve until cancelled (listening first if :meth:`listen` has not run)."""
+        await self.listen()
+        assert self._listening is not None
+        sock, identity = self._listening
         try:
             async with asyncio.TaskGroup() as connections:
                 try:
@@ -95,6 +180,8 @@ class ControlServer:
                 finally:
                     server.close()  # stop accepting; the group then cancels the connections
         finally:
+            self._listening = None
+            sock.close()
             self._remove_socket_file(identity)
 
     async def _claim_path(self) -> None:
@@ -105,11 +192,19 @@ class ControlServer:
                 "(the unix socket limit); choose a shorter [control] socket"
             )
         if not path.parent.exists():
-            path.parent.mkdir(mode=_DIRECTORY_MODE, parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(mode=_DIRECTORY_MODE, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ControlError(
+                    f"cannot create the directory {path.parent} for the control socket: "
+                    f"{exc.strerror or exc}"
+                ) from exc
         try:
             mode = path.lstat().st_mode
         except FileNotFoundError:
             return
+        except OSError as exc:
+            raise ControlError(f"cannot inspect {path}: {exc.strerror or exc}") from exc
         if not stat.S_ISSOCK(mode):
             raise ControlError(f"{path} exists and is not a socket; refusing to replace it")
         try:
@@ -118,17 +213,26 @@ class ControlServer:
             )
         except (ConnectionRefusedError, FileNotFoundError):
             _LOGGER.warning("replacing stale control socket %s left by a dead daemon", path)
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise ControlError(
+                    f"cannot replace the stale control socket {path}: {exc.strerror or exc}"
+                ) from exc
             return
         except (OSError, TimeoutError) as exc:
             # Busy, wedged or not ours to probe: never delete what might be a live daemon's.
             raise ControlError(
                 f"cannot tell whether a daemon serves {path} ({exc!r}); refusing to replace it"
             ) from exc
+        holder = _peer_pid(writer)
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-        raise ControlError(f"another storegw daemon is already serving {path}")
+        who = "another storegw daemon" + (f" (pid {holder})" if holder else "")
+        raise ControlError(
+            f"{who} is already serving {path}; stop it, or give this one another [control] socket"
+        )
 
     def _bind(self) -> tuple[socket.socket, tuple[int, int]]:
         path = self.socket_path
@@ -143,11 +247,15 @@ class ControlServer:
             bound = True
             path.chmod(_SOCKET_MODE)  # widen to group-writable under a strict UMask=0027
             info = path.lstat()
+            # Listening at once: a second daemon's probe now finds this one alive (instead of
+            # taking the file for a dead daemon's) even before serve() accepts.
+            sock.listen(_BACKLOG)
         except OSError as exc:
             sock.close()
             if bound:
-                path.unlink(missing_ok=True)
-            raise ControlError(f"cannot listen on {path}: {exc}") from exc
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+            raise ControlError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
         return sock, (info.st_dev, info.st_ino)
 
     def _remove_socket_file(self, identity: tuple[int, int]) -> None:
@@ -156,7 +264,8 @@ class ControlServer:
         except FileNotFoundError:
             return
         if (info.st_dev, info.st_ino) == identity:  # not a successor daemon's socket
-            self.socket_path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.socket_path.unlink(missing_ok=True)
 
     def _accept(
         self,
@@ -164,18 +273,67 @@ class ControlServer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
+        # Counted here, not when the task starts: many may be accepted in one loop turn.
         self._connections += 1
-        coro = self._serve_connection(reader, writer)
+        serving = self._active < self.max_connections
+        if serving:
+            self._active += 1
+            coro = self._serve_connection(reader, writer)
+            name = f"control.client[{self._connections}]"
+        else:
+            self._note_limit(reached=True)
+            if self._refusing >= self.max_connections:  # a flood: not even an answer
+                writer.close()
+                return
+            self._refusing += 1
+            coro = self._refuse(reader, writer)
+            name = f"control.refuse[{self._connections}]"
         try:
-            connections.create_task(coro, name=f"control.client[{self._connections}]")
+            connections.create_task(coro, name=name)
         except RuntimeError:  # the server is shutting down
             coro.close()
             writer.close()
+            if serving:
+                self._active -= 1
+            else:
+                self._refusing -= 1
+
+    def _note_limit(self, *, reached: bool) -> None:
+        """Log the start and the end of an episode at the connection limit, once each."""
+        if reached and not self._at_limit:
+            _LOGGER.warning(
+                "control socket: %d connections open ([control] max_connections); "
+                "refusing more until some close",
+                self._active,
+            )
+        elif not reached and self._at_limit:
+            _LOGGER.info("control socket: accepting connections again")
+        self._at_limit = reached
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            # Take the request off the wire first (closing on unread data resets the client's
+            # connection, and it might lose the answer); its id is echoed when readable.
+            request_id = None
+            with contextlib.suppress(TimeoutError, ValueError, ConnectionError):
+                async with asyncio.timeout(_REFUSAL_READ_S):
+                    request_id = _request_id(await reader.readline())
+            message = (
+                f"the daemon already serves {self.max_connections} control connections "
+                "([control] max_connections); try again when one has closed"
+            )
+            with contextlib.suppress(ConnectionError):
+                await _send(writer, error_message(request_id, ErrorCode.BUSY, message))
+        finally:
+            self._refusing -= 1
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        try:
+        try:  # counted in _accept
             keep_open = True
             while keep_open:
                 try:
@@ -196,6 +354,9 @@ class ControlServer:
             # A bug in the server itself: drop this connection, keep serving the others.
             _LOGGER.exception("control connection failed")
         finally:
+            self._active -= 1
+            if self._active < self.max_connections:
+                self._note_limit(reached=False)
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
@@ -239,7 +400,7 @@ class ControlServer:
             pump = group.create_task(
                 _pump(request_id, cmd, events, writer), name=f"control.stream[{cmd}]"
             )
-            watch = group.create_task(reader.read(1), name=f"control.stream[{cmd}].client")
+            watch = group.create_task(_watch_client(reader), name=f"control.stream[{cmd}].client")
             pump.add_done_callback(lambda _: watch.cancel())
             watch.add_done_callback(lambda _: pump.cancel())
         if watch.cancelled():
@@ -249,6 +410,35 @@ class ControlServer:
             with contextlib.suppress(ConnectionError):
                 await _send(writer, error_message(None, ErrorCode.BAD_REQUEST, message))
         return False
+
+
+async def _watch_client(reader: asyncio.StreamReader) -> bytes:
+    """What the client sends while its stream runs: a byte, or b"" once it has gone (closed
+    or reset: a ``--follow`` interrupted, a client killed — not a failure of the server)."""
+    try:
+        return await reader.read(1)
+    except ConnectionError:
+        return b""
+
+
+def _peer_pid(writer: asyncio.StreamWriter) -> int | None:
+    """The pid of the process listening on the other end of a unix socket (Linux)."""
+    sock = writer.get_extra_info("socket")
+    peercred = getattr(socket, "SO_PEERCRED", None)
+    if sock is None or peercred is None:
+        return None
+    try:
+        pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, peercred, 12))
+    except OSError:
+        return None
+    return pid or None
+
+
+def _request_id(line: bytes) -> int | None:
+    try:
+        return decode_request(line).id
+    except RequestError as exc:
+        return exc.request_id
 
 
 async def _pump(

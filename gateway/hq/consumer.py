@@ -7,6 +7,12 @@ is the whole custody contract (docs/protocol.md). Missing seqs above the waterma
 as gaps (they arrive later: the gateway re-sends from the watermark). An ``outbox.expired``
 marker stands for the seqs ``from_seq..seq`` that the gateway's TTL dropped before HQ had them:
 they count as accounted for, so the watermark passes them (and the loss is logged and counted).
+
+A seq HQ holds arriving again with another event id is a **conflict**, not a duplicate: the
+store's database went back in time (restored from a copy) and gave that seq to a new event.
+The new event is not stored under it (the key is taken); conflicts are counted per key, logged
+when new ones appear, and summed up by ``storegw hq tail``. The store notices from HQ's
+watermark, or from its high-water file, and re-sends such events under a new epoch.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 
+from gateway.errors import StorageError
 from gateway.events import EnvelopeHeaders, EventHeader
 from gateway.store.database import Database
 from gateway.store.migrations import MIGRATIONS, Migration
@@ -103,6 +110,14 @@ _STORE_WATERMARK = (
 )
 
 _Snapshot = tuple[int, set[int], dict[int, int]]
+_Key = tuple[str, str, str]
+
+# The ids HQ holds for the seqs of one key within a range (the rows overlapping it).
+_HELD_IDS = (
+    "SELECT e.value ->> '$.seq' AS seq, e.value ->> '$.id' AS id "
+    "FROM hq_batches b, json_each(b.payload, '$.events') e "
+    "WHERE b.store = ? AND b.stream = ? AND b.epoch = ? AND b.seq_to >= ? AND b.seq_from <= ?"
+)
 
 #: Receives each envelope's new events: (store, stream, epoch, events in seq order).
 EmitEvents = Callable[[str, str, str, list[EventHeader]], None]
@@ -187,6 +202,8 @@ class HqConsumer:
         self.duplicates = 0
         self.rejected = 0
         self.expired = 0  # events the stores' TTLs dropped before HQ had them
+        # Per key: seqs that arrived again with another id than the one stored.
+        self.conflicts: dict[_Key, set[int]] = {}
 
     async def load(self) -> None:
         for row in await self._db.fetchall("SELECT store, stream, epoch, seq FROM hq_watermarks"):
@@ -226,10 +243,11 @@ class HqConsumer:
         snapshots: dict[tuple[str, str, str], _Snapshot] = {}
         statements: list[tuple[str, tuple[Any, ...]]] = []
         emitted: list[tuple[EnvelopeHeaders, list[EventHeader]]] = []
+        repeated: dict[_Key, dict[int, str]] = {}  # seqs held already: the ids they came with
         new_events = 0
         try:  # anything going wrong before the commit: the custody taken is forgotten
             for payload in payloads:
-                staged = self._stage(payload, snapshots)
+                staged = self._stage(payload, snapshots, repeated)
                 if staged is None:
                     continue
                 envelope, row, fresh = staged
@@ -255,6 +273,11 @@ class HqConsumer:
         if self._emit is not None:
             for envelope, fresh in emitted:
                 self._emit(envelope.store, envelope.stream, envelope.epoch, fresh)
+        for key, ids in repeated.items():
+            try:
+                await self._check_repeated(key, ids)
+            except StorageError as exc:  # the events are committed: the acks must go out
+                _LOGGER.warning("cannot compare repeated seqs of %s/%s epoch %s: %s", *key, exc)
         acks = []
         for key in snapshots:
             custody = self._custody[key]
@@ -271,12 +294,16 @@ class HqConsumer:
         return acks
 
     def _stage(
-        self, payload: bytes, snapshots: dict[tuple[str, str, str], _Snapshot]
+        self,
+        payload: bytes,
+        snapshots: dict[tuple[str, str, str], _Snapshot],
+        repeated: dict[_Key, dict[int, str]],
     ) -> tuple[EnvelopeHeaders, tuple[Any, ...], list[EventHeader] | None] | None:
         """Check an envelope and take its new events into custody (a snapshot of the custody
-        before is kept in ``snapshots``, to forget them if the commit fails). Returns the
-        envelope, its ``hq_batches`` row and its new events (None: all of them, not parsed);
-        None for garbage or an envelope holding nothing new."""
+        before is kept in ``snapshots``, to forget them if the commit fails; the ids of seqs
+        held already go to ``repeated``). Returns the envelope, its ``hq_batches`` row and its
+        new events (None: all of them, not parsed); None for garbage or an envelope holding
+        nothing new."""
         try:
             # The envelope checked whole, its events' own fields not made into objects: the
             # usual envelope is stored as it came.
@@ -303,7 +330,7 @@ class HqConsumer:
             self.rejected += 1
             _LOGGER.warning("rejected envelope: %s", exc)
             return None
-        fresh = self._take_fresh(envelope, custody, events)
+        fresh = self._take_fresh(envelope, custody, events, repeated.setdefault(key, {}))
         if not fresh:
             return None
         # Some were held already: a trimmed copy.
@@ -344,10 +371,14 @@ class HqConsumer:
         return False
 
     def _take_fresh(
-        self, envelope: EnvelopeHeaders, custody: _Custody, events: list[EventHeader]
+        self,
+        envelope: EnvelopeHeaders,
+        custody: _Custody,
+        events: list[EventHeader],
+        repeated: dict[int, str],
     ) -> list[EventHeader]:
         """Of the envelope's ``events`` (whole), those HQ does not hold yet, in seq order;
-        moves the watermark."""
+        moves the watermark. The ids of the others go to ``repeated`` (by seq)."""
         fresh: list[EventHeader] = []
         taken: set[int] = set()
         for event in sorted(events, key=lambda event: event["seq"]):
@@ -356,12 +387,40 @@ class HqConsumer:
                 self._take_expired(envelope.store, envelope.stream, custody, event)
             if seq <= custody.watermark or seq in custody.above or seq in taken:
                 self.duplicates += 1
+                if seq not in taken:
+                    repeated[seq] = event["id"]
                 continue
             taken.add(seq)
             fresh.append(event)
         custody.above |= taken
         custody.advance()
         return fresh
+
+    async def _check_repeated(self, key: _Key, ids: dict[int, str]) -> None:
+        """Compare the ids seqs held already came with to the stored ones: another id is a
+        conflict (counted once per seq, logged when new ones appear)."""
+        if not ids:
+            return
+        rows = await self._db.fetchall(_HELD_IDS, (*key, min(ids), max(ids)))
+        known = self.conflicts.get(key, set())
+        new = sorted(
+            int(row["seq"])
+            for row in rows
+            if row["seq"] in ids and ids[row["seq"]] != row["id"] and row["seq"] not in known
+        )
+        if not new:
+            return
+        self.conflicts.setdefault(key, set()).update(new)
+        _LOGGER.warning(
+            "conflict in %s/%s epoch %s: %d event(s) came with seqs HQ holds under other ids "
+            "(seq %d..%d, %d in all): the store's database went back in time? They are not "
+            "stored under those seqs; a current store re-sends them under a new epoch",
+            *key,
+            len(new),
+            new[0],
+            new[-1],
+            len(self.conflicts[key]),
+        )
 
     def gaps(self) -> dict[tuple[str, str, str], tuple[int, int]]:
         """Per key, the first missing range above the watermark."""

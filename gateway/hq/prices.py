@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from gateway.clock import isoformat_utc
 from gateway.prices.batch import PriceItem, Promotion
+from gateway.sync.inbound import MAX_MESSAGE_BYTES
 from gateway.sync.signing import Signer
 
 __all__ = ["build_price_messages", "read_price_list", "read_promotions"]
@@ -42,7 +43,9 @@ def build_price_messages(
     max_message_bytes: int = 128 * 1024,
 ) -> list[bytes]:
     """The MQTT payloads for one batch version: as many parts as the size cap needs (a signed
-    part is base64, so items get ~3/4 of the cap), each signed when ``signer`` is given."""
+    part is base64, so items get ~3/4 of the cap), each signed when ``signer`` is given. The
+    cap is at most what a store reads (:data:`~gateway.sync.inbound.MAX_MESSAGE_BYTES`)."""
+    max_message_bytes = min(max_message_bytes, MAX_MESSAGE_BYTES)
     budget = (max_message_bytes * 3 // 4 if signer else max_message_bytes) - _PART_OVERHEAD
     encoded = [json.dumps(dict(item), separators=(",", ":")) for item in items]
     chunks: list[list[str]] = [[]]
@@ -88,11 +91,13 @@ def read_price_list(text: str, *, filename: str = "") -> list[dict[str, Any]]:
 
 def read_promotions(text: str, *, now: datetime, filename: str = "") -> list[dict[str, Any]]:
     """Promotions from CSV (header row: id, sku, price, currency, optional reference_price,
-    effective_from, effective_to) or JSON (a list, or ``{promotions: [...]}``). Instants are
-    ISO 8601 with an offset, or relative to ``now`` as ``+90s``, ``+10m``, ``+2h``, ``+1d`` (a
-    flash sale "starting in a minute"). Every row is validated; all bad rows are reported at
-    once (ValueError)."""
+    effective_from, effective_to, optional progressive) or JSON (a list, or ``{promotions:
+    [...]}``). Instants are ISO 8601 with an offset, or relative to ``now`` as ``+90s``,
+    ``+10m``, ``+2h``, ``+1d`` (a flash sale "starting in a minute"). ``progressive`` (CSV
+    ``true``/``false``, JSON a boolean) marks a further step of the reduction running right
+    before it. Every row is validated; all bad rows are reported at once (ValueError)."""
     rows = _rows(text, filename, "promotions")
+    from_csv = not _is_json(text, filename)
 
     def promotion(row: dict[str, Any]) -> Promotion:
         for key in ("effective_from", "effective_to"):
@@ -101,17 +106,33 @@ def read_promotions(text: str, *, now: datetime, filename: str = "") -> list[dic
             if match is not None:
                 offset = timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
                 row = {**row, key: isoformat_utc(now + offset)}
+        if from_csv and "progressive" in row:
+            row = {**row, "progressive": _csv_flag(row["progressive"])}
         return Promotion.model_validate(row)
 
     promotions = _validated(rows, "promotions", promotion)
     for promo in promotions:  # the wire carries instants as text, like every other instant
         promo["effective_from"] = isoformat_utc(promo["effective_from"])
         promo["effective_to"] = isoformat_utc(promo["effective_to"])
+        if not promo["progressive"]:  # the default stays off the wire (stores before it)
+            del promo["progressive"]
     return promotions
 
 
+def _csv_flag(value: object) -> object:
+    """``true``/``false`` (any case) of a CSV cell as a boolean; anything else as it is, for
+    the validation to refuse."""
+    if isinstance(value, str) and value.strip().lower() in {"true", "false"}:
+        return value.strip().lower() == "true"
+    return value
+
+
+def _is_json(text: str, filename: str) -> bool:
+    return filename.endswith(".json") or text.lstrip().startswith(("[", "{"))
+
+
 def _rows(text: str, filename: str, key: str) -> list[Any]:
-    if filename.endswith(".json") or text.lstrip().startswith(("[", "{")):
+    if _is_json(text, filename):
         loaded = json.loads(text)
         rows = loaded.get(key) if isinstance(loaded, dict) else loaded
         if not isinstance(rows, list):

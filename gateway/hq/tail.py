@@ -124,8 +124,22 @@ async def tail(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for (store, stream, epoch), (first, last) in consumer.gaps().items():
-            _LOGGER.warning(
-                "open gap %s/%s epoch %s: seq %d..%d", store, stream, epoch, first, last
-            )
+            _summarize(consumer)  # on a stop (Ctrl-C) too
         return consumer
+
+
+def _summarize(consumer: HqConsumer) -> None:
+    """What an operator must look at when the consumer stops: open gaps and conflicts."""
+    for (store, stream, epoch), (first, last) in consumer.gaps().items():
+        _LOGGER.warning("open gap %s/%s epoch %s: seq %d..%d", store, stream, epoch, first, last)
+    for (store, stream, epoch), seqs in consumer.conflicts.items():
+        _LOGGER.warning(
+            "conflicts in %s/%s epoch %s: %d seq(s) between %d and %d came again with other "
+            "event ids (the store's database went back in time?)",
+            store,
+            stream,
+            epoch,
+            len(seqs),
+            min(seqs),
+            max(seqs),
+        )

@@ -3,6 +3,9 @@ facts and an instant, never from a clock or a socket.
 
 Each label has at most one job — its latest content. Its life::
 
+    awaiting_model ◀── the label's panel is not known yet (no driver has heard the label)
+       │ it reports its model
+       ▼
     queued ──render──▶ queued (image, hash) ──claim──▶ submitted ──push ok──▶ pending
        ▲                    │ label already shows it                │          │
        │                    ▼                                       │          ▼
@@ -12,6 +15,12 @@ Each label has at most one job — its latest content. Its life::
        │                                                            │          │
        │                  failed_permanent ◀── DriverConfigError ───┘          ▼
        └── drift: a SEEN label shows other content ◀────────────────────── confirmed
+
+A label's panel (its model) is what its ESL system reports; content is drawn for it. Content
+drawn for another panel than the label's — the label reports a new one, or the ESL system
+refuses the content naming the panel — is drawn again from ``queued``, whatever its state
+(an active job is recorded as *superseded*): a wrong panel is never a permanent failure.
+A technician's ``label bind`` of the label's SKU retries a failed job at once.
 
 New content for a label replaces its job whatever its state; an active old job (one whose
 content was announced to HQ) is recorded as *superseded*. A scheduled content whose validity
@@ -45,6 +54,7 @@ __all__ = [
 
 
 class JobState(StrEnum):
+    AWAITING_MODEL = "awaiting_model"  # the label has not reported its panel: not drawn yet
     QUEUED = "queued"  # waiting for rendering or for its driver
     SUBMITTED = "submitted"  # being handed to the driver
     PENDING = "pending"  # accepted by the ESL system, not yet shown
@@ -66,7 +76,8 @@ class AuditEvent(StrEnum):
     FAILED = "failed"  # a delivery attempt failed (retryable or permanent)
     SUPERSEDED = "superseded"  # newer content replaced it before it was confirmed
     EXPIRED = "expired"  # scheduled content whose validity ended before it was due
-    REQUEUED = "requeued"  # a confirmed label drifted (rebooted, lost content): re-push
+    REQUEUED = "requeued"  # a confirmed label drifted, or a failed job is retried: re-push
+    AWAITING_MODEL = "awaiting_model"  # not drawn until the label reports its panel (local)
 
 
 @dataclass(frozen=True, slots=True)

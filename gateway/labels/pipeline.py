@@ -46,7 +46,7 @@ from gateway.drivers.contracts import (
     LabelReportKind,
     Reading,
 )
-from gateway.errors import DriverConfigError, StorageError
+from gateway.errors import DriverConfigError, LabelPanelMismatchError, StorageError
 from gateway.labels.jobs import (
     AuditEvent,
     JobFacts,
@@ -60,7 +60,7 @@ from gateway.labels.jobs import (
 )
 from gateway.labels.planner import BOUNDARIES, FACES, LabelPlanner, Statement
 from gateway.labels.preview import parse_model
-from gateway.labels.render import LabelFace, LabelRenderer
+from gateway.labels.render import LabelFace, LabelRenderer, RenderedLabel
 from gateway.prices.book import PriceBook, WasPrice
 from gateway.store.database import Database
 from gateway.store.outbox import Outbox
@@ -174,6 +174,73 @@ _SET_META = (
     "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) "
     "DO UPDATE SET value = excluded.value"
 )
+_TO_AWAITING_MODEL = (
+    "UPDATE label_jobs SET state = 'awaiting_model', last_error = ?1 "
+    "WHERE label = ?2 AND rev = ?3 AND state = 'queued' AND content_hash IS NULL"
+)
+_AWAITING_NOTE = "waiting for the label to report its panel (no ESL driver has heard it yet)"
+
+# --- panels: content is drawn for the panel its label reports -------------------------------
+
+
+def _refit_sql(*, some: bool) -> tuple[str, str, str, str]:
+    """The statements that put content on its label's panel: for the labels in ?2 (a JSON
+    array; ``some``) or for every label (?2 NULL). ?1 is the configured default panel.
+
+    A label's panel is the model its driver reported, or the default when the driver reports
+    none; labels no driver has heard have none, and their jobs wait for it (awaiting_model)
+    until they are heard. Content drawn for another panel than the label's is drawn again
+    from ``queued`` with a new rev (a render or push of the old content finishing late lands
+    nowhere); active jobs (HQ heard of their hash) are audited as superseded. ?3 now and ?4
+    the reason (NULL: the panels named) for the audit; ?3 the reason for the jobs.
+    """
+    which = "label IN (SELECT value FROM json_each(?2))" if some else "?2 IS NULL"
+    panels = f"(SELECT label, coalesce(model, ?1) AS model FROM label_shown WHERE {which})"  # noqa: S608
+    awaiting_to_queued = (
+        "UPDATE label_jobs SET state = 'queued', last_error = NULL "  # noqa: S608
+        f"WHERE state = 'awaiting_model' AND label IN (SELECT label FROM {panels})"
+    )
+    audit = f"""
+INSERT INTO label_audit (at, label, event, state, sku, price_version, content_hash, detail)
+SELECT ?3, j.label, 'superseded', j.state, j.sku, j.price_version, j.content_hash,
+  coalesce(?4, 'drawn for ' || j.model || ', the label''s panel is ' || p.model
+    || ': drawn again')
+FROM {panels} AS p JOIN label_jobs j ON j.label = p.label
+WHERE j.content_hash IS NOT NULL AND j.model IS NOT p.model
+  AND j.state IN ('queued', 'submitted', 'pending', 'failed')
+"""  # noqa: S608 - constant fragments
+    jobs = f"""
+UPDATE label_jobs SET state = 'queued', rev = label_jobs.rev + 1, content_hash = NULL,
+  model = NULL, attempts = 0, next_attempt_at = NULL, device = NULL, submitted_at = NULL,
+  confirmed_at = NULL, evidence = NULL,
+  last_error = coalesce(?3, 'drawn for ' || label_jobs.model || ', the label''s panel is '
+    || p.model || ': drawn again')
+FROM {panels} AS p
+WHERE p.label = label_jobs.label AND label_jobs.content_hash IS NOT NULL
+  AND label_jobs.model IS NOT p.model
+"""  # noqa: S608 - constant fragments
+    schedule = f"""
+UPDATE label_schedule SET content_hash = NULL, model = NULL
+FROM {panels} AS p
+WHERE p.label = label_schedule.label AND label_schedule.content_hash IS NOT NULL
+  AND label_schedule.model IS NOT p.model
+"""  # noqa: S608 - constant fragments
+    return awaiting_to_queued, audit, jobs, schedule
+
+
+_REFIT_ALL = _refit_sql(some=False)
+_REFIT_SOME = _refit_sql(some=True)
+
+# A technician's `label bind` of the SKU a failed job is for: queued again now.
+_AUDIT_RETRIED = (
+    "INSERT INTO label_audit (at, label, event, state, sku, price_version, content_hash, "
+    "detail) SELECT ?1, label, 'requeued', 'queued', sku, price_version, content_hash, ?2 "
+    "FROM label_jobs WHERE label = ?3 AND sku = ?4 AND state IN ('failed', 'failed_permanent')"
+)
+_RETRY_FAILED = (
+    "UPDATE label_jobs SET state = 'queued', attempts = 0, next_attempt_at = NULL "
+    "WHERE label = ?1 AND sku = ?2 AND state IN ('failed', 'failed_permanent')"
+)
 
 
 @dataclass(slots=True)
@@ -192,6 +259,7 @@ class _Pushed:
     attempts: int
     error: str | None = None
     permanent: bool = False
+    panel: str | None = None  # the ESL system named another panel: drawn again for it
 
 
 def model_text(model: LabelModel) -> str:
@@ -243,11 +311,10 @@ class LabelPipeline:
         self.config = config
         self._drivers = drivers
         self._timezone = timezone
-        self._book = PriceBook(database, was_price=was_price)
-        self._was_price = was_price
+        self.book = PriceBook(database, was_price=was_price)
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not cryptography
         self._renderer = LabelRenderer(config.font, config.bold_font)
-        self._default_model = parse_model(config.default_model)
+        self._default_model = model_text(parse_model(config.default_model))
         self._executor: ThreadPoolExecutor | None = None
         self._shown: dict[str, _Shown] = {}
         self._reports: list[tuple[str, LabelReport]] = []
@@ -298,6 +365,11 @@ class LabelPipeline:
         await self._db.submit(
             "UPDATE label_jobs SET state = 'queued', last_error = 'in flight at restart: "
             "sent again' WHERE state IN ('submitted', 'pending')"
+        )
+        # Content drawn for a panel the label does not have (or jobs parked while the label
+        # was unheard) is put right before anything is sent.
+        await self._db.submit_atomic(
+            self._refit_statements(None, isoformat_utc(self._clock.utc_now()))
         )
 
     def close(self) -> None:
@@ -372,7 +444,12 @@ class LabelPipeline:
         started = self._clock.monotonic()
         await self._db.submit_atomic(
             LabelPlanner.plan_statements(
-                at=at, now=self._clock.utc_now(), skus=skus, labels=labels, reason=reason
+                at=at,
+                now=self._clock.utc_now(),
+                skus=skus,
+                labels=labels,
+                reason=reason,
+                was_price=self.book.was_price,
             )
         )
         self.last_plan_s = self._clock.monotonic() - started
@@ -384,10 +461,11 @@ class LabelPipeline:
     async def render_some(self, limit: int = _RENDER_CHUNK) -> int:
         """Render up to ``limit`` faces — scheduled flips first (they have a deadline), then
         jobs (scheduled ones first); returns how many were rendered."""
-        # Ordered by SKU too, so labels sharing a face share a chunk (drawn once).
+        # Ordered by SKU too, so labels sharing a face share a chunk (drawn once). Flips of
+        # labels no driver has heard wait for their panel (promoted undrawn, they wait as jobs).
         rows = await self._db.fetchall(
             "SELECT label, due_at, face FROM label_schedule WHERE content_hash IS NULL "
-            "ORDER BY due_at, sku LIMIT ?",
+            "AND label IN (SELECT label FROM label_shown) ORDER BY due_at, sku LIMIT ?",
             (limit,),
         )
         if rows:
@@ -410,47 +488,42 @@ class LabelPipeline:
         return total
 
     async def _render(self, items: list[tuple[str, str]]) -> list[tuple[bytes, str]]:
-        faces = [face_to_label(face, self._timezone) for face, _ in items]
-        if self._was_price == "lowest_30_days":
-            faces = [
-                await self._with_was_price(face, text)
-                for face, (text, _) in zip(faces, items, strict=True)
-            ]
-        jobs = [(face, parse_model(model)) for face, (_, model) in zip(faces, items, strict=True)]
+        jobs = [(self._label_face(face), parse_model(model)) for face, model in items]
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._render_executor(), _render_chunk, self._renderer, jobs
+        )
+
+    def _render_executor(self) -> ThreadPoolExecutor:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-render")
+        return self._executor
+
+    def _label_face(self, face: str) -> LabelFace:
+        """A planned face as the renderer's input: the one conversion, for jobs, flips and
+        previews alike (the face itself carries every price; nothing is added here)."""
+        return face_to_label(face, self._timezone)
+
+    async def render_face(self, face: str, model: LabelModel) -> RenderedLabel:
+        """The image a label on ``model`` gets for ``face`` — ``label preview`` draws with
+        this, so its bytes are the shelf's (in the render thread: fonts are not shared
+        across threads)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, _render_chunk, self._renderer, jobs)
-
-    async def _with_was_price(self, face: LabelFace, text: str) -> LabelFace:
-        began = json.loads(text).get("promotion_from")
-        if face.promotion is None or face.reference_price is not None or not began:
-            return face
-        lowest = await self._book.lowest_price_before(
-            face.sku, datetime.fromisoformat(began), face.currency
-        )
-        if lowest is None:
-            return face
-        return LabelFace(
-            sku=face.sku,
-            name=face.name,
-            price=face.price,
-            currency=face.currency,
-            unit_price=face.unit_price,
-            unit=face.unit,
-            reference_price=lowest,
-            promotion=face.promotion,
-            promotion_text=face.promotion_text,
+        return await loop.run_in_executor(
+            self._render_executor(), self._renderer.render, self._label_face(face), model
         )
 
-    def _model_for(self, label: str) -> str:
+    def _model_for(self, label: str) -> str | None:
+        """The panel the label's content is drawn for: the model its driver reported, the
+        configured default when its driver reports none; None while no driver heard it."""
         shown = self._shown.get(label)
-        if shown is not None and shown.model:
-            return shown.model
-        return model_text(self._default_model)
+        if shown is None:
+            return None
+        return shown.model or self._default_model
 
     async def _render_schedule(self, rows: Sequence[Any]) -> None:
-        items = [(str(r["face"]), self._model_for(str(r["label"]))) for r in rows]
+        # The query picked labels with a panel; a panel never goes away.
+        items = [(str(r["face"]), self._model_for(str(r["label"])) or "") for r in rows]
         rendered = await self._render(items)
         now = isoformat_utc(self._clock.utc_now())
         await self._db.submit_atomic(
@@ -462,12 +535,31 @@ class LabelPipeline:
         )
 
     async def _render_jobs(self, rows: Sequence[Any]) -> None:
-        items = [(str(r["face"]), self._model_for(str(r["label"]))) for r in rows]
-        rendered = await self._render(items)
+        drawable = []
+        items: list[tuple[str, str]] = []
+        for row in rows:
+            model = self._model_for(str(row["label"]))
+            if model is not None:
+                drawable.append(row)
+                items.append((str(row["face"]), model))
+        rendered = await self._render(items) if items else []
         now = isoformat_utc(self._clock.utc_now())
         updates: list[Sequence[Any]] = []
-        audits: list[Sequence[Any]] = []
-        for row, (_, digest), (_, model) in zip(rows, rendered, items, strict=True):
+        # Decided after the render, with no wait before the commit is queued: a label heard
+        # meanwhile is drawn next pass; one heard later finds its job parked and queues it.
+        # (A label's panel, once known, stays known: the drawn rows are not among these.)
+        waiting = [row for row in rows if self._model_for(str(row["label"])) is None]
+        audits: list[Sequence[Any]] = [
+            (now, AuditEvent.AWAITING_MODEL.value, _AWAITING_NOTE, row["label"], row["rev"])
+            for row in waiting
+        ]
+        if waiting:
+            _LOGGER.info(
+                "%d label job(s) wait for their label to report its panel (first %s)",
+                len(waiting),
+                waiting[0]["label"],
+            )
+        for row, (_, digest), (_, model) in zip(drawable, rendered, items, strict=True):
             label = str(row["label"])
             shown = self._shown.get(label)
             outcome = after_render(
@@ -491,6 +583,7 @@ class LabelPipeline:
         await self._db.submit_atomic(
             [(_STORE_IMAGE, image) for image in _distinct_images(rendered, now)]
             + [(_RENDERED_JOB, u) for u in updates]
+            + [(_TO_AWAITING_MODEL, (_AWAITING_NOTE, r["label"], r["rev"])) for r in waiting]
             + [(_AUDIT_JOB, a) for a in audits]
         )
         self._wake["dispatch"].set()
@@ -561,27 +654,23 @@ class LabelPipeline:
         models: dict[str, LabelModel] = {}
         results: list[_Pushed] = []
         for row in ready:
-            label = str(row["label"])
-            result = _Pushed(label, int(row["rev"]), int(row["attempts"]) + 1)
             model_name = str(row["model"])
             if model_name not in models:
                 models[model_name] = parse_model(model_name)
-            try:
-                await driver.push(
-                    LabelContent(
-                        label_id=label,
-                        image_png=images[str(row["content_hash"])],
-                        content_hash=str(row["content_hash"]),
-                        model=models[model_name],
-                    )
-                )
-            except DriverConfigError as exc:
-                result.error, result.permanent = str(exc), True
-            except Exception as exc:  # noqa: BLE001 - any driver failure is retried later
-                result.error = f"{type(exc).__name__}: {exc}"
+            content = LabelContent(
+                label_id=str(row["label"]),
+                image_png=images[str(row["content_hash"])],
+                content_hash=str(row["content_hash"]),
+                model=models[model_name],
+            )
+            result = _Pushed(content.label_id, int(row["rev"]), int(row["attempts"]) + 1)
+            await _push_one(driver, content, model_name, result)
             results.append(result)
         statements: list[Statement] = []
         for result in results:
+            if result.panel is not None:
+                statements += self._panel_named(device, result, now_text)
+                continue
             outcome = after_push(
                 JobFacts(result.label, JobState.SUBMITTED, None, result.attempts),
                 error=result.error,
@@ -600,7 +689,45 @@ class LabelPipeline:
         if failed:
             _LOGGER.info("%d of %d label push(es) to %s failed", failed, len(results), device)
             self._wake["receipts"].set()
+        if any(r.panel is not None for r in results):
+            self._wake["render"].set()
         return len(results) - failed
+
+    def _panel_named(self, device: str, result: _Pushed, now: str) -> list[Statement]:
+        """The ESL system refused content for its size and named the label's panel: that is
+        the label's model now, and its content is drawn again for it."""
+        assert result.panel is not None
+        shown = self._shown.get(result.label)
+        if shown is None:
+            shown = self._shown[result.label] = _Shown(None, "", now, device, None)
+        shown.model = result.panel
+        _LOGGER.info(
+            "label %s: the ESL system says its panel is %s: drawing its content again",
+            result.label,
+            result.panel,
+        )
+        return [
+            (_SHOWN_UPSERT, (result.label, *_shown_row(shown))),
+            *self._refit_statements(
+                [result.label], now, reason=f"{result.error}: drawn again for {result.panel}"
+            ),
+        ]
+
+    def _refit_statements(
+        self, labels: Collection[str] | None, now: str, *, reason: str | None = None
+    ) -> list[Statement]:
+        """Jobs of the labels (None: all) parked while the label was unheard are queued to be
+        drawn; content drawn for another panel than the label's is drawn again (active jobs
+        audited as superseded), and so are pre-rendered flips."""
+        array = None if labels is None else json.dumps(sorted(labels))
+        default = self._default_model
+        awaiting, audit, jobs, schedule = _REFIT_ALL if labels is None else _REFIT_SOME
+        return [
+            (awaiting, (default, array)),
+            (audit, (default, array, now, reason)),
+            (jobs, (default, array, reason)),
+            (schedule, (default, array)),
+        ]
 
     async def _drop_stale_renders(self, rows: Sequence[Any]) -> list[Any]:
         """Rows rendered for another panel than the label's driver reports go back to the
@@ -608,8 +735,8 @@ class LabelPipeline:
         ready, stale = [], []
         for row in rows:
             label = str(row["label"])
-            shown = self._shown.get(label)
-            if shown is not None and shown.model and shown.model != row["model"]:
+            model = self._model_for(label)
+            if model is not None and model != row["model"]:
                 stale.append((label, row["rev"]))
             else:
                 ready.append(row)
@@ -649,7 +776,7 @@ class LabelPipeline:
             return 0
         labels = sorted({report.label_id for _, report in batch})
         rows = await self._db.fetchall(
-            "SELECT label, rev, state, content_hash, attempts FROM label_jobs "
+            "SELECT label, rev, state, content_hash, attempts, model FROM label_jobs "
             "WHERE label IN (SELECT value FROM json_each(?))",
             (json.dumps(labels),),
         )
@@ -662,10 +789,22 @@ class LabelPipeline:
         now_text = isoformat_utc(now)
         statements: list[Statement] = []
         shown_changed: set[str] = set()
+        refit: set[str] = set()  # labels whose content is (re)drawn for their panel
         for device, report in batch:
             label = report.label_id
+            before = self._model_for(label)
             if self._note_shown(device, report, now_text):
                 shown_changed.add(label)
+            panel = self._model_for(label)
+            if panel != before:
+                refit.add(label)  # heard for the first time, or its panel was swapped
+            row = jobs.get(label)
+            if row is not None and (
+                row["state"] == JobState.AWAITING_MODEL
+                or (row["model"] is not None and row["model"] != panel)
+            ):
+                refit.add(label)
+                continue  # its content is drawn (again) for its panel below
             job = facts.get(label)
             outcome = on_report(
                 job,
@@ -683,25 +822,18 @@ class LabelPipeline:
             facts[label] = JobFacts(label, outcome.state, job.content_hash, job.attempts)
             if outcome.state is JobState.QUEUED:
                 self._wake["dispatch"].set()
-        for label in sorted(shown_changed):
-            shown = self._shown[label]
-            statements.append(
-                (
-                    _SHOWN_UPSERT,
-                    (
-                        label,
-                        shown.content_hash,
-                        shown.evidence,
-                        shown.at,
-                        shown.device,
-                        shown.model,
-                    ),
-                )
-            )
+        statements += [
+            (_SHOWN_UPSERT, (label, *_shown_row(self._shown[label])))
+            for label in sorted(shown_changed)
+        ]
+        if refit:
+            statements += self._refit_statements(refit, now_text)
         if statements:
             await self._db.submit_atomic(statements)
             self._wake["dispatch"].set()
             self._wake["receipts"].set()
+            if refit:
+                self._wake["render"].set()  # after the commit: the render reads committed rows
         return len(batch)
 
     def _note_shown(self, device: str, report: LabelReport, now: str) -> bool:
@@ -760,7 +892,9 @@ class LabelPipeline:
         for row in rows:
             boundaries.setdefault(str(row["at"]), set()).add(str(row["sku"]))
         await self._db.submit_atomic(
-            LabelPlanner.schedule_statements(sorted(boundaries.items()), now=now, until=until)
+            LabelPlanner.schedule_statements(
+                sorted(boundaries.items()), now=now, until=until, was_price=self.book.was_price
+            )
         )
         self._wake["render"].set()
         await self._check_flips(now)
@@ -851,11 +985,19 @@ class LabelPipeline:
             self._wake["receipts"].set()
 
     async def reconcile(self) -> None:
-        """Should-show vs last confirmed for every bound label: faces re-planned, drifted
-        labels re-pushed, bound SKUs without a price alerted."""
+        """Should-show vs last confirmed for every bound label: faces re-planned, content
+        drawn for another panel than the label's drawn again, drifted labels re-pushed,
+        bound SKUs without a price alerted."""
         await self.plan(reason="reconciliation")
         now = isoformat_utc(self._clock.utc_now())
-        await self._db.submit_atomic([(_AUDIT_DRIFTED, (now,)), (_REQUEUE_DRIFTED, (now,))])
+        await self._db.submit_atomic(
+            [
+                *self._refit_statements(None, now),
+                (_AUDIT_DRIFTED, (now,)),
+                (_REQUEUE_DRIFTED, (now,)),
+            ]
+        )
+        self._wake["render"].set()
         self._wake["dispatch"].set()
         self._wake["receipts"].set()
         await self._check_no_price()
@@ -902,7 +1044,7 @@ class LabelPipeline:
             SLA_ALERT,
             Severity.WARNING,
             f"{len(rows)} label(s) not confirmed within {self.config.sla_s:g} s of their due "
-            "time (storegw labels --state failed / pending)",
+            "time (storegw labels --state failed / pending / awaiting_model)",
             details=details,
         )
         await self._alerts.update_details(SLA_ALERT, details)
@@ -1073,6 +1215,23 @@ class LabelPipeline:
             if due:
                 last_reconcile = self._clock.monotonic()
 
+    # --- a technician's retry ---------------------------------------------------------------
+
+    async def retry_failed(self, label: str, sku: str, why: str) -> str | None:
+        """Queue the label's failed job for ``sku`` (retryable or permanent) again at once,
+        audited with ``why`` (a ``label.queued`` receipt with that reason). Returns the job's
+        state afterwards (None: the label has no job for ``sku``)."""
+        now = isoformat_utc(self._clock.utc_now())
+        await self._db.submit_atomic(
+            [(_AUDIT_RETRIED, (now, why, label, sku)), (_RETRY_FAILED, (label, sku))]
+        )
+        row = await self._db.fetchone(
+            "SELECT state FROM label_jobs WHERE label = ? AND sku = ?", (label, sku)
+        )
+        self._wake["dispatch"].set()
+        self._wake["receipts"].set()
+        return None if row is None else str(row["state"])
+
     # --- views for the CLI --------------------------------------------------------------
 
     async def listing(self, state: str | None = None, limit: int = 200) -> dict[str, Any]:
@@ -1186,7 +1345,7 @@ class LabelPipeline:
         at, _ = self.policy_instant()
         should = await self._db.fetchall(
             FACES,
-            (isoformat_utc(at), None, json.dumps([label])),
+            (isoformat_utc(at), None, json.dumps([label]), self.book.was_price),
         )
         schedule = await self._db.fetchall(
             "SELECT due_at, sku, face, price_version, valid_to, content_hash "
@@ -1201,9 +1360,12 @@ class LabelPipeline:
         return {
             "label": label,
             "binding": dict(binding) if binding is not None else None,
+            # What its content is drawn for; None: no driver has heard the label yet.
+            "panel": self._model_for(label),
             "should_show": {
                 "face": json.loads(should[0]["face"]),
                 "price_version": should[0]["version"],
+                "ready": bool(should[0]["ready"]),
                 "content_hash": job["content_hash"] if job is not None else None,
             }
             if should
@@ -1238,6 +1400,25 @@ _WAKE_OF = {
 }
 
 
+async def _push_one(
+    driver: LabelDriver, content: LabelContent, model_name: str, result: _Pushed
+) -> None:
+    """Hand one label's content to its driver; how it went lands in ``result``."""
+    try:
+        await driver.push(content)
+    except LabelPanelMismatchError as exc:
+        panel = model_text(exc.panel) if exc.panel is not None else None
+        result.error = f"{type(exc).__name__}: {exc}"
+        if panel is not None and panel != model_name:
+            result.panel = panel  # drawn again for it, at once
+        # else: the ESL system does not say which panel: retried after a backoff, by then
+        # the label may have reported it.
+    except DriverConfigError as exc:
+        result.error, result.permanent = str(exc), True
+    except Exception as exc:  # noqa: BLE001 - any driver failure is retried later
+        result.error = f"{type(exc).__name__}: {exc}"
+
+
 def _render_chunk(
     renderer: LabelRenderer, jobs: Sequence[tuple[LabelFace, LabelModel]]
 ) -> list[tuple[bytes, str]]:
@@ -1257,6 +1438,11 @@ def _distinct_images(
     rendered: Sequence[tuple[bytes, str]], now: str
 ) -> list[tuple[str, bytes, str]]:
     return [(digest, png, now) for digest, png in {d: p for p, d in rendered}.items()]
+
+
+def _shown_row(shown: _Shown) -> tuple[Any, ...]:
+    """``label_shown``'s columns after the label."""
+    return (shown.content_hash, shown.evidence, shown.at, shown.device, shown.model)
 
 
 def _job_dict(row: Any) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Which labels need new content, decided set-based in SQL: never one query per label.
 
-A label's *face* is what its SKU's price should show at an instant (the price book, with the
-promotion in force winning), as canonical JSON built by SQLite. Planning compares the faces of
+A label's *face* is what its SKU's price should show at an instant, as canonical JSON built by
+SQLite from the price book's one definition (``gateway.prices.book.FACES``: the promotion in
+force, its window and its "was" price). Planning compares the faces of
 the affected labels with their jobs' faces and, in one transaction, records the old active
 jobs as superseded and replaces them by queued jobs (no content hash yet: the render worker
 draws them).
@@ -23,55 +24,21 @@ from datetime import datetime
 from typing import Any
 
 from gateway.clock import isoformat_utc
+from gateway.prices.book import FACES, WasPrice
 
 __all__ = ["BLANK_FACE", "BOUNDARIES", "FACES", "LabelPlanner", "Statement"]
 
 Statement = tuple[str, Sequence[Any]]
 
-# Faces of bound labels at ?1 (an instant), optionally only for the SKUs (?2) or labels (?3)
-# given as JSON arrays (NULL: every bound label). The promotion in force per SKU is the one of
-# the latest batch version (then the latest start), as PriceBook.shelf_price decides; a SKU
-# without a price shows "price unavailable" whatever its promotions.
-FACES = """
-WITH
-  wanted_skus AS (SELECT value AS sku FROM json_each(coalesce(?2, '[]'))),
-  wanted_labels AS (SELECT value AS label FROM json_each(coalesce(?3, '[]'))),
-  bound AS (
-    SELECT label, sku FROM label_bindings
-    WHERE (?2 IS NULL OR sku IN (SELECT sku FROM wanted_skus))
-      AND (?3 IS NULL OR label IN (SELECT label FROM wanted_labels))
-  ),
-  promo AS (
-    SELECT sku, id, price, currency, reference_price, effective_from, effective_to, version,
-      row_number() OVER (PARTITION BY sku ORDER BY version DESC, effective_from DESC) AS rn
-    FROM promotions
-    WHERE cancelled_version IS NULL AND effective_from <= ?1 AND effective_to > ?1
-      AND (?2 IS NULL OR sku IN (SELECT sku FROM wanted_skus))
-  )
-SELECT b.label AS label, b.sku AS sku,
-  CASE WHEN p.sku IS NULL THEN json_object('sku', b.sku, 'price', NULL)
-       WHEN pr.id IS NULL THEN json_object(
-         'sku', b.sku, 'name', p.name, 'price', p.price, 'currency', p.currency,
-         'unit_price', p.unit_price, 'unit', p.unit)
-       ELSE json_object(
-         'sku', b.sku, 'name', p.name, 'price', pr.price, 'currency', pr.currency,
-         'unit', p.unit, 'reference_price', pr.reference_price, 'promotion', pr.id,
-         'promotion_from', pr.effective_from, 'promotion_until', pr.effective_to)
-  END AS face,
-  CASE WHEN p.sku IS NULL THEN 0 ELSE coalesce(pr.version, p.version) END AS version
-FROM bound b
-LEFT JOIN price_book p ON p.sku = b.sku
-LEFT JOIN promo pr ON pr.sku = b.sku AND pr.rn = 1
-"""
-
 _CLEAR_PLAN = ("DELETE FROM label_plan", ())
 
-# Stage the labels whose face differs from their job's (or that have none).
+# Stage the labels whose face differs from their job's (or that have none). A face not ready
+# yet (its prior price is being worked out) leaves the job as it is until it is.
 _STAGE = f"""
 INSERT INTO label_plan (label, sku, face, price_version)
 SELECT f.label, f.sku, f.face, f.version FROM ({FACES}) AS f
 LEFT JOIN label_jobs j ON j.label = f.label
-WHERE j.label IS NULL OR j.face IS NOT f.face OR j.sku IS NOT f.sku
+WHERE f.ready AND (j.label IS NULL OR j.face IS NOT f.face OR j.sku IS NOT f.sku)
 """  # noqa: S608 - constant fragments
 
 # Active jobs whose content HQ heard of (rendered: a label.queued receipt went up) and that
@@ -112,14 +79,16 @@ WHERE label NOT IN (SELECT label FROM label_bindings) AND sku != ''
 """
 # Unbound labels that show something (a driver reported content) or may have been sent content
 # (their job went past its first render) get the blank face, unless their job already has it.
-# ?1 the blank face. A job queued once and never handed to a driver (rev 1, no attempt) was
-# never sent: it is dropped below, like the jobs of labels nothing reports.
+# ?1 the blank face. A job queued once (or waiting for its label's panel) and never handed to
+# a driver (rev 1, no attempt) was never sent: it is dropped below, like the jobs of labels
+# nothing reports.
 _STAGE_BLANK = """
 INSERT INTO label_plan (label, sku, face, price_version)
 SELECT u.label, '', ?1, 0 FROM (
   SELECT label FROM label_shown WHERE content_hash IS NOT NULL
   UNION
-  SELECT label FROM label_jobs WHERE state != 'queued' OR attempts > 0 OR rev > 1
+  SELECT label FROM label_jobs
+  WHERE state NOT IN ('queued', 'awaiting_model') OR attempts > 0 OR rev > 1
 ) AS u
 LEFT JOIN label_jobs j ON j.label = u.label
 WHERE u.label NOT IN (SELECT label FROM label_bindings)
@@ -153,10 +122,11 @@ UPDATE label_plan SET valid_to = (
     WHERE sku = label_plan.sku AND cancelled_version IS NULL AND effective_to > ?1))
 """
 
-# Faces for instant ?1 of the labels of the SKUs in ?2, staged whatever the current job.
+# Faces for instant ?1 of the labels of the SKUs in ?2, staged whatever the current job (not
+# ready: not staged, so a flip rendered earlier is dropped until it is).
 _STAGE_AT = f"""
 INSERT INTO label_plan (label, sku, face, price_version)
-SELECT label, sku, face, version FROM ({FACES}) WHERE true
+SELECT label, sku, face, version FROM ({FACES}) WHERE ready
 """  # noqa: S608 - constant fragments
 
 _SCHEDULE_DROP_CHANGED = """
@@ -242,6 +212,7 @@ class LabelPlanner:
         skus: Collection[str] | None = None,
         labels: Collection[str] | None = None,
         reason: str = "new content",
+        was_price: WasPrice = "hq",
     ) -> list[Statement]:
         """Jobs for the labels (of ``skus``/``labels``; None: all bound labels) whose face at
         ``at`` differs from their job's. Unless ``skus`` is given, unbound labels that show or
@@ -249,7 +220,7 @@ class LabelPlanner:
         at_text, now_text = isoformat_utc(at), isoformat_utc(now)
         statements: list[Statement] = [
             _CLEAR_PLAN,
-            (_STAGE, (at_text, _array(skus), _array(labels))),
+            (_STAGE, (at_text, _array(skus), _array(labels), was_price)),
             (_AUDIT_SUPERSEDED, (now_text, reason)),
             (_UPSERT_JOBS, (now_text, None, 0)),
             _CLEAR_PLAN,
@@ -266,7 +237,11 @@ class LabelPlanner:
 
     @staticmethod
     def schedule_statements(
-        boundaries: Sequence[tuple[str, Collection[str]]], *, now: datetime, until: datetime
+        boundaries: Sequence[tuple[str, Collection[str]]],
+        *,
+        now: datetime,
+        until: datetime,
+        was_price: WasPrice = "hq",
     ) -> list[Statement]:
         """Scheduled faces for each boundary instant (with its SKUs) in (now, until]; rows
         for instants that are no longer boundaries (a cancelled promotion) are dropped."""
@@ -284,7 +259,7 @@ class LabelPlanner:
         for instant, skus in boundaries:
             statements += [
                 _CLEAR_PLAN,
-                (_STAGE_AT, (instant, _array(skus), None)),
+                (_STAGE_AT, (instant, _array(skus), None, was_price)),
                 (_VALID_TO, (instant,)),
                 (_SCHEDULE_DROP_CHANGED, (instant,)),
                 (_SCHEDULE_INSERT, (instant, now_text)),

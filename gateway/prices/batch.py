@@ -9,7 +9,6 @@ Every bad item is reported, not just the first: HQ fixes a rejected batch in one
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Self
 
@@ -18,12 +17,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictStr,
     ValidationError,
     model_validator,
 )
 
-from gateway.errors import BatchRejectedError
+from gateway.errors import BatchRejectedError, MalformedMessageError
+from gateway.sync.inbound import load_json
 
 __all__ = ["Money", "PriceBatch", "PriceBatchHeader", "PriceItem", "Promotion", "parse_price_batch"]
 
@@ -61,9 +62,19 @@ class Promotion(_Strict):
     sku: Sku
     price: Money
     currency: Currency
-    reference_price: Money | None = None
+    reference_price: Money | None = Field(
+        None,
+        description='The "was" price shown beside it; absent: the store\'s own prior price '
+        '(with was_price = "lowest_30_days") or none.',
+    )
     effective_from: AwareDatetime
     effective_to: AwareDatetime
+    progressive: StrictBool = Field(
+        False,
+        description="A further step of the reduction in force right before effective_from "
+        "(uninterrupted, at most that price): the prior price stays the one from before the "
+        "first step (EU guidance 2021/C 526/02 on art. 6a(5)).",
+    )
 
     @model_validator(mode="after")
     def _window(self) -> Self:
@@ -117,7 +128,8 @@ def _reason(error: ValidationError) -> str:
 
 
 def parse_price_batch(payload: bytes) -> PriceBatch:
-    """Validate a (verified) payload; :class:`BatchRejectedError` lists every problem."""
+    """Validate a (verified) payload; :class:`BatchRejectedError` lists every problem. The
+    caller bounds the payload first (the downlink reads it with ``load_json``)."""
     try:
         header = PriceBatchHeader.model_validate_json(payload)
     except ValidationError as exc:
@@ -152,7 +164,8 @@ def parse_price_batch(payload: bytes) -> PriceBatch:
 
 def _readable_version(payload: bytes) -> int | None:
     try:
-        version = json.loads(payload).get("version")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+        document = load_json(payload)
+    except MalformedMessageError:
         return None
+    version = document.get("version") if isinstance(document, dict) else None
     return version if type(version) is int and version >= 1 else None

@@ -22,6 +22,7 @@ receipt (the version is then a gap, and resync asks for it again).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Collection, Sequence
@@ -29,18 +30,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 from gateway.alerts import Alerts, Severity
 from gateway.clock import Clock, isoformat_utc
 from gateway.errors import BatchRejectedError, LinkError, SignatureError, StorageError
 from gateway.prices.batch import (
     PriceBatch,
     PriceBatchHeader,
-    PriceItem,
     Promotion,
     parse_price_batch,
 )
+from gateway.prices.book import PriceBook
 from gateway.store.database import Database
 from gateway.store.outbox import Outbox
+from gateway.sync.inbound import RefusalCounter, load_json
 from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.signing import Verifier, check_scope, check_validity
 
@@ -51,15 +55,36 @@ _LOGGER = logging.getLogger(__name__)
 SIGNATURE_ALERT = "downlink.signature"
 _HEAD_KEY = "price_head"
 
+# The items of a batch are one JSON array of rows (?3, from :attr:`_CheckedPart.rows`): two
+# set-based statements whatever its size, not two per item.
 _UPSERT_BOOK = (
+    "INSERT INTO price_book (sku, price, currency, unit_price, unit, name, reference_price, "
+    "version, updated_at) SELECT i.value ->> 0, i.value ->> 1, i.value ->> 2, i.value ->> 3, "
+    "i.value ->> 4, i.value ->> 5, i.value ->> 6, ?1, ?2 FROM json_each(?3) i WHERE true "
+    "ON CONFLICT (sku) DO UPDATE SET "
+    "price = excluded.price, currency = excluded.currency, unit_price = excluded.unit_price, "
+    "unit = excluded.unit, name = excluded.name, reference_price = excluded.reference_price, "
+    "version = excluded.version, updated_at = excluded.updated_at"
+)
+# A history row only when the shown price really changes (or the SKU is new); before the
+# upsert, which it compares with.
+_HISTORY_SET = (
+    "INSERT OR REPLACE INTO price_history (sku, version, change, price, currency, "
+    "reference_price, at) SELECT i.value ->> 0, ?1, 'set', i.value ->> 1, i.value ->> 2, "
+    "i.value ->> 6, ?2 FROM json_each(?3) i WHERE NOT EXISTS ("
+    "SELECT 1 FROM price_book b WHERE b.sku = i.value ->> 0 AND b.price = i.value ->> 1 "
+    "AND b.currency = i.value ->> 2 AND b.reference_price IS i.value ->> 6)"
+)
+# The same for one item, bound exactly: SQLite's JSON functions cut a text at a NUL
+# character, which a name or unit may hold (never a SKU, price or currency).
+_UPSERT_ONE = (
     "INSERT INTO price_book (sku, price, currency, unit_price, unit, name, reference_price, "
     "version, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sku) DO UPDATE SET "
     "price = excluded.price, currency = excluded.currency, unit_price = excluded.unit_price, "
     "unit = excluded.unit, name = excluded.name, reference_price = excluded.reference_price, "
     "version = excluded.version, updated_at = excluded.updated_at"
 )
-# A history row only when the shown price really changes (or the SKU is new).
-_HISTORY_SET = (
+_HISTORY_SET_ONE = (
     "INSERT OR REPLACE INTO price_history (sku, version, change, price, currency, "
     "reference_price, at) SELECT ?1, ?2, 'set', ?3, ?4, ?5, ?6 WHERE NOT EXISTS ("
     "SELECT 1 FROM price_book WHERE sku = ?1 AND price = ?3 AND currency = ?4 "
@@ -78,8 +103,8 @@ _HISTORY_DELETE = (
 _DELETE = "DELETE FROM price_book WHERE sku = ?"
 _UPSERT_PROMOTION = (
     "INSERT OR REPLACE INTO promotions (id, sku, price, currency, reference_price, "
-    "effective_from, effective_to, version, cancelled_version) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)"
+    "effective_from, effective_to, version, cancelled_version, progressive) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)"
 )
 _CANCEL_PROMOTION = "UPDATE promotions SET cancelled_version = ?2 WHERE id = ?1"
 # The head only ever moves forward, whatever else happens.
@@ -140,6 +165,65 @@ class _Held:
     state: str
     got: tuple[int, ...] = ()  # the part numbers held
     first_part_at: str | None = None  # when the first of them arrived
+    last_part_at: str | None = None  # when the latest of them arrived
+
+
+# An item as the book stores it: sku, price, currency, unit_price, unit, name, reference_price.
+_ItemRow = tuple[str, str, str, str | None, str | None, str | None, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _SetIdentity:
+    """What every part of one version must share."""
+
+    kind: str
+    parts: int
+    scope: dict[str, list[str]]
+    issued_at: datetime
+
+    @classmethod
+    def of(cls, header: PriceBatchHeader) -> _SetIdentity:
+        return cls(header.kind, header.parts, header.scope, header.issued_at)
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckedPart:
+    """A valid part as its version's apply needs it. Compact — the validated models of a
+    50 000-item list take some 80 MB, this a few — so the parts validated on receipt are kept
+    until their version is applied, and a part is validated once (a part received before a
+    restart is validated again when its version applies)."""
+
+    digest: bytes  # of the payload it was read from
+    identity: _SetIdentity
+    skus: tuple[str, ...]
+    rows: bytes  # its items as JSON rows [sku, price, currency, unit_price, unit, name,
+    # reference_price], comma-separated (the statements' item array, without brackets)
+    exact: tuple[_ItemRow, ...]  # the items with a NUL in their text (not in ``rows``)
+    delete: tuple[str, ...]
+    promotions: tuple[Promotion, ...]
+    cancel_promotions: tuple[str, ...]
+
+    @classmethod
+    def of(cls, batch: PriceBatch, payload: bytes) -> _CheckedPart:
+        rows: list[_ItemRow] = [
+            (i.sku, i.price, i.currency, i.unit_price, i.unit, i.name, i.reference_price)
+            for i in batch.items
+        ]
+        encoded = orjson.dumps(rows)
+        exact: list[_ItemRow] = []
+        if b"\\u0000" in encoded:  # rare: those items go in one by one
+            exact = [row for row in rows if any(text and "\0" in text for text in row)]
+            encoded = orjson.dumps([row for row in rows if row not in exact])
+        return cls(
+            digest=_digest(payload),
+            identity=_SetIdentity.of(batch.header),
+            skus=tuple(item.sku for item in batch.items),
+            rows=encoded[1:-1],
+            exact=tuple(exact),
+            delete=tuple(batch.header.delete),
+            promotions=batch.promotions,
+            cancel_promotions=tuple(batch.header.cancel_promotions),
+        )
 
 
 class PriceDownlink:
@@ -156,6 +240,7 @@ class PriceDownlink:
         on_applied: AppliedHook | None = None,
     ) -> None:
         self._db = database
+        self._price_book = PriceBook(database)
         self.on_applied = on_applied
         self._outbox = outbox
         self._alerts = alerts
@@ -165,11 +250,21 @@ class PriceDownlink:
         self.settings = settings or PriceDownlinkSettings()
         self._link: MqttLink | None = None
         self.head = 0
-        self.refused = 0  # messages refused for their signature, scope or validity
+        # Messages refused for their signature, scope or validity (the downlink.signature alert).
+        self.refusals = RefusalCounter(
+            SIGNATURE_ALERT,
+            Severity.CRITICAL,
+            "a message on down/prices was refused",
+            alerts=alerts,
+            clock=clock,
+        )
         self._last_resync = -1e18
         # One sequencer at a time: the upkeep tick and message handling both advance.
         self._lock = asyncio.Lock()
+        self._prior_prices_due = False  # a batch's second commit failed: the tick retries
         self.last_resync_request: dict[str, Any] | None = None
+        # Parts validated on receipt, by (version, part), until their version is decided.
+        self._checked: dict[tuple[int, int], _CheckedPart] = {}
 
     def attach(self, link: MqttLink) -> None:
         """Subscribe to ``down/prices``; resync requests go up through the same link."""
@@ -179,6 +274,7 @@ class PriceDownlink:
     async def load(self) -> None:
         row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_HEAD_KEY,))
         self.head = int(row["value"]) if row is not None else 0
+        await self._price_book.settle_prior_prices()  # left over by a stop between two commits
 
     async def run(self) -> None:
         """Task ``prices.downlink``: expire incomplete parts, repeat resync requests while a
@@ -188,6 +284,8 @@ class PriceDownlink:
             await asyncio.sleep(self.settings.tick_s)
             try:
                 await self.advance()
+                if self._prior_prices_due:
+                    await self.settle_prior_prices()
                 if self._clock.monotonic() >= next_prune:
                     next_prune = self._clock.monotonic() + 3600
                     await self.prune_history()
@@ -199,14 +297,29 @@ class PriceDownlink:
     async def prune_history(self) -> None:
         """Forget price history, decided versions and ended or cancelled promotions older
         than the retention (the book itself and the head are never pruned)."""
-        cutoff = isoformat_utc(self._clock.utc_now() - timedelta(days=self.settings.history_days))
+        now = self._clock.utc_now()
+        keep = timedelta(days=self.settings.history_days)
+        cutoff = isoformat_utc(now - keep)
         await self._db.submit_atomic(
             [
-                ("DELETE FROM price_history WHERE at < ?", (cutoff,)),
+                *await self._price_book.prune_statements(now=now, keep=keep),
                 (_PRUNE_VERSIONS, (cutoff,)),
                 (_PRUNE_PROMOTIONS, (cutoff,)),
             ]
         )
+
+    @property
+    def refused(self) -> int:
+        return self.refusals.refused
+
+    async def settle_prior_prices(self) -> None:
+        """Work out the prior prices a batch left to do (after a storage error between its
+        two commits); the labels of their SKUs are planned again."""
+        async with self._lock:
+            skus = await self._price_book.settle_prior_prices()
+            self._prior_prices_due = False
+        if skus and self.on_applied is not None:
+            self.on_applied(self.head, skus)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -214,6 +327,7 @@ class PriceDownlink:
             "key_ids": self._verifier.key_ids,
             "price_version": self.head,
             "refused": self.refused,
+            "last_refusal": self.refusals.status()["last_reason"],
             "last_resync_request": self.last_resync_request,
         }
 
@@ -222,9 +336,12 @@ class PriceDownlink:
     async def on_message(self, message: InboundMessage) -> None:
         """Store a verified part (the link acks it once this returns), then apply what is due.
         Refusals are answered (alert or receipt) and acknowledged: redelivery cannot help;
-        only a storage failure leaves the message unacknowledged (it comes again)."""
+        only a storage failure leaves the message unacknowledged (it comes again). An
+        unreadable message raises MalformedMessageError, and anything unforeseen its own
+        error: the link acknowledges and counts both (never a poison message)."""
         try:
             payload, _kid = self._verifier.open(message.payload)
+            # _peek reads the payload within bounds (size, depth) before anything parses it.
             check_scope(_peek(payload, "scope"), self._store_id, self.settings.groups)
             batch = parse_price_batch(payload)
             check_validity(batch.header.issued_at, batch.header.valid_until, self._clock)
@@ -242,27 +359,16 @@ class PriceDownlink:
                     await self._record_rejection(exc)
                 await self._advance()
             return
-        except Exception as exc:  # anything unforeseen in a message: refused, never poison
-            _LOGGER.exception("price message could not be read")
-            await self._refuse_unauthentic(SignatureError(f"unreadable message: {exc!r}"))
-            return
         async with self._lock:
             if batch.version <= self.head:
                 _LOGGER.info("price batch v%d: at or below v%d, no-op", batch.version, self.head)
                 return
-            await self._store_part(batch.header, payload)
+            if await self._store_part(batch.header, payload):
+                self._checked[(batch.version, batch.header.part)] = _CheckedPart.of(batch, payload)
             await self._advance()
 
     async def _refuse_unauthentic(self, error: SignatureError) -> None:
-        self.refused += 1
-        _LOGGER.error("price message refused: %s", error)
-        if self._alerts is not None:
-            await self._alerts.raise_(
-                SIGNATURE_ALERT,
-                Severity.CRITICAL,
-                f"a message on down/prices was refused: {error}",
-                details={"refused": self.refused, "last_reason": str(error)},
-            )
+        await self.refusals.refuse(str(error))
 
     async def _record_rejection(self, error: BatchRejectedError) -> None:
         """A verified batch with bad content: its version is consumed when its turn comes."""
@@ -284,19 +390,17 @@ class PriceDownlink:
             (version, detail, now),
         )
 
-    async def _store_part(self, header: PriceBatchHeader, payload: bytes) -> None:
-        # The part numbers held and one stored payload to compare with (not every blob).
+    async def _store_part(self, header: PriceBatchHeader, payload: bytes) -> bool:
+        """Commit a part (True), or leave it: held already, or older than the parts held."""
         row = await self._db.fetchone(
-            "SELECT group_concat(part) AS parts, (SELECT payload FROM price_parts "
-            "WHERE version = ?1 ORDER BY part LIMIT 1) AS sample "
-            "FROM price_parts WHERE version = ?1",
+            "SELECT group_concat(part) AS parts FROM price_parts WHERE version = ?",
             (header.version,),
         )
         statements: list[tuple[str, Sequence[Any]]] = []
         have = _part_numbers(row["parts"] if row is not None else None)
-        if row is not None and row["sample"] is not None:
-            stored = PriceBatchHeader.model_validate_json(bytes(row["sample"]))
-            if _set_identity(stored) != _set_identity(header):
+        if have:
+            stored = await self._held_set(header.version)
+            if stored != _SetIdentity.of(header):
                 if header.issued_at <= stored.issued_at:
                     _LOGGER.warning(
                         "price batch v%d part %d does not match the parts held (kind, parts, "
@@ -304,28 +408,51 @@ class PriceDownlink:
                         header.version,
                         header.part,
                     )
-                    return
+                    return False
                 _LOGGER.warning(
                     "price batch v%d was re-issued at %s: the parts held are replaced",
                     header.version,
                     isoformat_utc(header.issued_at),
                 )
                 statements.append(("DELETE FROM price_parts WHERE version = ?", (header.version,)))
+                self._forget_checked(lambda version: version == header.version)
                 have = set()
         if header.part in have:
-            return  # a redelivered part: already committed
+            return False  # a redelivered part: already committed
         now = isoformat_utc(self._clock.utc_now())
         statements += [
             (_STORE_PART, (header.version, header.part, header.parts, header.kind, payload, now)),
             (_HOLD_VERSION, (header.version, header.kind, now)),
         ]
+        # The link waits for this commit before it acks and hands over the next message:
+        # a part counts for its records, so a large one commits at once instead of waiting
+        # out the group-commit window for writes that cannot come.
+        weight = len(statements) + len(header.items) + len(header.promotions)
         if len(have) + 1 < header.parts:
-            await self._db.submit_atomic(statements)
-            return
+            await self._db.submit_atomic(statements, weight=weight)
+            return True
         stored_receipt = {"version": header.version, "kind": header.kind, "parts": header.parts}
         await self._outbox.append_atomic(
-            "receipts", "price.stored", [stored_receipt], before=statements
+            "receipts", "price.stored", [stored_receipt], before=statements, weight=weight
         )
+        return True
+
+    async def _held_set(self, version: int) -> _SetIdentity:
+        """What the parts held for ``version`` share: known from a part validated since the
+        start, else read from one stored part (not every blob)."""
+        for (held_version, _part), checked in self._checked.items():
+            if held_version == version:
+                return checked.identity
+        row = await self._db.fetchone(
+            "SELECT payload FROM price_parts WHERE version = ? ORDER BY part LIMIT 1", (version,)
+        )
+        if row is None:
+            raise StorageError(self._db.path, f"the parts of price batch v{version} vanished")
+        return _SetIdentity.of(PriceBatchHeader.model_validate_json(bytes(row["payload"])))
+
+    def _forget_checked(self, decided: Callable[[int], bool]) -> None:
+        for key in [key for key in self._checked if decided(key[0])]:
+            del self._checked[key]
 
     # --- sequencing -----------------------------------------------------------------------
 
@@ -347,13 +474,15 @@ class PriceDownlink:
                     due, superseded=[h.version for h in held if h.version < due.version]
                 )
         expired = await self._expire_incomplete(held)
+        self._forget_checked(lambda version: version <= self.head or version in expired)
         await self._request_resync_if_gap([h for h in held if h.version not in expired])
 
     async def _held(self) -> list[_Held]:
         rows = await self._db.fetchall(
             "SELECT v.version, v.kind, v.state, v.received_at, "
             "coalesce(max(p.parts), 0) AS parts, count(p.part) AS have, "
-            "group_concat(p.part) AS got, min(p.received_at) AS first_part_at "
+            "group_concat(p.part) AS got, min(p.received_at) AS first_part_at, "
+            "max(p.received_at) AS last_part_at "
             "FROM price_versions v LEFT JOIN price_parts p USING (version) "
             "WHERE v.version > ? AND v.state IN ('held', 'rejected') "
             "GROUP BY v.version ORDER BY v.version",
@@ -369,6 +498,7 @@ class PriceDownlink:
                 str(r["state"]),
                 tuple(sorted(_part_numbers(r["got"]))),
                 r["first_part_at"],
+                r["last_part_at"],
             )
             for r in rows
         ]
@@ -405,41 +535,56 @@ class PriceDownlink:
     async def _apply(self, held: _Held, *, superseded: list[int]) -> None:
         version = held.version
         rows = await self._db.fetchall(
-            "SELECT payload FROM price_parts WHERE version = ? ORDER BY part", (version,)
+            "SELECT part, payload FROM price_parts WHERE version = ? ORDER BY part", (version,)
         )
         if not rows or len(rows) != held.parts:
             _LOGGER.error(
                 "price batch v%d: %d of %d parts held, not applied", version, len(rows), held.parts
             )
             return
-        parts: list[PriceBatch] = []
+        parts: list[_CheckedPart] = []
         problems: list[dict[str, Any]] = []
         for row in rows:
-            try:
-                parts.append(parse_price_batch(bytes(row["payload"])))
-            except BatchRejectedError as exc:
-                problems.extend(exc.problems)
-        items: dict[str, PriceItem] = {}
+            payload = bytes(row["payload"])
+            part = self._checked.get((version, int(row["part"])))
+            if part is None or part.digest != _digest(payload):  # not validated since start
+                try:
+                    part = _CheckedPart.of(parse_price_batch(payload), payload)
+                except BatchRejectedError as exc:
+                    problems.extend(exc.problems)
+                    continue
+            parts.append(part)
+        skus: set[str] = set()
         for part in parts:
-            for item in part.items:
-                if item.sku in items:
-                    problems.append({"item": item.sku, "reason": "SKU listed in two parts"})
-                items[item.sku] = item
+            for sku in part.skus:
+                if sku in skus:
+                    problems.append({"item": sku, "reason": "SKU listed in two parts"})
+                skus.add(sku)
         if problems:
             await self._record_rejection(BatchRejectedError(version, problems))
             await self._consume_rejected(
                 _Held(version, held.kind, 0, 0, held.first_received, "rejected")
             )
             return
-        deletes = sorted({sku for part in parts for sku in part.header.delete})
+        deletes = sorted({sku for part in parts for sku in part.delete})
         promotions = [promotion for part in parts for promotion in part.promotions]
-        cancels = sorted({pid for part in parts for pid in part.header.cancel_promotions})
-        now = isoformat_utc(self._clock.utc_now())
-        statements = self._book_statements(held.kind, version, items, deletes, now)
+        cancels = sorted({pid for part in parts for pid in part.cancel_promotions})
+        instant = self._clock.utc_now()
+        now = isoformat_utc(instant)
+        statements = self._book_statements(
+            held.kind, version, parts, skus=skus, deletes=deletes, now=now
+        )
         statements += [(_UPSERT_PROMOTION, _promotion_row(p, version)) for p in promotions]
         statements += [(_CANCEL_PROMOTION, (pid, version)) for pid in cancels]
+        statements += self._price_book.promotion_statements(
+            version=version,
+            promotions=promotions,
+            cancels=cancels,
+            skus=None if held.kind == "full" else {*skus, *deletes, *(p.sku for p in promotions)},
+            now=instant,
+        )
         statements += [
-            (_DECIDE, (version, "applied", len(items), "", now)),
+            (_DECIDE, (version, "applied", len(skus), "", now)),
             (_SUPERSEDE, (version, now, self.head)),
             ("DELETE FROM price_parts WHERE version <= ?", (version,)),
             (_SET_HEAD, (str(version),)),
@@ -448,18 +593,30 @@ class PriceDownlink:
             "version": version,
             "kind": held.kind,
             "parts": len(parts),
-            "items": len(items),
+            "items": len(skus),
             "deleted": len(deletes),
             "promotions": len(promotions),
             "cancelled_promotions": len(cancels),
             "superseded": superseded,
         }
-        await self._outbox.append_atomic("receipts", "price.applied", [receipt], before=statements)
+        # One transaction, committed at once (it counts for its records, like a stored part).
+        await self._outbox.append_atomic(
+            "receipts",
+            "price.applied",
+            [receipt],
+            before=statements,
+            weight=len(statements) + len(skus) + len(deletes),
+        )
         self.head = version
+        try:  # a second commit: the prior prices of the promotions this batch touched
+            await self._price_book.settle_prior_prices()
+        except StorageError as exc:  # their labels wait (not ready); the next tick retries
+            self._prior_prices_due = True
+            _LOGGER.warning("price batch v%d: prior prices not worked out yet: %s", version, exc)
         if self.on_applied is not None:
             changed: set[str] | None = None
             if held.kind != "full":
-                changed = {*items, *deletes, *(p.sku for p in promotions)}
+                changed = {*skus, *deletes, *(p.sku for p in promotions)}
                 if cancels:
                     rows = await self._db.fetchall(
                         "SELECT sku FROM promotions WHERE id IN (SELECT value FROM json_each(?))",
@@ -471,47 +628,41 @@ class PriceDownlink:
             "price batch v%d (%s) applied: %d item(s), %d deleted, %d promotion(s)",
             version,
             held.kind,
-            len(items),
+            len(skus),
             len(deletes),
             len(promotions),
         )
 
     @staticmethod
     def _book_statements(
-        kind: str, version: int, items: dict[str, PriceItem], deletes: list[str], now: str
+        kind: str,
+        version: int,
+        parts: Sequence[_CheckedPart],
+        *,
+        skus: Collection[str],
+        deletes: Sequence[str],
+        now: str,
     ) -> list[tuple[str, Sequence[Any]]]:
         statements: list[tuple[str, Sequence[Any]]] = []
         if kind == "full":
-            skus = json.dumps(sorted(items))
+            listed = json.dumps(sorted(skus))
             statements += [
-                (_HISTORY_DELETE_MISSING, (version, now, skus)),
-                (_DELETE_MISSING, (skus,)),
+                (_HISTORY_DELETE_MISSING, (version, now, listed)),
+                (_DELETE_MISSING, (listed,)),
             ]
         for sku in deletes:
             statements += [(_HISTORY_DELETE, (sku, version, now)), (_DELETE, (sku,))]
-        for item in items.values():
-            statements.append(
-                (
-                    _HISTORY_SET,
-                    (item.sku, version, item.price, item.currency, item.reference_price, now),
-                )
-            )
-            statements.append(
-                (
-                    _UPSERT_BOOK,
-                    (
-                        item.sku,
-                        item.price,
-                        item.currency,
-                        item.unit_price,
-                        item.unit,
-                        item.name,
-                        item.reference_price,
-                        version,
-                        now,
-                    ),
-                )
-            )
+        items = (b"[" + b",".join(part.rows for part in parts if part.rows) + b"]").decode()
+        if items != "[]":
+            statements += [
+                (_HISTORY_SET, (version, now, items)),
+                (_UPSERT_BOOK, (version, now, items)),
+            ]
+        for r in (row for part in parts for row in part.exact):
+            statements += [
+                (_HISTORY_SET_ONE, (r[0], version, r[1], r[2], r[6], now)),
+                (_UPSERT_ONE, (*r, version, now)),
+            ]
         return statements
 
     async def _expire_incomplete(self, held_versions: Sequence[_Held]) -> set[int]:
@@ -542,7 +693,7 @@ class PriceDownlink:
 
     async def _request_resync_if_gap(self, held_versions: Sequence[_Held]) -> None:
         held = [h for h in held_versions if h.version > self.head]
-        if not held or self._link is None:
+        if not held or self._link is None or not self._gap_in(held):
             return
         if self._clock.monotonic() - self._last_resync < self.settings.resync_interval_s:
             return
@@ -552,6 +703,22 @@ class PriceDownlink:
                 self.head,
                 [h.version for h in held],
             )
+
+    def _gap_in(self, held: Sequence[_Held]) -> bool:
+        """Whether HQ must be asked: a version is missing between the head and what is held,
+        or a held version's parts have stopped coming for ``resync_interval_s``. The parts of
+        the next versions still arriving are no gap (a big batch is held part by part)."""
+        versions = [h.version for h in held]
+        if versions != list(range(self.head + 1, self.head + 1 + len(versions))):
+            return True
+        stalled_before = self._clock.utc_now().timestamp() - self.settings.resync_interval_s
+        for h in held:
+            if h.state != "held" or h.have == h.parts:
+                continue
+            latest = h.last_part_at or h.first_received
+            if datetime.fromisoformat(latest).timestamp() <= stalled_before:
+                return True
+        return False
 
     async def announce(self, held: list[int] | None = None) -> dict[str, Any] | None:
         """Publish ``up/sync`` with the applied version (and the held ones): a resync request
@@ -579,22 +746,19 @@ class PriceDownlink:
         return request
 
 
+def _digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+
 def _part_numbers(listed: str | None) -> set[int]:
     """``group_concat`` of part numbers → the set of them."""
     return {int(part) for part in listed.split(",")} if listed else set()
 
 
-def _set_identity(header: Any) -> tuple[Any, ...]:
-    """What every part of one version must share."""
-    return (header.kind, header.parts, header.scope, header.issued_at)
-
-
 def _peek(payload: bytes, key: str) -> Any:
-    """One top-level field of a payload not validated yet (None if unreadable)."""
-    try:
-        document = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    """One top-level field of a payload not validated yet (None if it has none);
+    MalformedMessageError if it cannot be read at all."""
+    document = load_json(payload)
     return document.get(key) if isinstance(document, dict) else None
 
 
@@ -608,4 +772,5 @@ def _promotion_row(promotion: Promotion, version: int) -> tuple[Any, ...]:
         isoformat_utc(promotion.effective_from),
         isoformat_utc(promotion.effective_to),
         version,
+        int(promotion.progressive),
     )

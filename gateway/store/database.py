@@ -6,6 +6,13 @@ a statement and returns a future that resolves once the transaction holding it h
 The writer gathers up to ``commit_max_rows`` statements or ``commit_interval_s`` and runs them
 in one transaction, so durability (``synchronous=FULL``) costs one fsync per batch, not per
 event, and the aiosqlite thread hop is per batch too.
+
+A full disk (or page budget) starts an episode, logged once: :attr:`Database.full_since` is set
+until writes succeed again with room to spare, at least ``_FULL_RELIEF_S`` after the last
+refusal (a nearly full disk lets small writes through between refused ones: without that
+hysteresis every other commit would log). The outbox keeper turns it into the ``storage.full``
+alert. A database file found empty (0 bytes) is started anew, with a new epoch, and flagged
+(:attr:`Database.found_empty`) for a warning and an alert.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -37,6 +44,8 @@ from gateway.store.migrations import MIGRATIONS, Migration
 
 __all__ = ["Database", "StorageStats"]
 
+_T = TypeVar("_T")
+
 _LOGGER = logging.getLogger(__name__)
 
 _IDLE_WAKE_S = 1.0  # the writer loop ticks at least this often (watchdog progress)
@@ -45,6 +54,11 @@ _JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
 # waiting out the window (bulk producers then pay no latency; trickles still get grouped, and
 # whatever arrives during a commit goes into the next one).
 _WORTH_A_COMMIT_ROWS = 100
+
+# A full-disk episode ends only with writes succeeding this long after the last refusal...
+_FULL_RELIEF_S = 30.0
+# ...and this much free space on the filesystem (a checkpoint or a burst needs room).
+_FULL_RELIEF_FREE_BYTES = 1024 * 1024
 
 # Primary SQLite result codes (``sqlite_errorcode & 0xFF``); messages are only a fallback.
 _SQLITE_ERROR = 1
@@ -75,6 +89,9 @@ class StorageStats:
     commits: int
     rows_committed: int
     last_commit_at: datetime | None
+    full_since: datetime | None = None  # writes refused: the disk (or page budget) is full
+    refused_while_full: int = 0  # rows rolled back since then
+    found_empty: bool = False  # the file was 0 bytes at open and was started anew
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +107,9 @@ class StorageStats:
             "last_commit_at": None
             if self.last_commit_at is None
             else isoformat_utc(self.last_commit_at),
+            "full_since": None if self.full_since is None else isoformat_utc(self.full_since),
+            "refused_while_full": self.refused_while_full,
+            "found_empty": self.found_empty,
         }
 
 
@@ -107,6 +127,13 @@ class _Write:
         if self.weight is not None:
             return self.weight
         return sum(len(rows) for _sql, rows in self.steps)
+
+
+@dataclass(slots=True)
+class _FullEpisode:
+    since: datetime
+    last_refusal: float  # monotonic
+    refused_rows: int
 
 
 @dataclass(slots=True)
@@ -147,6 +174,15 @@ def _translate(path: Path, exc: BaseException, doing: str) -> StorageError:
     return StorageUnavailableError(path, f"{doing}: {message}")
 
 
+def _is_empty_file(path: Path) -> bool:
+    """A database file that exists with 0 bytes (truncated, or a failed restore): SQLite
+    would silently treat it as a new database."""
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
 def _on_read_only_filesystem(path: Path) -> bool:
     try:
         return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
@@ -169,9 +205,11 @@ class Database:
         commit_interval_s: float,
         commit_max_rows: int,
         schema_version: int,
+        found_empty: bool = False,
     ) -> None:
         self.path = path
         self.schema_version = schema_version
+        self.found_empty = found_empty
         self.epoch = epoch
         self.boot = boot
         self._clock = clock
@@ -188,6 +226,9 @@ class Database:
         self._finished = asyncio.Event()
         self._closed_event = asyncio.Event()
         self._failing = False  # log storage failures once, and the recovery once
+        self._full: _FullEpisode | None = None
+        #: Called when a full-disk episode starts or ends (the outbox keeper's wake-up).
+        self.on_full_change: Callable[[], None] | None = None
         self._maintenance: asyncio.Future[None] | None = None
 
     # --- opening ------------------------------------------------------------------------
@@ -211,11 +252,14 @@ class Database:
         path = Path(path)
         if not path.parent.is_dir():
             raise StorageUnavailableError(path, f"directory {path.parent} does not exist")
+        found_empty = _is_empty_file(path)
         writer = await cls._connect(path, busy_timeout_s)
         reader: aiosqlite.Connection | None = None
         try:
             # Check before any pragma writes to the file: a damaged one stays untouched.
             await cls._check_integrity(path, writer)
+            if found_empty:  # and nothing came back from a WAL beside it either
+                found_empty = await cls._user_version(path, writer) == 0
             await cls._configure_writer(path, writer, max_page_count)
             await cls._migrate(path, writer, migrations)
             epoch, boot = await cls._identity(path, writer, clock)
@@ -229,6 +273,14 @@ class Database:
         _LOGGER.info(
             "database %s: schema v%d, epoch %s, boot #%d", path, migrations[-1].version, epoch, boot
         )
+        if found_empty:
+            _LOGGER.warning(
+                "database %s was found EMPTY (0 bytes) and started anew with epoch %s: "
+                "whatever it held is gone; if it should not be empty, stop storegw and restore "
+                "a backup (docs/operations.md)",
+                path,
+                epoch,
+            )
         return cls(
             path,
             clock=clock,
@@ -239,6 +291,7 @@ class Database:
             commit_interval_s=commit_interval_s,
             commit_max_rows=commit_max_rows,
             schema_version=migrations[-1].version,
+            found_empty=found_empty,
         )
 
     @classmethod
@@ -305,6 +358,15 @@ class Database:
         findings = [str(row[0]) for row in rows]
         if findings != ["ok"]:
             raise StorageCorruptError(path, "quick_check found damage: " + "; ".join(findings[:5]))
+
+    @staticmethod
+    async def _user_version(path: Path, writer: aiosqlite.Connection) -> int:
+        try:
+            cursor = await writer.execute("PRAGMA user_version")
+            row = await cursor.fetchone()
+        except sqlite3.Error as exc:
+            raise _translate(path, exc, "cannot read the schema version") from exc
+        return int(row[0]) if row else 0
 
     @staticmethod
     async def _migrate(
@@ -476,6 +538,8 @@ class Database:
             error = _translate(self.path, exc, "write failed")
             if _is_statement_error(exc):
                 _LOGGER.warning("%s (%d rows rolled back)", error, rows)
+            elif isinstance(error, StorageFullError):
+                self._note_full(error, rows)
             elif not self._failing:
                 self._failing = True
                 _LOGGER.error("%s (%d rows rolled back)", error, rows)
@@ -489,55 +553,89 @@ class Database:
         if self._failing:
             self._failing = False
             _LOGGER.info("database %s: writes succeed again", self.path)
+        if self._full is not None and self.full_relief_due():
+            self._end_full_episode()
         committed = sum(item.rows for item in batch if id(item) not in rejected)
         self._counters.commits += 1
         self._counters.rows += committed
         self._counters.last_commit_at = self._clock.utc_now()
         self._settle(batch, rows, lambda item: rejected.get(id(item)))
 
-    async def _transact(self, groups: list[tuple[str, list[Sequence[Any]]]]) -> None:
-        """Run ``groups`` in one transaction: the aiosqlite round trips are per batch."""
-        await self._writer.execute("BEGIN IMMEDIATE")
+    # --- full disk ----------------------------------------------------------------------
+
+    @property
+    def full_since(self) -> datetime | None:
+        """When the current full-disk episode began; None while writes have room."""
+        return None if self._full is None else self._full.since
+
+    @property
+    def refused_while_full(self) -> int:
+        """Rows rolled back for lack of room in the current episode (0 outside one)."""
+        return 0 if self._full is None else self._full.refused_rows
+
+    def full_relief_due(self) -> bool:
+        """Whether the next successful write ends the episode: no refusal for a while and
+        room to spare on the filesystem."""
+        full = self._full
+        if full is None or self._clock.monotonic() - full.last_refusal < _FULL_RELIEF_S:
+            return False
         try:
-            for sql, group_rows in groups:
-                await self._execute(sql, group_rows)
-            await self._writer.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                await self._writer.execute("ROLLBACK")
-            raise
+            return shutil.disk_usage(self.path.parent).free >= _FULL_RELIEF_FREE_BYTES
+        except OSError:
+            return False
+
+    async def probe_writes(self) -> None:
+        """One tiny write, to learn whether the disk has room again while nothing else writes
+        (a full episode ends only on a successful write). StorageError if it still fails."""
+        await self.write("UPDATE meta SET value = value WHERE key = 'boot'")
+
+    def _note_full(self, error: StorageError, rows: int) -> None:
+        now = self._clock.monotonic()
+        if self._full is not None:
+            self._full.last_refusal = now
+            self._full.refused_rows += rows
+            return
+        self._full = _FullEpisode(self._clock.utc_now(), now, rows)
+        _LOGGER.error(
+            "%s (%d rows rolled back); writes are refused until space is freed "
+            "(alert storage.full; not logged again for this episode)",
+            error,
+            rows,
+        )
+        if self.on_full_change is not None:
+            self.on_full_change()
+
+    def _end_full_episode(self) -> None:
+        full, self._full = self._full, None
+        assert full is not None
+        _LOGGER.info(
+            "database %s: the disk has room again, writes succeed (full since %s, %d rows "
+            "refused meanwhile)",
+            self.path,
+            isoformat_utc(full.since),
+            full.refused_rows,
+        )
+        if self.on_full_change is not None:
+            self.on_full_change()
+
+    async def _transact(self, groups: list[tuple[str, list[Sequence[Any]]]]) -> None:
+        """Run ``groups`` in one transaction, all of it in one call on the writer's thread:
+        one thread hop per commit, however many statements it holds."""
+        await _on_connection_thread(self._writer, _run_transaction, self._writer, groups)
 
     async def _transact_isolated(self, batch: list[_Write]) -> dict[int, StorageError]:
         """Slow path after a statement error: each write under its own savepoint, still one
-        commit. Returns the rejected writes (by id) with their errors."""
-        rejected: dict[int, StorageError] = {}
-        await self._writer.execute("BEGIN IMMEDIATE")
-        try:
-            for item in batch:
-                await self._writer.execute("SAVEPOINT write")
-                try:
-                    for sql, rows in item.steps:
-                        await self._execute(sql, rows)
-                except sqlite3.Error as exc:
-                    if not _is_statement_error(exc):
-                        raise
-                    await self._writer.execute("ROLLBACK TO write")
-                    rejected[id(item)] = _translate(self.path, exc, "write rejected")
-                await self._writer.execute("RELEASE write")
-            await self._writer.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                await self._writer.execute("ROLLBACK")
-            raise
+        commit (and one thread hop). Returns the rejected writes (by id) with their errors."""
+        failed = await _on_connection_thread(
+            self._writer, _run_isolated, self._writer, [item.steps for item in batch]
+        )
+        rejected = {
+            id(batch[index]): _translate(self.path, exc, "write rejected")
+            for index, exc in failed.items()
+        }
         for error in rejected.values():
             _LOGGER.warning("%s", error)
         return rejected
-
-    async def _execute(self, sql: str, rows: list[Sequence[Any]]) -> None:
-        if len(rows) == 1:
-            await self._writer.execute(sql, rows[0])
-        else:
-            await self._writer.executemany(sql, rows)
 
     def _settle(
         self,
@@ -562,6 +660,10 @@ class Database:
             rows = await self._reader.execute_fetchall(sql, params)  # one thread hop
         except sqlite3.Error as exc:
             raise _translate(self.path, exc, "read failed") from exc
+        except ValueError as exc:  # aiosqlite's "Connection closed"
+            if not self._closing:
+                raise
+            raise StorageUnavailableError(self.path, "database is closed") from exc
         return list(rows)
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
@@ -611,6 +713,9 @@ class Database:
             commits=self._counters.commits,
             rows_committed=self._counters.rows,
             last_commit_at=self._counters.last_commit_at,
+            full_since=self.full_since,
+            refused_while_full=self.refused_while_full,
+            found_empty=self.found_empty,
         )
 
     async def close(self) -> None:
@@ -663,3 +768,71 @@ def _coalesce(batch: list[_Write]) -> list[tuple[str, list[Sequence[Any]]]]:
             else:
                 groups.append((sql, list(rows)))
     return groups
+
+
+async def _on_connection_thread(
+    connection: aiosqlite.Connection, function: Callable[..., _T], *args: Any
+) -> _T:
+    """Run ``function(*args)`` on ``connection``'s own thread, where its sqlite3 connection
+    lives. aiosqlite hops to that thread once per statement and has no public call for a
+    whole transaction; ``Connection._execute`` is how its own methods queue work there
+    (pyproject.toml bounds the aiosqlite versions that have it)."""
+    result: _T = await connection._execute(function, *args)  # type: ignore[no-untyped-call]
+    return result
+
+
+def _sqlite3_connection(connection: aiosqlite.Connection) -> sqlite3.Connection:
+    """The sqlite3 connection inside ``connection``: only on its thread."""
+    return connection._conn
+
+
+def _execute_group(raw: sqlite3.Connection, sql: str, rows: list[Sequence[Any]]) -> None:
+    if len(rows) == 1:
+        raw.execute(sql, rows[0])
+    else:
+        raw.executemany(sql, rows)
+
+
+def _run_transaction(
+    connection: aiosqlite.Connection, groups: list[tuple[str, list[Sequence[Any]]]]
+) -> None:
+    """On the writer's thread: the statements in one transaction, rolled back on any error
+    (the transaction never stays open after this returns)."""
+    raw = _sqlite3_connection(connection)
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, rows in groups:
+            _execute_group(raw, sql, rows)
+        raw.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            raw.execute("ROLLBACK")
+        raise
+
+
+def _run_isolated(
+    connection: aiosqlite.Connection, writes: list[list[tuple[str, list[Sequence[Any]]]]]
+) -> dict[int, sqlite3.Error]:
+    """On the writer's thread: each write under its own savepoint, one commit. Returns the
+    writes (by index) whose statements were rejected, with the error."""
+    raw = _sqlite3_connection(connection)
+    rejected: dict[int, sqlite3.Error] = {}
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        for index, steps in enumerate(writes):
+            raw.execute("SAVEPOINT write")
+            try:
+                for sql, rows in steps:
+                    _execute_group(raw, sql, rows)
+            except sqlite3.Error as exc:
+                if not _is_statement_error(exc):
+                    raise
+                raw.execute("ROLLBACK TO write")
+                rejected[index] = exc
+            raw.execute("RELEASE write")
+        raw.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            raw.execute("ROLLBACK")
+        raise
+    return rejected

@@ -1,10 +1,16 @@
-"""The outbox keeper (task ``outbox.keeper``): TTL expiry and the ``buffer.pressure`` alert.
+"""The outbox keeper (task ``outbox.keeper``): TTL expiry, ``buffer.pressure`` and ``storage.full``.
 
 Every ``expiry_interval_s`` it expires each stream's prefix older than that stream's TTL (see
 :meth:`~gateway.store.outbox.Outbox.expire`). Whenever the budget sheds or refuses events it
 raises ``buffer.pressure`` — a warning while only lossy data is dropped, critical once essential
 events are refused — keeps the counts in the active alert's details (``storegw alerts``) and
 clears it with the episode's final counts once the buffer has drained below the relief level.
+
+While the database reports a full disk (:attr:`~gateway.store.database.Database.full_since`) it
+raises ``storage.full`` (critical). Persisting the alert may itself fail while the disk is full:
+it is active in memory meanwhile (``storegw alerts``), and its clear event, which carries the
+whole alert, reaches HQ once writes succeed. It is cleared only after a write succeeded (on an
+idle store the keeper makes a tiny one), also when it was found active at start.
 """
 
 from __future__ import annotations
@@ -18,13 +24,15 @@ from gateway.alerts import Alerts, Severity
 from gateway.clock import Clock
 from gateway.errors import StorageError
 from gateway.store.budget import Shed
+from gateway.store.database import Database
 from gateway.store.outbox import Outbox
 
-__all__ = ["PRESSURE_ALERT", "OutboxKeeper"]
+__all__ = ["PRESSURE_ALERT", "STORAGE_FULL_ALERT", "OutboxKeeper"]
 
 _LOGGER = logging.getLogger(__name__)
 
 PRESSURE_ALERT = "buffer.pressure"
+STORAGE_FULL_ALERT = "storage.full"
 
 _CALM_TICK_S = 30.0  # between ticks while nothing is shed or refused
 
@@ -39,8 +47,11 @@ class OutboxKeeper:
         ttl_s: Mapping[str, float],
         expiry_interval_s: float = 60.0,
         tick_s: float = 1.0,
+        database: Database | None = None,
     ) -> None:
         self._outbox = outbox
+        self._database = database
+        self._last_error: str | None = None
         self._alerts = alerts
         self._clock = clock
         self._ttl_s = dict(ttl_s)
@@ -51,11 +62,14 @@ class OutboxKeeper:
 
     async def run(self) -> None:
         self._resume_episode()
+        if self._database is not None:  # a full disk starting or ending wakes it too
+            self._database.on_full_change = self._outbox.pressure_changed.set
         while True:
-            # Every tick under pressure (the alert's counts, the relief); when calm only to
-            # re-anchor the byte count and for expiry. Shedding or refusing wakes it at once.
+            # Every tick under pressure (the alert's counts, the relief) or while storage is
+            # full; when calm only to re-anchor the byte count and for expiry. Shedding or
+            # refusing wakes it at once.
             wait = self._tick_s
-            if not self._outbox.pressure.under_pressure:
+            if not self._outbox.pressure.under_pressure and not self._storage_full_pending():
                 until_expiry = self._next_expiry - self._clock.monotonic()
                 wait = max(wait, min(_CALM_TICK_S, until_expiry))
             with contextlib.suppress(TimeoutError):
@@ -65,10 +79,18 @@ class OutboxKeeper:
             try:
                 await self.tick()
             except StorageError as exc:  # the next tick tries again; appends keep working
-                _LOGGER.warning("outbox keeper: %s", exc)
+                if str(exc) != self._last_error:  # once, not every tick of a full disk
+                    _LOGGER.warning("outbox keeper: %s", exc)
+                self._last_error = str(exc)
+            else:
+                if self._last_error is not None:
+                    _LOGGER.info("outbox keeper: works again")
+                self._last_error = None
 
     async def tick(self) -> None:
-        """One round: expiry when due, re-anchor the byte count, raise/update/clear the alert."""
+        """One round: the storage.full alert, expiry when due, re-anchor the byte count,
+        raise/update/clear the pressure alert."""
+        await self._report_storage()
         now = self._clock.monotonic()
         if now >= self._next_expiry:
             self._next_expiry = now + self._expiry_interval_s
@@ -89,6 +111,40 @@ class OutboxKeeper:
                     replaced,
                     ttl,
                 )
+
+    def _storage_full_pending(self) -> bool:
+        active = any(alert.key == STORAGE_FULL_ALERT for alert in self._alerts.active())
+        return active or (self._database is not None and self._database.full_since is not None)
+
+    async def _report_storage(self) -> None:
+        database = self._database
+        if database is None:
+            return
+        active = any(alert.key == STORAGE_FULL_ALERT for alert in self._alerts.active())
+        if database.full_since is None and not active:
+            return
+        if database.full_since is None or database.full_relief_due():
+            # Only a write that succeeds tells that the disk has room: on an idle store (or
+            # after a restart) nothing else would try one.
+            try:
+                await database.probe_writes()
+            except StorageError:
+                if database.full_since is None:
+                    return  # refused for another reason: no news about the disk
+        since = database.full_since
+        if since is None:
+            await self._alerts.clear(STORAGE_FULL_ALERT, "writes succeed again")
+            return
+        if active:
+            return
+        with contextlib.suppress(StorageError):  # active in memory; HQ learns it with the clear
+            await self._alerts.raise_(
+                STORAGE_FULL_ALERT,
+                Severity.CRITICAL,
+                f"database {database.path}: the disk is full, writes are refused "
+                f"(free space: {await _free_bytes(database)} bytes)",
+                details={"path": str(database.path), "since": since.isoformat()},
+            )
 
     def _resume_episode(self) -> None:
         """After a restart an active pressure alert is cleared once the buffer is relieved."""
@@ -117,3 +173,10 @@ class OutboxKeeper:
         )
         if not raised:
             await self._alerts.update_details(PRESSURE_ALERT, report)
+
+
+async def _free_bytes(database: Database) -> int | None:
+    try:
+        return (await database.stats()).free_disk_bytes
+    except OSError:
+        return None

@@ -18,6 +18,13 @@ shed first, essential events are refused only at the budget less the alert reser
 TTL replaces its expired prefix by one ``outbox.expired`` marker that takes the last expired seq
 and says which seqs it stands for, so HQ's contiguous watermark can pass them. Deletes only ever
 remove a prefix of a stream, which keeps the byte accounting an index lookup (migration 4).
+
+Seqs count within an epoch: the database's, or a stream's own once it had to start a new one.
+A stream whose database went back in time (restored from a copy, a lost WAL) would give seqs
+HQ already holds to new events; it is noticed at open by its high-water mark
+(:mod:`gateway.store.highwater`) or later by HQ acknowledging a seq beyond its head, and
+:meth:`Outbox.start_new_epoch` moves it to a new epoch, its buffered events re-sequenced
+from 1.
 """
 
 from __future__ import annotations
@@ -40,10 +47,12 @@ from gateway.clock import Clock, event_stamp, isoformat_utc
 from gateway.errors import OutboxFullError
 from gateway.store.budget import Admission, BufferBudget, BufferPressure, Shed, default_shed
 from gateway.store.database import Database
+from gateway.store.highwater import HighWater, HighWaterFile, went_back
 
 __all__ = [
     "EXPIRED_TYPE",
     "STREAM_NAME_PATTERN",
+    "EpochChange",
     "Outbox",
     "OutboxEvent",
     "StreamState",
@@ -218,9 +227,28 @@ _TO_MARKER = (
     "events = ?6, size = ?7 WHERE stream = ?1 AND seq_to = ?2"
 )
 
+# A stream's new epoch: its buffered events take seqs from 1 on (the released part of a row
+# not deleted yet goes to seqs <= 0, which reads skip), in one transaction with the marks.
+# A marker's own from_seq moves with it. ?1 stream, ?2 the new epoch.
+_RESEQUENCE_ROWS = """
+UPDATE outbox_batches SET
+    seq_from = seq_from - (SELECT acked_seq FROM outbox_streams WHERE stream = ?1),
+    seq_to = seq_to - (SELECT acked_seq FROM outbox_streams WHERE stream = ?1),
+    events = CASE WHEN marker THEN json_set(events, '$.from_seq', max(1,
+        (events ->> '$.from_seq') - (SELECT acked_seq FROM outbox_streams WHERE stream = ?1)))
+        ELSE events END
+WHERE stream = ?1
+"""
+_RESEQUENCE_STREAM = (
+    "UPDATE outbox_streams SET epoch = ?2, next_seq = next_seq - acked_seq, sent_seq = 0, "
+    "acked_seq = 0, acked_at = NULL WHERE stream = ?1"
+)
+
+_HEADS = "SELECT stream, epoch, next_seq FROM outbox_streams"
+
 # Per stream: marks, and the first buffered row (depth, bytes and age without a scan).
 _STATES = (
-    "SELECT s.stream, s.next_seq, s.sent_seq, s.acked_seq, s.acked_at, s.appended_bytes, "
+    "SELECT s.stream, s.epoch, s.next_seq, s.sent_seq, s.acked_seq, s.acked_at, s.appended_bytes, "
     "CASE WHEN f.marker THEN f.seq_to ELSE f.seq_from END AS first_seq, f.oldest_ts AS oldest, "
     "f.end_offset - f.size AS base "
     "FROM outbox_streams s LEFT JOIN outbox_batches f ON f.stream = s.stream "
@@ -258,8 +286,20 @@ class WireBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class EpochChange:
+    """A stream moved to a new epoch because its database went back in time."""
+
+    stream: str
+    old_epoch: str
+    new_epoch: str
+    resequenced: int  # buffered events, now seqs 1..resequenced of the new epoch
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class StreamState:
     stream: str
+    epoch: str
     next_seq: int
     sent_seq: int
     acked_seq: int
@@ -271,6 +311,7 @@ class StreamState:
     def as_dict(self) -> dict[str, Any]:
         return {
             "stream": self.stream,
+            "epoch": self.epoch,
             "next_seq": self.next_seq,
             "sent_seq": self.sent_seq,
             "acked_seq": self.acked_seq,
@@ -360,13 +401,23 @@ class Outbox:
         self._id_pool = ""
         self._type_json: dict[str, str] = {}
         self._flush_scheduled = False
+        self._epochs: dict[str, str] = {}  # streams with an epoch of their own
+        self._highwater = HighWaterFile.beside(database.path, database.epoch)
+        self._marks: dict[str, HighWater] = {}
+        self._epoch_changes: list[EpochChange] = []
 
     @property
     def epoch(self) -> str:
+        """The database's epoch: every stream's, unless it had to start its own."""
         return self._db.epoch
 
+    def epoch_of(self, stream: str) -> str:
+        """The epoch ``stream``'s seqs count in (its envelopes carry it)."""
+        return self._epochs.get(stream, self._db.epoch)
+
     async def open(self, streams: tuple[str, ...] = ()) -> None:
-        """Make sure ``streams`` exist; loads the ones already in the database."""
+        """Make sure ``streams`` exist; loads the ones already in the database. A stream that
+        went back in time since its high-water mark starts a new epoch here."""
         rows = await self._db.fetchall("SELECT stream FROM outbox_streams")
         self._known_streams = {str(row["stream"]) for row in rows}
         missing = [(name,) for name in streams if name not in self._known_streams]
@@ -375,7 +426,104 @@ class Outbox:
                 "INSERT OR IGNORE INTO outbox_streams (stream) VALUES (?)", missing
             )
             self._known_streams.update(name for (name,) in missing)
+        await self._check_high_water()
         await self.refresh_usage()
+
+    async def _heads(self) -> dict[str, tuple[str, int]]:
+        """Per stream: its epoch and the seq its next event gets (committed)."""
+        return {
+            str(row["stream"]): (str(row["epoch"] or self._db.epoch), int(row["next_seq"]))
+            for row in await self._db.fetchall(_HEADS)
+        }
+
+    async def _check_high_water(self) -> None:
+        marks = self._highwater.load()
+        heads = await self._heads()
+        self._epochs = {stream: epoch for stream, (epoch, _next) in heads.items()}
+        for stream, (epoch, next_seq) in heads.items():
+            mark = marks.get(stream)
+            if not went_back(epoch, next_seq, mark):
+                continue
+            assert mark is not None
+            if mark.epoch != epoch:
+                reason = (
+                    f"the database holds epoch {epoch} of {stream}, but epoch {mark.epoch} was "
+                    "in use: it is a copy from before that epoch began"
+                )
+            else:
+                reason = (
+                    f"{stream} would go on at seq {next_seq}, but seqs up to {mark.seq} of its "
+                    "epoch may have left the store: the database is older than the last run "
+                    "(restored from a copy, or its WAL was lost)"
+                )
+            await self.start_new_epoch(stream, reason)
+        self._raise_marks(await self._heads())
+
+    def _raise_marks(self, heads: Mapping[str, tuple[str, int]]) -> None:
+        """Marks up to the committed heads (a head only ever grows within an epoch), saved."""
+        for stream, (epoch, next_seq) in heads.items():
+            if epoch != self.epoch_of(stream):  # changing at this very moment
+                continue
+            mark = self._marks.get(stream)
+            if mark is None or mark.epoch != epoch or mark.seq < next_seq - 1:
+                self._marks[stream] = HighWater(epoch, next_seq - 1)
+        self._highwater.save(self._marks)
+
+    async def mark_leaving(self, stream: str, seq: int) -> None:
+        """Call before ``seq`` of ``stream`` is published: the high-water file must cover it.
+        One write raises every stream's mark to its committed head, so a backlog costs one."""
+        mark = self._marks.get(stream)
+        if mark is not None and mark.epoch == self.epoch_of(stream) and mark.seq >= seq:
+            return
+        self._raise_marks(await self._heads())
+
+    async def start_new_epoch(self, stream: str, reason: str) -> EpochChange:
+        """Move ``stream`` to a new epoch: its buffered events get seqs 1, 2… in it (HQ holds
+        none of them under the new epoch, so none is taken for a duplicate), its marks start
+        over. Logged; :meth:`take_epoch_changes` hands the change on (for an alert)."""
+        old = self.epoch_of(stream)
+        new = secrets.token_hex(8)
+        # From here on, acks and expiries still counting in the old epoch are refused (their
+        # writes would land on the new seqs).
+        self._epochs[stream] = new
+        try:
+            await self._db.submit_atomic(
+                [(_RESEQUENCE_ROWS, (stream,)), (_RESEQUENCE_STREAM, (stream, new))]
+            )
+        except BaseException:
+            self._epochs[stream] = old  # nothing changed in the database
+            raise
+        heads = await self._heads()
+        resequenced = heads[stream][1] - 1
+        self._marks[stream] = HighWater(new, 0)
+        self._raise_marks(heads)
+        change = EpochChange(stream, old, new, resequenced, reason)
+        self._epoch_changes.append(change)
+        _LOGGER.warning(
+            "outbox stream %s went back in time (%s): it starts epoch %s (was %s), its %d "
+            "buffered event(s) re-sent from seq 1",
+            stream,
+            reason,
+            new,
+            old,
+            resequenced,
+        )
+        return change
+
+    def take_epoch_changes(self) -> list[EpochChange]:
+        """Epoch changes since the last call."""
+        changes, self._epoch_changes = self._epoch_changes, []
+        return changes
+
+    async def beyond_head(self, stream: str, epoch: str, seq: int) -> bool:
+        """True when HQ acknowledges ``seq`` in the stream's current epoch although the
+        stream never got that far: its database went back in time."""
+        if stream not in self._known_streams or epoch != self.epoch_of(stream):
+            return False
+        row = await self._db.fetchone(
+            "SELECT next_seq FROM outbox_streams WHERE stream = ?", (stream,)
+        )
+        return row is not None and seq >= int(row["next_seq"]) and epoch == self.epoch_of(stream)
 
     def append(
         self,
@@ -440,18 +588,22 @@ class Outbox:
         bodies: Iterable[Mapping[str, Any]],
         *,
         before: Sequence[tuple[str, Sequence[Any]]],
+        weight: int | None = None,
     ) -> asyncio.Future[None]:
         """Commit ``before`` and these events in one transaction (a state change and its
         receipt). The state change never waits on the budget: if the events are turned away
-        (counted, as in :meth:`append_many`) ``before`` still commits alone."""
+        (counted, as in :meth:`append_many`) ``before`` still commits alone. ``weight``: what
+        ``before`` counts for toward filling a commit when its statements stand for many
+        records (:meth:`Database.submit_atomic`); default one per statement."""
+        before_weight = len(before) if weight is None else weight
         texts, ts, total, admission = self._admit(stream, event_type, bodies, None)
         if admission is not Admission.ACCEPT or not texts:
             _LOGGER.error("%d %s/%s event(s) not buffered: budget", len(texts), stream, event_type)
-            return self._db.submit_atomic(before)
+            return self._db.submit_atomic(before, weight=before_weight)
         self._flush(stream)  # appends made before this one get the earlier seqs
         committed = self._db.submit_atomic(
             [*before, *((_INSERT, row) for row in self._rows(stream, texts, ts))],
-            weight=len(before) + len(texts),
+            weight=before_weight + len(texts),
         )
         committed.add_done_callback(lambda done: self._on_committed(stream, total, done))
         return _waiter(committed)
@@ -668,7 +820,7 @@ class Outbox:
         A row is deleted once all its events are released; reads skip the released part of a
         row until then.
         """
-        if epoch != self.epoch or stream not in self._known_streams or seq < 0:
+        if epoch != self.epoch_of(stream) or stream not in self._known_streams or seq < 0:
             return None
         return await self._release(stream, seq, acked=True)
 
@@ -680,13 +832,14 @@ class Outbox:
         return released
 
     async def _release(self, stream: str, seq: int, *, acked: bool) -> asyncio.Future[Any] | None:
+        epoch = self.epoch_of(stream)
         row = await self._db.fetchone(
             "SELECT next_seq, (SELECT end_offset FROM outbox_batches WHERE stream = ?1 "
             "AND seq_to <= ?2 ORDER BY seq_to DESC LIMIT 1) AS new_base "
             "FROM outbox_streams WHERE stream = ?1",
             (stream, seq),
         )
-        if row is None or seq >= int(row["next_seq"]):
+        if row is None or seq >= int(row["next_seq"]) or epoch != self.epoch_of(stream):
             return None
         if row["new_base"] is not None:  # bytes freed by this release, known before the delete
             new_base = int(row["new_base"])
@@ -711,6 +864,7 @@ class Outbox:
         return tuple(
             StreamState(
                 stream=str(row["stream"]),
+                epoch=str(row["epoch"] or self._db.epoch),
                 next_seq=int(row["next_seq"]),
                 sent_seq=int(row["sent_seq"]),
                 acked_seq=int(row["acked_seq"]),
@@ -731,6 +885,7 @@ class Outbox:
         marker among them is folded in. Returns how many seqs the new marker took over (0:
         nothing expired)."""
         cutoff = isoformat_utc(self._clock.utc_now() - timedelta(seconds=ttl_s))
+        epoch = self.epoch_of(stream)
         old = await self._db.fetchone(
             "SELECT min(CASE WHEN marker THEN seq_to ELSE seq_from END) AS first, "
             "min(seq_from) AS covered_from, max(seq_to) AS last, min(oldest_ts) AS oldest, "
@@ -743,6 +898,8 @@ class Outbox:
         )
         if old is None or old["last"] is None or (old["rows"] == 1 and old["has_marker"]):
             return 0  # nothing old enough, or only a marker already
+        if epoch != self.epoch_of(stream):
+            return 0  # re-sequenced meanwhile: next time
         last = int(old["last"])
         covered_from = max(int(old["covered_from"]), int(old["acked"] or 0) + 1)
         marker = _ENCODE(

@@ -7,7 +7,11 @@ private one-thread executor that is shut down with the link, so nothing outlives
 Guarantees the uplink relies on:
 
 - MQTT v5, persistent session (``clean_start=False`` + session expiry), manual acks for
-  downlink messages: a message is acknowledged only after its handler returned.
+  downlink messages: a message is acknowledged only after its handler returned — or refused
+  it (raised DownlinkError, e.g. MalformedMessageError) or failed unexpectedly: every inbound
+  message ends in an ack, reported to :attr:`MqttLink.on_refused`, so no message can hold one
+  of the broker's in-flight slots for good. Only a storage or link failure leaves it
+  unacknowledged, for the broker to deliver again in the next session.
 - Retained birth ``{online: true, boot}`` on ``state``, the same topic as retained last will
   ``{online: false, boot}``.
 - TLS on by default with the broker certificate verified; plaintext only when the config
@@ -16,7 +20,9 @@ Guarantees the uplink relies on:
   :meth:`MqttLink.publish` refuses to publish while disconnected.
 - Each publish resolves on its own PUBACK; a failure reason code raises PublishRefusedError;
   a dropped connection fails every outstanding publish with LinkDownError.
-- Reconnects use capped exponential backoff with full jitter.
+- Reconnects use capped exponential backoff with full jitter; every failure of a connection
+  (refused, TLS, out of file descriptors, a library error) is retried, its reason kept in
+  :attr:`MqttLink.stats` (``storegw status``) and logged once per distinct reason.
 """
 
 from __future__ import annotations
@@ -43,9 +49,15 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway.backoff import Backoff
 from gateway.clock import Clock, isoformat_utc
 from gateway.config import MqttConfig
-from gateway.errors import LinkDownError, PublishRefusedError
+from gateway.errors import (
+    DownlinkError,
+    LinkDownError,
+    LinkError,
+    PublishRefusedError,
+    StorageError,
+)
 
-__all__ = ["InboundMessage", "LinkStats", "MqttLink"]
+__all__ = ["InboundMessage", "LinkStats", "MqttLink", "RefusalHook"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -66,12 +78,16 @@ class InboundMessage:
 
 MessageHandler = Callable[[InboundMessage], Awaitable[None]]
 MessageBatchHandler = Callable[[list[InboundMessage]], Awaitable[None]]
+#: Told about every message acknowledged although no handler took it: (the subscription's
+#: filter relative to the topic root, the message, why).
+RefusalHook = Callable[[str, InboundMessage, str], Awaitable[None]]
 
 _MAX_BATCH = 64  # messages handed to a batch handler at once
 
 
 @dataclass(frozen=True, slots=True)
 class _Route:
+    topic_filter: str  # relative to the topic root
     single: MessageHandler | None = None
     batch: MessageBatchHandler | None = None
 
@@ -137,6 +153,9 @@ class MqttLink:
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats = LinkStats(transport="tls" if config.tls else "PLAINTEXT")
+        self.on_refused: RefusalHook | None = None
+        self._failing: set[str] = set()  # routes whose handler failed last time (logged once)
+        self._refusing: set[str] = set()  # routes that refused a message (without on_refused)
 
     # --- public -------------------------------------------------------------------------
 
@@ -152,7 +171,7 @@ class MqttLink:
         Register before :meth:`run`; subscriptions are renewed on every connect. With
         ``share_group`` it goes through an MQTT 5 shared subscription ``$share/group/…`` so
         several consumers split the load (HQ scale-out)."""
-        self._route(topic_filter, _Route(single=handler), share_group)
+        self._route(topic_filter, _Route(topic_filter, single=handler), share_group)
 
     def subscribe_batches(
         self, topic_filter: str, handler: MessageBatchHandler, *, share_group: str | None = None
@@ -160,7 +179,7 @@ class MqttLink:
         """Like :meth:`subscribe`, but ``handler`` gets every message already waiting for it
         (up to 64) in one call, and they are acknowledged together after it returns — one
         transaction for many messages when the consumer is busy (HQ)."""
-        self._route(topic_filter, _Route(batch=handler), share_group)
+        self._route(topic_filter, _Route(topic_filter, batch=handler), share_group)
 
     def _route(self, topic_filter: str, route: _Route, share_group: str | None) -> None:
         full = self.topic_root + topic_filter
@@ -223,11 +242,11 @@ class MqttLink:
                     try:
                         await self._connect(executor)
                         await self._serve_connection()
-                    except (OSError, ssl.SSLError, LinkDownError) as exc:
-                        self._record_error(str(exc) or type(exc).__name__)
                     except asyncio.CancelledError:
                         self._say_goodbye()  # a clean stop: tell HQ before hanging up
                         raise
+                    except Exception as exc:  # noqa: BLE001 - every failure is retried
+                        self._record_failure(exc)
                     finally:
                         self._teardown()
                     if self._clock.monotonic() - started > 60:
@@ -253,12 +272,7 @@ class MqttLink:
             password = config.password.get_secret_value() if config.password else None
             client.username_pw_set(config.username, password)
         if config.tls:
-            context = ssl.create_default_context(
-                cafile=str(config.ca_file) if config.ca_file else None
-            )
-            if config.client_cert is not None and config.client_key is not None:
-                context.load_cert_chain(str(config.client_cert), str(config.client_key))
-            client.tls_set_context(context)
+            client.tls_set_context(_tls_context(config))
         if self._announce:
             will = json.dumps({"online": False, "boot": self._boot}).encode()
             client.will_set(self.state_topic, will, qos=1, retain=True)
@@ -359,6 +373,20 @@ class MqttLink:
         for topic, future in pending.values():
             if not future.done():
                 future.set_exception(LinkDownError(f"{reason} before PUBACK for {topic}"))
+
+    def _record_failure(self, exc: Exception) -> None:
+        """A connection attempt or a connection failed: remember why and retry later."""
+        if isinstance(exc, OSError | LinkDownError):  # ssl.SSLError is an OSError
+            self._record_error(str(exc) or type(exc).__name__)
+            return
+        # Not a network condition (a bug, or a library failing in a way it does not document):
+        # still retried, since only a reconnect can bring HQ back, but shown with its traceback
+        # (once per distinct error, like every other link error).
+        error = f"{type(exc).__name__}: {exc}"
+        if error != self.stats.last_error:
+            _LOGGER.error("MQTT link: unexpected %s; reconnecting", error, exc_info=exc)
+        self.stats.last_error = error
+        self.stats.last_error_at = self._clock.utc_now()
 
     def _record_error(self, error: str) -> None:
         if error != self.stats.last_error:
@@ -496,22 +524,67 @@ class MqttLink:
             await self._deliver(route, batch)
 
     async def _deliver(self, route: _Route | None, messages: list[mqtt.MQTTMessage]) -> None:
-        if route is not None:
-            inbound = [_inbound(message) for message in messages]
-            try:
-                if route.batch is not None:
-                    await route.batch(inbound)
-                elif route.single is not None:
-                    await route.single(inbound[0])
-            except Exception:
-                # Not acknowledged: the broker redelivers them on the next session.
-                _LOGGER.exception("handler for %s failed; not acknowledged", messages[0].topic)
-                return
+        if route is not None and not await self._handle(route, messages):
+            return
         client = self._client
         if client is not None:
             for message in messages:
                 if message.qos > 0:
                     client.ack(message.mid, message.qos)
+
+    async def _handle(self, route: _Route, messages: list[mqtt.MQTTMessage]) -> bool:
+        """Run the route's handler; False when the messages must stay unacknowledged."""
+        inbound = [_inbound(message) for message in messages]
+        try:
+            if route.batch is not None:
+                await route.batch(inbound)
+            elif route.single is not None:
+                await route.single(inbound[0])
+        except (StorageError, LinkError) as exc:
+            # Could not be taken now, and would be lost if acknowledged: the broker delivers
+            # it again in the next session.
+            if self._fail_once(route):
+                _LOGGER.warning(
+                    "%s: not taken, kept at the broker for the next session: %s",
+                    messages[0].topic,
+                    exc,
+                )
+            return False
+        except DownlinkError as exc:  # refused by its handler (e.g. unreadable)
+            self._failing.discard(route.topic_filter)
+            await self._refused(route, inbound, str(exc))
+        except Exception as exc:  # a handler's bug must not cut the store off from HQ
+            if self._fail_once(route):
+                _LOGGER.exception(
+                    "handler for %s failed; acknowledged all the same", route.topic_filter
+                )
+            await self._refused(route, inbound, f"handler failed: {exc!r}")
+        else:
+            if route.topic_filter in self._failing:
+                self._failing.discard(route.topic_filter)
+                _LOGGER.info("%s: messages taken again", route.topic_filter)
+        return True
+
+    def _fail_once(self, route: _Route) -> bool:
+        """Whether this failure of ``route`` is news (so logged): the first since it worked."""
+        news = route.topic_filter not in self._failing
+        self._failing.add(route.topic_filter)
+        return news
+
+    async def _refused(self, route: _Route, inbound: list[InboundMessage], reason: str) -> None:
+        if self.on_refused is None:  # nobody counts them: say so once per route
+            if route.topic_filter not in self._refusing:
+                self._refusing.add(route.topic_filter)
+                _LOGGER.warning("%s: message refused: %s", route.topic_filter, reason)
+            return
+        for message in inbound:
+            # Counting it must not keep the message from its ack.
+            try:
+                await self.on_refused(route.topic_filter, message, reason)
+            except StorageError as exc:
+                _LOGGER.warning("refusal on %s not recorded: %s", route.topic_filter, exc)
+            except Exception:
+                _LOGGER.exception("refusal on %s not recorded", route.topic_filter)
 
     def _route_for(self, topic: str) -> _Route | None:
         for topic_filter, route in self._routes.items():
@@ -532,13 +605,38 @@ def _inbound(message: mqtt.MQTTMessage) -> InboundMessage:
     )
 
 
+def _tls_context(config: MqttConfig) -> ssl.SSLContext:
+    """The TLS context for ``config``; LinkDownError naming the file that cannot be loaded."""
+    try:
+        context = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
+    except OSError as exc:  # FileNotFoundError, or ssl.SSLError for a file that is no CA
+        where = f"CA file {config.ca_file}" if config.ca_file else "the system trust store"
+        raise LinkDownError(f"cannot load {where}: {_reason(exc)}") from exc
+    if config.client_cert is not None and config.client_key is not None:
+        try:
+            context.load_cert_chain(str(config.client_cert), str(config.client_key))
+        except OSError as exc:
+            raise LinkDownError(
+                f"cannot load client certificate {config.client_cert} with key "
+                f"{config.client_key}: {_reason(exc)}"
+            ) from exc
+    return context
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
 def _close_abandoned_sockets(exc: BaseException) -> None:
     """paho 2.2 leaves the socket open when the TLS handshake fails inside connect(); close
-    the sockets its frames still hold so a flapping link cannot leak file descriptors."""
+    the sockets its frames still hold so a flapping link cannot leak file descriptors.
+
+    A socket whose ``socket()`` call itself failed (out of file descriptors) is half built:
+    it has no descriptor and ``close()`` on it raises AttributeError. It owns nothing: skip it."""
     traceback = exc.__traceback__
     while traceback is not None:
         for value in list(traceback.tb_frame.f_locals.values()):
-            if isinstance(value, socket.socket):
+            if isinstance(value, socket.socket) and value.fileno() >= 0:
                 with contextlib.suppress(OSError):
                     value.close()
         traceback = traceback.tb_next

@@ -10,7 +10,12 @@ can rotate (the store trusts every configured kid). The payload itself carries i
 validity: ``scope: {"stores": [...], "groups": [...]}`` must name this store or one of its
 groups, and ``issued_at``/``valid_until`` bound when it may be applied (checked while the clock
 is synchronised). With no keys configured the gateway runs *unsigned*: it accepts the bare
-payload (or the wrapper without ``sig``), warns at start and says so in ``storegw status``.
+payload (or the wrapper without ``kid`` and ``sig``), warns at start and says so in ``storegw
+status``. A wrapper that claims a signature (``kid`` or ``sig``) must verify with a configured
+key in either mode: without keys it is refused, never applied as if unsigned.
+
+The wrapper is read with :func:`gateway.sync.inbound.load_json` (size, depth, strict JSON);
+what cannot be read raises :class:`~gateway.errors.MalformedMessageError`, not SignatureError.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from gateway.clock import Clock, isoformat_utc
 from gateway.errors import SignatureError
+from gateway.sync.inbound import load_json_object
 
 __all__ = [
     "KEY_ID_PATTERN",
@@ -99,32 +105,39 @@ class Verifier:
     def open(self, message: bytes, *, allow_unsigned: bool = False) -> tuple[bytes, str | None]:
         """Returns the payload bytes and the kid that signed them (None when unsigned).
         ``allow_unsigned`` lets an unsigned message through even with keys configured (the
-        caller then decides by kid None, e.g. read-only commands); a signature present must
-        verify regardless."""
-        try:
-            document = json.loads(message)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise SignatureError(f"not JSON: {exc}") from None
-        if not isinstance(document, dict):
-            raise SignatureError("not a JSON object")
+        caller then decides by kid None, e.g. read-only commands). A message that claims a
+        signature (``kid`` or ``sig``) must verify with a configured key, whatever the mode
+        (SignatureError). An unreadable message raises MalformedMessageError."""
+        document = load_json_object(message)
         if "payload" not in document:  # a bare payload
             if self.signed and not allow_unsigned:
                 raise SignatureError("unsigned message, but HQ keys are configured")
             return message, None
         if set(document) - {"v", "kid", "payload", "sig"} or document.get("v") != 1:
             raise SignatureError("not a signed message of version 1 (v, kid, payload, sig)")
+        encoded = document["payload"]
+        if not isinstance(encoded, str):
+            raise SignatureError("payload is not base64 (a string)")
         try:
-            payload = base64.b64decode(str(document["payload"]), validate=True)
+            payload = base64.b64decode(encoded, validate=True)
         except binascii.Error:
             raise SignatureError("payload is not base64") from None
         kid, sig = document.get("kid"), document.get("sig")
-        if not self.signed or (allow_unsigned and kid is None and sig is None):
+        if kid is None and sig is None:  # claims no signature
+            if self.signed and not allow_unsigned:
+                raise SignatureError("kid and sig are required while HQ keys are configured")
             return payload, None
         if not isinstance(kid, str) or not isinstance(sig, str):
-            raise SignatureError("kid and sig are required while HQ keys are configured")
+            raise SignatureError("a signed message needs both kid and sig (strings)")
+        if not self.signed:
+            raise SignatureError(
+                f"signed with key {kid[:64]!r}, but no HQ keys are configured to verify it"
+            )
         key = self._keys.get(kid)
         if key is None:
-            raise SignatureError(f"unknown key id {kid!r} (known: {', '.join(sorted(self._keys))})")
+            raise SignatureError(
+                f"unknown key id {kid[:64]!r} (known: {', '.join(sorted(self._keys))})"
+            )
         try:
             key.verify(base64.b64decode(sig, validate=True), payload)
         except (InvalidSignature, binascii.Error):

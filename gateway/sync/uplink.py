@@ -4,18 +4,24 @@ Per stream, a cursor starts at HQ's watermark on every (re)connection, so everyt
 not yet acknowledged is sent again (HQ de-duplicates on store, stream, epoch, seq). Envelopes
 of a stream are published concurrently up to the broker's window; PUBACKs advance ``sent_seq``
 in order. Rows are deleted only when HQ's watermark on ``down/ack`` covers them, or on PUBACK
-in ``custody = "broker"`` mode. If HQ's watermark lags the PUBACKs for ``ack_timeout_s``, the
-stream is rewound to the watermark and re-sent; while HQ stays silent the wait doubles,
-``_ACK_TIMEOUT_DOUBLINGS`` times at most (an HQ down for hours does not get the same window
-re-sent twice a minute, filling the broker's queue for it with duplicates). A refused publish
-parks its stream with a backoff; the other streams keep flowing.
+in ``custody = "broker"`` mode. If HQ's watermark does not pass a PUBACKed envelope within
+``ack_timeout_s`` (:class:`CustodyTimer`), the stream is rewound to the watermark and re-sent;
+while HQ stays silent the wait doubles, ``_ACK_TIMEOUT_DOUBLINGS`` times at most (an HQ down
+for hours does not get the same window re-sent twice a minute, filling the broker's queue for
+it with duplicates). A refused publish parks its stream with a backoff; the other streams keep
+flowing.
+
+Before a seq leaves, the outbox's high-water file must cover it (:meth:`Outbox.mark_leaving`).
+HQ acknowledging a seq beyond a stream's head means its database went back in time (restored
+from a copy without its high-water file): the stream starts a new epoch
+(:meth:`Outbox.start_new_epoch`), its buffered events re-sent from seq 1, and the warning
+``outbox.epoch:{stream}`` is raised until HQ holds them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,13 +32,15 @@ from gateway.alerts import Alerts, Severity
 from gateway.backoff import Backoff
 from gateway.clock import Clock, isoformat_utc
 from gateway.config import MqttConfig
-from gateway.errors import LinkDownError, PublishRefusedError
-from gateway.store.outbox import Outbox, WireBatch
+from gateway.errors import LinkDownError, MalformedMessageError, PublishRefusedError
+from gateway.store.outbox import EpochChange, Outbox, WireBatch
 from gateway.sync.envelope import pack_wire_batch
+from gateway.sync.inbound import load_json_object
 from gateway.sync.link import InboundMessage, MqttLink
 
 __all__ = [
     "Custody",
+    "CustodyTimer",
     "RateLimiter",
     "StreamCursor",
     "Uplink",
@@ -41,6 +49,9 @@ __all__ = [
 ]
 
 _LOGGER = logging.getLogger(__name__)
+
+#: Alert key prefix for a stream that started a new epoch (its database went back in time).
+EPOCH_ALERT = "outbox.epoch"
 
 
 class Custody(StrEnum):
@@ -99,6 +110,53 @@ class RateLimiter:
 _ACK_TIMEOUT_DOUBLINGS = 2
 
 
+class CustodyTimer:
+    """How long one stream has waited for HQ's watermark (sans-IO: times come from the caller).
+
+    Only envelopes the broker accepted wait for HQ, each from its own PUBACK: an envelope
+    expires ``timeout_s`` after the later of its PUBACK and the last move of the watermark
+    (an envelope behind others waits while HQ works through them). A stream idle for hours,
+    or a fresh connection, therefore starts no clock until its next PUBACK. Each expiry
+    doubles the timeout (``max_doublings`` times at most); a moving watermark resets it.
+    """
+
+    def __init__(self, timeout_s: float, *, max_doublings: int = _ACK_TIMEOUT_DOUBLINGS) -> None:
+        self._base_s = timeout_s
+        self._max_doublings = max_doublings
+        self._doublings = 0  # expiries in a row without the watermark moving
+        self._watermark_moved_at = float("-inf")
+        # (last seq, PUBACK time) of envelopes beyond the watermark, in PUBACK order.
+        self._pubacked: deque[tuple[int, float]] = deque()
+
+    @property
+    def timeout_s(self) -> float:
+        return self._base_s * (1 << self._doublings)
+
+    def pubacked(self, seq_to: int, now: float) -> None:
+        """The broker accepted the envelope ending at ``seq_to``."""
+        self._pubacked.append((seq_to, now))
+
+    def watermark_moved(self, seq: int, now: float) -> None:
+        """HQ's watermark moved up to ``seq``: the envelopes it covers wait no longer."""
+        self._watermark_moved_at = now
+        self._doublings = 0
+        # Not always a prefix: envelopes sent before a rewind may be PUBACKed after it.
+        self._pubacked = deque(entry for entry in self._pubacked if entry[0] > seq)
+
+    def expired(self, now: float) -> bool:
+        """True when the oldest envelope waiting for HQ has waited longer than the timeout."""
+        if not self._pubacked:
+            return False
+        waiting_since = max(self._pubacked[0][1], self._watermark_moved_at)
+        return now - waiting_since > self.timeout_s
+
+    def rewound(self) -> None:
+        """The stream goes again from the watermark: the re-sent envelopes start their own
+        waits (at their PUBACKs), each one twice as long while HQ stays silent."""
+        self._pubacked.clear()
+        self._doublings = min(self._doublings + 1, self._max_doublings)
+
+
 @dataclass(slots=True)
 class StreamCursor:
     """Sending state of one stream for the current connection."""
@@ -107,7 +165,7 @@ class StreamCursor:
     next_after: int  # highest seq already handed to the link
     acked_seq: int
     sent_seq: int
-    last_ack_progress: float
+    timer: CustodyTimer
     parked_until: float = 0.0
     caught_up: bool = False  # nothing left to read until the outbox says otherwise
     backoff: Backoff = field(default_factory=lambda: Backoff(5.0, 300.0))
@@ -115,7 +173,6 @@ class StreamCursor:
         default_factory=deque
     )
     awaiting_hq: deque[int] = field(default_factory=deque)  # last seqs of unacked envelopes
-    ack_timeouts: int = 0  # in a row without HQ's watermark moving (up to the doublings)
 
 
 class Uplink:
@@ -142,11 +199,15 @@ class Uplink:
         self._limiter = RateLimiter(self.settings.messages_per_second, clock)
         self.last_ack: dict[str, Any] | None = None
         self.parked: dict[str, str] = {}
+        self._hq_ahead: dict[str, tuple[str, int]] = {}  # stream -> HQ's (epoch, seq) beyond head
+        self._epoch_alerts: dict[str, tuple[str, int]] = {}  # stream -> (epoch, seq HQ must ack)
         link.subscribe("down/ack", self._on_ack)
 
     async def run(self) -> None:
         """Send while connected; start over from the watermarks after every reconnect."""
+        self._load_epoch_alerts()
         while True:
+            await self._report_epoch_changes()
             await self._link.connected.wait()
             try:
                 await self._serve_connection()
@@ -164,12 +225,15 @@ class Uplink:
         async with asyncio.TaskGroup() as group:
             while self._link.connected.is_set():
                 self._outbox.appended.clear()
+                if self._hq_ahead:
+                    await self._start_new_epochs()
                 for stream in self._outbox.take_appended_streams():
                     if stream in self._cursors:
                         self._cursors[stream].caught_up = False
                 progressed = await self._send_round(group)
                 await self._settle()
                 await self._report_parked_streams()
+                await self._report_epoch_changes()
                 if not progressed:
                     # Idle costs nothing: no reads until an append, a PUBACK or a timer.
                     with contextlib.suppress(TimeoutError):
@@ -179,13 +243,84 @@ class Uplink:
             raise LinkDownError("link lost")
 
     async def _load_cursors(self) -> None:
-        now = self._clock.monotonic()
         self._cursors = {}
         for state in await self._outbox.states():
             start = state.sent_seq if self.settings.custody is Custody.BROKER else state.acked_seq
-            self._cursors[state.stream] = StreamCursor(
-                state.stream, start, state.acked_seq, state.sent_seq, now
+            self._cursors[state.stream] = self._new_cursor(
+                state.stream, start, state.acked_seq, state.sent_seq
             )
+
+    def _new_cursor(self, stream: str, start: int, acked_seq: int, sent_seq: int) -> StreamCursor:
+        return StreamCursor(
+            stream, start, acked_seq, sent_seq, CustodyTimer(self.settings.ack_timeout_s)
+        )
+
+    async def _start_new_epochs(self) -> None:
+        """Streams HQ acknowledged beyond their head start a new epoch; their envelopes still
+        in flight belong to the old one and are no longer tracked."""
+        ahead, self._hq_ahead = self._hq_ahead, {}
+        for stream, (epoch, seq) in ahead.items():
+            if not await self._outbox.beyond_head(stream, epoch, seq):
+                continue  # moved on already
+            await self._outbox.start_new_epoch(
+                stream,
+                f"HQ holds seqs up to {seq} of epoch {epoch}, which this database never "
+                "reached: it is older than what was sent (restored from a copy, or its WAL "
+                "was lost)",
+            )
+            self._cursors[stream] = self._new_cursor(stream, 0, 0, 0)
+
+    def _load_epoch_alerts(self) -> None:
+        """Epoch alerts still active from an earlier run: cleared once HQ holds the events."""
+        if self._alerts is None:
+            return
+        for alert in self._alerts.active():
+            stream = alert.key.removeprefix(f"{EPOCH_ALERT}:")
+            if stream != alert.key:
+                epoch, count = alert.details.get("epoch"), alert.details.get("resequenced")
+                if isinstance(epoch, str) and isinstance(count, int):
+                    self._epoch_alerts[stream] = (epoch, max(count, 1))
+
+    async def _report_epoch_changes(self) -> None:
+        """One warning per stream that started a new epoch, cleared when HQ's watermark in
+        the new epoch covers the events re-sequenced into it."""
+        for change in self._outbox.take_epoch_changes():
+            self._epoch_alerts[change.stream] = (change.new_epoch, max(change.resequenced, 1))
+            if self._alerts is not None:
+                await self._raise_epoch_alert(self._alerts, change)
+        for stream, (epoch, needed) in list(self._epoch_alerts.items()):
+            cursor = self._cursors.get(stream)
+            if epoch != self._outbox.epoch_of(stream):
+                del self._epoch_alerts[stream]  # another change replaced it
+            elif cursor is not None and cursor.acked_seq >= needed:
+                del self._epoch_alerts[stream]
+                if self._alerts is not None:
+                    await self._alerts.clear(
+                        f"{EPOCH_ALERT}:{stream}", f"HQ holds epoch {epoch} up to seq {needed}"
+                    )
+
+    @staticmethod
+    async def _raise_epoch_alert(alerts: Alerts, change: EpochChange) -> None:
+        key = f"{EPOCH_ALERT}:{change.stream}"
+        details = {
+            "stream": change.stream,
+            "old_epoch": change.old_epoch,
+            "epoch": change.new_epoch,
+            "resequenced": change.resequenced,
+            "reason": change.reason,
+        }
+        resent = (
+            f"{change.resequenced} buffered event(s) re-sent as its seqs 1..{change.resequenced} "
+            "(HQ may get some of them twice, with the same ids)"
+            if change.resequenced
+            else "nothing buffered to re-send"
+        )
+        message = (
+            f"{change.stream}: the database went back in time; new epoch {change.new_epoch}, "
+            f"{resent}"
+        )
+        if not await alerts.raise_(key, Severity.WARNING, message, details):
+            await alerts.update_details(key, details)  # a later change while still active
 
     async def _send_round(self, group: asyncio.TaskGroup) -> bool:
         progressed = False
@@ -213,6 +348,7 @@ class Uplink:
             delay = self._limiter.delay()
             if delay:
                 await asyncio.sleep(delay)
+            await self._outbox.mark_leaving(cursor.stream, batch.seq_to)
             self._publish(group, cursor, batch)
             progressed = True
         return progressed
@@ -220,7 +356,7 @@ class Uplink:
     def _publish(self, group: asyncio.TaskGroup, cursor: StreamCursor, batch: WireBatch) -> None:
         payload = pack_wire_batch(
             store=self._store_id,
-            epoch=self._outbox.epoch,
+            epoch=self._outbox.epoch_of(cursor.stream),
             boot=self._boot,
             batch=batch,
             sent_at=self._clock.utc_now(),
@@ -245,6 +381,7 @@ class Uplink:
 
     async def _settle(self) -> None:
         """Advance sent marks over PUBACKed envelopes, in order per stream."""
+        now = self._clock.monotonic()
         for cursor in self._cursors.values():
             highest = None
             while cursor.in_flight and cursor.in_flight[0][1].done():
@@ -258,6 +395,7 @@ class Uplink:
                     cursor.in_flight.clear()
                     break
                 highest = seq
+                cursor.timer.pubacked(seq, now)
             if highest is not None:
                 self.parked.pop(cursor.stream, None)
                 cursor.backoff.reset()
@@ -297,32 +435,29 @@ class Uplink:
             return
         now = self._clock.monotonic()
         for cursor in self._cursors.values():
-            waiting = cursor.sent_seq > cursor.acked_seq
-            timeout = self.settings.ack_timeout_s * 2**cursor.ack_timeouts
-            if waiting and now - cursor.last_ack_progress > timeout:
+            if cursor.timer.expired(now):
                 _LOGGER.warning(
                     "no HQ ack for %s beyond seq %d in %.0f s: re-sending from the watermark",
                     cursor.stream,
                     cursor.acked_seq,
-                    timeout,
+                    cursor.timer.timeout_s,
                 )
-                cursor.ack_timeouts = min(cursor.ack_timeouts + 1, _ACK_TIMEOUT_DOUBLINGS)
+                cursor.timer.rewound()
                 cursor.next_after = cursor.acked_seq
                 cursor.awaiting_hq.clear()
                 cursor.caught_up = False
-                cursor.last_ack_progress = now
 
     async def _on_ack(self, message: InboundMessage) -> None:
-        try:
-            ack = json.loads(message.payload)
-            stream, epoch, seq = str(ack["stream"]), str(ack["epoch"]), int(ack["seq"])
-        except (ValueError, KeyError, TypeError):
-            _LOGGER.warning(
-                "ignoring malformed HQ ack on %s: %r", message.topic, message.payload[:200]
-            )
-            return
+        """Take HQ's watermark; an unreadable ack raises MalformedMessageError (the link
+        acknowledges it and counts it as malformed)."""
+        stream, epoch, seq = _read_ack(message.payload)
         released = await self._outbox.acknowledge(stream, epoch, seq)
         if released is None:
+            if await self._outbox.beyond_head(stream, epoch, seq):
+                # HQ holds seqs this database never reached: the send loop starts a new epoch.
+                self._hq_ahead[stream] = (epoch, seq)
+                self._outbox.appended.set()
+                return
             _LOGGER.debug(
                 "ignoring ack %s/%s/%d (other epoch, stream or beyond head)", stream, epoch, seq
             )
@@ -332,8 +467,7 @@ class Uplink:
         cursor = self._cursors.get(stream)
         if cursor is not None and seq > cursor.acked_seq:
             cursor.acked_seq = seq
-            cursor.last_ack_progress = self._clock.monotonic()
-            cursor.ack_timeouts = 0
+            cursor.timer.watermark_moved(seq, self._clock.monotonic())
             cursor.next_after = max(cursor.next_after, seq)
             while cursor.awaiting_hq and cursor.awaiting_hq[0] <= seq:
                 cursor.awaiting_hq.popleft()
@@ -344,6 +478,18 @@ class Uplink:
         # Bookkeeping writes ride the group commit (no task, nothing to await); a failure only
         # means rows are re-sent later, so it is logged.
         future.add_done_callback(_log_failure)
+
+
+def _read_ack(payload: bytes) -> tuple[str, str, int]:
+    """``{stream, epoch, seq}`` of a ``down/ack`` (docs/protocol.md): strings and an integer
+    seq in 1..2^63-1, or MalformedMessageError (other fields are ignored)."""
+    ack = load_json_object(payload)
+    stream, epoch, seq = ack.get("stream"), ack.get("epoch"), ack.get("seq")
+    if not isinstance(stream, str) or not isinstance(epoch, str):
+        raise MalformedMessageError("an ack needs stream and epoch (strings)")
+    if type(seq) is not int or not 1 <= seq < 2**63:
+        raise MalformedMessageError(f"an ack's seq must be an integer 1..2^63-1, not {seq!r:.40}")
+    return stream, epoch, seq
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:

@@ -118,3 +118,25 @@ def test_status_shows_the_link_backlog_and_parked_streams() -> None:
     assert "stream alerts PARKED: 0x87 Not authorized" in text
     assert "stock     12 waiting (4.0 KiB, oldest t0), HQ has up to seq 41" in text
     assert "dwell" not in text
+
+
+def test_status_counts_what_hq_sent_that_was_refused() -> None:
+    quiet = render_status(status(downlink={"refused": 0}, commands={"refused": 0}))
+    assert "refused:" not in quiet
+    text = render_status(
+        status(
+            mqtt={
+                "malformed": {
+                    "refused": 27,
+                    "by_topic": {"down/ack": 25, "down/cmd/+": 2},
+                    "last_reason": "nested deeper than 32 levels (or unbalanced)",
+                }
+            },
+            downlink={"signing": "UNSIGNED", "price_version": 3, "refused": 10},
+            commands={"refused": 1},
+        )
+    )
+    assert (
+        "refused:  27 unreadable (down/ack 25, down/cmd/+ 2); 10 price message(s) not "
+        "authentic; 1 command(s)\n          last unreadable: nested deeper than 32 levels"
+    ) in text

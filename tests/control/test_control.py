@@ -33,6 +33,7 @@ from gateway.control.protocol import (
 )
 from gateway.control.server import ControlServer, InvalidArgsError
 from gateway.errors import ControlError, ControlProtocolError, DaemonNotRunningError
+from tests.conftest import tmpfs
 from tests.daemon import short_dir
 from tests.waiting import patience
 
@@ -120,9 +121,12 @@ class Handlers:
 class Running:
     """Runs ``ControlServer.serve()`` as a task for a test and always cancels and awaits it."""
 
-    def __init__(self, path: Path, handlers: Handlers | None = None) -> None:
+    def __init__(
+        self, path: Path, handlers: Handlers | None = None, *, max_connections: int | None = None
+    ) -> None:
         self.handlers = handlers or Handlers()
-        self.server = ControlServer(path, handlers=self.handlers.all())
+        limit = {} if max_connections is None else {"max_connections": max_connections}
+        self.server = ControlServer(path, handlers=self.handlers.all(), **limit)
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Running:
@@ -137,7 +141,10 @@ class Running:
                     continue
                 writer.close()
                 await writer.wait_closed()
-                return self
+                break
+            while getattr(self.server, "active_connections", 0):  # the probe has gone
+                await asyncio.sleep(0.01)
+        return self
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.task is not None
@@ -431,6 +438,147 @@ async def test_cancelling_the_server_closes_open_connections(sock_dir: Path) -> 
     for writer in (idle_writer, stream_writer):
         writer.close()
         await writer.wait_closed()
+
+
+async def test_a_live_daemon_on_the_path_is_named_by_its_pid(sock_dir: Path) -> None:
+    path = sock_dir / "control.sock"
+    async with Running(path):
+        second = ControlServer(path)
+        with pytest.raises(ControlError, match=rf"\(pid {os.getpid()}\) is already serving"):
+            await second.listen()
+        second.close()  # nothing was claimed: the first one's socket stays
+        assert await ControlClient(path).request("echo") == {"echo": {}}
+
+
+async def test_listen_claims_the_path_before_serving(sock_dir: Path) -> None:
+    """The daemon binds during start-up, before READY: a client connecting meanwhile waits in
+    the backlog and is answered once serve() runs; close() without serve() gives the path up."""
+    path = sock_dir / "control.sock"
+    early = ControlServer(path, handlers=Handlers().all())
+    await early.listen()
+    assert stat.S_ISSOCK(path.stat().st_mode)
+    with pytest.raises(ControlError, match="already serving"):
+        await ControlServer(path).listen()
+    pending = asyncio.create_task(ControlClient(path).request("echo", {"n": 1}, timeout=30))
+    task = asyncio.create_task(early.serve(), name="control")
+    try:
+        assert await pending == {"echo": {"n": 1}}
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert not path.exists()
+    abandoned = ControlServer(path)
+    await abandoned.listen()
+    abandoned.close()
+    abandoned.close()  # idempotent
+    assert not path.exists()
+
+
+async def test_a_directory_that_cannot_hold_the_socket_is_a_clear_error(sock_dir: Path) -> None:
+    with tmpfs(sock_dir / "ro", size="64k", read_only=True) as read_only:
+        with pytest.raises(ControlError, match=f"cannot create the directory {read_only}/run"):
+            await ControlServer(read_only / "run" / "control.sock").listen()
+        with pytest.raises(ControlError, match=f"cannot listen on {read_only}/control.sock"):
+            await ControlServer(read_only / "control.sock").listen()
+
+
+# --- limits ---------------------------------------------------------------------------------
+
+
+async def test_connections_beyond_the_limit_are_answered_busy(
+    sock_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = sock_dir / "control.sock"
+    running = Running(path, max_connections=2)
+    async with running:
+        held = [await asyncio.open_unix_connection(str(path)) for _ in range(2)]
+        async with asyncio.timeout(10):  # liveness bound: until the server counts them
+            while running.server.active_connections < 2:
+                await asyncio.sleep(0.01)
+        for _ in range(3):  # refused every time, logged once
+            with pytest.raises(DaemonError, match="already serves 2 control connections") as err:
+                await ControlClient(path).request("echo")
+            assert err.value.code == "busy"
+        answers = await raw_exchange(path, b'{"v": 1, "id": 41, "cmd": "echo"}\n')
+        assert answers == [
+            {
+                "v": 1,
+                "id": 41,
+                "ok": False,
+                "error": {"code": "busy", "message": answers[0]["error"]["message"]},
+            }
+        ]
+        # The held connections are still served, and closing one makes room.
+        reader, writer = held[0]
+        writer.write(encode_request(1, "echo"))
+        assert json.loads(await reader.readline())["result"] == {"echo": {}}
+        writer.close()
+        await writer.wait_closed()
+        async with asyncio.timeout(10):
+            while running.server.active_connections > 1:
+                await asyncio.sleep(0.01)
+        assert await ControlClient(path).request("echo") == {"echo": {}}
+        for _reader, writer in held[1:]:
+            writer.close()
+            await writer.wait_closed()
+    limit_logs = [r for r in caplog.records if "max_connections" in r.getMessage()]
+    assert len(limit_logs) == 1, [r.getMessage() for r in limit_logs]
+    assert limit_logs[0].levelname == "WARNING"
+
+
+async def test_a_flood_of_connections_never_exceeds_the_limit(sock_dir: Path) -> None:
+    path = sock_dir / "control.sock"
+    running = Running(path, max_connections=3)
+    async with running:
+        opened = []
+        for _ in range(40):  # all connected before the server gets to accept any
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(path))
+            opened.append(sock)
+        try:
+            async with asyncio.timeout(30):  # every one accepted: served, refused or dropped
+                while running.server.accepted < 40:
+                    assert running.server.active_connections <= 3
+                    await asyncio.sleep(0.01)
+            assert running.server.active_connections == 3
+        finally:
+            for sock in opened:
+                sock.close()
+        async with asyncio.timeout(10):
+            while running.server.active_connections:
+                await asyncio.sleep(0.01)
+        assert await ControlClient(path).request("echo") == {"echo": {}}
+
+
+async def test_a_follow_client_resetting_its_connection_is_not_an_error(
+    sock_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`storegw scale read --follow` killed: its socket closes with events unread, which
+    resets the daemon's side of the connection."""
+    path = sock_dir / "control.sock"
+    running = Running(path)
+    async with running:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(str(path))
+        sock.sendall(encode_request(1, "silent"))
+        sock.setblocking(False)
+        async with asyncio.timeout(10):  # until the first event waits unread in its buffer
+            while True:
+                try:
+                    if sock.recv(1, socket.MSG_PEEK):
+                        break
+                except BlockingIOError:
+                    pass
+                await asyncio.sleep(0.01)
+        sock.close()
+        async with asyncio.timeout(10):  # liveness bound, not a timing assertion
+            await running.handlers.stream_closed.wait()
+            while getattr(running.server, "active_connections", 0):
+                await asyncio.sleep(0.01)
+        assert await ControlClient(path).request("echo") == {"echo": {}}
+    problems = [r for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}]
+    assert problems == [], [r.getMessage() for r in problems]
 
 
 def test_registering_a_command_twice_is_a_bug(sock_dir: Path) -> None:

@@ -21,7 +21,13 @@ def test_book_deduplicates_escalates_and_clears() -> None:
     assert first is not None
     assert first.type == "alert.raised"
     clock.advance(60)
-    assert book.raise_("stock.low:slot-1", Severity.WARNING, "2 left", clock.utc_now()) is None
+    assert book.raise_("stock.low:slot-1", Severity.WARNING, "3 left", clock.utc_now()) is None
+    kept_current = book.raise_("stock.low:slot-1", Severity.WARNING, "2 left", clock.utc_now())
+    assert kept_current is not None
+    assert not kept_current.is_event  # the same alert: nothing new for the alerts stream
+    assert kept_current.alert.message == "2 left"
+    assert kept_current.alert.raised_at == first.alert.raised_at
+    assert kept_current.alert.updated_at > first.alert.updated_at
     escalated = book.raise_("stock.low:slot-1", Severity.CRITICAL, "empty", clock.utc_now())
     assert escalated is not None
     assert escalated.alert.raised_at == first.alert.raised_at  # same episode
@@ -69,3 +75,41 @@ async def test_alerts_persist_and_travel_on_the_alerts_stream(tmp_path: Path) ->
     text = render_alerts({"active": [active.as_dict()]})
     assert text.startswith("CRITICAL sensor.fault:shelf-a")
     assert render_alerts({"active": []}) == "no active alerts"
+
+
+async def test_raising_an_active_alert_again_keeps_its_details_current_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Item 9: a re-raised alert's count, reason and updated_at move (stored), with no new
+    event; the clear carries the final details."""
+    clock = FakeClock()
+    path = tmp_path / "g.db"
+    async with Database.running(path, clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(("alerts",))
+        alerts = Alerts(db, outbox, clock)
+        await alerts.load()
+        raised_at = clock.utc_now()
+        for n in range(1, 11):
+            raised = await alerts.raise_(
+                "downlink.signature", Severity.CRITICAL, f"refused: reason {n}", {"refused": n}
+            )
+            assert raised is (n == 1)
+            clock.advance(5)
+        assert not await alerts.raise_(
+            "downlink.signature", Severity.CRITICAL, "refused: reason 10"
+        )
+    async with Database.running(path, clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(("alerts",))
+        alerts = Alerts(db, outbox, clock)
+        await alerts.load()
+        [active] = alerts.active()
+        assert active.details == {"refused": 10}  # None kept them
+        assert active.message == "refused: reason 10"
+        assert active.raised_at == raised_at
+        assert (active.updated_at - raised_at).total_seconds() == 45
+        assert await alerts.clear("downlink.signature", "quiet")
+        events = await outbox.read("alerts", after_seq=0, max_events=10, max_bytes=10**6)
+    assert [e.type for e in events] == ["alert.raised", "alert.cleared"]
+    assert json.loads(events[1].body)["details"] == {"refused": 10}

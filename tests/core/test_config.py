@@ -109,6 +109,71 @@ def test_duplicate_device_names_are_refused() -> None:
         )
 
 
+def test_a_duplicate_device_still_has_its_options_checked() -> None:
+    """Renaming the duplicate must not reveal a second round of errors."""
+    good = {"name": "a", "driver": "fake.scale", "options": {"port": "p"}}
+    bad = {"name": "a", "driver": "fake.scale", "options": {"rate_hz": -1}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {"store": {"id": "s1"}, "devices": [good, bad]}, registry=registry(), environ={}
+        )
+    assert issue_paths(caught.value) == {
+        "devices.1.name",
+        "devices.1.options.port",
+        "devices.1.options.rate_hz",
+    }
+    unknown = {"name": "a", "driver": "acme.nothing"}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {"store": {"id": "s1"}, "devices": [good, unknown]}, registry=registry(), environ={}
+        )
+    assert issue_paths(caught.value) == {"devices.1.name", "devices.1.driver"}
+
+
+def test_tls_files_that_do_not_exist_are_refused(tmp_path: Path) -> None:
+    present = tmp_path / "ca.pem"
+    present.write_text("a CA bundle", encoding="utf-8")
+    mqtt = {
+        "ca_file": str(tmp_path / "missing-ca.pem"),
+        "client_cert": str(tmp_path / "no-dir" / "store.crt"),
+        "client_key": str(tmp_path),  # a directory
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"store": {"id": "s1"}, "mqtt": mqtt}, registry=registry(), environ={})
+    assert issue_paths(caught.value) == {"mqtt.ca_file", "mqtt.client_cert", "mqtt.client_key"}
+    message = str(caught.value)
+    assert f"{tmp_path / 'missing-ca.pem'}: no such file" in message
+    assert f"{tmp_path} is not a file" in message
+    settings, _ = parse_config(
+        {"store": {"id": "s1"}, "mqtt": {"ca_file": str(present)}}, registry=registry(), environ={}
+    )
+    assert settings.mqtt.ca_file == present
+
+
+def test_control_socket_path_must_fit_a_unix_socket() -> None:
+    too_long = "/run/" + "d" * 98 + "/c.sock"  # 110 bytes
+    with pytest.raises(ConfigError, match="at most 107") as caught:
+        parse_config(
+            {"store": {"id": "s1"}, "control": {"socket": too_long}},
+            registry=registry(),
+            environ={},
+        )
+    assert issue_paths(caught.value) == {"control.socket"}
+    fits = "/run/" + "d" * 95 + "/c.sock"  # 107 bytes
+    settings, _ = parse_config(
+        {"store": {"id": "s1"}, "control": {"socket": fits}}, registry=registry(), environ={}
+    )
+    assert len(str(settings.control.socket)) == 107
+    for bad in (0, -1, 1001, "many"):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(
+                {"store": {"id": "s1"}, "control": {"max_connections": bad}},
+                registry=registry(),
+                environ={},
+            )
+        assert issue_paths(caught.value) == {"control.max_connections"}
+
+
 def test_plaintext_needs_explicit_opt_in() -> None:
     with pytest.raises(ConfigError, match="allow_plaintext"):
         parse_config(

@@ -27,7 +27,7 @@ from gateway.drivers.contracts import (
     LabelReport,
     LabelReportKind,
 )
-from gateway.errors import DriverConfigError, DriverUnavailableError
+from gateway.errors import DriverConfigError, DriverUnavailableError, LabelPanelMismatchError
 from tests.conftest import tmpfs
 from tests.devices.harness import make, plugin, take
 from tests.waiting import patience
@@ -143,8 +143,43 @@ async def test_unknown_labels_and_wrong_sizes_are_refused() -> None:
         await driver.push(content("0000000000000000", "x"))
     with pytest.raises(DriverConfigError, match="unknown label"):
         await driver.flash("0000000000000000")
-    with pytest.raises(DriverConfigError, match="152x152"):
+    with pytest.raises(LabelPanelMismatchError, match="152x152, the panel is 296x128") as caught:
         await driver.push(content("00000000000000A1", "x", LabelModel(152, 152, LabelPalette.BW)))
+    assert (caught.value.label, caught.value.panel) == ("00000000000000A1", MODEL)
+
+
+async def test_the_access_point_can_list_its_labels_when_read() -> None:
+    big = {"width": 800, "height": 480, "palette": "bwr", "has_led": False}
+    driver = make(
+        "simulated.esl",
+        labels=[{"label_id": "00000000000000A1"}, {"label_id": "00000000000000A2", "model": big}],
+        announce_labels=True,
+        **QUIET,
+    )
+    await driver.push(content("00000000000000A1", "a"))
+    reports: list[LabelReport] = await take(driver.readings(), 3, LabelReport)
+    assert [(r.label_id, r.kind, r.content_hash) for r in reports] == [
+        ("00000000000000A1", LabelReportKind.SEEN, None),  # listed before the radio ran
+        ("00000000000000A2", LabelReportKind.SEEN, None),
+        ("00000000000000A1", LabelReportKind.CONFIRMED, "hash-a"),
+    ]
+    assert [r.model for r in reports[:2]] == [MODEL, LabelModel(800, 480, LabelPalette.BWR)]
+    assert reports[0].evidence == "sim: listed by the access point"
+
+
+async def test_a_swapped_panel_starts_blank_and_checks_in_with_its_model() -> None:
+    driver = make("simulated.esl", labels=[{"label_id": "00000000000000A1"}], **QUIET)
+    await driver.push(content("00000000000000A1", "a"))
+    await take(driver.readings(), 1, LabelReport)
+    assert driver.shown_hash("00000000000000A1") == "hash-a"
+    big = LabelModel(800, 480, LabelPalette.BWR)
+    driver.swap_panel("00000000000000A1", big)
+    [report] = await take(driver.readings(), 1, LabelReport)
+    assert (report.kind, report.model, report.content_hash) == (LabelReportKind.SEEN, big, None)
+    assert report.evidence == "sim: new panel"
+    with pytest.raises(LabelPanelMismatchError, match="the panel is 800x480"):
+        await driver.push(content("00000000000000A1", "b"))
+    await driver.push(content("00000000000000A1", "c", big))
 
 
 async def test_labels_check_in_with_battery_and_signal() -> None:

@@ -84,3 +84,34 @@ def test_every_bad_row_is_reported_at_once() -> None:
     with pytest.raises(ValueError, match=r"row 2.*\n.*row 3") as raised:
         read_promotions(text, now=NOW)
     assert "row 1" not in str(raised.value)
+
+
+def test_a_progressive_step_is_flagged_and_the_flag_stays_off_the_wire_when_false() -> None:
+    text = (
+        "id,sku,price,currency,effective_from,effective_to,progressive\n"
+        "step-1,1,1.99,EUR,+0s,+7d,false\n"
+        "step-2,1,1.79,EUR,+7d,+14d,TRUE\n"
+        "plain,2,1.00,EUR,+0s,+1d,\n"
+    )
+    first, second, plain = read_promotions(text, now=NOW, filename="steps.csv")
+    assert "progressive" not in first  # a store without the flag takes the batch as before
+    assert second["progressive"] is True
+    assert "progressive" not in plain
+    rows = [{**second, "effective_from": "+7d", "effective_to": "+14d"}]
+    assert read_promotions(json.dumps(rows), now=NOW)[0]["progressive"] is True
+    [message] = build_price_messages(
+        [], version=3, kind="delta", issued_at=NOW, stores=["s1"], promotions=[first, second]
+    )
+    batch = parse_price_batch(message)
+    assert [p.progressive for p in batch.promotions] == [False, True]
+
+
+@pytest.mark.parametrize("flag", ["yes", "1", "progressive", " "])
+def test_a_progressive_flag_that_is_not_true_or_false_is_refused(flag: str) -> None:
+    text = HEADER.replace("\n", ",progressive\n") + f"p,1,1.00,EUR,+0s,+1d,{flag}\n"
+    with pytest.raises(ValueError, match=r"row 1.*progressive"):
+        read_promotions(text, now=NOW, filename="p.csv")
+    row = {"id": "p", "sku": "1", "price": "1.00", "currency": "EUR"}
+    json_row = {**row, "effective_from": "+0s", "effective_to": "+1d", "progressive": flag}
+    with pytest.raises(ValueError, match=r"row 1.*progressive"):
+        read_promotions(json.dumps([json_row]), now=NOW)

@@ -24,10 +24,11 @@ from gateway.drivers.contracts import (
     LabelReportKind,
     Reading,
 )
-from gateway.errors import DriverConfigError, DriverUnavailableError
+from gateway.errors import DriverConfigError, DriverUnavailableError, LabelPanelMismatchError
 from gateway.hq.prices import build_price_messages
 from gateway.labels.bindings import LabelBindings
 from gateway.labels.pipeline import LabelPipeline
+from gateway.prices.book import WasPrice
 from gateway.prices.downlink import PriceDownlink, PriceDownlinkSettings
 from gateway.store import Database
 from gateway.store.outbox import Outbox
@@ -47,6 +48,9 @@ class CountingDriver:
     clock: FakeClock = field(default_factory=FakeClock)
     pushes: list[LabelContent] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)  # labels this system does not know
+    # Labels with another panel than MODEL: their reports carry it, content of another size
+    # is refused naming it (None: reports carry no model; refused without naming a panel).
+    panels: dict[str, LabelModel | None] = field(default_factory=dict)
     unavailable: bool = False
     shows: dict[str, str | None] = field(default_factory=dict)
 
@@ -69,6 +73,16 @@ class CountingDriver:
             raise DriverUnavailableError("access point does not answer")
         if content.label_id in self.refuse:
             raise DriverConfigError(f"unknown label {content.label_id}", driver=self.name)
+        if content.label_id in self.panels:
+            panel = self.panels[content.label_id]
+            size = (content.model.width, content.model.height)
+            if panel is None or size != (panel.width, panel.height):
+                raise LabelPanelMismatchError(
+                    f"content is {size[0]}x{size[1]}, not the label's panel",
+                    label=content.label_id,
+                    panel=panel,
+                    driver=self.name,
+                )
         self.pushes.append(content)
 
     async def flash(self, label_id: str, *, seconds: float = 10.0) -> None:
@@ -93,7 +107,7 @@ class CountingDriver:
             self.clock.utc_now(),
             content_hash=content_hash,
             evidence=evidence,
-            model=MODEL,
+            model=self.panels.get(label, MODEL),
         )
 
 
@@ -132,9 +146,16 @@ class LabelStore:
             )
 
     async def settle(self) -> None:
-        """Plan what the hooks asked for and render everything (no dispatch)."""
+        """Apply the reports so far, plan what the hooks asked for and render everything (no
+        dispatch)."""
+        while await self.pipeline.process_reports():
+            pass
         await self.pipeline.plan_pending()
         await self.pipeline.render_all()
+
+    def check_in(self, label: str, model: LabelModel | None = MODEL, device: str = "esl") -> None:
+        """The label checks in with its ESL system (a SEEN report, not yet applied)."""
+        self.pipeline.on_reading(device, check_in_report(self.clock, label, model))
 
     async def jobs(self) -> dict[str, dict[str, Any]]:
         rows = await self.db.fetchall("SELECT * FROM label_jobs ORDER BY label")
@@ -177,6 +198,18 @@ class LabelStore:
             pass
 
 
+def check_in_report(clock: FakeClock, label: str, model: LabelModel | None) -> LabelReport:
+    """A label checking in: SEEN with its panel (None: a driver that reports no model)."""
+    return LabelReport(
+        label,
+        LabelReportKind.SEEN,
+        clock.monotonic(),
+        clock.utc_now(),
+        evidence="fake: check-in",
+        model=model,
+    )
+
+
 def item(sku: str, price: str, **extra: Any) -> dict[str, Any]:
     return {"sku": sku, "price": price, "currency": "EUR", "name": f"Item {sku}", **extra}
 
@@ -201,8 +234,14 @@ async def label_store(
     *,
     clock: FakeClock | None = None,
     drivers: dict[str, LabelDriver | None] | None = None,
+    heard_on_bind: bool = True,
+    was_price: WasPrice = "hq",
+    timezone: str = "UTC",
     **config: Any,
 ) -> AsyncIterator[LabelStore]:
+    """A store on real SQLite. With ``heard_on_bind`` a label checks in (SEEN, ``MODEL``,
+    through the first driver) when it is first bound, as labels on the shelf for a while do;
+    without, labels check in only when a test says so (``LabelStore.check_in``)."""
     clock = clock or FakeClock()
     driver_map: dict[str, LabelDriver | None] = (
         drivers if drivers is not None else {"esl": CountingDriver(clock=clock)}
@@ -219,6 +258,8 @@ async def label_store(
             clock=clock,
             config=LabelsConfig(**config),
             drivers=lambda: driver_map,
+            timezone=timezone,
+            was_price=was_price,
             rng=random.Random(1),
         )
         await pipeline.load()
@@ -233,9 +274,16 @@ async def label_store(
             on_applied=pipeline.on_prices_applied,
         )
         await downlink.load()
-        bindings = LabelBindings(
-            db, outbox, clock, on_change=lambda label: pipeline.on_bindings_changed([label])
-        )
+        heard: set[str] = set()
+        first_driver = next(iter(driver_map), "esl")
+
+        def on_change(label: str) -> None:
+            pipeline.on_bindings_changed([label])
+            if heard_on_bind and label not in heard:
+                heard.add(label)
+                pipeline.on_reading(first_driver, check_in_report(clock, label, MODEL))
+
+        bindings = LabelBindings(db, outbox, clock, on_change=on_change)
         head = await db.fetchone("SELECT value FROM meta WHERE key = 'price_head'")
         try:
             yield LabelStore(

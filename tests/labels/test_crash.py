@@ -57,6 +57,9 @@ ESL_OPTIONS: dict[str, Any] = {
     "seconds_per_label": 1.0,
     "speed": 500.0,  # 500 labels/s
     "checkin_interval_s": 86_400.0,  # about 60 check-ins (SEEN) a second at this speed
+    # The access point lists its labels (with their panels) when it is read, so the labels
+    # seeded right after the start are drawn at once, not as each first checks in.
+    "announce_labels": True,
     "heartbeat_s": 1.0,
 }
 CONVERGE_S = 120.0  # generous: the radio alone needs 20 s for the shelf

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -28,6 +29,7 @@ from gateway.commands import (
     builtin_commands,
 )
 from gateway.config import MqttConfig
+from gateway.errors import MalformedMessageError
 from gateway.hq.cmd import parse_command_args, send_command
 from gateway.hq.tail import HqSettings
 from gateway.labels.bindings import LabelBindings
@@ -211,11 +213,14 @@ async def test_refusals(tmp_path: Path, mosquitto: Broker) -> None:
             await s.processor.on_message(inbound("count", forged, own))
             await s.processor.on_message(inbound("launch", command("launch", cid="c-4"), own))
             await s.processor.on_message(inbound("ping", command("count", cid="c-5"), own))
-            await s.processor.on_message(inbound("ping", b"{nonsense", own))
+            # Garbage is answered, then left to the link to acknowledge and count as malformed.
+            with pytest.raises(MalformedMessageError, match="not JSON"):
+                await s.processor.on_message(inbound("ping", b"{nonsense", own))
             assert s.counted == []
-            assert s.processor.refused == 8
+            assert s.processor.refused == 7
             [alert] = s.alerts.active()
             assert alert.key == COMMAND_ALERT
+            assert alert.details["refused"] == 7
             await until(lambda: len(watcher.replies) == 5)
             assert all(reply["ok"] is False for reply, _ in watcher.replies)
             errors = " | ".join(reply["error"] for reply, _ in watcher.replies)
@@ -260,3 +265,18 @@ async def test_hq_binds_labels_with_signed_commands(tmp_path: Path, mosquitto: B
         assert "unbind it before" in refused["error"]
         gone = await send_command(settings, "s1", "unbind", {"label": "L-7"}, signer=SIGNER)
         assert gone["result"]["removed"]["sku"] == "4006381333931"
+
+
+async def test_unsigned_mode_refuses_a_signature_it_cannot_check(
+    tmp_path: Path, mosquitto: Broker
+) -> None:
+    """Item 10: without HQ keys, a command claiming a signature is not run as if unsigned."""
+    async with store(tmp_path, mosquitto, signed=False) as s:
+        forged = command("count", cid="c-1", signer=Signer("hq-1", Ed25519PrivateKey.generate()))
+        await s.processor.on_message(inbound("count", forged, None))
+        assert s.counted == []
+        [alert] = s.alerts.active()
+        assert alert.key == COMMAND_ALERT
+        assert "no HQ keys are configured" in alert.message
+        await s.processor.on_message(inbound("count", command("count", signer=None), None))
+        assert s.counted == [1]  # unsigned mode takes what claims no signature

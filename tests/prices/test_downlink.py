@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.alerts import Alerts
 from gateway.clock import FakeClock
+from gateway.errors import MalformedMessageError
 from gateway.events import validate_event
 from gateway.hq.prices import build_price_messages
 from gateway.prices.book import PriceBook
@@ -237,7 +238,7 @@ async def test_incomplete_parts_expire_with_a_receipt(tmp_path: Path) -> None:
         ("flipped", "does not verify"),
         ("other-store", "does not include store"),
         ("expired", "expired"),
-        ("garbage", "not JSON"),
+        ("kid-without-sig", "needs both kid and sig"),
     ],
 )
 async def test_unauthentic_messages_are_refused_with_an_alert(
@@ -279,7 +280,9 @@ async def test_unauthentic_messages_are_refused_with_an_alert(
             )
             payload = old[0]
         else:
-            payload = b"\x00\xffnot json"
+            wrapper = json.loads(good)
+            del wrapper["sig"]
+            payload = json.dumps(wrapper).encode()
         await s.receive(payload)
         assert await s.prices() == {}
         assert s.downlink.head == 0
@@ -288,6 +291,82 @@ async def test_unauthentic_messages_are_refused_with_an_alert(
         assert reason in alert.message
         await s.receive(good)  # the real one still goes through
         assert await s.prices() == {"a": "6.66"}
+
+
+async def test_the_signature_alert_keeps_count_and_reason_current_and_clears_when_quiet(
+    tmp_path: Path,
+) -> None:
+    """Item 9: after ten refusals the alert says 10 and the last reason (as status does), its
+    updated_at moves, a restart keeps both, and it clears a day after the last refusal."""
+    async with store(tmp_path) as s:
+        for n in range(1, 11):
+            s.clock.advance(60)
+            stores = ["s1"] if n % 2 else ["s2"]
+            signer = None if n % 2 else SIGNER  # unsigned, or scoped to another store
+            [payload] = batch(s.clock, n, [item("a", "6.66")], signer=signer, stores=stores)
+            await s.receive(payload)
+        [alert] = s.alerts.active()
+        assert alert.key == SIGNATURE_ALERT
+        assert alert.details["refused"] == 10 == s.downlink.refused
+        assert s.downlink.status()["refused"] == 10
+        assert "does not include store 's1'" in str(alert.details["last_reason"])
+        assert s.downlink.status()["last_refusal"] == alert.details["last_reason"]
+        assert "does not include store 's1'" in alert.message
+        assert (alert.updated_at - alert.raised_at).total_seconds() == 9 * 60
+    async with store(tmp_path) as s:  # a restart
+        assert s.downlink.refused == 10
+        [alert] = s.alerts.active()
+        assert alert.details["refused"] == 10
+        s.clock.advance(25 * 3600)
+        await s.downlink.refusals.expire()
+        assert s.alerts.active() == ()
+        assert s.downlink.refused == 0
+        events = await s.outbox.read("alerts", after_seq=0, max_events=10, max_bytes=10**6)
+        assert [e.type for e in events] == ["alert.raised", "alert.cleared"]
+        assert json.loads(events[1].body)["details"]["refused"] == 10
+
+
+async def test_unsigned_mode_refuses_a_signature_it_cannot_check(tmp_path: Path) -> None:
+    """Item 10: without HQ keys, a wrapper claiming a signature is never applied unchecked."""
+    async with store(tmp_path, signed=False) as s:
+        forged = batch(
+            s.clock,
+            1,
+            [item("a", "6.66")],
+            kind="full",
+            signer=Signer("hq-1", Ed25519PrivateKey.generate()),
+        )[0]
+        await s.receive(forged)
+        assert await s.prices() == {}
+        [alert] = s.alerts.active()
+        assert alert.key == SIGNATURE_ALERT
+        assert "no HQ keys are configured" in alert.message
+        [unsigned] = batch(s.clock, 1, [item("a", "1.00")], kind="full", signer=None)
+        await s.receive(unsigned)
+        assert await s.prices() == {"a": "1.00"}
+
+
+async def test_unreadable_price_messages_are_left_to_the_link_as_malformed(
+    tmp_path: Path,
+) -> None:
+    """Item A: what cannot be read raises MalformedMessageError (the link acks and counts
+    it under downlink.malformed); the signature alert is for what can be read."""
+    async with store(tmp_path) as s:
+        [good] = batch(s.clock, 1, [item("a", "1.00")], kind="full")
+        deep = b'{"a":' * 5000 + b"1" + b"}" * 5000
+        for payload in (
+            b"",
+            b"\x00\xff",
+            b"[" * 100_000,
+            b'{"v": 1, "payload": "e30=", "kid": "hq-1", "sig": Infinity}',
+            SIGNER.wrap(deep),  # signed, but nothing to read inside
+            SIGNER.wrap(b"\xff\xfe"),
+        ):
+            with pytest.raises(MalformedMessageError):
+                await s.receive(payload)
+        assert s.alerts.active() == ()
+        await s.receive(good)
+        assert await s.prices() == {"a": "1.00"}
 
 
 async def test_group_scope_and_unsigned_mode(tmp_path: Path) -> None:
@@ -359,13 +438,16 @@ async def test_state_survives_a_restart(tmp_path: Path) -> None:
 async def test_history_is_pruned_beyond_its_retention(tmp_path: Path) -> None:
     async with store(tmp_path) as s:
         await s.receive(batch(s.clock, 1, [item("a", "1.00")], kind="full")[0])
-        s.clock.advance(timedelta(days=100).total_seconds())
-        await s.receive(batch(s.clock, 2, [item("a", "2.00")])[0])
+        s.clock.advance(timedelta(days=5).total_seconds())
+        await s.receive(batch(s.clock, 2, [item("a", "1.50")])[0])
+        s.clock.advance(timedelta(days=95).total_seconds())
+        await s.receive(batch(s.clock, 3, [item("a", "2.00")])[0])
         await s.downlink.prune_history()  # 90 days by default
         rows = await s.db.fetchall("SELECT version FROM price_history WHERE sku = 'a'")
-        assert [r["version"] for r in rows] == [2]
+        # v2 stays: it was the price in force 90 days ago, until v3 (a prior price needs it)
+        assert [r["version"] for r in rows] == [2, 3]
         versions = await s.db.fetchall("SELECT version FROM price_versions")
-        assert [r["version"] for r in versions] == [2]  # v1's record is past retention
+        assert [r["version"] for r in versions] == [3]  # v1's and v2's records are past it
         assert await s.prices() == {"a": "2.00"}  # the book itself is never pruned
 
 
@@ -409,3 +491,41 @@ async def test_was_price_is_hqs_or_the_lowest_of_the_prior_30_days(tmp_path: Pat
         hq_says = {**sale, "id": "sale-2", "reference_price": "1.99"}
         await s.receive(batch(s.clock, 6, [], promotions=[hq_says])[0])
         assert (await lowest.shelf_price("a", during)).reference_price == "1.99"  # type: ignore[union-attr]
+
+
+class RecordingLink:
+    """The part of a link the downlink publishes through: keeps what went up."""
+
+    topic_root = "retail/v1/s1/"
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict[str, Any]]] = []
+
+    def subscribe(self, _topic: str, _handler: Any) -> None:
+        pass
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        self.published.append((topic, json.loads(payload)))
+
+
+async def test_a_batch_arriving_part_by_part_is_no_gap_until_its_parts_stop_coming(
+    tmp_path: Path,
+) -> None:
+    async with store(tmp_path) as s:
+        link = RecordingLink()
+        s.downlink.attach(link)  # type: ignore[arg-type]
+        items = [item(f"sku-{n}", "1.00", name="n" * 150) for n in range(3000)]
+        parts = batch(s.clock, 1, items, kind="full")
+        assert len(parts) >= 3
+        for part in parts[:-1]:
+            await s.receive(part)
+            s.clock.advance(2)
+        assert link.published == []  # the next version, still arriving: nothing to ask for
+        s.clock.advance(s.downlink.settings.resync_interval_s)
+        await s.downlink.advance()  # its parts stopped coming: HQ is asked for it
+        [(topic, request)] = link.published
+        assert topic == "retail/v1/s1/up/sync"
+        assert (request["have_version"], request["held_versions"]) == (0, [1])
+        await s.receive(parts[-1])
+        assert s.downlink.head == 1
+        assert len(await s.prices()) == 3000

@@ -11,10 +11,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.clock import FakeClock
 from gateway.config import DownlinkConfig
-from gateway.errors import BatchRejectedError, SignatureError
+from gateway.errors import BatchRejectedError, MalformedMessageError, SignatureError
 from gateway.hq.keys import generate_key
 from gateway.hq.prices import build_price_messages, read_price_list
 from gateway.prices.batch import parse_price_batch
+from gateway.sync.inbound import MAX_MESSAGE_BYTES
 from gateway.sync.signing import Signer, Verifier, decode_public_key, encode_public_key
 
 KEY = Ed25519PrivateKey.generate()
@@ -36,8 +37,6 @@ def test_keygen_writes_a_private_pem_and_returns_the_config_form(tmp_path: Path)
 @pytest.mark.parametrize(
     "message",
     [
-        b"",
-        b"[]",
         b'{"v": 2, "payload": "e30="}',
         b'{"v": 1, "payload": "not base64!"}',
         b'{"v": 1, "payload": "e30=", "kid": "hq-1"}',
@@ -49,6 +48,43 @@ def test_keygen_writes_a_private_pem_and_returns_the_config_form(tmp_path: Path)
 def test_verifier_refuses_garbage(message: bytes) -> None:
     with pytest.raises(SignatureError):
         Verifier({"hq-1": KEY.public_key()}).open(message)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"",
+        b"[]",
+        b"\x00\xffnot json",
+        b'{"v": 1, "payload": "e30=", "kid": "hq-1", "sig": NaN}',
+        b"[" * 10_000 + b"]" * 10_000,
+        b'{"v": 1, "payload": "' + b"A" * (2 * 1024 * 1024) + b'"}',
+    ],
+)
+def test_verifier_refuses_unreadable_messages_as_malformed(message: bytes, signed: bool) -> None:
+    keys = {"hq-1": KEY.public_key()} if signed else {}
+    with pytest.raises(MalformedMessageError):
+        Verifier(keys).open(message, allow_unsigned=True)
+
+
+def test_a_claimed_signature_is_checked_without_keys_too() -> None:
+    """Item 10: unsigned mode takes unsigned messages, never a signature it cannot check."""
+    unsigned = Verifier({})
+    payload = b'{"a": 1}'
+    signed = Signer("hq-1", KEY).wrap(payload)
+    with pytest.raises(SignatureError, match="no HQ keys are configured"):
+        unsigned.open(signed)
+    forged = json.loads(signed)
+    forged["sig"] = base64.b64encode(b"\x00" * 64).decode()
+    with pytest.raises(SignatureError, match="no HQ keys are configured"):
+        unsigned.open(json.dumps(forged).encode())
+    half = json.loads(signed)
+    del half["sig"]
+    with pytest.raises(SignatureError, match="needs both kid and sig"):
+        unsigned.open(json.dumps(half).encode(), allow_unsigned=True)
+    wrapped = json.dumps({"v": 1, "payload": base64.b64encode(payload).decode()}).encode()
+    assert unsigned.open(wrapped) == (payload, None)  # claims nothing: taken unsigned
 
 
 def test_unsigned_mode_takes_bare_or_wrapped_payloads() -> None:
@@ -144,3 +180,39 @@ def test_big_batches_split_into_signed_parts_under_the_cap() -> None:
     assert [p.header.part for p in parts] == list(range(1, len(messages) + 1))
     assert {p.header.parts for p in parts} == {len(messages)}
     assert sum(len(p.items) for p in parts) == 2000
+
+
+def test_hq_never_builds_a_part_larger_than_a_store_reads() -> None:
+    items = [
+        {"sku": f"s{n}", "price": "1.00", "currency": "EUR", "name": "n" * 180}
+        for n in range(12_000)
+    ]
+    messages = build_price_messages(
+        items,
+        version=1,
+        kind="full",
+        issued_at=FakeClock().utc_now(),
+        stores=["s1"],
+        signer=Signer("hq-1", KEY),
+        max_message_bytes=64 * 1024 * 1024,  # HQ's [mqtt] max_message_bytes allows that much
+    )
+    assert len(messages) > 2
+    assert all(len(m) <= MAX_MESSAGE_BYTES for m in messages)
+
+
+@pytest.mark.parametrize("flag", ['"true"', "1", "0", "null", '"yes"', "[]", "{}"])
+def test_a_promotions_progressive_flag_must_be_a_boolean(flag: str) -> None:
+    promotion = (
+        '{"id": "p", "sku": "a", "price": "1.00", "currency": "EUR", '
+        '"effective_from": "2026-11-23T09:00:00+00:00", '
+        f'"effective_to": "2026-11-24T09:00:00+00:00", "progressive": {flag}}}'
+    )
+    payload = (
+        _HEAD + '"version": 1, "kind": "delta", "issued_at": "2026-11-23T09:00:00+00:00", '
+        f'"promotions": [{promotion}]}}'
+    ).encode()
+    with pytest.raises(BatchRejectedError) as caught:
+        parse_price_batch(payload)
+    [problem] = caught.value.problems
+    assert problem["item"] == "promotion p"
+    assert "progressive" in problem["reason"]

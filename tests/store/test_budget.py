@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from gateway.alerts import Alerts
+from gateway.alerts import Alerts, Severity
 from gateway.clock import FakeClock
 from gateway.config import OutboxConfig
-from gateway.errors import OutboxFullError
+from gateway.errors import OutboxFullError, StorageFullError
 from gateway.store import MIGRATIONS, Database
 from gateway.store.budget import Admission, BufferBudget, BufferPressure, Shed
-from gateway.store.keeper import PRESSURE_ALERT, OutboxKeeper
+from gateway.store.keeper import PRESSURE_ALERT, STORAGE_FULL_ALERT, OutboxKeeper
 from gateway.store.outbox import EXPIRED_TYPE, Outbox
 
 STREAMS = ("stock", "dwell", "receipts", "alerts")
@@ -314,3 +315,63 @@ async def test_a_producer_giving_up_its_wait_leaves_the_byte_count_exact(tmp_pat
         assert outbox.pressure.used_bytes == await outbox.refresh_usage()
         for stream in ("stock", "dwell", "receipts"):
             assert await outbox.read(stream, after_seq=0, max_events=1000, max_bytes=10**9)
+
+
+async def test_a_full_disk_raises_storage_full_and_clears_it_after_a_write_succeeds(
+    tmp_path: Path,
+) -> None:
+    from tests.store.test_database import _SMALL_BUDGET
+
+    clock = FakeClock()
+    async with Database.running(
+        tmp_path / "g.db", clock=clock, max_page_count=_SMALL_BUDGET * 4
+    ) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(STREAMS)
+        alerts = Alerts(db, outbox, clock)
+        await alerts.load()
+        keeper = OutboxKeeper(outbox, alerts, clock, ttl_s={}, database=db)
+        await db.write("CREATE TABLE filler (pad BLOB)")
+        while db.full_since is None:  # fill the page budget with something that is not events
+            with contextlib.suppress(StorageFullError):
+                await db.write("INSERT INTO filler VALUES (zeroblob(3000))")
+        await keeper.tick()
+        [alert] = alerts.active()  # active, persisted or not: `storegw alerts` shows it
+        assert alert.key == STORAGE_FULL_ALERT
+        assert alert.severity.value == "critical"
+        assert "the disk is full" in alert.message
+        await keeper.tick()
+        assert len(alerts.active()) == 1  # raised once per episode
+        await db.write("DELETE FROM filler")
+        await keeper.tick()
+        assert alerts.active() != ()  # room again, but not for long enough yet
+        clock.advance(31)
+        await keeper.tick()  # nothing else writes: the keeper's own probe ends the episode
+        assert db.full_since is None
+        assert alerts.active() == ()
+        events = await outbox.read("alerts", after_seq=0, max_events=10, max_bytes=10**9)
+        cleared = json.loads(events[-1].body)
+        assert events[-1].type == "alert.cleared"
+        assert (cleared["key"], cleared["severity"]) == (STORAGE_FULL_ALERT, "critical")
+
+
+async def test_storage_full_found_active_at_start_is_cleared_only_by_a_write(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    path = tmp_path / "g.db"
+    async with Database.running(path, clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(STREAMS)
+        alerts = Alerts(db, outbox, clock)
+        await alerts.raise_(STORAGE_FULL_ALERT, Severity.CRITICAL, "the disk is full")
+    async with Database.running(path, clock=clock) as db:  # restarted with room again
+        outbox = Outbox(db, clock)
+        await outbox.open(STREAMS)
+        alerts = Alerts(db, outbox, clock)
+        await alerts.load()
+        assert [a.key for a in alerts.active()] == [STORAGE_FULL_ALERT]
+        commits = (await db.stats()).commits
+        await OutboxKeeper(outbox, alerts, clock, ttl_s={}, database=db).tick()
+        assert alerts.active() == ()
+        assert (await db.stats()).commits > commits

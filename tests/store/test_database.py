@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -233,6 +234,69 @@ async def test_real_full_filesystem(tmp_path: Path) -> None:
             assert (await db.stats()).free_disk_bytes < 64 * 1024
 
 
+async def test_a_full_disk_is_one_episode_logged_once_even_when_small_writes_pass(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A nearly full disk refuses big writes and lets small ones through: without hysteresis
+    every other commit logged an ERROR (and a recovery) — dozens of lines a second."""
+    caplog.set_level(logging.INFO, logger="gateway.store.database")
+    clock = FakeClock()
+    path = tmp_path / "g.db"
+    async with Database.running(path, clock=clock, max_page_count=_SMALL_BUDGET) as db:
+        await db.write("CREATE TABLE t (n INTEGER, pad BLOB)")
+        changes: list[object] = []
+        db.on_full_change = lambda: changes.append(db.full_since)
+        assert (await db.stats()).full_since is None
+        for n in range(20):
+            with pytest.raises(StorageFullError):
+                await db.write_many(
+                    "INSERT INTO t VALUES (?, zeroblob(4000))", [(n,) for _ in range(200)]
+                )
+            await db.write("INSERT INTO t VALUES (?, NULL)", (n,))  # small ones still pass
+            clock.advance(1)
+        stats = await db.stats()
+        assert stats.full_since == db.full_since is not None
+        assert stats.refused_while_full == 20 * 200
+        assert stats.as_dict()["full_since"] is not None
+        errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert [r.levelname for r in errors] == ["ERROR"], [r.getMessage() for r in errors]
+        assert "storage.full" in errors[0].getMessage()
+        assert changes == [db.full_since]
+        # Room again (rows deleted) and quiet for the relief time: the next write ends it.
+        await db.write("DELETE FROM t")
+        assert db.full_since is not None  # too soon after the last refusal
+        clock.advance(30)
+        assert db.full_relief_due()
+        await db.probe_writes()
+        assert db.full_since is None
+        assert changes[-1] is None
+        assert db.refused_while_full == 0
+    relieved = [r for r in caplog.records if r.levelno == logging.INFO and "room" in r.getMessage()]
+    assert [r.levelname for r in relieved] == ["INFO"]
+    assert "4000 rows refused" in relieved[0].getMessage()
+
+
+async def test_a_database_file_found_empty_starts_anew_with_a_new_epoch_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "g.db"
+    async with Database.running(path, clock=FakeClock()) as db:
+        assert not db.found_empty  # a new file is a normal first start
+        first_epoch = db.epoch
+    path.write_bytes(b"")  # truncated: a failed restore, a filesystem repair
+    caplog.clear()
+    async with Database.running(path, clock=FakeClock()) as db:
+        assert db.found_empty
+        assert (await db.stats()).as_dict()["found_empty"] is True
+        assert db.epoch != first_epoch  # HQ must not take its seqs for the old epoch's
+        assert db.boot == 1
+    [warning] = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "found EMPTY (0 bytes)" in warning.getMessage()
+    assert str(path) in warning.getMessage()
+    async with Database.running(path, clock=FakeClock()) as db:
+        assert not db.found_empty
+
+
 async def test_writer_shows_progress_while_idle(tmp_path: Path) -> None:
     async with Database.running(tmp_path / "g.db", clock=FakeClock()) as db:
         first = db.writer_progress
@@ -336,3 +400,37 @@ async def test_atomic_writes_are_never_split_and_fail_as_a_whole(tmp_path: Path)
         rows = await db.fetchall("SELECT k FROM t ORDER BY k")
         assert [r["k"] for r in rows] == [1, 2, 3, 4, 5, 10, 12]
         assert (await db.stats()).pending_writes == 0
+
+
+async def test_a_commit_is_one_call_on_the_writers_thread(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """However many statements a commit holds, the writer hands them to its SQLite thread in
+    one call (aiosqlite logs each call it runs there): a hop per statement made a 50 000-item
+    price batch cost seconds of thread handoffs."""
+    async with Database.running(tmp_path / "g.db", clock=FakeClock()) as db:
+        await db.write("CREATE TABLE a (n INTEGER)")
+        await db.write("CREATE TABLE b (n INTEGER)")
+        # Alternating statements: no two neighbours can be merged into one executemany.
+        steps = [
+            (f"INSERT INTO {table} VALUES (?)", (n,)) for n in range(500) for table in ("a", "b")
+        ]
+        caplog.set_level(logging.DEBUG, logger="aiosqlite")
+        caplog.clear()
+        await db.submit_atomic(steps)
+        calls = [r for r in caplog.records if r.name == "aiosqlite" and "executing" in r.msg]
+        assert len(calls) == 1
+        # The savepoint path after a rejected statement is one call too (both writes fit
+        # in one commit, which fails; then each goes under its own savepoint).
+        caplog.clear()
+        results = await asyncio.gather(
+            db.submit_atomic(steps[:200]),
+            db.submit("INSERT INTO missing VALUES (1)"),
+            return_exceptions=True,
+        )
+        assert results[0] is None
+        assert isinstance(results[1], StorageUnavailableError)
+        calls = [r for r in caplog.records if r.name == "aiosqlite" and "executing" in r.msg]
+        assert len(calls) == 2
+    with sqlite3.connect(tmp_path / "g.db") as check:
+        assert check.execute("SELECT count(*) FROM a").fetchone() == (600,)

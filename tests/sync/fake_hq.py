@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -14,8 +15,9 @@ from tests.waiting import patience
 
 
 class FakeHq:
-    def __init__(self, broker: Broker, *, ack: bool = True) -> None:
+    def __init__(self, broker: Broker, *, ack: bool = True, ack_delay_s: float = 0.0) -> None:
         self.ack = ack
+        self.ack_delay_s = ack_delay_s  # an HQ that takes a while to commit before it acks
         self.lock = threading.Lock()
         self.events: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
         self.envelopes = 0
@@ -51,6 +53,8 @@ class FakeHq:
             while watermark + 1 in stored:
                 watermark += 1
         if self.ack and watermark:
+            if self.ack_delay_s:
+                time.sleep(self.ack_delay_s)  # paho's network thread: later messages wait too
             store = envelope["store"]
             ack = {"stream": envelope["stream"], "epoch": envelope["epoch"], "seq": watermark}
             client.publish(f"retail/v1/{store}/down/ack", json.dumps(ack), qos=1)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import random
+import resource
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.clock import FakeClock
 from gateway.config import MqttConfig
-from gateway.errors import LinkDownError, PublishRefusedError
+from gateway.errors import LinkDownError, MalformedMessageError, PublishRefusedError
 from gateway.sync.link import InboundMessage, MqttLink
 from tests.conftest import Broker
 from tests.sync.support import running, until
@@ -112,6 +115,32 @@ async def test_reconnects_after_a_broker_crash(mosquitto: Broker) -> None:
         await until(link.connected.is_set, timeout=30)
         await link.publish("retail/v1/s1/up/stock", b"after")
         assert link.stats.reconnects >= 1
+
+
+async def test_running_out_of_file_descriptors_is_retried_then_reconnects(
+    mosquitto: Broker,
+) -> None:
+    """socket() failing with EMFILE while reconnecting must be one more retry, shown in the
+    link's last error, never an error that kills the link (and with it the daemon)."""
+    link = MqttLink(
+        config=plain(mosquitto), store_id="s1", boot=1, clock=FakeClock(), rng=random.Random(7)
+    )
+    async with running(link):
+        await asyncio.wait_for(link.connected.wait(), 15)
+        mosquitto.kill()
+        await until(lambda: not link.connected.is_set())
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (3, hard))  # no new descriptor at all
+        try:
+            await until(lambda: "Too many open files" in (link.stats.last_error or ""))
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert link.stats.last_error_at is not None
+        mosquitto.start()
+        await until(link.connected.is_set, timeout=60)
+        await link.publish("retail/v1/s1/up/stock", b"after")
+    assert link.stats.last_error is None  # cleared by the reconnect
+    assert link.stats.reconnects >= 2
 
 
 async def test_refused_publish_raises_with_the_reason_code(tmp_path: Path) -> None:
@@ -222,6 +251,69 @@ async def test_batch_subscriber_gets_what_queued_up_and_acks_it_all(mosquitto: B
             publisher.publish("retail/v1/s1/up/stock", b"new", qos=1).wait_for_publish(patience(5))
             await until(lambda: any(b"new" in batch for batch in redelivered))
         assert redelivered == [[b"new"]]
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+
+
+async def test_every_inbound_message_ends_in_an_ack_whatever_its_handler_does(
+    mosquitto: Broker,
+) -> None:
+    """Item A: a handler that refuses (DownlinkError) or fails (a bug, here a RecursionError)
+    must not leave the message unacknowledged — mosquitto stops delivering to a client with 20
+    unacknowledged ones, and the persistent session would hand the poison back after a
+    restart. Each is acknowledged and reported to on_refused; what follows flows."""
+    seen: list[bytes] = []
+    refused: list[tuple[str, bytes, str]] = []
+
+    async def handler(message: InboundMessage) -> None:
+        seen.append(message.payload)
+        if message.payload.startswith(b"unreadable"):
+            raise MalformedMessageError("nested deeper than 32 levels")
+        if message.payload.startswith(b"bug"):
+            raise RecursionError("maximum recursion depth exceeded")
+
+    async def on_refused(topic_filter: str, message: InboundMessage, reason: str) -> None:
+        refused.append((topic_filter, message.payload, reason))
+
+    def new_link() -> MqttLink:
+        config = plain(mosquitto).model_copy(update={"client_id": "poisoned"})
+        link = MqttLink(config=config, store_id="s1", boot=1, clock=FakeClock())
+        link.subscribe("down/#", handler)
+        link.on_refused = on_refused
+        return link
+
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.connect(mosquitto.host, mosquitto.port)
+    publisher.loop_start()
+
+    async def probe(payload: bytes) -> None:
+        """Publish until the handler sees it (the subscription may still be on its way)."""
+        while payload not in seen:
+            publisher.publish("retail/v1/s1/down/probe", payload, qos=1).wait_for_publish(5)
+            with contextlib.suppress(AssertionError):
+                await until(lambda: payload in seen, timeout=1.0)
+
+    try:
+        async with running(new_link()) as link:
+            await asyncio.wait_for(link.connected.wait(), 15)
+            await probe(b"subscribed")
+            for n in range(25):
+                publisher.publish("retail/v1/s1/down/ack", b"unreadable %d" % n, qos=1)
+                publisher.publish("retail/v1/s1/down/cmd/ping", b"bug %d" % n, qos=1)
+            publisher.publish("retail/v1/s1/down/prices", b"good", qos=1).wait_for_publish(5)
+            await until(lambda: b"good" in seen)
+        assert len(refused) == 50
+        assert {topic for topic, _, _ in refused} == {"down/#"}
+        assert {reason for _, payload, reason in refused if payload.startswith(b"bug")} == {
+            "handler failed: RecursionError('maximum recursion depth exceeded')"
+        }
+        # The same session again: nothing comes back, the poison was acknowledged.
+        before = len(seen)
+        async with running(new_link()) as link:
+            await asyncio.wait_for(link.connected.wait(), 15)
+            await probe(b"after the restart")
+        assert all(p.startswith((b"after", b"subscribed")) for p in seen[before:]), seen[before:]
     finally:
         publisher.disconnect()
         publisher.loop_stop()

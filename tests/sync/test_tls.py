@@ -90,3 +90,22 @@ async def test_mutual_tls(tmp_path: Path, pki: Authority) -> None:
             assert not refused.connected.is_set()
     finally:
         broker.stop()
+
+
+async def test_a_ca_file_gone_at_run_time_is_named_and_retried(
+    tls_only: Broker, pki: Authority, tmp_path: Path
+) -> None:
+    """check-config refuses a missing ca_file; one removed later (a botched provisioning) is
+    named in the link's last error (``storegw status``), and picked up once it is back."""
+    ca_file = tmp_path / "hq-ca.pem"
+    ca_file.write_bytes(pki.issued.cert.read_bytes())
+    config = MqttConfig(host="127.0.0.1", port=tls_only.port, ca_file=ca_file)
+    kept = ca_file.read_bytes()
+    ca_file.unlink()
+    link = MqttLink(config=config, store_id="s1", boot=1, clock=FakeClock())
+    async with running(link):
+        await until(lambda: link.stats.last_error is not None)
+        assert f"CA file {ca_file}" in (link.stats.last_error or "")
+        assert "No such file" in (link.stats.last_error or "")
+        ca_file.write_bytes(kept)
+        await until(link.connected.is_set, timeout=60)

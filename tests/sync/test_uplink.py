@@ -21,7 +21,7 @@ from gateway.store import Database
 from gateway.store.budget import BufferBudget, Shed
 from gateway.store.keeper import PRESSURE_ALERT, OutboxKeeper
 from gateway.store.outbox import Outbox, StreamState
-from gateway.sync.link import InboundMessage, MqttLink
+from gateway.sync.link import MqttLink
 from gateway.sync.uplink import Custody, RateLimiter, Uplink, UplinkSettings, connect_outbox
 from tests.conftest import Broker
 from tests.sync.fake_hq import FakeHq
@@ -463,41 +463,3 @@ async def test_envelopes_ahead_of_hq_stay_within_the_window(
             assert hq.duplicates == 0  # moved on without re-sending anything
     finally:
         hq.close()
-
-
-async def test_the_ack_timeout_doubles_while_hq_stays_silent(tmp_path: Path) -> None:
-    clock = FakeClock()
-    async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
-        await outbox.open(STREAMS)
-        await outbox.append_many("stock", "s", ({"n": n} for n in range(5)))
-        await outbox.mark_sent("stock", 5)
-        config = MqttConfig(tls=False, allow_plaintext=True)
-        link = MqttLink(config=config, store_id="s1", boot=db.boot, clock=clock)
-        uplink = Uplink(
-            outbox=outbox,
-            link=link,
-            store_id="s1",
-            boot=db.boot,
-            clock=clock,
-            settings=UplinkSettings(ack_timeout_s=30.0),
-        )
-        await uplink._load_cursors()
-        cursor = uplink._cursors["stock"]
-
-        def rewinds(seconds: int) -> list[int]:
-            """The seconds at which the stream was rewound to HQ's watermark."""
-            at = []
-            for second in range(1, seconds + 1):
-                clock.advance(1)
-                cursor.next_after = 5  # all sent (again)
-                uplink._check_ack_timeouts()
-                if cursor.next_after == cursor.acked_seq:
-                    at.append(second)
-            return at
-
-        # 30 s, then 60, 120 and no longer: HQ down for hours gets a re-send per 2 min.
-        assert rewinds(600) == [31, 92, 213, 334, 455, 576]
-        ack = f'{{"stream":"stock","epoch":"{outbox.epoch}","seq":2}}'.encode()
-        await uplink._on_ack(InboundMessage("retail/v1/s1/down/ack", ack, 1, False, None, None))
-        assert rewinds(100) == [31, 92]  # HQ spoke: from the configured timeout again
