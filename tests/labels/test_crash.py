@@ -238,6 +238,13 @@ def test_sigkill_with_thousands_of_label_jobs_in_flight(tmp_path: Path, mosquitt
         gateway = Gateway(config, state, tmp_path / "daemon.log")
         try:
             gateway.start()
+            # HQ pushes once the store listens (the broker would drop the list otherwise)
+            wait_until(
+                lambda: mosquitto.subscribed("retail/v1/test-store/down/prices"),
+                timeout=60,
+                what="the daemon subscribed to its prices",
+                gateway=gateway,
+            )
             push = PricePush.load(hq_config, price_file)
             assert asyncio.run(push_prices(push, kind="full", stores=["test-store"])) == {
                 "test-store": 1

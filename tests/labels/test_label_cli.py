@@ -25,6 +25,7 @@ from PIL import Image
 from gateway.hq.push import PricePush, push_prices
 from tests.conftest import Broker
 from tests.daemon import STOREGW, NotifyListener, run_cli, short_dir, write_config
+from tests.waiting import patience
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -98,6 +99,7 @@ class Store:
         return shown
 
     def wait(self, condition: Callable[[], T | None], what: str, timeout: float = 60) -> T:
+        timeout = patience(timeout)
         deadline = time.monotonic() + timeout
         while True:
             value = condition()
@@ -118,8 +120,15 @@ class Store:
         prices = tmp_path / "prices.csv"
         prices.write_text(f"sku,price,currency,name\n{SKU},{price},EUR,Milk 1 l\n", "utf-8")
         push = PricePush.load(hq, prices)
+        # Pushed once the daemon listens, and waited for until applied: a price arriving late
+        # would re-plan the label's content in the middle of the test.
+        self.wait(
+            lambda: self.broker.subscribed("retail/v1/test-store/down/prices"),
+            "the daemon subscribed to its prices",
+        )
         sent = asyncio.run(push_prices(push, kind="full", stores=["test-store"]))
         assert sent == {"test-store": 1}
+        self.wait(lambda: "price version v1" in self.cli("prices"), "the prices applied")
 
 
 def esl(images: Path, panels: dict[str, dict[str, Any]], **options: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from gateway.clock import SystemClock, isoformat_utc
 from gateway.hq.push import PricePush, push_prices
 from tests.conftest import Broker
 from tests.daemon import run_cli, running_daemon, short_dir, write_config
+from tests.waiting import patience
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(120)]
 
@@ -30,6 +31,7 @@ SKU = "4006381333931"
 
 
 def wait_for(predicate: Callable[[], Any], *, what: str, timeout: float = 60.0) -> Any:
+    timeout = patience(timeout)
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -77,6 +79,10 @@ def test_preview_and_show_match_the_label_on_a_running_promotion(
         config.write_text(text, encoding="utf-8")
         sock = str(state / "control.sock")
         with running_daemon(config, notify_dir=state):
+            wait_for(  # HQ pushes once the store listens (the broker would drop it otherwise)
+                lambda: mosquitto.subscribed("retail/v1/test-store/down/prices"),
+                what="the daemon subscribed to its prices",
+            )
             base = PricePush.load(hq, prices)
             assert asyncio.run(push_prices(base, kind="full", stores=["test-store"])) == {
                 "test-store": 1

@@ -96,6 +96,8 @@ async def gateway(
         downlink.attach(link)
         async with running(link):
             await until(link.connected.is_set, 15)
+            # HQ's first part must find the store subscribed (the broker drops it otherwise)
+            await until(lambda: broker.subscribed("retail/v1/s1/down/prices", "gw-s1"))
             yield Gateway(db, outbox, downlink, link)
 
 

@@ -317,6 +317,7 @@ async def test_a_producer_giving_up_its_wait_leaves_the_byte_count_exact(tmp_pat
             assert await outbox.read(stream, after_seq=0, max_events=1000, max_bytes=10**9)
 
 
+@pytest.mark.slow
 async def test_a_full_disk_raises_storage_full_and_clears_it_after_a_write_succeeds(
     tmp_path: Path,
 ) -> None:

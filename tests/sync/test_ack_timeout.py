@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from gateway.clock import FakeClock
 from gateway.config import MqttConfig
 from gateway.store import Database
@@ -18,6 +20,7 @@ from tests.sync.support import drained, until
 STREAMS = ("stock", "dwell", "receipts", "alerts")
 
 
+@pytest.mark.slow  # HQ takes 1.5 s per ack, on purpose
 async def test_an_idle_stream_is_not_resent_when_hq_acks_normally(
     tmp_path: Path, mosquitto: Broker
 ) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -169,6 +170,7 @@ def refusals(status: dict[str, Any]) -> int:
     )
 
 
+@pytest.mark.slow  # the daemon as a subprocess, restarted
 def test_garbage_on_every_down_topic_never_cuts_the_store_off(mosquitto: Broker) -> None:
     hq = FakeHq(mosquitto)
     try:

@@ -47,6 +47,8 @@ async def reference_hq(path: Path, broker: Broker) -> AsyncIterator[ReferenceHq]
     hq = ReferenceHq(path, broker)
     task = asyncio.create_task(tail(hq.settings, clock=SystemClock(), out=hq.out), name="hq")
     try:
+        # HQ listens before the store sends (else the store re-sends only after its ack timeout)
+        await until(lambda: broker.subscribed("retail/v1/+/up/#"))
         yield hq
     finally:
         task.cancel()
