@@ -73,12 +73,14 @@ async def test_hang_on_open(name: str) -> None:
 
 @each_plugin
 async def test_crash_after_some_readings(name: str) -> None:
-    driver = faulty(name, crash_after_s=0.1)
+    # A reading every 10 ms and the crash after a second (fault timers count loop time): only
+    # a stall of that second before the first reading could leave none to see.
+    driver = faulty(name, crash_after_s=patience(1.0))
     readings = driver.readings()
     seen = 0
     try:
         with pytest.raises(RuntimeError, match="simulated crash"):
-            async with asyncio.timeout(patience(2)):
+            async with asyncio.timeout(patience(10)):
                 async for _ in readings:
                     seen += 1
     finally:
