@@ -35,10 +35,13 @@ from tests.waiting import patience
 CONFIG = SupervisorConfig(
     backoff_initial_s=0.01,
     backoff_max_s=0.05,
-    start_timeout_s=0.3,
-    stop_timeout_s=0.2,
+    start_timeout_s=0.3,  # only an open() that hangs reaches it
+    # A close() that is merely slow (0.1 s) must finish on a busy machine too; the tests of a
+    # close() that hangs set a short one of their own.
+    stop_timeout_s=patience(2.0),
     healthy_after_s=60,
 )
+HANGING_CLOSE = CONFIG.model_copy(update={"stop_timeout_s": 0.2})
 LOGGER = "gateway.drivers.supervisor"
 
 
@@ -469,7 +472,7 @@ async def test_shutdown_before_run_starts_nothing() -> None:
 async def test_shutdown_stops_within_budget_even_when_close_hangs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    h = Harness()
+    h = Harness(HANGING_CLOSE)
     h.supervisor.apply([h.device("a", close="hang"), h.device("b")])
     async with running(h, budget_s=5.0):
         await h.until(lambda: h.sunk["a"] > 0 and h.sunk["b"] > 0)
