@@ -224,6 +224,8 @@ async def test_a_bad_reply_costs_one_error_sample_of_that_unit_only(
 async def test_a_dead_and_a_slow_unit_do_not_stall_the_others() -> None:
     # Unit 2 answers 150 ms after the request, past the 100 ms timeout: its late reply lands in
     # the turnaround guard, where it cannot be mistaken for the next unit's (docs/operations.md).
+    # The guard outlasts the late reply by far (to 500 ms), so a busy machine's stall cannot
+    # push the reply past it into the next unit's transaction.
     slow = dgt(2, 200.0, slow_reply_s=0.15)
     slow.inject(ModbusFault.SLOW, times=None)
     transmitters = [dgt(1, 100.0), slow, dgt(3, 300.0)]  # unit 4 is configured but dead
@@ -233,7 +235,7 @@ async def test_a_dead_and_a_slow_unit_do_not_stall_the_others() -> None:
             [channel(1), channel(2, **FAILING), channel(3), channel(4, **FAILING)],
             failures_before_backoff=2,
             max_backoff_cycles=64,
-            turnaround_guard_s=0.15,
+            turnaround_guard_s=0.4,
         )
         await driver.open()
         try:
