@@ -33,7 +33,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from gateway.alerts import Alerts, Severity
 from gateway.clock import Clock, isoformat_utc
@@ -58,6 +57,7 @@ from gateway.labels.jobs import (
     on_confirmation_timeout,
     on_report,
 )
+from gateway.labels.localization import DEFAULT_LOCALE
 from gateway.labels.planner import BOUNDARIES, FACES, LabelPlanner, Statement
 from gateway.labels.preview import parse_model
 from gateway.labels.render import LabelFace, LabelRenderer, RenderedLabel
@@ -266,17 +266,14 @@ def model_text(model: LabelModel) -> str:
     return f"{model.width}x{model.height}:{model.palette.value}"
 
 
-def face_to_label(face_json: str, timezone: str = "UTC") -> LabelFace:
-    """A planned face (canonical JSON from the planner) as the renderer's input; the blank
-    face of an unbound label is the "not in use" face."""
+def face_to_label(face_json: str) -> LabelFace:
+    """A planned face (canonical JSON from the price book) as the renderer's input; the blank
+    face of an unbound label is the "not in use" face. How its money and dates are written is
+    the renderer's (the store's locale and time zone)."""
     face = json.loads(face_json)
     if face.get("blank"):
         return LabelFace.not_in_use()
     until = face.get("promotion_until")
-    promotion_text = None
-    if until:
-        local = datetime.fromisoformat(until).astimezone(ZoneInfo(timezone))
-        promotion_text = f"until {local:%d.%m. %H:%M}"
     return LabelFace(
         sku=str(face["sku"]),
         name=face.get("name"),
@@ -286,7 +283,7 @@ def face_to_label(face_json: str, timezone: str = "UTC") -> LabelFace:
         unit=face.get("unit"),
         reference_price=face.get("reference_price"),
         promotion=face.get("promotion"),
-        promotion_text=promotion_text,
+        promotion_until=datetime.fromisoformat(until) if until else None,
     )
 
 
@@ -301,6 +298,7 @@ class LabelPipeline:
         config: LabelsConfig,
         drivers: DriverMap,
         timezone: str = "UTC",
+        locale: str = DEFAULT_LOCALE,
         was_price: WasPrice = "hq",
         rng: random.Random | None = None,
     ) -> None:
@@ -310,10 +308,11 @@ class LabelPipeline:
         self._clock = clock
         self.config = config
         self._drivers = drivers
-        self._timezone = timezone
         self.book = PriceBook(database, was_price=was_price)
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not cryptography
-        self._renderer = LabelRenderer(config.font, config.bold_font)
+        self._renderer = LabelRenderer(
+            config.font, config.bold_font, locale=locale, timezone=timezone
+        )
         self._default_model = model_text(parse_model(config.default_model))
         self._executor: ThreadPoolExecutor | None = None
         self._shown: dict[str, _Shown] = {}
@@ -502,7 +501,7 @@ class LabelPipeline:
     def _label_face(self, face: str) -> LabelFace:
         """A planned face as the renderer's input: the one conversion, for jobs, flips and
         previews alike (the face itself carries every price; nothing is added here)."""
-        return face_to_label(face, self._timezone)
+        return face_to_label(face)
 
     async def render_face(self, face: str, model: LabelModel) -> RenderedLabel:
         """The image a label on ``model`` gets for ``face`` — ``label preview`` draws with
