@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from gateway.drivers.contracts import LabelModel, LabelPalette
-from gateway.labels.contact_sheet import SHEETS, TEMPLATES
+from gateway.labels.contact_sheet import SHEETS, TEMPLATES, render_sheet
 from gateway.labels.render import (
     DEFAULT_BOLD_FONT,
     DEFAULT_FONT,
@@ -268,12 +269,22 @@ def test_names_break_at_word_boundaries_and_keep_their_quantity(
 
 
 @pytest.mark.parametrize("size", PANEL_SIZES)
-def test_a_quantity_at_the_end_of_a_long_name_is_never_cut(size: tuple[int, int]) -> None:
-    name = "Feinschmecker Bergkäse extra würzig aus der Felsenhöhle am Stück gereift 250 g"
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Feinschmecker Bergkäse extra würzig aus der Felsenhöhle am Stück gereift 250 g",
+        "Bio Bergkäse Heumilch würzig 250 g",  # was "Bio Bergkäse / Heumilch würzig 25…"
+        "Bergkäse extra am 250 g",  # was "Bergkäse / extra am 2…" on 152x152
+    ],
+)
+def test_a_quantity_at_the_end_of_a_long_name_is_never_cut(
+    size: tuple[int, int], name: str
+) -> None:
     face = LabelFace("4006381333931", name, "4.99", unit_price="19.96", unit="kg")
     layout, _ = rendered(LabelRenderer(), face, LabelModel(*size, LabelPalette.BWR))
     shown = " ".join(item.text for item in layout.texts(Part.NAME))
-    assert shown.endswith("250 g")
+    assert shown.endswith(" 250 g")
+    assert "2…" not in shown
     assert "25…" not in shown
 
 
@@ -291,3 +302,18 @@ def test_a_word_too_wide_even_at_the_smallest_size_is_shortened_inside_the_panel
     [line] = (item.text for item in layout.texts(Part.NAME))
     assert line.endswith("…")
     assert line.startswith("Donaudampf")
+
+
+def test_the_committed_contact_sheets_are_the_templates_as_drawn_now() -> None:
+    """docs/labels/ holds one sheet per locale and palette of SHEETS, as the renderer draws them
+    today (after a template change: `make label-sheets`)."""
+    docs = Path(__file__).resolve().parents[2] / "docs" / "labels"
+    expected = {f"{locale}-{p.value}.png" for locale, _, palettes in SHEETS for p in palettes}
+    assert {path.name for path in docs.glob("*.png")} == expected
+    locale, timezone, palettes = SHEETS[0]
+    committed = Image.open(docs / f"{locale}-{palettes[1].value}.png")
+    drawn = render_sheet(locale, timezone, palettes[1])
+    assert committed.size == drawn.size
+    assert committed.convert("RGB").tobytes() == drawn.convert("RGB").tobytes(), (
+        "docs/labels is out of date: run `make label-sheets` and commit it"
+    )
