@@ -34,7 +34,9 @@ import hashlib
 import math
 import re
 import struct
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -636,13 +638,40 @@ def _advance(path: str, size: int, text: str) -> float:
 
 
 # The rendered text itself (what ImageDraw.text draws, and its box, which equals getbbox):
-# cached, as promotion ends, "was" words and common prices recur on thousands of labels, and a
-# text rasterised in mode "1" costs far more than pasting it.
-@lru_cache(maxsize=2048)
-def _mask(path: str, size: int, text: str) -> tuple[ImagingCore, Box]:
-    mask, (left, top) = _font(path, size).getmask2(text, "1", anchor="ls")
-    width, height = mask.size
-    return mask, (left, top, left + width, top + height)
+# cached, as promotion ends, "was" words, unit prices and common prices recur on thousands of
+# labels, and a text rasterised in mode "1" costs far more than pasting it. Bounded by bytes (a
+# mask is a byte per pixel; an 800x480 panel's price is some 100 kB), least recently used first.
+_MASK_CACHE_BYTES = 8 * 1024 * 1024
+
+
+class _MaskCache:
+    def __init__(self, max_bytes: int) -> None:
+        self._masks: OrderedDict[tuple[str, int, str], tuple[ImagingCore, Box]] = OrderedDict()
+        self._bytes = 0
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()  # the render thread and `label preview` share it
+
+    def get(self, path: str, size: int, text: str) -> tuple[ImagingCore, Box]:
+        key = (path, size, text)
+        with self._lock:
+            found = self._masks.get(key)
+            if found is not None:
+                self._masks.move_to_end(key)
+                return found
+        mask, (left, top) = _font(path, size).getmask2(text, "1", anchor="ls")
+        width, height = mask.size
+        entry = (mask, (left, top, left + width, top + height))
+        with self._lock:
+            if key not in self._masks:
+                self._masks[key] = entry
+                self._bytes += width * height
+                while self._bytes > self._max_bytes and len(self._masks) > 1:
+                    _, (old, _) = self._masks.popitem(last=False)
+                    self._bytes -= old.size[0] * old.size[1]
+        return entry
+
+
+_mask = _MaskCache(_MASK_CACHE_BYTES).get
 
 
 @cache
