@@ -314,16 +314,15 @@ class _Sheet:
         self.fit(Part.NOTICE, self.words.not_in_use, box, Ink.BLACK, centred=True)
 
     def face(self, face: LabelFace) -> None:
-        name_bottom = self.name(face.name or face.sku)
+        """From the bottom up: the footer, then the name from the top in what the price leaves
+        it (a third of the panel at least), then the price in between."""
+        name = face.name or face.sku
+        least_price = self.height // 3
         if face.price is None:
             footer_top = self.footer([(Part.SKU, face.sku)])
-            box = (
-                self.margin,
-                name_bottom + self.gap,
-                self.width - self.margin,
-                footer_top - self.gap,
-            )
-            self.fit(Part.NOTICE, self.words.price_unavailable, box, Ink.BLACK)
+            name_bottom = self.name(name, footer_top - self.gap - least_price)
+            box = (self.margin, name_bottom + self.gap, self.width - self.margin, footer_top)
+            self.fit(Part.NOTICE, self.words.price_unavailable, _above(box, self.gap), Ink.BLACK)
             return
         locale = self.r.locale
         unit = (
@@ -334,18 +333,12 @@ class _Sheet:
         price = locale.money(face.price, face.currency)
         if face.promotion is None:
             footer_top = self.footer([(Part.UNIT_PRICE, unit)] if unit else [])
-            box = (
-                self.margin,
-                name_bottom + self.gap,
-                self.width - self.margin,
-                footer_top - self.gap,
-            )
-            self.fit(Part.PRICE, price, box, Ink.BLACK)
+            name_bottom = self.name(name, footer_top - self.gap - least_price)
+            box = (self.margin, name_bottom + self.gap, self.width - self.margin, footer_top)
+            self.fit(Part.PRICE, price, _above(box, self.gap), Ink.BLACK)
             return
-        top = name_bottom
-        was_size = self.small
-        if face.reference_price is not None:
-            top, was_size = self.was(locale.money(face.reference_price, face.currency), top)
+        was = locale.money(face.reference_price, face.currency) if face.reference_price else None
+        was_size = self._was_size(was) if was is not None else self.small
         validity = (
             locale.until(face.promotion_until)
             if face.promotion_until is not None
@@ -353,24 +346,37 @@ class _Sheet:
         )
         lines: list[tuple[Part, str | None]] = [(Part.VALIDITY, validity), (Part.UNIT_PRICE, unit)]
         footer_top = self.footer(lines, largest=was_size)
-        self.sale_price(
-            price, (self.margin, top + self.gap, self.width - self.margin, footer_top - self.gap)
-        )
+        was_height = 0
+        if was is not None:
+            ascent, descent = self.r.metrics(bold=False, size=was_size)
+            was_height = self.gap + ascent + descent
+        top = self.name(name, footer_top - self.gap - least_price - was_height)
+        if was is not None:
+            top = self.was(was, top, was_size)
+        box = (self.margin, top + self.gap, self.width - self.margin, footer_top)
+        self.sale_price(price, _above(box, self.gap))
 
-    def name(self, text: str) -> int:
-        """The name in bold from the top, in two lines (three on a square panel): at the
-        largest size down to three quarters of the panel's at which it fits whole, else at that
-        smallest size shortened at a word boundary, keeping its quantity; returns its bottom."""
+    def name(self, text: str, lowest: int) -> int:
+        """The name in bold from the top, in two lines (three on a square panel) as far as
+        ``lowest`` leaves room: at the largest size down to three quarters of the panel's at
+        which it fits whole, else at that smallest size shortened at a word boundary, keeping
+        its quantity; returns its bottom."""
         tokens = name_tokens(text)
         if not tokens:
             return self.margin
         size = max(10, self.height // 8)
         smallest = max(10, size * 3 // 4)
-        max_lines = 3 if self.height >= self.width else 2
+        most_lines = 3 if self.height >= self.width else 2
         width = self.inner_width
+
+        def room(size: int) -> int:
+            ascent, descent = self.r.metrics(bold=True, size=size)
+            spare = lowest - self.margin - ascent - descent
+            return max(1, min(most_lines, 1 + spare // (ascent + descent)))
+
         while True:
             lines = self._wrap(tokens, size)
-            if len(lines) <= max_lines and all(
+            if len(lines) <= room(size) and all(
                 self._width(line, bold=True, size=size) <= width for line in lines
             ):
                 break
@@ -380,12 +386,12 @@ class _Sheet:
                     self._width(t, bold=True, size=size) > width for t in tokens
                 ):
                     size -= 1
-                lines = self._name_lines(tokens, size, max_lines)
+                lines = self._name_lines(tokens, size, room(size))
                 break
             size = max(smallest, size - max(1, size // 12))
         ascent, descent = self.r.metrics(bold=True, size=size)
         baseline = self.margin + ascent
-        pitch = ascent + descent // 2
+        pitch = ascent + descent  # a line's accents never touch the descenders above
         for line in lines:
             self.place_left(Part.NAME, line, bold=True, size=size, baseline=baseline)
             baseline += pitch
@@ -433,16 +439,18 @@ class _Sheet:
             return line
         return _shorten(self.r, line, self.inner_width, bold=True, size=size)
 
-    def was(self, money: str, top: int) -> tuple[int, int]:
-        """ "statt 1,99 €", the price struck through, right-aligned below ``top``; returns the
-        bottom and the size used."""
+    def _was_size(self, money: str) -> int:
+        """The unit price's size, unless the price is too wide for it."""
         size = self.small
-        right = self.width - self.margin
-        while True:
-            money_box = self.r.measure(money, bold=False, size=size)
-            if money_box[2] - money_box[0] <= self.inner_width or size <= 8:
-                break
+        while size > 8 and self._width(money, bold=False, size=size) > self.inner_width:
             size -= 1
+        return size
+
+    def was(self, money: str, top: int, size: int) -> int:
+        """ "statt 1,99 €", the price struck through, right-aligned below ``top``; returns the
+        bottom."""
+        right = self.width - self.margin
+        money_box = self.r.measure(money, bold=False, size=size)
         ascent, descent = self.r.metrics(bold=False, size=size)
         baseline = top + self.gap + ascent
         x = right - money_box[2]
@@ -474,7 +482,7 @@ class _Sheet:
                 Part.STRIKE, (left, strike_top, right_edge, strike_top + thickness), Ink.BLACK
             )
         )
-        return baseline + descent, size
+        return baseline + descent
 
     def footer(self, lines: Sequence[tuple[Part, str | None]], *, largest: int = 0) -> int:
         """Small texts from the bottom up (the last of ``lines`` lowest; two on one line when
@@ -515,7 +523,7 @@ class _Sheet:
             ascent, descent = self.r.metrics(bold=False, size=line_size)
             self.place_left(part, shown_text, bold=False, size=line_size, baseline=baseline)
             top = baseline - ascent
-            baseline = top - descent // 2 - 1
+            baseline = top - descent
         return top
 
     def _footer_baseline(self, size: int) -> int:
@@ -573,10 +581,11 @@ class _Sheet:
 # --- names ---------------------------------------------------------------------------------
 
 _NUMBER = r"\d+(?:[.,]\d+)*"
-# A token after which the next one belongs to the same quantity: a number ("250" g), a
-# multiplier ("6 x" 0,33 l, "6x" 0,33 l).
+# A word after which the next one belongs to the same quantity: a number ("250" g), a number
+# with its multiplier ("6x" 0,33 l), a multiplier after a number ("6 x" 0,33 l).
 _TIMES = "[x\u00d7]"  # x or the multiplication sign
-_JOINS_NEXT = re.compile(rf"(?:{_NUMBER}|{_TIMES}|{_NUMBER}{_TIMES})")
+_JOINS_NEXT = re.compile(rf"{_NUMBER}{_TIMES}?")
+_MULTIPLIER = re.compile(_TIMES)  # joins the next word after a number: "6 x" 0,33 l
 _QUANTITY = re.compile(rf"(?:{_NUMBER}\s?{_TIMES}\s?)?{_NUMBER}\s?(?:%|[^\W\d_][^\s]*)")
 
 
@@ -587,12 +596,19 @@ def name_tokens(name: str) -> tuple[str, ...]:
     tokens: list[str] = []
     joining = False
     for word in name.split():
-        if joining and tokens:
+        joined = joining and bool(tokens)
+        if joined:
             tokens[-1] = f"{tokens[-1]} {word}"
         else:
             tokens.append(word)
-        joining = _JOINS_NEXT.fullmatch(word) is not None
+        joining = bool(_JOINS_NEXT.fullmatch(word) or (joined and _MULTIPLIER.fullmatch(word)))
     return tuple(tokens)
+
+
+def _above(box: Box, gap: int) -> Box:
+    """``box`` less ``gap`` at its bottom."""
+    left, top, right, bottom = box
+    return (left, top, right, bottom - gap)
 
 
 def _last_quantity(tokens: Sequence[str]) -> int | None:

@@ -108,6 +108,17 @@ def check_layout_is_the_image(layout: LabelLayout, image: Image.Image) -> None:
         assert where(region, allowed).getextrema() == (255, 255), f"{plate.part} not filled"
 
 
+def check_no_text_overlaps(layout: LabelLayout, what: str) -> None:
+    texts = [item for item in layout.items if isinstance(item, PlacedText)]
+    for index, first in enumerate(texts):
+        for second in texts[index + 1 :]:
+            assert not overlaps(first.box, second.box), f"{what}: {first} over {second}"
+    for plate in layout.boxes(Part.PRICE_PLATE):  # a plate holds its price, nothing else
+        for text in texts:
+            if text.part is not Part.PRICE:
+                assert not overlaps(plate.box, text.box), f"{what}: {text} on the plate"
+
+
 def digits(text: str) -> str:
     return "".join(c for c in text if c.isdigit())
 
@@ -154,11 +165,8 @@ def test_every_template_on_every_panel_is_legible(
             assert min(left, top) >= EDGE_CLEARANCE, what
             assert right <= width - EDGE_CLEARANCE, what
             assert bottom <= height - EDGE_CLEARANCE, what
-        # No two texts overlap.
+        check_no_text_overlaps(layout, what)
         texts = [item for item in layout.items if isinstance(item, PlacedText)]
-        for index, first in enumerate(texts):
-            for second in texts[index + 1 :]:
-                assert not overlaps(first.box, second.box), f"{what}: {first} over {second}"
         # No yellow text anywhere; every yellow pixel belongs to a plate.
         assert all(item.ink is not Ink.YELLOW for item in texts), what
         if Ink.YELLOW in panel_inks(palette):
@@ -249,6 +257,9 @@ def test_names_break_at_word_boundaries_and_keep_their_quantity(
         promotion_until=datetime(2025, 12, 5, 13, 36, tzinfo=UTC) if promotion else None,
     )
     layout, _ = rendered(LabelRenderer(locale="de_DE"), face, LabelModel(*size, palette))
+    check_no_text_overlaps(layout, name)
+    [price] = layout.texts(Part.PRICE)
+    assert price.size >= 2 * layout.texts(Part.UNIT_PRICE)[0].size  # the price stays big
     lines = [item.text for item in layout.texts(Part.NAME)]
     assert 1 <= len(lines) <= (3 if size[1] >= size[0] else 2)
     shown = " ".join(lines)
@@ -294,6 +305,7 @@ def test_name_tokens_keep_quantities_whole() -> None:
     assert name_tokens("Joghurt 3,8 % Fett 2x125g") == ("Joghurt", "3,8 %", "Fett", "2x125g")
     assert name_tokens("  Milch   1,5 l ") == ("Milch", "1,5 l")
     assert name_tokens("") == ()
+    assert name_tokens("x 6 x 0,33 l") == ("x", "6 x 0,33 l")  # a lone x is a word
 
 
 def test_a_word_too_wide_even_at_the_smallest_size_is_shortened_inside_the_panel() -> None:
