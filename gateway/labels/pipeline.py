@@ -87,6 +87,26 @@ NO_PRICE_ALERT = "label.no_price:"
 
 _FORWARDED_KEY = "label_audit_forwarded"
 _POLICY_KEY = "labels_policy_at"
+_STYLE_KEY = "labels_style"  # the renderer's style the labels' content was drawn in
+
+# The renderer's style changed (locale, time zone, fonts or template): every label's content,
+# confirmed or not, and every pre-rendered flip is drawn again (audit: ?1 now, ?2 the reason;
+# jobs: ?1 the reason).
+_RESTYLE_AUDIT = (
+    "INSERT INTO label_audit (at, label, event, state, sku, price_version, content_hash, "
+    "detail) SELECT ?1, label, 'superseded', state, sku, price_version, content_hash, ?2 "
+    "FROM label_jobs WHERE content_hash IS NOT NULL "
+    "AND state IN ('queued', 'submitted', 'pending', 'failed')"
+)
+_RESTYLE_JOBS = (
+    "UPDATE label_jobs SET state = 'queued', rev = rev + 1, content_hash = NULL, model = NULL, "
+    "attempts = 0, next_attempt_at = NULL, device = NULL, submitted_at = NULL, "
+    "confirmed_at = NULL, evidence = NULL, last_error = ?1 WHERE content_hash IS NOT NULL "
+    "AND state <> 'failed_permanent'"
+)
+_RESTYLE_FLIPS = (
+    "UPDATE label_schedule SET content_hash = NULL, model = NULL WHERE content_hash IS NOT NULL"
+)
 _RENDER_CHUNK = 64
 _DISPATCH_CAP = 20_000  # jobs handed to one driver per pass, whatever its rate
 _REPORT_BATCH = 2_000
@@ -350,7 +370,8 @@ class LabelPipeline:
         meta = {
             str(r["key"]): str(r["value"])
             for r in await self._db.fetchall(
-                "SELECT key, value FROM meta WHERE key IN (?, ?)", (_FORWARDED_KEY, _POLICY_KEY)
+                "SELECT key, value FROM meta WHERE key IN (?, ?, ?)",
+                (_FORWARDED_KEY, _POLICY_KEY, _STYLE_KEY),
             )
         }
         self._forwarded = int(meta.get(_FORWARDED_KEY, "0"))
@@ -367,9 +388,26 @@ class LabelPipeline:
         )
         # Content drawn for a panel the label does not have (or jobs parked while the label
         # was unheard) is put right before anything is sent.
+        now = isoformat_utc(self._clock.utc_now())
+        await self._db.submit_atomic(self._refit_statements(None, now))
+        await self._restyle(meta.get(_STYLE_KEY), now)
+
+    async def _restyle(self, drawn_in: str | None, now: str) -> None:
+        """Content drawn in another style than the renderer's (the store's locale, time zone,
+        fonts or the template changed; or drawn before styles were recorded) is drawn again."""
+        style = self._renderer.style
+        if drawn_in == style:
+            return
+        reason = f"label style changed ({drawn_in or 'unrecorded'} → {style}): drawn again"
         await self._db.submit_atomic(
-            self._refit_statements(None, isoformat_utc(self._clock.utc_now()))
+            [
+                (_RESTYLE_AUDIT, (now, reason)),
+                (_RESTYLE_JOBS, (reason,)),
+                (_RESTYLE_FLIPS, ()),
+                (_SET_META, (_STYLE_KEY, style)),
+            ]
         )
+        _LOGGER.log(logging.INFO if drawn_in is None else logging.WARNING, "labels: %s", reason)
 
     def close(self) -> None:
         if self._executor is not None:

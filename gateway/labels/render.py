@@ -227,6 +227,14 @@ class LabelRenderer:
             digest.update(path.read_bytes())
         self._style_digest = digest.hexdigest()
 
+    @property
+    def style(self) -> str:
+        """What the images depend on besides faces and panels: template, fonts, locale and
+        time zone (labels drawn in another style are drawn again)."""
+        return f"{TEMPLATE_VERSION}:{self._style_digest[:16]}:{self.locale.locale}:" + (
+            self.locale.timezone
+        )
+
     def render(self, face: LabelFace, model: LabelModel) -> RenderedLabel:
         png = _encode_png(self.draw(face, model), model.palette)
         content_hash = hashlib.sha256(self._style_digest.encode() + png).hexdigest()

@@ -18,7 +18,7 @@ from gateway.labels.localization import DEFAULT_LOCALE, ShelfLocale, parse_local
 from gateway.labels.pipeline import face_to_label
 from gateway.labels.render import DEFAULT_BOLD_FONT, DEFAULT_FONT, LabelFace, LabelRenderer, Part
 from gateway.labels.words import UNIT_WORDS, WORDS
-from tests.labels.support import MODEL, item, label_store, promo
+from tests.labels.support import MODEL, CountingDriver, item, label_store, promo
 
 END = datetime(2025, 12, 5, 13, 36, tzinfo=UTC)  # 14:36 in Berlin
 
@@ -178,3 +178,36 @@ async def test_the_pipeline_draws_a_promotion_in_the_stores_locale_and_time_zone
         assert bytes(row["png"]) != english.render(face, MODEL).png
         assert json.loads(str(job["face"]))["unit_price"] == "3.96"  # in the face itself
     assert MODEL.palette is LabelPalette.BWR
+
+
+async def test_a_new_locale_draws_every_label_again_once(tmp_path: Path) -> None:
+    clock = FakeClock()
+    driver = CountingDriver(clock=clock)
+    async with label_store(tmp_path, clock=clock, drivers={"esl": driver}, locale="en_GB") as s:
+        await s.bindings.bind("L1", "S1", "hq")
+        await s.prices([item("S1", "1.49")], kind="full")
+        await s.settle()
+        assert await s.pipeline.dispatch_once() == 1
+        await s.confirm_all(driver)
+        english = (await s.job("L1"))["content_hash"]
+        assert (await s.job("L1"))["state"] == "confirmed"
+    # The same store, restarted with the same style: nothing is drawn again.
+    async with label_store(tmp_path, clock=clock, drivers={"esl": driver}, locale="en_GB") as s:
+        await s.settle()
+        assert (await s.job("L1"))["state"] == "confirmed"
+        assert await s.pipeline.dispatch_once() == 0
+    # [store] locale changed to de_DE: the confirmed label is drawn again and sent once.
+    async with label_store(tmp_path, clock=clock, drivers={"esl": driver}, locale="de_DE") as s:
+        await s.settle()
+        job = await s.job("L1")
+        assert job["state"] == "queued"
+        assert job["content_hash"] not in (None, english)
+        assert "label style changed" in job["last_error"]
+        assert await s.pipeline.dispatch_once() == 1
+        assert driver.pushes[-1].content_hash == job["content_hash"]
+        await s.confirm_all(driver)
+        assert (await s.job("L1"))["state"] == "confirmed"
+    async with label_store(tmp_path, clock=clock, drivers={"esl": driver}, locale="de_DE") as s:
+        await s.settle()
+        assert await s.pipeline.dispatch_once() == 0
+    assert len(driver.pushes) == 2
