@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck unit unit-fast bench clean
+.PHONY: setup demo test lint typecheck unit unit-fast bench label-sheets clean
 
 setup:
 	@bash scripts/setup.sh
@@ -39,6 +39,10 @@ bench: setup
 	$(BIN)/python bench/prices.py
 	$(BIN)/python bench/modbus.py
 	$(BIN)/python bench/stock.py
+
+# Every label template on every panel, in several locales (docs/labels/, committed).
+label-sheets: setup
+	$(BIN)/python -m gateway.labels.contact_sheet docs/labels
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

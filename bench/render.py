@@ -25,6 +25,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -39,7 +40,9 @@ STORE_LABELS = 60_000
 GOAL = 0.5
 
 MODEL = LabelModel(296, 128, LabelPalette.BWR)
-PROMOTION_TEXT = "until 23.11. 19:00"
+LOCALE, TIMEZONE = "de_DE", "Europe/Berlin"
+PROMOTION_UNTIL = datetime(2025, 11, 23, 18, 0, tzinfo=UTC)
+PROMOTION_TEXT = "bis 23.11., 19:00"  # PROMOTION_UNTIL in de_DE, Europe/Berlin
 BRANDS = (
     "Almtal",
     "Bachhof",
@@ -74,8 +77,8 @@ DETAILS = (
 )
 
 # The 296x128 layout the template arrives at for a one-line name and an "xx.xx €" sale price:
-# margin 4, name bold 16 px, "was" price and footer regular 11 px, sale price bold 64 px.
-NAME_SIZE, SMALL_SIZE, PRICE_SIZE = 16, 11, 64
+# margin 4, name bold 16 px, "was" price and footer regular 11 px, sale price bold 67 px.
+NAME_SIZE, SMALL_SIZE, PRICE_SIZE = 16, 11, 67
 WHITE, BLACK, RED = (255, 255, 255), (0, 0, 0), (255, 0, 0)
 
 
@@ -106,7 +109,7 @@ def faces(first: int, count: int, *, backlog: bool = False) -> list[LabelFace]:
                 unit="kg" if backlog else None,
                 reference_price=was,
                 promotion=f"promo-{n % 7}",
-                promotion_text=PROMOTION_TEXT,
+                promotion_until=PROMOTION_UNTIL,
             )
         )
     return result
@@ -125,18 +128,17 @@ class BarePillow:
     def render(self, face: LabelFace) -> bytes:
         assert face.name is not None
         assert face.reference_price is not None
-        assert face.promotion_text is not None
         width, height = MODEL.width, MODEL.height
         image = Image.new("RGB", (width, height), WHITE)
         draw = ImageDraw.Draw(image)
         draw.text((4, 4), face.name, font=self.name_font, fill=BLACK)
-        was = f"{face.reference_price} €"
+        was = f"statt {face.reference_price.replace('.', ',')} €"
         was_width = int(draw.textlength(was, font=self.small_font))
         x = width - 4 - was_width
         draw.text((x, 22), was, font=self.small_font, fill=BLACK)
         draw.line((x - 1, 28, x + was_width + 1, 28), fill=BLACK, width=2)
-        draw.text((4, 37), f"{face.price} €", font=self.price_font, fill=RED)
-        draw.text((4, height - 15), face.promotion_text, font=self.small_font, fill=BLACK)
+        draw.text((4, 37), f"{face.price.replace('.', ',')} €", font=self.price_font, fill=RED)
+        draw.text((4, height - 15), PROMOTION_TEXT, font=self.small_font, fill=BLACK)
         quantized = image.quantize(palette=self.palette, dither=Image.Dither.NONE)
         buffer = io.BytesIO()
         quantized.save(buffer, format="PNG")
@@ -158,7 +160,7 @@ def pin_to_one_cpu() -> int:
 
 def main() -> None:
     cpu = pin_to_one_cpu()
-    renderer = LabelRenderer()
+    renderer = LabelRenderer(locale=LOCALE, timezone=TIMEZONE)
     bare = BarePillow()
 
     def storegw(face: LabelFace) -> object:

@@ -459,6 +459,7 @@ class Gateway:
                 config=self.settings.labels,
                 drivers=self._label_drivers,
                 timezone=self.settings.store.timezone,
+                locale=self.settings.store.locale,
                 was_price=self.settings.downlink.was_price,
             )
         except FileNotFoundError as exc:

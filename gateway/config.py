@@ -76,6 +76,11 @@ class StoreConfig(_Section):
         description="Store id; also a level of every MQTT topic.",
     )
     timezone: str = Field("UTC", description="IANA time zone of the store, e.g. Europe/Berlin.")
+    locale: str = Field(
+        "en_GB",
+        description="CLDR locale of the store's labels (money, unit prices, dates, words), "
+        "e.g. de_DE.",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -85,6 +90,13 @@ class StoreConfig(_Section):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
+
+    @field_validator("locale")
+    @classmethod
+    def _known_locale(cls, value: str) -> str:
+        from gateway.labels.localization import parse_locale  # Babel's data: loaded when used
+
+        return parse_locale(value)
 
 
 class ClockConfig(_Section):

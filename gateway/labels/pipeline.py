@@ -33,7 +33,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from gateway.alerts import Alerts, Severity
 from gateway.clock import Clock, isoformat_utc
@@ -58,6 +57,7 @@ from gateway.labels.jobs import (
     on_confirmation_timeout,
     on_report,
 )
+from gateway.labels.localization import DEFAULT_LOCALE
 from gateway.labels.planner import BOUNDARIES, FACES, LabelPlanner, Statement
 from gateway.labels.preview import parse_model
 from gateway.labels.render import LabelFace, LabelRenderer, RenderedLabel
@@ -87,6 +87,26 @@ NO_PRICE_ALERT = "label.no_price:"
 
 _FORWARDED_KEY = "label_audit_forwarded"
 _POLICY_KEY = "labels_policy_at"
+_STYLE_KEY = "labels_style"  # the renderer's style the labels' content was drawn in
+
+# The renderer's style changed (locale, time zone, fonts or template): every label's content,
+# confirmed or not, and every pre-rendered flip is drawn again (audit: ?1 now, ?2 the reason;
+# jobs: ?1 the reason).
+_RESTYLE_AUDIT = (
+    "INSERT INTO label_audit (at, label, event, state, sku, price_version, content_hash, "
+    "detail) SELECT ?1, label, 'superseded', state, sku, price_version, content_hash, ?2 "
+    "FROM label_jobs WHERE content_hash IS NOT NULL "
+    "AND state IN ('queued', 'submitted', 'pending', 'failed')"
+)
+_RESTYLE_JOBS = (
+    "UPDATE label_jobs SET state = 'queued', rev = rev + 1, content_hash = NULL, model = NULL, "
+    "attempts = 0, next_attempt_at = NULL, device = NULL, submitted_at = NULL, "
+    "confirmed_at = NULL, evidence = NULL, last_error = ?1 WHERE content_hash IS NOT NULL "
+    "AND state <> 'failed_permanent'"
+)
+_RESTYLE_FLIPS = (
+    "UPDATE label_schedule SET content_hash = NULL, model = NULL WHERE content_hash IS NOT NULL"
+)
 _RENDER_CHUNK = 64
 _DISPATCH_CAP = 20_000  # jobs handed to one driver per pass, whatever its rate
 _REPORT_BATCH = 2_000
@@ -266,17 +286,14 @@ def model_text(model: LabelModel) -> str:
     return f"{model.width}x{model.height}:{model.palette.value}"
 
 
-def face_to_label(face_json: str, timezone: str = "UTC") -> LabelFace:
-    """A planned face (canonical JSON from the planner) as the renderer's input; the blank
-    face of an unbound label is the "not in use" face."""
+def face_to_label(face_json: str) -> LabelFace:
+    """A planned face (canonical JSON from the price book) as the renderer's input; the blank
+    face of an unbound label is the "not in use" face. How its money and dates are written is
+    the renderer's (the store's locale and time zone)."""
     face = json.loads(face_json)
     if face.get("blank"):
         return LabelFace.not_in_use()
     until = face.get("promotion_until")
-    promotion_text = None
-    if until:
-        local = datetime.fromisoformat(until).astimezone(ZoneInfo(timezone))
-        promotion_text = f"until {local:%d.%m. %H:%M}"
     return LabelFace(
         sku=str(face["sku"]),
         name=face.get("name"),
@@ -286,7 +303,7 @@ def face_to_label(face_json: str, timezone: str = "UTC") -> LabelFace:
         unit=face.get("unit"),
         reference_price=face.get("reference_price"),
         promotion=face.get("promotion"),
-        promotion_text=promotion_text,
+        promotion_until=datetime.fromisoformat(until) if until else None,
     )
 
 
@@ -301,6 +318,7 @@ class LabelPipeline:
         config: LabelsConfig,
         drivers: DriverMap,
         timezone: str = "UTC",
+        locale: str = DEFAULT_LOCALE,
         was_price: WasPrice = "hq",
         rng: random.Random | None = None,
     ) -> None:
@@ -310,10 +328,11 @@ class LabelPipeline:
         self._clock = clock
         self.config = config
         self._drivers = drivers
-        self._timezone = timezone
         self.book = PriceBook(database, was_price=was_price)
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not cryptography
-        self._renderer = LabelRenderer(config.font, config.bold_font)
+        self._renderer = LabelRenderer(
+            config.font, config.bold_font, locale=locale, timezone=timezone
+        )
         self._default_model = model_text(parse_model(config.default_model))
         self._executor: ThreadPoolExecutor | None = None
         self._shown: dict[str, _Shown] = {}
@@ -351,7 +370,8 @@ class LabelPipeline:
         meta = {
             str(r["key"]): str(r["value"])
             for r in await self._db.fetchall(
-                "SELECT key, value FROM meta WHERE key IN (?, ?)", (_FORWARDED_KEY, _POLICY_KEY)
+                "SELECT key, value FROM meta WHERE key IN (?, ?, ?)",
+                (_FORWARDED_KEY, _POLICY_KEY, _STYLE_KEY),
             )
         }
         self._forwarded = int(meta.get(_FORWARDED_KEY, "0"))
@@ -368,9 +388,26 @@ class LabelPipeline:
         )
         # Content drawn for a panel the label does not have (or jobs parked while the label
         # was unheard) is put right before anything is sent.
+        now = isoformat_utc(self._clock.utc_now())
+        await self._db.submit_atomic(self._refit_statements(None, now))
+        await self._restyle(meta.get(_STYLE_KEY), now)
+
+    async def _restyle(self, drawn_in: str | None, now: str) -> None:
+        """Content drawn in another style than the renderer's (the store's locale, time zone,
+        fonts or the template changed; or drawn before styles were recorded) is drawn again."""
+        style = self._renderer.style
+        if drawn_in == style:
+            return
+        reason = f"label style changed ({drawn_in or 'unrecorded'} → {style}): drawn again"
         await self._db.submit_atomic(
-            self._refit_statements(None, isoformat_utc(self._clock.utc_now()))
+            [
+                (_RESTYLE_AUDIT, (now, reason)),
+                (_RESTYLE_JOBS, (reason,)),
+                (_RESTYLE_FLIPS, ()),
+                (_SET_META, (_STYLE_KEY, style)),
+            ]
         )
+        _LOGGER.log(logging.INFO if drawn_in is None else logging.WARNING, "labels: %s", reason)
 
     def close(self) -> None:
         if self._executor is not None:
@@ -502,7 +539,7 @@ class LabelPipeline:
     def _label_face(self, face: str) -> LabelFace:
         """A planned face as the renderer's input: the one conversion, for jobs, flips and
         previews alike (the face itself carries every price; nothing is added here)."""
-        return face_to_label(face, self._timezone)
+        return face_to_label(face)
 
     async def render_face(self, face: str, model: LabelModel) -> RenderedLabel:
         """The image a label on ``model`` gets for ``face`` — ``label preview`` draws with

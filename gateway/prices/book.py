@@ -9,7 +9,9 @@ SQLite — price, name, unit price, the promotion in force with its window and i
 pipeline, the preview and ``label show`` cannot disagree.
 
 Promotions overlap by design; at any instant the one from the latest batch version wins (then
-the latest start), and a cancelled promotion is gone.
+the latest start), and a cancelled promotion is gone. A promotion's face keeps the unit price
+(98/6/EC): that of its price, derived from the regular price and unit price by the SQL function
+``promotional_unit_price`` (:mod:`gateway.prices.unit_price`, registered on every connection).
 
 **Prior price** (Directive 98/6/EC art. 6a): a promotion without HQ's ``reference_price`` shows,
 with ``[downlink] was_price = "lowest_30_days"``, the lowest price *applied* in the 30 days
@@ -92,6 +94,8 @@ SELECT s.label AS label, s.sku AS sku,
          'unit_price', p.unit_price, 'unit', p.unit)
        ELSE json_object(
          'sku', s.sku, 'name', p.name, 'price', pr.price, 'currency', pr.currency,
+         'unit_price', promotional_unit_price(pr.price, p.price,
+           CASE WHEN pr.currency = p.currency THEN p.unit_price END),
          'unit', p.unit,
          'reference_price', coalesce(pr.reference_price,
            CASE WHEN ?4 = 'lowest_30_days' THEN pr.prior_price END),

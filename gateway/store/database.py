@@ -41,6 +41,7 @@ from gateway.errors import (
     StorageUnavailableError,
 )
 from gateway.store.migrations import MIGRATIONS, Migration
+from gateway.store.sql_functions import SQL_FUNCTIONS
 
 __all__ = ["Database", "StorageStats"]
 
@@ -318,6 +319,8 @@ class Database:
         connection.row_factory = sqlite3.Row
         try:
             await connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            for name, arity, function in SQL_FUNCTIONS:
+                await connection.create_function(name, arity, function, deterministic=True)
         except sqlite3.Error as exc:
             await connection.close()
             raise _translate(path, exc, "cannot open") from exc

@@ -13,6 +13,7 @@ from gateway.config import SlotConfig, load_config, parse_config
 from gateway.drivers.contracts import DeviceFamily, DriverContext, DriverPlugin
 from gateway.drivers.registry import DriverRegistry
 from gateway.errors import ConfigError, UnknownDriverError
+from gateway.labels.localization import DEFAULT_LOCALE
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "gateway.example.toml"
 
@@ -44,6 +45,24 @@ def test_minimal_config_gets_safe_defaults() -> None:
     assert settings.mqtt.allow_plaintext is False
     assert settings.storage.path == Path("/var/lib/storegw/gateway.db")
     assert devices == ()
+
+
+def test_the_label_locale_is_explicit_validated_and_the_demo_is_german() -> None:
+    settings, _ = parse_config({"store": {"id": "s1"}}, registry=registry(), environ={})
+    assert settings.store.locale == DEFAULT_LOCALE == "en_GB"
+    settings, _ = parse_config(
+        {"store": {"id": "s1", "locale": "de-DE"}}, registry=registry(), environ={}
+    )
+    assert settings.store.locale == "de_DE"
+    for bad, reason in (("xx_YY", "unknown locale"), ("pt_PT", "no label words"), ("C", "")):
+        with pytest.raises(ConfigError) as caught:
+            parse_config({"store": {"id": "s1", "locale": bad}}, registry=registry(), environ={})
+        assert issue_paths(caught.value) == {"store.locale"}
+        assert bad in str(caught.value)
+        assert reason in str(caught.value)
+    demo = EXAMPLE.with_name("demo.toml")  # gateway/demo.toml links to it
+    settings, _ = load_config(demo, environ={})  # the installed drivers
+    assert settings.store.locale == "de_DE"
 
 
 def test_every_bad_key_is_reported_with_its_path() -> None:

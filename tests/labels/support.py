@@ -27,6 +27,7 @@ from gateway.drivers.contracts import (
 from gateway.errors import DriverConfigError, DriverUnavailableError, LabelPanelMismatchError
 from gateway.hq.prices import build_price_messages
 from gateway.labels.bindings import LabelBindings
+from gateway.labels.localization import DEFAULT_LOCALE
 from gateway.labels.pipeline import LabelPipeline
 from gateway.prices.book import WasPrice
 from gateway.prices.downlink import PriceDownlink, PriceDownlinkSettings
@@ -237,6 +238,7 @@ async def label_store(
     heard_on_bind: bool = True,
     was_price: WasPrice = "hq",
     timezone: str = "UTC",
+    locale: str = DEFAULT_LOCALE,
     **config: Any,
 ) -> AsyncIterator[LabelStore]:
     """A store on real SQLite. With ``heard_on_bind`` a label checks in (SEEN, ``MODEL``,
@@ -259,6 +261,7 @@ async def label_store(
             config=LabelsConfig(**config),
             drivers=lambda: driver_map,
             timezone=timezone,
+            locale=locale,
             was_price=was_price,
             rng=random.Random(1),
         )

@@ -1,9 +1,11 @@
 """Label rendering: exact panel size and palette, no anti-aliasing, real currency glyphs,
-deterministic bytes and a content hash that follows template and font."""
+deterministic bytes and a content hash that follows template and font. (What each template
+shows on each panel, and its legibility: test_legibility.py.)"""
 
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,10 +15,12 @@ from gateway.drivers.contracts import LabelModel, LabelPalette
 from gateway.labels.render import (
     DEFAULT_BOLD_FONT,
     DEFAULT_FONT,
+    EDGE_CLEARANCE,
     PANEL_SIZES,
     LabelFace,
     LabelRenderer,
     format_money,
+    panel_inks,
 )
 
 PALETTE_RGB = {
@@ -33,7 +37,7 @@ PROMO = LabelFace(
     "EUR",
     reference_price="1.99",
     promotion="flash-7",
-    promotion_text="until 23.11. 19:00",
+    promotion_until=datetime(2025, 11, 23, 18, 0, tzinfo=UTC),
 )
 
 
@@ -61,15 +65,21 @@ def test_every_panel_and_palette_gets_exact_size_and_only_its_colours(
 
 
 @pytest.mark.parametrize("size", PANEL_SIZES)
-def test_the_png_holds_exactly_the_drawn_pixels_at_two_bits(size: tuple[int, int]) -> None:
+@pytest.mark.parametrize("palette", list(LabelPalette))
+def test_the_png_holds_exactly_the_drawn_pixels_and_only_the_panels_colours(
+    size: tuple[int, int], palette: LabelPalette
+) -> None:
     renderer = LabelRenderer()
-    model = LabelModel(*size, LabelPalette.BWRY)
-    for face in (PLAIN, PROMO):
+    model = LabelModel(*size, palette)
+    for face in (PLAIN, PROMO, LabelFace.not_in_use()):
         png = renderer.render(face, model).png
-        assert png[24:26] == bytes([2, 3])  # IHDR: bit depth 2, colour type palette
+        depth = 1 if palette is LabelPalette.BW else 2
+        assert png[24:26] == bytes([depth, 3])  # IHDR: bit depth, colour type palette
         decoded = Image.open(io.BytesIO(png))
         assert decoded.mode == "P"
-        assert decoded.getpalette() == [255, 255, 255, 0, 0, 0, 255, 0, 0, 255, 255, 0]
+        # The PNG's palette holds the panel's colours, white first, and nothing else.
+        panel = [channel for ink in panel_inks(palette) for channel in ink.value]
+        assert decoded.getpalette() == panel
         assert decoded.tobytes() == renderer.draw(face, model).tobytes()
 
 
@@ -98,8 +108,9 @@ def test_currency_symbols_are_real_glyphs_not_boxes() -> None:
         drawn = bitmap(symbol)
         assert drawn != missing, f"{symbol} renders as the missing-glyph box"
         assert any(drawn), f"{symbol} renders as nothing"
-    assert format_money("1.99", "EUR") == "1.99 €"
+    assert format_money("1.99", "EUR") == "€1.99"  # en_GB, the default locale
     assert format_money("1.99", "GBP") == "£1.99"
+    assert format_money("1.99", "EUR", "de_DE") == "1,99\xa0€"
 
 
 def test_a_name_too_long_for_the_panel_is_shortened_never_cut_off() -> None:
@@ -107,10 +118,10 @@ def test_a_name_too_long_for_the_panel_is_shortened_never_cut_off() -> None:
     face = LabelFace("4006381333931", name, "12.49", "EUR")
     for width, height in PANEL_SIZES:
         image = LabelRenderer().draw(face, LabelModel(width, height, LabelPalette.BW))
-        margin = max(3, height // 28)
+        margin = max(EDGE_CLEARANCE, height // 28)
         rgb = image.convert("RGB")
         right_margin = [
-            rgb.getpixel((x, y)) for x in range(width - margin + 1, width) for y in range(height)
+            rgb.getpixel((x, y)) for x in range(width - margin, width) for y in range(height)
         ]
         assert set(right_margin) == {(255, 255, 255)}  # nothing drawn past the margin
 
@@ -129,7 +140,7 @@ def test_the_not_in_use_face_is_black_on_white_and_deterministic(
     blank = LabelRenderer().render(LabelFace.not_in_use(), model)
     image = Image.open(io.BytesIO(blank.png))
     assert image.size == size
-    assert blank.png[24:26] == bytes([2, 3])
+    assert blank.png[24:26] == bytes([1 if palette is LabelPalette.BW else 2, 3])
     assert colours(blank.png) == {(255, 255, 255), (0, 0, 0)}  # no accent, no greys
     again = LabelRenderer().render(LabelFace.not_in_use(), model)
     assert (again.png, again.content_hash) == (blank.png, blank.content_hash)
