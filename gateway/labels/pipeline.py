@@ -91,7 +91,9 @@ _STYLE_KEY = "labels_style"  # the renderer's style the labels' content was draw
 
 # The renderer's style changed (locale, time zone, fonts or template): every label's content,
 # confirmed or not, and every pre-rendered flip is drawn again (audit: ?1 now, ?2 the reason;
-# jobs: ?1 the reason).
+# jobs: ?1 the reason). Each label shows its right price meanwhile, so these redraws go last
+# (scheduled -1): a content change made later (a price, a flip, a drift) is rendered and
+# sent before them, not after hours of redraws.
 _RESTYLE_AUDIT = (
     "INSERT INTO label_audit (at, label, event, state, sku, price_version, content_hash, "
     "detail) SELECT ?1, label, 'superseded', state, sku, price_version, content_hash, ?2 "
@@ -101,8 +103,8 @@ _RESTYLE_AUDIT = (
 _RESTYLE_JOBS = (
     "UPDATE label_jobs SET state = 'queued', rev = rev + 1, content_hash = NULL, model = NULL, "
     "attempts = 0, next_attempt_at = NULL, device = NULL, submitted_at = NULL, "
-    "confirmed_at = NULL, evidence = NULL, last_error = ?1 WHERE content_hash IS NOT NULL "
-    "AND state <> 'failed_permanent'"
+    "confirmed_at = NULL, evidence = NULL, last_error = ?1, scheduled = -1 "
+    "WHERE content_hash IS NOT NULL AND state <> 'failed_permanent'"
 )
 _RESTYLE_FLIPS = (
     "UPDATE label_schedule SET content_hash = NULL, model = NULL WHERE content_hash IS NOT NULL"
@@ -1491,7 +1493,7 @@ def _job_dict(row: Any) -> dict[str, Any]:
         "content_hash": row["content_hash"],
         "rendered": row["content_hash"] is not None,
         "model": row["model"],
-        "scheduled": bool(row["scheduled"]),
+        "scheduled": row["scheduled"] > 0,  # -1: a redraw in a new style, sent last
         "due_at": row["due_at"],
         "queued_at": row["queued_at"],
         "submitted_at": row["submitted_at"],
