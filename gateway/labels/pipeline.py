@@ -218,8 +218,11 @@ def _refit_sql(*, some: bool) -> tuple[str, str, str, str]:
     """
     which = "label IN (SELECT value FROM json_each(?2))" if some else "?2 IS NULL"
     panels = f"(SELECT label, coalesce(model, ?1) AS model FROM label_shown WHERE {which})"  # noqa: S608
+    # The label shows nothing of this content yet: in line with other content changes, even
+    # when it was a redraw in a new style (scheduled -1, sent last).
     awaiting_to_queued = (
-        "UPDATE label_jobs SET state = 'queued', last_error = NULL "  # noqa: S608
+        "UPDATE label_jobs SET state = 'queued', last_error = NULL, "  # noqa: S608
+        "scheduled = max(scheduled, 0) "
         f"WHERE state = 'awaiting_model' AND label IN (SELECT label FROM {panels})"
     )
     audit = f"""
@@ -234,7 +237,7 @@ WHERE j.content_hash IS NOT NULL AND j.model IS NOT p.model
     jobs = f"""
 UPDATE label_jobs SET state = 'queued', rev = label_jobs.rev + 1, content_hash = NULL,
   model = NULL, attempts = 0, next_attempt_at = NULL, device = NULL, submitted_at = NULL,
-  confirmed_at = NULL, evidence = NULL,
+  confirmed_at = NULL, evidence = NULL, scheduled = max(label_jobs.scheduled, 0),
   last_error = coalesce(?3, 'drawn for ' || label_jobs.model || ', the label''s panel is '
     || p.model || ': drawn again')
 FROM {panels} AS p
@@ -260,7 +263,8 @@ _AUDIT_RETRIED = (
     "FROM label_jobs WHERE label = ?3 AND sku = ?4 AND state IN ('failed', 'failed_permanent')"
 )
 _RETRY_FAILED = (
-    "UPDATE label_jobs SET state = 'queued', attempts = 0, next_attempt_at = NULL "
+    "UPDATE label_jobs SET state = 'queued', attempts = 0, next_attempt_at = NULL, "
+    "scheduled = max(scheduled, 0) "
     "WHERE label = ?1 AND sku = ?2 AND state IN ('failed', 'failed_permanent')"
 )
 

@@ -13,7 +13,7 @@ from babel import Locale
 from PIL import Image, ImageDraw, ImageFont
 
 from gateway.clock import FakeClock
-from gateway.drivers.contracts import LabelPalette
+from gateway.drivers.contracts import LabelModel, LabelPalette
 from gateway.labels.localization import DEFAULT_LOCALE, ShelfLocale, parse_locale
 from gateway.labels.pipeline import face_to_label
 from gateway.labels.render import DEFAULT_BOLD_FONT, DEFAULT_FONT, LabelFace, LabelRenderer, Part
@@ -243,3 +243,13 @@ async def test_a_price_change_overtakes_the_labels_drawn_again_for_a_new_locale(
         assert [c.content_hash for c in driver.pushes if c.label_id == "L19"][-1] == (
             await s.job("L19")
         )["content_hash"]
+        await s.confirm_all(driver)
+        # A label whose panel is swapped meanwhile is blank: its content goes first too.
+        wide = LabelModel(400, 300, LabelPalette.BWR)
+        driver.panels["L18"] = wide
+        s.check_in("L18", wide)
+        await s.settle()
+        pushed = len(driver.pushes)
+        assert await s.pipeline.dispatch_once() > 0
+        assert driver.pushes[pushed].label_id == "L18"
+        assert (driver.pushes[pushed].model.width, driver.pushes[pushed].model.height) == (400, 300)
