@@ -253,3 +253,11 @@ async def test_a_price_change_overtakes_the_labels_drawn_again_for_a_new_locale(
         assert await s.pipeline.dispatch_once() > 0
         assert driver.pushes[pushed].label_id == "L18"
         assert (driver.pushes[pushed].model.width, driver.pushes[pushed].model.height) == (400, 300)
+
+
+def test_the_style_covers_the_label_words_of_the_locales_language() -> None:
+    german, swiss = LabelRenderer(locale="de_DE"), LabelRenderer(locale="de_CH")
+    assert german.style != swiss.style  # another locale (money is written otherwise)
+    assert german.style == LabelRenderer(locale="de_DE").style
+    styles = {LabelRenderer(locale=locale).style.split(":")[3] for locale in ("de_DE", "fr_FR")}
+    assert len(styles) == 2  # the words' part differs with the language
