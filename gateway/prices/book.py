@@ -13,6 +13,9 @@ the latest start), and a cancelled promotion is gone. A promotion's face keeps t
 (98/6/EC): that of its price, derived from the regular price and unit price by the SQL function
 ``promotional_unit_price`` (:mod:`gateway.prices.unit_price`, registered on every connection).
 
+A "was" price (HQ's ``reference_price`` or the prior price below) is on the face only when it
+is above the promotion's price: one that is not would announce a reduction that is none.
+
 **Prior price** (Directive 98/6/EC art. 6a): a promotion without HQ's ``reference_price`` shows,
 with ``[downlink] was_price = "lowest_30_days"``, the lowest price *applied* in the 30 days
 before its reduction began: base prices and earlier promotions alike, from the store's own
@@ -97,8 +100,9 @@ SELECT s.label AS label, s.sku AS sku,
          'unit_price', promotional_unit_price(pr.price, p.price,
            CASE WHEN pr.currency = p.currency THEN p.unit_price END),
          'unit', p.unit,
-         'reference_price', coalesce(pr.reference_price,
-           CASE WHEN ?4 = 'lowest_30_days' THEN pr.prior_price END),
+         'reference_price', (SELECT was FROM (SELECT coalesce(pr.reference_price,
+           CASE WHEN ?4 = 'lowest_30_days' THEN pr.prior_price END) AS was)
+           WHERE money_above(was, pr.price)),
          'promotion', pr.id, 'promotion_from', pr.effective_from,
          'promotion_until', pr.effective_to)
   END AS face,
