@@ -67,6 +67,12 @@ class Promotion(_Strict):
         description='The "was" price shown beside it; absent: the store\'s own prior price '
         '(with was_price = "lowest_30_days") or none.',
     )
+    unit_price: Money | None = Field(
+        None,
+        description="The unit price at the promotion's price, in the SKU's unit, as HQ computed "
+        "it from the net quantity; absent: the store derives it from the regular price and "
+        "unit price (which can be a cent off when HQ's unit price was rounded).",
+    )
     effective_from: AwareDatetime
     effective_to: AwareDatetime
     progressive: StrictBool = Field(
