@@ -116,8 +116,10 @@ class CustodyTimer:
     Only envelopes the broker accepted wait for HQ, each from its own PUBACK: an envelope
     expires ``timeout_s`` after the later of its PUBACK and the last move of the watermark
     (an envelope behind others waits while HQ works through them). A stream idle for hours,
-    or a fresh connection, therefore starts no clock until its next PUBACK. Each expiry
-    doubles the timeout (``max_doublings`` times at most); a moving watermark resets it.
+    or a fresh connection, therefore starts no clock until its next PUBACK; nor does an
+    envelope whose PUBACK is settled after HQ's watermark already covers it (the two race).
+    Each expiry doubles the timeout (``max_doublings`` times at most); a moving watermark
+    resets it.
     """
 
     def __init__(self, timeout_s: float, *, max_doublings: int = _ACK_TIMEOUT_DOUBLINGS) -> None:
@@ -125,6 +127,7 @@ class CustodyTimer:
         self._max_doublings = max_doublings
         self._doublings = 0  # expiries in a row without the watermark moving
         self._watermark_moved_at = float("-inf")
+        self._watermark = 0  # the highest seq HQ acknowledged
         # (last seq, PUBACK time) of envelopes beyond the watermark, in PUBACK order.
         self._pubacked: deque[tuple[int, float]] = deque()
 
@@ -134,11 +137,13 @@ class CustodyTimer:
 
     def pubacked(self, seq_to: int, now: float) -> None:
         """The broker accepted the envelope ending at ``seq_to``."""
-        self._pubacked.append((seq_to, now))
+        if seq_to > self._watermark:  # else HQ holds it already: nothing to wait for
+            self._pubacked.append((seq_to, now))
 
     def watermark_moved(self, seq: int, now: float) -> None:
         """HQ's watermark moved up to ``seq``: the envelopes it covers wait no longer."""
         self._watermark_moved_at = now
+        self._watermark = max(self._watermark, seq)
         self._doublings = 0
         # Not always a prefix: envelopes sent before a rewind may be PUBACKed after it.
         self._pubacked = deque(entry for entry in self._pubacked if entry[0] > seq)
