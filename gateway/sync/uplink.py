@@ -206,6 +206,7 @@ class Uplink:
         self.parked: dict[str, str] = {}
         self._hq_ahead: dict[str, tuple[str, int]] = {}  # stream -> HQ's (epoch, seq) beyond head
         self._epoch_alerts: dict[str, tuple[str, int]] = {}  # stream -> (epoch, seq HQ must ack)
+        self._bookkeeping_failing = False  # a sent/acked mark failed to commit (logged once)
         link.subscribe("down/ack", self._on_ack)
 
     async def run(self) -> None:
@@ -478,11 +479,27 @@ class Uplink:
                 cursor.awaiting_hq.popleft()
             self._outbox.appended.set()  # the window may have room again
 
-    @staticmethod
-    def _track(future: asyncio.Future[Any]) -> None:
+    def _track(self, future: asyncio.Future[Any]) -> None:
         # Bookkeeping writes ride the group commit (no task, nothing to await); a failure only
-        # means rows are re-sent later, so it is logged.
-        future.add_done_callback(_log_failure)
+        # means rows are re-sent later, so it is logged — once until one succeeds again (a
+        # full disk fails every one of them: one per envelope and per ack).
+        future.add_done_callback(self._bookkeeping_done)
+
+    def _bookkeeping_done(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is None:
+            if self._bookkeeping_failing:
+                self._bookkeeping_failing = False
+                _LOGGER.info("outbox bookkeeping works again")
+        elif not self._bookkeeping_failing:
+            self._bookkeeping_failing = True
+            _LOGGER.error(
+                "outbox bookkeeping failed: %s (events may be sent again; not logged again "
+                "until it works)",
+                error,
+            )
 
 
 def _read_ack(payload: bytes) -> tuple[str, str, int]:
@@ -495,11 +512,6 @@ def _read_ack(payload: bytes) -> tuple[str, str, int]:
     if type(seq) is not int or not 1 <= seq < 2**63:
         raise MalformedMessageError(f"an ack's seq must be an integer 1..2^63-1, not {seq!r:.40}")
     return stream, epoch, seq
-
-
-def _log_failure(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        _LOGGER.error("outbox bookkeeping failed: %s", future.exception())
 
 
 def connect_outbox(
