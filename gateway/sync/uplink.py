@@ -32,7 +32,12 @@ from gateway.alerts import Alerts, Severity
 from gateway.backoff import Backoff
 from gateway.clock import Clock, isoformat_utc
 from gateway.config import MqttConfig
-from gateway.errors import LinkDownError, MalformedMessageError, PublishRefusedError
+from gateway.errors import (
+    LinkDownError,
+    MalformedMessageError,
+    PublishRefusedError,
+    StorageError,
+)
 from gateway.store.outbox import EpochChange, Outbox, WireBatch
 from gateway.sync.envelope import pack_wire_batch
 from gateway.sync.inbound import load_json_object
@@ -104,6 +109,9 @@ class RateLimiter:
             return 0.0
         return (1 - self._tokens) / self._rate
 
+
+#: After a storage failure the uplink starts over from the watermarks this much later.
+_STORAGE_RETRY_S = 1.0
 
 #: The ack timeout doubles while HQ stays silent, this many times at most (to 2 min at the
 #: default 30 s: an HQ back without its broker queue waits at most that long for the window).
@@ -207,24 +215,34 @@ class Uplink:
         self._hq_ahead: dict[str, tuple[str, int]] = {}  # stream -> HQ's (epoch, seq) beyond head
         self._epoch_alerts: dict[str, tuple[str, int]] = {}  # stream -> (epoch, seq HQ must ack)
         self._bookkeeping_failing = False  # a sent/acked mark failed to commit (logged once)
+        self._storage_error: str | None = None  # the last storage failure of run() (logged once)
         link.subscribe("down/ack", self._on_ack)
 
     async def run(self) -> None:
-        """Send while connected; start over from the watermarks after every reconnect."""
+        """Send while connected; start over from the watermarks after every reconnect, and
+        after a storage failure (a full disk refusing an alert or an epoch change): the
+        events stay in the outbox, the task goes on."""
         self._load_epoch_alerts()
         while True:
-            await self._report_epoch_changes()
-            await self._link.connected.wait()
+            pause = 0.1
             try:
+                await self._report_epoch_changes()
+                await self._link.connected.wait()
                 await self._serve_connection()
             except* LinkDownError:
                 # Python 3.11's TaskGroup can report its children's errors *instead of* a
                 # cancellation that arrived meanwhile: never swallow a stop along with them.
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise asyncio.CancelledError from None
+                _raise_if_cancelling()
                 _LOGGER.debug("uplink paused: link down")
-            await asyncio.sleep(0.1)
+                self._storage_error = None  # a connection ended by the link, not storage
+            except* StorageError as failed:
+                _raise_if_cancelling()
+                error = str(failed.exceptions[0])
+                if error != self._storage_error:
+                    _LOGGER.warning("uplink: %s; starting over from the watermarks", error)
+                self._storage_error = error
+                pause = _STORAGE_RETRY_S
+            await asyncio.sleep(pause)
 
     async def _serve_connection(self) -> None:
         await self._load_cursors()
@@ -500,6 +518,12 @@ class Uplink:
                 "until it works)",
                 error,
             )
+
+
+def _raise_if_cancelling() -> None:
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from None
 
 
 def _read_ack(payload: bytes) -> tuple[str, str, int]:

@@ -492,3 +492,60 @@ async def test_a_full_disk_while_the_backlog_drains_is_logged_once_not_per_envel
     assert hq.envelopes >= 100
     errors = [r.getMessage() for r in caplog.records if r.name == "gateway.sync.uplink"]
     assert len([e for e in errors if "bookkeeping" in e]) <= 1, errors
+
+
+async def test_a_parked_stream_on_a_full_disk_does_not_stop_the_uplink(tmp_path: Path) -> None:
+    """The broker refuses a stream while the disk is full: its alert cannot be stored (it is
+    active in memory). That storage failure must not end the uplink task — in the daemon, its
+    task group, so the whole process — and the stream flows once the broker takes it."""
+    acl = tmp_path / "acl"
+    acl.write_text(REFUSING_ACL, encoding="utf-8")
+    broker = Broker(tmp_path, extra=f"acl_file {acl}")
+    broker.start()
+    hq = FakeHq(broker)
+    clock = SystemClock()
+    key = "uplink.refused:receipts"
+    try:
+        with tmpfs(tmp_path / "disk", size="8m") as disk:
+            async with Database.running(disk / "g.db", clock=clock) as db:
+                outbox = Outbox(db, clock)
+                await outbox.open(STREAMS)
+                alerts = Alerts(db, outbox, clock)
+                await alerts.load()
+                await outbox.append_many("receipts", "r", ({"n": n} for n in range(5)))
+                await db.maintenance()  # the WAL truncated: any write now needs room
+                _fill(disk)
+                config = MqttConfig(
+                    host=broker.host, port=broker.port, tls=False, allow_plaintext=True
+                )
+                link, uplink = connect_outbox(
+                    outbox,
+                    config=config,
+                    store_id="s1",
+                    boot=db.boot,
+                    clock=clock,
+                    settings=UplinkSettings(messages_per_second=None),
+                    alerts=alerts,
+                )
+                async with asyncio.TaskGroup() as group:
+                    tasks = [
+                        group.create_task(link.run(), name="mqtt.link"),
+                        group.create_task(uplink.run(), name="uplink"),
+                    ]
+                    try:
+                        # Raised (in memory), and its write refused.
+                        await until(
+                            lambda: alerts.get(key) is not None and db.full_since is not None
+                        )
+                        (disk / "filler").unlink()
+                        acl.write_text(ALLOWING_ACL, encoding="utf-8")
+                        broker.reload()
+                        epoch = outbox.epoch
+                        await until(lambda: hq.seqs("receipts", epoch) == [1, 2, 3, 4, 5], 45)
+                        await until(lambda: alerts.get(key) is None)
+                    finally:
+                        for task in tasks:
+                            task.cancel()
+    finally:
+        hq.close()
+        broker.stop()
