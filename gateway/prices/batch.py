@@ -174,4 +174,5 @@ def _readable_version(payload: bytes) -> int | None:
     except MalformedMessageError:
         return None
     version = document.get("version") if isinstance(document, dict) else None
-    return version if type(version) is int and version >= 1 else None
+    # Within the header's own bounds: a version is stored (SQLite's integers are 64-bit).
+    return version if type(version) is int and 1 <= version < 2**63 else None
