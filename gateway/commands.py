@@ -47,7 +47,7 @@ from gateway.errors import (
 from gateway.labels.bindings import LabelBindings
 from gateway.labels.directory import LabelDirectory
 from gateway.store.database import Database
-from gateway.sync.inbound import RefusalCounter, check_bounds
+from gateway.sync.inbound import RefusalCounter, load_json
 from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.signing import Verifier, check_scope, check_validity
 
@@ -156,7 +156,9 @@ class CommandProcessor:
         try:
             # Unsigned passes here only to be refused below unless the command is read-only.
             payload, kid = self._verifier.open(message.payload, allow_unsigned=True)
-            check_bounds(payload)
+            # The wrapper's payload is read as strictly as the wrapper (pydantic's own JSON
+            # parser would take NaN, Infinity and 1e400 into args).
+            load_json(payload)
             request = CommandRequest.model_validate_json(payload)
             check_scope(request.scope, self._store_id, self._groups)
             check_validity(request.issued_at, request.valid_until, self._clock)

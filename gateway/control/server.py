@@ -96,9 +96,13 @@ def text_arg(args: Mapping[str, Any], name: str) -> str:
 def number_arg(args: Mapping[str, Any], name: str, default: float) -> float:
     """``args[name]`` (``default`` when absent) as a finite number, else InvalidArgsError."""
     value = args.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    try:  # an integer no float holds (JSON's have any size) overflows
+        number = float(value) if isinstance(value, int | float) else math.nan
+    except OverflowError:
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number):
         raise InvalidArgsError(f"{name}: a number is required, got {_shown(value)}")
-    return float(value)
+    return number
 
 
 def _shown(value: object) -> str:

@@ -387,7 +387,9 @@ class HqConsumer:
                 self._take_expired(envelope.store, envelope.stream, custody, event)
             if seq <= custody.watermark or seq in custody.above or seq in taken:
                 self.duplicates += 1
-                if seq not in taken:
+                # An expiry marker may take a seq HQ holds (sent, not acked, then expired at
+                # the store): the event held stays valid, and that is no conflict.
+                if seq not in taken and event["type"] != _EXPIRED:
                     repeated[seq] = event["id"]
                 continue
             taken.add(seq)

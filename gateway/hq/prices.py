@@ -91,11 +91,12 @@ def read_price_list(text: str, *, filename: str = "") -> list[dict[str, Any]]:
 
 def read_promotions(text: str, *, now: datetime, filename: str = "") -> list[dict[str, Any]]:
     """Promotions from CSV (header row: id, sku, price, currency, optional reference_price,
-    effective_from, effective_to, optional progressive) or JSON (a list, or ``{promotions:
-    [...]}``). Instants are ISO 8601 with an offset, or relative to ``now`` as ``+90s``,
-    ``+10m``, ``+2h``, ``+1d`` (a flash sale "starting in a minute"). ``progressive`` (CSV
-    ``true``/``false``, JSON a boolean) marks a further step of the reduction running right
-    before it. Every row is validated; all bad rows are reported at once (ValueError)."""
+    optional unit_price, effective_from, effective_to, optional progressive) or JSON (a list,
+    or ``{promotions: [...]}``). Instants are ISO 8601 with an offset, or relative to ``now``
+    as ``+90s``, ``+10m``, ``+2h``, ``+1d`` (a flash sale "starting in a minute").
+    ``progressive`` (CSV ``true``/``false``, JSON a boolean) marks a further step of the
+    reduction running right before it. Every row is validated; all bad rows are reported at
+    once (ValueError)."""
     rows = _rows(text, filename, "promotions")
     from_csv = not _is_json(text, filename)
 

@@ -91,7 +91,9 @@ _STYLE_KEY = "labels_style"  # the renderer's style the labels' content was draw
 
 # The renderer's style changed (locale, time zone, fonts or template): every label's content,
 # confirmed or not, and every pre-rendered flip is drawn again (audit: ?1 now, ?2 the reason;
-# jobs: ?1 the reason).
+# jobs: ?1 the reason). Each label shows its right price meanwhile, so these redraws go last
+# (scheduled -1): a content change made later (a price, a flip, a drift) is rendered and
+# sent before them, not after hours of redraws.
 _RESTYLE_AUDIT = (
     "INSERT INTO label_audit (at, label, event, state, sku, price_version, content_hash, "
     "detail) SELECT ?1, label, 'superseded', state, sku, price_version, content_hash, ?2 "
@@ -101,8 +103,8 @@ _RESTYLE_AUDIT = (
 _RESTYLE_JOBS = (
     "UPDATE label_jobs SET state = 'queued', rev = rev + 1, content_hash = NULL, model = NULL, "
     "attempts = 0, next_attempt_at = NULL, device = NULL, submitted_at = NULL, "
-    "confirmed_at = NULL, evidence = NULL, last_error = ?1 WHERE content_hash IS NOT NULL "
-    "AND state <> 'failed_permanent'"
+    "confirmed_at = NULL, evidence = NULL, last_error = ?1, scheduled = -1 "
+    "WHERE content_hash IS NOT NULL AND state <> 'failed_permanent'"
 )
 _RESTYLE_FLIPS = (
     "UPDATE label_schedule SET content_hash = NULL, model = NULL WHERE content_hash IS NOT NULL"
@@ -216,8 +218,11 @@ def _refit_sql(*, some: bool) -> tuple[str, str, str, str]:
     """
     which = "label IN (SELECT value FROM json_each(?2))" if some else "?2 IS NULL"
     panels = f"(SELECT label, coalesce(model, ?1) AS model FROM label_shown WHERE {which})"  # noqa: S608
+    # The label shows nothing of this content yet: in line with other content changes, even
+    # when it was a redraw in a new style (scheduled -1, sent last).
     awaiting_to_queued = (
-        "UPDATE label_jobs SET state = 'queued', last_error = NULL "  # noqa: S608
+        "UPDATE label_jobs SET state = 'queued', last_error = NULL, "  # noqa: S608
+        "scheduled = max(scheduled, 0) "
         f"WHERE state = 'awaiting_model' AND label IN (SELECT label FROM {panels})"
     )
     audit = f"""
@@ -232,7 +237,7 @@ WHERE j.content_hash IS NOT NULL AND j.model IS NOT p.model
     jobs = f"""
 UPDATE label_jobs SET state = 'queued', rev = label_jobs.rev + 1, content_hash = NULL,
   model = NULL, attempts = 0, next_attempt_at = NULL, device = NULL, submitted_at = NULL,
-  confirmed_at = NULL, evidence = NULL,
+  confirmed_at = NULL, evidence = NULL, scheduled = max(label_jobs.scheduled, 0),
   last_error = coalesce(?3, 'drawn for ' || label_jobs.model || ', the label''s panel is '
     || p.model || ': drawn again')
 FROM {panels} AS p
@@ -258,7 +263,8 @@ _AUDIT_RETRIED = (
     "FROM label_jobs WHERE label = ?3 AND sku = ?4 AND state IN ('failed', 'failed_permanent')"
 )
 _RETRY_FAILED = (
-    "UPDATE label_jobs SET state = 'queued', attempts = 0, next_attempt_at = NULL "
+    "UPDATE label_jobs SET state = 'queued', attempts = 0, next_attempt_at = NULL, "
+    "scheduled = max(scheduled, 0) "
     "WHERE label = ?1 AND sku = ?2 AND state IN ('failed', 'failed_permanent')"
 )
 
@@ -1491,7 +1497,7 @@ def _job_dict(row: Any) -> dict[str, Any]:
         "content_hash": row["content_hash"],
         "rendered": row["content_hash"] is not None,
         "model": row["model"],
-        "scheduled": bool(row["scheduled"]),
+        "scheduled": row["scheduled"] > 0,  # -1: a redraw in a new style, sent last
         "due_at": row["due_at"],
         "queued_at": row["queued_at"],
         "submitted_at": row["submitted_at"],

@@ -229,10 +229,24 @@ class LabelRenderer:
 
     @property
     def style(self) -> str:
-        """What the images depend on besides faces and panels: template, fonts, locale and
-        time zone (labels drawn in another style are drawn again)."""
-        return f"{TEMPLATE_VERSION}:{self._style_digest[:16]}:{self.locale.locale}:" + (
-            self.locale.timezone
+        """What the images depend on besides faces and panels: template, fonts, locale, the
+        label words of its language and time zone (labels drawn in another style are drawn
+        again)."""
+        words = self.locale.words
+        spelled = repr(
+            (
+                words.promotion,
+                words.until,
+                words.was,
+                words.not_in_use,
+                words.price_unavailable,
+                *sorted(words.units.items()),
+            )
+        )
+        wording = hashlib.sha256(spelled.encode()).hexdigest()[:8]
+        return (
+            f"{TEMPLATE_VERSION}:{self._style_digest[:16]}:{self.locale.locale}:{wording}:"
+            f"{self.locale.timezone}"
         )
 
     def render(self, face: LabelFace, model: LabelModel) -> RenderedLabel:

@@ -67,6 +67,12 @@ class Promotion(_Strict):
         description='The "was" price shown beside it; absent: the store\'s own prior price '
         '(with was_price = "lowest_30_days") or none.',
     )
+    unit_price: Money | None = Field(
+        None,
+        description="The unit price at the promotion's price, in the SKU's unit, as HQ computed "
+        "it from the net quantity; absent: the store derives it from the regular price and "
+        "unit price (which can be a cent off when HQ's unit price was rounded).",
+    )
     effective_from: AwareDatetime
     effective_to: AwareDatetime
     progressive: StrictBool = Field(
@@ -168,4 +174,5 @@ def _readable_version(payload: bytes) -> int | None:
     except MalformedMessageError:
         return None
     version = document.get("version") if isinstance(document, dict) else None
-    return version if type(version) is int and version >= 1 else None
+    # Within the header's own bounds: a version is stored (SQLite's integers are 64-bit).
+    return version if type(version) is int and 1 <= version < 2**63 else None

@@ -10,8 +10,12 @@ pipeline, the preview and ``label show`` cannot disagree.
 
 Promotions overlap by design; at any instant the one from the latest batch version wins (then
 the latest start), and a cancelled promotion is gone. A promotion's face keeps the unit price
-(98/6/EC): that of its price, derived from the regular price and unit price by the SQL function
-``promotional_unit_price`` (:mod:`gateway.prices.unit_price`, registered on every connection).
+(98/6/EC): that of its price — HQ's ``unit_price`` on the promotion, or else derived from the
+regular price and unit price by the SQL function ``promotional_unit_price``
+(:mod:`gateway.prices.unit_price`, registered on every connection).
+
+A "was" price (HQ's ``reference_price`` or the prior price below) is on the face only when it
+is above the promotion's price: one that is not would announce a reduction that is none.
 
 **Prior price** (Directive 98/6/EC art. 6a): a promotion without HQ's ``reference_price`` shows,
 with ``[downlink] was_price = "lowest_30_days"``, the lowest price *applied* in the 30 days
@@ -81,7 +85,7 @@ WITH
   subjects AS ({subjects}),
   promo AS (
     SELECT sku, id, price, currency, reference_price, prior_price, reduction_from,
-      effective_from, effective_to, version,
+      unit_price, effective_from, effective_to, version,
       row_number() OVER (PARTITION BY sku ORDER BY {_PRECEDENCE}) AS rn
     FROM promotions
     WHERE cancelled_version IS NULL AND effective_from <= ?1 AND effective_to > ?1
@@ -94,11 +98,13 @@ SELECT s.label AS label, s.sku AS sku,
          'unit_price', p.unit_price, 'unit', p.unit)
        ELSE json_object(
          'sku', s.sku, 'name', p.name, 'price', pr.price, 'currency', pr.currency,
-         'unit_price', promotional_unit_price(pr.price, p.price,
-           CASE WHEN pr.currency = p.currency THEN p.unit_price END),
+         'unit_price', CASE WHEN p.unit IS NOT NULL THEN coalesce(pr.unit_price,
+           promotional_unit_price(pr.price, p.price,
+             CASE WHEN pr.currency = p.currency THEN p.unit_price END)) END,
          'unit', p.unit,
-         'reference_price', coalesce(pr.reference_price,
-           CASE WHEN ?4 = 'lowest_30_days' THEN pr.prior_price END),
+         'reference_price', (SELECT was FROM (SELECT coalesce(pr.reference_price,
+           CASE WHEN ?4 = 'lowest_30_days' THEN pr.prior_price END) AS was)
+           WHERE money_above(was, pr.price)),
          'promotion', pr.id, 'promotion_from', pr.effective_from,
          'promotion_until', pr.effective_to)
   END AS face,

@@ -103,8 +103,8 @@ _HISTORY_DELETE = (
 _DELETE = "DELETE FROM price_book WHERE sku = ?"
 _UPSERT_PROMOTION = (
     "INSERT OR REPLACE INTO promotions (id, sku, price, currency, reference_price, "
-    "effective_from, effective_to, version, cancelled_version, progressive) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)"
+    "effective_from, effective_to, version, cancelled_version, progressive, unit_price) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)"
 )
 _CANCEL_PROMOTION = "UPDATE promotions SET cancelled_version = ?2 WHERE id = ?1"
 # The head only ever moves forward, whatever else happens.
@@ -773,4 +773,5 @@ def _promotion_row(promotion: Promotion, version: int) -> tuple[Any, ...]:
         isoformat_utc(promotion.effective_to),
         version,
         int(promotion.progressive),
+        promotion.unit_price,
     )

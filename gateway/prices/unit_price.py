@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-__all__ = ["promotional_unit_price"]
+__all__ = ["money_above", "promotional_unit_price"]
 
 _MONEY = re.compile(r"\d{1,12}(?:\.\d{1,6})?")  # as price batches carry it (batch.Money)
 
@@ -40,3 +40,13 @@ def promotional_unit_price(
         return str(scaled.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP))
     except InvalidOperation:  # beyond 28 digits: no shelf has such a unit price
         return None
+
+
+def money_above(amount: str | None, other: str | None) -> bool:
+    """Whether the money string ``amount`` is above ``other``, exactly (False when either is
+    not a price): a "was" price is shown only above the price it was reduced to."""
+    if not (isinstance(amount, str) and isinstance(other, str)):
+        return False
+    if not (_MONEY.fullmatch(amount) and _MONEY.fullmatch(other)):
+        return False
+    return Decimal(amount) > Decimal(other)

@@ -424,28 +424,39 @@ class ShelfService:
 def _refuse_tare_unless_empty(slot: _Slot) -> None:
     """A tare makes the present load the empty tray: on a slot holding items it would turn
     them into tray and the count into 0. Refuse it while the count says items are there, or
-    while the count is unknown and the weight above the tare is more than a touch."""
+    while the weight on the tray now (the count follows a put-back only after rise_hold_s) or,
+    with the count unknown, its last level is more than a touch above the tare."""
     name = slot.config.slot
     view = slot.counter.snapshot()
+    spec = slot.counter.spec
     escape = (
         "take them off and tare again, or pass --force if the tray is empty and the count "
         "is what is wrong"
     )
-    if view.count is not None:
-        if view.count > 0:
-            items = "1 item" if view.count == 1 else f"{view.count} items"
-            fresh = "" if not view.stale else " (last count: the sensor has no current weight)"
+    if view.count is not None and view.count > 0:
+        items = "1 item" if view.count == 1 else f"{view.count} items"
+        fresh = "" if not view.stale else " (last count: the sensor has no current weight)"
+        raise ShelfError(
+            f"slot {name} holds {items}{fresh}: a tare is for the empty tray; {escape}"
+        )
+    # What lies on the tray now: the count follows a put-back only after rise_hold_s.
+    on_tray = None if view.load_grams is None else view.load_grams - view.zero_grams
+    if view.count == 0:
+        if on_tray is not None and on_tray >= spec.tolerance * spec.unit_grams:
             raise ShelfError(
-                f"slot {name} holds {items}{fresh}: a tare is for the empty tray; {escape}"
+                f"slot {name} counts 0 items but {on_tray:.0f} g lie on it now (about "
+                f"{on_tray / spec.unit_grams:.1f} items of {spec.unit_grams:g} g, not counted "
+                f"yet): a tare is for the empty tray; {escape}"
             )
         return
     grams = view.items_grams
+    if on_tray is not None:
+        grams = on_tray if grams is None else max(grams, on_tray)
     if grams is None:
         raise ShelfError(
             f"slot {name} has no count and no weight level yet, so it cannot be told empty: "
             "wait for a stable reading, or pass --force if the tray is empty"
         )
-    spec = slot.counter.spec
     if grams >= spec.tolerance * spec.unit_grams:
         raise ShelfError(
             f"slot {name}: count unknown, {grams:.0f} g above its tare (about "

@@ -790,10 +790,15 @@ def _sqlite3_connection(connection: aiosqlite.Connection) -> sqlite3.Connection:
 
 
 def _execute_group(raw: sqlite3.Connection, sql: str, rows: list[Sequence[Any]]) -> None:
-    if len(rows) == 1:
-        raw.execute(sql, rows[0])
-    else:
-        raw.executemany(sql, rows)
+    try:
+        if len(rows) == 1:
+            raw.execute(sql, rows[0])
+        else:
+            raw.executemany(sql, rows)
+    except (OverflowError, TypeError, ValueError) as exc:
+        # A value SQLite cannot bind (an integer beyond 64 bits, …) is that statement's
+        # error, as a rejected constraint is: its caller is told, the writer goes on.
+        raise sqlite3.InterfaceError(f"cannot bind a value: {exc}") from exc
 
 
 def _run_transaction(

@@ -393,6 +393,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             FROM promotions p""",
         ),
     ),
+    Migration(
+        13,
+        "prices: a promotion's own unit price, as HQ computed it",
+        (
+            # NULL: derived from the regular price and unit price (gateway/prices/unit_price).
+            "ALTER TABLE promotions ADD COLUMN unit_price TEXT",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

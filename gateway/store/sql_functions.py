@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gateway.prices.unit_price import promotional_unit_price
+from gateway.prices.unit_price import money_above, promotional_unit_price
 
 __all__ = ["SQL_FUNCTIONS"]
 
@@ -15,4 +15,6 @@ __all__ = ["SQL_FUNCTIONS"]
 SQL_FUNCTIONS: tuple[tuple[str, int, Callable[..., Any]], ...] = (
     # The unit price of a promotional price: (price, regular price, regular unit price).
     ("promotional_unit_price", 3, promotional_unit_price),
+    # Whether a money string is above another, exactly: (amount, other) → 1 or 0.
+    ("money_above", 2, money_above),
 )

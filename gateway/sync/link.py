@@ -11,7 +11,10 @@ Guarantees the uplink relies on:
   it (raised DownlinkError, e.g. MalformedMessageError) or failed unexpectedly: every inbound
   message ends in an ack, reported to :attr:`MqttLink.on_refused`, so no message can hold one
   of the broker's in-flight slots for good. Only a storage or link failure leaves it
-  unacknowledged, for the broker to deliver again in the next session.
+  unacknowledged (nothing was committed): the link hands it to its handler again, with a
+  capped backoff, until it is taken and acknowledged — and the broker delivers it again
+  should a new session begin first. Left for a next session only, some twenty of them (a
+  full disk during a price push) would cut the store off from HQ on a healthy connection.
 - Retained birth ``{online: true, boot}`` on ``state``, the same topic as retained last will
   ``{online: false, boot}``.
 - TLS on by default with the broker certificate verified; plaintext only when the config
@@ -34,6 +37,7 @@ import logging
 import random
 import socket
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -83,6 +87,10 @@ MessageBatchHandler = Callable[[list[InboundMessage]], Awaitable[None]]
 RefusalHook = Callable[[str, InboundMessage, str], Awaitable[None]]
 
 _MAX_BATCH = 64  # messages handed to a batch handler at once
+# A message a storage failure left unacknowledged is handed to its handler again after
+# a backoff between these (full jitter); a message taken meanwhile makes it due at once.
+_RETRY_INITIAL_S = 1.0
+_RETRY_MAX_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +164,12 @@ class MqttLink:
         self.on_refused: RefusalHook | None = None
         self._failing: set[str] = set()  # routes whose handler failed last time (logged once)
         self._refusing: set[str] = set()  # routes that refused a message (without on_refused)
+        # Messages not taken for a storage or link failure, in arrival order, tried again
+        # while their connection lasts (a new one gets them from the broker again).
+        self._untaken: deque[tuple[int, _Route, list[mqtt.MQTTMessage]]] = deque()
+        self._connection = 0  # counts successful connects
+        self._retry_backoff = Backoff(_RETRY_INITIAL_S, _RETRY_MAX_S, rng=rng)
+        self._retry_at = 0.0  # loop time
 
     # --- public -------------------------------------------------------------------------
 
@@ -464,6 +478,7 @@ class MqttLink:
         if self._announce:
             birth = json.dumps({"online": True, "boot": self._boot}).encode()
             client.publish(self.state_topic, birth, qos=1, retain=True)
+        self._connection += 1
         self.stats.connected = True
         self.stats.connected_since = self._clock.utc_now()
         if self.stats.last_error is not None:
@@ -510,8 +525,11 @@ class MqttLink:
     async def _dispatch_inbound(self) -> None:
         carried: mqtt.MQTTMessage | None = None
         while True:
-            message = carried if carried is not None else await self._inbox.get()
+            message = carried if carried is not None else await self._next_inbound()
             carried = None
+            if message is None:
+                await self._retry_untaken()
+                continue
             route = self._route_for(message.topic)
             batch = [message]
             if route is not None and route.batch is not None:
@@ -523,9 +541,46 @@ class MqttLink:
                     batch.append(following)
             await self._deliver(route, batch)
 
+    async def _next_inbound(self) -> mqtt.MQTTMessage | None:
+        """The next message that arrived; None when untaken ones are due to be tried again."""
+        if not self._untaken:
+            return await self._inbox.get()
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._retry_at:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(self._retry_at):
+                    return await self._inbox.get()
+        return None
+
+    async def _retry_untaken(self) -> None:
+        """Hand the untaken messages to their handlers again, oldest first, while they are
+        taken; the first one still not taken waits for the next round."""
+        while self._untaken:
+            connection, route, messages = self._untaken[0]
+            if connection != self._connection:  # the broker delivers them again itself
+                self._untaken.popleft()
+                continue
+            if not await self._handle(route, messages):
+                self._retry_at = (
+                    asyncio.get_running_loop().time() + self._retry_backoff.next_delay()
+                )
+                return
+            self._untaken.popleft()
+            self._ack(messages)
+        self._retry_backoff.reset()
+
     async def _deliver(self, route: _Route | None, messages: list[mqtt.MQTTMessage]) -> None:
         if route is not None and not await self._handle(route, messages):
+            if not self._untaken:
+                delay = self._retry_backoff.next_delay()
+                self._retry_at = asyncio.get_running_loop().time() + delay
+            self._untaken.append((self._connection, route, messages))
             return
+        if self._untaken:  # taking works again: the untaken ones need not wait
+            self._retry_at = 0.0
+        self._ack(messages)
+
+    def _ack(self, messages: list[mqtt.MQTTMessage]) -> None:
         client = self._client
         if client is not None:
             for message in messages:
@@ -541,11 +596,11 @@ class MqttLink:
             elif route.single is not None:
                 await route.single(inbound[0])
         except (StorageError, LinkError) as exc:
-            # Could not be taken now, and would be lost if acknowledged: the broker delivers
-            # it again in the next session.
+            # Could not be taken now, and would be lost if acknowledged: tried again (see
+            # _retry_untaken), and the broker delivers it again in a new session.
             if self._fail_once(route):
                 _LOGGER.warning(
-                    "%s: not taken, kept at the broker for the next session: %s",
+                    "%s: not taken, left unacknowledged and tried again: %s",
                     messages[0].topic,
                     exc,
                 )

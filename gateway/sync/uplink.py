@@ -32,7 +32,12 @@ from gateway.alerts import Alerts, Severity
 from gateway.backoff import Backoff
 from gateway.clock import Clock, isoformat_utc
 from gateway.config import MqttConfig
-from gateway.errors import LinkDownError, MalformedMessageError, PublishRefusedError
+from gateway.errors import (
+    LinkDownError,
+    MalformedMessageError,
+    PublishRefusedError,
+    StorageError,
+)
 from gateway.store.outbox import EpochChange, Outbox, WireBatch
 from gateway.sync.envelope import pack_wire_batch
 from gateway.sync.inbound import load_json_object
@@ -105,6 +110,9 @@ class RateLimiter:
         return (1 - self._tokens) / self._rate
 
 
+#: After a storage failure the uplink starts over from the watermarks this much later.
+_STORAGE_RETRY_S = 1.0
+
 #: The ack timeout doubles while HQ stays silent, this many times at most (to 2 min at the
 #: default 30 s: an HQ back without its broker queue waits at most that long for the window).
 _ACK_TIMEOUT_DOUBLINGS = 2
@@ -116,8 +124,10 @@ class CustodyTimer:
     Only envelopes the broker accepted wait for HQ, each from its own PUBACK: an envelope
     expires ``timeout_s`` after the later of its PUBACK and the last move of the watermark
     (an envelope behind others waits while HQ works through them). A stream idle for hours,
-    or a fresh connection, therefore starts no clock until its next PUBACK. Each expiry
-    doubles the timeout (``max_doublings`` times at most); a moving watermark resets it.
+    or a fresh connection, therefore starts no clock until its next PUBACK; nor does an
+    envelope whose PUBACK is settled after HQ's watermark already covers it (the two race).
+    Each expiry doubles the timeout (``max_doublings`` times at most); a moving watermark
+    resets it.
     """
 
     def __init__(self, timeout_s: float, *, max_doublings: int = _ACK_TIMEOUT_DOUBLINGS) -> None:
@@ -125,6 +135,7 @@ class CustodyTimer:
         self._max_doublings = max_doublings
         self._doublings = 0  # expiries in a row without the watermark moving
         self._watermark_moved_at = float("-inf")
+        self._watermark = 0  # the highest seq HQ acknowledged
         # (last seq, PUBACK time) of envelopes beyond the watermark, in PUBACK order.
         self._pubacked: deque[tuple[int, float]] = deque()
 
@@ -134,11 +145,13 @@ class CustodyTimer:
 
     def pubacked(self, seq_to: int, now: float) -> None:
         """The broker accepted the envelope ending at ``seq_to``."""
-        self._pubacked.append((seq_to, now))
+        if seq_to > self._watermark:  # else HQ holds it already: nothing to wait for
+            self._pubacked.append((seq_to, now))
 
     def watermark_moved(self, seq: int, now: float) -> None:
         """HQ's watermark moved up to ``seq``: the envelopes it covers wait no longer."""
         self._watermark_moved_at = now
+        self._watermark = max(self._watermark, seq)
         self._doublings = 0
         # Not always a prefix: envelopes sent before a rewind may be PUBACKed after it.
         self._pubacked = deque(entry for entry in self._pubacked if entry[0] > seq)
@@ -201,24 +214,35 @@ class Uplink:
         self.parked: dict[str, str] = {}
         self._hq_ahead: dict[str, tuple[str, int]] = {}  # stream -> HQ's (epoch, seq) beyond head
         self._epoch_alerts: dict[str, tuple[str, int]] = {}  # stream -> (epoch, seq HQ must ack)
+        self._bookkeeping_failing = False  # a sent/acked mark failed to commit (logged once)
+        self._storage_error: str | None = None  # the last storage failure of run() (logged once)
         link.subscribe("down/ack", self._on_ack)
 
     async def run(self) -> None:
-        """Send while connected; start over from the watermarks after every reconnect."""
+        """Send while connected; start over from the watermarks after every reconnect, and
+        after a storage failure (a full disk refusing an alert or an epoch change): the
+        events stay in the outbox, the task goes on."""
         self._load_epoch_alerts()
         while True:
-            await self._report_epoch_changes()
-            await self._link.connected.wait()
+            pause = 0.1
             try:
+                await self._report_epoch_changes()
+                await self._link.connected.wait()
                 await self._serve_connection()
             except* LinkDownError:
                 # Python 3.11's TaskGroup can report its children's errors *instead of* a
                 # cancellation that arrived meanwhile: never swallow a stop along with them.
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise asyncio.CancelledError from None
+                _raise_if_cancelling()
                 _LOGGER.debug("uplink paused: link down")
-            await asyncio.sleep(0.1)
+                self._storage_error = None  # a connection ended by the link, not storage
+            except* StorageError as failed:
+                _raise_if_cancelling()
+                error = str(failed.exceptions[0])
+                if error != self._storage_error:
+                    _LOGGER.warning("uplink: %s; starting over from the watermarks", error)
+                self._storage_error = error
+                pause = _STORAGE_RETRY_S
+            await asyncio.sleep(pause)
 
     async def _serve_connection(self) -> None:
         await self._load_cursors()
@@ -473,11 +497,33 @@ class Uplink:
                 cursor.awaiting_hq.popleft()
             self._outbox.appended.set()  # the window may have room again
 
-    @staticmethod
-    def _track(future: asyncio.Future[Any]) -> None:
+    def _track(self, future: asyncio.Future[Any]) -> None:
         # Bookkeeping writes ride the group commit (no task, nothing to await); a failure only
-        # means rows are re-sent later, so it is logged.
-        future.add_done_callback(_log_failure)
+        # means rows are re-sent later, so it is logged — once until one succeeds again (a
+        # full disk fails every one of them: one per envelope and per ack).
+        future.add_done_callback(self._bookkeeping_done)
+
+    def _bookkeeping_done(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is None:
+            if self._bookkeeping_failing:
+                self._bookkeeping_failing = False
+                _LOGGER.info("outbox bookkeeping works again")
+        elif not self._bookkeeping_failing:
+            self._bookkeeping_failing = True
+            _LOGGER.error(
+                "outbox bookkeeping failed: %s (events may be sent again; not logged again "
+                "until it works)",
+                error,
+            )
+
+
+def _raise_if_cancelling() -> None:
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from None
 
 
 def _read_ack(payload: bytes) -> tuple[str, str, int]:
@@ -490,11 +536,6 @@ def _read_ack(payload: bytes) -> tuple[str, str, int]:
     if type(seq) is not int or not 1 <= seq < 2**63:
         raise MalformedMessageError(f"an ack's seq must be an integer 1..2^63-1, not {seq!r:.40}")
     return stream, epoch, seq
-
-
-def _log_failure(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        _LOGGER.error("outbox bookkeeping failed: %s", future.exception())
 
 
 def connect_outbox(

@@ -31,7 +31,7 @@ from gateway.control.protocol import (
     encode_request,
     result_message,
 )
-from gateway.control.server import ControlServer, InvalidArgsError
+from gateway.control.server import ControlServer, InvalidArgsError, number_arg
 from gateway.errors import ControlError, ControlProtocolError, DaemonNotRunningError
 from tests.conftest import tmpfs
 from tests.daemon import short_dir
@@ -636,3 +636,16 @@ def test_reply_decoding_and_encoding() -> None:
     with pytest.raises(ControlProtocolError):
         encode({"at": datetime(2026, 1, 1)})  # noqa: DTZ001 - naive on purpose
     assert encode({"text": "zeile\nzwei ✓"}).count(b"\n") == 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [10**400, -(10**400), float("nan"), float("inf"), "10", None],
+    ids=["huge", "-huge", "nan", "inf", "text", "null"],
+)
+def test_a_number_argument_beyond_a_float_is_invalid_args(value: object) -> None:
+    """The socket's JSON reads integers of any size: one that no float holds is a bad
+    argument (answered invalid_args), never an OverflowError answered internal."""
+    with pytest.raises(InvalidArgsError, match="seconds: a number is required"):
+        number_arg({"seconds": value}, "seconds", 10.0)
+    assert number_arg({"seconds": 2**70}, "seconds", 10.0) == float(2**70)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.hq.test_consumer import envelope, open_consumer
+from tests.hq.test_consumer import envelope, expired_marker, open_consumer, with_events
 
 
 def renamed(payload: bytes, prefix: str) -> bytes:
@@ -59,5 +59,27 @@ async def test_conflicts_within_one_commit_are_found(tmp_path: Path) -> None:
         await consumer.receive_many([envelope([1, 2]), renamed(envelope([1, 2, 3]), "x")])
         assert consumer.conflicts == {("s1", "stock", "e1"): {1, 2}}
         assert [event["id"] for event in out] == ["id1", "id2", "x3"]
+    finally:
+        await cm.__aexit__(None, None, None)
+
+
+async def test_an_expiry_marker_on_a_seq_hq_holds_is_no_conflict(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """protocol.md: the store's TTL may expire events HQ already holds (its acks did not get
+    through); the marker takes the last expired seq, and "any of them it already stored stay
+    valid". A marker with a seq HQ holds under the event's own id is that, not a store that
+    went back in time."""
+    out: list[dict[str, Any]] = []
+    cm, consumer = await open_consumer(tmp_path / "hq.db", out)
+    try:
+        await consumer.receive(envelope([1, 2, 3, 4]))
+        with caplog.at_level(logging.WARNING, logger="gateway.hq.consumer"):
+            marker = with_events(envelope([4]), [expired_marker(4, 2, 3)])
+            ack = await consumer.receive(marker)
+        assert ack is not None
+        assert json.loads(ack.payload)["seq"] == 4
+        assert consumer.conflicts == {}
+        assert not [r for r in caplog.records if "conflict" in r.getMessage()]
     finally:
         await cm.__aexit__(None, None, None)

@@ -13,7 +13,7 @@ from babel import Locale
 from PIL import Image, ImageDraw, ImageFont
 
 from gateway.clock import FakeClock
-from gateway.drivers.contracts import LabelPalette
+from gateway.drivers.contracts import LabelModel, LabelPalette
 from gateway.labels.localization import DEFAULT_LOCALE, ShelfLocale, parse_locale
 from gateway.labels.pipeline import face_to_label
 from gateway.labels.render import DEFAULT_BOLD_FONT, DEFAULT_FONT, LabelFace, LabelRenderer, Part
@@ -211,3 +211,53 @@ async def test_a_new_locale_draws_every_label_again_once(tmp_path: Path) -> None
         await s.settle()
         assert await s.pipeline.dispatch_once() == 0
     assert len(driver.pushes) == 2
+
+
+async def test_a_price_change_overtakes_the_labels_drawn_again_for_a_new_locale(
+    tmp_path: Path,
+) -> None:
+    """Drawing every label again in a new style (locale, template, fonts) is hours of radio
+    time on a big store, and each label shows its right price meanwhile: a price change made
+    after the restart goes to its label first, not after all of them."""
+    clock = FakeClock()
+    driver = CountingDriver(clock=clock, rate=60.0)  # one label a second: five per pass
+    labels = [f"L{n:02d}" for n in range(20)]
+    async with label_store(tmp_path, clock=clock, drivers={"esl": driver}, locale="en_GB") as s:
+        for label in labels:
+            await s.bindings.bind(label, f"S{label}", "hq")
+        await s.prices([item(f"S{label}", "1.49") for label in labels], kind="full")
+        await s.settle()
+        while await s.pipeline.dispatch_once():
+            await s.confirm_all(driver)
+        assert {j["state"] for j in (await s.jobs()).values()} == {"confirmed"}
+    clock.advance(3600)
+    async with label_store(tmp_path, clock=clock, drivers={"esl": driver}, locale="de_DE") as s:
+        await s.settle()  # every label drawn again in German, waiting for the radio
+        clock.advance(60)
+        await s.prices([item("SL19", "2.49")])  # the price of L19 goes up
+        await s.settle()
+        pushed = len(driver.pushes)
+        assert await s.pipeline.dispatch_once() == 5
+        first = [content.label_id for content in driver.pushes[pushed:]]
+        assert "L19" in first
+        assert [c.content_hash for c in driver.pushes if c.label_id == "L19"][-1] == (
+            await s.job("L19")
+        )["content_hash"]
+        await s.confirm_all(driver)
+        # A label whose panel is swapped meanwhile is blank: its content goes first too.
+        wide = LabelModel(400, 300, LabelPalette.BWR)
+        driver.panels["L18"] = wide
+        s.check_in("L18", wide)
+        await s.settle()
+        pushed = len(driver.pushes)
+        assert await s.pipeline.dispatch_once() > 0
+        assert driver.pushes[pushed].label_id == "L18"
+        assert (driver.pushes[pushed].model.width, driver.pushes[pushed].model.height) == (400, 300)
+
+
+def test_the_style_covers_the_label_words_of_the_locales_language() -> None:
+    german, swiss = LabelRenderer(locale="de_DE"), LabelRenderer(locale="de_CH")
+    assert german.style != swiss.style  # another locale (money is written otherwise)
+    assert german.style == LabelRenderer(locale="de_DE").style
+    styles = {LabelRenderer(locale=locale).style.split(":")[3] for locale in ("de_DE", "fr_FR")}
+    assert len(styles) == 2  # the words' part differs with the language

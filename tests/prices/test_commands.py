@@ -280,3 +280,17 @@ async def test_unsigned_mode_refuses_a_signature_it_cannot_check(
         assert "no HQ keys are configured" in alert.message
         await s.processor.on_message(inbound("count", command("count", signer=None), None))
         assert s.counted == [1]  # unsigned mode takes what claims no signature
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+async def test_a_signed_command_is_read_as_strict_json_too(
+    tmp_path: Path, mosquitto: Broker, number: bytes
+) -> None:
+    """docs/protocol.md: the payload inside a signed wrapper is read within the same limits,
+    strict JSON included — no NaN, Infinity or number beyond a double reaches a handler."""
+    payload = command("count", signer=None, n=1).replace(b'"n": 1', b'"n": ' + number)
+    assert number in payload
+    async with store(tmp_path, mosquitto) as s:
+        with pytest.raises(MalformedMessageError, match="not JSON"):
+            await s.processor.on_message(inbound("count", SIGNER.wrap(payload), None))
+        assert s.counted == []

@@ -529,3 +529,20 @@ async def test_a_batch_arriving_part_by_part_is_no_gap_until_its_parts_stop_comi
         await s.receive(parts[-1])
         assert s.downlink.head == 1
         assert len(await s.prices()) == 3000
+
+
+@pytest.mark.parametrize("version", [2**63, 2**64 - 1, -(2**63) - 1])
+async def test_a_batch_whose_version_no_database_holds_is_rejected_cleanly(
+    tmp_path: Path, version: int
+) -> None:
+    """A header refused for a version beyond SQLite's integers (HQ's bug, or anyone in
+    unsigned mode) is a rejected batch like any other — never an OverflowError from binding
+    it, which the link could only count as a handler failure with a traceback."""
+    async with store(tmp_path) as s:
+        [good] = batch(s.clock, 1, [item("a", "1.00")], kind="full")
+        header = json.loads(base64.b64decode(json.loads(good)["payload"]))
+        header["version"] = version
+        await s.receive(SIGNER.wrap(json.dumps(header).encode()))
+        assert s.downlink.head == 0
+        await s.receive(good)
+        assert await s.prices() == {"a": "1.00"}

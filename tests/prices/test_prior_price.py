@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from gateway.clock import FakeClock, isoformat_utc
 from gateway.prices.book import AppliedRevision, BasePrice, PriceBook, prior_price
+from gateway.prices.unit_price import money_above
 from gateway.store import Database
 from gateway.store.migrations import MIGRATIONS
 from tests.prices.test_downlink import Store, batch, item, store
@@ -60,10 +61,25 @@ class Days:
         }
 
     async def shelf(self, n: float) -> tuple[str, str | None]:
-        """(price, "was" price) the shelf shows on day ``n``."""
+        """(price, prior price of the promotion in force) on day ``n``; the prior price is the
+        "was" price the shelf shows when it is above the price (:meth:`was`)."""
         shelf = await PriceBook(self.s.db, was_price="lowest_30_days").shelf_price(SKU, self.day(n))
         assert shelf is not None
-        return shelf.price, shelf.reference_price
+        if shelf.promotion is None:
+            return shelf.price, shelf.reference_price
+        row = await self.s.db.fetchone(
+            "SELECT prior_price FROM promotions WHERE id = ?", (shelf.promotion,)
+        )
+        assert row is not None
+        prior = row["prior_price"]
+        assert shelf.reference_price == (prior if money_above(prior, shelf.price) else None)
+        return shelf.price, prior
+
+    async def was(self, n: float) -> str | None:
+        """The "was" price the shelf shows on day ``n``."""
+        shelf = await PriceBook(self.s.db, was_price="lowest_30_days").shelf_price(SKU, self.day(n))
+        assert shelf is not None
+        return shelf.reference_price
 
 
 @asynccontextmanager
@@ -125,6 +141,7 @@ async def test_progressive_holds_only_for_an_uninterrupted_growing_reduction(
         )
         assert await days.shelf(50) == ("1.79", "1.99")
         assert await days.shelf(55) == ("1.89", "1.79")
+        assert await days.was(55) is None  # 1.79 is no reduction of 1.89: no "was" shown
 
 
 async def test_a_sale_cancelled_early_counts_for_the_days_it_ran_only(tmp_path: Path) -> None:
@@ -242,7 +259,11 @@ async def test_promotions_kept_before_the_upgrade_get_their_history_and_prior_pr
         ]
         shelf = await PriceBook(s.db, was_price="lowest_30_days").shelf_price(SKU, now)
         assert shelf is not None
-        assert (shelf.price, shelf.reference_price) == ("1.99", "1.79")  # "ran": days -20..-18
+        assert shelf.promotion == "now"
+        prior = await s.db.fetchone("SELECT prior_price FROM promotions WHERE id = 'now'")
+        assert prior is not None
+        assert (shelf.price, prior["prior_price"]) == ("1.99", "1.79")  # "ran": days -20..-18
+        assert shelf.reference_price is None  # 1.79 is below 1.99: no "was" price shown
 
 
 # --- property: what is applied after a reduction began never changes its prior price --------
@@ -334,3 +355,22 @@ def test_the_prior_price_is_final_once_the_promotion_applies(
         if cut is None or r.start < cut
     ]
     assert prior(sorted(base + added_base, key=lambda b: b.at), kept + added) == before
+
+
+async def test_a_was_price_not_above_the_sale_price_is_not_shown(tmp_path: Path) -> None:
+    async with calendar(tmp_path) as days:
+        # Two back-to-back promotions at one price with different ids (weekly flyers): the
+        # second one's prior price is the first one's price, which is no reduction of it.
+        await days.push(promotions=[days.sale("w1", "1.79", 40, 47)], signer=None)
+        await days.push(promotions=[days.sale("w2", "1.79", 47, 54)], signer=None)
+        assert (await days.shelf(41), await days.was(41)) == (("1.79", "2.20"), "2.20")
+        assert (await days.shelf(48), await days.was(48)) == (("1.79", "1.79"), None)
+        # HQ's own reference price is held to the same rule.
+        await days.push(
+            promotions=[days.sale("w3", "1.59", 54, 60, reference_price="1.59")], signer=None
+        )
+        assert await days.was(55) is None
+        await days.push(
+            promotions=[days.sale("w4", "1.49", 60, 66, reference_price="1.590")], signer=None
+        )
+        assert await days.was(61) == "1.590"

@@ -8,10 +8,13 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from gateway.labels.pipeline import face_to_label
+from gateway.prices.batch import Promotion
 from gateway.prices.book import PriceBook
 from gateway.prices.unit_price import promotional_unit_price
 from tests.labels.support import item, label_store, later, promo
@@ -106,3 +109,44 @@ async def test_a_promotion_in_another_currency_shows_no_derived_unit_price(
         assert (shelf.currency, shelf.unit_price) == ("CHF", None)
         face = face_to_label(str((await store.job("L1"))["face"]))
         assert (face.currency, face.unit_price) == ("CHF", None)
+
+
+async def test_hq_s_own_promotional_unit_price_wins_over_the_derived_one(tmp_path: Path) -> None:
+    # 0.49 for 15 g is 32.666… €/kg, which HQ sends rounded as 32.67; derived from that, a
+    # promotion at 0.29 would read 19.34 €/kg, while 0.29 for 15 g is 19.33 €/kg.
+    assert promotional_unit_price("0.29", "0.49", "32.67") == "19.34"
+    async with label_store(tmp_path) as store:
+        await store.bindings.bind("L1", "a", "hq")
+        await store.bindings.bind("L2", "b", "hq")
+        start, end = later(store.clock, minutes=-1), later(store.clock, hours=2)
+        await store.prices(
+            [item("a", "0.49", unit_price="32.67", unit="kg"), item("b", "1.00")],
+            kind="full",
+            promotions=[
+                promo("p", "a", "0.29", start, end, unit_price="19.33"),
+                promo("q", "b", "0.50", start, end, unit_price="1.00"),  # b has no unit
+            ],
+        )
+        await store.settle()
+        shelf = await PriceBook(store.db).shelf_price("a", store.clock.utc_now())
+        assert shelf is not None
+        assert (shelf.price, shelf.unit_price, shelf.unit) == ("0.29", "19.33", "kg")
+        face = face_to_label(str((await store.job("L1"))["face"]))
+        assert (face.unit_price, face.unit) == ("19.33", "kg")
+        # A unit price needs the SKU's unit: none is invented for b.
+        assert face_to_label(str((await store.job("L2"))["face"])).unit_price is None
+
+
+@pytest.mark.parametrize("unit_price", ["19,33", 19.33, "-1", "", "1e3"])
+def test_a_promotions_unit_price_is_money_or_the_batch_is_rejected(unit_price: object) -> None:
+    promotion = {
+        "id": "p",
+        "sku": "a",
+        "price": "0.29",
+        "currency": "EUR",
+        "unit_price": unit_price,
+        "effective_from": "2026-11-23T09:00:00+00:00",
+        "effective_to": "2026-11-24T09:00:00+00:00",
+    }
+    with pytest.raises(ValidationError):
+        Promotion.model_validate(promotion)

@@ -252,6 +252,27 @@ async def test_a_tare_is_for_the_empty_tray(tmp_path: Path) -> None:
         await s.service.tare("s-1")  # empty by its count: no --force needed
 
 
+async def test_a_tare_looks_at_the_weight_on_the_tray_not_only_at_the_count(
+    tmp_path: Path,
+) -> None:
+    """The count follows a put-back only after ``rise_hold_s`` (10 s): items just put on an
+    empty slot are on the tray while the count still says 0. A tare then would make them the
+    tray and the slot read empty for good."""
+    async with shelf(tmp_path) as s:
+        await s.hold(10, 50)
+        assert s.service.listing()[0]["count"] == 0
+        await s.hold(1, 50 + 4 * UNIT, stable=False)  # four items put on
+        await s.hold(3, 50 + 4 * UNIT)  # still, but not counted yet
+        assert s.service.listing()[0]["count"] == 0
+        for device in (False, True):
+            with pytest.raises(ShelfError, match=r"s-1 counts 0 items but 800 g lie on it"):
+                await s.service.tare("s-1", device=device)
+        assert s.scale.tared == []
+        assert s.service.listing()[0]["tare_grams"] == 50.0
+        await s.hold(10, 50 + 4 * UNIT)
+        assert s.service.listing()[0]["count"] == 4  # the put-back, counted in the end
+
+
 async def test_hq_slots_command_reconfigures_after_commit(tmp_path: Path) -> None:
     async with shelf(tmp_path) as s:
         spec = s.service.command()

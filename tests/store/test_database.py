@@ -341,6 +341,24 @@ async def test_a_rejected_statement_fails_only_its_caller_in_a_shared_batch(
         assert [row["k"] for row in rows] == [*range(60), 200]
 
 
+async def test_a_value_sqlite_cannot_bind_fails_its_caller_and_the_writer_goes_on(
+    tmp_path: Path,
+) -> None:
+    async with Database.running(tmp_path / "g.db", clock=FakeClock()) as db:
+        await db.write("CREATE TABLE t (k INTEGER)")
+        good = db.submit("INSERT INTO t VALUES (1)")
+        huge = db.submit("INSERT INTO t VALUES (?)", (2**64,))  # beyond SQLite's integers
+        odd = db.submit("INSERT INTO t VALUES (?)", (object(),))
+        results = await asyncio.gather(good, huge, odd, return_exceptions=True)
+        assert results[0] is None
+        assert isinstance(results[1], StorageUnavailableError)
+        assert "cannot bind" in str(results[1])
+        assert isinstance(results[2], StorageUnavailableError)
+        await db.write("INSERT INTO t VALUES (3)")  # the writer still runs
+        rows = await db.fetchall("SELECT k FROM t ORDER BY k")
+        assert [row["k"] for row in rows] == [1, 3]
+
+
 async def test_full_disk_fails_every_caller_of_the_batch(tmp_path: Path) -> None:
     path = tmp_path / "g.db"
     async with Database.running(path, clock=FakeClock(), max_page_count=_SMALL_BUDGET) as db:

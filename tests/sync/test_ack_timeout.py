@@ -134,3 +134,20 @@ def test_the_ack_timeout_doubles_while_hq_stays_silent() -> None:
     timer.watermark_moved(2, clock.monotonic())  # HQ spoke: the configured timeout again
     assert timer.timeout_s == 30.0
     assert rewinds(100) == [31, 92]
+
+
+def test_an_envelope_hq_acked_before_its_puback_was_settled_waits_for_nothing() -> None:
+    """HQ's ack and the broker's PUBACK race: the link's dispatch task may take HQ's
+    watermark before the send loop settles the PUBACK of the same envelope (the send loop is
+    busy reading the next envelope or pacing the catch-up). That envelope is in HQ's custody
+    already: it must never start a wait that the idle stream then 'times out'."""
+    clock = FakeClock()
+    timer = CustodyTimer(30.0)
+    timer.watermark_moved(10, clock.monotonic())  # HQ's ack for seqs up to 10 came first
+    timer.pubacked(10, clock.monotonic())  # the PUBACK of the envelope ending at 10, later
+    timer.pubacked(8, clock.monotonic())  # an earlier one, settled later still
+    clock.advance(3600)  # the stream stays idle, HQ healthy
+    assert not timer.expired(clock.monotonic())
+    timer.pubacked(12, clock.monotonic())  # beyond the watermark: that one does wait
+    clock.advance(30.1)
+    assert timer.expired(clock.monotonic())

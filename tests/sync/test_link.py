@@ -17,7 +17,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.clock import FakeClock
 from gateway.config import MqttConfig
-from gateway.errors import LinkDownError, MalformedMessageError, PublishRefusedError
+from gateway.errors import (
+    LinkDownError,
+    MalformedMessageError,
+    PublishRefusedError,
+    StorageFullError,
+)
 from gateway.sync.link import InboundMessage, MqttLink
 from tests.conftest import Broker
 from tests.sync.support import running, until
@@ -314,6 +319,55 @@ async def test_every_inbound_message_ends_in_an_ack_whatever_its_handler_does(
             await asyncio.wait_for(link.connected.wait(), 15)
             await probe(b"after the restart")
         assert all(p.startswith((b"after", b"subscribed")) for p in seen[before:]), seen[before:]
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+
+
+@pytest.mark.timeout(150)
+async def test_a_message_left_unacknowledged_by_a_storage_failure_is_taken_once_it_works(
+    mosquitto: Broker,
+) -> None:
+    """A handler that cannot commit (the disk is full) leaves its message unacknowledged, so
+    nothing HQ sent is lost. But mosquitto delivers at most 20 unacknowledged messages to a
+    client: left for a next session that a healthy connection never starts, they would cut
+    the store off from HQ (acks, prices, commands) long after the disk has room again. The
+    link hands them to their handler again until they are taken, on the same connection."""
+    disk_full = False
+    attempted: list[bytes] = []
+    taken: list[bytes] = []
+
+    async def handler(message: InboundMessage) -> None:
+        attempted.append(message.payload)
+        if disk_full:
+            raise StorageFullError("gateway.db", "write failed: database or disk is full")
+        if message.payload not in taken:
+            taken.append(message.payload)
+
+    config = plain(mosquitto).model_copy(update={"client_id": "disk-full"})
+    link = MqttLink(config=config, store_id="s1", boot=1, clock=FakeClock())
+    link.subscribe("down/#", handler)
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.connect(mosquitto.host, mosquitto.port)
+    publisher.loop_start()
+    try:
+        async with running(link):
+            await asyncio.wait_for(link.connected.wait(), 15)
+            while b"subscribed" not in taken:  # the subscription may still be on its way
+                publisher.publish("retail/v1/s1/down/probe", b"subscribed", qos=1)
+                with contextlib.suppress(AssertionError):
+                    await until(lambda: b"subscribed" in taken, timeout=1.0)
+            disk_full = True
+            parts = [b"part %d" % n for n in range(25)]
+            for part in parts:
+                publisher.publish("retail/v1/s1/down/prices", part, qos=1)
+            # The broker stops at its in-flight limit, with every one of them refused.
+            await until(lambda: len(set(attempted) & set(parts)) >= 20)
+            disk_full = False  # room again
+            publisher.publish("retail/v1/s1/down/ack", b"after", qos=1)
+            await until(lambda: len(taken) == 27, timeout=90)
+            assert set(taken) == {b"subscribed", b"after", *parts}
+            assert link.stats.reconnects == 0  # taken on the same connection
     finally:
         publisher.disconnect()
         publisher.loop_stop()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import os
 import random
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +26,7 @@ from gateway.store.keeper import PRESSURE_ALERT, OutboxKeeper
 from gateway.store.outbox import Outbox, StreamState
 from gateway.sync.link import MqttLink
 from gateway.sync.uplink import Custody, RateLimiter, Uplink, UplinkSettings, connect_outbox
-from tests.conftest import Broker
+from tests.conftest import Broker, tmpfs
 from tests.sync.fake_hq import FakeHq
 from tests.sync.proxy import Proxy
 from tests.sync.support import depth, drained, until, within
@@ -463,3 +466,126 @@ async def test_envelopes_ahead_of_hq_stay_within_the_window(
             assert hq.duplicates == 0  # moved on without re-sending anything
     finally:
         hq.close()
+
+
+def _fill(mount_point: Path) -> None:
+    """Fill the filesystem to the last byte with a file that is not the database."""
+    fd = os.open(mount_point / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for size in (64 * 1024, 4096, 512, 1):
+            while True:
+                try:
+                    os.write(fd, b"\0" * size)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC
+                    break
+    finally:
+        os.close(fd)
+
+
+async def test_a_full_disk_while_the_backlog_drains_is_logged_once_not_per_envelope(
+    tmp_path: Path, mosquitto: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Item E (a full disk must not flood the log): the backlog still goes to HQ while the
+    disk is full, but the sent and acked marks cannot be recorded. That is one condition,
+    logged once when it starts (and once when it ends), not an ERROR per envelope and ack."""
+    caplog.set_level(logging.INFO)
+    hq = FakeHq(mosquitto)
+    clock = SystemClock()
+    try:
+        with tmpfs(tmp_path / "disk", size="8m") as disk:
+            async with Database.running(disk / "g.db", clock=clock) as db:
+                outbox = Outbox(db, clock)
+                await outbox.open(STREAMS)
+                for start in range(0, 2000, 100):
+                    await outbox.append_many(
+                        "stock", "stock.changed", ({"n": n} for n in range(start, start + 100))
+                    )
+                await db.maintenance()  # the WAL truncated: any write now needs room
+                _fill(disk)
+                config = MqttConfig(
+                    host=mosquitto.host, port=mosquitto.port, tls=False, allow_plaintext=True
+                )
+                settings = UplinkSettings(messages_per_second=None, max_events_per_message=20)
+                link, uplink = connect_outbox(
+                    outbox,
+                    config=config,
+                    store_id="s1",
+                    boot=db.boot,
+                    clock=clock,
+                    settings=settings,
+                )
+                async with asyncio.TaskGroup() as group:
+                    tasks = [
+                        group.create_task(link.run(), name="mqtt.link"),
+                        group.create_task(uplink.run(), name="uplink"),
+                    ]
+                    try:
+                        epoch = outbox.epoch
+                        await until(lambda: hq.seqs("stock", epoch) == list(range(1, 2001)), 60)
+                        await until(lambda: db.full_since is not None)  # marks refused
+                    finally:
+                        for task in tasks:
+                            task.cancel()
+    finally:
+        hq.close()
+    assert hq.envelopes >= 100
+    errors = [r.getMessage() for r in caplog.records if r.name == "gateway.sync.uplink"]
+    assert len([e for e in errors if "bookkeeping" in e]) <= 1, errors
+
+
+async def test_a_parked_stream_on_a_full_disk_does_not_stop_the_uplink(tmp_path: Path) -> None:
+    """The broker refuses a stream while the disk is full: its alert cannot be stored (it is
+    active in memory). That storage failure must not end the uplink task — in the daemon, its
+    task group, so the whole process — and the stream flows once the broker takes it."""
+    acl = tmp_path / "acl"
+    acl.write_text(REFUSING_ACL, encoding="utf-8")
+    broker = Broker(tmp_path, extra=f"acl_file {acl}")
+    broker.start()
+    hq = FakeHq(broker)
+    clock = SystemClock()
+    key = "uplink.refused:receipts"
+    try:
+        with tmpfs(tmp_path / "disk", size="8m") as disk:
+            async with Database.running(disk / "g.db", clock=clock) as db:
+                outbox = Outbox(db, clock)
+                await outbox.open(STREAMS)
+                alerts = Alerts(db, outbox, clock)
+                await alerts.load()
+                await outbox.append_many("receipts", "r", ({"n": n} for n in range(5)))
+                await db.maintenance()  # the WAL truncated: any write now needs room
+                _fill(disk)
+                config = MqttConfig(
+                    host=broker.host, port=broker.port, tls=False, allow_plaintext=True
+                )
+                link, uplink = connect_outbox(
+                    outbox,
+                    config=config,
+                    store_id="s1",
+                    boot=db.boot,
+                    clock=clock,
+                    settings=UplinkSettings(messages_per_second=None),
+                    alerts=alerts,
+                )
+                async with asyncio.TaskGroup() as group:
+                    tasks = [
+                        group.create_task(link.run(), name="mqtt.link"),
+                        group.create_task(uplink.run(), name="uplink"),
+                    ]
+                    try:
+                        # Raised (in memory), and its write refused.
+                        await until(
+                            lambda: alerts.get(key) is not None and db.full_since is not None
+                        )
+                        (disk / "filler").unlink()
+                        acl.write_text(ALLOWING_ACL, encoding="utf-8")
+                        broker.reload()
+                        epoch = outbox.epoch
+                        await until(lambda: hq.seqs("receipts", epoch) == [1, 2, 3, 4, 5], 45)
+                        await until(lambda: alerts.get(key) is None)
+                    finally:
+                        for task in tasks:
+                            task.cancel()
+    finally:
+        hq.close()
+        broker.stop()
