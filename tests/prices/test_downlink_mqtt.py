@@ -88,10 +88,10 @@ async def prices(db: Database) -> dict[str, str]:
 
 def unacknowledged(caplog: pytest.LogCaptureFixture, topic: str) -> bool:
     """Whether the link said a message on ``topic`` could not be taken and stays unacked
-    (kept at the broker for the next session)."""
+    (the broker redelivers it to the next session; this one tries it again later)."""
     return any(
         record.name == "gateway.sync.link"
-        and "kept at the broker" in record.getMessage()
+        and "left unacknowledged" in record.getMessage()
         and topic in record.getMessage()
         for record in caplog.records
     )
