@@ -130,6 +130,7 @@ async def test_garbage_is_rejected_not_stored(tmp_path: Path, payload: bytes) ->
         await cm.__aexit__(None, None, None)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.lists(st.integers(1, 40), min_size=1, max_size=8), min_size=1, max_size=12))
 async def test_any_delivery_order_stores_each_event_once(batches: list[list[int]]) -> None:

@@ -213,6 +213,7 @@ async def test_a_new_locale_draws_every_label_again_once(tmp_path: Path) -> None
     assert len(driver.pushes) == 2
 
 
+@pytest.mark.slow
 async def test_a_price_change_overtakes_the_labels_drawn_again_for_a_new_locale(
     tmp_path: Path,
 ) -> None:

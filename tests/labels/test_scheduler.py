@@ -7,6 +7,8 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from gateway.clock import FakeClock
 from tests.labels.support import CountingDriver, item, label_store, later, promo
 
@@ -137,6 +139,7 @@ async def test_clock_jumps_across_a_switch_converge(tmp_path: Path) -> None:
         assert _face(await s.job("L0"))["price"] == "1.00"
 
 
+@pytest.mark.slow
 async def test_a_flip_the_radio_cannot_finish_in_time_is_announced_ahead(tmp_path: Path) -> None:
     clock = FakeClock()
     driver = CountingDriver(clock=clock, rate=15)  # 4 s a label, like a real access point

@@ -9,6 +9,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -130,6 +131,7 @@ async def test_envelope_is_valid_json_with_each_events_identity(tmp_path: Path) 
     }
 
 
+@pytest.mark.slow
 async def test_file_shrinks_back_after_a_drain(tmp_path: Path) -> None:
     clock = FakeClock()
     path = tmp_path / "g.db"

@@ -534,6 +534,7 @@ async def test_a_full_disk_while_the_backlog_drains_is_logged_once_not_per_envel
     assert len([e for e in errors if "bookkeeping" in e]) <= 1, errors
 
 
+@pytest.mark.slow
 async def test_a_parked_stream_on_a_full_disk_does_not_stop_the_uplink(tmp_path: Path) -> None:
     """The broker refuses a stream while the disk is full: its alert cannot be stored (it is
     active in memory). That storage failure must not end the uplink task — in the daemon, its
