@@ -39,7 +39,8 @@ from gateway.commands import (
     flash_command,
 )
 from gateway.config import GatewaySettings, ResolvedDevice, load_config
-from gateway.control.server import ControlServer, InvalidArgsError, number_arg, text_arg
+from gateway.control.args import flag_arg, number_arg, optional_text_arg, text_arg
+from gateway.control.server import ControlServer
 from gateway.drivers.contracts import DeviceFamily, LabelDriver
 from gateway.drivers.registry import DriverRegistry
 from gateway.drivers.supervisor import Supervisor
@@ -48,6 +49,7 @@ from gateway.errors import (
     ConfigError,
     ConfigIssue,
     ControlError,
+    InvalidArgsError,
     ShelfError,
     StorageError,
 )
@@ -763,12 +765,12 @@ class Gateway:
 
     async def _prices_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
         runtime = self._runtime
+        sku = optional_text_arg(args, "sku")
         if runtime.database is None:
             return {"prices": [], "promotions": [], "head_version": 0}
-        sku = args.get("sku")
         listing = await PriceBook(
             runtime.database, was_price=self.settings.downlink.was_price
-        ).listing(self.clock.utc_now(), str(sku) if sku else None)
+        ).listing(self.clock.utc_now(), sku)
         if runtime.prices is not None:
             listing["downlink"] = runtime.prices.status()
         return listing
@@ -818,15 +820,16 @@ class Gateway:
         return self._runtime.labels
 
     async def _labels_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        state = args.get("state")
+        state = optional_text_arg(args, "state")
         try:
-            return await self._require_labels().listing(str(state) if state else None)
+            return await self._require_labels().listing(state)
         except ValueError as exc:
             raise InvalidArgsError(str(exc)) from exc
 
     async def _label_show_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        label = text_arg(args, "label")
         try:
-            return await self._require_labels().show(text_arg(args, "label"))
+            return await self._require_labels().show(label)
         except ValueError as exc:
             raise InvalidArgsError(str(exc)) from exc
 
@@ -840,14 +843,15 @@ class Gateway:
         the pipeline's face and renderer at its policy instant, as the shelf gets it."""
         from gateway.labels.preview import preview_label
 
+        sku, model = text_arg(args, "sku"), optional_text_arg(args, "model") or "296x128:bwr"
         pipeline = self._require_labels()
         at, _synced = pipeline.policy_instant()
         try:
             return await preview_label(
                 pipeline.book,
                 pipeline,
-                sku=str(args.get("sku") or ""),
-                model=str(args.get("model") or "296x128:bwr"),
+                sku=sku,
+                model=model,
                 at=at,
             )
         except ValueError as exc:
@@ -862,30 +866,30 @@ class Gateway:
         return {"slots": self._require_shelves().listing()}
 
     async def _scale_read_command(self, args: Mapping[str, Any]) -> object:
+        slot, follow = text_arg(args, "slot"), flag_arg(args, "follow")
         shelves = self._require_shelves()
-        slot = str(args.get("slot"))
         try:
             current = shelves.reading(slot)
         except ShelfError as exc:
             raise InvalidArgsError(str(exc)) from exc
-        return shelves.follow(slot) if args.get("follow") else current
+        return shelves.follow(slot) if follow else current
 
     async def _scale_tare_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        force = args.get("force", False)
-        if not isinstance(force, bool):
-            raise InvalidArgsError("force must be true or false")
+        slot, device, force = (
+            text_arg(args, "slot"),
+            flag_arg(args, "device"),
+            flag_arg(args, "force"),
+        )
         try:
-            return await self._require_shelves().tare(
-                str(args.get("slot")), device=bool(args.get("device")), force=force
-            )
+            return await self._require_shelves().tare(slot, device=device, force=force)
         except ShelfError as exc:
             raise InvalidArgsError(str(exc)) from exc
 
     async def _scale_calibrate_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        slot, known = text_arg(args, "slot"), number_arg(args, "known_grams")
         try:
-            known = float(args.get("known_grams", 0))
-            return await self._require_shelves().calibrate(str(args.get("slot")), known)
-        except (ShelfError, ValueError, TypeError) as exc:
+            return await self._require_shelves().calibrate(slot, known)
+        except ShelfError as exc:
             raise InvalidArgsError(str(exc)) from exc
 
     async def _alerts_command(self, _args: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,12 @@ Every error the gateway raises on purpose derives from :class:`GatewayError`. Li
     │                               label pipeline draws it again for ``panel`` (never final)
     ├── ControlError                the control socket (CLI ↔ daemon) failed
     │   ├── DaemonNotRunningError   no daemon is listening on the socket path
+    │   ├── DaemonError             the daemon answered a request with an error ``code``
+    │   ├── InvalidArgsError        a control command refused its arguments (``invalid_args``),
+    │   │                           whichever command they reach
     │   └── ControlProtocolError    a malformed or unsupported request/response
+    │       └── RequestError        a request line the daemon refuses (``bad_request``,
+    │                               ``unsupported_version``), with its id when readable
     ├── LinkError                   the MQTT link to HQ failed
     │   ├── LinkDownError           not connected (or the connection dropped): retry later
     │   └── PublishRefusedError     the broker refused a publish (PUBACK reason code)
@@ -51,18 +56,21 @@ __all__ = [
     "ConfigIssue",
     "ControlError",
     "ControlProtocolError",
+    "DaemonError",
     "DaemonNotRunningError",
     "DownlinkError",
     "DriverConfigError",
     "DriverError",
     "DriverUnavailableError",
     "GatewayError",
+    "InvalidArgsError",
     "LabelPanelMismatchError",
     "LinkDownError",
     "LinkError",
     "MalformedMessageError",
     "OutboxFullError",
     "PublishRefusedError",
+    "RequestError",
     "SchemaTooNewError",
     "ShelfError",
     "SignatureError",
@@ -213,8 +221,34 @@ class DaemonNotRunningError(ControlError):
         )
 
 
+class DaemonError(ControlError):
+    """The daemon answered with an error (client side); ``code`` is one of the control
+    protocol's error codes (``invalid_args``, ``internal``, ``busy``...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+class InvalidArgsError(ControlError):
+    """A control command's arguments are wrong: missing, of the wrong type, or naming
+    something the command cannot act on. The daemon answers ``invalid_args`` with the message
+    (not logged: the caller's mistake, not the daemon's)."""
+
+
 class ControlProtocolError(ControlError):
     """A malformed or unsupported control request or response."""
+
+
+class RequestError(ControlProtocolError):
+    """A request line the daemon answers with an error ``code`` (``bad_request``,
+    ``unsupported_version``) before any handler sees it; ``request_id`` when it could be read."""
+
+    def __init__(self, code: str, message: str, request_id: int | None = None) -> None:
+        self.code = code
+        self.request_id = request_id
+        super().__init__(message)
 
 
 class LinkError(GatewayError):

@@ -22,7 +22,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.control.client import ControlClient, DaemonError
+from gateway.control.client import ControlClient
+from gateway.errors import DaemonError
 from tests.conftest import Broker, tmpfs
 from tests.daemon import run_cli, running_daemon, short_dir, stop, toml_value, write_config
 from tests.test_lifecycle import scale, status_json, wait_for
@@ -361,7 +362,7 @@ def test_a_database_found_empty_starts_a_new_epoch_and_says_so(state: Path) -> N
     assert code == 0
 
 
-def test_bad_label_arguments_are_invalid_args_not_internal(state: Path) -> None:
+def test_bad_arguments_are_invalid_args_not_internal(state: Path) -> None:
     cases: list[tuple[str, dict[str, Any], str]] = [
         ("label.bind", {"label": 5, "sku": "4006381333931"}, "label"),
         ("label.bind", {"label": "L-1", "sku": ["4006381333931"]}, "sku"),
@@ -376,6 +377,17 @@ def test_bad_label_arguments_are_invalid_args_not_internal(state: Path) -> None:
         ("label.seed", {"rows": "L-1,4006381333931"}, "rows"),
         ("label.seed", {"rows": [["L 1", "4006381333931"]]}, "seed rows"),
         ("labels", {"state": "sideways"}, "sideways"),
+        ("labels", {"state": 3}, "state"),
+        ("label.preview", {"sku": 4006381333931}, "sku"),
+        ("prices", {"sku": ["4006381333931"]}, "sku"),
+        ("scale.read", {}, "slot"),
+        ("scale.read", {"slot": "cola", "follow": "yes"}, "follow"),
+        ("scale.tare", {"slot": 5}, "slot"),
+        ("scale.tare", {"slot": "cola", "device": 1}, "device"),
+        ("scale.tare", {"slot": "cola", "force": "yes"}, "force"),
+        ("scale.calibrate", {"slot": "cola", "known_grams": "500"}, "known_grams"),
+        ("scale.calibrate", {"slot": "cola"}, "known_grams"),
+        ("scale.calibrate", {"slot": "cola", "known_grams": 500}, "no slot 'cola'"),
     ]
     config = write_config(state / "gateway.toml", state_dir=state, devices=[])
     client = ControlClient(state / "control.sock")

@@ -1,9 +1,10 @@
 """The CLI side of the control socket: one connection per request or stream.
 
-Errors: :class:`~gateway.errors.DaemonNotRunningError` when nothing listens on the path,
-:class:`DaemonError` (with the daemon's ``code``) when the daemon refused or failed the command,
-:class:`~gateway.errors.ControlProtocolError` for a reply this client cannot read, and
-:class:`~gateway.errors.ControlError` for a timeout or a permission problem.
+Errors (all in :mod:`gateway.errors`): :class:`~gateway.errors.DaemonNotRunningError` when
+nothing listens on the path, :class:`~gateway.errors.DaemonError` (with the daemon's ``code``)
+when the daemon refused or failed the command, :class:`~gateway.errors.ControlProtocolError`
+for a reply this client cannot read, and :class:`~gateway.errors.ControlError` for a timeout or
+a permission problem.
 """
 
 from __future__ import annotations
@@ -22,18 +23,9 @@ from gateway.control.protocol import (
     decode_reply,
     encode_request,
 )
-from gateway.errors import ControlError, ControlProtocolError, DaemonNotRunningError
+from gateway.errors import ControlError, ControlProtocolError, DaemonError, DaemonNotRunningError
 
-__all__ = ["ControlClient", "DaemonError"]
-
-
-class DaemonError(ControlError):
-    """The daemon answered with an error; ``code`` is one of the protocol's error codes."""
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        self.message = message
-        super().__init__(f"{code}: {message}")
+__all__ = ["ControlClient"]
 
 
 class ControlClient:

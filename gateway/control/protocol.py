@@ -24,7 +24,7 @@ from pathlib import PurePath
 from typing import Any, Literal, TypeAlias, TypedDict
 
 from gateway.clock import isoformat_utc
-from gateway.errors import ControlProtocolError
+from gateway.errors import ControlProtocolError, RequestError
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -39,7 +39,6 @@ __all__ = [
     "Reply",
     "ReplyKind",
     "Request",
-    "RequestError",
     "RequestMessage",
     "ResultMessage",
     "decode_reply",
@@ -136,15 +135,6 @@ class Reply:
     kind: ReplyKind
     value: Any = None
     error: ErrorBody | None = None
-
-
-class RequestError(ControlProtocolError):
-    """A request the daemon answers with an error; ``request_id`` when it could be read."""
-
-    def __init__(self, code: ErrorCode, message: str, request_id: int | None = None) -> None:
-        self.code = code
-        self.request_id = request_id
-        super().__init__(message)
 
 
 def _jsonable(value: object) -> object:

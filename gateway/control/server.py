@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import socket
 import stat
@@ -43,7 +42,6 @@ from typing import Any, TypeAlias
 from gateway.control.protocol import (
     MAX_LINE_BYTES,
     ErrorCode,
-    RequestError,
     decode_request,
     encode,
     end_message,
@@ -51,21 +49,19 @@ from gateway.control.protocol import (
     event_message,
     result_message,
 )
-from gateway.errors import ControlError, ControlProtocolError
+from gateway.errors import ControlError, ControlProtocolError, InvalidArgsError, RequestError
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "ControlServer",
     "Handler",
-    "InvalidArgsError",
-    "number_arg",
-    "text_arg",
 ]
 
 _LOGGER = logging.getLogger(__name__)
 
 #: ``async def handler(args) -> JSON-ready value``, or an async generator for a streaming
 #: command (a coroutine may also return an async iterator, to validate ``args`` up front).
+#: It reads ``args`` with :mod:`gateway.control.args`, which raises InvalidArgsError.
 Handler: TypeAlias = Callable[[Mapping[str, Any]], Awaitable[object] | AsyncIterator[object]]
 
 _SOCKET_MODE = 0o660
@@ -78,36 +74,6 @@ DEFAULT_MAX_CONNECTIONS = 32
 # A refused client gets this long to send its request before it is answered ``busy``:
 # answering before it has written would reset its connection under its write.
 _REFUSAL_READ_S = 1.0
-
-
-class InvalidArgsError(ControlError):
-    """Raised by a handler whose arguments are wrong; answered ``invalid_args`` (not logged)."""
-
-
-def text_arg(args: Mapping[str, Any], name: str) -> str:
-    """``args[name]`` as a non-empty string, else InvalidArgsError (the socket is not only the
-    CLI's: a number or a list must not be turned into text and acted on)."""
-    value = args.get(name)
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidArgsError(f"{name}: a non-empty string is required, got {_shown(value)}")
-    return value
-
-
-def number_arg(args: Mapping[str, Any], name: str, default: float) -> float:
-    """``args[name]`` (``default`` when absent) as a finite number, else InvalidArgsError."""
-    value = args.get(name, default)
-    try:  # an integer no float holds (JSON's have any size) overflows
-        number = float(value) if isinstance(value, int | float) else math.nan
-    except OverflowError:
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number):
-        raise InvalidArgsError(f"{name}: a number is required, got {_shown(value)}")
-    return number
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class ControlServer:
@@ -372,7 +338,7 @@ class ControlServer:
         try:
             request = decode_request(line)
         except RequestError as exc:
-            await _send(writer, error_message(exc.request_id, exc.code, str(exc)))
+            await _send(writer, error_message(exc.request_id, ErrorCode(exc.code), str(exc)))
             return True
         handler = self._handlers.get(request.cmd)
         if handler is None:

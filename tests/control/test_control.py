@@ -8,7 +8,7 @@ import json
 import os
 import socket
 import stat
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -19,20 +19,27 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.control.client import ControlClient, DaemonError
+from gateway.control.args import flag_arg, number_arg, optional_text_arg, text_arg
+from gateway.control.client import ControlClient
 from gateway.control.protocol import (
     MAX_LINE_BYTES,
     ErrorCode,
     ReplyKind,
-    RequestError,
     decode_reply,
     decode_request,
     encode,
     encode_request,
     result_message,
 )
-from gateway.control.server import ControlServer, InvalidArgsError, number_arg
-from gateway.errors import ControlError, ControlProtocolError, DaemonNotRunningError
+from gateway.control.server import ControlServer
+from gateway.errors import (
+    ControlError,
+    ControlProtocolError,
+    DaemonError,
+    DaemonNotRunningError,
+    InvalidArgsError,
+    RequestError,
+)
 from tests.conftest import tmpfs
 from tests.daemon import short_dir
 from tests.waiting import patience
@@ -649,3 +656,30 @@ def test_a_number_argument_beyond_a_float_is_invalid_args(value: object) -> None
     with pytest.raises(InvalidArgsError, match="seconds: a number is required"):
         number_arg({"seconds": value}, "seconds", 10.0)
     assert number_arg({"seconds": 2**70}, "seconds", 10.0) == float(2**70)
+
+
+def test_every_argument_reader_refuses_the_wrong_type_with_invalid_args() -> None:
+    """One error type for bad arguments, naming the argument, whichever command reads them."""
+    assert text_arg({"slot": "cola"}, "slot") == "cola"
+    assert optional_text_arg({}, "sku") is None
+    assert optional_text_arg({"sku": None}, "sku") is None
+    assert optional_text_arg({"sku": "4006"}, "sku") == "4006"
+    assert flag_arg({}, "force") is False
+    assert flag_arg({"force": True}, "force") is True
+    assert number_arg({}, "seconds", 10.0) == 10.0
+    bad: list[tuple[Callable[[], object], str]] = [
+        (lambda: text_arg({}, "slot"), "slot: a non-empty string is required, got None"),
+        (lambda: text_arg({"slot": 5}, "slot"), "slot: a non-empty string is required, got 5"),
+        (lambda: text_arg({"slot": "  "}, "slot"), "slot: a non-empty string"),
+        (lambda: optional_text_arg({"sku": 4006}, "sku"), "sku: a non-empty string"),
+        (lambda: optional_text_arg({"sku": ["a"]}, "sku"), "sku: a non-empty string"),
+        (lambda: flag_arg({"force": "yes"}, "force"), "force: true or false is required"),
+        (lambda: flag_arg({"device": 1}, "device"), "device: true or false is required"),
+        (lambda: number_arg({}, "known_grams"), "known_grams: a number is required, got None"),
+        (lambda: number_arg({"known_grams": "12"}, "known_grams"), "known_grams: a number"),
+        (lambda: number_arg({"known_grams": True}, "known_grams"), "known_grams: a number"),
+    ]
+    for read, message in bad:
+        with pytest.raises(InvalidArgsError) as caught:
+            read()
+        assert str(caught.value).startswith(message), (message, caught.value)
