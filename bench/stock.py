@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from devices.simulated.shelf_timeline import ShelfTimeline
 from gateway.drivers.contracts import WeightSample
-from gateway.shelves.counter import CounterSettings, SlotCounter, SlotSpec
+from gateway.shelves.slot_counter import CounterSettings, SlotCounter, SlotSpec
 
 SLOTS = 500
 RATE_HZ = 10.0

@@ -34,7 +34,7 @@ from gateway.clock import ClockSyncSource
 from gateway.drivers.contracts import DeviceFamily, DriverPlugin
 from gateway.drivers.registry import DriverRegistry
 from gateway.errors import ConfigError, ConfigIssue, DriverConfigError, UnknownDriverError
-from gateway.shelves.counter import CounterSettings
+from gateway.shelves.slot_counter import CounterSettings
 from gateway.store.budget import BufferBudget
 from gateway.store.outbox import STREAM_NAME_PATTERN
 from gateway.sync.signing import KEY_ID_PATTERN, Verifier, decode_public_key

@@ -1,6 +1,6 @@
 """The shelves service: slot counters fed from the reading hub, their news sent on.
 
-Wiring around the sans-IO :class:`~gateway.shelves.counter.SlotCounter`: every weight sample
+Wiring around the sans-IO :class:`~gateway.shelves.slot_counter.SlotCounter`: every weight sample
 of a configured ``(device, channel)`` goes to its slot's counter (synchronously, from the hub);
 the task ``shelves`` ticks the counters once a second and carries what they report:
 
@@ -30,7 +30,7 @@ from gateway.commands import CommandRequest, CommandResult, CommandSpec
 from gateway.config import ShelvesConfig, SlotConfig
 from gateway.drivers.contracts import Reading, ScaleDriver, WeightSample
 from gateway.errors import GatewayError, ShelfError, StorageError
-from gateway.shelves.counter import (
+from gateway.shelves.slot_counter import (
     CounterOutput,
     FaultChange,
     SlotCounter,

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from gateway.clock import Clock, isoformat_utc
 from gateway.config import SlotConfig
 from gateway.errors import CommandRefusedError
-from gateway.shelves.counter import SlotSpec
+from gateway.shelves.slot_counter import SlotSpec
 from gateway.store.database import Database
 
 __all__ = [

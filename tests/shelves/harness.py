@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from devices.simulated.shelf_timeline import ShelfTimeline, TruthEvent
-from gateway.shelves.counter import (
+from gateway.shelves.slot_counter import (
     ChangeKind,
     CounterSettings,
     FaultChange,

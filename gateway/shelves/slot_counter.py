@@ -48,7 +48,7 @@ from enum import StrEnum
 from typing import TypeAlias
 
 from gateway.drivers.contracts import ScaleStatus, WeightSample
-from gateway.shelves.counting import decide_count
+from gateway.shelves.item_count import decide_count
 
 __all__ = [
     "ChangeKind",
