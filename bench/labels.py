@@ -22,8 +22,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from gateway.clock import ClockSyncSource, SystemClock, isoformat_utc
-from gateway.config import LabelsConfig
 from gateway.drivers.contracts import LabelContent
+from gateway.labels.config import LabelsConfig
 from gateway.labels.pipeline import LabelPipeline
 from gateway.store import Database
 from gateway.store.outbox import Outbox

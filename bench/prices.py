@@ -36,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.uplink import free_port, start_broker
 from gateway.alerts import Alerts
 from gateway.clock import SystemClock
-from gateway.config import MqttConfig
 from gateway.hq.prices import build_price_messages
 from gateway.prices.downlink import PriceDownlink
 from gateway.store import Database
 from gateway.store.outbox import Outbox
+from gateway.sync.config import MqttConfig
 from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.signing import Signer, Verifier
 

@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _daemon
 from gateway.clock import SystemClock
-from gateway.config import MqttConfig
 from gateway.store import Database
 from gateway.store.outbox import Outbox
+from gateway.sync.config import MqttConfig
 from gateway.sync.link import MqttLink
 from gateway.sync.uplink import Uplink, UplinkSettings, connect_outbox
 

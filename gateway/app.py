@@ -38,9 +38,10 @@ from gateway.commands import (
     builtin_commands,
     flash_command,
 )
-from gateway.config import GatewaySettings, ResolvedDevice, load_config
+from gateway.config import GatewaySettings, load_config
 from gateway.control.args import flag_arg, number_arg, optional_text_arg, text_arg
 from gateway.control.server import ControlServer
+from gateway.drivers.config import ResolvedDevice
 from gateway.drivers.contracts import DeviceFamily, LabelDriver
 from gateway.drivers.registry import DriverRegistry
 from gateway.drivers.supervisor import Supervisor

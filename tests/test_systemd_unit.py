@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ControlConfig, StorageConfig, SupervisorConfig
+from gateway.control.config import ControlConfig
+from gateway.drivers.config import SupervisorConfig
+from gateway.store.config import StorageConfig
 
 SYSTEMD_DIR = Path(__file__).resolve().parents[1] / "systemd"
 UNIT = SYSTEMD_DIR / "storegw.service"

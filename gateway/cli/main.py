@@ -408,7 +408,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _socket_path(args: argparse.Namespace) -> Path:
     if args.socket is not None:
         return Path(args.socket)
-    from gateway.config import ControlConfig, load_config
+    from gateway.config import load_config
+    from gateway.control.config import ControlConfig
     from gateway.errors import ConfigError
 
     try:

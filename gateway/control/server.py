@@ -53,6 +53,7 @@ from gateway.errors import ControlError, ControlProtocolError, InvalidArgsError,
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
+    "SUN_PATH_MAX",
     "ControlServer",
     "Handler",
 ]
@@ -66,7 +67,8 @@ Handler: TypeAlias = Callable[[Mapping[str, Any]], Awaitable[object] | AsyncIter
 
 _SOCKET_MODE = 0o660
 _DIRECTORY_MODE = 0o750
-_SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
+#: The longest path a unix socket holds: sizeof(sockaddr_un.sun_path) - 1 on Linux.
+SUN_PATH_MAX = 107
 _PROBE_TIMEOUT_S = 1.0
 _BACKLOG = 64
 #: Connections served at once unless the daemon is configured otherwise ([control]).
@@ -156,9 +158,9 @@ class ControlServer:
 
     async def _claim_path(self) -> None:
         path = self.socket_path
-        if len(os.fsencode(path)) > _SUN_PATH_MAX:
+        if len(os.fsencode(path)) > SUN_PATH_MAX:
             raise ControlError(
-                f"control socket path {path} is longer than {_SUN_PATH_MAX} bytes "
+                f"control socket path {path} is longer than {SUN_PATH_MAX} bytes "
                 "(the unix socket limit); choose a shorter [control] socket"
             )
         if not path.parent.exists():

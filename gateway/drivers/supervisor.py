@@ -29,7 +29,7 @@ from enum import StrEnum
 
 from gateway.backoff import Backoff
 from gateway.clock import Clock, isoformat_utc
-from gateway.config import ResolvedDevice, SupervisorConfig
+from gateway.drivers.config import ResolvedDevice, SupervisorConfig
 from gateway.drivers.contracts import (
     DeviceFamily,
     Driver,

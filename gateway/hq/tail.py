@@ -19,10 +19,10 @@ from typing import TextIO
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.clock import Clock, isoformat_utc
-from gateway.config import MqttConfig
 from gateway.errors import ConfigError, ConfigIssue
 from gateway.hq.consumer import HQ_MIGRATIONS, EventHeader, HqConsumer
 from gateway.store.database import Database
+from gateway.sync.config import MqttConfig
 from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.signing import KEY_ID_PATTERN
 

@@ -36,7 +36,6 @@ from typing import Any
 
 from gateway.alerts import Alerts, Severity
 from gateway.clock import Clock, isoformat_utc
-from gateway.config import LabelsConfig
 from gateway.drivers.contracts import (
     LabelContent,
     LabelDriver,
@@ -46,6 +45,7 @@ from gateway.drivers.contracts import (
     Reading,
 )
 from gateway.errors import DriverConfigError, LabelPanelMismatchError, StorageError
+from gateway.labels.config import LabelsConfig
 from gateway.labels.jobs import (
     AuditEvent,
     JobFacts,

@@ -27,9 +27,9 @@ from typing import Any
 from gateway.alerts import Alerts, Severity
 from gateway.clock import Clock, isoformat_utc
 from gateway.commands import CommandRequest, CommandResult, CommandSpec
-from gateway.config import ShelvesConfig, SlotConfig
 from gateway.drivers.contracts import Reading, ScaleDriver, WeightSample
 from gateway.errors import GatewayError, ShelfError, StorageError
+from gateway.shelves.config import ShelvesConfig, SlotConfig
 from gateway.shelves.slot_counter import (
     CounterOutput,
     FaultChange,

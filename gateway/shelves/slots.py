@@ -25,8 +25,8 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from gateway.clock import Clock, isoformat_utc
-from gateway.config import SlotConfig
 from gateway.errors import CommandRefusedError
+from gateway.shelves.config import SlotConfig
 from gateway.shelves.slot_counter import SlotSpec
 from gateway.store.database import Database
 

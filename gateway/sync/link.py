@@ -52,7 +52,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.backoff import Backoff
 from gateway.clock import Clock, isoformat_utc
-from gateway.config import MqttConfig
 from gateway.errors import (
     DownlinkError,
     LinkDownError,
@@ -60,6 +59,7 @@ from gateway.errors import (
     PublishRefusedError,
     StorageError,
 )
+from gateway.sync.config import MqttConfig
 
 __all__ = ["InboundMessage", "LinkStats", "MqttLink", "RefusalHook"]
 

@@ -31,7 +31,6 @@ from typing import Any
 from gateway.alerts import Alerts, Severity
 from gateway.backoff import Backoff
 from gateway.clock import Clock, isoformat_utc
-from gateway.config import MqttConfig
 from gateway.errors import (
     LinkDownError,
     MalformedMessageError,
@@ -39,6 +38,7 @@ from gateway.errors import (
     StorageError,
 )
 from gateway.store.outbox import EpochChange, Outbox, WireBatch
+from gateway.sync.config import MqttConfig
 from gateway.sync.envelope import pack_wire_batch
 from gateway.sync.inbound import load_json_object
 from gateway.sync.link import InboundMessage, MqttLink

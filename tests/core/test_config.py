@@ -9,11 +9,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.config import SlotConfig, load_config, parse_config
+from gateway.config import load_config, parse_config
 from gateway.drivers.contracts import DeviceFamily, DriverContext, DriverPlugin
 from gateway.drivers.registry import DriverRegistry
 from gateway.errors import ConfigError, UnknownDriverError
 from gateway.labels.localization import DEFAULT_LOCALE
+from gateway.shelves.config import SlotConfig
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "gateway.example.toml"
 

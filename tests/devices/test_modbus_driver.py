@@ -23,7 +23,8 @@ from devices.simulated.modbus_device import ModbusBusSimulator, ModbusFault, Sim
 from devices.simulated.serial_line import LineTiming, PtyLine
 from devices.simulated.timeline import WeightTimeline
 from gateway.clock import SystemClock
-from gateway.config import DeviceConfig, ResolvedDevice, SupervisorConfig, parse_config
+from gateway.config import parse_config
+from gateway.drivers.config import DeviceConfig, ResolvedDevice, SupervisorConfig
 from gateway.drivers.contracts import Reading, ScaleDriver, ScaleStatus, WeightSample
 from gateway.drivers.registry import DriverRegistry
 from gateway.drivers.supervisor import DriverHealth, Supervisor

@@ -17,7 +17,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from gateway.clock import Clock, FakeClock, SystemClock
-from gateway.config import DeviceConfig, ResolvedDevice, SupervisorConfig
+from gateway.drivers.config import DeviceConfig, ResolvedDevice, SupervisorConfig
 from gateway.drivers.contracts import (
     DeviceFamily,
     Driver,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import SystemClock
-from gateway.config import MqttConfig
 from gateway.hq.tail import HqConsumerConfig, HqSettings, tail
+from gateway.sync.config import MqttConfig
 from tests.conftest import Broker
 from tests.daemon import run_cli
 from tests.sync.support import drained, until

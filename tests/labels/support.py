@@ -14,7 +14,6 @@ from typing import Any
 
 from gateway.alerts import Alerts
 from gateway.clock import FakeClock
-from gateway.config import LabelsConfig
 from gateway.drivers.contracts import (
     LabelContent,
     LabelDriver,
@@ -27,6 +26,7 @@ from gateway.drivers.contracts import (
 from gateway.errors import DriverConfigError, DriverUnavailableError, LabelPanelMismatchError
 from gateway.hq.prices import build_price_messages
 from gateway.labels.bindings import LabelBindings
+from gateway.labels.config import LabelsConfig
 from gateway.labels.localization import DEFAULT_LOCALE
 from gateway.labels.pipeline import LabelPipeline
 from gateway.prices.book import WasPrice

@@ -17,9 +17,9 @@ from PIL import Image
 
 from gateway.alerts import Alerts
 from gateway.clock import ClockSyncSource, SystemClock
-from gateway.config import LabelsConfig
 from gateway.drivers.contracts import LabelDriver, LabelModel, LabelPalette
 from gateway.labels.bindings import LabelBindings
+from gateway.labels.config import LabelsConfig
 from gateway.labels.pipeline import LabelPipeline
 from gateway.store import Database
 from gateway.store.outbox import Outbox

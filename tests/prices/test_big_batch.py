@@ -20,11 +20,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.clock import FakeClock
-from gateway.config import MqttConfig
 from gateway.hq.prices import build_price_messages
 from gateway.prices.downlink import PriceDownlink
 from gateway.store import Database
 from gateway.store.outbox import Outbox
+from gateway.sync.config import MqttConfig
 from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.signing import Verifier
 from tests.conftest import Broker

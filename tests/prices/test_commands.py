@@ -28,13 +28,13 @@ from gateway.commands import (
     binding_commands,
     builtin_commands,
 )
-from gateway.config import MqttConfig
 from gateway.errors import MalformedMessageError
 from gateway.hq.cmd import parse_command_args, send_command
 from gateway.hq.tail import HqSettings
 from gateway.labels.bindings import LabelBindings
 from gateway.store import Database
 from gateway.store.outbox import Outbox
+from gateway.sync.config import MqttConfig
 from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.signing import Signer, Verifier
 from tests.conftest import Broker

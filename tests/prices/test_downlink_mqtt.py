@@ -16,13 +16,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.clock import FakeClock
-from gateway.config import MqttConfig
 from gateway.hq.keys import generate_key
 from gateway.hq.prices import build_price_messages
 from gateway.hq.push import PricePush, push_prices
 from gateway.prices.downlink import PriceDownlink
 from gateway.store import Database
 from gateway.store.outbox import Outbox
+from gateway.sync.config import MqttConfig
 from gateway.sync.link import MqttLink
 from gateway.sync.signing import Signer, Verifier, decode_public_key
 from tests.conftest import Broker

@@ -10,11 +10,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.clock import FakeClock
-from gateway.config import DownlinkConfig
 from gateway.errors import BatchRejectedError, MalformedMessageError, SignatureError
 from gateway.hq.keys import generate_key
 from gateway.hq.prices import build_price_messages, read_price_list
 from gateway.prices.batch import parse_price_batch
+from gateway.prices.config import DownlinkConfig
 from gateway.sync.inbound import MAX_MESSAGE_BYTES
 from gateway.sync.signing import Signer, Verifier, decode_public_key, encode_public_key
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import FakeClock
-from gateway.config import SlotConfig
 from gateway.errors import CommandRefusedError
+from gateway.shelves.config import SlotConfig
 from gateway.shelves.slots import Calibration, SlotBook
 from gateway.store import Database
 

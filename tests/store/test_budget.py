@@ -12,10 +12,10 @@ import pytest
 
 from gateway.alerts import Alerts, Severity
 from gateway.clock import FakeClock
-from gateway.config import OutboxConfig
 from gateway.errors import OutboxFullError, StorageFullError
 from gateway.store import MIGRATIONS, Database
 from gateway.store.budget import Admission, BufferBudget, BufferPressure, Shed
+from gateway.store.config import OutboxConfig
 from gateway.store.keeper import PRESSURE_ALERT, STORAGE_FULL_ALERT, OutboxKeeper
 from gateway.store.outbox import EXPIRED_TYPE, Outbox
 

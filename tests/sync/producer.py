@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from gateway.clock import SystemClock
-from gateway.config import MqttConfig
 from gateway.store import Database
 from gateway.store.outbox import Outbox
+from gateway.sync.config import MqttConfig
 from gateway.sync.uplink import UplinkSettings, connect_outbox
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import FakeClock
-from gateway.config import MqttConfig
 from gateway.store import Database
 from gateway.store.outbox import Outbox
+from gateway.sync.config import MqttConfig
 from gateway.sync.uplink import CustodyTimer, UplinkSettings, connect_outbox
 from tests.conftest import Broker
 from tests.sync.fake_hq import FakeHq

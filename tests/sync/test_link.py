@@ -16,13 +16,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.clock import FakeClock
-from gateway.config import MqttConfig
 from gateway.errors import (
     LinkDownError,
     MalformedMessageError,
     PublishRefusedError,
     StorageFullError,
 )
+from gateway.sync.config import MqttConfig
 from gateway.sync.link import InboundMessage, MqttLink
 from tests.conftest import Broker
 from tests.sync.support import running, until

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from gateway.clock import SystemClock
-from gateway.config import MqttConfig
 from gateway.hq.tail import HqConsumerConfig, HqSettings, tail
+from gateway.sync.config import MqttConfig
 from tests.conftest import Broker
 from tests.sync.support import drained, until
 from tests.sync.test_uplink import gateway

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import FakeClock
-from gateway.config import MqttConfig
+from gateway.sync.config import MqttConfig
 from gateway.sync.link import MqttLink
 from tests.conftest import Broker
 from tests.sync.certs import Authority
