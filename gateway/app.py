@@ -62,11 +62,11 @@ from gateway.prices.book import PriceBook
 from gateway.prices.downlink import PriceDownlink, PriceDownlinkSettings
 from gateway.shelves.service import ShelfService
 from gateway.store import Database
-from gateway.store.keeper import OutboxKeeper
 from gateway.store.lock import DatabaseLock
 from gateway.store.outbox import Outbox
 from gateway.sync.health import publish_health
 from gateway.sync.inbound import MALFORMED_ALERT, RefusalCounter, expire_refusals
+from gateway.sync.keeper import OutboxKeeper
 from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.uplink import Uplink, connect_outbox
 from gateway.systemd import SystemdNotifier, WatchdogGate

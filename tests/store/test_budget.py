@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from gateway.alerts import Alerts, Severity
 from gateway.clock import FakeClock
-from gateway.errors import OutboxFullError, StorageFullError
+from gateway.errors import OutboxFullError
 from gateway.store import MIGRATIONS, Database
 from gateway.store.budget import Admission, BufferBudget, BufferPressure, Shed
 from gateway.store.config import OutboxConfig
-from gateway.store.keeper import PRESSURE_ALERT, STORAGE_FULL_ALERT, OutboxKeeper
 from gateway.store.outbox import EXPIRED_TYPE, Outbox
 
 STREAMS = ("stock", "dwell", "receipts", "alerts")
@@ -226,62 +222,6 @@ async def test_migration_4_backfills_offsets_of_an_existing_outbox(tmp_path: Pat
         )
 
 
-@pytest.mark.slow
-async def test_keeper_raises_updates_and_clears_the_pressure_alert(tmp_path: Path) -> None:
-    clock = FakeClock()
-    budget = BufferBudget(
-        budget_bytes=20 * KIB,
-        alert_reserve_bytes=2 * KIB,
-        shed_detail_at=0.5,
-        shed_aggregate_at=0.8,
-    )
-    async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock, budget)
-        await outbox.open(STREAMS)
-        alerts = Alerts(db, outbox, clock)
-        await alerts.load()
-        keeper = OutboxKeeper(outbox, alerts, clock, ttl_s={"dwell": 3600})
-        body = {"text": "z" * 150}
-        while not outbox.pressure.shed:  # until the first detail event is dropped
-            await outbox.append("dwell", "dwell.visit", body, shed=Shed.DETAIL)
-        assert not outbox.pressure.accepts(Shed.DETAIL) or outbox.pressure.shed
-        await outbox.append_many("dwell", "dwell.visit", [body] * 7, shed=Shed.DETAIL)
-        await keeper.tick()
-        [alert] = alerts.active()
-        assert alert.key == PRESSURE_ALERT
-        assert alert.severity.value == "warning"
-        assert alert.details["shed"] == {"dwell/dwell.visit": 8}
-        await outbox.append_many("dwell", "dwell.visit", [body] * 3, shed=Shed.DETAIL)
-        await keeper.tick()
-        assert alerts.active()[0].details["shed"] == {"dwell/dwell.visit": 11}
-        while True:  # fill up to the essential limit: escalates to critical
-            try:
-                await outbox.append("stock", "stock.changed", body)
-            except OutboxFullError:
-                break
-        await keeper.tick()
-        assert alerts.active()[0].severity.value == "critical"
-        # HQ takes everything: the episode ends and the clear carries the final counts.
-        for state in await outbox.states():
-            if state.depth and state.stream != "alerts":
-                released = await outbox.acknowledge(state.stream, outbox.epoch, state.next_seq - 1)
-                assert released is not None
-                await released
-        await keeper.tick()
-        assert alerts.active() == ()
-        events = await outbox.read("alerts", after_seq=0, max_events=10, max_bytes=10**9)
-        assert [e.type for e in events] == ["alert.raised", "alert.raised", "alert.cleared"]
-        cleared = json.loads(events[-1].body)
-        assert cleared["details"]["shed"] == {"dwell/dwell.visit": 11}
-        assert cleared["details"]["refused"] == {"stock/stock.changed": 1}
-        # TTL runs from the keeper too (first tick ran it; the next is due after the interval).
-        await outbox.append("dwell", "dwell.summary", {"n": 1})
-        clock.advance(7200)
-        await keeper.tick()
-        assert keeper.expired == {"dwell": 1}
-        await asyncio.sleep(0)
-
-
 async def test_ttl_of_a_row_released_in_part_counts_only_what_hq_lacks(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
@@ -315,64 +255,3 @@ async def test_a_producer_giving_up_its_wait_leaves_the_byte_count_exact(tmp_pat
         assert outbox.pressure.used_bytes == await outbox.refresh_usage()
         for stream in ("stock", "dwell", "receipts"):
             assert await outbox.read(stream, after_seq=0, max_events=1000, max_bytes=10**9)
-
-
-@pytest.mark.slow
-async def test_a_full_disk_raises_storage_full_and_clears_it_after_a_write_succeeds(
-    tmp_path: Path,
-) -> None:
-    from tests.store.test_database import _SMALL_BUDGET
-
-    clock = FakeClock()
-    async with Database.running(
-        tmp_path / "g.db", clock=clock, max_page_count=_SMALL_BUDGET * 4
-    ) as db:
-        outbox = Outbox(db, clock)
-        await outbox.open(STREAMS)
-        alerts = Alerts(db, outbox, clock)
-        await alerts.load()
-        keeper = OutboxKeeper(outbox, alerts, clock, ttl_s={}, database=db)
-        await db.write("CREATE TABLE filler (pad BLOB)")
-        while db.full_since is None:  # fill the page budget with something that is not events
-            with contextlib.suppress(StorageFullError):
-                await db.write("INSERT INTO filler VALUES (zeroblob(3000))")
-        await keeper.tick()
-        [alert] = alerts.active()  # active, persisted or not: `storegw alerts` shows it
-        assert alert.key == STORAGE_FULL_ALERT
-        assert alert.severity.value == "critical"
-        assert "the disk is full" in alert.message
-        await keeper.tick()
-        assert len(alerts.active()) == 1  # raised once per episode
-        await db.write("DELETE FROM filler")
-        await keeper.tick()
-        assert alerts.active() != ()  # room again, but not for long enough yet
-        clock.advance(31)
-        await keeper.tick()  # nothing else writes: the keeper's own probe ends the episode
-        assert db.full_since is None
-        assert alerts.active() == ()
-        events = await outbox.read("alerts", after_seq=0, max_events=10, max_bytes=10**9)
-        cleared = json.loads(events[-1].body)
-        assert events[-1].type == "alert.cleared"
-        assert (cleared["key"], cleared["severity"]) == (STORAGE_FULL_ALERT, "critical")
-
-
-async def test_storage_full_found_active_at_start_is_cleared_only_by_a_write(
-    tmp_path: Path,
-) -> None:
-    clock = FakeClock()
-    path = tmp_path / "g.db"
-    async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
-        await outbox.open(STREAMS)
-        alerts = Alerts(db, outbox, clock)
-        await alerts.raise_(STORAGE_FULL_ALERT, Severity.CRITICAL, "the disk is full")
-    async with Database.running(path, clock=clock) as db:  # restarted with room again
-        outbox = Outbox(db, clock)
-        await outbox.open(STREAMS)
-        alerts = Alerts(db, outbox, clock)
-        await alerts.load()
-        assert [a.key for a in alerts.active()] == [STORAGE_FULL_ALERT]
-        commits = (await db.stats()).commits
-        await OutboxKeeper(outbox, alerts, clock, ttl_s={}, database=db).tick()
-        assert alerts.active() == ()
-        assert (await db.stats()).commits > commits

@@ -19,27 +19,8 @@ from gateway.errors import (
 )
 from gateway.store import SCHEMA_VERSION, Database
 from tests.conftest import remount_read_only, tmpfs
+from tests.store.support import SMALL_PAGE_BUDGET, schema_pages
 from tests.waiting import until
-
-
-def _schema_pages() -> int:
-    """Pages the gateway's empty schema takes, so page budgets here do not depend on it."""
-    import sqlite3
-
-    from gateway.store.migrations import MIGRATIONS
-
-    connection = sqlite3.connect(":memory:")
-    connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    for migration in MIGRATIONS:
-        for statement in migration.statements:
-            connection.execute(statement)
-    pages = int(connection.execute("PRAGMA page_count").fetchone()[0])
-    connection.close()
-    return pages
-
-
-# A budget that fills up quickly: the schema plus a dozen pages of test data.
-_SMALL_BUDGET = _schema_pages() + 12
 
 
 async def test_new_database_is_durable_wal_with_incremental_vacuum(tmp_path: Path) -> None:
@@ -208,7 +189,7 @@ async def test_full_disk_fails_the_batch_keeps_committed_data_and_keeps_running(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "g.db"
-    async with Database.running(path, clock=FakeClock(), max_page_count=_SMALL_BUDGET) as db:
+    async with Database.running(path, clock=FakeClock(), max_page_count=SMALL_PAGE_BUDGET) as db:
         await db.write("CREATE TABLE t (n INTEGER, pad BLOB)")
         await db.write("INSERT INTO t VALUES (1, zeroblob(100))")
         with pytest.raises(StorageFullError) as caught:
@@ -223,7 +204,7 @@ async def test_full_disk_fails_the_batch_keeps_committed_data_and_keeps_running(
 
 
 async def test_real_full_filesystem(tmp_path: Path) -> None:
-    size = f"{(_schema_pages() * 4 + 256) // 4 * 4}k"  # the schema plus 256 KiB
+    size = f"{(schema_pages() * 4 + 256) // 4 * 4}k"  # the schema plus 256 KiB
     with tmpfs(tmp_path / "small", size=size) as mount_point:
         path = mount_point / "g.db"
         async with Database.running(path, clock=FakeClock()) as db:
@@ -242,7 +223,7 @@ async def test_a_full_disk_is_one_episode_logged_once_even_when_small_writes_pas
     caplog.set_level(logging.INFO, logger="gateway.store.database")
     clock = FakeClock()
     path = tmp_path / "g.db"
-    async with Database.running(path, clock=clock, max_page_count=_SMALL_BUDGET) as db:
+    async with Database.running(path, clock=clock, max_page_count=SMALL_PAGE_BUDGET) as db:
         await db.write("CREATE TABLE t (n INTEGER, pad BLOB)")
         changes: list[object] = []
         db.on_full_change = lambda: changes.append(db.full_since)
@@ -361,7 +342,7 @@ async def test_a_value_sqlite_cannot_bind_fails_its_caller_and_the_writer_goes_o
 
 async def test_full_disk_fails_every_caller_of_the_batch(tmp_path: Path) -> None:
     path = tmp_path / "g.db"
-    async with Database.running(path, clock=FakeClock(), max_page_count=_SMALL_BUDGET) as db:
+    async with Database.running(path, clock=FakeClock(), max_page_count=SMALL_PAGE_BUDGET) as db:
         await db.write("CREATE TABLE t (n INTEGER, pad BLOB)")
         small = [db.submit("INSERT INTO t VALUES (?, NULL)", (n,)) for n in range(5)]
         big = db.submit_many("INSERT INTO t VALUES (?, zeroblob(4000))", [(n,) for n in range(200)])

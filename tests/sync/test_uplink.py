@@ -21,9 +21,9 @@ from gateway.clock import FakeClock, SystemClock
 from gateway.events import validate_event
 from gateway.store import Database
 from gateway.store.budget import BufferBudget, Shed
-from gateway.store.keeper import PRESSURE_ALERT, OutboxKeeper
 from gateway.store.outbox import Outbox, StreamState
 from gateway.sync.config import MqttConfig
+from gateway.sync.keeper import PRESSURE_ALERT, OutboxKeeper
 from gateway.sync.link import MqttLink
 from gateway.sync.uplink import Custody, RateLimiter, Uplink, UplinkSettings, connect_outbox
 from tests.conftest import Broker, tmpfs
