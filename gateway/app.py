@@ -32,12 +32,6 @@ from typing import Any
 from gateway import __version__
 from gateway.alerts import Alerts, Severity
 from gateway.clock import Clock, isoformat_utc
-from gateway.commands import (
-    CommandProcessor,
-    binding_commands,
-    builtin_commands,
-    flash_command,
-)
 from gateway.config import GatewaySettings, load_config
 from gateway.control.args import flag_arg, number_arg, optional_text_arg, text_arg
 from gateway.control.server import ControlServer
@@ -56,6 +50,7 @@ from gateway.errors import (
 )
 from gateway.hub import ReadingHub
 from gateway.labels.bindings import LabelBindings
+from gateway.labels.commands import binding_commands, flash_command
 from gateway.labels.directory import LabelDirectory
 from gateway.labels.pipeline import LabelPipeline
 from gateway.prices.book import PriceBook
@@ -64,6 +59,7 @@ from gateway.shelves.service import ShelfService
 from gateway.store import Database
 from gateway.store.lock import DatabaseLock
 from gateway.store.outbox import Outbox
+from gateway.sync.commands import CommandProcessor, builtin_commands
 from gateway.sync.health import publish_health
 from gateway.sync.inbound import MALFORMED_ALERT, RefusalCounter, expire_refusals
 from gateway.sync.keeper import OutboxKeeper

@@ -1171,7 +1171,7 @@ def documented_examples() -> list[tuple[str, type[BaseModel], dict[str, Any]]]:
         found.append((f"Event `{name}`", model, _examples(model)[0]))
     found.append(("`down/ack` — custody watermark", AckMessage, _examples(AckMessage)[0]))
     found.append(("`up/health` — snapshot", HealthSnapshot, _examples(HealthSnapshot)[0]))
-    from gateway.commands import CommandRequest
+    from gateway.sync.commands import CommandRequest
 
     found += [
         ("Signed downlink wrapper", SignedMessage, _DOWNLINK_EXAMPLES["signed"]),

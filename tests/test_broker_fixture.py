@@ -7,7 +7,7 @@ import threading
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import Broker
+from tests.support.broker import Broker
 from tests.waiting import patience, wait_until
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import tmpfs
 from tests.daemon import (
     STOREGW,
     FollowedOutput,
@@ -23,6 +22,7 @@ from tests.daemon import (
     stop,
     write_config,
 )
+from tests.support.filesystems import tmpfs
 from tests.waiting import patience, wait_until
 
 pytestmark = pytest.mark.slow
@@ -421,7 +421,7 @@ def test_daemon_connects_to_hq_publishes_birth_health_and_death(
     from paho.mqtt.enums import CallbackAPIVersion
 
     from gateway.events import HealthSnapshot, StateMessage
-    from tests.conftest import Broker
+    from tests.support.broker import Broker
 
     broker = Broker(tmp_path)
     broker.start()

@@ -24,8 +24,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.control.client import ControlClient
 from gateway.errors import DaemonError
-from tests.conftest import Broker, tmpfs
 from tests.daemon import run_cli, running_daemon, short_dir, stop, toml_value, write_config
+from tests.support.broker import Broker
+from tests.support.filesystems import tmpfs
 from tests.test_lifecycle import scale, status_json, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]

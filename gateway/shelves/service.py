@@ -26,7 +26,6 @@ from typing import Any
 
 from gateway.alerts import Alerts, Severity
 from gateway.clock import Clock, isoformat_utc
-from gateway.commands import CommandRequest, CommandResult, CommandSpec
 from gateway.drivers.contracts import Reading, ScaleDriver, WeightSample
 from gateway.errors import GatewayError, ShelfError, StorageError
 from gateway.shelves.config import ShelvesConfig, SlotConfig
@@ -42,6 +41,7 @@ from gateway.shelves.slot_counter import (
 from gateway.shelves.slots import Calibration, SlotBook, SlotRecord
 from gateway.store.database import Database
 from gateway.store.outbox import Outbox
+from gateway.sync.commands import CommandRequest, CommandResult, CommandSpec
 
 __all__ = ["ShelfService", "ambiguous_body", "change_body"]
 

@@ -40,8 +40,8 @@ from gateway.errors import (
     InvalidArgsError,
     RequestError,
 )
-from tests.conftest import tmpfs
 from tests.daemon import short_dir
+from tests.support.filesystems import tmpfs
 from tests.waiting import patience
 
 

@@ -28,8 +28,8 @@ from gateway.drivers.contracts import (
     LabelReportKind,
 )
 from gateway.errors import DriverConfigError, DriverUnavailableError, LabelPanelMismatchError
-from tests.conftest import tmpfs
 from tests.devices.harness import make, plugin, take
+from tests.support.filesystems import tmpfs
 from tests.waiting import patience
 
 MODEL = LabelModel(296, 128, LabelPalette.BWR, has_led=True)

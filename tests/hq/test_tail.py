@@ -13,8 +13,8 @@ import pytest
 from gateway.clock import SystemClock
 from gateway.hq.tail import HqConsumerConfig, HqSettings, tail
 from gateway.sync.config import MqttConfig
-from tests.conftest import Broker
 from tests.daemon import run_cli
+from tests.support.broker import Broker
 from tests.sync.support import drained, until
 from tests.sync.test_uplink import gateway
 

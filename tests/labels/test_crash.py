@@ -41,8 +41,8 @@ from devices.simulated.shelf_folder import ShelfFolder
 from gateway.clock import FakeClock
 from gateway.drivers.contracts import DriverContext
 from gateway.hq.push import PricePush, push_prices
-from tests.conftest import Broker
 from tests.daemon import STOREGW, NotifyListener, run_cli, short_dir, write_config
+from tests.support.broker import Broker
 from tests.waiting import patience
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]

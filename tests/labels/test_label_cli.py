@@ -23,8 +23,8 @@ import pytest
 from PIL import Image
 
 from gateway.hq.push import PricePush, push_prices
-from tests.conftest import Broker
 from tests.daemon import STOREGW, NotifyListener, run_cli, short_dir, write_config
+from tests.support.broker import Broker
 from tests.waiting import patience
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]

@@ -20,8 +20,8 @@ import pytest
 
 from gateway.clock import SystemClock, isoformat_utc
 from gateway.hq.push import PricePush, push_prices
-from tests.conftest import Broker
 from tests.daemon import run_cli, running_daemon, short_dir, write_config
+from tests.support.broker import Broker
 from tests.waiting import patience
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(120)]

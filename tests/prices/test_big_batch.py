@@ -27,8 +27,8 @@ from gateway.store.outbox import Outbox
 from gateway.sync.config import MqttConfig
 from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.signing import Verifier
-from tests.conftest import Broker
-from tests.prices.test_downlink import HQ_KEY, SIGNER, STREAMS, batch, item
+from tests.prices.support import HQ_KEY, SIGNER, STREAMS, batch, item
+from tests.support.broker import Broker
 from tests.sync.support import running, until, within
 
 HYPERMARKET = 50_000

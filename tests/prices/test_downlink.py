@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,92 +11,13 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.alerts import Alerts
-from gateway.clock import FakeClock
 from gateway.errors import MalformedMessageError
 from gateway.events import validate_event
 from gateway.hq.prices import build_price_messages
 from gateway.prices.book import PriceBook
-from gateway.prices.downlink import SIGNATURE_ALERT, PriceDownlink, PriceDownlinkSettings
-from gateway.store import Database
-from gateway.store.outbox import Outbox
-from gateway.sync.link import InboundMessage
-from gateway.sync.signing import Signer, Verifier
-
-STREAMS = ("stock", "dwell", "receipts", "alerts")
-HQ_KEY = Ed25519PrivateKey.generate()
-SIGNER = Signer("hq-1", HQ_KEY)
-
-
-@dataclass
-class Store:
-    db: Database
-    outbox: Outbox
-    alerts: Alerts
-    downlink: PriceDownlink
-    book: PriceBook
-    clock: FakeClock
-
-    async def receive(self, payload: bytes) -> None:
-        await self.downlink.on_message(
-            InboundMessage("retail/v1/s1/down/prices", payload, 1, False, None, None)
-        )
-
-    async def receipts(self) -> list[tuple[str, dict[str, Any]]]:
-        events = await self.outbox.read("receipts", after_seq=0, max_events=1000, max_bytes=10**9)
-        return [(e.type, json.loads(e.body)) for e in events]
-
-    async def prices(self) -> dict[str, str]:
-        rows = await self.db.fetchall("SELECT sku, price FROM price_book ORDER BY sku")
-        return {r["sku"]: r["price"] for r in rows}
-
-
-@asynccontextmanager
-async def store(
-    tmp_path: Path, *, signed: bool = True, groups: tuple[str, ...] = ()
-) -> AsyncIterator[Store]:
-    clock = FakeClock()
-    async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
-        await outbox.open(STREAMS)
-        alerts = Alerts(db, outbox, clock)
-        await alerts.load()
-        verifier = Verifier({"hq-1": HQ_KEY.public_key()} if signed else {})
-        downlink = PriceDownlink(
-            database=db,
-            outbox=outbox,
-            alerts=alerts,
-            clock=clock,
-            verifier=verifier,
-            store_id="s1",
-            settings=PriceDownlinkSettings(groups=groups, parts_timeout_s=600),
-        )
-        await downlink.load()
-        yield Store(db, outbox, alerts, downlink, PriceBook(db), clock)
-
-
-def item(sku: str, price: str, **extra: Any) -> dict[str, Any]:
-    return {"sku": sku, "price": price, "currency": "EUR", **extra}
-
-
-def batch(
-    clock: FakeClock,
-    version: int,
-    items: list[dict[str, Any]],
-    *,
-    kind: str = "delta",
-    signer: Signer | None = SIGNER,
-    **extra: Any,
-) -> list[bytes]:
-    return build_price_messages(
-        items,
-        version=version,
-        kind=kind,  # type: ignore[arg-type]
-        issued_at=clock.utc_now(),
-        stores=extra.pop("stores", ["s1"]),
-        signer=signer,
-        **extra,
-    )
+from gateway.prices.downlink import SIGNATURE_ALERT
+from gateway.sync.signing import Signer
+from tests.prices.support import HQ_KEY, SIGNER, batch, item, store
 
 
 async def test_full_then_delta_applied_in_order_with_receipts_and_history(tmp_path: Path) -> None:
@@ -200,33 +118,6 @@ async def test_bad_items_reject_the_whole_version_which_is_consumed(tmp_path: Pa
         assert any("string" in p["reason"] for p in receipt["problems"] if p["item"] == "b")
         await s.receive(batch(s.clock, 3, [item("a", "3.00")])[0])
         assert await s.prices() == {"a": "3.00"}
-
-
-async def test_parts_are_applied_together_once_all_are_in(tmp_path: Path) -> None:
-    async with store(tmp_path) as s:
-        items = [item(f"sku-{n:04}", f"{n}.99", name="x" * 100) for n in range(400)]
-        parts = batch(s.clock, 1, items, kind="full", max_message_bytes=16 * 1024)
-        assert len(parts) > 3
-        for part in reversed(parts[1:]):
-            await s.receive(part)
-        assert await s.prices() == {}  # nothing until the set is complete
-        await s.receive(parts[0])
-        assert len(await s.prices()) == 400
-        assert (await s.receipts())[-1][1]["parts"] == len(parts)
-
-
-async def test_incomplete_parts_expire_with_a_receipt(tmp_path: Path) -> None:
-    async with store(tmp_path) as s:
-        items = [item(f"sku-{n:04}", "1.00", name="y" * 100) for n in range(300)]
-        parts = batch(s.clock, 1, items, kind="full", max_message_bytes=16 * 1024)
-        await s.receive(parts[0])
-        s.clock.advance(601)
-        await s.downlink.advance()
-        kind, receipt = (await s.receipts())[-1]
-        assert kind == "price.rejected"
-        assert receipt["reason"].startswith("incomplete: got part(s) [1] of")
-        assert s.downlink.head == 0
-        assert await s.db.fetchall("SELECT * FROM price_parts") == []
 
 
 @pytest.mark.parametrize(
@@ -383,6 +274,16 @@ async def test_group_scope_and_unsigned_mode(tmp_path: Path) -> None:
         assert await s.prices() == {"a": "1.00"}
 
 
+async def test_unreadable_scope_is_refused_not_a_poison_message(tmp_path: Path) -> None:
+    async with store(tmp_path, groups=("g",)) as s:
+        [good] = batch(s.clock, 1, [item("a", "1.00")], kind="full")
+        payload = json.loads(base64.b64decode(json.loads(good)["payload"]))
+        payload["scope"]["groups"] = [["g"]]
+        await s.receive(SIGNER.wrap(json.dumps(payload).encode()))  # returns: acked, refused
+        assert [a.key for a in s.alerts.active()] == [SIGNATURE_ALERT]
+        assert s.downlink.head == 0
+
+
 async def test_promotions_later_version_wins_and_cancel(tmp_path: Path) -> None:
     async with store(tmp_path) as s:
         now = s.clock.utc_now()
@@ -491,44 +392,6 @@ async def test_was_price_is_hqs_or_the_lowest_of_the_prior_30_days(tmp_path: Pat
         hq_says = {**sale, "id": "sale-2", "reference_price": "1.99"}
         await s.receive(batch(s.clock, 6, [], promotions=[hq_says])[0])
         assert (await lowest.shelf_price("a", during)).reference_price == "1.99"  # type: ignore[union-attr]
-
-
-class RecordingLink:
-    """The part of a link the downlink publishes through: keeps what went up."""
-
-    topic_root = "retail/v1/s1/"
-
-    def __init__(self) -> None:
-        self.published: list[tuple[str, dict[str, Any]]] = []
-
-    def subscribe(self, _topic: str, _handler: Any) -> None:
-        pass
-
-    async def publish(self, topic: str, payload: bytes) -> None:
-        self.published.append((topic, json.loads(payload)))
-
-
-async def test_a_batch_arriving_part_by_part_is_no_gap_until_its_parts_stop_coming(
-    tmp_path: Path,
-) -> None:
-    async with store(tmp_path) as s:
-        link = RecordingLink()
-        s.downlink.attach(link)  # type: ignore[arg-type]
-        items = [item(f"sku-{n}", "1.00", name="n" * 150) for n in range(3000)]
-        parts = batch(s.clock, 1, items, kind="full")
-        assert len(parts) >= 3
-        for part in parts[:-1]:
-            await s.receive(part)
-            s.clock.advance(2)
-        assert link.published == []  # the next version, still arriving: nothing to ask for
-        s.clock.advance(s.downlink.settings.resync_interval_s)
-        await s.downlink.advance()  # its parts stopped coming: HQ is asked for it
-        [(topic, request)] = link.published
-        assert topic == "retail/v1/s1/up/sync"
-        assert (request["have_version"], request["held_versions"]) == (0, [1])
-        await s.receive(parts[-1])
-        assert s.downlink.head == 1
-        assert len(await s.prices()) == 3000
 
 
 @pytest.mark.parametrize("version", [2**63, 2**64 - 1, -(2**63) - 1])

@@ -25,7 +25,7 @@ from gateway.store.outbox import Outbox
 from gateway.sync.config import MqttConfig
 from gateway.sync.link import MqttLink
 from gateway.sync.signing import Signer, Verifier, decode_public_key
-from tests.conftest import Broker
+from tests.support.broker import Broker
 from tests.sync.support import running, until
 from tests.waiting import patience
 

@@ -19,7 +19,7 @@ from gateway.prices.book import AppliedRevision, BasePrice, PriceBook, prior_pri
 from gateway.prices.unit_price import money_above
 from gateway.store import Database
 from gateway.store.migrations import MIGRATIONS
-from tests.prices.test_downlink import Store, batch, item, store
+from tests.prices.support import Store, batch, item, store
 
 SKU = "4006381333931"
 

@@ -13,7 +13,6 @@ import pytest
 from gateway.alerts import Alerts
 from gateway.cli.diagnostics import render_slot_reading, render_slots
 from gateway.clock import FakeClock
-from gateway.commands import CommandRequest
 from gateway.drivers.contracts import ScaleStatus, WeightSample
 from gateway.errors import CommandRefusedError, ShelfError
 from gateway.events import validate_event
@@ -21,6 +20,7 @@ from gateway.shelves.config import ShelvesConfig, SlotConfig
 from gateway.shelves.service import ShelfService
 from gateway.store import Database
 from gateway.store.outbox import Outbox
+from gateway.sync.commands import CommandRequest
 
 UNIT = 200.0
 

@@ -18,8 +18,8 @@ from gateway.errors import (
     StorageUnavailableError,
 )
 from gateway.store import SCHEMA_VERSION, Database
-from tests.conftest import remount_read_only, tmpfs
 from tests.store.support import SMALL_PAGE_BUDGET, schema_pages
+from tests.support.filesystems import remount_read_only, tmpfs
 from tests.waiting import until
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.errors import StorageInUseError, StorageUnavailableError
 from gateway.store.lock import DatabaseLock
-from tests.conftest import tmpfs
+from tests.support.filesystems import tmpfs
 
 _HOLD = """
 import sys, time

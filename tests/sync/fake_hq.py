@@ -10,7 +10,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import Broker
+from tests.support.broker import Broker
 from tests.waiting import patience
 
 

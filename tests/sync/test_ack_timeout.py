@@ -13,7 +13,7 @@ from gateway.store import Database
 from gateway.store.outbox import Outbox
 from gateway.sync.config import MqttConfig
 from gateway.sync.uplink import CustodyTimer, UplinkSettings, connect_outbox
-from tests.conftest import Broker
+from tests.support.broker import Broker
 from tests.sync.fake_hq import FakeHq
 from tests.sync.support import drained, until
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Broker
+from tests.support.broker import Broker
 from tests.sync.fake_hq import FakeHq
 from tests.waiting import patience
 

@@ -24,7 +24,7 @@ from gateway.errors import (
 )
 from gateway.sync.config import MqttConfig
 from gateway.sync.link import InboundMessage, MqttLink
-from tests.conftest import Broker
+from tests.support.broker import Broker
 from tests.sync.support import running, until
 from tests.waiting import patience
 

@@ -11,7 +11,7 @@ import pytest
 from gateway.clock import FakeClock
 from gateway.sync.config import MqttConfig
 from gateway.sync.link import MqttLink
-from tests.conftest import Broker
+from tests.support.broker import Broker
 from tests.sync.certs import Authority
 from tests.sync.support import running, until
 from tests.waiting import patience

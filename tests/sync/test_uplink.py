@@ -26,7 +26,8 @@ from gateway.sync.config import MqttConfig
 from gateway.sync.keeper import PRESSURE_ALERT, OutboxKeeper
 from gateway.sync.link import MqttLink
 from gateway.sync.uplink import Custody, RateLimiter, Uplink, UplinkSettings, connect_outbox
-from tests.conftest import Broker, tmpfs
+from tests.support.broker import Broker
+from tests.support.filesystems import tmpfs
 from tests.sync.fake_hq import FakeHq
 from tests.sync.proxy import Proxy
 from tests.sync.support import depth, drained, until, within

@@ -18,7 +18,9 @@ once its record is gone.
 
 State-changing commands must be signed whenever HQ keys are configured; read-only ones
 (``ping``, ``resync``, ``rebirth``) may come unsigned, but a signature they carry must verify.
-Later features register their commands (bind, slots, flash…) on :class:`CommandProcessor`.
+Features register their own commands on :class:`CommandProcessor` (:class:`CommandSpec`):
+``bind``/``unbind``/``flash`` in :mod:`gateway.labels.commands`, ``slots`` in
+:mod:`gateway.shelves.service`; the built-ins here (:func:`builtin_commands`) are the link's own.
 """
 
 from __future__ import annotations
@@ -35,17 +37,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from gateway.alerts import Alerts, Severity
 from gateway.clock import Clock, isoformat_utc
-from gateway.drivers.supervisor import Supervisor
 from gateway.errors import (
-    CommandRefusedError,
     DownlinkError,
     LinkError,
     MalformedMessageError,
     SignatureError,
     StorageError,
 )
-from gateway.labels.bindings import LabelBindings
-from gateway.labels.directory import LabelDirectory
 from gateway.store.database import Database
 from gateway.sync.inbound import RefusalCounter, load_json
 from gateway.sync.link import InboundMessage, MqttLink
@@ -56,9 +54,7 @@ __all__ = [
     "CommandRequest",
     "CommandResult",
     "CommandSpec",
-    "binding_commands",
     "builtin_commands",
-    "flash_command",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -319,42 +315,3 @@ def builtin_commands(
         CommandSpec("resync", resync, changes_state=False, help="re-announce price version"),
         CommandSpec("rebirth", rebirth, changes_state=False, help="re-publish retained birth"),
     ]
-
-
-def binding_commands(bindings: LabelBindings) -> list[CommandSpec]:
-    """``bind`` {label, sku} and ``unbind`` {label}: state-changing, so signed when HQ keys
-    are configured. Both are idempotent, so a crash between the change and the command's
-    record only means doing nothing again."""
-
-    async def bind(request: CommandRequest) -> CommandResult:
-        label, sku = request.args.get("label"), request.args.get("sku")
-        if not isinstance(label, str) or not isinstance(sku, str):
-            raise CommandRefusedError("bind needs args {label, sku} (strings)")
-        return CommandResult((await bindings.bind(label, sku, "hq")).as_dict())
-
-    async def unbind(request: CommandRequest) -> CommandResult:
-        label = request.args.get("label")
-        if not isinstance(label, str):
-            raise CommandRefusedError("unbind needs args {label} (a string)")
-        removed = await bindings.unbind(label, "hq")
-        return CommandResult({"removed": removed.as_dict() if removed is not None else None})
-
-    return [
-        CommandSpec("bind", bind, changes_state=True, help="show SKU on label"),
-        CommandSpec("unbind", unbind, changes_state=True, help="label shows no SKU"),
-    ]
-
-
-def flash_command(
-    directory: LabelDirectory, supervisor: Callable[[], Supervisor | None]
-) -> CommandSpec:
-    """``flash`` {label, seconds?}: blink a label's LED so staff can find it. Signed when HQ
-    keys are configured (it acts on the shop floor)."""
-
-    async def flash(request: CommandRequest) -> CommandResult:
-        label, seconds = request.args.get("label"), request.args.get("seconds", 10.0)
-        if not isinstance(label, str) or not isinstance(seconds, int | float):
-            raise CommandRefusedError("flash needs args {label, seconds?}")
-        return CommandResult(await directory.flash(supervisor(), label, float(seconds)))
-
-    return CommandSpec("flash", flash, changes_state=True, help="blink a label's LED")

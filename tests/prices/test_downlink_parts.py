@@ -1,29 +1,87 @@
-"""Regressions from the independent review of the downlink: races, re-sent versions, poison
-messages, id squatting, replay scope."""
+"""Multi-part price batches and the sequencer: a version's parts applied together once all
+are in, expired when incomplete, re-sent or re-issued by HQ, rejected with every part's bad
+items; concurrent sequencer runs apply each version once."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.clock import FakeClock, isoformat_utc
-from gateway.commands import CommandProcessor, CommandRequest, CommandResult, CommandSpec
 from gateway.prices.batch import parse_price_batch
-from gateway.prices.downlink import SIGNATURE_ALERT
-from gateway.store import Database
-from gateway.sync.link import InboundMessage
-from gateway.sync.signing import Verifier
-from tests.prices.test_downlink import HQ_KEY, SIGNER, Store, batch, item, store
+from tests.prices.support import Store, batch, item, store
 
 
 async def hold(s: Store, message: bytes) -> None:
     """Commit a part without advancing (as if the sequencer had not run yet)."""
     payload, _ = s.downlink._verifier.open(message)
     await s.downlink._store_part(parse_price_batch(payload).header, payload)
+
+
+async def test_parts_are_applied_together_once_all_are_in(tmp_path: Path) -> None:
+    async with store(tmp_path) as s:
+        items = [item(f"sku-{n:04}", f"{n}.99", name="x" * 100) for n in range(400)]
+        parts = batch(s.clock, 1, items, kind="full", max_message_bytes=16 * 1024)
+        assert len(parts) > 3
+        for part in reversed(parts[1:]):
+            await s.receive(part)
+        assert await s.prices() == {}  # nothing until the set is complete
+        await s.receive(parts[0])
+        assert len(await s.prices()) == 400
+        assert (await s.receipts())[-1][1]["parts"] == len(parts)
+
+
+async def test_incomplete_parts_expire_with_a_receipt(tmp_path: Path) -> None:
+    async with store(tmp_path) as s:
+        items = [item(f"sku-{n:04}", "1.00", name="y" * 100) for n in range(300)]
+        parts = batch(s.clock, 1, items, kind="full", max_message_bytes=16 * 1024)
+        await s.receive(parts[0])
+        s.clock.advance(601)
+        await s.downlink.advance()
+        kind, receipt = (await s.receipts())[-1]
+        assert kind == "price.rejected"
+        assert receipt["reason"].startswith("incomplete: got part(s) [1] of")
+        assert s.downlink.head == 0
+        assert await s.db.fetchall("SELECT * FROM price_parts") == []
+
+
+class RecordingLink:
+    """The part of a link the downlink publishes through: keeps what went up."""
+
+    topic_root = "retail/v1/s1/"
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict[str, Any]]] = []
+
+    def subscribe(self, _topic: str, _handler: Any) -> None:
+        pass
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        self.published.append((topic, json.loads(payload)))
+
+
+async def test_a_batch_arriving_part_by_part_is_no_gap_until_its_parts_stop_coming(
+    tmp_path: Path,
+) -> None:
+    async with store(tmp_path) as s:
+        link = RecordingLink()
+        s.downlink.attach(link)  # type: ignore[arg-type]
+        items = [item(f"sku-{n}", "1.00", name="n" * 150) for n in range(3000)]
+        parts = batch(s.clock, 1, items, kind="full")
+        assert len(parts) >= 3
+        for part in parts[:-1]:
+            await s.receive(part)
+            s.clock.advance(2)
+        assert link.published == []  # the next version, still arriving: nothing to ask for
+        s.clock.advance(s.downlink.settings.resync_interval_s)
+        await s.downlink.advance()  # its parts stopped coming: HQ is asked for it
+        [(topic, request)] = link.published
+        assert topic == "retail/v1/s1/up/sync"
+        assert (request["have_version"], request["held_versions"]) == (0, [1])
+        await s.receive(parts[-1])
+        assert s.downlink.head == 1
+        assert len(await s.prices()) == 3000
 
 
 async def test_concurrent_advances_apply_each_version_once(tmp_path: Path) -> None:
@@ -78,76 +136,6 @@ async def test_a_re_issued_version_replaces_its_stale_parts(tmp_path: Path) -> N
         assert await s.prices() == {"a": "1.00", "b": "2.00"}
         await s.receive(first[1])  # a late part of the old push changes nothing
         assert await s.prices() == {"a": "1.00", "b": "2.00"}
-
-
-async def test_unreadable_scope_is_refused_not_a_poison_message(tmp_path: Path) -> None:
-    async with store(tmp_path, groups=("g",)) as s:
-        [good] = batch(s.clock, 1, [item("a", "1.00")], kind="full")
-        payload = json.loads(base64.b64decode(json.loads(good)["payload"]))
-        payload["scope"]["groups"] = [["g"]]
-        await s.receive(SIGNER.wrap(json.dumps(payload).encode()))  # returns: acked, refused
-        assert [a.key for a in s.alerts.active()] == [SIGNATURE_ALERT]
-        assert s.downlink.head == 0
-
-
-def test_hq_push_scopes_every_batch_to_one_store(tmp_path: Path) -> None:
-    from gateway.hq import push
-
-    source = Path(push.__file__).read_text(encoding="utf-8")
-    assert "stores=[store]," in source
-    assert "groups=" not in source.split("build_price_messages(")[1].split(")")[0]
-
-
-async def test_commands_ids_cannot_be_squatted_and_replies_stay_in_up_reply(
-    tmp_path: Path,
-) -> None:
-    clock = FakeClock(wall=datetime.now(UTC))
-    async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        processor = CommandProcessor(
-            database=db,
-            clock=clock,
-            verifier=Verifier({"hq-1": HQ_KEY.public_key()}),
-            store_id="s1",
-        )
-        ran: list[str] = []
-
-        async def ping(_r: CommandRequest) -> CommandResult:
-            return CommandResult({"pong": True})
-
-        async def flash(r: CommandRequest) -> CommandResult:
-            ran.append(r.id)
-            return CommandResult({"flashed": True})
-
-        processor.register(CommandSpec("ping", ping, changes_state=False))
-        processor.register(CommandSpec("flash", flash, changes_state=True))
-
-        def command(name: str, valid: timedelta | None = timedelta(minutes=1)) -> bytes:
-            now = clock.utc_now()
-            body: dict[str, Any] = {
-                "v": 1,
-                "type": "command",
-                "id": "c-1",
-                "name": name,
-                "args": {},
-                "scope": {"stores": ["s1"]},
-                "issued_at": isoformat_utc(now),
-            }
-            if valid is not None:
-                body["valid_until"] = isoformat_utc(now + valid)
-            return json.dumps(body).encode()
-
-        def message(name: str, payload: bytes) -> InboundMessage:
-            return InboundMessage(f"r/s1/down/cmd/{name}", payload, 1, False, None, None)
-
-        await processor.on_message(message("ping", command("ping")))  # unsigned, same id
-        await processor.on_message(message("flash", SIGNER.wrap(command("flash", None))))
-        assert ran == []  # a state-changing command without valid_until is refused
-        await processor.on_message(
-            message("flash", SIGNER.wrap(command("flash", timedelta(days=30))))
-        )
-        assert ran == []  # valid far longer than the record is kept: replayable, refused
-        await processor.on_message(message("flash", SIGNER.wrap(command("flash"))))
-        assert ran == ["c-1"]  # the unsigned ping did not take the id
 
 
 async def test_a_rejection_lists_the_bad_items_of_every_part(tmp_path: Path) -> None:

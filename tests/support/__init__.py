@@ -1,0 +1,1 @@
+"""Helpers shared across the test packages (fixtures stay in tests/conftest.py)."""
