@@ -58,7 +58,7 @@ from gateway.labels.jobs import (
     on_report,
 )
 from gateway.labels.localization import DEFAULT_LOCALE
-from gateway.labels.planner import BOUNDARIES, FACES, LabelPlanner, Statement
+from gateway.labels.planner import LabelPlanner, Statement
 from gateway.labels.preview import parse_model
 from gateway.labels.render import LabelFace, LabelRenderer, RenderedLabel
 from gateway.prices.book import PriceBook, WasPrice
@@ -930,13 +930,10 @@ class LabelPipeline:
             self._planned_at_start = True
             await self.plan(reason="re-planned for the current time")
         until = now + timedelta(seconds=self.config.lookahead_s)
-        rows = await self._db.fetchall(BOUNDARIES, (isoformat_utc(now), isoformat_utc(until)))
-        boundaries: dict[str, set[str]] = {}
-        for row in rows:
-            boundaries.setdefault(str(row["at"]), set()).add(str(row["sku"]))
+        boundaries = await self.book.boundaries(now, until)
         await self._db.submit_atomic(
             LabelPlanner.schedule_statements(
-                sorted(boundaries.items()), now=now, until=until, was_price=self.book.was_price
+                boundaries, now=now, until=until, was_price=self.book.was_price
             )
         )
         self._wake["render"].set()
@@ -1048,11 +1045,13 @@ class LabelPipeline:
     async def _check_no_price(self) -> None:
         if self._alerts is None:
             return
-        rows = await self._db.fetchall(
-            "SELECT b.sku, count(*) AS labels FROM label_bindings b "
-            "LEFT JOIN price_book p ON p.sku = b.sku WHERE p.sku IS NULL GROUP BY b.sku"
-        )
-        missing = {str(r["sku"]): int(r["labels"]) for r in rows}
+        bound = {
+            str(r["sku"]): int(r["labels"])
+            for r in await self._db.fetchall(
+                "SELECT sku, count(*) AS labels FROM label_bindings GROUP BY sku"
+            )
+        }
+        missing = {sku: bound[sku] for sku in await self.book.unpriced(bound)}
         for sku in sorted(missing.keys() - self._no_price):
             await self._alerts.raise_(
                 NO_PRICE_ALERT + sku,
@@ -1386,10 +1385,7 @@ class LabelPipeline:
             raise ValueError(f"label {label} is neither bound nor known to a driver")
         shown = self._shown.get(label)
         at, _ = self.policy_instant()
-        should = await self._db.fetchall(
-            FACES,
-            (isoformat_utc(at), None, json.dumps([label]), self.book.was_price),
-        )
+        should = await self.book.face(binding["sku"], at) if binding is not None else None
         schedule = await self._db.fetchall(
             "SELECT due_at, sku, face, price_version, valid_to, content_hash "
             "FROM label_schedule WHERE label = ? ORDER BY due_at",
@@ -1406,12 +1402,12 @@ class LabelPipeline:
             # What its content is drawn for; None: no driver has heard the label yet.
             "panel": self._model_for(label),
             "should_show": {
-                "face": json.loads(should[0]["face"]),
-                "price_version": should[0]["version"],
-                "ready": bool(should[0]["ready"]),
+                "face": should.as_dict(),
+                "price_version": should.version,
+                "ready": should.ready,
                 "content_hash": job["content_hash"] if job is not None else None,
             }
-            if should
+            if should is not None
             else None,
             "last_confirmed": {
                 "content_hash": shown.content_hash,

@@ -24,13 +24,21 @@ from datetime import datetime
 from typing import Any
 
 from gateway.clock import isoformat_utc
-from gateway.prices.book import FACES, WasPrice
+from gateway.prices.book import PriceBook, WasPrice
 
-__all__ = ["BLANK_FACE", "BOUNDARIES", "FACES", "LabelPlanner", "Statement"]
+__all__ = ["BLANK_FACE", "FACES", "LabelPlanner", "Statement"]
 
 Statement = tuple[str, Sequence[Any]]
 
 _CLEAR_PLAN = ("DELETE FROM label_plan", ())
+
+#: The faces of bound labels at ?1 (the price book's rule), only for the SKUs (?2) or labels
+#: (?3) given as JSON arrays (NULL: every bound label); ?4 the ``was_price`` setting.
+FACES = PriceBook.faces_of(
+    "SELECT label, sku FROM label_bindings "
+    "WHERE (?2 IS NULL OR sku IN (SELECT sku FROM wanted_skus)) "
+    "AND (?3 IS NULL OR label IN (SELECT label FROM wanted_labels))"
+)
 
 # Stage the labels whose face differs from their job's (or that have none). A face not ready
 # yet (its prior price is being worked out) leaves the job as it is until it is.
@@ -100,27 +108,11 @@ _DROP_UNBOUND = (
     "DELETE FROM label_schedule WHERE label NOT IN (SELECT label FROM label_bindings)",
 )
 
-# Promotion boundaries (starts and ends) in (?1, ?2], with their SKUs.
-BOUNDARIES = """
-SELECT DISTINCT at, sku FROM (
-  SELECT effective_from AS at, sku FROM promotions
-  WHERE cancelled_version IS NULL AND effective_from > ?1 AND effective_from <= ?2
-  UNION ALL
-  SELECT effective_to AS at, sku FROM promotions
-  WHERE cancelled_version IS NULL AND effective_to > ?1 AND effective_to <= ?2
-) ORDER BY at
-"""
-
 # The next boundary after ?1 of each staged SKU: when a scheduled face stops being correct.
-_VALID_TO = """
-UPDATE label_plan SET valid_to = (
-  SELECT min(at) FROM (
-    SELECT effective_from AS at FROM promotions
-    WHERE sku = label_plan.sku AND cancelled_version IS NULL AND effective_from > ?1
-    UNION ALL
-    SELECT effective_to FROM promotions
-    WHERE sku = label_plan.sku AND cancelled_version IS NULL AND effective_to > ?1))
-"""
+_VALID_TO = (
+    "UPDATE label_plan SET valid_to = "  # noqa: S608 - constant fragments
+    + PriceBook.next_boundary_of("label_plan.sku", "?1")
+)
 
 # Faces for instant ?1 of the labels of the SKUs in ?2, staged whatever the current job (not
 # ready: not staged, so a flip rendered earlier is dropped until it is).
