@@ -46,6 +46,7 @@ from gateway.drivers.contracts import (
     Reading,
 )
 from gateway.errors import DriverConfigError, LabelPanelMismatchError, StorageError
+from gateway.labels.faces import LabelFace, face_to_label
 from gateway.labels.jobs import (
     AuditEvent,
     JobFacts,
@@ -60,7 +61,7 @@ from gateway.labels.jobs import (
 from gateway.labels.localization import DEFAULT_LOCALE
 from gateway.labels.planner import LabelPlanner, Statement
 from gateway.labels.preview import parse_model
-from gateway.labels.render import LabelFace, LabelRenderer, RenderedLabel
+from gateway.labels.render import LabelRenderer, RenderedLabel
 from gateway.prices.book import PriceBook, WasPrice
 from gateway.store.database import Database
 from gateway.store.outbox import Outbox
@@ -290,27 +291,6 @@ class _Pushed:
 
 def model_text(model: LabelModel) -> str:
     return f"{model.width}x{model.height}:{model.palette.value}"
-
-
-def face_to_label(face_json: str) -> LabelFace:
-    """A planned face (canonical JSON from the price book) as the renderer's input; the blank
-    face of an unbound label is the "not in use" face. How its money and dates are written is
-    the renderer's (the store's locale and time zone)."""
-    face = json.loads(face_json)
-    if face.get("blank"):
-        return LabelFace.not_in_use()
-    until = face.get("promotion_until")
-    return LabelFace(
-        sku=str(face["sku"]),
-        name=face.get("name"),
-        price=face.get("price"),
-        currency=face.get("currency") or "EUR",
-        unit_price=face.get("unit_price"),
-        unit=face.get("unit"),
-        reference_price=face.get("reference_price"),
-        promotion=face.get("promotion"),
-        promotion_until=datetime.fromisoformat(until) if until else None,
-    )
 
 
 class LabelPipeline:

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.clock import isoformat_utc
+from gateway.labels.faces import BLANK_FACE
 from gateway.prices.book import PriceBook, WasPrice
 
 __all__ = ["BLANK_FACE", "FACES", "LabelPlanner", "Statement"]
@@ -73,9 +74,6 @@ ON CONFLICT (label) DO UPDATE SET sku = excluded.sku, face = excluded.face,
   last_error = NULL, evidence = NULL
 """
 
-# The face of an unbound label: a neutral "not in use" face (no SKU, no price). Its jobs carry
-# the SKU "" and price version 0.
-BLANK_FACE = '{"sku":"","blank":true}'
 
 # Active jobs of labels no longer bound, audited as superseded (blank jobs excepted).
 _AUDIT_UNBOUND = """
