@@ -44,9 +44,12 @@ from gateway.prices.faces import (
 from gateway.prices.prior_price import PRIOR_PRICE_DAYS, AppliedRevision, BasePrice, prior_price
 from gateway.store.database import Database
 
-__all__ = ["ItemRow", "PriceBook", "ShelfFace", "ShelfPrice", "WasPrice"]
+__all__ = ["FaceParams", "ItemRow", "PriceBook", "ShelfFace", "ShelfPrice", "WasPrice"]
 
 Statement = tuple[str, Sequence[Any]]
+
+#: The parameters ?1 to ?4 of a face query (:meth:`PriceBook.face_params`).
+FaceParams = tuple[str, str | None, str | None, WasPrice]
 
 #: An item as the book stores it: sku, price, currency, unit_price, unit, name, reference_price.
 ItemRow = tuple[str, str, str, str | None, str | None, str | None, str | None]
@@ -106,7 +109,7 @@ class PriceBook:
         *,
         skus: Collection[str] | None = None,
         labels: Collection[str] | None = None,
-    ) -> tuple[str, str | None, str | None, WasPrice]:
+    ) -> FaceParams:
         """The parameters ?1 to ?4 of a face query: the instant, the SKUs and labels wanted
         (None: any) and where "was" prices come from."""
         return (

@@ -5,53 +5,15 @@ its statements, ``_book_sql``) writes ``price_book``, ``price_history``, ``promo
 
 from __future__ import annotations
 
-import ast
-import re
-from pathlib import Path
+from tests.sql_scan import modules_using, tables_in
 
-GATEWAY = Path(__file__).resolve().parents[2] / "gateway"
 TABLES = ("price_book", "price_history", "promotions", "promotion_history")
 OWNERS = {"prices/book.py", "prices/_book_sql.py"}
 MIGRATIONS = {"store/migrations.py"}
 
-_WRITE = re.compile(
-    r"\b(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM)"
-    r"\s+[\"`\[]?(" + "|".join(TABLES) + r")\b",
-    re.IGNORECASE,
-)
-
-
-def written_tables(source: str) -> set[str]:
-    """The owned tables the SQL in ``source``'s string literals writes (an f-string's literal
-    parts count, joined; adjacent literals are one string to the parser already)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            text = node.value
-        elif isinstance(node, ast.JoinedStr):
-            text = " ".join(
-                part.value
-                for part in node.values
-                if isinstance(part, ast.Constant) and isinstance(part.value, str)
-            )
-        else:
-            continue
-        found.update(match.lower() for match in _WRITE.findall(text))
-    return found
-
-
-def writers() -> dict[str, set[str]]:
-    """Module (relative to gateway/) → the owned tables it writes."""
-    result = {}
-    for path in sorted(GATEWAY.rglob("*.py")):
-        tables = written_tables(path.read_text(encoding="utf-8"))
-        if tables:
-            result[path.relative_to(GATEWAY).as_posix()] = tables
-    return result
-
 
 def test_only_the_price_book_writes_its_tables() -> None:
-    found = writers()
+    found = modules_using(TABLES, writes_only=True)
     intruders = {module: tables for module, tables in found.items() if module not in OWNERS}
     assert set(intruders) <= MIGRATIONS, f"write the price book through PriceBook: {intruders}"
     # The scan sees the owner's own writes: every table is written, and only there.
@@ -69,4 +31,8 @@ C = f"""DELETE FROM
 D = "SELECT sku FROM price_book"  # a read is no write
 E = "INSERT INTO promotion_history_archive SELECT * FROM promotion_history"
 '''
-    assert written_tables(source) == {"promotions", "price_book", "price_history"}
+    assert tables_in(source, TABLES, writes_only=True) == {
+        "promotions",
+        "price_book",
+        "price_history",
+    }
