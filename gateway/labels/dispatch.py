@@ -46,16 +46,16 @@ class _Pushed:
 
 class Dispatch:
     def __init__(self, context: StageContext) -> None:
-        self._c = context
+        self._context = context
         self._dispatched_to: dict[str, LabelDriver] = {}  # the driver object last pushed to
 
     async def dispatch_once(self) -> int:
         """Hand ready jobs to the drivers that reach their labels, each up to a few seconds
         of its radio time; returns how many were pushed (the stage's step)."""
-        c = self._c
-        drivers = c.drivers()
+        ctx = self._context
+        drivers = ctx.drivers()
         fallback = sole_device(drivers)
-        now = c.clock.utc_now()
+        now = ctx.clock.utc_now()
         pushed = 0
         for device, driver in drivers.items():
             if driver is None:
@@ -66,32 +66,32 @@ class Dispatch:
                 # (or unknown), so what was in flight goes again now — once — instead of
                 # waiting out confirm_timeout_s.
                 why = f"in flight when driver {device} restarted: sent again"
-                await c.store.requeue_in_flight(why, device)
+                await ctx.store.requeue_in_flight(why, device)
             self._dispatched_to[device] = driver
             capacity = await self._capacity(device, driver, now)
             if capacity <= 0:
                 continue
-            rows = await c.store.ready(device, fallback, isoformat_utc(now), capacity)
+            rows = await ctx.store.ready(device, fallback, isoformat_utc(now), capacity)
             if rows:
                 pushed += await self._push(device, driver, rows, now)
         return pushed
 
     async def _capacity(self, device: str, driver: LabelDriver, now: datetime) -> int:
-        config = self._c.config
+        config = self._context.config
         window = max(1, math.ceil(driver.labels_per_minute / 60 * config.queue_ahead_s))
         cutoff = now - timedelta(seconds=config.confirm_timeout_s)
-        return min(_DISPATCH_CAP, window - await self._c.store.in_flight(device, cutoff))
+        return min(_DISPATCH_CAP, window - await self._context.store.in_flight(device, cutoff))
 
     async def _push(
         self, device: str, driver: LabelDriver, rows: Sequence[Row], now: datetime
     ) -> int:
-        c = self._c
+        ctx = self._context
         now_text = isoformat_utc(now)
         ready = await self._drop_stale_renders(rows)
         if not ready:
             return 0
-        images = await c.store.images({str(r["content_hash"]) for r in ready})
-        await c.store.claim(ready, device, now_text)
+        images = await ctx.store.images({str(r["content_hash"]) for r in ready})
+        await ctx.store.claim(ready, device, now_text)
         models: dict[str, LabelModel] = {}
         results: list[_Pushed] = []
         for row in ready:
@@ -117,36 +117,36 @@ class Dispatch:
                 error=result.error,
                 permanent=result.permanent,
                 now=now,
-                rng=c.rng,
-                initial_s=c.config.retry_initial_s,
-                max_s=c.config.retry_max_s,
+                rng=ctx.rng,
+                initial_s=ctx.config.retry_initial_s,
+                max_s=ctx.config.retry_max_s,
             )
             if outcome.state is JobState.PENDING:
-                statements.append(c.store.to_pending(result.label, result.rev))
+                statements.append(ctx.store.to_pending(result.label, result.rev))
             else:
-                statements += c.store.transition(result.label, result.rev, outcome, now_text)
-        await c.store.commit(statements)
+                statements += ctx.store.transition(result.label, result.rev, outcome, now_text)
+        await ctx.store.commit(statements)
         failed = sum(1 for r in results if r.error is not None)
         if failed:
             _LOGGER.info("%d of %d label push(es) to %s failed", failed, len(results), device)
-            c.wake.receipts.set()
+            ctx.wake.receipts.set()
         if any(r.panel is not None for r in results):
-            c.wake.render.set()
+            ctx.wake.render.set()
         return len(results) - failed
 
     def _panel_named(self, device: str, result: _Pushed, now: str) -> list[Statement]:
         """The ESL system refused content for its size and named the label's panel: that is
         the label's model now, and its content is drawn again for it."""
         assert result.panel is not None
-        shown = self._c.shown.name_panel(result.label, device, result.panel, now)
+        shown = self._context.shown.name_panel(result.label, device, result.panel, now)
         _LOGGER.info(
             "label %s: the ESL system says its panel is %s: drawing its content again",
             result.label,
             result.panel,
         )
         return [
-            self._c.store.shown(result.label, shown),
-            *self._c.store.refit(
+            self._context.store.shown(result.label, shown),
+            *self._context.store.refit(
                 [result.label], now, reason=f"{result.error}: drawn again for {result.panel}"
             ),
         ]
@@ -157,14 +157,14 @@ class Dispatch:
         ready, stale = [], []
         for row in rows:
             label = str(row["label"])
-            model = self._c.shown.panel(label)
+            model = self._context.shown.panel(label)
             if model is not None and model != row["model"]:
                 stale.append((label, int(row["rev"])))
             else:
                 ready.append(row)
         if stale:
-            await self._c.store.rerender(stale)
-            self._c.wake.render.set()
+            await self._context.store.rerender(stale)
+            self._context.wake.render.set()
         return ready
 
 

@@ -79,7 +79,7 @@ class LabelPipeline:
         renderer = LabelRenderer(config.font, config.bold_font, locale=locale, timezone=timezone)
         default_model = model_text(parse_model(config.default_model))
         self._clock = clock
-        self._c = StageContext(
+        self._context = StageContext(
             store=LabelJobStore(database, self.book, default_model=default_model),
             shown=ShownLabels(default_model),
             clock=clock,
@@ -90,22 +90,22 @@ class LabelPipeline:
             wake=Wakeups(),
             rng=rng or random.Random(),  # noqa: S311 - retry jitter, not cryptography
         )
-        self._planning = Planning(self._c)
-        self._rendering = Rendering(self._c, renderer)
-        self._dispatch = Dispatch(self._c)
-        self._reports = Reports(self._c)
-        self._receipts = Receipts(self._c, outbox)
-        self._scheduler = Scheduler(self._c, self._planning, self.book)
-        self._upkeep = Upkeep(self._c, self._planning, self._receipts, self.book)
-        self._views = LabelViews(self._c, self._planning, self.book)
+        self._planning = Planning(self._context)
+        self._rendering = Rendering(self._context, renderer)
+        self._dispatch = Dispatch(self._context)
+        self._reports = Reports(self._context)
+        self._receipts = Receipts(self._context, outbox)
+        self._scheduler = Scheduler(self._context, self._planning, self.book)
+        self._upkeep = Upkeep(self._context, self._planning, self._receipts, self.book)
+        self._views = LabelViews(self._context, self._planning, self.book)
 
     async def load(self) -> None:
         """Load what labels show, the forwarded mark and the policy instant; jobs that were
         being handed to a driver when the gateway stopped are queued again (one re-send);
         content drawn for another panel or style than the label's is put right before
         anything is sent."""
-        store = self._c.store
-        self._c.shown.load(await store.load_shown())
+        store = self._context.store
+        self._context.shown.load(await store.load_shown())
         await self._receipts.load()
         await self._scheduler.load()
         self._upkeep.load()
@@ -133,7 +133,7 @@ class LabelPipeline:
 
     def policy_instant(self) -> tuple[datetime, bool]:
         """(the instant wall-time rules use, whether the clock is synchronised)."""
-        return self._c.policy.instant()
+        return self._context.policy.instant()
 
     # --- control: a technician's retry and the views -------------------------------------
 
@@ -142,9 +142,9 @@ class LabelPipeline:
         audited with ``why`` (a ``label.queued`` receipt with that reason). Returns the job's
         state afterwards (None: the label has no job for ``sku``)."""
         now = isoformat_utc(self._clock.utc_now())
-        state = await self._c.store.retry_failed(label, sku, why, now)
-        self._c.wake.dispatch.set()
-        self._c.wake.receipts.set()
+        state = await self._context.store.retry_failed(label, sku, why, now)
+        self._context.wake.dispatch.set()
+        self._context.wake.receipts.set()
         return state
 
     async def listing(self, state: str | None = None, limit: int = 200) -> dict[str, Any]:
@@ -212,7 +212,7 @@ class LabelPipeline:
 
     async def run(self) -> None:
         """Every stage as a named task until cancelled."""
-        wake = self._c.wake
+        wake = self._context.wake
         try:
             async with asyncio.TaskGroup() as group:
                 # Dispatch also ticks for retry times and confirmation timeouts.

@@ -21,7 +21,7 @@ _LOGGER = logging.getLogger(__name__)
 
 class Planning:
     def __init__(self, context: StageContext) -> None:
-        self._c = context
+        self._context = context
         self._pending_skus: set[str] | None = set()  # None: plan every label
         self._pending_labels: set[str] = set()
         self._requested = False
@@ -43,8 +43,8 @@ class Planning:
 
     def _request(self) -> None:
         self._requested = True
-        self._c.wake.plan.set()
-        self._c.wake.schedule.set()
+        self._context.wake.plan.set()
+        self._context.wake.schedule.set()
 
     async def plan_pending(self) -> int:
         """Plan what the hooks asked for since the last call (the stage's step)."""
@@ -70,10 +70,11 @@ class Planning:
     ) -> None:
         """Commit jobs for the labels (of ``skus`` / ``labels``; neither: all bound labels)
         whose should-show face changed — one transaction."""
-        c = self._c
-        at, _synced = c.policy.instant()
-        started = c.clock.monotonic()
-        await c.store.plan(at=at, now=c.clock.utc_now(), skus=skus, labels=labels, reason=reason)
-        self.last_plan_s = c.clock.monotonic() - started
-        c.wake.render.set()
-        c.wake.receipts.set()
+        ctx = self._context
+        at, _synced = ctx.policy.instant()
+        started = ctx.clock.monotonic()
+        now = ctx.clock.utc_now()
+        await ctx.store.plan(at=at, now=now, skus=skus, labels=labels, reason=reason)
+        self.last_plan_s = ctx.clock.monotonic() - started
+        ctx.wake.render.set()
+        ctx.wake.receipts.set()

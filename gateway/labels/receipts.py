@@ -32,23 +32,23 @@ RECEIPT_TYPES: Mapping[str, str] = {
     AuditEvent.EXPIRED: "label.expired",
 }
 
-FORWARDED_KEY = "label_audit_forwarded"  # meta: the last audit id forwarded
+_FORWARDED_KEY = "label_audit_forwarded"  # meta: the last audit id forwarded
 _PUMP_BATCH = 1_000
 
 
 class Receipts:
     def __init__(self, context: StageContext, outbox: Outbox) -> None:
-        self._c = context
+        self._context = context
         self._outbox = outbox
         self._forwarded = 0
 
     async def load(self) -> None:
-        self._forwarded = int(await self._c.store.meta(FORWARDED_KEY) or "0")
+        self._forwarded = int(await self._context.store.meta(_FORWARDED_KEY) or "0")
 
     async def pump_receipts(self) -> int:
         """Forward audit rows past the mark to the ``receipts`` stream, the mark advancing in
         the same transaction; returns the rows consumed (the stage's step)."""
-        store = self._c.store
+        store = self._context.store
         rows = await store.audit_after(self._forwarded, _PUMP_BATCH)
         if not rows:
             return 0
@@ -64,7 +64,7 @@ class Receipts:
                 runs.append((kind, [body] if body is not None else [], int(row["id"])))
         futures = []
         for kind, bodies, last_id in runs:
-            mark = store.set_meta(FORWARDED_KEY, str(last_id))
+            mark = store.set_meta(_FORWARDED_KEY, str(last_id))
             if kind is None or not bodies:
                 futures.append(store.commit([mark]))
             else:
@@ -75,8 +75,9 @@ class Receipts:
 
     async def prune_audit(self) -> None:
         """Forwarded audit rows older than the retention go."""
-        cutoff = self._c.clock.utc_now() - timedelta(days=self._c.config.audit_retention_days)
-        await self._c.store.prune_audit(forwarded=self._forwarded, before=cutoff)
+        ctx = self._context
+        cutoff = ctx.clock.utc_now() - timedelta(days=ctx.config.audit_retention_days)
+        await ctx.store.prune_audit(forwarded=self._forwarded, before=cutoff)
 
 
 def _receipt_body(row: Row) -> dict[str, Any]:

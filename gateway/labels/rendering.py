@@ -30,26 +30,26 @@ __all__ = ["Rendering"]
 
 _LOGGER = logging.getLogger(__name__)
 
-RENDER_CHUNK = 64
-STYLE_KEY = "labels_style"  # meta: the renderer's style the labels' content was drawn in
+_RENDER_CHUNK = 64
+_STYLE_KEY = "labels_style"  # meta: the renderer's style the labels' content was drawn in
 _AWAITING_NOTE = "waiting for the label to report its panel (no ESL driver has heard it yet)"
 
 
 class Rendering:
     def __init__(self, context: StageContext, renderer: LabelRenderer) -> None:
-        self._c = context
+        self._context = context
         self._renderer = renderer
         self._executor: ThreadPoolExecutor | None = None
 
     async def restyle(self, now: str) -> None:
         """Content drawn in another style than the renderer's (the store's locale, time zone,
         fonts or the template changed; or drawn before styles were recorded) is drawn again."""
-        drawn_in = await self._c.store.meta(STYLE_KEY)
+        drawn_in = await self._context.store.meta(_STYLE_KEY)
         style = self._renderer.style
         if drawn_in == style:
             return
         reason = f"label style changed ({drawn_in or 'unrecorded'} → {style}): drawn again"
-        await self._c.store.restyle(reason, style_key=STYLE_KEY, style=style, now=now)
+        await self._context.store.restyle(reason, style_key=_STYLE_KEY, style=style, now=now)
         _LOGGER.log(logging.INFO if drawn_in is None else logging.WARNING, "labels: %s", reason)
 
     def close(self) -> None:
@@ -57,15 +57,15 @@ class Rendering:
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    async def render_some(self, limit: int = RENDER_CHUNK) -> int:
+    async def render_some(self, limit: int = _RENDER_CHUNK) -> int:
         """Render up to ``limit`` faces — flips first, then jobs; returns how many (the
         stage's step). Flips of labels no driver has heard wait for their panel (promoted
         undrawn, they wait as jobs)."""
-        rows = await self._c.store.flips_to_render(limit)
+        rows = await self._context.store.flips_to_render(limit)
         if rows:
             await self._render_flips(rows)
             return len(rows)
-        rows = await self._c.store.jobs_to_render(limit)
+        rows = await self._context.store.jobs_to_render(limit)
         if rows:
             await self._render_jobs(rows)
         return len(rows)
@@ -97,11 +97,11 @@ class Rendering:
         return self._executor
 
     async def _render_flips(self, rows: Sequence[Row]) -> None:
-        store, shown = self._c.store, self._c.shown
+        store, shown = self._context.store, self._context.shown
         # The query picked labels with a panel; a panel never goes away.
         items = [(str(r["face"]), shown.panel(str(r["label"])) or "") for r in rows]
         rendered = await self._render(items)
-        now = isoformat_utc(self._c.clock.utc_now())
+        now = isoformat_utc(self._context.clock.utc_now())
         await store.commit(
             [store.image(digest, png, now) for digest, png in _distinct(rendered)]
             + [
@@ -111,7 +111,7 @@ class Rendering:
         )
 
     async def _render_jobs(self, rows: Sequence[Row]) -> None:
-        store, shown = self._c.store, self._c.shown
+        store, shown = self._context.store, self._context.shown
         drawable = []
         items: list[tuple[str, str]] = []
         for row in rows:
@@ -120,7 +120,7 @@ class Rendering:
                 drawable.append(row)
                 items.append((str(row["face"]), model))
         rendered = await self._render(items) if items else []
-        now = isoformat_utc(self._c.clock.utc_now())
+        now = isoformat_utc(self._context.clock.utc_now())
         updates: list[Statement] = []
         # Decided after the render, with no wait before the commit is queued: a label heard
         # meanwhile is drawn next pass; one heard later finds its job parked and queues it.
@@ -157,8 +157,8 @@ class Rendering:
             + [store.awaiting_model(r["label"], r["rev"], _AWAITING_NOTE) for r in waiting]
             + audits
         )
-        self._c.wake.dispatch.set()
-        self._c.wake.receipts.set()
+        self._context.wake.dispatch.set()
+        self._context.wake.receipts.set()
 
 
 def _render_chunk(

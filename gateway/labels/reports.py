@@ -25,38 +25,38 @@ _REPORT_BATCH = 2_000
 
 class Reports:
     def __init__(self, context: StageContext) -> None:
-        self._c = context
+        self._context = context
         self._queue: list[tuple[str, LabelReport]] = []
 
     def on_reading(self, device: str, reading: Reading) -> None:
         """ReadingHub listener: label reports are handled in the reports task."""
         if isinstance(reading, LabelReport):
             self._queue.append((device, reading))
-            self._c.wake.reports.set()
+            self._context.wake.reports.set()
 
     async def process_reports(self) -> int:
         """Apply the queued driver reports (in arrival order); returns how many (the stage's
         step)."""
-        c = self._c
+        ctx = self._context
         batch, self._queue = self._queue[:_REPORT_BATCH], self._queue[_REPORT_BATCH:]
         if not batch:
             return 0
-        jobs = await c.store.jobs_of({report.label_id for _, report in batch})
+        jobs = await ctx.store.jobs_of({report.label_id for _, report in batch})
         facts = {
             label: JobFacts(label, JobState(r["state"]), r["content_hash"], int(r["attempts"]))
             for label, r in jobs.items()
         }
-        now = c.clock.utc_now()
+        now = ctx.clock.utc_now()
         now_text = isoformat_utc(now)
         statements: list[Statement] = []
         shown_changed: set[str] = set()
         refit: set[str] = set()  # labels whose content is (re)drawn for their panel
         for device, report in batch:
             label = report.label_id
-            before = c.shown.panel(label)
-            if c.shown.note(device, report, now_text):
+            before = ctx.shown.panel(label)
+            if ctx.shown.note(device, report, now_text):
                 shown_changed.add(label)
-            panel = c.shown.panel(label)
+            panel = ctx.shown.panel(label)
             if panel != before:
                 refit.add(label)  # heard for the first time, or its panel was swapped
             row = jobs.get(label)
@@ -71,29 +71,29 @@ class Reports:
                 job,
                 ReportFacts(report.kind, report.content_hash, report.evidence),
                 now=now,
-                rng=c.rng,
-                initial_s=c.config.retry_initial_s,
-                max_s=c.config.retry_max_s,
+                rng=ctx.rng,
+                initial_s=ctx.config.retry_initial_s,
+                max_s=ctx.config.retry_max_s,
             )
             if outcome is None or job is None:
                 continue
             rev = int(jobs[label]["rev"])
             at = isoformat_utc(report.observed_at) if outcome.confirmed else now_text
-            statements += c.store.transition(label, rev, outcome, at)
+            statements += ctx.store.transition(label, rev, outcome, at)
             facts[label] = JobFacts(label, outcome.state, job.content_hash, job.attempts)
             if outcome.state is JobState.QUEUED:
-                c.wake.dispatch.set()
+                ctx.wake.dispatch.set()
         statements += [
-            c.store.shown(label, shown)
+            ctx.store.shown(label, shown)
             for label in sorted(shown_changed)
-            if (shown := c.shown.get(label)) is not None
+            if (shown := ctx.shown.get(label)) is not None
         ]
         if refit:
-            statements += c.store.refit(refit, now_text)
+            statements += ctx.store.refit(refit, now_text)
         if statements:
-            await c.store.commit(statements)
-            c.wake.dispatch.set()
-            c.wake.receipts.set()
+            await ctx.store.commit(statements)
+            ctx.wake.dispatch.set()
+            ctx.wake.receipts.set()
             if refit:
-                c.wake.render.set()  # after the commit: the render reads committed rows
+                ctx.wake.render.set()  # after the commit: the render reads committed rows
         return len(batch)

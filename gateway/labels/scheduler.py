@@ -29,13 +29,13 @@ __all__ = ["FLIP_LATE_ALERT", "Scheduler"]
 _LOGGER = logging.getLogger(__name__)
 
 FLIP_LATE_ALERT = "label.flip_late"
-POLICY_KEY = "labels_policy_at"  # meta: the last synchronised instant
+_POLICY_KEY = "labels_policy_at"  # meta: the last synchronised instant
 _JUMP_S = 2.0  # wall time moving this much against monotonic time is a clock jump
 
 
 class Scheduler:
     def __init__(self, context: StageContext, planning: Planning, book: PriceBook) -> None:
-        self._c = context
+        self._context = context
         self._planning = planning
         self._book = book
         self._offset: float | None = None  # wall - monotonic at the last pass
@@ -43,45 +43,45 @@ class Scheduler:
 
     async def load(self) -> None:
         """The policy instant last trusted, as it was before the stop."""
-        stored = await self._c.store.meta(POLICY_KEY)
+        stored = await self._context.store.meta(_POLICY_KEY)
         if stored is not None:
-            self._c.policy.last = datetime.fromisoformat(stored)
+            self._context.policy.last = datetime.fromisoformat(stored)
 
     async def scheduler_pass(self) -> bool:
         """Promote due flips, re-plan after a clock jump or at start, and pre-render the
         flips within the look-ahead. False (nothing done) while the clock is unsynced."""
-        c = self._c
-        now, synced = c.policy.instant()
+        ctx = self._context
+        now, synced = ctx.policy.instant()
         if not synced:
             return False
-        offset = now.timestamp() - c.clock.monotonic()
+        offset = now.timestamp() - ctx.clock.monotonic()
         jumped = self._offset is not None and abs(offset - self._offset) > _JUMP_S
         self._offset = offset
         if jumped:
             _LOGGER.warning("clock jumped: re-planning every label for %s", isoformat_utc(now))
-        await c.store.commit(
-            [*c.store.promote_due(now), c.store.set_meta(POLICY_KEY, isoformat_utc(now))]
+        await ctx.store.commit(
+            [*ctx.store.promote_due(now), ctx.store.set_meta(_POLICY_KEY, isoformat_utc(now))]
         )
-        c.wake.dispatch.set()
-        c.wake.receipts.set()
+        ctx.wake.dispatch.set()
+        ctx.wake.receipts.set()
         if jumped or not self._planned_at_start:
             self._planned_at_start = True
             await self._planning.plan(reason="re-planned for the current time")
-        until = now + timedelta(seconds=c.config.lookahead_s)
+        until = now + timedelta(seconds=ctx.config.lookahead_s)
         boundaries = await self._book.boundaries(now, until)
-        await c.store.schedule(boundaries, now=now, until=until)
-        c.wake.render.set()
+        await ctx.store.schedule(boundaries, now=now, until=until)
+        ctx.wake.render.set()
         await self._check_flips(now)
         return True
 
     async def next_flip_in(self) -> float | None:
         """Seconds of wall time until the next scheduled flip (None: none scheduled)."""
-        due = await self._c.store.next_flip_due()
-        return None if due is None else (due - self._c.clock.utc_now()).total_seconds()
+        due = await self._context.store.next_flip_due()
+        return None if due is None else (due - self._context.clock.utc_now()).total_seconds()
 
     async def run(self) -> None:
         """Task ``labels.scheduler``: a pass at every flip and every wake, until cancelled."""
-        wake = self._c.wake.schedule
+        wake = self._context.wake.schedule
         while True:
             wake.clear()
             try:
@@ -91,7 +91,7 @@ class Scheduler:
                 _LOGGER.exception("label scheduler pass failed (retrying)")
                 until_flip = None
             # A fresh monotonic timer each wake, from wall time: jumps are seen next wake.
-            delay = min(self._c.config.lookahead_s / 4, 30.0)
+            delay = min(self._context.config.lookahead_s / 4, 30.0)
             if until_flip is not None:
                 delay = min(delay, max(0.01, until_flip))
             with contextlib.suppress(TimeoutError):
@@ -100,18 +100,18 @@ class Scheduler:
 
     async def _check_flips(self, now: datetime) -> None:
         """Announce flips that cannot finish within the tolerance, from driver throughput."""
-        alerts = self._c.alerts
+        alerts = self._context.alerts
         if alerts is None:
             return
-        drivers = self._c.drivers()
+        drivers = self._context.drivers()
         late = []
-        for row in await self._c.store.flips_by_device(now, sole_device(drivers)):
+        for row in await self._context.store.flips_by_device(now, sole_device(drivers)):
             driver = drivers.get(row["device"]) if row["device"] is not None else None
             if driver is None or driver.labels_per_minute <= 0:
                 continue
             due = datetime.fromisoformat(row["due_at"])
             finish = due + timedelta(seconds=int(row["n"]) / driver.labels_per_minute * 60)
-            if (finish - due).total_seconds() > self._c.config.flip_tolerance_s:
+            if (finish - due).total_seconds() > self._context.config.flip_tolerance_s:
                 late.append(
                     {
                         "due_at": row["due_at"],

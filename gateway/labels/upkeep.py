@@ -38,7 +38,7 @@ class Upkeep:
     def __init__(
         self, context: StageContext, planning: Planning, receipts: Receipts, book: PriceBook
     ) -> None:
-        self._c = context
+        self._context = context
         self._planning = planning
         self._receipts = receipts
         self._book = book
@@ -47,7 +47,7 @@ class Upkeep:
 
     def load(self) -> None:
         """The no-price alerts already raised (so they are cleared when priced)."""
-        alerts = self._c.alerts
+        alerts = self._context.alerts
         self._no_price = {
             alert.key.removeprefix(NO_PRICE_ALERT)
             for alert in (alerts.active() if alerts else ())
@@ -56,19 +56,19 @@ class Upkeep:
 
     async def upkeep(self, *, reconcile: bool = True) -> None:
         """One round (the stage's step); ``reconcile`` adds the reconciliation."""
-        now = self._c.clock.utc_now()
+        now = self._context.clock.utc_now()
         await self._time_out_pending(now)
         if reconcile:
             await self.reconcile()
         await self._check_sla(now)
         await self._check_drivers()
         await self._receipts.prune_audit()
-        await self._c.store.collect_images()
+        await self._context.store.collect_images()
 
     async def run(self) -> None:
         """Task ``labels.upkeep``: a round every 10 s (reconciling every
         ``reconcile_interval_s``), until cancelled."""
-        config, clock = self._c.config, self._c.clock
+        config, clock = self._context.config, self._context.clock
         last_reconcile = clock.monotonic()
         while True:
             await asyncio.sleep(min(10.0, config.reconcile_interval_s))
@@ -84,39 +84,40 @@ class Upkeep:
         """Should-show vs last confirmed for every bound label: faces re-planned, content
         drawn for another panel than the label's drawn again, drifted labels re-pushed,
         bound SKUs without a price alerted."""
-        c = self._c
+        ctx = self._context
         await self._planning.plan(reason="reconciliation")
-        now = isoformat_utc(c.clock.utc_now())
-        await c.store.commit([*c.store.refit(None, now), *c.store.requeue_drifted(now)])
-        c.wake.render.set()
-        c.wake.dispatch.set()
-        c.wake.receipts.set()
+        now = isoformat_utc(ctx.clock.utc_now())
+        await ctx.store.commit([*ctx.store.refit(None, now), *ctx.store.requeue_drifted(now)])
+        ctx.wake.render.set()
+        ctx.wake.dispatch.set()
+        ctx.wake.receipts.set()
         await self._check_no_price()
 
     async def _time_out_pending(self, now: datetime) -> None:
-        c = self._c
-        rows = await c.store.pending_since(now - timedelta(seconds=c.config.confirm_timeout_s))
+        ctx = self._context
+        rows = await ctx.store.pending_since(now - timedelta(seconds=ctx.config.confirm_timeout_s))
         statements: list[Statement] = []
         now_text = isoformat_utc(now)
         for row in rows:
             outcome = on_confirmation_timeout(
                 JobFacts(str(row["label"]), JobState.PENDING, None, int(row["attempts"])),
-                waited_s=c.config.confirm_timeout_s,
+                waited_s=ctx.config.confirm_timeout_s,
                 now=now,
-                rng=c.rng,
-                initial_s=c.config.retry_initial_s,
-                max_s=c.config.retry_max_s,
+                rng=ctx.rng,
+                initial_s=ctx.config.retry_initial_s,
+                max_s=ctx.config.retry_max_s,
             )
-            statements += c.store.transition(str(row["label"]), int(row["rev"]), outcome, now_text)
+            label, rev = str(row["label"]), int(row["rev"])
+            statements += ctx.store.transition(label, rev, outcome, now_text)
         if statements:
-            await c.store.commit(statements)
-            c.wake.receipts.set()
+            await ctx.store.commit(statements)
+            ctx.wake.receipts.set()
 
     async def _check_no_price(self) -> None:
-        alerts = self._c.alerts
+        alerts = self._context.alerts
         if alerts is None:
             return
-        bound = await self._c.store.bound_skus()
+        bound = await self._context.store.bound_skus()
         missing = {sku: bound[sku] for sku in await self._book.unpriced(bound)}
         for sku in sorted(missing.keys() - self._no_price):
             await alerts.raise_(
@@ -131,10 +132,10 @@ class Upkeep:
         self._no_price = set(missing)
 
     async def _check_sla(self, now: datetime) -> None:
-        alerts, sla_s = self._c.alerts, self._c.config.sla_s
+        alerts, sla_s = self._context.alerts, self._context.config.sla_s
         if alerts is None:
             return
-        rows = await self._c.store.late(now - timedelta(seconds=sla_s))
+        rows = await self._context.store.late(now - timedelta(seconds=sla_s))
         if not rows:
             await alerts.clear(SLA_ALERT, "every label is confirmed within its SLA")
             return
@@ -153,10 +154,10 @@ class Upkeep:
         await alerts.update_details(SLA_ALERT, details)
 
     async def _check_drivers(self) -> None:
-        alerts = self._c.alerts
+        alerts = self._context.alerts
         if alerts is None:
             return
-        drivers = self._c.drivers()
+        drivers = self._context.drivers()
         fallback = sole_device(drivers)
         for device, driver in sorted(drivers.items()):
             key = DRIVER_DOWN_ALERT + device
@@ -165,7 +166,7 @@ class Upkeep:
                     self._drivers_down.discard(device)
                     await alerts.clear(key, "driver running again")
                 continue
-            waiting = await self._c.store.waiting_for(device, fallback)
+            waiting = await self._context.store.waiting_for(device, fallback)
             if waiting:
                 self._drivers_down.add(device)
                 await alerts.raise_(

@@ -22,30 +22,30 @@ _UNSYNCED = "clock NOT synchronised: scheduled flips are held"
 
 class LabelViews:
     def __init__(self, context: StageContext, planning: Planning, book: PriceBook) -> None:
-        self._c = context
+        self._context = context
         self._planning = planning
         self._book = book
 
     async def listing(self, state: str | None = None, limit: int = 200) -> dict[str, Any]:
         """Jobs (all, in dispatch order, or those in ``state``; ``unreachable``: no driver
         reaches their label), counts, flips, unbound labels, drivers and the clock's say."""
-        c = self._c
-        counts = await c.store.counts()
+        ctx = self._context
+        counts = await ctx.store.counts()
         if state is not None and state not in {s.value for s in JobState} | {"unreachable"}:
             raise ValueError(
                 f"unknown state {state!r}: one of {', '.join(s.value for s in JobState)}, "
                 "unreachable"
             )
-        drivers = c.drivers()
-        unreachable = await c.store.unreachable(sole_device(drivers))
+        drivers = ctx.drivers()
+        unreachable = await ctx.store.unreachable(sole_device(drivers))
         if state == "unreachable":
-            rows = await c.store.jobs(labels=unreachable, limit=limit)
+            rows = await ctx.store.jobs(labels=unreachable, limit=limit)
         else:
-            rows = await c.store.jobs(state=state, limit=limit)
-        scheduled = await c.store.flips()
-        unbound = await c.store.unbound_heard()
-        _, synced = c.policy.instant()
-        held_at = f" at {isoformat_utc(c.policy.last)}" if c.policy.last else ""
+            rows = await ctx.store.jobs(state=state, limit=limit)
+        scheduled = await ctx.store.flips()
+        unbound = await ctx.store.unbound_heard()
+        _, synced = ctx.policy.instant()
+        held_at = f" at {isoformat_utc(ctx.policy.last)}" if ctx.policy.last else ""
         return {
             "counts": counts,
             "total": sum(counts.values()),
@@ -83,8 +83,8 @@ class LabelViews:
 
     async def summary(self) -> dict[str, Any]:
         """Counts per state and the clock's say over flips (``storegw status``)."""
-        counts = await self._c.store.counts()
-        _, synced = self._c.policy.instant()
+        counts = await self._context.store.counts()
+        _, synced = self._context.policy.instant()
         return {
             "counts": counts,
             "flips_held": not synced,
@@ -92,18 +92,18 @@ class LabelViews:
         }
 
     async def show(self, label: str) -> dict[str, Any]:
-        c = self._c
-        binding, job, flips, audit = await c.store.record(label)
-        if binding is None and job is None and label not in c.shown:
+        ctx = self._context
+        binding, job, flips, audit = await ctx.store.record(label)
+        if binding is None and job is None and label not in ctx.shown:
             raise ValueError(f"label {label} is neither bound nor known to a driver")
-        shown = c.shown.get(label)
-        at, _ = c.policy.instant()
+        shown = ctx.shown.get(label)
+        at, _ = ctx.policy.instant()
         should = await self._book.face(binding["sku"], at) if binding is not None else None
         return {
             "label": label,
             "binding": dict(binding) if binding is not None else None,
             # What its content is drawn for; None: no driver has heard the label yet.
-            "panel": c.shown.panel(label),
+            "panel": ctx.shown.panel(label),
             "should_show": {
                 "face": should.as_dict(),
                 "price_version": should.version,
