@@ -50,6 +50,10 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "gateway.labels.words",
             "gateway.labels.localization",
             "gateway.labels.render",
+            "gateway.labels.faces",
+            "gateway.labels.glyphs",
+            "gateway.labels.layout",
+            "gateway.labels.template",
         ),
     ),
     (
@@ -147,8 +151,10 @@ def _named(module: str, node: ast.Import | ast.ImportFrom) -> Iterator[str]:
         base = f"{package}.{node.module}" if node.module else package
     else:
         base = node.module or ""
-    yield base
-    yield from (f"{base}.{alias.name}" for alias in node.names)
+    submodules = [f"{base}.{alias.name}" for alias in node.names]
+    if not all(name in _MODULES for name in submodules):
+        yield base  # a name from the module itself (``from pkg import mod`` loads only mod)
+    yield from submodules
 
 
 def _loads_nothing(package: str) -> bool:

@@ -1,36 +1,20 @@
-"""The price book as the rest of the gateway reads it: what a shelf label for a SKU shows at an
-instant (its *face*), the promotions, the price history, and each promotion's prior price.
+"""The price book: the one owner of ``price_book``, ``price_history``, ``promotions`` and
+``promotion_history``, and of the question "what does a label for SKU X show at instant T".
 
-**The face has one owner, this module.** :data:`FACES` (the faces of bound labels, set-based:
-the label planner) and :data:`SKU_FACES` (SKUs, bound or not: ``label preview``, ``storegw
-prices``) are one SQL text, and ``label show`` runs it too. A face is canonical JSON built by
-SQLite — price, name, unit price, the promotion in force with its window and its reference
-("was") price — and the renderer draws exactly that: nothing is added on the way, so the
-pipeline, the preview and ``label show`` cannot disagree.
+Every change to those tables goes through :class:`PriceBook`: the price downlink hands it a
+version's items, deletions, promotions and cancellations and commits the statements it returns
+in the version's own transaction (set-based: a 50 000-item list is two statements over one JSON
+array, whatever its size); the prior prices and the retention are its own. Nothing else writes
+them (``tests/prices/test_book_owner.py``).
 
-Promotions overlap by design; at any instant the one from the latest batch version wins (then
-the latest start), and a cancelled promotion is gone. A promotion's face keeps the unit price
-(98/6/EC): that of its price — HQ's ``unit_price`` on the promotion, or else derived from the
-regular price and unit price by the SQL function ``promotional_unit_price``
-(:mod:`gateway.prices.unit_price`, registered on every connection).
+What a SKU shows — its *face* — is the rule of :mod:`gateway.prices.faces`, which the book runs
+for one SKU or many (``label preview``, ``storegw prices``, ``label show``) and hands to the
+label planner as SQL to embed (:meth:`PriceBook.faces_of`, :meth:`PriceBook.face_params`) so
+that 60 000 labels are planned in one statement; the promotion boundaries, when a face changes,
+come from here too.
 
-A "was" price (HQ's ``reference_price`` or the prior price below) is on the face only when it
-is above the promotion's price: one that is not would announce a reduction that is none.
-
-**Prior price** (Directive 98/6/EC art. 6a): a promotion without HQ's ``reference_price`` shows,
-with ``[downlink] was_price = "lowest_30_days"``, the lowest price *applied* in the 30 days
-before its reduction began: base prices and earlier promotions alike, from the store's own
-history (``price_history``; ``promotion_history`` keeps every revision of a promotion and when
-it stopped, so a sale counts for the time it really ran, also when it was cancelled or changed
-later). The reduction begins when the promotion's price is first applied; the promotion sent
-again at the same price (say, extended) continues it, at another price it is a new reduction.
-A promotion HQ flags ``progressive`` continues the reduction in force right before it, if that
-one runs up to it and is not deeper: the prior price from before the first step stays (EU
-guidance 2021/C 526/02).
-
-What was applied before now cannot change, so a promotion's prior price depends only on the
-history before its reduction began, never on today's date. It is worked out per promotion and
-stored (``promotions.prior_price``, ``reduction_from``) after every price batch, for the live
+**Prior price** (:mod:`gateway.prices.prior_price`): worked out per promotion and stored
+(``promotions.prior_price``, ``reduction_from``) after every price batch, for the live
 promotions of the SKUs the batch touched; faces read it from there. A change of the prior price
 alone (a price applied before a scheduled sale begins, an earlier sale cancelled before it ran)
 therefore changes the face like a price change does: re-planned, re-rendered, pre-rendered
@@ -42,308 +26,33 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 from gateway.clock import isoformat_utc
+from gateway.prices import _book_sql as sql
+from gateway.prices.batch import Promotion
+from gateway.prices.faces import (
+    BOUNDARIES,
+    SKU_FACES,
+    ShelfFace,
+    ShelfPrice,
+    WasPrice,
+    faces_sql,
+    next_boundary_sql,
+)
+from gateway.prices.prior_price import PRIOR_PRICE_DAYS, AppliedRevision, BasePrice, prior_price
 from gateway.store.database import Database
 
-__all__ = [
-    "FACES",
-    "PRIOR_PRICE_DAYS",
-    "SKU_FACES",
-    "AppliedRevision",
-    "BasePrice",
-    "PriceBook",
-    "ShelfFace",
-    "ShelfPrice",
-    "WasPrice",
-    "prior_price",
-]
-
-WasPrice = Literal["hq", "lowest_30_days"]
-PRIOR_PRICE_DAYS = 30
+__all__ = ["FaceParams", "ItemRow", "PriceBook", "ShelfFace", "ShelfPrice", "WasPrice"]
 
 Statement = tuple[str, Sequence[Any]]
 
-# Of the promotions in force at an instant, the first in this order wins.
-_PRECEDENCE = "version DESC, effective_from DESC"
+#: The parameters ?1 to ?4 of a face query (:meth:`PriceBook.face_params`).
+FaceParams = tuple[str, str | None, str | None, WasPrice]
 
-
-def _faces(subjects: str) -> str:
-    """Faces at ?1 of ``subjects`` (rows of ``label``, ``sku``), which may use ``wanted_skus``
-    (?2, a JSON array of SKUs, NULL: any) and ``wanted_labels`` (?3, likewise labels); ?4 is
-    the ``was_price`` setting. A SKU without a price shows "price unavailable" whatever its
-    promotions; ``ready`` is false while the prior price the face needs is being worked out.
-    """
-    return f"""
-WITH
-  wanted_skus AS (SELECT value AS sku FROM json_each(coalesce(?2, '[]'))),
-  wanted_labels AS (SELECT value AS label FROM json_each(coalesce(?3, '[]'))),
-  subjects AS ({subjects}),
-  promo AS (
-    SELECT sku, id, price, currency, reference_price, prior_price, reduction_from,
-      unit_price, effective_from, effective_to, version,
-      row_number() OVER (PARTITION BY sku ORDER BY {_PRECEDENCE}) AS rn
-    FROM promotions
-    WHERE cancelled_version IS NULL AND effective_from <= ?1 AND effective_to > ?1
-      AND (?2 IS NULL OR sku IN (SELECT sku FROM wanted_skus))
-  )
-SELECT s.label AS label, s.sku AS sku,
-  CASE WHEN p.sku IS NULL THEN json_object('sku', s.sku, 'price', NULL)
-       WHEN pr.id IS NULL THEN json_object(
-         'sku', s.sku, 'name', p.name, 'price', p.price, 'currency', p.currency,
-         'unit_price', p.unit_price, 'unit', p.unit)
-       ELSE json_object(
-         'sku', s.sku, 'name', p.name, 'price', pr.price, 'currency', pr.currency,
-         'unit_price', CASE WHEN p.unit IS NOT NULL THEN coalesce(pr.unit_price,
-           promotional_unit_price(pr.price, p.price,
-             CASE WHEN pr.currency = p.currency THEN p.unit_price END)) END,
-         'unit', p.unit,
-         'reference_price', (SELECT was FROM (SELECT coalesce(pr.reference_price,
-           CASE WHEN ?4 = 'lowest_30_days' THEN pr.prior_price END) AS was)
-           WHERE money_above(was, pr.price)),
-         'promotion', pr.id, 'promotion_from', pr.effective_from,
-         'promotion_until', pr.effective_to)
-  END AS face,
-  CASE WHEN p.sku IS NULL THEN 0 ELSE coalesce(pr.version, p.version) END AS version,
-  NOT (p.sku IS NOT NULL AND pr.id IS NOT NULL AND pr.reference_price IS NULL
-    AND ?4 = 'lowest_30_days' AND pr.reduction_from IS NULL) AS ready
-FROM subjects s
-LEFT JOIN price_book p ON p.sku = s.sku
-LEFT JOIN promo pr ON pr.sku = s.sku AND pr.rn = 1
-"""  # noqa: S608 - constant fragments
-
-
-#: Faces of bound labels at ?1, only for the SKUs (?2) or labels (?3) given as JSON arrays
-#: (NULL: every bound label); ?4 the ``was_price`` setting. Columns: label, sku, face,
-#: version, ready.
-FACES = _faces(
-    "SELECT label, sku FROM label_bindings "
-    "WHERE (?2 IS NULL OR sku IN (SELECT sku FROM wanted_skus)) "
-    "AND (?3 IS NULL OR label IN (SELECT label FROM wanted_labels))"
-)
-#: Faces of the SKUs in ?2 (a JSON array) at ?1, bound or not (label NULL; ?3 unused, NULL);
-#: ?4 the ``was_price`` setting.
-SKU_FACES = _faces("SELECT DISTINCT NULL AS label, sku FROM wanted_skus")
-
-# --- writing promotions (the price downlink's transaction) ---------------------------------
-
-# The revision a promotion sent again or cancelled replaces stops applying now (?2).
-_END_REVISION = "UPDATE promotion_history SET ended_at = ?2 WHERE id = ?1 AND ended_at IS NULL"
-_ADD_REVISION = (
-    "INSERT OR REPLACE INTO promotion_history (id, version, sku, price, currency, "
-    "effective_from, effective_to, progressive, applied_at, ended_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)"
-)
-# The live promotions of the SKUs a batch touched (?2 JSON array, NULL: all; ?3 the ids it
-# cancels) get their prior price worked out again. ?1 now.
-_PRIOR_STALE = """
-UPDATE promotions SET prior_price = NULL, reduction_from = NULL
-WHERE cancelled_version IS NULL AND effective_to > ?1 AND (?2 IS NULL
-  OR sku IN (SELECT value FROM json_each(?2))
-  OR sku IN (SELECT sku FROM promotions WHERE id IN (SELECT value FROM json_each(?3))))
-"""
-# History before the cut ?1 goes, except the price in force at the cut (a SKU deleted by
-# then has none: its "deleted" row goes too); so do revisions that stopped before it.
-_PRUNE_BASE = (
-    "DELETE FROM price_history WHERE at < ?1 AND version < (SELECT max(version) "
-    "FROM price_history h WHERE h.sku = price_history.sku AND h.at < ?1)"
-)
-_PRUNE_DELETED = "DELETE FROM price_history WHERE at < ? AND change = 'delete'"
-_PRUNE_REVISIONS = (
-    "DELETE FROM promotion_history WHERE min(effective_to, coalesce(ended_at, effective_to)) < ?"
-)
-# The revisions of the SKUs in ?1 (a JSON array), by SKU in precedence order.
-_REVISIONS = f"""
-SELECT id, version, sku, price, currency, effective_from, effective_to, progressive, applied_at,
-  ended_at
-FROM promotion_history WHERE sku IN (SELECT value FROM json_each(?1))
-ORDER BY sku, {_PRECEDENCE}
-"""  # noqa: S608 - constant fragments
-_SET_PRIOR = (
-    "UPDATE promotions SET prior_price = ?1, reduction_from = ?2 "
-    "WHERE id = ?3 AND version = ?4 AND reduction_from IS NULL"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class ShelfFace:
-    """What a label for ``sku`` shows at an instant: ``face`` (canonical JSON, what the
-    planner stores and the renderer draws), the price version it comes from (0: no price)
-    and whether it is ready (False while its prior price is being worked out)."""
-
-    sku: str
-    face: str
-    version: int
-    ready: bool = True
-
-    def as_dict(self) -> dict[str, Any]:
-        face: dict[str, Any] = json.loads(self.face)
-        return face
-
-    def shelf_price(self) -> ShelfPrice | None:
-        face = self.as_dict()
-        if face.get("price") is None:
-            return None
-        return ShelfPrice(
-            sku=self.sku,
-            price=face["price"],
-            currency=face["currency"],
-            reference_price=face.get("reference_price"),
-            unit_price=face.get("unit_price"),
-            unit=face.get("unit"),
-            name=face.get("name"),
-            version=self.version,
-            promotion=face.get("promotion"),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ShelfPrice:
-    """The prices of a face, as ``storegw prices`` lists them."""
-
-    sku: str
-    price: str
-    currency: str
-    reference_price: str | None
-    unit_price: str | None
-    unit: str | None
-    name: str | None
-    version: int
-    promotion: str | None = None  # id of the promotion in force, if any
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "sku": self.sku,
-            "price": self.price,
-            "currency": self.currency,
-            "reference_price": self.reference_price,
-            "unit_price": self.unit_price,
-            "unit": self.unit,
-            "name": self.name,
-            "version": self.version,
-            "promotion": self.promotion,
-        }
-
-
-# --- the prior price (pure) ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BasePrice:
-    """A row of the price history: from ``at`` the SKU's base price (None: deleted)."""
-
-    at: datetime
-    price: str | None
-    currency: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class AppliedRevision:
-    """A promotion revision as applied: its price held over [start, end) unless a promotion
-    of higher precedence held at the same time."""
-
-    promotion: str
-    version: int
-    price: str
-    currency: str
-    start: datetime
-    end: datetime
-    progressive: bool
-
-
-@dataclass(slots=True)
-class _Run:
-    """A stretch of time with one applied price: one promotion's, or the base price."""
-
-    start: datetime
-    end: datetime | None
-    price: str | None
-    currency: str | None
-    promotion: str | None
-    progressive: bool
-    revisions: set[tuple[str, int]] = field(default_factory=set)
-
-
-def _applied_runs(history: Sequence[BasePrice], revisions: Sequence[AppliedRevision]) -> list[_Run]:
-    """The SKU's applied price over time, as runs of one price. ``history`` in time order,
-    ``revisions`` in precedence order (the first one holding at an instant wins)."""
-    instants = sorted({b.at for b in history} | {t for r in revisions for t in (r.start, r.end)})
-    runs: list[_Run] = []
-    base: BasePrice | None = None
-    next_base = 0
-    for index, instant in enumerate(instants):
-        while next_base < len(history) and history[next_base].at <= instant:
-            base, next_base = history[next_base], next_base + 1
-        end = instants[index + 1] if index + 1 < len(instants) else None
-        revision = next((r for r in revisions if r.start <= instant < r.end), None)
-        key: tuple[str | None, str | None, str | None]
-        if revision is not None:
-            key = (revision.price, revision.currency, revision.promotion)
-            progressive = revision.progressive
-        elif base is not None:
-            key, progressive = (base.price, base.currency, None), False
-        else:
-            key, progressive = (None, None, None), False
-        last = runs[-1] if runs else None
-        if last is not None and (last.price, last.currency, last.promotion) == key:
-            last.end = end
-            last.progressive = last.progressive or progressive
-        else:
-            last = _Run(instant, end, key[0], key[1], key[2], progressive)
-            runs.append(last)
-        if revision is not None:
-            last.revisions.add((revision.promotion, revision.version))
-    return runs
-
-
-def _continues(earlier: _Run, later: _Run) -> bool:
-    """Whether ``later`` (a progressive step) continues the reduction of ``earlier``."""
-    return (
-        earlier.promotion is not None
-        and earlier.price is not None
-        and later.price is not None
-        and earlier.currency == later.currency
-        and Decimal(earlier.price) >= Decimal(later.price)
-    )
-
-
-def prior_price(
-    history: Sequence[BasePrice],
-    revisions: Sequence[AppliedRevision],
-    *,
-    promotion: str,
-    version: int,
-    currency: str,
-    starts: datetime,
-    days: int = PRIOR_PRICE_DAYS,
-) -> tuple[str | None, datetime]:
-    """(the lowest price applied in ``currency`` during the ``days`` before the reduction of
-    revision (``promotion``, ``version``) began, when it began). The reduction begins where
-    the revision's price is first applied — at ``starts`` if it never is — or, for a
-    progressive step, where the reduction it continues began. None: no price known then."""
-    runs = _applied_runs(history, revisions)
-    first = next((i for i, run in enumerate(runs) if (promotion, version) in run.revisions), None)
-    began = starts
-    if first is not None:
-        while runs[first].progressive and first > 0 and _continues(runs[first - 1], runs[first]):
-            first -= 1
-        began = runs[first].start
-    window_start = began - timedelta(days=days)
-    prices = [
-        run.price
-        for run in runs
-        if run.price is not None
-        and run.currency == currency
-        and run.start < began
-        and (run.end is None or run.end > window_start)
-    ]
-    if not prices:
-        return None, began
-    return min(prices, key=Decimal), began
+#: An item as the book stores it: sku, price, currency, unit_price, unit, name, reference_price.
+ItemRow = tuple[str, str, str, str | None, str | None, str | None, str | None]
 
 
 def _at(text: str) -> datetime:
@@ -386,28 +95,127 @@ class PriceBook:
         """The prices a label for ``sku`` shows at ``at`` (None: the SKU has no price)."""
         return (await self.face(sku, at)).shelf_price()
 
-    # --- the prior price ----------------------------------------------------------------
+    @staticmethod
+    def faces_of(subjects: str) -> str:
+        """The face query of ``subjects`` (an SQL select of ``label, sku``) for another owner's
+        statement to embed, set-based (columns label, sku, face, version, ready); its
+        parameters are :meth:`face_params`. ``subjects`` may narrow itself with the CTEs
+        ``wanted_skus`` (?2) and ``wanted_labels`` (?3)."""
+        return faces_sql(subjects)
 
-    def promotion_statements(
+    def face_params(
+        self,
+        at: datetime | str,
+        *,
+        skus: Collection[str] | None = None,
+        labels: Collection[str] | None = None,
+    ) -> FaceParams:
+        """The parameters ?1 to ?4 of a face query: the instant, the SKUs and labels wanted
+        (None: any) and where "was" prices come from."""
+        return (
+            at if isinstance(at, str) else isoformat_utc(at),
+            None if skus is None else json.dumps(sorted(skus)),
+            None if labels is None else json.dumps(sorted(labels)),
+            self.was_price,
+        )
+
+    async def boundaries(self, after: datetime, until: datetime) -> list[tuple[str, set[str]]]:
+        """The instants in (``after``, ``until``] at which faces change (a live promotion
+        starts or ends), in time order, each with the SKUs whose face changes then."""
+        rows = await self._db.fetchall(BOUNDARIES, (isoformat_utc(after), isoformat_utc(until)))
+        boundaries: dict[str, set[str]] = {}
+        for row in rows:
+            boundaries.setdefault(str(row["at"]), set()).add(str(row["sku"]))
+        return sorted(boundaries.items())
+
+    @staticmethod
+    def next_boundary_of(sku: str, after: str) -> str:
+        """An SQL expression for another owner's statement: the first instant after ``after``
+        at which the face of ``sku`` changes (NULL: none); both are SQL expressions."""
+        return next_boundary_sql(sku, after)
+
+    async def unpriced(self, skus: Collection[str]) -> set[str]:
+        """Those of ``skus`` without a price (their labels show "price unavailable")."""
+        rows = await self._db.fetchall(
+            "SELECT value AS sku FROM json_each(?) WHERE value NOT IN (SELECT sku FROM price_book)",
+            (json.dumps(sorted(skus)),),
+        )
+        return {str(r["sku"]) for r in rows}
+
+    async def promotion_skus(self, ids: Collection[str]) -> set[str]:
+        """The SKUs of the promotions ``ids`` (cancelled ones too, until pruned)."""
+        rows = await self._db.fetchall(
+            "SELECT sku FROM promotions WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(ids)),),
+        )
+        return {str(r["sku"]) for r in rows}
+
+    # --- changing the book ----------------------------------------------------------------
+
+    def version_statements(
         self,
         *,
         version: int,
-        promotions: Sequence[Any],
+        full: bool,
+        items: str,
+        exact: Sequence[ItemRow],
+        listed: Collection[str],
+        deletes: Sequence[str],
+        promotions: Sequence[Promotion],
         cancels: Sequence[str],
-        skus: Collection[str] | None,
         now: datetime,
     ) -> list[Statement]:
-        """For a batch's transaction: the promotions' revisions into the history (the ones
-        they replace, and the cancelled ones, stop now), and the prior prices to work out
-        again — of the live promotions of ``skus`` (None: all) and of the cancelled ones'
-        SKUs. ``promotions`` are :class:`gateway.prices.batch.Promotion` values."""
+        """The statements that apply price ``version`` to the book, for the caller to commit in
+        the version's transaction. ``items`` is a JSON array of :data:`ItemRow` (every item
+        listed whose text holds no NUL character; those are in ``exact``), ``listed`` every
+        SKU of the version (a ``full`` one removes the others), ``deletes`` the SKUs a delta
+        removes. The history records what changed; the prior prices of the promotions this
+        may change are worked out again (:meth:`settle_prior_prices`, after the commit)."""
         now_text = isoformat_utc(now)
+        statements: list[Statement] = []
+        if full:
+            every = json.dumps(sorted(listed))
+            statements += [
+                (sql.HISTORY_DELETE_MISSING, (version, now_text, every)),
+                (sql.DELETE_MISSING, (every,)),
+            ]
+        for sku in deletes:
+            statements += [(sql.HISTORY_DELETE, (sku, version, now_text)), (sql.DELETE, (sku,))]
+        if items != "[]":
+            statements += [
+                (sql.HISTORY_SET, (version, now_text, items)),
+                (sql.UPSERT_BOOK, (version, now_text, items)),
+            ]
+        for r in exact:
+            statements += [
+                (sql.HISTORY_SET_ONE, (r[0], version, r[1], r[2], r[6], now_text)),
+                (sql.UPSERT_ONE, (*r, version, now_text)),
+            ]
+        statements += [(sql.UPSERT_PROMOTION, _promotion_row(p, version)) for p in promotions]
+        statements += [(sql.CANCEL_PROMOTION, (pid, version)) for pid in cancels]
+        touched = None if full else {*listed, *deletes, *(p.sku for p in promotions)}
+        return statements + self._revision_statements(
+            version=version, promotions=promotions, cancels=cancels, skus=touched, now=now_text
+        )
+
+    @staticmethod
+    def _revision_statements(
+        *,
+        version: int,
+        promotions: Sequence[Promotion],
+        cancels: Sequence[str],
+        skus: Collection[str] | None,
+        now: str,
+    ) -> list[Statement]:
+        """The promotions' revisions into the history (the ones they replace, and the
+        cancelled ones, stop now), and the prior prices to work out again — of the live
+        promotions of ``skus`` (None: all) and of the cancelled ones' SKUs."""
         statements: list[Statement] = []
         for promotion in promotions:
             statements += [
-                (_END_REVISION, (promotion.id, now_text)),
+                (sql.END_REVISION, (promotion.id, now)),
                 (
-                    _ADD_REVISION,
+                    sql.ADD_REVISION,
                     (
                         promotion.id,
                         version,
@@ -417,21 +225,17 @@ class PriceBook:
                         isoformat_utc(promotion.effective_from),
                         isoformat_utc(promotion.effective_to),
                         int(promotion.progressive),
-                        now_text,
+                        now,
                     ),
                 ),
             ]
-        statements += [(_END_REVISION, (pid, now_text)) for pid in cancels]
-        statements.append(
-            (
-                _PRIOR_STALE,
-                (
-                    now_text,
-                    None if skus is None else json.dumps(sorted(skus)),
-                    json.dumps(sorted(cancels)),
-                ),
-            )
+        statements += [(sql.END_REVISION, (pid, now)) for pid in cancels]
+        stale = (
+            now,
+            None if skus is None else json.dumps(sorted(skus)),
+            json.dumps(sorted(cancels)),
         )
+        statements.append((sql.PRIOR_STALE, stale))
         return statements
 
     async def settle_prior_prices(self) -> set[str]:
@@ -460,7 +264,7 @@ class PriceBook:
                 )
             )
         revisions: dict[str, list[AppliedRevision]] = {sku: [] for sku in skus}
-        for row in await self._db.fetchall(_REVISIONS, (wanted,)):
+        for row in await self._db.fetchall(sql.REVISIONS, (wanted,)):
             start = max(_at(row["effective_from"]), _at(row["applied_at"]))
             end = _at(row["effective_to"])
             if row["ended_at"] is not None:
@@ -489,14 +293,15 @@ class PriceBook:
                 starts=_at(row["effective_from"]),
             )
             statements.append(
-                (_SET_PRIOR, (price, isoformat_utc(began), row["id"], row["version"]))
+                (sql.SET_PRIOR, (price, isoformat_utc(began), row["id"], row["version"]))
             )
         await self._db.submit_atomic(statements)
         return set(skus)
 
     async def prune_statements(self, *, now: datetime, keep: timedelta) -> list[Statement]:
         """Forget history older than ``keep``, except what a prior price may still need (the
-        30 days before the earliest live reduction) and the price in force at the cut."""
+        30 days before the earliest live reduction) and the price in force at the cut; and
+        promotions that ended (or were cancelled and had begun) more than ``keep`` ago."""
         row = await self._db.fetchone(
             "SELECT min(coalesce(reduction_from, effective_from)) AS began FROM promotions "
             "WHERE cancelled_version IS NULL AND effective_to > ?",
@@ -508,9 +313,10 @@ class PriceBook:
             cutoff = min(cutoff, _at(row["began"]) - window)
         cut = isoformat_utc(cutoff)
         return [
-            (_PRUNE_BASE, (cut,)),
-            (_PRUNE_DELETED, (cut,)),
-            (_PRUNE_REVISIONS, (cut,)),
+            (sql.PRUNE_BASE, (cut,)),
+            (sql.PRUNE_DELETED, (cut,)),
+            (sql.PRUNE_REVISIONS, (cut,)),
+            (sql.PRUNE_PROMOTIONS, (isoformat_utc(now - keep),)),
         ]
 
     # --- listing ------------------------------------------------------------------------
@@ -562,3 +368,18 @@ class PriceBook:
                 )
             ]
         return result
+
+
+def _promotion_row(promotion: Promotion, version: int) -> tuple[Any, ...]:
+    return (
+        promotion.id,
+        promotion.sku,
+        promotion.price,
+        promotion.currency,
+        promotion.reference_price,
+        isoformat_utc(promotion.effective_from),
+        isoformat_utc(promotion.effective_to),
+        version,
+        int(promotion.progressive),
+        promotion.unit_price,
+    )

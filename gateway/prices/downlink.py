@@ -7,7 +7,8 @@ the broker — a crash before the commit means redelivery, never loss. The seque
 whatever is next:
 
 - the version after the head, once all its parts are in: one transaction holds the price book
-  changes, the history, the version log, the new head and the ``price.applied`` receipt;
+  changes (the statements :class:`PriceBook` gives for them: it alone writes the book), the
+  history, the version log, the new head and the ``price.applied`` receipt;
 - a complete *full* batch beyond a gap (HQ's answer to a resync): it replaces the book, so the
   held versions below it are superseded;
 - a rejected version (bad items) is consumed like an applied one — the head moves on, nothing
@@ -41,7 +42,7 @@ from gateway.prices.batch import (
     Promotion,
     parse_price_batch,
 )
-from gateway.prices.book import PriceBook
+from gateway.prices.book import ItemRow, PriceBook
 from gateway.store.database import Database
 from gateway.store.outbox import Outbox
 from gateway.sync.inbound import RefusalCounter, load_json
@@ -55,58 +56,6 @@ _LOGGER = logging.getLogger(__name__)
 SIGNATURE_ALERT = "downlink.signature"
 _HEAD_KEY = "price_head"
 
-# The items of a batch are one JSON array of rows (?3, from :attr:`_CheckedPart.rows`): two
-# set-based statements whatever its size, not two per item.
-_UPSERT_BOOK = (
-    "INSERT INTO price_book (sku, price, currency, unit_price, unit, name, reference_price, "
-    "version, updated_at) SELECT i.value ->> 0, i.value ->> 1, i.value ->> 2, i.value ->> 3, "
-    "i.value ->> 4, i.value ->> 5, i.value ->> 6, ?1, ?2 FROM json_each(?3) i WHERE true "
-    "ON CONFLICT (sku) DO UPDATE SET "
-    "price = excluded.price, currency = excluded.currency, unit_price = excluded.unit_price, "
-    "unit = excluded.unit, name = excluded.name, reference_price = excluded.reference_price, "
-    "version = excluded.version, updated_at = excluded.updated_at"
-)
-# A history row only when the shown price really changes (or the SKU is new); before the
-# upsert, which it compares with.
-_HISTORY_SET = (
-    "INSERT OR REPLACE INTO price_history (sku, version, change, price, currency, "
-    "reference_price, at) SELECT i.value ->> 0, ?1, 'set', i.value ->> 1, i.value ->> 2, "
-    "i.value ->> 6, ?2 FROM json_each(?3) i WHERE NOT EXISTS ("
-    "SELECT 1 FROM price_book b WHERE b.sku = i.value ->> 0 AND b.price = i.value ->> 1 "
-    "AND b.currency = i.value ->> 2 AND b.reference_price IS i.value ->> 6)"
-)
-# The same for one item, bound exactly: SQLite's JSON functions cut a text at a NUL
-# character, which a name or unit may hold (never a SKU, price or currency).
-_UPSERT_ONE = (
-    "INSERT INTO price_book (sku, price, currency, unit_price, unit, name, reference_price, "
-    "version, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sku) DO UPDATE SET "
-    "price = excluded.price, currency = excluded.currency, unit_price = excluded.unit_price, "
-    "unit = excluded.unit, name = excluded.name, reference_price = excluded.reference_price, "
-    "version = excluded.version, updated_at = excluded.updated_at"
-)
-_HISTORY_SET_ONE = (
-    "INSERT OR REPLACE INTO price_history (sku, version, change, price, currency, "
-    "reference_price, at) SELECT ?1, ?2, 'set', ?3, ?4, ?5, ?6 WHERE NOT EXISTS ("
-    "SELECT 1 FROM price_book WHERE sku = ?1 AND price = ?3 AND currency = ?4 "
-    "AND reference_price IS ?5)"
-)
-_HISTORY_DELETE_MISSING = (
-    "INSERT OR REPLACE INTO price_history (sku, version, change, at) "
-    "SELECT sku, ?1, 'delete', ?2 FROM price_book "
-    "WHERE sku NOT IN (SELECT value FROM json_each(?3))"
-)
-_DELETE_MISSING = "DELETE FROM price_book WHERE sku NOT IN (SELECT value FROM json_each(?))"
-_HISTORY_DELETE = (
-    "INSERT OR REPLACE INTO price_history (sku, version, change, at) "
-    "SELECT sku, ?2, 'delete', ?3 FROM price_book WHERE sku = ?1"
-)
-_DELETE = "DELETE FROM price_book WHERE sku = ?"
-_UPSERT_PROMOTION = (
-    "INSERT OR REPLACE INTO promotions (id, sku, price, currency, reference_price, "
-    "effective_from, effective_to, version, cancelled_version, progressive, unit_price) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)"
-)
-_CANCEL_PROMOTION = "UPDATE promotions SET cancelled_version = ?2 WHERE id = ?1"
 # The head only ever moves forward, whatever else happens.
 _SET_HEAD = (
     "INSERT INTO meta (key, value) VALUES ('price_head', ?) "
@@ -124,10 +73,6 @@ _SUPERSEDE = (
 _PRUNE_VERSIONS = (
     "DELETE FROM price_versions WHERE decided_at < ? AND version < "
     "(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'price_head')"
-)
-_PRUNE_PROMOTIONS = (
-    "DELETE FROM promotions WHERE effective_to < ?1 OR (cancelled_version IS NOT NULL "
-    "AND effective_from < ?1)"
 )
 _STORE_PART = (
     "INSERT OR IGNORE INTO price_parts (version, part, parts, kind, payload, received_at) "
@@ -168,10 +113,6 @@ class _Held:
     last_part_at: str | None = None  # when the latest of them arrived
 
 
-# An item as the book stores it: sku, price, currency, unit_price, unit, name, reference_price.
-_ItemRow = tuple[str, str, str, str | None, str | None, str | None, str | None]
-
-
 @dataclass(frozen=True, slots=True)
 class _SetIdentity:
     """What every part of one version must share."""
@@ -198,19 +139,19 @@ class _CheckedPart:
     skus: tuple[str, ...]
     rows: bytes  # its items as JSON rows [sku, price, currency, unit_price, unit, name,
     # reference_price], comma-separated (the statements' item array, without brackets)
-    exact: tuple[_ItemRow, ...]  # the items with a NUL in their text (not in ``rows``)
+    exact: tuple[ItemRow, ...]  # the items with a NUL in their text (not in ``rows``)
     delete: tuple[str, ...]
     promotions: tuple[Promotion, ...]
     cancel_promotions: tuple[str, ...]
 
     @classmethod
     def of(cls, batch: PriceBatch, payload: bytes) -> _CheckedPart:
-        rows: list[_ItemRow] = [
+        rows: list[ItemRow] = [
             (i.sku, i.price, i.currency, i.unit_price, i.unit, i.name, i.reference_price)
             for i in batch.items
         ]
         encoded = orjson.dumps(rows)
-        exact: list[_ItemRow] = []
+        exact: list[ItemRow] = []
         if b"\\u0000" in encoded:  # rare: those items go in one by one
             exact = [row for row in rows if any(text and "\0" in text for text in row)]
             encoded = orjson.dumps([row for row in rows if row not in exact])
@@ -304,7 +245,6 @@ class PriceDownlink:
             [
                 *await self._price_book.prune_statements(now=now, keep=keep),
                 (_PRUNE_VERSIONS, (cutoff,)),
-                (_PRUNE_PROMOTIONS, (cutoff,)),
             ]
         )
 
@@ -571,16 +511,15 @@ class PriceDownlink:
         cancels = sorted({pid for part in parts for pid in part.cancel_promotions})
         instant = self._clock.utc_now()
         now = isoformat_utc(instant)
-        statements = self._book_statements(
-            held.kind, version, parts, skus=skus, deletes=deletes, now=now
-        )
-        statements += [(_UPSERT_PROMOTION, _promotion_row(p, version)) for p in promotions]
-        statements += [(_CANCEL_PROMOTION, (pid, version)) for pid in cancels]
-        statements += self._price_book.promotion_statements(
+        statements = self._price_book.version_statements(
             version=version,
+            full=held.kind == "full",
+            items=(b"[" + b",".join(part.rows for part in parts if part.rows) + b"]").decode(),
+            exact=[row for part in parts for row in part.exact],
+            listed=skus,
+            deletes=deletes,
             promotions=promotions,
             cancels=cancels,
-            skus=None if held.kind == "full" else {*skus, *deletes, *(p.sku for p in promotions)},
             now=instant,
         )
         statements += [
@@ -618,11 +557,7 @@ class PriceDownlink:
             if held.kind != "full":
                 changed = {*skus, *deletes, *(p.sku for p in promotions)}
                 if cancels:
-                    rows = await self._db.fetchall(
-                        "SELECT sku FROM promotions WHERE id IN (SELECT value FROM json_each(?))",
-                        (json.dumps(cancels),),
-                    )
-                    changed.update(str(row["sku"]) for row in rows)
+                    changed.update(await self._price_book.promotion_skus(cancels))
             self.on_applied(version, changed)
         _LOGGER.info(
             "price batch v%d (%s) applied: %d item(s), %d deleted, %d promotion(s)",
@@ -632,38 +567,6 @@ class PriceDownlink:
             len(deletes),
             len(promotions),
         )
-
-    @staticmethod
-    def _book_statements(
-        kind: str,
-        version: int,
-        parts: Sequence[_CheckedPart],
-        *,
-        skus: Collection[str],
-        deletes: Sequence[str],
-        now: str,
-    ) -> list[tuple[str, Sequence[Any]]]:
-        statements: list[tuple[str, Sequence[Any]]] = []
-        if kind == "full":
-            listed = json.dumps(sorted(skus))
-            statements += [
-                (_HISTORY_DELETE_MISSING, (version, now, listed)),
-                (_DELETE_MISSING, (listed,)),
-            ]
-        for sku in deletes:
-            statements += [(_HISTORY_DELETE, (sku, version, now)), (_DELETE, (sku,))]
-        items = (b"[" + b",".join(part.rows for part in parts if part.rows) + b"]").decode()
-        if items != "[]":
-            statements += [
-                (_HISTORY_SET, (version, now, items)),
-                (_UPSERT_BOOK, (version, now, items)),
-            ]
-        for r in (row for part in parts for row in part.exact):
-            statements += [
-                (_HISTORY_SET_ONE, (r[0], version, r[1], r[2], r[6], now)),
-                (_UPSERT_ONE, (*r, version, now)),
-            ]
-        return statements
 
     async def _expire_incomplete(self, held_versions: Sequence[_Held]) -> set[int]:
         """Expire part sets incomplete for ``parts_timeout_s``; returns their versions."""
@@ -760,18 +663,3 @@ def _peek(payload: bytes, key: str) -> Any:
     MalformedMessageError if it cannot be read at all."""
     document = load_json(payload)
     return document.get(key) if isinstance(document, dict) else None
-
-
-def _promotion_row(promotion: Promotion, version: int) -> tuple[Any, ...]:
-    return (
-        promotion.id,
-        promotion.sku,
-        promotion.price,
-        promotion.currency,
-        promotion.reference_price,
-        isoformat_utc(promotion.effective_from),
-        isoformat_utc(promotion.effective_to),
-        version,
-        int(promotion.progressive),
-        promotion.unit_price,
-    )

@@ -14,8 +14,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from gateway.clock import FakeClock
 from gateway.drivers.contracts import LabelModel, LabelPalette
+from gateway.labels.faces import face_to_label
 from gateway.labels.localization import DEFAULT_LOCALE, ShelfLocale, parse_locale
-from gateway.labels.pipeline import face_to_label
 from gateway.labels.render import DEFAULT_BOLD_FONT, DEFAULT_FONT, LabelFace, LabelRenderer, Part
 from gateway.labels.words import UNIT_WORDS, WORDS
 from tests.labels.support import MODEL, CountingDriver, item, label_store, promo

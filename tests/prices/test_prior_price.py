@@ -15,7 +15,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from gateway.clock import FakeClock, isoformat_utc
-from gateway.prices.book import AppliedRevision, BasePrice, PriceBook, prior_price
+from gateway.prices.book import PriceBook
+from gateway.prices.prior_price import AppliedRevision, BasePrice, prior_price
 from gateway.prices.unit_price import money_above
 from gateway.store import Database
 from gateway.store.migrations import MIGRATIONS

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from gateway.labels.pipeline import face_to_label
+from gateway.labels.faces import face_to_label
 from gateway.prices.batch import Promotion
 from gateway.prices.book import PriceBook
 from gateway.prices.unit_price import promotional_unit_price

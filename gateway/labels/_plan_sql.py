@@ -1,42 +1,52 @@
-"""Which labels need new content, decided set-based in SQL: never one query per label.
+"""Planning in SQL, set-based — never one query per label: the statements of one planning
+transaction, built here and run only by :class:`gateway.labels.job_store.LabelJobStore`.
 
-A label's *face* is what its SKU's price should show at an instant, as canonical JSON built by
-SQLite from the price book's one definition (``gateway.prices.book.FACES``: the promotion in
-force, its window and its "was" price). Planning compares the faces of
-the affected labels with their jobs' faces and, in one transaction, records the old active
-jobs as superseded and replaces them by queued jobs (no content hash yet: the render worker
-draws them).
-A label whose face did not change is not touched, so re-planning everything is cheap.
-A label no longer bound that shows (or was sent) content gets a job with the blank face
-(``BLANK_FACE``: "not in use", no SKU, no price) so no stale price stays on the shelf; the
-jobs of unbound labels never sent anything are dropped.
+A label's *face* is what its SKU shows at an instant, as canonical JSON built by SQLite from
+the price book's one rule (embedded through :meth:`PriceBook.faces_of
+<gateway.prices.book.PriceBook.faces_of>`: the promotion in force, its window and its "was"
+price). Planning compares the faces of the affected labels with their jobs' faces and, in one
+transaction, records the old active jobs as superseded and replaces them by queued jobs (no
+content hash yet: the render stage draws them). A label whose face did not change is not
+touched, so re-planning everything is cheap. A label no longer bound that shows (or was sent)
+content gets a job with the blank face (``BLANK_FACE``: "not in use", no SKU, no price) so no
+stale price stays on the shelf; the jobs of unbound labels never sent anything are dropped.
 
 Scheduled flips are planned the same way for the boundaries (promotion starts and ends) within
 the look-ahead window, into ``label_schedule``; at their instant they are promoted into
-``label_jobs`` pre-rendered (:meth:`LabelPlanner.promote_due_statements`).
+``label_jobs`` pre-rendered (:func:`promote_due_statements`). ``label_plan`` is the scratch
+table, empty between transactions.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from gateway.clock import isoformat_utc
-from gateway.prices.book import FACES, WasPrice
+from gateway.labels.faces import BLANK_FACE
+from gateway.prices.book import FaceParams, PriceBook
 
-__all__ = ["BLANK_FACE", "BOUNDARIES", "FACES", "LabelPlanner", "Statement"]
+__all__ = ["plan_statements", "promote_due_statements", "schedule_statements"]
 
 Statement = tuple[str, Sequence[Any]]
 
 _CLEAR_PLAN = ("DELETE FROM label_plan", ())
 
+# The faces of bound labels at ?1 (the price book's rule), only for the SKUs (?2) or labels
+# (?3) given as JSON arrays (NULL: every bound label); ?4 the ``was_price`` setting.
+_FACES = PriceBook.faces_of(
+    "SELECT label, sku FROM label_bindings "
+    "WHERE (?2 IS NULL OR sku IN (SELECT sku FROM wanted_skus)) "
+    "AND (?3 IS NULL OR label IN (SELECT label FROM wanted_labels))"
+)
+
 # Stage the labels whose face differs from their job's (or that have none). A face not ready
 # yet (its prior price is being worked out) leaves the job as it is until it is.
 _STAGE = f"""
 INSERT INTO label_plan (label, sku, face, price_version)
-SELECT f.label, f.sku, f.face, f.version FROM ({FACES}) AS f
+SELECT f.label, f.sku, f.face, f.version FROM ({_FACES}) AS f
 LEFT JOIN label_jobs j ON j.label = f.label
 WHERE f.ready AND (j.label IS NULL OR j.face IS NOT f.face OR j.sku IS NOT f.sku)
 """  # noqa: S608 - constant fragments
@@ -65,9 +75,6 @@ ON CONFLICT (label) DO UPDATE SET sku = excluded.sku, face = excluded.face,
   last_error = NULL, evidence = NULL
 """
 
-# The face of an unbound label: a neutral "not in use" face (no SKU, no price). Its jobs carry
-# the SKU "" and price version 0.
-BLANK_FACE = '{"sku":"","blank":true}'
 
 # Active jobs of labels no longer bound, audited as superseded (blank jobs excepted).
 _AUDIT_UNBOUND = """
@@ -100,33 +107,17 @@ _DROP_UNBOUND = (
     "DELETE FROM label_schedule WHERE label NOT IN (SELECT label FROM label_bindings)",
 )
 
-# Promotion boundaries (starts and ends) in (?1, ?2], with their SKUs.
-BOUNDARIES = """
-SELECT DISTINCT at, sku FROM (
-  SELECT effective_from AS at, sku FROM promotions
-  WHERE cancelled_version IS NULL AND effective_from > ?1 AND effective_from <= ?2
-  UNION ALL
-  SELECT effective_to AS at, sku FROM promotions
-  WHERE cancelled_version IS NULL AND effective_to > ?1 AND effective_to <= ?2
-) ORDER BY at
-"""
-
 # The next boundary after ?1 of each staged SKU: when a scheduled face stops being correct.
-_VALID_TO = """
-UPDATE label_plan SET valid_to = (
-  SELECT min(at) FROM (
-    SELECT effective_from AS at FROM promotions
-    WHERE sku = label_plan.sku AND cancelled_version IS NULL AND effective_from > ?1
-    UNION ALL
-    SELECT effective_to FROM promotions
-    WHERE sku = label_plan.sku AND cancelled_version IS NULL AND effective_to > ?1))
-"""
+_VALID_TO = (
+    "UPDATE label_plan SET valid_to = "  # noqa: S608 - constant fragments
+    + PriceBook.next_boundary_of("label_plan.sku", "?1")
+)
 
 # Faces for instant ?1 of the labels of the SKUs in ?2, staged whatever the current job (not
 # ready: not staged, so a flip rendered earlier is dropped until it is).
 _STAGE_AT = f"""
 INSERT INTO label_plan (label, sku, face, price_version)
-SELECT label, sku, face, version FROM ({FACES}) WHERE ready
+SELECT label, sku, face, version FROM ({_FACES}) WHERE ready
 """  # noqa: S608 - constant fragments
 
 _SCHEDULE_DROP_CHANGED = """
@@ -197,85 +188,68 @@ WHERE s.due_at <= ?1 AND j.queued_at = ?1 AND j.scheduled = 1 AND j.content_hash
 _DELETE_PROMOTED = "DELETE FROM label_schedule WHERE due_at <= ?1"
 
 
-def _array(values: Collection[str] | None) -> str | None:
-    return None if values is None else json.dumps(sorted(values))
-
-
-class LabelPlanner:
-    """Builds the statements of one planning transaction (no I/O: the caller commits them)."""
-
-    @staticmethod
-    def plan_statements(
-        *,
-        at: datetime,
-        now: datetime,
-        skus: Collection[str] | None = None,
-        labels: Collection[str] | None = None,
-        reason: str = "new content",
-        was_price: WasPrice = "hq",
-    ) -> list[Statement]:
-        """Jobs for the labels (of ``skus``/``labels``; None: all bound labels) whose face at
-        ``at`` differs from their job's. Unless ``skus`` is given, unbound labels that show or
-        were sent content get a blank ("not in use") job; the others' jobs are dropped."""
-        at_text, now_text = isoformat_utc(at), isoformat_utc(now)
-        statements: list[Statement] = [
-            _CLEAR_PLAN,
-            (_STAGE, (at_text, _array(skus), _array(labels), was_price)),
-            (_AUDIT_SUPERSEDED, (now_text, reason)),
+def plan_statements(
+    faces: FaceParams, *, now: datetime, reason: str, unbound: bool
+) -> list[Statement]:
+    """Jobs for the labels ``faces`` selects whose face differs from their job's. With
+    ``unbound``, unbound labels that show or were sent content get a blank ("not in use") job;
+    the others' jobs are dropped."""
+    now_text = isoformat_utc(now)
+    statements: list[Statement] = [
+        _CLEAR_PLAN,
+        (_STAGE, faces),
+        (_AUDIT_SUPERSEDED, (now_text, reason)),
+        (_UPSERT_JOBS, (now_text, None, 0)),
+        _CLEAR_PLAN,
+    ]
+    if unbound:
+        statements += [
+            (_AUDIT_UNBOUND, (now_text,)),
+            (_STAGE_BLANK, (BLANK_FACE,)),
             (_UPSERT_JOBS, (now_text, None, 0)),
             _CLEAR_PLAN,
         ]
-        if skus is None:  # all labels, or bindings changed: unbound labels go blank
-            statements += [
-                (_AUDIT_UNBOUND, (now_text,)),
-                (_STAGE_BLANK, (BLANK_FACE,)),
-                (_UPSERT_JOBS, (now_text, None, 0)),
-                _CLEAR_PLAN,
-            ]
-            statements += [(sql, ()) for sql in _DROP_UNBOUND]
-        return statements
+        statements += [(sql, ()) for sql in _DROP_UNBOUND]
+    return statements
 
-    @staticmethod
-    def schedule_statements(
-        boundaries: Sequence[tuple[str, Collection[str]]],
-        *,
-        now: datetime,
-        until: datetime,
-        was_price: WasPrice = "hq",
-    ) -> list[Statement]:
-        """Scheduled faces for each boundary instant (with its SKUs) in (now, until]; rows
-        for instants that are no longer boundaries (a cancelled promotion) are dropped."""
-        now_text = isoformat_utc(now)
-        instants = [instant for instant, _ in boundaries]
-        statements: list[Statement] = [
+
+def schedule_statements(
+    boundaries: Sequence[tuple[str, FaceParams]], *, now: datetime, until: datetime
+) -> list[Statement]:
+    """Scheduled faces for each boundary instant in (now, until] (with the face query of its
+    SKUs at that instant); rows for instants that are no longer boundaries (a cancelled
+    promotion) are dropped."""
+    now_text = isoformat_utc(now)
+    instants = [instant for instant, _ in boundaries]
+    statements: list[Statement] = [
+        (
             (
-                (
-                    "DELETE FROM label_schedule WHERE due_at > ?1 AND due_at <= ?2 "
-                    "AND due_at NOT IN (SELECT value FROM json_each(?3))"
-                ),
-                (now_text, isoformat_utc(until), json.dumps(instants)),
+                "DELETE FROM label_schedule WHERE due_at > ?1 AND due_at <= ?2 "
+                "AND due_at NOT IN (SELECT value FROM json_each(?3))"
             ),
+            (now_text, isoformat_utc(until), json.dumps(instants)),
+        ),
+    ]
+    for instant, faces in boundaries:
+        statements += [
+            _CLEAR_PLAN,
+            (_STAGE_AT, faces),
+            (_VALID_TO, (instant,)),
+            (_SCHEDULE_DROP_CHANGED, (instant,)),
+            (_SCHEDULE_INSERT, (instant, now_text)),
         ]
-        for instant, skus in boundaries:
-            statements += [
-                _CLEAR_PLAN,
-                (_STAGE_AT, (instant, _array(skus), None, was_price)),
-                (_VALID_TO, (instant,)),
-                (_SCHEDULE_DROP_CHANGED, (instant,)),
-                (_SCHEDULE_INSERT, (instant, now_text)),
-            ]
-        statements.append(_CLEAR_PLAN)
-        return statements
+    statements.append(_CLEAR_PLAN)
+    return statements
 
-    @staticmethod
-    def promote_due_statements(now: datetime) -> list[Statement]:
-        """Due scheduled contents become jobs (latest per label; stale ones expire)."""
-        now_text = isoformat_utc(now)
-        return [
-            (_AUDIT_EXPIRED, (now_text,)),
-            (_DELETE_EXPIRED, (now_text,)),
-            (_AUDIT_SUPERSEDED_BY_FLIP, (now_text,)),
-            (_PROMOTE, (now_text,)),
-            (_AUDIT_PROMOTED, (now_text,)),
-            (_DELETE_PROMOTED, (now_text,)),
-        ]
+
+def promote_due_statements(now: datetime) -> list[Statement]:
+    """Due scheduled contents become jobs (latest per label; stale ones expire)."""
+    now_text = isoformat_utc(now)
+    return [
+        (_AUDIT_EXPIRED, (now_text,)),
+        (_DELETE_EXPIRED, (now_text,)),
+        (_AUDIT_SUPERSEDED_BY_FLIP, (now_text,)),
+        (_PROMOTE, (now_text,)),
+        (_AUDIT_PROMOTED, (now_text,)),
+        (_DELETE_PROMOTED, (now_text,)),
+    ]
