@@ -24,7 +24,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from devices.simulated.faults import FaultOptions, FaultState, OpenAttempts
+from devices.simulated.faults import FaultOptions, FaultState
 from devices.simulated.frames import (
     APPLE_COMPANY_ID,
     EDDYSTONE_SERVICE_UUID,
@@ -132,13 +132,11 @@ class SimulatedBeaconReceiver:
         self,
         context: DriverContext,
         options: SimulatedBeaconOptions,
-        *,
-        open_attempts: OpenAttempts | None = None,
     ) -> None:
         self._context = context
         self._options = options
         self._rng = random.Random(f"{options.seed}:{context.name}")  # noqa: S311 - simulation
-        self._faults = FaultState(context.name, options.faults, open_attempts or OpenAttempts())
+        self._faults = FaultState(context, options.faults)
         self._radio_s = 0.0  # time on the radio's own timeline
         self._emitters = self._build()
         # (due on the radio timeline, emitter index): a stable order for equal times

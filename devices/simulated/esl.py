@@ -22,9 +22,9 @@ Delivery runs inside ``readings()``: no task outlives the iterator, and content 
 is closed goes back to the front of the queue. With ``image_dir`` every label's shown content is
 drawn into a folder (:mod:`devices.simulated.shelf_folder`) the moment the label shows it, and a
 new *process* reloads it from there on open: labels are physical, a gateway crash does not blank
-them (within one process :class:`LabelMemory` keeps them). With ``push_log`` every ``push()``
-call appends a line ``<label_id> <content_hash>``, so a test can count the sends per label
-across gateway processes, SIGKILL included.
+them (within one process the instance's :class:`LabelMemory` keeps them). With ``push_log``
+every ``push()`` call appends a line ``<label_id> <content_hash>``, so a test can count the
+sends per label across gateway processes, SIGKILL included.
 
 Radio times, delivery outcomes, check-in values and reboots each come from their own seeded
 stream, so each is deterministic for a seed and a push order even though real-time pacing
@@ -48,7 +48,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from devices.simulated.faults import FaultOptions, FaultState, OpenAttempts
+from devices.simulated.faults import FaultOptions, FaultState
 from devices.simulated.shelf_folder import ShelfEntry, ShelfFolder
 from gateway.drivers.contracts import (
     DriverContext,
@@ -243,44 +243,32 @@ class _Label:
 
 
 class LabelMemory:
-    """What the simulated labels show, per driver instance, across driver objects.
+    """What the simulated labels of one driver instance show, across its driver objects.
 
     The supervisor builds a new driver object on every restart, but real labels keep their
     picture (and battery) while the access point is away: after a restart each label still
     shows what it showed, and only content queued at the access point is gone. A label whose
-    panel changed in the configuration starts blank. Tests that reuse an instance name call
-    :meth:`reset`. It also remembers which instances reloaded their labels from their image
-    folder (once per process: after that, the memory is newer than the folder).
+    panel changed in the configuration starts blank. Kept in the instance's
+    :class:`~gateway.drivers.contracts.InstanceMemory`; it also remembers whether the labels
+    were reloaded from the image folder (once per process: after that, the memory is newer
+    than the folder).
     """
 
     def __init__(self) -> None:
-        self._by_driver: dict[str, dict[str, _Label]] = {}
-        self._restored: set[str] = set()
+        self._labels: dict[str, _Label] = {}
+        self.restored = False
 
-    def restored(self, driver: str) -> bool:
-        return driver in self._restored
-
-    def mark_restored(self, driver: str) -> None:
-        self._restored.add(driver)
-
-    def labels(self, driver: str, configured: dict[str, _Label]) -> dict[str, _Label]:
-        known = self._by_driver.get(driver, {})
+    def labels(self, configured: dict[str, _Label]) -> dict[str, _Label]:
+        """The configured labels, each as remembered unless its panel changed."""
+        known = self._labels
         kept = {
             label_id: known[label_id]
             if label_id in known and known[label_id].model == label.model
             else label
             for label_id, label in configured.items()
         }
-        self._by_driver[driver] = kept
+        self._labels = kept
         return kept
-
-    def reset(self, driver: str | None = None) -> None:
-        if driver is None:
-            self._by_driver.clear()
-            self._restored.clear()
-        else:
-            self._by_driver.pop(driver, None)
-            self._restored.discard(driver)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,13 +298,10 @@ class SimulatedEsl:
         self,
         context: DriverContext,
         options: SimulatedEslOptions,
-        *,
-        open_attempts: OpenAttempts | None = None,
-        memory: LabelMemory | None = None,
     ) -> None:
         self._context = context
         self._options = options
-        self._faults = FaultState(context.name, options.faults, open_attempts or OpenAttempts())
+        self._faults = FaultState(context, options.faults)
         seed = f"{options.seed}:{context.name}"
         rng = random.Random(seed)  # noqa: S311 - simulation
         self._delivery_rng = random.Random(f"{seed}:deliveries")  # noqa: S311
@@ -335,10 +320,8 @@ class SimulatedEsl:
             )
             for spec in specs
         }
-        self._memory = memory
-        self._restored = False  # reloaded from the image folder (without a memory)
-        if memory is not None:  # the labels outlive this driver object
-            self._labels = memory.labels(context.name, self._labels)
+        self._memory = context.memory.keep(LabelMemory)  # the labels outlive this object
+        self._labels = self._memory.labels(self._labels)
         self._queue: OrderedDict[str, LabelContent] = OrderedDict()
         self._reports: list[LabelReport] = []
         self._confirmations: deque[_Confirmation] = deque()
@@ -630,8 +613,7 @@ class SimulatedEsl:
         Entries for labels not configured here, or for another panel, are ignored; an entry
         whose image is gone leaves its label blank; a missing or corrupt index leaves every
         label blank (with a warning). Never raises for what it reads."""
-        memory = self._memory
-        if self._restored or (memory is not None and memory.restored(self._context.name)):
+        if self._memory.restored:
             return
         assert self._folder is not None
         records = self._folder.load()
@@ -665,9 +647,7 @@ class SimulatedEsl:
                 self._context.name,
                 restored,
             )
-        self._restored = True
-        if memory is not None:
-            memory.mark_restored(self._context.name)
+        self._memory.restored = True
 
     def _check_in(self, label: _Label) -> None:
         rng = self._checkin_rng

@@ -21,7 +21,7 @@ from types import MappingProxyType
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from devices.simulated.faults import FaultOptions, FaultState, OpenAttempts
+from devices.simulated.faults import FaultOptions, FaultState
 from gateway.drivers.contracts import DriverContext, Reading, ScaleStatus, WeightSample
 from gateway.errors import DriverConfigError
 
@@ -118,13 +118,11 @@ class SimulatedScale:
         self,
         context: DriverContext,
         options: SimulatedScaleOptions,
-        *,
-        open_attempts: OpenAttempts | None = None,
     ) -> None:
         self._context = context
         self._options = options
         self._rng = random.Random(f"{options.seed}:{context.name}")  # noqa: S311 - simulation
-        self._faults = FaultState(context.name, options.faults, open_attempts or OpenAttempts())
+        self._faults = FaultState(context, options.faults)
         self._step_s = options.speed / options.sample_rate_hz  # scenario seconds per sample
         self._scenario_s = 0.0
         self._slots = {
