@@ -1,7 +1,7 @@
 """Simulated BLE receiver: fixed beacons, shopping carts moving between zones, and phones.
 
 Advertisements carry correctly encoded frames (iBeacon, Eddystone UID/TLM; see
-:mod:`devices.simulated.frames`) so the decoders downstream run on real bytes. RSSI follows a
+:mod:`devices.ble.frames`) so the decoders downstream run on real bytes. RSSI follows a
 log-distance path-loss model from each emitter's simulated distance, plus Gaussian noise;
 adverts below the receiver's sensitivity are not heard. Phones use resolvable private
 addresses that rotate (about every 15 minutes of scenario time), as real phones do.
@@ -24,14 +24,14 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from devices.simulated.faults import FaultOptions, FaultState
-from devices.simulated.frames import (
+from devices.ble.frames import (
     APPLE_COMPANY_ID,
     EDDYSTONE_SERVICE_UUID,
     eddystone_tlm,
     eddystone_uid,
     ibeacon,
 )
+from devices.simulated.faults import FaultOptions, FaultState
 from gateway.drivers.contracts import Advertisement, DriverContext, Heartbeat, Reading
 
 __all__ = ["FixedBeaconSim", "SimulatedBeaconOptions", "SimulatedBeaconReceiver"]
