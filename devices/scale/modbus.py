@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 
+from devices.kit.plugin import driver_plugin
 from devices.scale.modbus_protocol import (
     BUILTIN_MODELS,
     RegisterKind,
@@ -45,7 +46,6 @@ from devices.scale.units import WeightUnit, is_plausible
 from gateway.drivers.contracts import (
     DeviceFamily,
     DriverContext,
-    DriverPlugin,
     Heartbeat,
     Reading,
     ScaleStatus,
@@ -505,13 +505,9 @@ class ModbusRtuScale:
         )
 
 
-def _create(context: DriverContext, options: ModbusRtuOptions) -> ModbusRtuScale:
-    return ModbusRtuScale(context, options)
-
-
-PLUGIN = DriverPlugin(
+PLUGIN = driver_plugin(
+    ModbusRtuScale,
     family=DeviceFamily.SCALE,
-    options_model=ModbusRtuOptions,
-    factory=_create,
+    options=ModbusRtuOptions,
     description="Modbus RTU weight transmitters on one RS-485 bus (pymodbus)",
 )

@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
@@ -48,7 +47,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from devices.simulated.faults import FaultOptions, FaultState
+from devices.kit.simulated import SimulatedDriver, SimulatedOptions
 from devices.simulated.shelf_folder import ShelfEntry, ShelfFolder
 from gateway.drivers.contracts import (
     DriverContext,
@@ -112,12 +111,9 @@ class LabelSim(BaseModel):
     model: LabelModelSim | None = Field(None, description="Panel; None: the default model.")
 
 
-class SimulatedEslOptions(BaseModel):
+class SimulatedEslOptions(SimulatedOptions):
     """Options of ``simulated.esl``. Durations are simulated seconds, divided by ``speed``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    seed: int = Field(0, ge=0, le=2**63, description="Scenario seed (mixed with the name).")
     labels: list[LabelSim] = Field(
         default_factory=list, max_length=100_000, description="Labels; empty: label_count."
     )
@@ -184,7 +180,6 @@ class SimulatedEslOptions(BaseModel):
         description="File (created with its folder if missing) to which every push() call "
         "appends '<label_id> <content_hash>' as one line, for tests counting sends; None: none.",
     )
-    faults: FaultOptions = Field(default_factory=FaultOptions, description="Fault injection.")
 
     @field_validator("image_dir", mode="before")
     @classmethod
@@ -291,23 +286,16 @@ class _Timers:
     delivering: tuple[LabelContent, float] | None = None  # content, done at
 
 
-class SimulatedEsl:
+class SimulatedEsl(SimulatedDriver[SimulatedEslOptions]):
     """A :class:`~gateway.drivers.contracts.LabelDriver` over a simulated access point."""
 
-    def __init__(
-        self,
-        context: DriverContext,
-        options: SimulatedEslOptions,
-    ) -> None:
-        self._context = context
-        self._options = options
-        self._faults = FaultState(context, options.faults)
-        seed = f"{options.seed}:{context.name}"
-        rng = random.Random(seed)  # noqa: S311 - simulation
-        self._delivery_rng = random.Random(f"{seed}:deliveries")  # noqa: S311
-        self._checkin_rng = random.Random(f"{seed}:check-ins")  # noqa: S311
-        self._radio_rng = random.Random(f"{seed}:radio")  # noqa: S311
-        self._reboot_rng = random.Random(f"{seed}:reboots")  # noqa: S311
+    def __init__(self, context: DriverContext, options: SimulatedEslOptions) -> None:
+        super().__init__(context, options)
+        rng = self._random()
+        self._delivery_rng = self._random("deliveries")
+        self._checkin_rng = self._random("check-ins")
+        self._radio_rng = self._random("radio")
+        self._reboot_rng = self._random("reboots")
         specs = options.labels or [
             LabelSim(label_id=f"0000{rng.getrandbits(48):012X}") for _ in range(options.label_count)
         ]
@@ -394,11 +382,8 @@ class SimulatedEsl:
         return 60.0 * self._options.speed / self._options.seconds_per_label
 
     async def open(self) -> None:
-        await self._faults.on_open()
+        await super().open()
         self._prepare_folder()
-
-    async def close(self) -> None:
-        return None
 
     async def push(self, content: LabelContent) -> None:
         label = self._label(content.label_id)
@@ -428,7 +413,7 @@ class SimulatedEsl:
         loop = asyncio.get_running_loop()
         heartbeat_s = self._options.heartbeat_s
         self._prepare_folder()  # open() does it; tests may read without opening
-        self._faults.start()
+        self.faults.start()
         start = loop.time()
         timers = _Timers(
             next_checkin=start + self._checkin_gap(),
@@ -445,11 +430,11 @@ class SimulatedEsl:
                 now = loop.time()
                 deadline = self._advance(timers, now)
                 while self._reports:
-                    await self._faults.check()
+                    await self.faults.check()
                     last_yield = loop.time()
                     yield self._reports.pop(0)
                 if now - last_yield >= heartbeat_s:
-                    await self._faults.check()
+                    await self.faults.check()
                     last_yield = now
                     yield Heartbeat(self._context.clock.monotonic(), f"{len(self._queue)} queued")
                 await self._wait(min(deadline, last_yield + heartbeat_s))
@@ -471,11 +456,11 @@ class SimulatedEsl:
         """Until ``deadline`` (loop time), a push or flash, or a fault falling due."""
         loop = asyncio.get_running_loop()
         if not self._reports:
-            wake_at = min(deadline, loop.time() + self._faults.seconds_left())
+            wake_at = min(deadline, loop.time() + self.faults.seconds_left())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(wake_at):
                     await self._wake.wait()
-        await self._faults.check()
+        await self.faults.check()
 
     def _advance(self, timers: _Timers, now: float) -> float:
         """Do whatever has fallen due by ``now``; return the loop time of the next event."""

@@ -7,30 +7,31 @@ show) lives in the instance's ``context.memory``, not here.
 
 from __future__ import annotations
 
+from devices.kit.plugin import driver_plugin
 from devices.simulated.beacon import SimulatedBeaconOptions, SimulatedBeaconReceiver
 from devices.simulated.esl import SimulatedEsl, SimulatedEslOptions
 from devices.simulated.scale import SimulatedScale, SimulatedScaleOptions
-from gateway.drivers.contracts import DeviceFamily, DriverPlugin
+from gateway.drivers.contracts import DeviceFamily
 
 __all__ = ["BEACON", "ESL", "SCALE"]
 
-SCALE = DriverPlugin(
+SCALE = driver_plugin(
+    SimulatedScale,
     family=DeviceFamily.SCALE,
-    options_model=SimulatedScaleOptions,
-    factory=SimulatedScale,
+    options=SimulatedScaleOptions,
     description="simulated smart shelf: load cells with scripted shoppers and restocking",
 )
 
-BEACON = DriverPlugin(
+BEACON = driver_plugin(
+    SimulatedBeaconReceiver,
     family=DeviceFamily.BEACON,
-    options_model=SimulatedBeaconOptions,
-    factory=SimulatedBeaconReceiver,
+    options=SimulatedBeaconOptions,
     description="simulated BLE receiver: fixed beacons, carts and phones with real frames",
 )
 
-ESL = DriverPlugin(
+ESL = driver_plugin(
+    SimulatedEsl,
     family=DeviceFamily.ESL,
-    options_model=SimulatedEslOptions,
-    factory=SimulatedEsl,
+    options=SimulatedEslOptions,
     description="simulated ESL access point with a sequential radio and checking-in labels",
 )

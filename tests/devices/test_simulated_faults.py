@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from devices.simulated.faults import OpenAttempts
+from devices.kit.faults import OpenAttempts
 from gateway.drivers.contracts import InstanceMemory
 from gateway.errors import DriverConfigError, DriverUnavailableError
 from tests.devices.harness import make, take

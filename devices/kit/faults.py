@@ -1,6 +1,7 @@
-"""Fault injection shared by the simulated drivers: the failures the supervisor must survive.
+"""Fault injection for simulated drivers: the failures the supervisor must survive.
 
-Every simulated plugin accepts a ``faults`` table (:class:`FaultOptions`, default: no faults).
+Every simulated plugin accepts a ``faults`` table (:class:`FaultOptions`, default: no faults;
+:class:`~devices.kit.simulated.SimulatedOptions` declares it).
 Timers count real seconds of the event loop from the start of ``readings()``, the same time
 the supervisor's silence watchdog measures, so they work whatever clock is injected.
 
@@ -59,6 +60,7 @@ class FaultState:
         self._options = options
         self._attempts = context.memory.keep(OpenAttempts)
         self._started: float | None = None
+        self._quiet = False
 
     async def on_open(self) -> None:
         attempt = self._attempts.record()
@@ -76,8 +78,15 @@ class FaultState:
         """Mark the start of ``readings()``: the fault timers count from here."""
         self._started = asyncio.get_running_loop().time()
 
+    def go_quiet(self) -> None:
+        """The simulated device falls silent from now on, as with ``hang_after_s`` (the
+        conformance suite's silence check calls it on a running driver)."""
+        self._quiet = True
+
     def seconds_left(self) -> float:
         """Real seconds until a crash or hang is due (inf if none): drivers cap waits by it."""
+        if self._quiet:
+            return 0.0
         due = [t for t in (self._options.crash_after_s, self._options.hang_after_s) if t]
         if self._started is None or not due:
             return float("inf")
@@ -94,6 +103,8 @@ class FaultState:
 
     async def check(self) -> None:
         """Crash or hang once their time has come; call before every yield."""
+        if self._quiet:
+            await asyncio.Event().wait()
         options = self._options
         if self._started is None or (
             options.crash_after_s is None and options.hang_after_s is None
