@@ -283,6 +283,13 @@ class ModbusRtuScale:
             raise DriverUnavailableError(
                 f"cannot open {port}: {exc}", driver=self._context.name
             ) from exc
+        # pymodbus connects through asyncio.wait_for, which on Python 3.11 swallows a
+        # cancellation that arrives as the connection completes: ours must still win, or a
+        # supervisor stopping this driver waits out its whole budget.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            client.close()
+            raise asyncio.CancelledError
         if not connected:
             client.close()
             raise DriverUnavailableError(f"cannot open {port}", driver=self._context.name)
