@@ -1,6 +1,7 @@
 """The kit's conformance suite against every driver storegw ships, each with the device it
 talks to: the simulated drivers as they are, modbus.rtu against the simulated Modbus bus over a
-socket, ascii.scale against simulated scale heads on a pty and a socket."""
+socket, ascii.scale against simulated scale heads on a pty and a socket. (The kit's worked
+example, toledo.continuous, runs it in its own test module, as a third party's would.)"""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from devices.scale.modbus_protocol import BUILTIN_MODELS
 from devices.simulated.ascii_device import AsciiScaleSimulator
 from devices.simulated.modbus_device import ModbusBusSimulator, ModbusFault, SimulatedTransmitter
 from devices.simulated.timeline import WeightTimeline
-from tests.devices.harness import plugin
+from tests.devices.harness import REGISTRY, plugin
 from tests.waiting import patience
 
 Rigs = Callable[[Path], contextlib.AbstractAsyncContextManager[DriverRig]]
@@ -143,6 +144,12 @@ class TestEveryDriver(DriverConformance):
     ) -> AsyncIterator[DriverRig]:
         async with RIGS[request.param](tmp_path) as rig:
             yield rig
+
+
+def test_every_published_driver_runs_the_suite() -> None:
+    # toledo.continuous: tests/devices/test_toledo_driver.py::TestToledoConformance
+    covered = {name.split(" ")[0] for name in RIGS} | {"toledo.continuous"}
+    assert set(REGISTRY.names()) <= covered
 
 
 @pytest.mark.parametrize(
