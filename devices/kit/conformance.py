@@ -171,8 +171,13 @@ async def check_cancellation(rig: DriverRig, *, readings: int = 2, max_points: i
             with contextlib.suppress(BaseException):
                 await task
             raise ConformanceError(f"cancelled at await #{point}, it did not stop")
-        if probe.cancelled_at is None:
-            continue  # this run needed fewer awaits
+        if probe.cancelled_at is None:  # this run needed fewer awaits: it ran to its end
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise ConformanceError(
+                    f"a run that never reached await #{point} failed: {error!r}"
+                ) from error
+            continue
         hit += 1
         if not task.cancelled():
             error = task.exception()
