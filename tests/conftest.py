@@ -38,15 +38,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _fresh_simulated_labels() -> None:
-    """Simulated labels remember what they show across driver objects of one instance name
-    (as real labels do across access point restarts); every test starts with blank ones."""
-    from devices.simulated.plugins import LABEL_MEMORY
-
-    LABEL_MEMORY.reset()
-
-
-@pytest.fixture(autouse=True)
 async def _no_leaked_tasks_or_threads() -> AsyncIterator[None]:
     """Fail any test that leaves asyncio tasks or threads running behind it."""
     threads_before = set(threading.enumerate())

@@ -29,6 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from devices.kit.plugin import driver_plugin
 from devices.scale.ascii_protocol import (
     LineSplitter,
     ScaleLine,
@@ -42,7 +43,6 @@ from devices.scale.units import is_plausible
 from gateway.drivers.contracts import (
     DeviceFamily,
     DriverContext,
-    DriverPlugin,
     Reading,
     ScaleStatus,
     WeightSample,
@@ -335,13 +335,9 @@ class AsciiScale:
         )
 
 
-def _create(context: DriverContext, options: AsciiScaleOptions) -> AsciiScale:
-    return AsciiScale(context, options)
-
-
-PLUGIN = DriverPlugin(
+PLUGIN = driver_plugin(
+    AsciiScale,
     family=DeviceFamily.SCALE,
-    options_model=AsciiScaleOptions,
-    factory=_create,
+    options=AsciiScaleOptions,
     description="ASCII scale head on a serial line (MT-SICS, A&D stream, ST,GS indicators)",
 )

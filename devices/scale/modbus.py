@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 
+from devices.kit.plugin import driver_plugin
 from devices.scale.modbus_protocol import (
     BUILTIN_MODELS,
     RegisterKind,
@@ -45,7 +46,6 @@ from devices.scale.units import WeightUnit, is_plausible
 from gateway.drivers.contracts import (
     DeviceFamily,
     DriverContext,
-    DriverPlugin,
     Heartbeat,
     Reading,
     ScaleStatus,
@@ -283,6 +283,13 @@ class ModbusRtuScale:
             raise DriverUnavailableError(
                 f"cannot open {port}: {exc}", driver=self._context.name
             ) from exc
+        # pymodbus connects through asyncio.wait_for, which on Python 3.11 swallows a
+        # cancellation that arrives as the connection completes: ours must still win, or a
+        # supervisor stopping this driver waits out its whole budget.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            client.close()
+            raise asyncio.CancelledError
         if not connected:
             client.close()
             raise DriverUnavailableError(f"cannot open {port}", driver=self._context.name)
@@ -505,13 +512,9 @@ class ModbusRtuScale:
         )
 
 
-def _create(context: DriverContext, options: ModbusRtuOptions) -> ModbusRtuScale:
-    return ModbusRtuScale(context, options)
-
-
-PLUGIN = DriverPlugin(
+PLUGIN = driver_plugin(
+    ModbusRtuScale,
     family=DeviceFamily.SCALE,
-    options_model=ModbusRtuOptions,
-    factory=_create,
+    options=ModbusRtuOptions,
     description="Modbus RTU weight transmitters on one RS-485 bus (pymodbus)",
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import termios
 import threading
 from collections.abc import Callable
 
@@ -18,6 +19,8 @@ import serial
 from gateway.errors import DriverUnavailableError
 
 __all__ = ["SerialLink"]
+
+_SETTLE_S = 2.0  # a device path opens at once, a socket:// URL within its connect time
 
 
 class SerialLink:
@@ -50,6 +53,7 @@ class SerialLink:
         loop = asyncio.get_running_loop()
         self._loop = loop
         result: asyncio.Future[serial.SerialBase] = loop.create_future()
+        settled: asyncio.Future[None] = loop.create_future()  # the thread's port is handled
 
         def deliver(port: serial.SerialBase | None, error: BaseException | None) -> None:
             if result.cancelled():
@@ -59,6 +63,7 @@ class SerialLink:
                 result.set_exception(error)
             else:
                 result.set_result(port)  # type: ignore[arg-type]
+            settled.set_result(None)
 
         def work() -> None:
             port: serial.SerialBase | None = None
@@ -82,7 +87,16 @@ class SerialLink:
         threading.Thread(target=work, name=f"serial-open[{self._url}]", daemon=True).start()
         try:
             port = await result
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except asyncio.CancelledError:
+            # The thread opens the port anyway: wait (briefly) until it is closed again, so a
+            # cancelled open() leaves the device free for the next driver, as a finished one.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_SETTLE_S):
+                    await asyncio.shield(settled)
+            raise
+        # termios.error is no OSError: a line discipline refusing the settings (seen on ptys
+        # reopened with 7 data bits) must not escape as an unexpected exception.
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
             raise DriverUnavailableError(
                 f"cannot open {self._url}: {exc}", driver=self._driver
             ) from exc

@@ -5,7 +5,7 @@ benchmarks exercise the production code paths above the driver:
 
 - ``scale``: load cells under shelf slots, shoppers picking and putting back, staff restocking;
 - ``beacon``: a BLE receiver hearing fixed beacons, carts and phones, with real frame bytes
-  (encoded by ``frames``);
+  (encoded by :mod:`devices.ble.frames`);
 - ``esl``: an access point with a sequential radio and labels that confirm (late, or never),
   check in and reboot;
 - ``shelf_folder``: where ``esl`` draws what each label shows (PNGs and an index);

@@ -1,7 +1,7 @@
 """Simulated BLE receiver: fixed beacons, shopping carts moving between zones, and phones.
 
 Advertisements carry correctly encoded frames (iBeacon, Eddystone UID/TLM; see
-:mod:`devices.simulated.frames`) so the decoders downstream run on real bytes. RSSI follows a
+:mod:`devices.ble.frames`) so the decoders downstream run on real bytes. RSSI follows a
 log-distance path-loss model from each emitter's simulated distance, plus Gaussian noise;
 adverts below the receiver's sensitivity are not heard. Phones use resolvable private
 addresses that rotate (about every 15 minutes of scenario time), as real phones do.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
-import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
@@ -24,14 +23,14 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from devices.simulated.faults import FaultOptions, FaultState, OpenAttempts
-from devices.simulated.frames import (
+from devices.ble.frames import (
     APPLE_COMPANY_ID,
     EDDYSTONE_SERVICE_UUID,
     eddystone_tlm,
     eddystone_uid,
     ibeacon,
 )
+from devices.kit.simulated import SimulatedDriver, SimulatedOptions
 from gateway.drivers.contracts import Advertisement, DriverContext, Heartbeat, Reading
 
 __all__ = ["FixedBeaconSim", "SimulatedBeaconOptions", "SimulatedBeaconReceiver"]
@@ -73,12 +72,9 @@ def _default_beacons() -> list[FixedBeaconSim]:
     ]
 
 
-class SimulatedBeaconOptions(BaseModel):
+class SimulatedBeaconOptions(SimulatedOptions):
     """Options of ``simulated.beacon``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    seed: int = Field(0, ge=0, le=2**63, description="Scenario seed (mixed with the name).")
     receiver: str = Field("hci0", min_length=1, max_length=64, description="Receiver name.")
     zone: str = Field("produce", min_length=1, description="The zone this receiver covers.")
     fixed_beacons: list[FixedBeaconSim] = Field(
@@ -107,7 +103,6 @@ class SimulatedBeaconOptions(BaseModel):
     speed: float = Field(
         1.0, gt=0, le=100_000, description="Scenario time compression (carts, rotation)."
     )
-    faults: FaultOptions = Field(default_factory=FaultOptions, description="Fault injection.")
 
 
 @dataclass(slots=True)
@@ -125,20 +120,12 @@ class _Emitter:
     uptime_offset_s: float = 0.0
 
 
-class SimulatedBeaconReceiver:
+class SimulatedBeaconReceiver(SimulatedDriver[SimulatedBeaconOptions]):
     """A :class:`~gateway.drivers.contracts.BeaconReceiver` over a scripted store floor."""
 
-    def __init__(
-        self,
-        context: DriverContext,
-        options: SimulatedBeaconOptions,
-        *,
-        open_attempts: OpenAttempts | None = None,
-    ) -> None:
-        self._context = context
-        self._options = options
-        self._rng = random.Random(f"{options.seed}:{context.name}")  # noqa: S311 - simulation
-        self._faults = FaultState(context.name, options.faults, open_attempts or OpenAttempts())
+    def __init__(self, context: DriverContext, options: SimulatedBeaconOptions) -> None:
+        super().__init__(context, options)
+        self._rng = self._random()
         self._radio_s = 0.0  # time on the radio's own timeline
         self._emitters = self._build()
         # (due on the radio timeline, emitter index): a stable order for equal times
@@ -197,24 +184,18 @@ class SimulatedBeaconReceiver:
         cart.distance_m = rng.uniform(1.0, 8.0) if near else rng.uniform(15.0, 40.0)
         cart.next_move = self._scenario_s + rng.expovariate(1.0 / options.cart_move_interval_s)
 
-    async def open(self) -> None:
-        await self._faults.on_open()
-
-    async def close(self) -> None:
-        return None
-
     async def readings(self) -> AsyncIterator[Reading]:
         loop = asyncio.get_running_loop()
         clock = self._context.clock
         heartbeat_s = self._options.heartbeat_s
-        self._faults.start()
+        self.faults.start()
         origin = loop.time() - self._radio_s  # loop time at radio time 0
         last_yield = loop.time()
         while True:
             deadline = last_yield + heartbeat_s
             if self._due:
                 deadline = min(deadline, origin + self._due[0][0])
-            await self._faults.sleep_until(deadline)
+            await self.faults.sleep_until(deadline)
             now = loop.time()
             if self._due and now >= origin + self._due[0][0]:
                 due, index = heapq.heappop(self._due)

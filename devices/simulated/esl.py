@@ -22,9 +22,9 @@ Delivery runs inside ``readings()``: no task outlives the iterator, and content 
 is closed goes back to the front of the queue. With ``image_dir`` every label's shown content is
 drawn into a folder (:mod:`devices.simulated.shelf_folder`) the moment the label shows it, and a
 new *process* reloads it from there on open: labels are physical, a gateway crash does not blank
-them (within one process :class:`LabelMemory` keeps them). With ``push_log`` every ``push()``
-call appends a line ``<label_id> <content_hash>``, so a test can count the sends per label
-across gateway processes, SIGKILL included.
+them (within one process the instance's :class:`LabelMemory` keeps them). With ``push_log``
+every ``push()`` call appends a line ``<label_id> <content_hash>``, so a test can count the
+sends per label across gateway processes, SIGKILL included.
 
 Radio times, delivery outcomes, check-in values and reboots each come from their own seeded
 stream, so each is deterministic for a seed and a push order even though real-time pacing
@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
@@ -48,7 +47,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from devices.simulated.faults import FaultOptions, FaultState, OpenAttempts
+from devices.kit.simulated import SimulatedDriver, SimulatedOptions
 from devices.simulated.shelf_folder import ShelfEntry, ShelfFolder
 from gateway.drivers.contracts import (
     DriverContext,
@@ -112,12 +111,9 @@ class LabelSim(BaseModel):
     model: LabelModelSim | None = Field(None, description="Panel; None: the default model.")
 
 
-class SimulatedEslOptions(BaseModel):
+class SimulatedEslOptions(SimulatedOptions):
     """Options of ``simulated.esl``. Durations are simulated seconds, divided by ``speed``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    seed: int = Field(0, ge=0, le=2**63, description="Scenario seed (mixed with the name).")
     labels: list[LabelSim] = Field(
         default_factory=list, max_length=100_000, description="Labels; empty: label_count."
     )
@@ -184,7 +180,6 @@ class SimulatedEslOptions(BaseModel):
         description="File (created with its folder if missing) to which every push() call "
         "appends '<label_id> <content_hash>' as one line, for tests counting sends; None: none.",
     )
-    faults: FaultOptions = Field(default_factory=FaultOptions, description="Fault injection.")
 
     @field_validator("image_dir", mode="before")
     @classmethod
@@ -243,44 +238,32 @@ class _Label:
 
 
 class LabelMemory:
-    """What the simulated labels show, per driver instance, across driver objects.
+    """What the simulated labels of one driver instance show, across its driver objects.
 
     The supervisor builds a new driver object on every restart, but real labels keep their
     picture (and battery) while the access point is away: after a restart each label still
     shows what it showed, and only content queued at the access point is gone. A label whose
-    panel changed in the configuration starts blank. Tests that reuse an instance name call
-    :meth:`reset`. It also remembers which instances reloaded their labels from their image
-    folder (once per process: after that, the memory is newer than the folder).
+    panel changed in the configuration starts blank. Kept in the instance's
+    :class:`~gateway.drivers.contracts.InstanceMemory`; it also remembers whether the labels
+    were reloaded from the image folder (once per process: after that, the memory is newer
+    than the folder).
     """
 
     def __init__(self) -> None:
-        self._by_driver: dict[str, dict[str, _Label]] = {}
-        self._restored: set[str] = set()
+        self._labels: dict[str, _Label] = {}
+        self.restored = False
 
-    def restored(self, driver: str) -> bool:
-        return driver in self._restored
-
-    def mark_restored(self, driver: str) -> None:
-        self._restored.add(driver)
-
-    def labels(self, driver: str, configured: dict[str, _Label]) -> dict[str, _Label]:
-        known = self._by_driver.get(driver, {})
+    def labels(self, configured: dict[str, _Label]) -> dict[str, _Label]:
+        """The configured labels, each as remembered unless its panel changed."""
+        known = self._labels
         kept = {
             label_id: known[label_id]
             if label_id in known and known[label_id].model == label.model
             else label
             for label_id, label in configured.items()
         }
-        self._by_driver[driver] = kept
+        self._labels = kept
         return kept
-
-    def reset(self, driver: str | None = None) -> None:
-        if driver is None:
-            self._by_driver.clear()
-            self._restored.clear()
-        else:
-            self._by_driver.pop(driver, None)
-            self._restored.discard(driver)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,26 +286,16 @@ class _Timers:
     delivering: tuple[LabelContent, float] | None = None  # content, done at
 
 
-class SimulatedEsl:
+class SimulatedEsl(SimulatedDriver[SimulatedEslOptions]):
     """A :class:`~gateway.drivers.contracts.LabelDriver` over a simulated access point."""
 
-    def __init__(
-        self,
-        context: DriverContext,
-        options: SimulatedEslOptions,
-        *,
-        open_attempts: OpenAttempts | None = None,
-        memory: LabelMemory | None = None,
-    ) -> None:
-        self._context = context
-        self._options = options
-        self._faults = FaultState(context.name, options.faults, open_attempts or OpenAttempts())
-        seed = f"{options.seed}:{context.name}"
-        rng = random.Random(seed)  # noqa: S311 - simulation
-        self._delivery_rng = random.Random(f"{seed}:deliveries")  # noqa: S311
-        self._checkin_rng = random.Random(f"{seed}:check-ins")  # noqa: S311
-        self._radio_rng = random.Random(f"{seed}:radio")  # noqa: S311
-        self._reboot_rng = random.Random(f"{seed}:reboots")  # noqa: S311
+    def __init__(self, context: DriverContext, options: SimulatedEslOptions) -> None:
+        super().__init__(context, options)
+        rng = self._random()
+        self._delivery_rng = self._random("deliveries")
+        self._checkin_rng = self._random("check-ins")
+        self._radio_rng = self._random("radio")
+        self._reboot_rng = self._random("reboots")
         specs = options.labels or [
             LabelSim(label_id=f"0000{rng.getrandbits(48):012X}") for _ in range(options.label_count)
         ]
@@ -335,10 +308,8 @@ class SimulatedEsl:
             )
             for spec in specs
         }
-        self._memory = memory
-        self._restored = False  # reloaded from the image folder (without a memory)
-        if memory is not None:  # the labels outlive this driver object
-            self._labels = memory.labels(context.name, self._labels)
+        self._memory = context.memory.keep(LabelMemory)  # the labels outlive this object
+        self._labels = self._memory.labels(self._labels)
         self._queue: OrderedDict[str, LabelContent] = OrderedDict()
         self._reports: list[LabelReport] = []
         self._confirmations: deque[_Confirmation] = deque()
@@ -411,11 +382,8 @@ class SimulatedEsl:
         return 60.0 * self._options.speed / self._options.seconds_per_label
 
     async def open(self) -> None:
-        await self._faults.on_open()
+        await super().open()
         self._prepare_folder()
-
-    async def close(self) -> None:
-        return None
 
     async def push(self, content: LabelContent) -> None:
         label = self._label(content.label_id)
@@ -445,7 +413,7 @@ class SimulatedEsl:
         loop = asyncio.get_running_loop()
         heartbeat_s = self._options.heartbeat_s
         self._prepare_folder()  # open() does it; tests may read without opening
-        self._faults.start()
+        self.faults.start()
         start = loop.time()
         timers = _Timers(
             next_checkin=start + self._checkin_gap(),
@@ -462,11 +430,11 @@ class SimulatedEsl:
                 now = loop.time()
                 deadline = self._advance(timers, now)
                 while self._reports:
-                    await self._faults.check()
+                    await self.faults.check()
                     last_yield = loop.time()
                     yield self._reports.pop(0)
                 if now - last_yield >= heartbeat_s:
-                    await self._faults.check()
+                    await self.faults.check()
                     last_yield = now
                     yield Heartbeat(self._context.clock.monotonic(), f"{len(self._queue)} queued")
                 await self._wait(min(deadline, last_yield + heartbeat_s))
@@ -488,11 +456,11 @@ class SimulatedEsl:
         """Until ``deadline`` (loop time), a push or flash, or a fault falling due."""
         loop = asyncio.get_running_loop()
         if not self._reports:
-            wake_at = min(deadline, loop.time() + self._faults.seconds_left())
+            wake_at = min(deadline, loop.time() + self.faults.seconds_left())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(wake_at):
                     await self._wake.wait()
-        await self._faults.check()
+        await self.faults.check()
 
     def _advance(self, timers: _Timers, now: float) -> float:
         """Do whatever has fallen due by ``now``; return the loop time of the next event."""
@@ -630,8 +598,7 @@ class SimulatedEsl:
         Entries for labels not configured here, or for another panel, are ignored; an entry
         whose image is gone leaves its label blank; a missing or corrupt index leaves every
         label blank (with a warning). Never raises for what it reads."""
-        memory = self._memory
-        if self._restored or (memory is not None and memory.restored(self._context.name)):
+        if self._memory.restored:
             return
         assert self._folder is not None
         records = self._folder.load()
@@ -665,9 +632,7 @@ class SimulatedEsl:
                 self._context.name,
                 restored,
             )
-        self._restored = True
-        if memory is not None:
-            memory.mark_restored(self._context.name)
+        self._memory.restored = True
 
     def _check_in(self, label: _Label) -> None:
         rng = self._checkin_rng

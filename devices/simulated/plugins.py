@@ -1,55 +1,37 @@
 """The simulated drivers as plugins of the ``storegw.drivers`` entry-point group.
 
-The supervisor builds a fresh driver on every restart; two pieces of state are shared across
-those driver objects (per instance name, for the life of the process): ``OPEN_ATTEMPTS``, so
-``faults.fail_open_times`` counts open() calls across restarts, and ``LABEL_MEMORY``, so
-simulated labels keep showing what they showed while their access point restarts. Tests that
-reuse an instance name call ``OPEN_ATTEMPTS.reset()`` / ``LABEL_MEMORY.reset()``.
+The supervisor builds a fresh driver on every restart; what an instance keeps across those
+driver objects (open attempts counted by ``faults.fail_open_times``, what simulated labels
+show) lives in the instance's ``context.memory``, not here.
 """
 
 from __future__ import annotations
 
+from devices.kit.plugin import driver_plugin
 from devices.simulated.beacon import SimulatedBeaconOptions, SimulatedBeaconReceiver
-from devices.simulated.esl import LabelMemory, SimulatedEsl, SimulatedEslOptions
-from devices.simulated.faults import OpenAttempts
+from devices.simulated.esl import SimulatedEsl, SimulatedEslOptions
 from devices.simulated.scale import SimulatedScale, SimulatedScaleOptions
-from gateway.drivers.contracts import DeviceFamily, DriverContext, DriverPlugin
+from gateway.drivers.contracts import DeviceFamily
 
-__all__ = ["BEACON", "ESL", "LABEL_MEMORY", "OPEN_ATTEMPTS", "SCALE"]
+__all__ = ["BEACON", "ESL", "SCALE"]
 
-OPEN_ATTEMPTS = OpenAttempts()
-LABEL_MEMORY = LabelMemory()
-
-
-def _scale(context: DriverContext, options: SimulatedScaleOptions) -> SimulatedScale:
-    return SimulatedScale(context, options, open_attempts=OPEN_ATTEMPTS)
-
-
-def _beacon(context: DriverContext, options: SimulatedBeaconOptions) -> SimulatedBeaconReceiver:
-    return SimulatedBeaconReceiver(context, options, open_attempts=OPEN_ATTEMPTS)
-
-
-def _esl(context: DriverContext, options: SimulatedEslOptions) -> SimulatedEsl:
-    return SimulatedEsl(context, options, open_attempts=OPEN_ATTEMPTS, memory=LABEL_MEMORY)
-
-
-SCALE = DriverPlugin(
+SCALE = driver_plugin(
+    SimulatedScale,
     family=DeviceFamily.SCALE,
-    options_model=SimulatedScaleOptions,
-    factory=_scale,
+    options=SimulatedScaleOptions,
     description="simulated smart shelf: load cells with scripted shoppers and restocking",
 )
 
-BEACON = DriverPlugin(
+BEACON = driver_plugin(
+    SimulatedBeaconReceiver,
     family=DeviceFamily.BEACON,
-    options_model=SimulatedBeaconOptions,
-    factory=_beacon,
+    options=SimulatedBeaconOptions,
     description="simulated BLE receiver: fixed beacons, carts and phones with real frames",
 )
 
-ESL = DriverPlugin(
+ESL = driver_plugin(
+    SimulatedEsl,
     family=DeviceFamily.ESL,
-    options_model=SimulatedEslOptions,
-    factory=_esl,
+    options=SimulatedEslOptions,
     description="simulated ESL access point with a sequential radio and checking-in labels",
 )

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import random
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from devices.simulated.faults import FaultOptions, FaultState, OpenAttempts
+from devices.kit.simulated import SimulatedDriver, SimulatedOptions
 from gateway.drivers.contracts import DriverContext, Reading, ScaleStatus, WeightSample
 from gateway.errors import DriverConfigError
 
@@ -70,12 +69,9 @@ def _default_channels() -> list[ChannelSim]:
     ]
 
 
-class SimulatedScaleOptions(BaseModel):
+class SimulatedScaleOptions(SimulatedOptions):
     """Options of ``simulated.scale``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    seed: int = Field(0, ge=0, le=2**63, description="Scenario seed (mixed with the name).")
     sample_rate_hz: float = Field(5.0, gt=0, le=200, description="Samples per channel per s.")
     noise_grams: float = Field(0.8, ge=0, le=1_000, description="Std-dev of sensor noise.")
     speed: float = Field(
@@ -84,7 +80,6 @@ class SimulatedScaleOptions(BaseModel):
     channels: list[ChannelSim] = Field(
         default_factory=_default_channels, min_length=1, max_length=64, description="The slots."
     )
-    faults: FaultOptions = Field(default_factory=FaultOptions, description="Fault injection.")
 
     @model_validator(mode="after")
     def _unique_channels(self) -> SimulatedScaleOptions:
@@ -111,20 +106,12 @@ class _Slot:
         return self.spec.tray_grams + self.count * self.spec.unit_grams
 
 
-class SimulatedScale:
+class SimulatedScale(SimulatedDriver[SimulatedScaleOptions]):
     """A :class:`~gateway.drivers.contracts.ScaleDriver` over a scripted shelf."""
 
-    def __init__(
-        self,
-        context: DriverContext,
-        options: SimulatedScaleOptions,
-        *,
-        open_attempts: OpenAttempts | None = None,
-    ) -> None:
-        self._context = context
-        self._options = options
-        self._rng = random.Random(f"{options.seed}:{context.name}")  # noqa: S311 - simulation
-        self._faults = FaultState(context.name, options.faults, open_attempts or OpenAttempts())
+    def __init__(self, context: DriverContext, options: SimulatedScaleOptions) -> None:
+        super().__init__(context, options)
+        self._rng = self._random()
         self._step_s = options.speed / options.sample_rate_hz  # scenario seconds per sample
         self._scenario_s = 0.0
         self._slots = {
@@ -144,12 +131,6 @@ class SimulatedScale:
         """What really lies on each slot: the answer the stock logic should arrive at."""
         return MappingProxyType({name: slot.count for name, slot in self._slots.items()})
 
-    async def open(self) -> None:
-        await self._faults.on_open()
-
-    async def close(self) -> None:
-        return None
-
     async def zero(self, channel: str) -> None:
         """Gross reads 0 at the current load (what a zero key does on a scale head)."""
         slot = self._slot(channel)
@@ -165,14 +146,14 @@ class SimulatedScale:
         loop = asyncio.get_running_loop()
         clock = self._context.clock
         period = 1.0 / self._options.sample_rate_hz
-        self._faults.start()
+        self.faults.start()
         next_at = loop.time()
         while True:
             next_at += period
             now = loop.time()
             if next_at < now - period:  # the consumer fell behind: skip, do not burst
                 next_at = now
-            await self._faults.sleep_until(next_at)
+            await self.faults.sleep_until(next_at)
             self._advance(self._step_s)
             monotonic, observed_at = clock.monotonic(), clock.utc_now()
             for name, slot in self._slots.items():

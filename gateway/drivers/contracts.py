@@ -13,6 +13,10 @@ Every driver, whatever its family, has the same lifecycle, driven by the supervi
         ...                                     # each reading also feeds the silence watchdog
     await driver.close()                        # always called, even after a failure
 
+The supervisor builds a fresh driver object for every start. What belongs to the instance
+rather than to one driver object (a count of open attempts, what simulated labels show) is
+kept in the context's :class:`InstanceMemory`, which outlives the restarts.
+
 A driver with nothing to report may yield :class:`Heartbeat` to show it is alive (for example an
 ESL access point's periodic system frame), so the silence watchdog only restarts drivers that
 really went quiet. Push-style hardware (callbacks) becomes an async iterator: callback → queue →
@@ -28,7 +32,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -44,6 +48,7 @@ __all__ = [
     "DriverContext",
     "DriverPlugin",
     "Heartbeat",
+    "InstanceMemory",
     "LabelContent",
     "LabelDriver",
     "LabelModel",
@@ -252,13 +257,47 @@ class LabelDriver(Driver, Protocol):
 
 # --- plugins ------------------------------------------------------------------------------
 
+_Kept = TypeVar("_Kept")
+
+
+class InstanceMemory:
+    """State of one driver instance that outlives its driver objects.
+
+    The supervisor builds a new driver object on every restart and hands each the same memory
+    (one per instance name, for the supervisor's life: a restart, a changed configuration or
+    the device removed and added again all keep it; a new process starts empty). Objects are
+    kept by type::
+
+        attempts = context.memory.keep(OpenAttempts)  # the same object on every restart
+
+    Keep only what the hardware itself would remember across a reconnect; everything else
+    belongs to the driver object. Used from the event loop's thread only.
+    """
+
+    __slots__ = ("_kept",)
+
+    def __init__(self) -> None:
+        self._kept: dict[type[Any], object] = {}
+
+    def keep(self, kind: type[_Kept], factory: Callable[[], _Kept] | None = None) -> _Kept:
+        """The instance's ``kind`` object, made by ``factory`` (default ``kind()``) the first
+        time it is asked for."""
+        kept = self._kept.get(kind)
+        if kept is None:
+            kept = self._kept[kind] = (factory or kind)()
+        if not isinstance(kept, kind):
+            raise TypeError(f"{kind.__name__} memory holds a {type(kept).__name__}")
+        return kept
+
 
 @dataclass(frozen=True, slots=True)
 class DriverContext:
-    """What a driver instance is given besides its options."""
+    """What a driver instance is given besides its options: its name, the injected clock and
+    its :class:`InstanceMemory` (a fresh one unless the supervisor hands over the instance's)."""
 
     name: str
     clock: Clock
+    memory: InstanceMemory = field(default_factory=InstanceMemory)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,9 @@ Transient failures (DriverUnavailableError, an unexpected exception, the reading
 ending, silence beyond the instance's limit, a hanging ``open()``) restart the driver after a
 capped, jittered backoff; running ``healthy_after_s`` without failure resets the backoff.
 Health changes are logged once, not on every retry. Nothing a driver does can stop another
-driver, and no driver can swallow the supervisor's cancellation.
+driver, and no driver can swallow the supervisor's cancellation. Every driver object of one
+instance name gets the same :class:`~gateway.drivers.contracts.InstanceMemory`, so what the
+instance must remember survives its restarts.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from gateway.drivers.contracts import (
     Driver,
     DriverContext,
     Heartbeat,
+    InstanceMemory,
     Reading,
     ReportsDetail,
 )
@@ -243,6 +246,8 @@ class Supervisor:
         self._sink = sink
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._instances: dict[str, _Instance] = {}
+        # Handed to every driver object of an instance name, restarts and reconfigurations too.
+        self._memories: dict[str, InstanceMemory] = {}
         # Cancelled tasks still closing their driver, by instance name: a replacement waits for
         # them so two driver objects never hold the same port.
         self._retiring: dict[str, set[asyncio.Task[None]]] = {}
@@ -436,7 +441,9 @@ class Supervisor:
     async def _run_once(self, instance: _Instance) -> None:
         """Create, open and pump one driver object; always raises when it ends."""
         device = instance.device
-        driver = device.plugin.create(DriverContext(device.name, self._clock), device.options)
+        memory = self._memories.setdefault(device.name, InstanceMemory())
+        context = DriverContext(device.name, self._clock, memory)
+        driver = device.plugin.create(context, device.options)
         try:
             opening = asyncio.timeout(self._config.start_timeout_s)
             try:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.clock import Clock, FakeClock
-from gateway.drivers.contracts import DriverContext, DriverPlugin, Reading
+from gateway.drivers.contracts import DriverContext, DriverPlugin, InstanceMemory, Reading
 from gateway.drivers.registry import DriverRegistry
 from tests.waiting import patience
 
@@ -18,10 +18,18 @@ def plugin(name: str) -> DriverPlugin:
     return REGISTRY.load(name)
 
 
-def make(name: str, instance: str = "dev", *, clock: Clock | None = None, **options: Any) -> Any:
-    """A driver from its plugin, options validated by the plugin's own model."""
+def make(
+    name: str,
+    instance: str = "dev",
+    *,
+    clock: Clock | None = None,
+    memory: InstanceMemory | None = None,
+    **options: Any,
+) -> Any:
+    """A driver from its plugin, options validated by the plugin's own model. Pass the same
+    ``memory`` to build driver objects of one instance as the supervisor does on restarts."""
     chosen = plugin(name)
-    context = DriverContext(instance, clock or FakeClock())
+    context = DriverContext(instance, clock or FakeClock(), memory or InstanceMemory())
     return chosen.create(context, chosen.options_model.model_validate(options))
 
 

@@ -559,4 +559,8 @@ def test_the_commented_scale_examples_in_the_example_config_validate() -> None:
     _settings, devices = parse_config(
         document, registry=DriverRegistry.from_entry_points(), environ={}
     )
-    assert [device.config.driver for device in devices] == ["modbus.rtu", "ascii.scale"]
+    assert [device.config.driver for device in devices] == [
+        "modbus.rtu",
+        "ascii.scale",
+        "toledo.continuous",
+    ]

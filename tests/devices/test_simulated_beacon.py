@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from devices.ble.advertising import is_resolvable_private
+from devices.ble.frames import EddystoneTlm, EddystoneUid, IBeacon, decode_beacons
 from gateway.drivers.contracts import Advertisement, BeaconReceiver, Heartbeat
 from tests.devices.harness import make, plugin, take
 
@@ -94,6 +96,23 @@ async def test_adverts_carry_correctly_encoded_frames() -> None:
         assert uptime > 36_000  # 0.1 s units: powered on at least an hour before
     counts = [struct.unpack(">I", f[6:10])[0] for f in tlm]
     assert counts == sorted(counts)
+
+
+async def test_the_ble_decoders_read_every_beacon_the_simulator_sends() -> None:
+    driver = make("simulated.beacon", **floor())
+    adverts: list[Advertisement] = await take(driver.readings(), 120, Advertisement)
+    seen: set[type] = set()
+    for advert in adverts:
+        frames = decode_beacons(advert.manufacturer_data, advert.service_data)
+        if is_resolvable_private(advert.address):  # a phone: Apple data, but no beacon
+            assert frames == ()
+            continue
+        assert len(frames) == 1, advert
+        seen.add(type(frames[0]))
+        if isinstance(frames[0], EddystoneTlm):
+            assert frames[0].battery_mv == 2840
+            assert frames[0].uptime_s > 3600
+    assert seen == {IBeacon, EddystoneUid, EddystoneTlm}
 
 
 async def test_rssi_falls_with_distance() -> None:

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from devices.simulated.esl import LabelMemory, SimulatedEsl, SimulatedEslOptions
-from devices.simulated.plugins import LABEL_MEMORY
+from devices.simulated.esl import SimulatedEsl, SimulatedEslOptions
 from gateway.clock import FakeClock
 from gateway.drivers.contracts import (
     DriverContext,
     Heartbeat,
+    InstanceMemory,
     LabelContent,
     LabelDriver,
     LabelModel,
@@ -203,7 +203,7 @@ async def test_heartbeats_when_idle() -> None:
 
 
 async def checkins(seed: int, instance: str) -> list[LabelReport]:
-    LABEL_MEMORY.reset()  # batteries drain with check-ins: every run starts from new labels
+    # Batteries drain with check-ins: every run is a new instance (a fresh memory), new labels.
     driver = make("simulated.esl", instance, seed=seed, label_count=3, checkin_interval_s=0.03)
     return await take(driver.readings(), 6, LabelReport)
 
@@ -585,7 +585,8 @@ async def test_a_full_disk_is_transient_and_the_content_stays_queued(tmp_path: P
 
 
 async def test_labels_keep_showing_their_content_across_a_driver_restart(tmp_path: Path) -> None:
-    driver = make("simulated.esl", label_count=2, image_dir=str(tmp_path), **QUIET)
+    memory = InstanceMemory()  # what the supervisor hands every driver object of the instance
+    driver = make("simulated.esl", label_count=2, image_dir=str(tmp_path), memory=memory, **QUIET)
     await driver.open()
     label_id, other = driver.label_ids
     await driver.push(content(label_id, "a"))
@@ -593,7 +594,9 @@ async def test_labels_keep_showing_their_content_across_a_driver_restart(tmp_pat
     await driver.push(content(other, "queued"))  # at the access point, not on the label yet
     await driver.close()
     # The supervisor builds a new driver object for the same instance after a failure.
-    restarted = make("simulated.esl", label_count=2, image_dir=str(tmp_path), **QUIET)
+    restarted = make(
+        "simulated.esl", label_count=2, image_dir=str(tmp_path), memory=memory, **QUIET
+    )
     await restarted.open()
     assert restarted.shown_hash(label_id) == "hash-a"
     assert restarted.shown_hash(other) is None
@@ -604,10 +607,10 @@ async def test_labels_keep_showing_their_content_across_a_driver_restart(tmp_pat
     elsewhere = make("simulated.esl", "other", labels=[{"label_id": label_id}], **QUIET)
     assert elsewhere.shown_hash(label_id) is None
     bigger = {"width": 400, "height": 300}
-    assert (
-        make("simulated.esl", label_count=2, default_model=bigger, **QUIET).shown_hash(label_id)
-        is None
-    )
+    changed = make("simulated.esl", label_count=2, default_model=bigger, memory=memory, **QUIET)
+    assert changed.shown_hash(label_id) is None
+    again = make("simulated.esl", label_count=2, memory=memory, **QUIET)
+    assert again.shown_hash(label_id) is None  # the panel was replaced: what it showed is gone
 
 
 # --- a gateway process restart: labels are physical, they keep their picture ----------------
@@ -620,7 +623,7 @@ def new_process(folder: Path, labels: list[dict[str, Any]], **options: Any) -> S
     settings = SimulatedEslOptions.model_validate(
         {"labels": labels, "image_dir": str(folder), **QUIET, **options}
     )
-    return SimulatedEsl(DriverContext("esl-1", FakeClock()), settings, memory=LabelMemory())
+    return SimulatedEsl(DriverContext("esl-1", FakeClock(), InstanceMemory()), settings)
 
 
 async def test_labels_keep_their_content_across_a_gateway_process_restart(tmp_path: Path) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from devices.simulated.faults import OpenAttempts
-from devices.simulated.plugins import OPEN_ATTEMPTS
+from devices.kit.faults import OpenAttempts
+from gateway.drivers.contracts import InstanceMemory
 from gateway.errors import DriverConfigError, DriverUnavailableError
 from tests.devices.harness import make, take
 from tests.waiting import patience
@@ -24,15 +23,10 @@ CHATTY: dict[str, dict[str, Any]] = {
 each_plugin = pytest.mark.parametrize("name", sorted(CHATTY))
 
 
-@pytest.fixture(autouse=True)
-def _fresh_open_attempts() -> Iterator[None]:
-    OPEN_ATTEMPTS.reset()
-    yield
-    OPEN_ATTEMPTS.reset()
-
-
-def faulty(name: str, instance: str = "dev", **faults: Any) -> Any:
-    return make(name, instance, **CHATTY[name], faults=faults)
+def faulty(
+    name: str, instance: str = "dev", memory: InstanceMemory | None = None, **faults: Any
+) -> Any:
+    return make(name, instance, memory=memory, **CHATTY[name], faults=faults)
 
 
 @each_plugin
@@ -45,15 +39,17 @@ async def test_no_faults_by_default(name: str) -> None:
 
 @each_plugin
 async def test_fail_open_times_counts_across_fresh_driver_objects(name: str) -> None:
+    # The supervisor builds a new driver on every restart, each with the instance's memory:
+    # the count must survive that.
+    flaky = InstanceMemory()
     for attempt in (1, 2):
-        # The supervisor builds a new driver on every restart; the count must survive that.
         with pytest.raises(DriverUnavailableError, match=f"simulated open failure {attempt}/2"):
-            await faulty(name, "flaky", fail_open_times=2).open()
-    await faulty(name, "flaky", fail_open_times=2).open()
-    await faulty(name, "other", fail_open_times=0).open()  # counted per instance name
-    OPEN_ATTEMPTS.reset("flaky")
-    with pytest.raises(DriverUnavailableError):
-        await faulty(name, "flaky", fail_open_times=2).open()
+            await faulty(name, "flaky", flaky, fail_open_times=2).open()
+    await faulty(name, "flaky", flaky, fail_open_times=2).open()
+    assert flaky.keep(OpenAttempts).count == 3
+    # Another instance (another memory) counts from one.
+    with pytest.raises(DriverUnavailableError, match="simulated open failure 1/2"):
+        await faulty(name, "other", fail_open_times=2).open()
 
 
 @each_plugin
@@ -105,8 +101,6 @@ async def test_hang_after_goes_silent_until_cancelled(name: str) -> None:
         await readings.aclose()
 
 
-def test_open_attempts_are_counted_by_name() -> None:
+def test_open_attempts_are_numbered_from_one() -> None:
     attempts = OpenAttempts()
-    assert [attempts.record("a"), attempts.record("a"), attempts.record("b")] == [1, 2, 1]
-    attempts.reset()
-    assert attempts.record("a") == 1
+    assert [attempts.record(), attempts.record(), attempts.record()] == [1, 2, 3]

@@ -77,6 +77,7 @@ class FakeDriver:
     def __init__(self, context: DriverContext, options: Script, lab: Lab) -> None:
         self.name = context.name
         self.clock = context.clock
+        self.memory = context.memory
         self.options = options
         self.lab = lab
         self.serial = len(lab.events)
@@ -450,6 +451,18 @@ async def test_apply_with_a_fixed_config_retries_a_failed_driver() -> None:
         assert fixed.restarted == ("a",)
         await h.until(lambda: h.status("a").health is DriverHealth.RUNNING)
         assert h.status("a").last_error is None  # a new configuration starts a clean record
+
+
+async def test_every_driver_object_of_an_instance_gets_the_instance_memory() -> None:
+    h = Harness()
+    h.supervisor.apply([h.device("a", after=2, then="crash"), h.device("b")])
+    async with running(h):
+        await h.until(lambda: len(h.lab.drivers.get("a", [])) >= 3)  # restarted twice
+        h.supervisor.apply([h.device("a", revision=1), h.device("b")])  # and reconfigured
+        await h.until(lambda: h.lab.drivers["a"][-1].options.revision == 1)
+    memories = {id(driver.memory) for driver in h.lab.drivers["a"]}
+    assert len(memories) == 1
+    assert h.lab.drivers["b"][0].memory is not h.lab.drivers["a"][0].memory
 
 
 async def test_apply_refuses_duplicate_names() -> None:

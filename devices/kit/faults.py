@@ -1,12 +1,13 @@
-"""Fault injection shared by the simulated drivers: the failures the supervisor must survive.
+"""Fault injection for simulated drivers: the failures the supervisor must survive.
 
-Every simulated plugin accepts a ``faults`` table (:class:`FaultOptions`, default: no faults).
+Every simulated plugin accepts a ``faults`` table (:class:`FaultOptions`, default: no faults;
+:class:`~devices.kit.simulated.SimulatedOptions` declares it).
 Timers count real seconds of the event loop from the start of ``readings()``, the same time
 the supervisor's silence watchdog measures, so they work whatever clock is injected.
 
 ``fail_open_times`` must survive restarts, and the supervisor builds a fresh driver object for
-every restart, so the count lives in an :class:`OpenAttempts` owned by the plugins module and
-handed to every driver it creates (keyed by instance name; see ``devices.simulated.plugins``).
+every restart, so the count lives in an :class:`OpenAttempts` kept in the instance's
+:class:`~gateway.drivers.contracts.InstanceMemory` (``context.memory``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.drivers.contracts import DriverContext
 from gateway.errors import DriverConfigError, DriverUnavailableError
 
 __all__ = ["FaultOptions", "FaultState", "OpenAttempts"]
@@ -39,36 +41,29 @@ class FaultOptions(BaseModel):
 
 
 class OpenAttempts:
-    """How many times ``open()`` was called per driver instance name, across restarts."""
+    """How many times ``open()`` was called for one driver instance, across restarts."""
 
     def __init__(self) -> None:
-        self._counts: dict[str, int] = {}
+        self.count = 0
 
-    def record(self, name: str) -> int:
-        """Count one more attempt for ``name``; return the attempt's number (1 for the first)."""
-        count = self._counts.get(name, 0) + 1
-        self._counts[name] = count
-        return count
-
-    def reset(self, name: str | None = None) -> None:
-        """Forget one instance's attempts, or everyone's."""
-        if name is None:
-            self._counts.clear()
-        else:
-            self._counts.pop(name, None)
+    def record(self) -> int:
+        """Count one more attempt; return its number (1 for the first)."""
+        self.count += 1
+        return self.count
 
 
 class FaultState:
     """Applies :class:`FaultOptions` for one driver object."""
 
-    def __init__(self, name: str, options: FaultOptions, attempts: OpenAttempts) -> None:
-        self._name = name
+    def __init__(self, context: DriverContext, options: FaultOptions) -> None:
+        self._name = context.name
         self._options = options
-        self._attempts = attempts
+        self._attempts = context.memory.keep(OpenAttempts)
         self._started: float | None = None
+        self._quiet = False
 
     async def on_open(self) -> None:
-        attempt = self._attempts.record(self._name)
+        attempt = self._attempts.record()
         options = self._options
         if options.config_error_on_open:
             raise DriverConfigError("simulated configuration error", driver=self._name)
@@ -83,8 +78,15 @@ class FaultState:
         """Mark the start of ``readings()``: the fault timers count from here."""
         self._started = asyncio.get_running_loop().time()
 
+    def go_quiet(self) -> None:
+        """The simulated device falls silent from now on, as with ``hang_after_s`` (the
+        conformance suite's silence check calls it on a running driver)."""
+        self._quiet = True
+
     def seconds_left(self) -> float:
         """Real seconds until a crash or hang is due (inf if none): drivers cap waits by it."""
+        if self._quiet:
+            return 0.0
         due = [t for t in (self._options.crash_after_s, self._options.hang_after_s) if t]
         if self._started is None or not due:
             return float("inf")
@@ -101,6 +103,8 @@ class FaultState:
 
     async def check(self) -> None:
         """Crash or hang once their time has come; call before every yield."""
+        if self._quiet:
+            await asyncio.Event().wait()
         options = self._options
         if self._started is None or (
             options.crash_after_s is None and options.hang_after_s is None

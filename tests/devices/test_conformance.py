@@ -1,0 +1,169 @@
+"""The kit's conformance suite against every driver storegw ships, each with the device it
+talks to: the simulated drivers as they are, modbus.rtu against the simulated Modbus bus over a
+socket, ascii.scale against simulated scale heads on a pty and a socket. (The kit's worked
+example, toledo.continuous, runs it in its own test module, as a third party's would.)"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devices.kit.conformance import DriverConformance, DriverRig, SilenceVerdict, check_silence
+from devices.scale.modbus_protocol import BUILTIN_MODELS
+from devices.simulated.ascii_device import AsciiScaleSimulator
+from devices.simulated.modbus_device import ModbusBusSimulator, ModbusFault, SimulatedTransmitter
+from devices.simulated.timeline import WeightTimeline
+from tests.devices.harness import REGISTRY, plugin
+from tests.waiting import patience
+
+Rigs = Callable[[Path], contextlib.AbstractAsyncContextManager[DriverRig]]
+LIMIT = patience(1.5)  # the silence limit the checks apply
+FAST = 460_800
+
+
+async def quiet_simulation(driver: Any) -> None:
+    driver.faults.go_quiet()
+
+
+def simulated(name: str, **options: Any) -> Rigs:
+    @contextlib.asynccontextmanager
+    async def rig(_tmp: Path) -> AsyncIterator[DriverRig]:
+        yield DriverRig(
+            plugin=plugin(name), options=options, go_quiet=quiet_simulation, silence_limit_s=LIMIT
+        )
+
+    return rig
+
+
+@contextlib.asynccontextmanager
+async def modbus_rig(_tmp: Path) -> AsyncIterator[DriverRig]:
+    unit = SimulatedTransmitter(
+        unit_id=7,
+        register_map=BUILTIN_MODELS["dini-argeo-dgt"],
+        timeline=WeightTimeline.constant(1234.0),
+    )
+
+    async def go_quiet(_driver: Any) -> None:
+        unit.inject(ModbusFault.SILENT, times=None)
+
+    async def garble(_driver: Any) -> None:
+        for fault in (ModbusFault.CRC, ModbusFault.TRUNCATED, ModbusFault.WRONG_UNIT):
+            unit.inject(fault)
+        bus.line.write_unpaced(bytes(range(256)))
+
+    async with ModbusBusSimulator([unit], line="socket", baudrate=1_000_000) as bus:
+        yield DriverRig(
+            plugin=plugin("modbus.rtu"),
+            options={
+                "port": bus.url,
+                "baudrate": 1_000_000,
+                "poll_rate_hz": 100,
+                "timeout_s": LIMIT / 4,
+                "turnaround_guard_s": 0.005,
+                "devices": [{"channel": "shelf-7", "unit_id": 7, "model": "dini-argeo-dgt"}],
+            },
+            go_quiet=go_quiet,
+            garble=garble,
+            silence_limit_s=LIMIT,
+        )
+
+
+def ascii_rig(protocol: str, line: str) -> Rigs:
+    @contextlib.asynccontextmanager
+    async def rig(tmp_path: Path) -> AsyncIterator[DriverRig]:
+        scale = AsciiScaleSimulator(
+            protocol,  # type: ignore[arg-type]
+            line=line,  # type: ignore[arg-type]
+            link=tmp_path / "ttyScale",
+            baudrate=FAST,
+            stream_rate_hz=100,
+            timeline=WeightTimeline.constant(321.5),
+        )
+
+        async def go_quiet(_driver: Any) -> None:
+            scale.mute = True
+
+        async def garble(_driver: Any) -> None:
+            scale.inject_noise(b"\x00\xff\xfe\x80 binary noise \x81\r\n")
+            scale.inject_noise(b"X" * 300)  # a run far beyond max_line_bytes
+            await scale.send_line("ST,+00abc.de  g")
+            await scale.send_line("S S      12.5 furlongs")
+            await scale.send_line("\x7f\x7f hello")
+
+        async with scale:
+            yield DriverRig(
+                plugin=plugin("ascii.scale"),
+                options={
+                    "port": scale.url,
+                    "protocol": protocol,
+                    "channel": "head",
+                    "baudrate": FAST,
+                    "poll_interval_s": 0.005,
+                    "response_timeout_s": LIMIT / 4,
+                    "no_data_timeout_s": LIMIT / 2,
+                },
+                go_quiet=go_quiet,
+                garble=garble,
+                silence_limit_s=LIMIT,
+            )
+
+    return rig
+
+
+RIGS: dict[str, Rigs] = {
+    "simulated.scale": simulated(
+        "simulated.scale",
+        sample_rate_hz=100,
+        channels=[{"channel": "slot-1", "unit_grams": 250.0}],
+    ),
+    "simulated.beacon": simulated(
+        "simulated.beacon",
+        heartbeat_s=0.05,
+        carts=1,
+        cart_interval_s=0.02,
+        phones=0,
+        fixed_beacons=[{"id": "aisle", "interval_s": 0.02}],
+    ),
+    "simulated.esl": simulated(
+        "simulated.esl", label_count=2, checkin_interval_s=0.05, heartbeat_s=0.05
+    ),
+    "modbus.rtu": modbus_rig,
+    "ascii.scale (ad-stream, pty)": ascii_rig("ad-stream", "pty"),
+    "ascii.scale (mt-sics, socket)": ascii_rig("mt-sics", "socket"),
+}
+
+
+class TestEveryDriver(DriverConformance):
+    @pytest.fixture(params=sorted(RIGS))
+    async def conformance_rig(
+        self, request: pytest.FixtureRequest, tmp_path: Path
+    ) -> AsyncIterator[DriverRig]:
+        async with RIGS[request.param](tmp_path) as rig:
+            yield rig
+
+
+def test_every_published_driver_runs_the_suite() -> None:
+    # toledo.continuous: tests/devices/test_toledo_driver.py::TestToledoConformance
+    covered = {name.split(" ")[0] for name in RIGS} | {"toledo.continuous"}
+    assert set(REGISTRY.names()) <= covered
+
+
+@pytest.mark.parametrize(
+    ("name", "verdict"),
+    [
+        ("simulated.scale", SilenceVerdict.SILENT),
+        ("simulated.esl", SilenceVerdict.SILENT),
+        ("modbus.rtu", SilenceVerdict.REPORTED),  # ERROR samples for the unit not answering
+        ("ascii.scale (ad-stream, pty)", SilenceVerdict.RAISED),  # no_data_timeout_s
+        ("ascii.scale (mt-sics, socket)", SilenceVerdict.REPORTED),  # a request unanswered
+    ],
+)
+async def test_how_each_driver_tells_its_device_went_quiet(
+    name: str, verdict: SilenceVerdict, tmp_path: Path
+) -> None:
+    async with RIGS[name](tmp_path) as rig:
+        assert await check_silence(rig) is verdict
