@@ -420,7 +420,7 @@ def test_daemon_connects_to_hq_publishes_birth_health_and_death(
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from gateway.events import HealthSnapshot, StateMessage
+    from gateway.wire import HealthSnapshot, StateMessage
     from tests.conftest import Broker
 
     broker = Broker(tmp_path)

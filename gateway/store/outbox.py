@@ -32,139 +32,36 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
-import re
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import Enum
 from typing import Any
-
-import orjson
 
 from gateway.clock import Clock, event_stamp, isoformat_utc
 from gateway.errors import OutboxFullError
 from gateway.store.budget import Admission, BufferBudget, BufferPressure, Shed, default_shed
 from gateway.store.database import Database
 from gateway.store.highwater import HighWater, HighWaterFile, went_back
+from gateway.wire.encoding import (
+    OutboxEvent,
+    WireBatch,
+    encode_bodies,
+    event_objects,
+    wire_batch,
+)
+from gateway.wire.expiry import EXPIRED_TYPE
 
 __all__ = [
-    "EXPIRED_TYPE",
     "STREAM_NAME_PATTERN",
     "EpochChange",
     "Outbox",
-    "OutboxEvent",
     "StreamState",
-    "WireBatch",
 ]
-
-#: Type of the marker event standing for events a stream's TTL expired (docs/protocol.md).
-EXPIRED_TYPE = "outbox.expired"
 
 STREAM_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 
 _ENCODE = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=False).encode
-
-
-def _plain_default(value: Any) -> Any:
-    """What the standard encoder makes of a type JSON has no form for: an Enum its value,
-    anything else its ``str()``."""
-    return value.value if isinstance(value, Enum) else str(value)
-
-
-def _fast_default(value: Any) -> Any:
-    """orjson's ``default``: subclasses of the JSON types (a NamedTuple, numpy's float64, a
-    dict with its own ``items()``) go to the standard encoder, which knows them; the rest as
-    :func:`_plain_default`."""
-    if isinstance(value, (str, int, float, tuple, list, dict)):
-        raise TypeError("a subclass of a JSON type: the standard encoder takes it")
-    return _plain_default(value)
-
-
-def _chunk_encoder() -> Callable[[Any, int], Iterable[str]]:
-    """The standard library's C encoder, built once (``JSONEncoder.encode`` builds a new one
-    on every call), compact and ASCII-only; NaN and infinities raise ValueError."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # an interpreter without the C accelerator
-        encode = json.JSONEncoder(
-            separators=(",", ":"), default=_plain_default, allow_nan=False
-        ).encode
-        return lambda value, _level: (encode(value),)
-    return make(  # type: ignore[no-any-return]
-        None,
-        _plain_default,
-        json.encoder.encode_basestring_ascii,
-        None,
-        ":",
-        ",",
-        False,
-        False,
-        False,
-    )
-
-
-_ENCODE_CHUNKS = _chunk_encoder()
-_JOIN = "".join
-
-# orjson encodes an event about 7x faster than the standard encoder (the producers' hot path).
-# Datetimes and dataclasses pass through to ``default`` as the standard encoder has them, and
-# so do subclasses of the JSON types (:func:`_fast_default`).
-_ORJSON_OPTIONS = (
-    orjson.OPT_NON_STR_KEYS
-    | orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
-_FAST_DUMPS = orjson.dumps
-_NON_ASCII = re.compile(r"[^\x00-\x7e]")  # DEL too, as the standard encoder has it
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    code -= 0x10000  # a UTF-16 surrogate pair, as JSON spells characters beyond the BMP
-    return f"\\u{0xD800 | (code >> 10):04x}\\u{0xDC00 | (code & 0x3FF):04x}"
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities replaced by None (JSON has no form for them)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-def _encode_plain(body: Mapping[str, Any]) -> str:
-    """The standard encoder's text for what orjson does not take (an integer beyond 64 bits,
-    a subclass of a JSON type, a circular reference raises as before)."""
-    try:
-        return _JOIN(_ENCODE_CHUNKS(body, 0))
-    except ValueError:  # NaN or an infinity somewhere
-        return _JOIN(_ENCODE_CHUNKS(_finite(body), 0))
-
-
-def _encode_bodies(bodies: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Event bodies as compact, ASCII-only JSON texts: the standard encoder's output, except
-    that NaN and infinities become null (valid JSON) and an Enum its value. Non-ASCII text is
-    escaped, so a stored event's size in characters is its size in bytes."""
-    encoded: list[str] = []
-    add = encoded.append
-    for body in bodies:  # a loop, not a comprehension: ``bodies`` may be a generator
-        try:
-            text = _FAST_DUMPS(body, _fast_default, _ORJSON_OPTIONS).decode()
-        except orjson.JSONEncodeError:
-            text = _encode_plain(body)
-        else:
-            if not text.isascii() or "\x7f" in text:  # these only ever stand inside strings
-                text = _NON_ASCII.sub(_escape, text)
-        add(text)
-    return encoded
-
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -255,34 +152,6 @@ _STATES = (
     "AND f.seq_to = (SELECT min(seq_to) FROM outbox_batches WHERE stream = s.stream) "
     "ORDER BY s.stream"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    """One buffered event as it goes on the wire (``body`` is its JSON object text)."""
-
-    stream: str
-    seq: int
-    id: str
-    ts: str
-    type: str
-    body: str
-    size: int
-
-    def wire(self) -> dict[str, Any]:
-        event: dict[str, Any] = json.loads(self.body)
-        return {"seq": self.seq, "id": self.id, "ts": self.ts, "type": self.type, **event}
-
-
-@dataclass(frozen=True, slots=True)
-class WireBatch:
-    """Consecutive events of one stream, ready for an envelope's ``events`` array."""
-
-    stream: str
-    seq_from: int
-    seq_to: int
-    count: int
-    events_json: str  # the events' JSON objects, comma-separated, in seq order
 
 
 @dataclass(frozen=True, slots=True)
@@ -621,18 +490,13 @@ class Outbox:
             raise KeyError(f"unknown outbox stream {stream!r}")
         stamp = event_stamp(self._clock)
         ts = str(stamp["ts"])
-        encoded = _encode_bodies(bodies)
-        ids = self._ids(len(encoded))
+        encoded = encode_bodies(bodies)
         type_json = self._type_json.get(event_type)
         if type_json is None:
             type_json = self._type_json[event_type] = _ENCODE(event_type)
-        head = f'","ts":"{ts}","type":{type_json}'  # an ISO instant needs no escaping
-        if "unsynced" in stamp:
-            head += ',"unsynced":true'
-        texts = [
-            f'{{"id":"{ids[at : at + 16]}{head}' + ("}" if text == "{}" else "," + text[1:])
-            for at, text in zip(range(0, 16 * len(encoded), 16), encoded, strict=True)
-        ]
+        texts = event_objects(
+            self._ids(len(encoded)), ts, type_json, encoded, unsynced="unsynced" in stamp
+        )
         if not texts:
             return texts, ts, 0, Admission.ACCEPT
         if len(texts) <= _BATCH_MAX_EVENTS:
@@ -787,22 +651,7 @@ class Outbox:
     ) -> WireBatch | None:
         """Like :meth:`read`, but the events come as wire JSON text (the uplink's path): each
         stored object gets its seq spliced in front, no per-event parsing."""
-        runs = await self._events(stream, after_seq, max_events, max_bytes)
-        if not runs:
-            return None
-        wire = [
-            f'{{"seq":{seq},{text[1:]}'
-            for first, texts in runs
-            for seq, text in enumerate(texts, first)
-        ]
-        last_first, last_texts = runs[-1]
-        return WireBatch(
-            stream=stream,
-            seq_from=runs[0][0],
-            seq_to=last_first + len(last_texts) - 1,
-            count=len(wire),
-            events_json=",".join(wire),
-        )
+        return wire_batch(stream, await self._events(stream, after_seq, max_events, max_bytes))
 
     def mark_sent(self, stream: str, seq: int) -> asyncio.Future[None]:
         """The broker PUBACKed everything of ``stream`` up to ``seq`` (resolves on commit)."""

@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.alerts import Alerts
 from gateway.clock import FakeClock
 from gateway.errors import MalformedMessageError
-from gateway.events import validate_event
 from gateway.hq.prices import build_price_messages
 from gateway.prices.book import PriceBook
 from gateway.prices.downlink import SIGNATURE_ALERT, PriceDownlink, PriceDownlinkSettings
@@ -25,6 +24,7 @@ from gateway.store import Database
 from gateway.store.outbox import Outbox
 from gateway.sync.link import InboundMessage
 from gateway.sync.signing import Signer, Verifier
+from gateway.wire import validate_event
 
 STREAMS = ("stock", "dwell", "receipts", "alerts")
 HQ_KEY = Ed25519PrivateKey.generate()

@@ -17,10 +17,10 @@ from gateway.commands import CommandRequest
 from gateway.config import ShelvesConfig, SlotConfig
 from gateway.drivers.contracts import ScaleStatus, WeightSample
 from gateway.errors import CommandRefusedError, ShelfError
-from gateway.events import validate_event
 from gateway.shelves.service import ShelfService
 from gateway.store import Database
 from gateway.store.outbox import Outbox
+from gateway.wire import validate_event
 
 UNIT = 200.0
 

@@ -17,7 +17,8 @@ from gateway.errors import OutboxFullError, StorageFullError
 from gateway.store import MIGRATIONS, Database
 from gateway.store.budget import Admission, BufferBudget, BufferPressure, Shed
 from gateway.store.keeper import PRESSURE_ALERT, STORAGE_FULL_ALERT, OutboxKeeper
-from gateway.store.outbox import EXPIRED_TYPE, Outbox
+from gateway.store.outbox import Outbox
+from gateway.wire import EXPIRED_TYPE
 
 STREAMS = ("stock", "dwell", "receipts", "alerts")
 KIB = 1024

@@ -15,7 +15,8 @@ import pytest
 from gateway.clock import FakeClock
 from gateway.store import Database
 from gateway.store.highwater import HighWater, HighWaterFile, went_back
-from gateway.store.outbox import EXPIRED_TYPE, Outbox
+from gateway.store.outbox import Outbox
+from gateway.wire import EXPIRED_TYPE
 
 STREAMS = ("stock", "dwell", "receipts", "alerts")
 ALL = {"max_events": 10_000, "max_bytes": 10**9}

@@ -19,13 +19,13 @@ from gateway.alerts import Alerts
 from gateway.backoff import Backoff
 from gateway.clock import FakeClock, SystemClock
 from gateway.config import MqttConfig
-from gateway.events import validate_event
 from gateway.store import Database
 from gateway.store.budget import BufferBudget, Shed
 from gateway.store.keeper import PRESSURE_ALERT, OutboxKeeper
 from gateway.store.outbox import Outbox, StreamState
 from gateway.sync.link import MqttLink
 from gateway.sync.uplink import Custody, RateLimiter, Uplink, UplinkSettings, connect_outbox
+from gateway.wire import validate_event
 from tests.conftest import Broker, tmpfs
 from tests.sync.fake_hq import FakeHq
 from tests.sync.proxy import Proxy
