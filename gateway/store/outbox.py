@@ -50,7 +50,9 @@ from gateway.wire.encoding import (
     event_objects,
     wire_batch,
 )
-from gateway.wire.expiry import EXPIRED_TYPE
+from gateway.wire.envelope import EventBody
+from gateway.wire.expiry import EXPIRED_TYPE, OutboxExpired
+from gateway.wire.registry import WIRE_EVENTS, EventCatalogue
 
 __all__ = [
     "STREAM_NAME_PATTERN",
@@ -62,6 +64,7 @@ __all__ = [
 STREAM_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 
 _ENCODE = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=False).encode
+_EXPIRED_JSON = _ENCODE(EXPIRED_TYPE)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -255,9 +258,15 @@ class Outbox:
     """Append, read for sending, mark sent, and release on HQ's watermark."""
 
     def __init__(
-        self, database: Database, clock: Clock, budget: BufferBudget | None = None
+        self,
+        database: Database,
+        clock: Clock,
+        budget: BufferBudget | None = None,
+        *,
+        events: EventCatalogue = WIRE_EVENTS,
     ) -> None:
         self._db = database
+        self._catalogue = events  # the event types taken: the wire contract's
         self._clock = clock
         self._known_streams: set[str] = set()
         self.appended = asyncio.Event()  # set after a commit that added events
@@ -268,7 +277,6 @@ class Outbox:
         self._base: dict[str, int] = {}  # per stream: end_offset before its first buffered row
         self._pending: dict[str, _Pending] = {}  # per stream: appends of this loop step
         self._id_pool = ""
-        self._type_json: dict[str, str] = {}
         self._flush_scheduled = False
         self._epochs: dict[str, str] = {}  # streams with an epoch of their own
         self._highwater = HighWaterFile.beside(database.path, database.epoch)
@@ -395,23 +403,15 @@ class Outbox:
         return row is not None and seq >= int(row["next_seq"]) and epoch == self.epoch_of(stream)
 
     def append(
-        self,
-        stream: str,
-        event_type: str,
-        body: Mapping[str, Any],
-        *,
-        shed: Shed | None = None,
+        self, stream: str, event: EventBody, *, shed: Shed | None = None
     ) -> asyncio.Future[None]:
-        """Queue one event; the future resolves once it is committed (accepted)."""
-        return self.append_many(stream, event_type, (body,), shed=shed)
+        """Queue one event; the future resolves once it is committed (accepted). ``event``
+        is a model of one of the outbox's event types (:data:`~gateway.wire.WIRE_EVENTS`);
+        anything else raises TypeError."""
+        return self.append_many(stream, (event,), shed=shed)
 
     def append_many(
-        self,
-        stream: str,
-        event_type: str,
-        bodies: Iterable[Mapping[str, Any]],
-        *,
-        shed: Shed | None = None,
+        self, stream: str, events: Iterable[EventBody], *, shed: Shed | None = None
     ) -> asyncio.Future[None]:
         """Queue events of one type: a single future for all of them, resolved when the
         transaction holding them committed (all accepted or none).
@@ -421,9 +421,10 @@ class Outbox:
         class under buffer pressure (default by stream, see
         :func:`~gateway.store.budget.default_shed`). Lossy events over their threshold are
         dropped and counted — the future resolves at once; essential events over the budget
-        fail with :class:`~gateway.errors.OutboxFullError` (not accepted).
+        fail with :class:`~gateway.errors.OutboxFullError` (not accepted). Events of several
+        types, or of a type not in the outbox's catalogue, raise TypeError (nothing queued).
         """
-        texts, ts, total, admission = self._admit(stream, event_type, bodies, shed)
+        event_type, texts, ts, total, admission = self._admit(stream, events, shed)
         if not texts:
             return self._turned_away(Admission.SHED, stream, event_type, 0)  # nothing to do
         if admission is not Admission.ACCEPT:
@@ -453,20 +454,22 @@ class Outbox:
     def append_atomic(
         self,
         stream: str,
-        event_type: str,
-        bodies: Iterable[Mapping[str, Any]],
+        events: Iterable[EventBody],
         *,
         before: Sequence[tuple[str, Sequence[Any]]],
         weight: int | None = None,
     ) -> asyncio.Future[None]:
-        """Commit ``before`` and these events in one transaction (a state change and its
-        receipt). The state change never waits on the budget: if the events are turned away
-        (counted, as in :meth:`append_many`) ``before`` still commits alone. ``weight``: what
-        ``before`` counts for toward filling a commit when its statements stand for many
-        records (:meth:`Database.submit_atomic`); default one per statement."""
+        """Commit ``before`` and these events (of one type, as :meth:`append_many`) in one
+        transaction (a state change and its receipt). The state change never waits on the
+        budget: if the events are turned away (counted, as in :meth:`append_many`) ``before``
+        still commits alone. ``weight``: what ``before`` counts for toward filling a commit
+        when its statements stand for many records (:meth:`Database.submit_atomic`); default
+        one per statement."""
         before_weight = len(before) if weight is None else weight
-        texts, ts, total, admission = self._admit(stream, event_type, bodies, None)
-        if admission is not Admission.ACCEPT or not texts:
+        event_type, texts, ts, total, admission = self._admit(stream, events, None)
+        if not texts:
+            return self._db.submit_atomic(before, weight=before_weight)
+        if admission is not Admission.ACCEPT:
             _LOGGER.error("%d %s/%s event(s) not buffered: budget", len(texts), stream, event_type)
             return self._db.submit_atomic(before, weight=before_weight)
         self._flush(stream)  # appends made before this one get the earlier seqs
@@ -478,27 +481,32 @@ class Outbox:
         return _waiter(committed)
 
     def _admit(
-        self,
-        stream: str,
-        event_type: str,
-        bodies: Iterable[Mapping[str, Any]],
-        shed: Shed | None,
-    ) -> tuple[list[str], str, int, Admission]:
-        """Encode ``bodies`` as stored events (JSON objects without seq) and ask the budget;
-        accepted bytes count as pending until their commit settles them."""
+        self, stream: str, events: Iterable[EventBody], shed: Shed | None
+    ) -> tuple[str, list[str], str, int, Admission]:
+        """Check ``events`` are of one type of the catalogue, encode them as stored events
+        (JSON objects without seq) and ask the budget; accepted bytes count as pending until
+        their commit settles them. Returns the type name too ("" for no events)."""
         if stream not in self._known_streams:
             raise KeyError(f"unknown outbox stream {stream!r}")
+        events = events if isinstance(events, list | tuple) else list(events)
         stamp = event_stamp(self._clock)
         ts = str(stamp["ts"])
-        encoded = encode_bodies(bodies)
-        type_json = self._type_json.get(event_type)
-        if type_json is None:
-            type_json = self._type_json[event_type] = _ENCODE(event_type)
+        if not events:
+            return "", [], ts, 0, Admission.ACCEPT
+        model = type(events[0])
+        event_type, type_json = self._catalogue.type_of(events[0])
+        for event in events:
+            if type(event) is not model:
+                raise TypeError(
+                    f"append {event_type} events alone: {type(event).__qualname__} among them"
+                )
         texts = event_objects(
-            self._ids(len(encoded)), ts, type_json, encoded, unsynced="unsynced" in stamp
+            self._ids(len(events)),
+            ts,
+            type_json,
+            encode_bodies(events),
+            unsynced="unsynced" in stamp,
         )
-        if not texts:
-            return texts, ts, 0, Admission.ACCEPT
         if len(texts) <= _BATCH_MAX_EVENTS:
             total = _size(texts)
             if total > _BATCH_MAX_CHARS:  # stored in several rows (:meth:`_rows`)
@@ -512,7 +520,7 @@ class Outbox:
             self._pending_bytes += total
         else:
             self.pressure_changed.set()
-        return texts, ts, total, admission
+        return event_type, texts, ts, total, admission
 
     def _ids(self, count: int) -> str:
         """``count`` random event ids, 16 hex digits each, concatenated; drawn from the OS in
@@ -751,17 +759,17 @@ class Outbox:
             return 0  # re-sequenced meanwhile: next time
         last = int(old["last"])
         covered_from = max(int(old["covered_from"]), int(old["acked"] or 0) + 1)
-        marker = _ENCODE(
-            {
-                "id": secrets.token_hex(8),
-                "ts": old["newest"],
-                "type": EXPIRED_TYPE,
-                "from_seq": covered_from,
-                "count": last - covered_from + 1,
-                "reason": "ttl",
-                "oldest_ts": old["oldest"],
-                "newest_ts": old["newest"],
-            }
+        # Built from the outbox's own stored stamps, not validated again: a row written by an
+        # older release must expire all the same.
+        expired = OutboxExpired.model_construct(
+            from_seq=covered_from,
+            count=last - covered_from + 1,
+            reason="ttl",
+            oldest_ts=old["oldest"],
+            newest_ts=old["newest"],
+        )
+        [marker] = event_objects(
+            secrets.token_hex(8), str(old["newest"]), _EXPIRED_JSON, encode_bodies((expired,))
         )
         await self._db.submit_atomic(
             [

@@ -161,7 +161,9 @@ def encode_bodies(bodies: Iterable[Mapping[str, Any] | BaseModel]) -> list[str]:
     size in bytes."""
     encoded: list[str] = []
     add = encoded.append
-    for body in bodies:  # a loop, not a comprehension: ``bodies`` may be a generator
+    for given in bodies:  # a loop, not a comprehension: ``bodies`` may be a generator
+        # A model's fields taken here: cheaper than through orjson's ``default``.
+        body = _fields(given) if isinstance(given, BaseModel) else given
         try:
             text = _FAST_DUMPS(body, _fast_default, _ORJSON_OPTIONS).decode()
         except orjson.JSONEncodeError:

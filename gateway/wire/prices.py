@@ -3,18 +3,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from collections.abc import Mapping
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.wire.envelope import EventBody
 
 __all__ = [
+    "BatchKind",
     "PriceApplied",
     "PriceProblem",
     "PriceRejected",
     "PriceStored",
 ]
+
+#: A price batch: the whole book, or changes to it.
+BatchKind = Literal["full", "delta"]
 
 
 class PriceStored(EventBody):
@@ -25,7 +31,7 @@ class PriceStored(EventBody):
         json_schema_extra={"examples": [{"version": 42, "kind": "delta", "parts": 3}]}
     )
     version: int = Field(ge=1, description="The batch version", examples=[42])
-    kind: Literal["full", "delta"] = Field(description="Batch kind", examples=["delta"])
+    kind: BatchKind = Field(description="Batch kind", examples=["delta"])
     parts: int = Field(ge=1, description="How many parts it came in", examples=[3])
 
 
@@ -50,7 +56,7 @@ class PriceApplied(EventBody):
         }
     )
     version: int = Field(ge=1, description="The batch version", examples=[42])
-    kind: Literal["full", "delta"] = Field(description="Batch kind", examples=["delta"])
+    kind: BatchKind = Field(description="Batch kind", examples=["delta"])
     parts: int = Field(ge=1, description="Parts it came in", examples=[1])
     items: int = Field(ge=0, description="Prices set", examples=[120])
     deleted: int = Field(ge=0, description="SKUs deleted (delta)", examples=[2])
@@ -66,6 +72,16 @@ class PriceProblem(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     item: str | int = Field(description="SKU, index, promotion id, or `batch`")
     reason: str = Field(description="What is wrong with it")
+
+    @classmethod
+    def recorded(cls, problem: Mapping[str, Any]) -> Self:
+        """A problem as the store records it (``{"item": …, "reason": …}``). ``item`` is the
+        SKU as HQ sent it: one that is no string or integer (null, a list…) is reported as
+        its JSON text."""
+        item = problem.get("item")
+        if not isinstance(item, str) and type(item) is not int:
+            item = json.dumps(item, default=str)
+        return cls(item=item, reason=str(problem.get("reason", "")))
 
 
 class PriceRejected(EventBody):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import operator
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, Self, cast
 
@@ -73,40 +73,34 @@ EVENT_TYPES: Mapping[str, type[EventBody]] = MappingProxyType(
 
 
 class EventCatalogue:
-    """Event types by name, each with the model of its own fields: the events an outbox takes
-    (an event is an instance of exactly one of the models, never of a subclass). Fixed once
-    made; the contract's own is :data:`WIRE_EVENTS`."""
+    """The event models an outbox takes, each with the type name it is sent under: an event
+    is an instance of exactly one of them (a dict, a subclass or another model is refused).
+    Fixed once made; the contract's own is :data:`WIRE_EVENTS`. Made of one or more
+    ``name -> model`` mappings (a test adds its own models to the contract's)."""
 
-    __slots__ = ("_names", "_types")
+    __slots__ = ("_names",)
 
-    def __init__(self, types: Mapping[str, type[EventBody]]) -> None:
-        self._types: Mapping[str, type[EventBody]] = MappingProxyType(dict(types))
+    def __init__(self, *types: Mapping[str, type[EventBody]]) -> None:
         names: dict[type[EventBody], tuple[str, str]] = {}
-        for name, model in self._types.items():
-            if model in names:
-                raise ValueError(f"{model.__name__} is both {names[model][0]} and {name}")
-            names[model] = (name, json.dumps(name))
+        for mapping in types:
+            for name, model in mapping.items():
+                if names.get(model, (name,))[0] != name:
+                    raise ValueError(f"{model.__name__} is both {names[model][0]} and {name}")
+                names[model] = (name, json.dumps(name))
         self._names = names
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._types)
-
-    def __len__(self) -> int:
-        return len(self._types)
-
-    def model(self, name: str) -> type[EventBody]:
-        """The model of event type ``name`` (KeyError for a type not in the catalogue)."""
-        return self._types[name]
+    def __contains__(self, model: object) -> bool:
+        return model in self._names
 
     def type_of(self, event: EventBody) -> tuple[str, str]:
         """``event``'s type name, and the name as JSON text; TypeError for anything that is
-        not an instance of one of the catalogue's models (a dict, a subclass, another
-        model): an event the contract does not describe never reaches the outbox."""
+        not an instance of one of the catalogue's models: an event the contract does not
+        describe never reaches the outbox."""
         found = self._names.get(type(event))
         if found is None:
             raise TypeError(
                 f"{type(event).__module__}.{type(event).__qualname__} is not an event type of "
-                f"this outbox (wire events: gateway.wire.registry.EVENT_TYPES)"
+                "this outbox (the wire's: gateway.wire.registry.EVENT_TYPES)"
             )
         return found
 

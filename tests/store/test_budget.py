@@ -19,6 +19,7 @@ from gateway.store.budget import Admission, BufferBudget, BufferPressure, Shed
 from gateway.store.keeper import PRESSURE_ALERT, STORAGE_FULL_ALERT, OutboxKeeper
 from gateway.store.outbox import Outbox
 from gateway.wire import EXPIRED_TYPE
+from tests.store.probes import PROBES, probe, probes
 
 STREAMS = ("stock", "dwell", "receipts", "alerts")
 KIB = 1024
@@ -103,25 +104,25 @@ async def test_budget_sheds_lossy_first_refuses_stock_last_and_alerts_use_the_re
         shed_aggregate_at=0.75,
     )
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock, budget)
+        outbox = Outbox(db, clock, budget, events=PROBES)
         await outbox.open(STREAMS)
         body = {"text": "x" * 120}  # ~200 bytes a row
         stock_accepted = 0
         detail_sent = aggregate_sent = 0
         refused = None
         while refused is None:
-            await outbox.append_many("dwell", "dwell.visit", [body] * 5, shed=Shed.DETAIL)
+            await outbox.append_many("dwell", probes("dwell.visit", [body] * 5), shed=Shed.DETAIL)
             detail_sent += 5
-            await outbox.append_many("dwell", "dwell.summary", [body] * 2)
+            await outbox.append_many("dwell", probes("dwell.summary", [body] * 2))
             aggregate_sent += 2
             try:
-                await outbox.append("stock", "stock.changed", body)
+                await outbox.append("stock", probe("stock.changed", body))
                 stock_accepted += 1
             except OutboxFullError as exc:
                 refused = exc
         assert "not accepted" in str(refused)
         # Room for alerts is still there after stock was refused.
-        await outbox.append("alerts", "alert.raised", {"key": "buffer.pressure"})
+        await outbox.append("alerts", probe("alert.raised", {"key": "buffer.pressure"}))
         dwell = await outbox.read("dwell", after_seq=0, max_events=10**6, max_bytes=10**9)
         kept_detail = sum(e.type == "dwell.visit" for e in dwell)
         kept_aggregate = sum(e.type == "dwell.summary" for e in dwell)
@@ -145,10 +146,12 @@ async def test_byte_accounting_follows_acks_releases_and_restarts(tmp_path: Path
     clock = FakeClock()
     path = tmp_path / "g.db"
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await outbox.append_many("stock", "s", ({"n": n, "pad": "y" * n} for n in range(200)))
-        await outbox.append_many("receipts", "r", ({"n": n} for n in range(50)))
+        await outbox.append_many(
+            "stock", probes("s", ({"n": n, "pad": "y" * n} for n in range(200)))
+        )
+        await outbox.append_many("receipts", probes("r", ({"n": n} for n in range(50))))
         await (await outbox.acknowledge("stock", outbox.epoch, 120))  # type: ignore[misc]
         await (await outbox.release_sent("receipts", 10))
         expected = await exact_bytes(db, "stock") + await exact_bytes(db, "receipts")
@@ -159,7 +162,7 @@ async def test_byte_accounting_follows_acks_releases_and_restarts(tmp_path: Path
         await (await outbox.acknowledge("stock", outbox.epoch, 200))  # type: ignore[misc]
         assert {s.stream: s for s in await outbox.states()}["stock"].bytes == 0
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         assert outbox.pressure.used_bytes == await exact_bytes(db, "receipts")
 
@@ -167,12 +170,12 @@ async def test_byte_accounting_follows_acks_releases_and_restarts(tmp_path: Path
 async def test_ttl_replaces_the_expired_prefix_by_one_marker(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         first_ts = clock.utc_now()
-        await outbox.append_many("dwell", "dwell.summary", ({"n": n} for n in range(5)))
+        await outbox.append_many("dwell", probes("dwell.summary", ({"n": n} for n in range(5))))
         clock.advance(3600)
-        await outbox.append_many("dwell", "dwell.summary", ({"n": n} for n in range(5, 8)))
+        await outbox.append_many("dwell", probes("dwell.summary", ({"n": n} for n in range(5, 8))))
         clock.advance(1800)
         assert await outbox.expire("dwell", ttl_s=7200) == 0  # nothing that old yet
         assert await outbox.expire("dwell", ttl_s=3000) == 5
@@ -198,7 +201,7 @@ async def test_ttl_replaces_the_expired_prefix_by_one_marker(tmp_path: Path) -> 
         state = {s.stream: s for s in await outbox.states()}["dwell"]
         assert (state.depth, state.bytes) == (1, await exact_bytes(db, "dwell"))
         assert outbox.pressure.used_bytes == await exact_bytes(db, "dwell")
-        await outbox.append("dwell", "dwell.summary", {"n": 8})  # seqs go on after a marker
+        await outbox.append("dwell", probe("dwell.summary", {"n": 8}))  # seqs go on after a marker
         after = await outbox.read("dwell", after_seq=8, max_events=10, max_bytes=10**9)
         assert [e.seq for e in after] == [9]
 
@@ -216,12 +219,12 @@ async def test_migration_4_backfills_offsets_of_an_existing_outbox(tmp_path: Pat
         )
         await db.write("DELETE FROM outbox WHERE stream = 'stock' AND seq <= 3")
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         states = {s.stream: s for s in await outbox.states()}
         assert states["stock"].bytes == sum(100 + n for n in range(4, 11))
         assert states["dwell"].bytes == 7
-        await outbox.append("stock", "x", {})
+        await outbox.append("stock", probe("x", {}))
         assert {s.stream: s for s in await outbox.states()}["stock"].bytes == await exact_bytes(
             db, "stock"
         )
@@ -237,27 +240,27 @@ async def test_keeper_raises_updates_and_clears_the_pressure_alert(tmp_path: Pat
         shed_aggregate_at=0.8,
     )
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock, budget)
+        outbox = Outbox(db, clock, budget, events=PROBES)
         await outbox.open(STREAMS)
         alerts = Alerts(db, outbox, clock)
         await alerts.load()
         keeper = OutboxKeeper(outbox, alerts, clock, ttl_s={"dwell": 3600})
         body = {"text": "z" * 150}
         while not outbox.pressure.shed:  # until the first detail event is dropped
-            await outbox.append("dwell", "dwell.visit", body, shed=Shed.DETAIL)
+            await outbox.append("dwell", probe("dwell.visit", body), shed=Shed.DETAIL)
         assert not outbox.pressure.accepts(Shed.DETAIL) or outbox.pressure.shed
-        await outbox.append_many("dwell", "dwell.visit", [body] * 7, shed=Shed.DETAIL)
+        await outbox.append_many("dwell", probes("dwell.visit", [body] * 7), shed=Shed.DETAIL)
         await keeper.tick()
         [alert] = alerts.active()
         assert alert.key == PRESSURE_ALERT
         assert alert.severity.value == "warning"
         assert alert.details["shed"] == {"dwell/dwell.visit": 8}
-        await outbox.append_many("dwell", "dwell.visit", [body] * 3, shed=Shed.DETAIL)
+        await outbox.append_many("dwell", probes("dwell.visit", [body] * 3), shed=Shed.DETAIL)
         await keeper.tick()
         assert alerts.active()[0].details["shed"] == {"dwell/dwell.visit": 11}
         while True:  # fill up to the essential limit: escalates to critical
             try:
-                await outbox.append("stock", "stock.changed", body)
+                await outbox.append("stock", probe("stock.changed", body))
             except OutboxFullError:
                 break
         await keeper.tick()
@@ -276,7 +279,7 @@ async def test_keeper_raises_updates_and_clears_the_pressure_alert(tmp_path: Pat
         assert cleared["details"]["shed"] == {"dwell/dwell.visit": 11}
         assert cleared["details"]["refused"] == {"stock/stock.changed": 1}
         # TTL runs from the keeper too (first tick ran it; the next is due after the interval).
-        await outbox.append("dwell", "dwell.summary", {"n": 1})
+        await outbox.append("dwell", probe("dwell.summary", {"n": 1}))
         clock.advance(7200)
         await keeper.tick()
         assert keeper.expired == {"dwell": 1}
@@ -286,9 +289,9 @@ async def test_keeper_raises_updates_and_clears_the_pressure_alert(tmp_path: Pat
 async def test_ttl_of_a_row_released_in_part_counts_only_what_hq_lacks(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await outbox.append_many("dwell", "dwell.summary", ({"n": n} for n in range(100)))
+        await outbox.append_many("dwell", probes("dwell.summary", ({"n": n} for n in range(100))))
         await (await outbox.acknowledge("dwell", outbox.epoch, 40))  # type: ignore[misc]
         clock.advance(3600)
         assert await outbox.expire("dwell", ttl_s=60) == 60  # HQ holds 1..40: not expired
@@ -303,16 +306,16 @@ async def test_a_producer_giving_up_its_wait_leaves_the_byte_count_exact(tmp_pat
     # commit: the events are stored and their bytes stay counted.
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         waits = [
-            outbox.append("stock", "s", {"n": 0}),
-            outbox.append_many("dwell", "d", ({"n": n} for n in range(300))),
-            outbox.append_atomic("receipts", "r", [{"n": 1}], before=[]),
+            outbox.append("stock", probe("s", {"n": 0})),
+            outbox.append_many("dwell", probes("d", ({"n": n} for n in range(300)))),
+            outbox.append_atomic("receipts", probes("r", [{"n": 1}]), before=[]),
         ]
         for wait in waits:
             wait.cancel()
-        await outbox.append("alerts", "a", {})  # committed after the others
+        await outbox.append("alerts", probe("a", {}))  # committed after the others
         assert outbox.pressure.used_bytes == await outbox.refresh_usage()
         for stream in ("stock", "dwell", "receipts"):
             assert await outbox.read(stream, after_seq=0, max_events=1000, max_bytes=10**9)
@@ -328,7 +331,7 @@ async def test_a_full_disk_raises_storage_full_and_clears_it_after_a_write_succe
     async with Database.running(
         tmp_path / "g.db", clock=clock, max_page_count=_SMALL_BUDGET * 4
     ) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         alerts = Alerts(db, outbox, clock)
         await alerts.load()
@@ -363,12 +366,12 @@ async def test_storage_full_found_active_at_start_is_cleared_only_by_a_write(
     clock = FakeClock()
     path = tmp_path / "g.db"
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         alerts = Alerts(db, outbox, clock)
         await alerts.raise_(STORAGE_FULL_ALERT, Severity.CRITICAL, "the disk is full")
     async with Database.running(path, clock=clock) as db:  # restarted with room again
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         alerts = Alerts(db, outbox, clock)
         await alerts.load()

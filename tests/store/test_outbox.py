@@ -12,6 +12,7 @@ from gateway.clock import FakeClock
 from gateway.store import Database
 from gateway.store.outbox import Outbox
 from gateway.wire import pack_envelope, pack_wire_batch
+from tests.store.probes import PROBES, probe, probes
 
 STREAMS = ("stock", "dwell", "receipts", "alerts")
 
@@ -20,20 +21,20 @@ async def test_seqs_are_per_stream_gapless_and_survive_restart(tmp_path: Path) -
     path = tmp_path / "g.db"
     clock = FakeClock()
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         await asyncio.gather(
-            *(outbox.append("stock", "stock.changed", {"n": n}) for n in range(500)),
-            *(outbox.append("alerts", "alert.raised", {"n": n}) for n in range(3)),
+            *(outbox.append("stock", probe("stock.changed", {"n": n})) for n in range(500)),
+            *(outbox.append("alerts", probe("alert.raised", {"n": n})) for n in range(3)),
         )
         stock = await outbox.read("stock", after_seq=0, max_events=1000, max_bytes=10**9)
         assert [e.seq for e in stock] == list(range(1, 501))
         assert [json.loads(e.body)["n"] for e in stock] == list(range(500))
         assert len({e.id for e in stock}) == 500
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await outbox.append("stock", "stock.changed", {"n": 500})
+        await outbox.append("stock", probe("stock.changed", {"n": 500}))
         [event] = await outbox.read("stock", after_seq=500, max_events=10, max_bytes=10**9)
         assert event.seq == 501
 
@@ -41,10 +42,10 @@ async def test_seqs_are_per_stream_gapless_and_survive_restart(tmp_path: Path) -
 async def test_read_limits_by_count_and_bytes_but_never_blocks(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         await asyncio.gather(
-            *(outbox.append("dwell", "dwell", {"x": "y" * 100}) for _ in range(50))
+            *(outbox.append("dwell", probe("dwell", {"x": "y" * 100})) for _ in range(50))
         )
         assert len(await outbox.read("dwell", after_seq=0, max_events=7, max_bytes=10**9)) == 7
         by_bytes = await outbox.read("dwell", after_seq=0, max_events=50, max_bytes=1000)
@@ -55,9 +56,9 @@ async def test_read_limits_by_count_and_bytes_but_never_blocks(tmp_path: Path) -
 async def test_watermark_releases_rows_and_rejects_foreign_epochs(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await asyncio.gather(*(outbox.append("stock", "s", {"n": n}) for n in range(10)))
+        await asyncio.gather(*(outbox.append("stock", probe("s", {"n": n})) for n in range(10)))
         await outbox.mark_sent("stock", 6)
         assert await outbox.acknowledge("stock", "0000000000000000", 5) is None  # other database
         assert await outbox.acknowledge("stock", outbox.epoch, 99) is None  # never appended
@@ -81,9 +82,9 @@ async def test_watermark_releases_rows_and_rejects_foreign_epochs(tmp_path: Path
 async def test_unsynced_clock_flags_events(tmp_path: Path) -> None:
     clock = FakeClock(synchronized=False)
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await outbox.append("alerts", "alert.raised", {"key": "k"})
+        await outbox.append("alerts", probe("alert.raised", {"key": "k"}))
         [event] = await outbox.read("alerts", after_seq=0, max_events=1, max_bytes=10**9)
         assert event.wire()["unsynced"] is True
 
@@ -91,10 +92,10 @@ async def test_unsynced_clock_flags_events(tmp_path: Path) -> None:
 async def test_envelope_is_valid_json_with_each_events_identity(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await outbox.append("stock", "stock.changed", {"slot": "s-1", "delta": -1})
-        await outbox.append("stock", "stock.empty", {})
+        await outbox.append("stock", probe("stock.changed", {"slot": "s-1", "delta": -1}))
+        await outbox.append("stock", probe("stock.empty", {}))
         events = await outbox.read("stock", after_seq=0, max_events=10, max_bytes=10**9)
         envelope = json.loads(
             pack_envelope(
@@ -131,9 +132,11 @@ async def test_file_shrinks_back_after_a_drain(tmp_path: Path) -> None:
     clock = FakeClock()
     path = tmp_path / "g.db"
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await outbox.append_many("stock", "s", ({"pad": "x" * 200, "n": n} for n in range(20_000)))
+        await outbox.append_many(
+            "stock", probes("s", ({"pad": "x" * 200, "n": n} for n in range(20_000)))
+        )
         await db.maintenance()
         full = path.stat().st_size
         released = await outbox.acknowledge("stock", outbox.epoch, 20_000)
@@ -148,7 +151,7 @@ async def test_file_shrinks_back_after_a_drain(tmp_path: Path) -> None:
 async def test_wire_batches_built_by_sqlite_match_the_python_envelope(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         bodies: list[dict[str, object]] = [
             {},
@@ -158,7 +161,7 @@ async def test_wire_batches_built_by_sqlite_match_the_python_envelope(tmp_path: 
             {"n": 4},
         ]
         for body in bodies:
-            await outbox.append("stock", "stock.changed", body)
+            await outbox.append("stock", probe("stock.changed", body))
         for after, max_events, max_bytes in [
             (0, 10, 10**9),
             (0, 2, 10**9),
@@ -188,18 +191,19 @@ async def test_wire_batches_built_by_sqlite_match_the_python_envelope(tmp_path: 
 async def test_appends_of_one_loop_step_share_a_row_and_keep_their_order(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        singles = [outbox.append("stock", "stock.changed", {"n": n}) for n in range(300)]
-        many = outbox.append_many("stock", "stock.changed", ({"n": 300 + n} for n in range(5)))
+        singles = [outbox.append("stock", probe("stock.changed", {"n": n})) for n in range(300)]
+        many = outbox.append_many(
+            "stock", probes("stock.changed", ({"n": 300 + n} for n in range(5)))
+        )
         # A state change with its receipt goes after what was appended before it.
         receipt = outbox.append_atomic(
             "stock",
-            "stock.changed",
-            [{"n": 305}],
+            probes("stock.changed", [{"n": 305}]),
             before=[("INSERT INTO meta (key, value) VALUES ('test', 'x')", ())],
         )
-        later = outbox.append("stock", "stock.changed", {"n": 306})
+        later = outbox.append("stock", probe("stock.changed", {"n": 306}))
         await asyncio.gather(*singles, many, receipt, later)
         rows = await db.fetchall(
             "SELECT seq_from, seq_to, count FROM outbox_batches WHERE stream = 'stock' "
@@ -210,7 +214,7 @@ async def test_appends_of_one_loop_step_share_a_row_and_keep_their_order(tmp_pat
         assert [json.loads(e.body)["n"] for e in events] == list(range(307))
         assert [e.seq for e in events] == list(range(1, 308))
         # A big batch is split into rows a reader can take whole.
-        await outbox.append_many("dwell", "dwell.visit", ({"n": n} for n in range(1500)))
+        await outbox.append_many("dwell", probes("dwell.visit", ({"n": n} for n in range(1500))))
         sizes = await db.fetchall("SELECT count FROM outbox_batches WHERE stream = 'dwell'")
         assert sorted(row["count"] for row in sizes) == [476, 512, 512]
 
@@ -218,9 +222,9 @@ async def test_appends_of_one_loop_step_share_a_row_and_keep_their_order(tmp_pat
 async def test_a_row_released_in_part_is_read_from_the_watermark(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await outbox.append_many("stock", "s", ({"n": n} for n in range(100)))
+        await outbox.append_many("stock", probes("s", ({"n": n} for n in range(100))))
         await (await outbox.acknowledge("stock", outbox.epoch, 40))  # type: ignore[misc]
         # The row stays (60 of its events are not HQ's yet), its released part is gone.
         left = await outbox.read("stock", after_seq=0, max_events=1000, max_bytes=10**9)
@@ -257,7 +261,7 @@ async def test_migration_8_moves_buffered_events_and_markers_into_rows(tmp_path:
             "UPDATE outbox_streams SET next_seq = 6, appended_bytes = 500 WHERE stream = 'dwell'"
         )
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         events = await outbox.read("dwell", after_seq=0, max_events=10, max_bytes=10**9)
         assert [(e.seq, e.id, e.type) for e in events] == [
@@ -269,7 +273,7 @@ async def test_migration_8_moves_buffered_events_and_markers_into_rows(tmp_path:
         assert json.loads(events[1].body) == {"zone": "Käse"}
         state = {s.stream: s for s in await outbox.states()}["dwell"]
         assert (state.depth, state.bytes) == (3, 300)
-        await outbox.append("dwell", "dwell.visit", {})
+        await outbox.append("dwell", probe("dwell.visit", {}))
         [after] = await outbox.read("dwell", after_seq=5, max_events=10, max_bytes=10**9)
         assert after.seq == 6
 
@@ -279,9 +283,9 @@ async def test_a_row_cut_by_one_envelope_does_not_shrink_the_next(tmp_path: Path
     # next envelope (the uplink's catch-up is paced per message, not per event).
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await outbox.append_many("stock", "s", ({"n": n} for n in range(2048)))
+        await outbox.append_many("stock", probes("s", ({"n": n} for n in range(2048))))
         counts, after = [], 0
         while (
             batch := await outbox.read_wire(
@@ -306,12 +310,12 @@ async def test_rows_of_big_events_stay_small_enough_to_read_per_envelope(tmp_pat
 
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await outbox.append_many("dwell", "d", ({"x": "y" * 20_000} for _ in range(300)))
-        await outbox.append_many("stock", "s", ({"x": "y" * 5_000} for _ in range(100)))
-        await outbox.append_atomic("receipts", "r", [{"x": "y" * 5_000}] * 100, before=[])
-        await outbox.append("alerts", "a", {"x": "y" * 500_000})  # alone: one row anyway
+        await outbox.append_many("dwell", probes("d", ({"x": "y" * 20_000} for _ in range(300))))
+        await outbox.append_many("stock", probes("s", ({"x": "y" * 5_000} for _ in range(100))))
+        await outbox.append_atomic("receipts", probes("r", [{"x": "y" * 5_000}] * 100), before=[])
+        await outbox.append("alerts", probe("a", {"x": "y" * 500_000}))  # alone: one row anyway
         rows = await db.fetchall(
             "SELECT stream, seq_from, seq_to, size, length(events) AS chars FROM outbox_batches "
             "ORDER BY stream, seq_to"
@@ -331,13 +335,13 @@ async def test_an_append_made_just_before_close_is_still_committed(tmp_path: Pat
     clock = FakeClock()
     path = tmp_path / "g.db"
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        accepted = outbox.append("stock", "s", {"n": 1})
+        accepted = outbox.append("stock", probe("s", {"n": 1}))
         await db.close()
         await accepted
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         [event] = await outbox.read("stock", after_seq=0, max_events=10, max_bytes=10**9)
         assert event.seq == 1

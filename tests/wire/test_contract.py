@@ -38,6 +38,7 @@ from gateway.wire import (
     validate_event,
 )
 from gateway.wire.schema_doc import documented_examples
+from tests.store.probes import PROBES, probe
 
 EPOCH = "9f2c4e1a7b3d5c60"
 SENT_AT = datetime(2026, 11, 23, 9, 0, 1, 250000, tzinfo=UTC)
@@ -97,7 +98,7 @@ async def _alert_events(tmp_path: Path, *, synchronized: bool) -> list[OutboxEve
     """The ``alerts`` stream as the real Alerts and Outbox write it."""
     clock = FakeClock(synchronized=synchronized)
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(("alerts",))
         alerts = Alerts(db, outbox, clock)
         await alerts.load()
@@ -137,13 +138,13 @@ async def test_real_alert_changes_packed_in_a_real_envelope_validate(
 async def test_real_expiry_marker_validates_and_its_ack_too(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(("stock",))
         for n in range(4):
-            await outbox.append("stock", "stock.changed", {"n": n})
+            await outbox.append("stock", probe("stock.changed", {"n": n}))
             clock.advance(1.0)
         clock.advance(3600)
-        await outbox.append("stock", "stock.changed", {"n": 4})
+        await outbox.append("stock", probe("stock.changed", {"n": 4}))
         assert await outbox.expire("stock", ttl_s=600) == 4
         events = await outbox.read("stock", after_seq=0, max_events=10, max_bytes=1 << 20)
     marker = events[0]

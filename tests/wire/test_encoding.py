@@ -8,10 +8,16 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.wire.encoding import encode_bodies
+from gateway.alerts import Alert, AlertChange, Severity
+from gateway.shelves.counter import ChangeKind, StockChange
+from gateway.shelves.service import stock_changed
+from gateway.wire import EVENT_TYPES, HealthSnapshot
+from gateway.wire.encoding import encode_bodies, encode_message
+from gateway.wire.schema_doc import documented_examples
 
 _JSON_LEAVES = (
     st.none()
@@ -84,3 +90,147 @@ def test_bodies_the_fast_encoder_does_not_take_fall_back_to_the_standard_one() -
         '{"only":"this"}',
         '{"name":"\\u00e9","ratio":null,"big":1180591620717411303424}',
     ]
+
+
+# --- producers' models encode to the bytes their plain dicts did ----------------------------
+
+_AT = "2026-11-23T09:00:00.120+00:00"
+_LABEL = {"label": "0000021F3A4B", "sku": "4006381333931", "price_version": 42}
+_JOB = {**_LABEL, "content_hash": "9b1c0e5f"}
+
+
+def _alert(**more: Any) -> dict[str, Any]:
+    details = {"left": 3, "név": "é 🧀", "at": str(datetime(2026, 11, 23, 9, tzinfo=UTC))}
+    return {
+        "key": "stock.low:slot-12",
+        "severity": "warning",
+        "message": "Crème: 3 left",
+        "raised_at": _AT,
+        "updated_at": _AT,
+        "details": details,
+        **more,
+    }
+
+
+#: (type, the dict a producer built before it built the model)
+_PREVIOUS_FORMS: list[tuple[str, dict[str, Any]]] = [
+    ("alert.raised", _alert()),
+    ("alert.cleared", _alert(cleared_at=_AT, clear_message="restocked")),
+    ("alert.cleared", _alert(cleared_at=_AT)),  # nothing said: no clear_message at all
+    (
+        "outbox.expired",
+        {"from_seq": 37, "count": 7, "reason": "ttl", "oldest_ts": _AT, "newest_ts": _AT},
+    ),
+    ("price.stored", {"version": 42, "kind": "delta", "parts": 3}),
+    (
+        "price.applied",
+        {
+            "version": 42,
+            "kind": "full",
+            "parts": 1,
+            "items": 120,
+            "deleted": 0,
+            "promotions": 1,
+            "cancelled_promotions": 0,
+            "superseded": [40, 41],
+        },
+    ),
+    (
+        "price.rejected",
+        {
+            "version": 43,
+            "reason": "invalid batch",
+            "problems": [
+                {"item": "4006381333931", "reason": "price: bad"},
+                {"item": 3, "reason": "x"},
+            ],
+        },
+    ),
+    ("label.bound", {"label": "L1", "sku": "S1", "source": "seed"}),
+    ("label.unbound", {"label": "L1", "sku": "S1", "source": "local"}),
+    ("label.queued", {**_JOB, "queued_at": _AT}),
+    ("label.queued", {**_JOB, "queued_at": _AT, "reason": "drifted: re-push"}),
+    ("label.confirmed", {**_JOB, "confirmed_at": _AT, "evidence": "sim: ok", "unchanged": True}),
+    ("label.failed", {**_JOB, "failed_at": _AT, "reason": "timeout", "permanent": False}),
+    ("label.superseded", {**_JOB, "superseded_at": _AT, "reason": "new price version"}),
+    ("label.expired", {**_LABEL, "content_hash": None, "expired_at": _AT, "reason": "late"}),
+    (
+        "stock.changed",
+        {
+            "slot": "aisle3-2-l",
+            "sku": "4006381333931",
+            "kind": "recount",
+            "before": None,
+            "after": 7,
+            "delta": None,
+            "confidence": 0.5,
+            "grams": 1759.3,
+        },
+    ),
+    (
+        "stock.ambiguous",
+        {
+            "slot": "s",
+            "sku": "A",
+            "grams": -376.2,
+            "ratio": -1.505,
+            "candidates": [],
+            "count_before": None,
+        },
+    ),
+    (
+        "stock.activity",
+        {
+            "start": _AT,
+            "end": _AT,
+            "slots": [
+                {
+                    "slot": "s",
+                    "sku": "A",
+                    "picks": 5,
+                    "picked_items": 6,
+                    "puts": 2,
+                    "put_items": 2,
+                    "ambiguous": 0,
+                }
+            ],
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("event_type", "previous"), _PREVIOUS_FORMS, ids=[t for t, _ in _PREVIOUS_FORMS]
+)
+def test_a_model_encodes_to_the_bytes_of_its_previous_dict(
+    event_type: str, previous: dict[str, Any]
+) -> None:
+    model = EVENT_TYPES[event_type](**previous)
+    assert encode_bodies([model]) == encode_bodies([previous])
+
+
+def test_every_event_type_has_a_previous_form_compared() -> None:
+    assert {event_type for event_type, _ in _PREVIOUS_FORMS} == set(EVENT_TYPES)
+
+
+def test_the_producers_own_builders_encode_as_before() -> None:
+    change = StockChange("s-1", "A", ChangeKind.PICK, 3, 2, -1, 0.998, -200.1, 12.0)
+    [text] = encode_bodies([stock_changed(change)])
+    assert text == (
+        '{"slot":"s-1","sku":"A","kind":"pick","before":3,"after":2,"delta":-1,'
+        '"confidence":0.998,"grams":-200.1}'
+    )
+    moment = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    alert = Alert("k", Severity.CRITICAL, "é", moment, moment, {"n": 1})
+    [text] = encode_bodies([AlertChange("alert.cleared", alert, cleared_at=moment).event()])
+    at = "2026-11-23T09:00:00.000+00:00"
+    assert text == (
+        f'{{"key":"k","severity":"critical","message":"\\u00e9","raised_at":"{at}",'
+        f'"updated_at":"{at}","details":{{"n":1}},"cleared_at":"{at}"}}'
+    )
+
+
+def test_the_health_snapshot_encodes_as_its_dict_did() -> None:
+    [(_, _, example)] = [e for e in documented_examples() if e[1] is HealthSnapshot]
+    previous = json.dumps(example, separators=(",", ":"), default=str).encode()
+    assert encode_message(HealthSnapshot.model_validate(example)) == previous
