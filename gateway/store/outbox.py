@@ -1,11 +1,12 @@
 """The outbox: every event promised to HQ, durable until HQ takes custody of it.
 
-Events are appended to named streams (``stock``, ``dwell``, ``receipts``, ``alerts``…). Each
-gets a per-stream, gapless, 64-bit ``seq`` assigned inside the committing transaction, a random
-``id`` and its timestamp. Producers learn an event is accepted only after the group commit
-holding it. Events are stored in rows of consecutive seqs (one row per commit and stream: the
-appends of one loop step share it), their JSON objects without seq one per line. Three marks
-are kept per stream::
+Events are appended to named streams (``stock``, ``dwell``, ``receipts``, ``alerts``…) as wire
+models (:mod:`gateway.wire`: nothing the contract does not describe is taken), encoded once
+(:mod:`gateway.wire.encoding`). Each gets a per-stream, gapless, 64-bit ``seq`` assigned
+inside the committing transaction, a random ``id`` and its timestamp. Producers learn an event
+is accepted only after the group commit holding it. Events are stored in rows of consecutive
+seqs (one row per commit and stream: the appends of one loop step share it), their JSON objects
+without seq one per line. Three marks are kept per stream::
 
     appended ──PUBACK──▶ sent (sent_seq) ──HQ watermark on down/ack──▶ released (acked_seq)
 
@@ -47,6 +48,7 @@ from gateway.wire.encoding import (
     OutboxEvent,
     WireBatch,
     encode_bodies,
+    encode_events,
     event_objects,
     wire_batch,
 )
@@ -504,7 +506,7 @@ class Outbox:
             self._ids(len(events)),
             ts,
             type_json,
-            encode_bodies(events),
+            encode_events(events),
             unsynced="unsynced" in stamp,
         )
         if len(texts) <= _BATCH_MAX_EVENTS:

@@ -32,6 +32,7 @@ __all__ = [
     "OutboxEvent",
     "WireBatch",
     "encode_bodies",
+    "encode_events",
     "encode_message",
     "event_objects",
     "pack_envelope",
@@ -46,17 +47,22 @@ _MISSING = object()
 _DEFAULTED: dict[type[BaseModel], tuple[tuple[str, Any], ...]] = {}
 
 
+def _fields_defaulted(model: type[BaseModel]) -> tuple[tuple[str, Any], ...]:
+    """The fields of ``model`` with a default, and the default (left out while held)."""
+    defaulted = _DEFAULTED.get(model)
+    if defaulted is None:
+        defaulted = _DEFAULTED[model] = tuple(
+            (name, field.default)
+            for name, field in model.model_fields.items()
+            if not field.is_required() and field.default_factory is None
+        )
+    return defaulted
+
+
 def _fields(model: BaseModel) -> Mapping[str, Any]:
     """A model's wire fields in declaration order, those holding their default left out,
     then its extra fields (a model that allows any)."""
-    cls = type(model)
-    defaulted = _DEFAULTED.get(cls)
-    if defaulted is None:
-        defaulted = _DEFAULTED[cls] = tuple(
-            (name, field.default)
-            for name, field in cls.model_fields.items()
-            if not field.is_required() and field.default_factory is None
-        )
+    defaulted = _fields_defaulted(type(model))
     fields: Mapping[str, Any] = model.__dict__
     if defaulted:
         fields = dict(fields)
@@ -173,6 +179,26 @@ def encode_bodies(bodies: Iterable[Mapping[str, Any] | BaseModel]) -> list[str]:
                 text = _NON_ASCII.sub(_escape, text)
         add(text)
     return encoded
+
+
+_PLAIN: dict[type[BaseModel], bool] = {}
+
+
+def encode_events(events: Sequence[BaseModel]) -> list[str]:
+    """Events of one model (the outbox's appends) as :func:`encode_bodies` has them; a
+    model whose fields all go on the wire as they are is read straight from its instances
+    (the producers' hot path)."""
+    if not events:
+        return []
+    model = type(events[0])
+    plain = _PLAIN.get(model)
+    if plain is None:
+        plain = _PLAIN[model] = not _fields_defaulted(model) and (
+            model.model_config.get("extra") != "allow"
+        )
+    if plain:
+        return encode_bodies([event.__dict__ for event in events])
+    return encode_bodies(events)
 
 
 def encode_message(message: BaseModel) -> bytes:

@@ -16,7 +16,7 @@ from gateway.alerts import Alert, AlertChange, Severity
 from gateway.shelves.counter import ChangeKind, StockChange
 from gateway.shelves.service import stock_changed
 from gateway.wire import EVENT_TYPES, HealthSnapshot
-from gateway.wire.encoding import encode_bodies, encode_message
+from gateway.wire.encoding import encode_bodies, encode_events, encode_message
 from gateway.wire.schema_doc import documented_examples
 
 _JSON_LEAVES = (
@@ -207,6 +207,7 @@ def test_a_model_encodes_to_the_bytes_of_its_previous_dict(
 ) -> None:
     model = EVENT_TYPES[event_type](**previous)
     assert encode_bodies([model]) == encode_bodies([previous])
+    assert encode_events([model, model]) == encode_bodies([previous, previous])  # the outbox's
 
 
 def test_every_event_type_has_a_previous_form_compared() -> None:
