@@ -490,7 +490,7 @@ class Outbox:
         their commit settles them. Returns the type name too ("" for no events)."""
         if stream not in self._known_streams:
             raise KeyError(f"unknown outbox stream {stream!r}")
-        events = events if isinstance(events, list | tuple) else list(events)
+        events = events if isinstance(events, (list, tuple)) else list(events)
         stamp = event_stamp(self._clock)
         ts = str(stamp["ts"])
         if not events:

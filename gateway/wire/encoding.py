@@ -196,9 +196,11 @@ def encode_events(events: Sequence[BaseModel]) -> list[str]:
         plain = _PLAIN[model] = not _fields_defaulted(model) and (
             model.model_config.get("extra") != "allow"
         )
-    if plain:
-        return encode_bodies([event.__dict__ for event in events])
-    return encode_bodies(events)
+    if not plain:
+        return encode_bodies(events)
+    if len(events) == 1:  # a single producer's event: no list to build
+        return encode_bodies((events[0].__dict__,))
+    return encode_bodies([event.__dict__ for event in events])
 
 
 def encode_message(message: BaseModel) -> bytes:
@@ -219,6 +221,9 @@ def event_objects(
     head = f'","ts":"{ts}","type":{type_json}'
     if unsynced:
         head += ',"unsynced":true'
+    if len(encoded) == 1:  # a single producer's event
+        text = encoded[0]
+        return [f'{{"id":"{ids[:16]}{head}' + ("}" if text == "{}" else "," + text[1:])]
     return [
         f'{{"id":"{ids[at : at + 16]}{head}' + ("}" if text == "{}" else "," + text[1:])
         for at, text in zip(range(0, 16 * len(encoded), 16), encoded, strict=True)
