@@ -17,6 +17,7 @@ test: setup lint typecheck unit
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m gateway.wire.schema_doc --check
 
 typecheck:
 	$(BIN)/mypy

@@ -25,13 +25,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.uplink import (
-    EVENT,
     bench_uplink,
     free_port,
     measure_ceilings,
     ratios,
     start_broker,
     start_hq,
+    stock_changed,
 )
 from gateway.clock import SystemClock
 from gateway.store import Database
@@ -59,9 +59,7 @@ async def fill(path: Path, count: int) -> None:
         await outbox.open(("stock",))
         for first in range(0, count, FILL_CHUNK):
             size = min(FILL_CHUNK, count - first)
-            await outbox.append_many(
-                "stock", "stock.changed", ({**EVENT, "n": first + n} for n in range(size))
-            )
+            await outbox.append_many("stock", (stock_changed(first + n) for n in range(size)))
 
 
 async def drain(path: Path, port: int) -> tuple[float, int]:

@@ -41,12 +41,27 @@ from gateway.store.outbox import Outbox
 from gateway.sync.config import MqttConfig
 from gateway.sync.link import MqttLink
 from gateway.sync.uplink import Uplink, UplinkSettings, connect_outbox
+from gateway.wire import StockChanged
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "200000"))
 CEILING = "encoding each envelope with orjson"  # the one the goal is judged against
 CHUNK = 2_000
 OUTSTANDING = 4  # chunks waiting for their commit at once
-EVENT = {"slot": "slot-12", "sku": "4006381333931", "before": 7, "after": 6, "delta": -1}
+# A stock.changed event as the shelves service makes it; ``before`` numbers them (each differs).
+EVENT = {
+    "slot": "slot-12",
+    "sku": "4006381333931",
+    "kind": "pick",
+    "after": 6,
+    "delta": -1,
+    "confidence": 0.98,
+    "grams": -251.3,
+}
+
+
+def stock_changed(n: int) -> StockChanged:
+    """Event ``n`` as a producer builds it: the wire model, validated."""
+    return StockChanged(**EVENT, before=n)
 
 
 def free_port() -> int:
@@ -147,16 +162,14 @@ async def gateway_run(
                 if batched:  # a producer handing over a batch: one future per batch
                     outstanding.append(
                         outbox.append_many(
-                            "stock",
-                            "stock.changed",
-                            ({**EVENT, "n": first + n} for n in range(CHUNK)),
+                            "stock", (stock_changed(first + n) for n in range(CHUNK))
                         )
                     )
                 else:  # many single-event producers: one future per event
                     outstanding.append(
                         asyncio.gather(
                             *(
-                                outbox.append("stock", "stock.changed", {**EVENT, "n": first + n})
+                                outbox.append("stock", stock_changed(first + n))
                                 for n in range(CHUNK)
                             )
                         )
@@ -283,8 +296,7 @@ def sample_envelope(events_per_message: int) -> bytes:
             "id": "0123456789abcdef",
             "ts": "2026-11-23T09:00:00.000+00:00",
             "type": "stock.changed",
-            **EVENT,
-            "n": n,
+            **stock_changed(n).model_dump(),
         }
         for n in range(events_per_message)
     ]

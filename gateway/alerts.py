@@ -25,6 +25,7 @@ from typing import Any
 from gateway.clock import Clock, isoformat_utc
 from gateway.store.database import Database
 from gateway.store.outbox import Outbox
+from gateway.wire.alerts import AlertCleared, AlertRaised, SeverityName
 
 __all__ = ["Alert", "AlertBook", "AlertChange", "Alerts", "Severity"]
 
@@ -79,13 +80,32 @@ class AlertChange:
     def is_event(self) -> bool:
         return self.type != _UPDATED
 
-    def body(self) -> dict[str, Any]:
-        body = self.alert.as_dict()
-        if self.cleared_at is not None:
-            body["cleared_at"] = isoformat_utc(self.cleared_at)
-            if self.clear_message:
-                body["clear_message"] = self.clear_message
-        return body
+    def event(self) -> AlertRaised | AlertCleared:
+        """The change as its event on the ``alerts`` stream (raised, or cleared with the
+        alert as it last was)."""
+        alert = self.alert
+        severity: SeverityName = alert.severity.value
+        raised_at, updated_at = isoformat_utc(alert.raised_at), isoformat_utc(alert.updated_at)
+        if self.cleared_at is None:
+            return AlertRaised(
+                key=alert.key,
+                severity=severity,
+                message=alert.message,
+                raised_at=raised_at,
+                updated_at=updated_at,
+                details=dict(alert.details),
+            )
+        said = {"clear_message": self.clear_message} if self.clear_message else {}  # or absent
+        return AlertCleared(
+            key=alert.key,
+            severity=severity,
+            message=alert.message,
+            raised_at=raised_at,
+            updated_at=updated_at,
+            details=dict(alert.details),
+            cleared_at=isoformat_utc(self.cleared_at),
+            **said,
+        )
 
 
 class AlertBook:
@@ -229,8 +249,7 @@ class Alerts:
         # active here (so de-duplicated after a restart) that HQ was never told about.
         await self._outbox.append_atomic(
             "alerts",
-            change.type,
-            [change.body()],
+            [change.event()],
             before=[
                 (
                     _UPSERT_ACTIVE,
@@ -266,8 +285,7 @@ class Alerts:
         _LOGGER.info("alert %s cleared%s", key, f": {message}" if message else "")
         await self._outbox.append_atomic(
             "alerts",
-            change.type,
-            [change.body()],
+            [change.event()],
             before=[("DELETE FROM alerts_active WHERE key = ?", (key,))],
         )
         return True

@@ -66,6 +66,14 @@ from gateway.sync.keeper import OutboxKeeper
 from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.uplink import Uplink, connect_outbox
 from gateway.systemd import SystemdNotifier, WatchdogGate
+from gateway.wire.messages import (
+    BufferReport,
+    DriverReport,
+    HealthSnapshot,
+    HealthStream,
+    LastHqAck,
+    LinkReport,
+)
 
 __all__ = ["FOUND_EMPTY_ALERT", "STREAMS", "Gateway", "ReloadOutcome"]
 
@@ -729,36 +737,39 @@ class Gateway:
             "storage": storage,
         }
 
-    async def health_snapshot(self) -> dict[str, Any]:
+    async def health_snapshot(self) -> HealthSnapshot:
         """The latest-only ``up/health`` message."""
         status = await self.status()
         storage = status["storage"] or {}
-        return {
-            "v": 1,
-            "type": "health",
-            "store": self.settings.store.id,
-            "boot": storage.get("boot"),
-            "sent_at": isoformat_utc(self.clock.utc_now()),
-            "clock_synchronized": status["clock"]["synchronized"],
-            "streams": [
-                {
-                    "stream": s["stream"],
-                    "depth": s["depth"],
-                    "bytes": s["bytes"],
-                    "oldest_ts": s["oldest_ts"],
-                    "acked_seq": s["acked_seq"],
-                }
+        buffer, ack, link = status["buffer"], status["mqtt"]["last_hq_ack"], status["mqtt"]["link"]
+        return HealthSnapshot(
+            v=1,
+            type="health",
+            store=self.settings.store.id,
+            boot=storage.get("boot"),
+            sent_at=isoformat_utc(self.clock.utc_now()),
+            clock_synchronized=status["clock"]["synchronized"],
+            streams=[
+                HealthStream(
+                    stream=s["stream"],
+                    depth=s["depth"],
+                    bytes=s["bytes"],
+                    oldest_ts=s["oldest_ts"],
+                    acked_seq=s["acked_seq"],
+                )
                 for s in status["outbox"]
             ],
-            "buffer": status["buffer"],
-            "last_hq_ack": status["mqtt"]["last_hq_ack"],
-            "disk_free_bytes": storage.get("free_disk_bytes"),
-            "drivers": [
-                {k: d[k] for k in ("name", "family", "health", "last_error", "restarts")}
+            buffer=None if buffer is None else BufferReport(**buffer),
+            last_hq_ack=None if ack is None else LastHqAck(**ack),
+            disk_free_bytes=storage.get("free_disk_bytes"),
+            drivers=[
+                DriverReport(
+                    **{k: d[k] for k in ("name", "family", "health", "last_error", "restarts")}
+                )
                 for d in status["drivers"]
             ],
-            "link": status["mqtt"]["link"],
-        }
+            link=None if link is None else LinkReport(**link),
+        )
 
     async def _prices_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
         runtime = self._runtime

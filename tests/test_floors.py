@@ -31,6 +31,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "gateway.backoff",
             "gateway.section",
             "gateway.drivers.contracts",
+            "gateway.wire",  # the wire contract: models, registry, encoding
         ),
     ),
     (
@@ -81,15 +82,14 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         # Wiring and tools, only on top: config composes the sections, app wires the daemon,
         # cli/ and hq/ are the commands; logging and sd_notify are only theirs to set up.
-        # events.py (the wire contract) stays here while its schema generator imports the
-        # downlink models; move 3 of issue 13 puts its models at the bottom (gateway/wire/).
+        # wire.schema_doc writes protocol.md's schemas, the downlink's and commands' included.
         "wiring",
         (
             "gateway.config",
             "gateway.app",
             "gateway.cli",
             "gateway.hq",
-            "gateway.events",
+            "gateway.wire.schema_doc",
             "gateway.logsetup",
             "gateway.systemd",
         ),

@@ -420,8 +420,9 @@ def test_daemon_connects_to_hq_publishes_birth_health_and_death(
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from gateway.events import HealthSnapshot, StateMessage
+    from gateway.wire import HealthSnapshot, StateMessage
     from tests.support.broker import Broker
+    from tests.wire.documented import validator
 
     broker = Broker(tmp_path)
     broker.start()
@@ -456,11 +457,13 @@ def test_daemon_connects_to_hq_publishes_birth_health_and_death(
         observer.loop_stop()
         broker.stop()
     states = [json.loads(p) for t, p in seen if t.endswith("/state")]
+    health_schema = validator("`up/health` — snapshot")
     for topic, payload in seen:  # the documented schemas (docs/protocol.md) hold
         if topic.endswith("/state"):
             StateMessage.model_validate_json(payload)
         elif topic.endswith("/up/health"):
             HealthSnapshot.model_validate_json(payload)
+            health_schema.validate(json.loads(payload))
     assert states[0]["online"] is True
     assert states[-1]["online"] is False
     assert states[0]["boot"] == states[-1]["boot"]

@@ -26,9 +26,9 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from gateway.errors import StorageError
-from gateway.events import EnvelopeHeaders, EventHeader
 from gateway.store.database import Database
 from gateway.store.migrations import MIGRATIONS, Migration
+from gateway.wire.envelope import EnvelopeHeaders, EventHeader
 
 __all__ = [
     "HQ_MIGRATIONS",

@@ -27,6 +27,7 @@ from gateway.clock import Clock, isoformat_utc
 from gateway.errors import CommandRefusedError
 from gateway.store.database import Database
 from gateway.store.outbox import Outbox
+from gateway.wire.labels import LabelBound, LabelUnbound
 
 __all__ = [
     "Binding",
@@ -140,8 +141,7 @@ class LabelBindings:
             override = 1 if source == "local" else 0
             await self._outbox.append_atomic(
                 "receipts",
-                "label.bound",
-                [{"label": label, "sku": sku, "source": source}],
+                [LabelBound(label=label, sku=sku, source=source)],
                 before=[(_UPSERT, (label, sku, source, override, now))],
             )
             if self.on_change is not None:
@@ -171,8 +171,7 @@ class LabelBindings:
         if changes:
             await self._outbox.append_atomic(
                 "receipts",
-                "label.bound",
-                [{"label": label, "sku": sku, "source": "seed"} for label, sku in changes],
+                [LabelBound(label=label, sku=sku, source="seed") for label, sku in changes],
                 before=[(_UPSERT, (label, sku, "seed", 0, now)) for label, sku in changes],
             )
             if self.on_change is not None:
@@ -189,8 +188,7 @@ class LabelBindings:
         assert current is not None
         await self._outbox.append_atomic(
             "receipts",
-            "label.unbound",
-            [{"label": label, "sku": current.sku, "source": source}],
+            [LabelUnbound(label=label, sku=current.sku, source=source)],
             before=[("DELETE FROM label_bindings WHERE label = ?", (label,))],
         )
         if self.on_change is not None:

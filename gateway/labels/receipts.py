@@ -10,14 +10,25 @@ need (``awaiting_model``) only move the mark. Rows are pruned once forwarded and
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
+
+from pydantic import ValidationError
 
 from gateway.labels.context import StageContext
 from gateway.labels.job_store import Row
 from gateway.labels.jobs import AuditEvent, JobState
 from gateway.store.outbox import Outbox
+from gateway.wire.envelope import EventBody
+from gateway.wire.labels import (
+    LabelConfirmed,
+    LabelExpired,
+    LabelFailed,
+    LabelQueued,
+    LabelSuperseded,
+)
 
 __all__ = ["RECEIPT_TYPES", "Receipts"]
 
@@ -31,6 +42,8 @@ RECEIPT_TYPES: Mapping[str, str] = {
     AuditEvent.SUPERSEDED: "label.superseded",
     AuditEvent.EXPIRED: "label.expired",
 }
+
+_LOGGER = logging.getLogger(__name__)
 
 _FORWARDED_KEY = "label_audit_forwarded"  # meta: the last audit id forwarded
 _PUMP_BATCH = 1_000
@@ -52,10 +65,10 @@ class Receipts:
         rows = await store.audit_after(self._forwarded, _PUMP_BATCH)
         if not rows:
             return 0
-        runs: list[tuple[str | None, list[dict[str, Any]], int]] = []
+        runs: list[tuple[str | None, list[EventBody], int]] = []
         for row in rows:
             kind = RECEIPT_TYPES.get(str(row["event"]))
-            body = _receipt_body(row) if kind is not None else None
+            body = _receipt(row) if kind is not None else None
             if runs and runs[-1][0] == kind:
                 if body is not None:
                     runs[-1][1].append(body)
@@ -68,7 +81,7 @@ class Receipts:
             if kind is None or not bodies:
                 futures.append(store.commit([mark]))
             else:
-                futures.append(self._outbox.append_atomic("receipts", kind, bodies, before=[mark]))
+                futures.append(self._outbox.append_atomic("receipts", bodies, before=[mark]))
         await asyncio.gather(*futures)
         self._forwarded = runs[-1][2]
         return len(rows)
@@ -80,9 +93,10 @@ class Receipts:
         await ctx.store.prune_audit(forwarded=self._forwarded, before=cutoff)
 
 
-def _receipt_body(row: Row) -> dict[str, Any]:
+def _receipt(row: Row) -> EventBody | None:
+    """An audit row as its receipt; None (logged) for a row no receipt can describe."""
     event = str(row["event"])
-    body: dict[str, Any] = {
+    job: dict[str, Any] = {
         "label": row["label"],
         "sku": row["sku"],
         "price_version": int(row["price_version"] or 0),
@@ -90,22 +104,26 @@ def _receipt_body(row: Row) -> dict[str, Any]:
     }
     at = str(row["at"])
     detail = str(row["detail"] or "")
-    if event in {AuditEvent.QUEUED, AuditEvent.REQUEUED}:
-        body["queued_at"] = at
-        if event == AuditEvent.REQUEUED:
-            body["reason"] = detail
-    elif event in {AuditEvent.CONFIRMED, AuditEvent.UNCHANGED}:
-        body["confirmed_at"] = at
-        body["evidence"] = detail or "confirmed by the label"
-        body["unchanged"] = event == AuditEvent.UNCHANGED
-    elif event == AuditEvent.FAILED:
-        body["failed_at"] = at
-        body["reason"] = detail
-        body["permanent"] = row["state"] == JobState.FAILED_PERMANENT
-    elif event == AuditEvent.SUPERSEDED:
-        body["superseded_at"] = at
-        body["reason"] = detail
-    elif event == AuditEvent.EXPIRED:
-        body["expired_at"] = at
-        body["reason"] = detail
-    return body
+    try:
+        if event in {AuditEvent.QUEUED, AuditEvent.REQUEUED}:
+            why: dict[str, Any] = {}
+            if event == AuditEvent.REQUEUED and detail:  # new content has no reason
+                why["reason"] = detail
+            return LabelQueued(**job, queued_at=at, **why)
+        if event in {AuditEvent.CONFIRMED, AuditEvent.UNCHANGED}:
+            return LabelConfirmed(
+                **job,
+                confirmed_at=at,
+                evidence=detail or "confirmed by the label",
+                unchanged=event == AuditEvent.UNCHANGED,
+            )
+        if event == AuditEvent.FAILED:
+            permanent = row["state"] == JobState.FAILED_PERMANENT
+            return LabelFailed(**job, failed_at=at, reason=detail, permanent=permanent)
+        if event == AuditEvent.SUPERSEDED:
+            return LabelSuperseded(**job, superseded_at=at, reason=detail)
+        if event == AuditEvent.EXPIRED:
+            return LabelExpired(**job, expired_at=at, reason=detail)
+    except ValidationError as exc:
+        _LOGGER.error("label audit row %s (%s) sent no receipt: %s", row["id"], event, exc)
+    return None

@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -48,6 +48,13 @@ from gateway.store.outbox import Outbox
 from gateway.sync.inbound import RefusalCounter, load_json
 from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.signing import Verifier, check_scope, check_validity
+from gateway.wire.prices import (
+    BatchKind,
+    PriceApplied,
+    PriceProblem,
+    PriceRejected,
+    PriceStored,
+)
 
 __all__ = ["AppliedHook", "PriceDownlink", "PriceDownlinkSettings"]
 
@@ -371,10 +378,8 @@ class PriceDownlink:
         if len(have) + 1 < header.parts:
             await self._db.submit_atomic(statements, weight=weight)
             return True
-        stored_receipt = {"version": header.version, "kind": header.kind, "parts": header.parts}
-        await self._outbox.append_atomic(
-            "receipts", "price.stored", [stored_receipt], before=statements, weight=weight
-        )
+        receipt = PriceStored(version=header.version, kind=header.kind, parts=header.parts)
+        await self._outbox.append_atomic("receipts", [receipt], before=statements, weight=weight)
         return True
 
     async def _held_set(self, version: int) -> _SetIdentity:
@@ -461,8 +466,13 @@ class PriceDownlink:
         now = isoformat_utc(self._clock.utc_now())
         await self._outbox.append_atomic(
             "receipts",
-            "price.rejected",
-            [{"version": held.version, "reason": "invalid batch", "problems": problems}],
+            [
+                PriceRejected(
+                    version=held.version,
+                    reason="invalid batch",
+                    problems=[PriceProblem.recorded(problem) for problem in problems],
+                )
+            ],
             before=[
                 (_DECIDE, (held.version, "rejected", 0, row["detail"] if row else "", now)),
                 ("DELETE FROM price_parts WHERE version <= ?", (held.version,)),
@@ -528,20 +538,19 @@ class PriceDownlink:
             ("DELETE FROM price_parts WHERE version <= ?", (version,)),
             (_SET_HEAD, (str(version),)),
         ]
-        receipt = {
-            "version": version,
-            "kind": held.kind,
-            "parts": len(parts),
-            "items": len(skus),
-            "deleted": len(deletes),
-            "promotions": len(promotions),
-            "cancelled_promotions": len(cancels),
-            "superseded": superseded,
-        }
+        receipt = PriceApplied(
+            version=version,
+            kind=cast("BatchKind", held.kind),  # as its header had it: validated here again
+            parts=len(parts),
+            items=len(skus),
+            deleted=len(deletes),
+            promotions=len(promotions),
+            cancelled_promotions=len(cancels),
+            superseded=superseded,
+        )
         # One transaction, committed at once (it counts for its records, like a stored part).
         await self._outbox.append_atomic(
             "receipts",
-            "price.applied",
             [receipt],
             before=statements,
             weight=len(statements) + len(skus) + len(deletes),
@@ -583,8 +592,7 @@ class PriceDownlink:
             reason = f"incomplete: got part(s) {got} of {held.parts}"
             await self._outbox.append_atomic(
                 "receipts",
-                "price.rejected",
-                [{"version": held.version, "reason": reason, "problems": []}],
+                [PriceRejected(version=held.version, reason=reason, problems=[])],
                 before=[
                     (_DECIDE, (held.version, "expired", 0, reason, now)),
                     ("DELETE FROM price_parts WHERE version = ?", (held.version,)),

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway import wire
 from gateway.alerts import Alerts, Severity
 from gateway.clock import Clock, isoformat_utc
 from gateway.drivers.contracts import Reading, ScaleDriver, WeightSample
@@ -43,7 +44,7 @@ from gateway.store.database import Database
 from gateway.store.outbox import Outbox
 from gateway.sync.commands import CommandRequest, CommandResult, CommandSpec
 
-__all__ = ["ShelfService", "ambiguous_body", "change_body"]
+__all__ = ["ShelfService", "stock_ambiguous", "stock_changed"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -51,28 +52,30 @@ _TICK_S = 1.0
 _FOLLOW_QUEUE = 64
 
 
-def change_body(change: StockChange) -> dict[str, Any]:
-    return {
-        "slot": change.slot,
-        "sku": change.sku,
-        "kind": change.kind.value,
-        "before": change.before,
-        "after": change.after,
-        "delta": change.delta,
-        "confidence": change.confidence,
-        "grams": change.grams,
-    }
+def stock_changed(change: StockChange) -> wire.StockChanged:
+    """A counted change as its ``stock.changed`` event."""
+    return wire.StockChanged(
+        slot=change.slot,
+        sku=change.sku,
+        kind=change.kind.value,
+        before=change.before,
+        after=change.after,
+        delta=change.delta,
+        confidence=change.confidence,
+        grams=change.grams,
+    )
 
 
-def ambiguous_body(event: StockAmbiguous) -> dict[str, Any]:
-    return {
-        "slot": event.slot,
-        "sku": event.sku,
-        "grams": event.grams,
-        "ratio": event.ratio,
-        "candidates": list(event.candidates),
-        "count_before": event.count_before,
-    }
+def stock_ambiguous(change: StockAmbiguous) -> wire.StockAmbiguous:
+    """An uncounted change as its ``stock.ambiguous`` event."""
+    return wire.StockAmbiguous(
+        slot=change.slot,
+        sku=change.sku,
+        grams=change.grams,
+        ratio=change.ratio,
+        candidates=list(change.candidates),
+        count_before=change.count_before,
+    )
 
 
 @dataclass(slots=True)
@@ -221,8 +224,8 @@ class ShelfService:
             elif isinstance(outcome, BaseException):
                 raise outcome
 
-    def _append(self, event_type: str, body: dict[str, Any]) -> None:
-        self._appends.append(self._outbox.append("stock", event_type, body))
+    def _append(self, event: wire.EventBody) -> None:
+        self._appends.append(self._outbox.append("stock", event))
 
     async def _carry(self, output: CounterOutput) -> None:
         match output:
@@ -236,7 +239,7 @@ class ShelfService:
                     output.after,
                     output.delta or 0,
                 )
-                self._append("stock.changed", change_body(output))
+                self._append(stock_changed(output))
             case StockAmbiguous():
                 self.events += 1
                 _LOGGER.warning(
@@ -245,7 +248,7 @@ class ShelfService:
                     output.grams,
                     output.ratio,
                 )
-                self._append("stock.ambiguous", ambiguous_body(output))
+                self._append(stock_ambiguous(output))
             case StockStateChange():
                 await self._stock_alerts(output)
             case FaultChange():
@@ -294,19 +297,20 @@ class ShelfService:
             activity = slot.counter.take_activity()
             if activity.any():
                 busy.append(
-                    {
-                        "slot": slot.config.slot,
-                        "sku": slot.config.sku,
-                        "picks": activity.picks,
-                        "picked_items": activity.picked_items,
-                        "puts": activity.puts,
-                        "put_items": activity.put_items,
-                        "ambiguous": activity.ambiguous,
-                    }
+                    wire.SlotActivity(
+                        slot=slot.config.slot,
+                        sku=slot.config.sku,
+                        picks=activity.picks,
+                        picked_items=activity.picked_items,
+                        puts=activity.puts,
+                        put_items=activity.put_items,
+                        ambiguous=activity.ambiguous,
+                    )
                 )
         if busy:
-            body = {"start": isoformat_utc(start), "end": isoformat_utc(end), "slots": busy}
-            self._append("stock.activity", body)
+            self._append(
+                wire.StockActivity(start=isoformat_utc(start), end=isoformat_utc(end), slots=busy)
+            )
 
     # --- the technician -----------------------------------------------------------------
 

@@ -1,11 +1,12 @@
 """The outbox: every event promised to HQ, durable until HQ takes custody of it.
 
-Events are appended to named streams (``stock``, ``dwell``, ``receipts``, ``alerts``…). Each
-gets a per-stream, gapless, 64-bit ``seq`` assigned inside the committing transaction, a random
-``id`` and its timestamp. Producers learn an event is accepted only after the group commit
-holding it. Events are stored in rows of consecutive seqs (one row per commit and stream: the
-appends of one loop step share it), their JSON objects without seq one per line. Three marks
-are kept per stream::
+Events are appended to named streams (``stock``, ``dwell``, ``receipts``, ``alerts``…) as wire
+models (:mod:`gateway.wire`: nothing the contract does not describe is taken), encoded once
+(:mod:`gateway.wire.encoding`). Each gets a per-stream, gapless, 64-bit ``seq`` assigned
+inside the committing transaction, a random ``id`` and its timestamp. Producers learn an event
+is accepted only after the group commit holding it. Events are stored in rows of consecutive
+seqs (one row per commit and stream: the appends of one loop step share it), their JSON objects
+without seq one per line. Three marks are kept per stream::
 
     appended ──PUBACK──▶ sent (sent_seq) ──HQ watermark on down/ack──▶ released (acked_seq)
 
@@ -32,139 +33,40 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
-import re
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import Enum
 from typing import Any
-
-import orjson
 
 from gateway.clock import Clock, event_stamp, isoformat_utc
 from gateway.errors import OutboxFullError
 from gateway.store.budget import Admission, BufferBudget, BufferPressure, Shed, default_shed
 from gateway.store.database import Database
 from gateway.store.highwater import HighWater, HighWaterFile, went_back
+from gateway.wire.encoding import (
+    OutboxEvent,
+    WireBatch,
+    encode_bodies,
+    encode_events,
+    event_objects,
+    wire_batch,
+)
+from gateway.wire.envelope import EventBody
+from gateway.wire.expiry import EXPIRED_TYPE, OutboxExpired
+from gateway.wire.registry import WIRE_EVENTS, EventCatalogue
 
 __all__ = [
-    "EXPIRED_TYPE",
     "STREAM_NAME_PATTERN",
     "EpochChange",
     "Outbox",
-    "OutboxEvent",
     "StreamState",
-    "WireBatch",
 ]
-
-#: Type of the marker event standing for events a stream's TTL expired (docs/protocol.md).
-EXPIRED_TYPE = "outbox.expired"
 
 STREAM_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 
 _ENCODE = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=False).encode
-
-
-def _plain_default(value: Any) -> Any:
-    """What the standard encoder makes of a type JSON has no form for: an Enum its value,
-    anything else its ``str()``."""
-    return value.value if isinstance(value, Enum) else str(value)
-
-
-def _fast_default(value: Any) -> Any:
-    """orjson's ``default``: subclasses of the JSON types (a NamedTuple, numpy's float64, a
-    dict with its own ``items()``) go to the standard encoder, which knows them; the rest as
-    :func:`_plain_default`."""
-    if isinstance(value, (str, int, float, tuple, list, dict)):
-        raise TypeError("a subclass of a JSON type: the standard encoder takes it")
-    return _plain_default(value)
-
-
-def _chunk_encoder() -> Callable[[Any, int], Iterable[str]]:
-    """The standard library's C encoder, built once (``JSONEncoder.encode`` builds a new one
-    on every call), compact and ASCII-only; NaN and infinities raise ValueError."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # an interpreter without the C accelerator
-        encode = json.JSONEncoder(
-            separators=(",", ":"), default=_plain_default, allow_nan=False
-        ).encode
-        return lambda value, _level: (encode(value),)
-    return make(  # type: ignore[no-any-return]
-        None,
-        _plain_default,
-        json.encoder.encode_basestring_ascii,
-        None,
-        ":",
-        ",",
-        False,
-        False,
-        False,
-    )
-
-
-_ENCODE_CHUNKS = _chunk_encoder()
-_JOIN = "".join
-
-# orjson encodes an event about 7x faster than the standard encoder (the producers' hot path).
-# Datetimes and dataclasses pass through to ``default`` as the standard encoder has them, and
-# so do subclasses of the JSON types (:func:`_fast_default`).
-_ORJSON_OPTIONS = (
-    orjson.OPT_NON_STR_KEYS
-    | orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
-_FAST_DUMPS = orjson.dumps
-_NON_ASCII = re.compile(r"[^\x00-\x7e]")  # DEL too, as the standard encoder has it
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    code -= 0x10000  # a UTF-16 surrogate pair, as JSON spells characters beyond the BMP
-    return f"\\u{0xD800 | (code >> 10):04x}\\u{0xDC00 | (code & 0x3FF):04x}"
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities replaced by None (JSON has no form for them)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-def _encode_plain(body: Mapping[str, Any]) -> str:
-    """The standard encoder's text for what orjson does not take (an integer beyond 64 bits,
-    a subclass of a JSON type, a circular reference raises as before)."""
-    try:
-        return _JOIN(_ENCODE_CHUNKS(body, 0))
-    except ValueError:  # NaN or an infinity somewhere
-        return _JOIN(_ENCODE_CHUNKS(_finite(body), 0))
-
-
-def _encode_bodies(bodies: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Event bodies as compact, ASCII-only JSON texts: the standard encoder's output, except
-    that NaN and infinities become null (valid JSON) and an Enum its value. Non-ASCII text is
-    escaped, so a stored event's size in characters is its size in bytes."""
-    encoded: list[str] = []
-    add = encoded.append
-    for body in bodies:  # a loop, not a comprehension: ``bodies`` may be a generator
-        try:
-            text = _FAST_DUMPS(body, _fast_default, _ORJSON_OPTIONS).decode()
-        except orjson.JSONEncodeError:
-            text = _encode_plain(body)
-        else:
-            if not text.isascii() or "\x7f" in text:  # these only ever stand inside strings
-                text = _NON_ASCII.sub(_escape, text)
-        add(text)
-    return encoded
-
+_EXPIRED_JSON = _ENCODE(EXPIRED_TYPE)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -255,34 +157,6 @@ _STATES = (
     "AND f.seq_to = (SELECT min(seq_to) FROM outbox_batches WHERE stream = s.stream) "
     "ORDER BY s.stream"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    """One buffered event as it goes on the wire (``body`` is its JSON object text)."""
-
-    stream: str
-    seq: int
-    id: str
-    ts: str
-    type: str
-    body: str
-    size: int
-
-    def wire(self) -> dict[str, Any]:
-        event: dict[str, Any] = json.loads(self.body)
-        return {"seq": self.seq, "id": self.id, "ts": self.ts, "type": self.type, **event}
-
-
-@dataclass(frozen=True, slots=True)
-class WireBatch:
-    """Consecutive events of one stream, ready for an envelope's ``events`` array."""
-
-    stream: str
-    seq_from: int
-    seq_to: int
-    count: int
-    events_json: str  # the events' JSON objects, comma-separated, in seq order
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,9 +260,15 @@ class Outbox:
     """Append, read for sending, mark sent, and release on HQ's watermark."""
 
     def __init__(
-        self, database: Database, clock: Clock, budget: BufferBudget | None = None
+        self,
+        database: Database,
+        clock: Clock,
+        budget: BufferBudget | None = None,
+        *,
+        events: EventCatalogue = WIRE_EVENTS,
     ) -> None:
         self._db = database
+        self._catalogue = events  # the event types taken: the wire contract's
         self._clock = clock
         self._known_streams: set[str] = set()
         self.appended = asyncio.Event()  # set after a commit that added events
@@ -399,7 +279,6 @@ class Outbox:
         self._base: dict[str, int] = {}  # per stream: end_offset before its first buffered row
         self._pending: dict[str, _Pending] = {}  # per stream: appends of this loop step
         self._id_pool = ""
-        self._type_json: dict[str, str] = {}
         self._flush_scheduled = False
         self._epochs: dict[str, str] = {}  # streams with an epoch of their own
         self._highwater = HighWaterFile.beside(database.path, database.epoch)
@@ -526,23 +405,15 @@ class Outbox:
         return row is not None and seq >= int(row["next_seq"]) and epoch == self.epoch_of(stream)
 
     def append(
-        self,
-        stream: str,
-        event_type: str,
-        body: Mapping[str, Any],
-        *,
-        shed: Shed | None = None,
+        self, stream: str, event: EventBody, *, shed: Shed | None = None
     ) -> asyncio.Future[None]:
-        """Queue one event; the future resolves once it is committed (accepted)."""
-        return self.append_many(stream, event_type, (body,), shed=shed)
+        """Queue one event; the future resolves once it is committed (accepted). ``event``
+        is a model of one of the outbox's event types (:data:`~gateway.wire.WIRE_EVENTS`);
+        anything else raises TypeError."""
+        return self.append_many(stream, (event,), shed=shed)
 
     def append_many(
-        self,
-        stream: str,
-        event_type: str,
-        bodies: Iterable[Mapping[str, Any]],
-        *,
-        shed: Shed | None = None,
+        self, stream: str, events: Iterable[EventBody], *, shed: Shed | None = None
     ) -> asyncio.Future[None]:
         """Queue events of one type: a single future for all of them, resolved when the
         transaction holding them committed (all accepted or none).
@@ -552,9 +423,10 @@ class Outbox:
         class under buffer pressure (default by stream, see
         :func:`~gateway.store.budget.default_shed`). Lossy events over their threshold are
         dropped and counted — the future resolves at once; essential events over the budget
-        fail with :class:`~gateway.errors.OutboxFullError` (not accepted).
+        fail with :class:`~gateway.errors.OutboxFullError` (not accepted). Events of several
+        types, or of a type not in the outbox's catalogue, raise TypeError (nothing queued).
         """
-        texts, ts, total, admission = self._admit(stream, event_type, bodies, shed)
+        event_type, texts, ts, total, admission = self._admit(stream, events, shed)
         if not texts:
             return self._turned_away(Admission.SHED, stream, event_type, 0)  # nothing to do
         if admission is not Admission.ACCEPT:
@@ -584,20 +456,22 @@ class Outbox:
     def append_atomic(
         self,
         stream: str,
-        event_type: str,
-        bodies: Iterable[Mapping[str, Any]],
+        events: Iterable[EventBody],
         *,
         before: Sequence[tuple[str, Sequence[Any]]],
         weight: int | None = None,
     ) -> asyncio.Future[None]:
-        """Commit ``before`` and these events in one transaction (a state change and its
-        receipt). The state change never waits on the budget: if the events are turned away
-        (counted, as in :meth:`append_many`) ``before`` still commits alone. ``weight``: what
-        ``before`` counts for toward filling a commit when its statements stand for many
-        records (:meth:`Database.submit_atomic`); default one per statement."""
+        """Commit ``before`` and these events (of one type, as :meth:`append_many`) in one
+        transaction (a state change and its receipt). The state change never waits on the
+        budget: if the events are turned away (counted, as in :meth:`append_many`) ``before``
+        still commits alone. ``weight``: what ``before`` counts for toward filling a commit
+        when its statements stand for many records (:meth:`Database.submit_atomic`); default
+        one per statement."""
         before_weight = len(before) if weight is None else weight
-        texts, ts, total, admission = self._admit(stream, event_type, bodies, None)
-        if admission is not Admission.ACCEPT or not texts:
+        event_type, texts, ts, total, admission = self._admit(stream, events, None)
+        if not texts:
+            return self._db.submit_atomic(before, weight=before_weight)
+        if admission is not Admission.ACCEPT:
             _LOGGER.error("%d %s/%s event(s) not buffered: budget", len(texts), stream, event_type)
             return self._db.submit_atomic(before, weight=before_weight)
         self._flush(stream)  # appends made before this one get the earlier seqs
@@ -609,32 +483,32 @@ class Outbox:
         return _waiter(committed)
 
     def _admit(
-        self,
-        stream: str,
-        event_type: str,
-        bodies: Iterable[Mapping[str, Any]],
-        shed: Shed | None,
-    ) -> tuple[list[str], str, int, Admission]:
-        """Encode ``bodies`` as stored events (JSON objects without seq) and ask the budget;
-        accepted bytes count as pending until their commit settles them."""
+        self, stream: str, events: Iterable[EventBody], shed: Shed | None
+    ) -> tuple[str, list[str], str, int, Admission]:
+        """Check ``events`` are of one type of the catalogue, encode them as stored events
+        (JSON objects without seq) and ask the budget; accepted bytes count as pending until
+        their commit settles them. Returns the type name too ("" for no events)."""
         if stream not in self._known_streams:
             raise KeyError(f"unknown outbox stream {stream!r}")
+        events = events if isinstance(events, (list, tuple)) else list(events)
         stamp = event_stamp(self._clock)
         ts = str(stamp["ts"])
-        encoded = _encode_bodies(bodies)
-        ids = self._ids(len(encoded))
-        type_json = self._type_json.get(event_type)
-        if type_json is None:
-            type_json = self._type_json[event_type] = _ENCODE(event_type)
-        head = f'","ts":"{ts}","type":{type_json}'  # an ISO instant needs no escaping
-        if "unsynced" in stamp:
-            head += ',"unsynced":true'
-        texts = [
-            f'{{"id":"{ids[at : at + 16]}{head}' + ("}" if text == "{}" else "," + text[1:])
-            for at, text in zip(range(0, 16 * len(encoded), 16), encoded, strict=True)
-        ]
-        if not texts:
-            return texts, ts, 0, Admission.ACCEPT
+        if not events:
+            return "", [], ts, 0, Admission.ACCEPT
+        model = type(events[0])
+        event_type, type_json = self._catalogue.type_of(events[0])
+        for event in events:
+            if type(event) is not model:
+                raise TypeError(
+                    f"append {event_type} events alone: {type(event).__qualname__} among them"
+                )
+        texts = event_objects(
+            self._ids(len(events)),
+            ts,
+            type_json,
+            encode_events(events),
+            unsynced="unsynced" in stamp,
+        )
         if len(texts) <= _BATCH_MAX_EVENTS:
             total = _size(texts)
             if total > _BATCH_MAX_CHARS:  # stored in several rows (:meth:`_rows`)
@@ -648,7 +522,7 @@ class Outbox:
             self._pending_bytes += total
         else:
             self.pressure_changed.set()
-        return texts, ts, total, admission
+        return event_type, texts, ts, total, admission
 
     def _ids(self, count: int) -> str:
         """``count`` random event ids, 16 hex digits each, concatenated; drawn from the OS in
@@ -787,22 +661,7 @@ class Outbox:
     ) -> WireBatch | None:
         """Like :meth:`read`, but the events come as wire JSON text (the uplink's path): each
         stored object gets its seq spliced in front, no per-event parsing."""
-        runs = await self._events(stream, after_seq, max_events, max_bytes)
-        if not runs:
-            return None
-        wire = [
-            f'{{"seq":{seq},{text[1:]}'
-            for first, texts in runs
-            for seq, text in enumerate(texts, first)
-        ]
-        last_first, last_texts = runs[-1]
-        return WireBatch(
-            stream=stream,
-            seq_from=runs[0][0],
-            seq_to=last_first + len(last_texts) - 1,
-            count=len(wire),
-            events_json=",".join(wire),
-        )
+        return wire_batch(stream, await self._events(stream, after_seq, max_events, max_bytes))
 
     def mark_sent(self, stream: str, seq: int) -> asyncio.Future[None]:
         """The broker PUBACKed everything of ``stream`` up to ``seq`` (resolves on commit)."""
@@ -902,17 +761,17 @@ class Outbox:
             return 0  # re-sequenced meanwhile: next time
         last = int(old["last"])
         covered_from = max(int(old["covered_from"]), int(old["acked"] or 0) + 1)
-        marker = _ENCODE(
-            {
-                "id": secrets.token_hex(8),
-                "ts": old["newest"],
-                "type": EXPIRED_TYPE,
-                "from_seq": covered_from,
-                "count": last - covered_from + 1,
-                "reason": "ttl",
-                "oldest_ts": old["oldest"],
-                "newest_ts": old["newest"],
-            }
+        # Built from the outbox's own stored stamps, not validated again: a row written by an
+        # older release must expire all the same.
+        expired = OutboxExpired.model_construct(
+            from_seq=covered_from,
+            count=last - covered_from + 1,
+            reason="ttl",
+            oldest_ts=old["oldest"],
+            newest_ts=old["newest"],
+        )
+        [marker] = event_objects(
+            secrets.token_hex(8), str(old["newest"]), _EXPIRED_JSON, encode_bodies((expired,))
         )
         await self._db.submit_atomic(
             [

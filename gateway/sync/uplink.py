@@ -37,11 +37,11 @@ from gateway.errors import (
     PublishRefusedError,
     StorageError,
 )
-from gateway.store.outbox import EpochChange, Outbox, WireBatch
+from gateway.store.outbox import EpochChange, Outbox
 from gateway.sync.config import MqttConfig
-from gateway.sync.envelope import pack_wire_batch
 from gateway.sync.inbound import load_json_object
 from gateway.sync.link import InboundMessage, MqttLink
+from gateway.wire.encoding import WireBatch, pack_wire_batch
 
 __all__ = [
     "Custody",

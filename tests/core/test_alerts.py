@@ -34,7 +34,7 @@ def test_book_deduplicates_escalates_and_clears() -> None:
     assert escalated.alert.updated_at > first.alert.raised_at
     cleared = book.clear("stock.low:slot-1", clock.utc_now(), "restocked")
     assert cleared is not None
-    assert cleared.body()["clear_message"] == "restocked"
+    assert cleared.event().model_dump()["clear_message"] == "restocked"
     assert book.clear("stock.low:slot-1", clock.utc_now()) is None
     assert book.active() == ()
 

@@ -14,6 +14,7 @@ from gateway.clock import SystemClock
 from gateway.hq.tail import HqConsumerConfig, HqSettings, tail
 from gateway.sync.config import MqttConfig
 from tests.daemon import run_cli
+from tests.store.probes import probe
 from tests.support.broker import Broker
 from tests.sync.support import drained, until
 from tests.sync.test_uplink import gateway
@@ -30,7 +31,7 @@ async def test_store_to_hq_custody_end_to_end(tmp_path: Path, mosquitto: Broker)
         await until(lambda: mosquitto.subscribed("$share/ingest/retail/v1/+/up/#"))
         async with gateway(tmp_path / "g.db", mosquitto) as gw:
             await asyncio.gather(
-                *(gw.outbox.append("stock", "stock.changed", {"n": n}) for n in range(1500))
+                *(gw.outbox.append("stock", probe("stock.changed", {"n": n})) for n in range(1500))
             )
             assert await drained(gw.outbox, 30) == 0  # HQ took custody of everything
             epoch = gw.outbox.epoch

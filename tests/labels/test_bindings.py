@@ -11,10 +11,10 @@ import pytest
 
 from gateway.clock import FakeClock
 from gateway.errors import CommandRefusedError
-from gateway.events import validate_event
 from gateway.labels.bindings import Binding, LabelBindings, decide_bind, decide_unbind
 from gateway.store import Database
 from gateway.store.outbox import Outbox
+from gateway.wire import validate_event
 
 
 @asynccontextmanager

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import CommandRefusedError
-from gateway.events import validate_event
+from gateway.wire import validate_event
 from tests.labels.support import CountingDriver, item, label_store
 
 

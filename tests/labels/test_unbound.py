@@ -8,8 +8,8 @@ from pathlib import Path
 
 from gateway.clock import FakeClock
 from gateway.drivers.contracts import LabelReportKind
-from gateway.events import validate_event
 from gateway.labels.faces import BLANK_FACE
+from gateway.wire import validate_event
 from tests.labels.support import CountingDriver, LabelStore, item, label_store
 
 

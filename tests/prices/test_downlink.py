@@ -12,11 +12,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.errors import MalformedMessageError
-from gateway.events import validate_event
 from gateway.hq.prices import build_price_messages
 from gateway.prices.book import PriceBook
 from gateway.prices.downlink import SIGNATURE_ALERT
 from gateway.sync.signing import Signer
+from gateway.wire import validate_event
 from tests.prices.support import HQ_KEY, SIGNER, batch, item, store
 
 

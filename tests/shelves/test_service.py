@@ -15,12 +15,12 @@ from gateway.cli.diagnostics import render_slot_reading, render_slots
 from gateway.clock import FakeClock
 from gateway.drivers.contracts import ScaleStatus, WeightSample
 from gateway.errors import CommandRefusedError, ShelfError
-from gateway.events import validate_event
 from gateway.shelves.config import ShelvesConfig, SlotConfig
 from gateway.shelves.service import ShelfService
 from gateway.store import Database
 from gateway.store.outbox import Outbox
 from gateway.sync.commands import CommandRequest
+from gateway.wire import validate_event
 
 UNIT = 200.0
 

@@ -13,7 +13,9 @@ from gateway.errors import OutboxFullError
 from gateway.store import MIGRATIONS, Database
 from gateway.store.budget import Admission, BufferBudget, BufferPressure, Shed
 from gateway.store.config import OutboxConfig
-from gateway.store.outbox import EXPIRED_TYPE, Outbox
+from gateway.store.outbox import Outbox
+from gateway.wire import EXPIRED_TYPE
+from tests.store.probes import PROBES, probe, probes
 
 STREAMS = ("stock", "dwell", "receipts", "alerts")
 KIB = 1024
@@ -98,25 +100,25 @@ async def test_budget_sheds_lossy_first_refuses_stock_last_and_alerts_use_the_re
         shed_aggregate_at=0.75,
     )
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock, budget)
+        outbox = Outbox(db, clock, budget, events=PROBES)
         await outbox.open(STREAMS)
         body = {"text": "x" * 120}  # ~200 bytes a row
         stock_accepted = 0
         detail_sent = aggregate_sent = 0
         refused = None
         while refused is None:
-            await outbox.append_many("dwell", "dwell.visit", [body] * 5, shed=Shed.DETAIL)
+            await outbox.append_many("dwell", probes("dwell.visit", [body] * 5), shed=Shed.DETAIL)
             detail_sent += 5
-            await outbox.append_many("dwell", "dwell.summary", [body] * 2)
+            await outbox.append_many("dwell", probes("dwell.summary", [body] * 2))
             aggregate_sent += 2
             try:
-                await outbox.append("stock", "stock.changed", body)
+                await outbox.append("stock", probe("stock.changed", body))
                 stock_accepted += 1
             except OutboxFullError as exc:
                 refused = exc
         assert "not accepted" in str(refused)
         # Room for alerts is still there after stock was refused.
-        await outbox.append("alerts", "alert.raised", {"key": "buffer.pressure"})
+        await outbox.append("alerts", probe("alert.raised", {"key": "buffer.pressure"}))
         dwell = await outbox.read("dwell", after_seq=0, max_events=10**6, max_bytes=10**9)
         kept_detail = sum(e.type == "dwell.visit" for e in dwell)
         kept_aggregate = sum(e.type == "dwell.summary" for e in dwell)
@@ -140,10 +142,12 @@ async def test_byte_accounting_follows_acks_releases_and_restarts(tmp_path: Path
     clock = FakeClock()
     path = tmp_path / "g.db"
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await outbox.append_many("stock", "s", ({"n": n, "pad": "y" * n} for n in range(200)))
-        await outbox.append_many("receipts", "r", ({"n": n} for n in range(50)))
+        await outbox.append_many(
+            "stock", probes("s", ({"n": n, "pad": "y" * n} for n in range(200)))
+        )
+        await outbox.append_many("receipts", probes("r", ({"n": n} for n in range(50))))
         await (await outbox.acknowledge("stock", outbox.epoch, 120))  # type: ignore[misc]
         await (await outbox.release_sent("receipts", 10))
         expected = await exact_bytes(db, "stock") + await exact_bytes(db, "receipts")
@@ -154,7 +158,7 @@ async def test_byte_accounting_follows_acks_releases_and_restarts(tmp_path: Path
         await (await outbox.acknowledge("stock", outbox.epoch, 200))  # type: ignore[misc]
         assert {s.stream: s for s in await outbox.states()}["stock"].bytes == 0
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         assert outbox.pressure.used_bytes == await exact_bytes(db, "receipts")
 
@@ -162,12 +166,12 @@ async def test_byte_accounting_follows_acks_releases_and_restarts(tmp_path: Path
 async def test_ttl_replaces_the_expired_prefix_by_one_marker(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         first_ts = clock.utc_now()
-        await outbox.append_many("dwell", "dwell.summary", ({"n": n} for n in range(5)))
+        await outbox.append_many("dwell", probes("dwell.summary", ({"n": n} for n in range(5))))
         clock.advance(3600)
-        await outbox.append_many("dwell", "dwell.summary", ({"n": n} for n in range(5, 8)))
+        await outbox.append_many("dwell", probes("dwell.summary", ({"n": n} for n in range(5, 8))))
         clock.advance(1800)
         assert await outbox.expire("dwell", ttl_s=7200) == 0  # nothing that old yet
         assert await outbox.expire("dwell", ttl_s=3000) == 5
@@ -193,7 +197,7 @@ async def test_ttl_replaces_the_expired_prefix_by_one_marker(tmp_path: Path) -> 
         state = {s.stream: s for s in await outbox.states()}["dwell"]
         assert (state.depth, state.bytes) == (1, await exact_bytes(db, "dwell"))
         assert outbox.pressure.used_bytes == await exact_bytes(db, "dwell")
-        await outbox.append("dwell", "dwell.summary", {"n": 8})  # seqs go on after a marker
+        await outbox.append("dwell", probe("dwell.summary", {"n": 8}))  # seqs go on after a marker
         after = await outbox.read("dwell", after_seq=8, max_events=10, max_bytes=10**9)
         assert [e.seq for e in after] == [9]
 
@@ -211,12 +215,12 @@ async def test_migration_4_backfills_offsets_of_an_existing_outbox(tmp_path: Pat
         )
         await db.write("DELETE FROM outbox WHERE stream = 'stock' AND seq <= 3")
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         states = {s.stream: s for s in await outbox.states()}
         assert states["stock"].bytes == sum(100 + n for n in range(4, 11))
         assert states["dwell"].bytes == 7
-        await outbox.append("stock", "x", {})
+        await outbox.append("stock", probe("x", {}))
         assert {s.stream: s for s in await outbox.states()}["stock"].bytes == await exact_bytes(
             db, "stock"
         )
@@ -225,9 +229,9 @@ async def test_migration_4_backfills_offsets_of_an_existing_outbox(tmp_path: Pat
 async def test_ttl_of_a_row_released_in_part_counts_only_what_hq_lacks(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await outbox.append_many("dwell", "dwell.summary", ({"n": n} for n in range(100)))
+        await outbox.append_many("dwell", probes("dwell.summary", ({"n": n} for n in range(100))))
         await (await outbox.acknowledge("dwell", outbox.epoch, 40))  # type: ignore[misc]
         clock.advance(3600)
         assert await outbox.expire("dwell", ttl_s=60) == 60  # HQ holds 1..40: not expired
@@ -242,16 +246,16 @@ async def test_a_producer_giving_up_its_wait_leaves_the_byte_count_exact(tmp_pat
     # commit: the events are stored and their bytes stay counted.
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         waits = [
-            outbox.append("stock", "s", {"n": 0}),
-            outbox.append_many("dwell", "d", ({"n": n} for n in range(300))),
-            outbox.append_atomic("receipts", "r", [{"n": 1}], before=[]),
+            outbox.append("stock", probe("s", {"n": 0})),
+            outbox.append_many("dwell", probes("d", ({"n": n} for n in range(300)))),
+            outbox.append_atomic("receipts", probes("r", [{"n": 1}]), before=[]),
         ]
         for wait in waits:
             wait.cancel()
-        await outbox.append("alerts", "a", {})  # committed after the others
+        await outbox.append("alerts", probe("a", {}))  # committed after the others
         assert outbox.pressure.used_bytes == await outbox.refresh_usage()
         for stream in ("stock", "dwell", "receipts"):
             assert await outbox.read(stream, after_seq=0, max_events=1000, max_bytes=10**9)

@@ -15,7 +15,9 @@ import pytest
 from gateway.clock import FakeClock
 from gateway.store import Database
 from gateway.store.highwater import HighWater, HighWaterFile, went_back
-from gateway.store.outbox import EXPIRED_TYPE, Outbox
+from gateway.store.outbox import Outbox
+from gateway.wire import EXPIRED_TYPE
+from tests.store.probes import PROBES, probe, probes
 
 STREAMS = ("stock", "dwell", "receipts", "alerts")
 ALL = {"max_events": 10_000, "max_bytes": 10**9}
@@ -25,7 +27,7 @@ ALL = {"max_events": 10_000, "max_bytes": 10**9}
 async def opened(path: Path, clock: FakeClock | None = None) -> AsyncIterator[Outbox]:
     clock = clock or FakeClock()
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         yield outbox
 
@@ -46,8 +48,10 @@ def test_went_back_compares_the_head_and_the_epoch_with_the_mark() -> None:
 
 async def test_new_epoch_resequences_the_buffered_events_from_one(tmp_path: Path) -> None:
     async with opened(tmp_path / "g.db") as outbox:
-        await outbox.append_many("stock", "s", ({"n": n} for n in range(10)))  # one row: 1..10
-        await outbox.append_many("stock", "s", ({"n": n} for n in range(10, 15)))  # 11..15
+        await outbox.append_many(
+            "stock", probes("s", ({"n": n} for n in range(10)))
+        )  # one row: 1..10
+        await outbox.append_many("stock", probes("s", ({"n": n} for n in range(10, 15))))  # 11..15
         before = await outbox.read("stock", after_seq=0, **ALL)
         await (await outbox.acknowledge("stock", outbox.epoch, 4))  # HQ holds 1..4
         old = outbox.epoch_of("stock")
@@ -69,7 +73,7 @@ async def test_new_epoch_resequences_the_buffered_events_from_one(tmp_path: Path
         )
         assert state.depth == 11
         assert outbox.epoch_of("dwell") == outbox.epoch  # the other streams keep theirs
-        await outbox.append("stock", "s", {"n": 15})
+        await outbox.append("stock", probe("s", {"n": 15}))
         [last] = await outbox.read("stock", after_seq=11, **ALL)
         assert (last.seq, json.loads(last.body)) == (12, {"n": 15})
         assert [c.stream for c in outbox.take_epoch_changes()] == ["stock"]
@@ -85,11 +89,11 @@ async def test_new_epoch_resequences_the_buffered_events_from_one(tmp_path: Path
 async def test_an_expiry_marker_keeps_the_seqs_it_stands_for(tmp_path: Path) -> None:
     clock = FakeClock()
     async with opened(tmp_path / "g.db", clock) as outbox:
-        await outbox.append_many("dwell", "d", ({"n": n} for n in range(5)))  # 1..5
+        await outbox.append_many("dwell", probes("d", ({"n": n} for n in range(5))))  # 1..5
         await (await outbox.acknowledge("dwell", outbox.epoch, 2))
-        await outbox.append_many("dwell", "d", ({"n": n} for n in range(5, 8)))  # 6..8
+        await outbox.append_many("dwell", probes("d", ({"n": n} for n in range(5, 8))))  # 6..8
         clock.advance(3600)
-        await outbox.append_many("dwell", "d", ({"n": n} for n in range(8, 10)))  # 9..10
+        await outbox.append_many("dwell", probes("d", ({"n": n} for n in range(8, 10))))  # 9..10
         assert await outbox.expire("dwell", ttl_s=60) == 6  # 3..8 expire
         await outbox.start_new_epoch("dwell", "a test")
         marker, *rest = await outbox.read("dwell", after_seq=0, **ALL)
@@ -107,7 +111,7 @@ async def test_an_ack_in_flight_during_the_change_releases_nothing_new(tmp_path:
     """HQ's ack for the old epoch, read before the change and applied after it, would delete
     the new epoch's events: it is refused."""
     async with opened(tmp_path / "g.db") as outbox:
-        await outbox.append_many("stock", "s", ({"n": n} for n in range(10)))
+        await outbox.append_many("stock", probes("s", ({"n": n} for n in range(10))))
         old = outbox.epoch_of("stock")
         released, _change = await asyncio.gather(
             outbox.acknowledge("stock", old, 5), outbox.start_new_epoch("stock", "a test")
@@ -121,14 +125,14 @@ async def test_a_restored_copy_is_noticed_at_open(
 ) -> None:
     path = tmp_path / "g.db"
     async with opened(path) as outbox:
-        await outbox.append_many("stock", "s", ({"n": n} for n in range(10)))
+        await outbox.append_many("stock", probes("s", ({"n": n} for n in range(10))))
         await sent(outbox, "stock")
         epoch = outbox.epoch
     shutil.copyfile(path, tmp_path / "copy.db")
     async with opened(path) as outbox:  # a normal restart: nothing to notice
         assert outbox.epoch_of("stock") == epoch
         assert outbox.take_epoch_changes() == []
-        await outbox.append_many("stock", "s", ({"n": n} for n in range(10, 20)))
+        await outbox.append_many("stock", probes("s", ({"n": n} for n in range(10, 20))))
         await sent(outbox, "stock")  # 11..20 left the store
     shutil.copyfile(tmp_path / "copy.db", path)
 
@@ -138,7 +142,7 @@ async def test_a_restored_copy_is_noticed_at_open(
             assert (change.stream, change.old_epoch, change.resequenced) == ("stock", epoch, 10)
             assert outbox.epoch_of("stock") == change.new_epoch != epoch
             assert outbox.epoch_of("dwell") == epoch  # nothing of it had left
-            await outbox.append("stock", "s", {"n": 100})
+            await outbox.append("stock", probe("s", {"n": 100}))
             events = await outbox.read("stock", after_seq=0, **ALL)
             assert [(e.seq, json.loads(e.body)["n"]) for e in events] == [
                 *((n + 1, n) for n in range(10)),
@@ -157,10 +161,10 @@ async def test_a_restored_copy_is_noticed_at_open(
 async def test_a_copy_from_before_an_epoch_change_is_noticed(tmp_path: Path) -> None:
     path = tmp_path / "g.db"
     async with opened(path) as outbox:
-        await outbox.append_many("stock", "s", ({"n": n} for n in range(3)))
+        await outbox.append_many("stock", probes("s", ({"n": n} for n in range(3))))
     shutil.copyfile(path, tmp_path / "copy.db")
     async with opened(path) as outbox:
-        await outbox.append_many("stock", "s", ({"n": n} for n in range(3, 50)))
+        await outbox.append_many("stock", probes("s", ({"n": n} for n in range(3, 50))))
         newer = (await outbox.start_new_epoch("stock", "a test")).new_epoch
     shutil.copyfile(tmp_path / "copy.db", path)
     async with opened(path) as outbox:
@@ -189,7 +193,7 @@ async def test_a_damaged_high_water_file_is_ignored_and_rewritten(
 ) -> None:
     path = tmp_path / "g.db"
     async with opened(path) as outbox:
-        await outbox.append_many("stock", "s", ({"n": n} for n in range(3)))
+        await outbox.append_many("stock", probes("s", ({"n": n} for n in range(3))))
         epoch = outbox.epoch
     marks = HighWaterFile.beside(path, epoch)
     marks.path.write_text(content.replace("DB", epoch), encoding="utf-8")
@@ -202,7 +206,7 @@ async def test_a_damaged_high_water_file_is_ignored_and_rewritten(
 async def test_another_database_s_high_water_file_says_nothing(tmp_path: Path) -> None:
     path = tmp_path / "g.db"
     async with opened(path) as outbox:
-        await outbox.append_many("stock", "s", ({"n": n} for n in range(30)))
+        await outbox.append_many("stock", probes("s", ({"n": n} for n in range(30))))
         await sent(outbox, "stock")
     for leftover in tmp_path.glob("g.db*"):
         if leftover.name != "g.db.highwater":
@@ -221,9 +225,9 @@ async def test_an_unwritable_high_water_file_does_not_stop_the_outbox(
     (tmp_path / "g.db.highwater.tmp").mkdir()  # the write cannot happen
     with caplog.at_level(logging.ERROR, logger="gateway.store.highwater"):
         async with opened(path) as outbox:
-            await outbox.append_many("stock", "s", ({"n": n} for n in range(3)))
+            await outbox.append_many("stock", probes("s", ({"n": n} for n in range(3))))
             await sent(outbox, "stock")
-            await outbox.append_many("stock", "s", ({"n": n} for n in range(3, 6)))
+            await outbox.append_many("stock", probes("s", ({"n": n} for n in range(3, 6))))
             await sent(outbox, "stock")
     assert len(caplog.records) == 1  # once, not per write
     assert "cannot write" in caplog.records[0].getMessage()

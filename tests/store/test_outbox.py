@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
-from enum import Enum
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from gateway.clock import FakeClock
 from gateway.store import Database
-from gateway.store.outbox import Outbox, _encode_bodies
-from gateway.sync.envelope import pack_envelope, pack_wire_batch
+from gateway.store.outbox import Outbox
+from gateway.wire import pack_envelope, pack_wire_batch
+from tests.store.probes import PROBES, probe, probes
 
 STREAMS = ("stock", "dwell", "receipts", "alerts")
 
@@ -25,20 +21,20 @@ async def test_seqs_are_per_stream_gapless_and_survive_restart(tmp_path: Path) -
     path = tmp_path / "g.db"
     clock = FakeClock()
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         await asyncio.gather(
-            *(outbox.append("stock", "stock.changed", {"n": n}) for n in range(500)),
-            *(outbox.append("alerts", "alert.raised", {"n": n}) for n in range(3)),
+            *(outbox.append("stock", probe("stock.changed", {"n": n})) for n in range(500)),
+            *(outbox.append("alerts", probe("alert.raised", {"n": n})) for n in range(3)),
         )
         stock = await outbox.read("stock", after_seq=0, max_events=1000, max_bytes=10**9)
         assert [e.seq for e in stock] == list(range(1, 501))
         assert [json.loads(e.body)["n"] for e in stock] == list(range(500))
         assert len({e.id for e in stock}) == 500
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await outbox.append("stock", "stock.changed", {"n": 500})
+        await outbox.append("stock", probe("stock.changed", {"n": 500}))
         [event] = await outbox.read("stock", after_seq=500, max_events=10, max_bytes=10**9)
         assert event.seq == 501
 
@@ -46,10 +42,10 @@ async def test_seqs_are_per_stream_gapless_and_survive_restart(tmp_path: Path) -
 async def test_read_limits_by_count_and_bytes_but_never_blocks(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         await asyncio.gather(
-            *(outbox.append("dwell", "dwell", {"x": "y" * 100}) for _ in range(50))
+            *(outbox.append("dwell", probe("dwell", {"x": "y" * 100})) for _ in range(50))
         )
         assert len(await outbox.read("dwell", after_seq=0, max_events=7, max_bytes=10**9)) == 7
         by_bytes = await outbox.read("dwell", after_seq=0, max_events=50, max_bytes=1000)
@@ -60,9 +56,9 @@ async def test_read_limits_by_count_and_bytes_but_never_blocks(tmp_path: Path) -
 async def test_watermark_releases_rows_and_rejects_foreign_epochs(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await asyncio.gather(*(outbox.append("stock", "s", {"n": n}) for n in range(10)))
+        await asyncio.gather(*(outbox.append("stock", probe("s", {"n": n})) for n in range(10)))
         await outbox.mark_sent("stock", 6)
         assert await outbox.acknowledge("stock", "0000000000000000", 5) is None  # other database
         assert await outbox.acknowledge("stock", outbox.epoch, 99) is None  # never appended
@@ -86,9 +82,9 @@ async def test_watermark_releases_rows_and_rejects_foreign_epochs(tmp_path: Path
 async def test_unsynced_clock_flags_events(tmp_path: Path) -> None:
     clock = FakeClock(synchronized=False)
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await outbox.append("alerts", "alert.raised", {"key": "k"})
+        await outbox.append("alerts", probe("alert.raised", {"key": "k"}))
         [event] = await outbox.read("alerts", after_seq=0, max_events=1, max_bytes=10**9)
         assert event.wire()["unsynced"] is True
 
@@ -96,10 +92,10 @@ async def test_unsynced_clock_flags_events(tmp_path: Path) -> None:
 async def test_envelope_is_valid_json_with_each_events_identity(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await outbox.append("stock", "stock.changed", {"slot": "s-1", "delta": -1})
-        await outbox.append("stock", "stock.empty", {})
+        await outbox.append("stock", probe("stock.changed", {"slot": "s-1", "delta": -1}))
+        await outbox.append("stock", probe("stock.empty", {}))
         events = await outbox.read("stock", after_seq=0, max_events=10, max_bytes=10**9)
         envelope = json.loads(
             pack_envelope(
@@ -136,9 +132,11 @@ async def test_file_shrinks_back_after_a_drain(tmp_path: Path) -> None:
     clock = FakeClock()
     path = tmp_path / "g.db"
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await outbox.append_many("stock", "s", ({"pad": "x" * 200, "n": n} for n in range(20_000)))
+        await outbox.append_many(
+            "stock", probes("s", ({"pad": "x" * 200, "n": n} for n in range(20_000)))
+        )
         await db.maintenance()
         full = path.stat().st_size
         released = await outbox.acknowledge("stock", outbox.epoch, 20_000)
@@ -153,7 +151,7 @@ async def test_file_shrinks_back_after_a_drain(tmp_path: Path) -> None:
 async def test_wire_batches_built_by_sqlite_match_the_python_envelope(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         bodies: list[dict[str, object]] = [
             {},
@@ -163,7 +161,7 @@ async def test_wire_batches_built_by_sqlite_match_the_python_envelope(tmp_path: 
             {"n": 4},
         ]
         for body in bodies:
-            await outbox.append("stock", "stock.changed", body)
+            await outbox.append("stock", probe("stock.changed", body))
         for after, max_events, max_bytes in [
             (0, 10, 10**9),
             (0, 2, 10**9),
@@ -193,18 +191,19 @@ async def test_wire_batches_built_by_sqlite_match_the_python_envelope(tmp_path: 
 async def test_appends_of_one_loop_step_share_a_row_and_keep_their_order(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        singles = [outbox.append("stock", "stock.changed", {"n": n}) for n in range(300)]
-        many = outbox.append_many("stock", "stock.changed", ({"n": 300 + n} for n in range(5)))
+        singles = [outbox.append("stock", probe("stock.changed", {"n": n})) for n in range(300)]
+        many = outbox.append_many(
+            "stock", probes("stock.changed", ({"n": 300 + n} for n in range(5)))
+        )
         # A state change with its receipt goes after what was appended before it.
         receipt = outbox.append_atomic(
             "stock",
-            "stock.changed",
-            [{"n": 305}],
+            probes("stock.changed", [{"n": 305}]),
             before=[("INSERT INTO meta (key, value) VALUES ('test', 'x')", ())],
         )
-        later = outbox.append("stock", "stock.changed", {"n": 306})
+        later = outbox.append("stock", probe("stock.changed", {"n": 306}))
         await asyncio.gather(*singles, many, receipt, later)
         rows = await db.fetchall(
             "SELECT seq_from, seq_to, count FROM outbox_batches WHERE stream = 'stock' "
@@ -215,7 +214,7 @@ async def test_appends_of_one_loop_step_share_a_row_and_keep_their_order(tmp_pat
         assert [json.loads(e.body)["n"] for e in events] == list(range(307))
         assert [e.seq for e in events] == list(range(1, 308))
         # A big batch is split into rows a reader can take whole.
-        await outbox.append_many("dwell", "dwell.visit", ({"n": n} for n in range(1500)))
+        await outbox.append_many("dwell", probes("dwell.visit", ({"n": n} for n in range(1500))))
         sizes = await db.fetchall("SELECT count FROM outbox_batches WHERE stream = 'dwell'")
         assert sorted(row["count"] for row in sizes) == [476, 512, 512]
 
@@ -223,9 +222,9 @@ async def test_appends_of_one_loop_step_share_a_row_and_keep_their_order(tmp_pat
 async def test_a_row_released_in_part_is_read_from_the_watermark(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await outbox.append_many("stock", "s", ({"n": n} for n in range(100)))
+        await outbox.append_many("stock", probes("s", ({"n": n} for n in range(100))))
         await (await outbox.acknowledge("stock", outbox.epoch, 40))  # type: ignore[misc]
         # The row stays (60 of its events are not HQ's yet), its released part is gone.
         left = await outbox.read("stock", after_seq=0, max_events=1000, max_bytes=10**9)
@@ -262,7 +261,7 @@ async def test_migration_8_moves_buffered_events_and_markers_into_rows(tmp_path:
             "UPDATE outbox_streams SET next_seq = 6, appended_bytes = 500 WHERE stream = 'dwell'"
         )
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         events = await outbox.read("dwell", after_seq=0, max_events=10, max_bytes=10**9)
         assert [(e.seq, e.id, e.type) for e in events] == [
@@ -274,7 +273,7 @@ async def test_migration_8_moves_buffered_events_and_markers_into_rows(tmp_path:
         assert json.loads(events[1].body) == {"zone": "Käse"}
         state = {s.stream: s for s in await outbox.states()}["dwell"]
         assert (state.depth, state.bytes) == (3, 300)
-        await outbox.append("dwell", "dwell.visit", {})
+        await outbox.append("dwell", probe("dwell.visit", {}))
         [after] = await outbox.read("dwell", after_seq=5, max_events=10, max_bytes=10**9)
         assert after.seq == 6
 
@@ -284,9 +283,9 @@ async def test_a_row_cut_by_one_envelope_does_not_shrink_the_next(tmp_path: Path
     # next envelope (the uplink's catch-up is paced per message, not per event).
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await outbox.append_many("stock", "s", ({"n": n} for n in range(2048)))
+        await outbox.append_many("stock", probes("s", ({"n": n} for n in range(2048))))
         counts, after = [], 0
         while (
             batch := await outbox.read_wire(
@@ -311,12 +310,12 @@ async def test_rows_of_big_events_stay_small_enough_to_read_per_envelope(tmp_pat
 
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        await outbox.append_many("dwell", "d", ({"x": "y" * 20_000} for _ in range(300)))
-        await outbox.append_many("stock", "s", ({"x": "y" * 5_000} for _ in range(100)))
-        await outbox.append_atomic("receipts", "r", [{"x": "y" * 5_000}] * 100, before=[])
-        await outbox.append("alerts", "a", {"x": "y" * 500_000})  # alone: one row anyway
+        await outbox.append_many("dwell", probes("d", ({"x": "y" * 20_000} for _ in range(300))))
+        await outbox.append_many("stock", probes("s", ({"x": "y" * 5_000} for _ in range(100))))
+        await outbox.append_atomic("receipts", probes("r", [{"x": "y" * 5_000}] * 100), before=[])
+        await outbox.append("alerts", probe("a", {"x": "y" * 500_000}))  # alone: one row anyway
         rows = await db.fetchall(
             "SELECT stream, seq_from, seq_to, size, length(events) AS chars FROM outbox_batches "
             "ORDER BY stream, seq_to"
@@ -336,88 +335,13 @@ async def test_an_append_made_just_before_close_is_still_committed(tmp_path: Pat
     clock = FakeClock()
     path = tmp_path / "g.db"
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
-        accepted = outbox.append("stock", "s", {"n": 1})
+        accepted = outbox.append("stock", probe("s", {"n": 1}))
         await db.close()
         await accepted
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         [event] = await outbox.read("stock", after_seq=0, max_events=10, max_bytes=10**9)
         assert event.seq == 1
-
-
-# --- event bodies are encoded as the standard encoder has them ------------------------------
-
-_JSON_LEAVES = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)  # beyond 64 bits: the fallback
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text()
-)
-_JSON_VALUES = st.recursive(
-    _JSON_LEAVES,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=12,
-)
-
-
-@given(st.lists(st.dictionaries(st.text(), _JSON_VALUES, max_size=6), max_size=5))
-def test_bodies_encode_to_the_standard_encoders_json(bodies: list[dict[str, Any]]) -> None:
-    encoded = _encode_bodies(iter(bodies))  # a generator is read once
-    assert len(encoded) == len(bodies)
-    for text, body in zip(encoded, bodies, strict=True):
-        assert text.isascii()  # sizes in characters are sizes in bytes
-        assert "\n" not in text  # the row separator
-        assert json.loads(text) == body
-        if not _has_float(body):  # floats may be spelt otherwise (1e-05 or 0.00001): same value
-            assert text == json.dumps(body, separators=(",", ":"))
-
-
-def _has_float(value: object) -> bool:
-    if isinstance(value, dict):
-        return any(_has_float(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_has_float(item) for item in value)
-    return isinstance(value, float)
-
-
-def test_bodies_the_fast_encoder_does_not_take_fall_back_to_the_standard_one() -> None:
-    moment = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-
-    class Point(NamedTuple):
-        x: int
-        y: int
-
-    class Grams(float):
-        pass
-
-    class Colour(Enum):
-        RED = "red"
-
-    class Pairs(dict[str, Any]):
-        def items(self) -> Any:  # what the standard encoder reads a dict subclass by
-            return [("only", "this")]
-
-    bodies = [
-        {"big": 2**64, "slot": "s-1"},  # orjson: integer exceeds 64-bit range
-        {"name": "Crème brûlée 🍮"},  # escaped, as ensure_ascii has it
-        {1: "one", None: "none"},  # non-string keys become strings
-        {"at": moment, "where": Path("/x")},  # str(), not orjson's own datetime format
-        {"ratio": float("nan"), "top": float("inf")},
-        {"at": Point(1, 2), "weight": Grams(1.5), "colour": Colour.RED},
-        Pairs(a=1),
-        {"name": "é", "ratio": float("nan"), "big": 2**70},  # both paths: still null
-    ]
-    assert _encode_bodies(bodies) == [
-        '{"big":18446744073709551616,"slot":"s-1"}',
-        '{"name":"Cr\\u00e8me br\\u00fbl\\u00e9e \\ud83c\\udf6e"}',
-        '{"1":"one","null":"none"}',
-        '{"at":"2026-11-23 09:00:00+00:00","where":"/x"}',
-        '{"ratio":null,"top":null}',  # not the invalid JSON `NaN`, `Infinity`
-        '{"at":[1,2],"weight":1.5,"colour":"red"}',
-        '{"only":"this"}',
-        '{"name":"\\u00e9","ratio":null,"big":1180591620717411303424}',
-    ]

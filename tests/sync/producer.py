@@ -16,12 +16,13 @@ from gateway.store import Database
 from gateway.store.outbox import Outbox
 from gateway.sync.config import MqttConfig
 from gateway.sync.uplink import UplinkSettings, connect_outbox
+from tests.store.probes import PROBES, probes
 
 
 async def main(db_path: Path, port: int, first: int, count: int) -> None:
     clock = SystemClock()
     async with Database.running(db_path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(("stock",))
         config = MqttConfig(host="127.0.0.1", port=port, tls=False, allow_plaintext=True)
         link, uplink = connect_outbox(
@@ -36,7 +37,9 @@ async def main(db_path: Path, port: int, first: int, count: int) -> None:
             tasks = [group.create_task(link.run()), group.create_task(uplink.run())]
             for start in range(first, first + count, 50):
                 stop = min(start + 50, first + count)
-                await outbox.append_many("stock", "n", ({"n": n} for n in range(start, stop)))
+                await outbox.append_many(
+                    "stock", probes("n", ({"n": n} for n in range(start, stop)))
+                )
                 print(f"accepted {stop - 1}", flush=True)
                 await asyncio.sleep(0.005)
             while sum(state.depth for state in await outbox.states()):

@@ -13,6 +13,7 @@ from gateway.store import Database
 from gateway.store.outbox import Outbox
 from gateway.sync.config import MqttConfig
 from gateway.sync.uplink import CustodyTimer, UplinkSettings, connect_outbox
+from tests.store.probes import PROBES, probe
 from tests.support.broker import Broker
 from tests.sync.fake_hq import FakeHq
 from tests.sync.support import drained, until
@@ -31,7 +32,7 @@ async def test_an_idle_stream_is_not_resent_when_hq_acks_normally(
     hq = FakeHq(mosquitto, ack_delay_s=1.5)
     try:
         async with Database.running(tmp_path / "g.db", clock=clock) as db:
-            outbox = Outbox(db, clock)
+            outbox = Outbox(db, clock, events=PROBES)
             await outbox.open(STREAMS)
             config = MqttConfig(
                 host=mosquitto.host, port=mosquitto.port, tls=False, allow_plaintext=True
@@ -52,7 +53,7 @@ async def test_an_idle_stream_is_not_resent_when_hq_acks_normally(
                 try:
                     epoch = outbox.epoch
                     for n in range(1, 5):
-                        await outbox.append("alerts", "alert.raised", {"n": n})
+                        await outbox.append("alerts", probe("alert.raised", {"n": n}))
                         # QoS 1 keeps order on the connection: a re-sent earlier envelope
                         # reaches HQ before this event does, so it is counted by now.
                         await until(lambda n=n: hq.seqs("alerts", epoch) == list(range(1, n + 1)))

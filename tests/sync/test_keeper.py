@@ -17,6 +17,7 @@ from gateway.store import Database
 from gateway.store.budget import BufferBudget, Shed
 from gateway.store.outbox import Outbox
 from gateway.sync.keeper import PRESSURE_ALERT, STORAGE_FULL_ALERT, OutboxKeeper
+from tests.store.probes import PROBES, probe, probes
 from tests.store.support import SMALL_PAGE_BUDGET
 
 STREAMS = ("stock", "dwell", "receipts", "alerts")
@@ -33,27 +34,27 @@ async def test_keeper_raises_updates_and_clears_the_pressure_alert(tmp_path: Pat
         shed_aggregate_at=0.8,
     )
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock, budget)
+        outbox = Outbox(db, clock, budget, events=PROBES)
         await outbox.open(STREAMS)
         alerts = Alerts(db, outbox, clock)
         await alerts.load()
         keeper = OutboxKeeper(outbox, alerts, clock, ttl_s={"dwell": 3600})
         body = {"text": "z" * 150}
         while not outbox.pressure.shed:  # until the first detail event is dropped
-            await outbox.append("dwell", "dwell.visit", body, shed=Shed.DETAIL)
+            await outbox.append("dwell", probe("dwell.visit", body), shed=Shed.DETAIL)
         assert not outbox.pressure.accepts(Shed.DETAIL) or outbox.pressure.shed
-        await outbox.append_many("dwell", "dwell.visit", [body] * 7, shed=Shed.DETAIL)
+        await outbox.append_many("dwell", probes("dwell.visit", [body] * 7), shed=Shed.DETAIL)
         await keeper.tick()
         [alert] = alerts.active()
         assert alert.key == PRESSURE_ALERT
         assert alert.severity.value == "warning"
         assert alert.details["shed"] == {"dwell/dwell.visit": 8}
-        await outbox.append_many("dwell", "dwell.visit", [body] * 3, shed=Shed.DETAIL)
+        await outbox.append_many("dwell", probes("dwell.visit", [body] * 3), shed=Shed.DETAIL)
         await keeper.tick()
         assert alerts.active()[0].details["shed"] == {"dwell/dwell.visit": 11}
         while True:  # fill up to the essential limit: escalates to critical
             try:
-                await outbox.append("stock", "stock.changed", body)
+                await outbox.append("stock", probe("stock.changed", body))
             except OutboxFullError:
                 break
         await keeper.tick()
@@ -72,7 +73,7 @@ async def test_keeper_raises_updates_and_clears_the_pressure_alert(tmp_path: Pat
         assert cleared["details"]["shed"] == {"dwell/dwell.visit": 11}
         assert cleared["details"]["refused"] == {"stock/stock.changed": 1}
         # TTL runs from the keeper too (first tick ran it; the next is due after the interval).
-        await outbox.append("dwell", "dwell.summary", {"n": 1})
+        await outbox.append("dwell", probe("dwell.summary", {"n": 1}))
         clock.advance(7200)
         await keeper.tick()
         assert keeper.expired == {"dwell": 1}
@@ -87,7 +88,7 @@ async def test_a_full_disk_raises_storage_full_and_clears_it_after_a_write_succe
     async with Database.running(
         tmp_path / "g.db", clock=clock, max_page_count=SMALL_PAGE_BUDGET * 4
     ) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         alerts = Alerts(db, outbox, clock)
         await alerts.load()
@@ -122,12 +123,12 @@ async def test_storage_full_found_active_at_start_is_cleared_only_by_a_write(
     clock = FakeClock()
     path = tmp_path / "g.db"
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         alerts = Alerts(db, outbox, clock)
         await alerts.raise_(STORAGE_FULL_ALERT, Severity.CRITICAL, "the disk is full")
     async with Database.running(path, clock=clock) as db:  # restarted with room again
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(STREAMS)
         alerts = Alerts(db, outbox, clock)
         await alerts.load()

@@ -19,6 +19,7 @@ import pytest
 from gateway.clock import SystemClock
 from gateway.hq.tail import HqConsumerConfig, HqSettings, tail
 from gateway.sync.config import MqttConfig
+from tests.store.probes import probes
 from tests.support.broker import Broker
 from tests.sync.support import drained, until
 from tests.sync.test_uplink import gateway
@@ -63,12 +64,12 @@ async def test_events_written_after_a_restore_all_reach_hq(
     backup = tmp_path / "backup.db"
     async with reference_hq(tmp_path / "hq.db", mosquitto) as hq:
         async with gateway(database, mosquitto) as gw:
-            await gw.outbox.append_many("stock", "s", ({"n": n} for n in range(100)))
+            await gw.outbox.append_many("stock", probes("s", ({"n": n} for n in range(100))))
             assert await drained(gw.outbox) == 0
             epoch = gw.outbox.epoch
         shutil.copyfile(database, backup)  # the nightly backup, the daemon stopped
         async with gateway(database, mosquitto) as gw:
-            await gw.outbox.append_many("stock", "s", ({"n": n} for n in range(100, 300)))
+            await gw.outbox.append_many("stock", probes("s", ({"n": n} for n in range(100, 300))))
             assert await drained(gw.outbox) == 0
         await until(lambda: hq.values("stock") == list(range(300)))
 
@@ -77,7 +78,7 @@ async def test_events_written_after_a_restore_all_reach_hq(
             leftover.unlink()
         shutil.copyfile(backup, database)
         async with gateway(database, mosquitto) as gw:
-            await gw.outbox.append_many("stock", "s", ({"n": n} for n in range(1000, 1150)))
+            await gw.outbox.append_many("stock", probes("s", ({"n": n} for n in range(1000, 1150))))
             await until(lambda: hq.values("stock")[300:] == list(range(1000, 1150)))
             assert await drained(gw.outbox) == 0
             later = hq.events("stock")[300:]
@@ -104,12 +105,12 @@ async def test_restored_with_its_high_water_file_hq_s_watermark_gives_it_away(
     backup = tmp_path / "backup"
     async with reference_hq(tmp_path / "hq.db", mosquitto) as hq:
         async with gateway(database, mosquitto) as gw:
-            await gw.outbox.append_many("stock", "s", ({"n": n} for n in range(100)))
+            await gw.outbox.append_many("stock", probes("s", ({"n": n} for n in range(100))))
             assert await drained(gw.outbox) == 0
             epoch = gw.outbox.epoch
         shutil.copytree(database.parent, backup)
         async with gateway(database, mosquitto) as gw:
-            await gw.outbox.append_many("stock", "s", ({"n": n} for n in range(100, 300)))
+            await gw.outbox.append_many("stock", probes("s", ({"n": n} for n in range(100, 300))))
             assert await drained(gw.outbox) == 0
         await until(lambda: hq.values("stock") == list(range(300)))
 
@@ -117,7 +118,7 @@ async def test_restored_with_its_high_water_file_hq_s_watermark_gives_it_away(
         shutil.copytree(backup, database.parent)
         async with gateway(database, mosquitto) as gw:
             assert gw.outbox.epoch_of("stock") == epoch  # nothing to notice at open
-            await gw.outbox.append_many("stock", "s", ({"n": n} for n in range(1000, 1150)))
+            await gw.outbox.append_many("stock", probes("s", ({"n": n} for n in range(1000, 1150))))
             await until(lambda: hq.values("stock")[300:] == list(range(1000, 1150)))
             assert gw.outbox.epoch_of("stock") != epoch
             later = hq.events("stock")[300:]

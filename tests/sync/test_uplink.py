@@ -18,7 +18,6 @@ import pytest
 from gateway.alerts import Alerts
 from gateway.backoff import Backoff
 from gateway.clock import FakeClock, SystemClock
-from gateway.events import validate_event
 from gateway.store import Database
 from gateway.store.budget import BufferBudget, Shed
 from gateway.store.outbox import Outbox, StreamState
@@ -26,6 +25,8 @@ from gateway.sync.config import MqttConfig
 from gateway.sync.keeper import PRESSURE_ALERT, OutboxKeeper
 from gateway.sync.link import MqttLink
 from gateway.sync.uplink import Custody, RateLimiter, Uplink, UplinkSettings, connect_outbox
+from gateway.wire import validate_event
+from tests.store.probes import PROBES, probe, probes
 from tests.support.broker import Broker
 from tests.support.filesystems import tmpfs
 from tests.sync.fake_hq import FakeHq
@@ -60,7 +61,7 @@ async def gateway(
     clock = SystemClock()
     port = broker if isinstance(broker, int) else broker.port
     async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock, budget)
+        outbox = Outbox(db, clock, budget, events=PROBES)
         await outbox.open(STREAMS)
         alerts = Alerts(db, outbox, clock)
         await alerts.load()
@@ -99,8 +100,8 @@ async def test_events_reach_hq_in_order_and_leave_the_outbox(
     try:
         async with gateway(tmp_path / "g.db", mosquitto) as gw:
             await asyncio.gather(
-                *(gw.outbox.append("stock", "stock.changed", {"n": n}) for n in range(3000)),
-                *(gw.outbox.append("alerts", "alert.raised", {"n": n}) for n in range(20)),
+                *(gw.outbox.append("stock", probe("stock.changed", {"n": n})) for n in range(3000)),
+                *(gw.outbox.append("alerts", probe("alert.raised", {"n": n})) for n in range(20)),
             )
             epoch = gw.outbox.epoch
             await until(lambda: len(hq.seqs("stock", epoch)) == 3000)
@@ -136,7 +137,9 @@ async def test_broker_crashes_lose_nothing(tmp_path: Path, mosquitto: Broker) ->
             total = 0
             for _round in range(5):  # 20 000 events, the broker SIGKILLed 5 times mid-flow
                 published = gw.link.stats.publishes
-                await gw.outbox.append_many("stock", "s", ({"n": total + n} for n in range(4000)))
+                await gw.outbox.append_many(
+                    "stock", probes("s", ({"n": total + n} for n in range(4000)))
+                )
                 total += 4000
                 await until(lambda p=published: gw.link.stats.publishes > p)  # flowing
                 mosquitto.kill()  # persistence off: it forgets every queued message
@@ -155,7 +158,9 @@ async def test_without_hq_acks_rows_stay_and_are_resent(tmp_path: Path, mosquitt
     try:
         settings = UplinkSettings(ack_timeout_s=0.5, messages_per_second=None)
         async with gateway(tmp_path / "g.db", mosquitto, settings) as gw:
-            await asyncio.gather(*(gw.outbox.append("receipts", "r", {"n": n}) for n in range(10)))
+            await asyncio.gather(
+                *(gw.outbox.append("receipts", probe("r", {"n": n})) for n in range(10))
+            )
             await until(lambda: hq.duplicates >= 10)  # re-sent after the ack timeout
             assert await depth(gw.outbox) == 10  # nothing released without HQ's word
 
@@ -194,7 +199,9 @@ async def test_broker_custody_releases_on_puback(tmp_path: Path, mosquitto: Brok
     try:
         settings = UplinkSettings(custody=Custody.BROKER, messages_per_second=None)
         async with gateway(tmp_path / "g.db", mosquitto, settings) as gw:
-            await asyncio.gather(*(gw.outbox.append("dwell", "d", {"n": n}) for n in range(100)))
+            await asyncio.gather(
+                *(gw.outbox.append("dwell", probe("d", {"n": n})) for n in range(100))
+            )
             await until(lambda: len(hq.seqs("dwell", gw.outbox.epoch)) == 100)
             assert await drained(gw.outbox, 10) == 0
     finally:
@@ -249,8 +256,8 @@ async def test_refused_stream_is_parked_alerted_and_kept(tmp_path: Path) -> None
         async with gateway(tmp_path / "g.db", broker) as gw:
             epoch = gw.outbox.epoch
             await asyncio.gather(
-                *(gw.outbox.append("receipts", "r", {"n": n}) for n in range(5)),
-                *(gw.outbox.append("stock", "s", {"n": n}) for n in range(5)),
+                *(gw.outbox.append("receipts", probe("r", {"n": n})) for n in range(5)),
+                *(gw.outbox.append("stock", probe("s", {"n": n})) for n in range(5)),
             )
             await until(lambda: "receipts" in gw.uplink.parked)
             await until(lambda: len(hq.seqs("stock", epoch)) == 5)  # others keep flowing
@@ -307,7 +314,7 @@ async def test_connection_cut_mid_flow_loses_nothing(tmp_path: Path, mosquitto: 
             total = 0
             for _cut in range(3):
                 pending = gw.outbox.append_many(
-                    "stock", "s", ({"n": total + n} for n in range(3000))
+                    "stock", probes("s", ({"n": total + n} for n in range(3000)))
                 )
                 total += 3000
                 published = gw.link.stats.publishes
@@ -336,7 +343,7 @@ async def test_half_open_connection_is_detected_by_keepalive(
         ):
             await asyncio.wait_for(gw.link.connected.wait(), patience(15))
             proxy.freeze()  # the network silently drops everything; no FIN, no RST
-            await gw.outbox.append("alerts", "a", {"n": 1})
+            await gw.outbox.append("alerts", probe("a", {"n": 1}))
             await until(lambda: not gw.link.connected.is_set(), 20)  # keepalive noticed
             proxy.cut()
             proxy.thaw()
@@ -351,7 +358,7 @@ async def test_hq_consumer_down_for_a_while(tmp_path: Path, mosquitto: Broker) -
     async with gateway(tmp_path / "g.db", mosquitto, settings) as gw:
         await asyncio.wait_for(gw.link.connected.wait(), patience(15))
         # Nobody consumes: the broker PUBACKs and drops the envelopes (no subscriber).
-        await gw.outbox.append_many("receipts", "r", ({"n": n} for n in range(1000)))
+        await gw.outbox.append_many("receipts", probes("r", ({"n": n} for n in range(1000))))
 
         async def all_sent() -> StreamState | None:
             state = await stream_state(gw.outbox, "receipts")
@@ -389,15 +396,17 @@ async def test_budget_reached_during_an_outage_sheds_lossy_data_never_stock(
         pad = "p" * 100
         while not gw.outbox.pressure.shed.get("dwell/dwell.summary"):
             await gw.outbox.append_many(
-                "dwell", "dwell.visit", ({"n": n, "pad": pad} for n in range(4)), shed=Shed.DETAIL
+                "dwell",
+                probes("dwell.visit", ({"n": n, "pad": pad} for n in range(4))),
+                shed=Shed.DETAIL,
             )
             sent["dwell.visit"] += 4
-            await gw.outbox.append("dwell", "dwell.summary", {"pad": pad})
+            await gw.outbox.append("dwell", probe("dwell.summary", {"pad": pad}))
             sent["dwell.summary"] += 1
-            await gw.outbox.append("stock", "stock.changed", {"n": stock, "pad": pad})
+            await gw.outbox.append("stock", probe("stock.changed", {"n": stock, "pad": pad}))
             stock += 1
         for _ in range(20):  # stock keeps being accepted while dwell is shed
-            await gw.outbox.append("stock", "stock.changed", {"n": stock, "pad": pad})
+            await gw.outbox.append("stock", probe("stock.changed", {"n": stock, "pad": pad}))
             stock += 1
         await until(lambda: any(a.key == PRESSURE_ALERT for a in gw.alerts.active()))
         [alert] = [a for a in gw.alerts.active() if a.key == PRESSURE_ALERT]
@@ -446,7 +455,7 @@ async def test_envelopes_ahead_of_hq_stay_within_the_window(
     hq = FakeHq(mosquitto, ack=False)
     try:
         async with gateway(tmp_path / "g.db", mosquitto, settings) as gw:
-            await gw.outbox.append_many("stock", "s", ({"n": n} for n in range(100)))
+            await gw.outbox.append_many("stock", probes("s", ({"n": n} for n in range(100))))
             await until(lambda: hq.envelopes == 3)
 
             async def window_sent() -> bool:
@@ -496,11 +505,12 @@ async def test_a_full_disk_while_the_backlog_drains_is_logged_once_not_per_envel
     try:
         with tmpfs(tmp_path / "disk", size="8m") as disk:
             async with Database.running(disk / "g.db", clock=clock) as db:
-                outbox = Outbox(db, clock)
+                outbox = Outbox(db, clock, events=PROBES)
                 await outbox.open(STREAMS)
                 for start in range(0, 2000, 100):
                     await outbox.append_many(
-                        "stock", "stock.changed", ({"n": n} for n in range(start, start + 100))
+                        "stock",
+                        probes("stock.changed", ({"n": n} for n in range(start, start + 100))),
                     )
                 await db.maintenance()  # the WAL truncated: any write now needs room
                 _fill(disk)
@@ -550,11 +560,11 @@ async def test_a_parked_stream_on_a_full_disk_does_not_stop_the_uplink(tmp_path:
     try:
         with tmpfs(tmp_path / "disk", size="8m") as disk:
             async with Database.running(disk / "g.db", clock=clock) as db:
-                outbox = Outbox(db, clock)
+                outbox = Outbox(db, clock, events=PROBES)
                 await outbox.open(STREAMS)
                 alerts = Alerts(db, outbox, clock)
                 await alerts.load()
-                await outbox.append_many("receipts", "r", ({"n": n} for n in range(5)))
+                await outbox.append_many("receipts", probes("r", ({"n": n} for n in range(5))))
                 await db.maintenance()  # the WAL truncated: any write now needs room
                 _fill(disk)
                 config = MqttConfig(

@@ -1,4 +1,4 @@
-"""The wire contract's models: the generated docs, their examples, real envelopes, garbage."""
+"""The wire contract's models: their documented examples, real envelopes, garbage."""
 
 from __future__ import annotations
 
@@ -14,10 +14,14 @@ from gateway.alerts import Alerts, Severity
 from gateway.clock import FakeClock
 from gateway.drivers.contracts import DeviceFamily
 from gateway.drivers.supervisor import DriverHealth
-from gateway.events import (
-    BEGIN_MARKER,
-    END_MARKER,
+from gateway.hq import consumer
+from gateway.hq.consumer import HQ_MIGRATIONS, HqConsumer
+from gateway.store import Database
+from gateway.store.budget import Shed
+from gateway.store.outbox import Outbox
+from gateway.wire import (
     EVENT_TYPES,
+    EXPIRED_TYPE,
     AckMessage,
     AlertRaised,
     BufferReport,
@@ -27,59 +31,17 @@ from gateway.events import (
     HealthStream,
     LastHqAck,
     LinkReport,
-    documented_examples,
+    OutboxEvent,
     event_model,
-    main,
-    protocol_schemas_markdown,
+    pack_envelope,
     validate_envelope,
     validate_event,
 )
-from gateway.hq import consumer
-from gateway.hq.consumer import HQ_MIGRATIONS, HqConsumer
-from gateway.store import Database
-from gateway.store.budget import Shed
-from gateway.store.outbox import EXPIRED_TYPE, Outbox, OutboxEvent
-from gateway.sync.envelope import pack_envelope
+from gateway.wire.schema_doc import documented_examples
+from tests.store.probes import PROBES, probe
 
-PROTOCOL_DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 EPOCH = "9f2c4e1a7b3d5c60"
 SENT_AT = datetime(2026, 11, 23, 9, 0, 1, 250000, tzinfo=UTC)
-
-
-# --- the generated section of docs/protocol.md -------------------------------------------------
-
-
-def test_protocol_doc_carries_the_generated_schemas() -> None:
-    document = PROTOCOL_DOC.read_text(encoding="utf-8")
-    start = document.index(BEGIN_MARKER) + len(BEGIN_MARKER)
-    block = document[start : document.index(END_MARKER)]
-    assert block.strip() == protocol_schemas_markdown().strip(), (
-        "docs/protocol.md is stale: run `python -m gateway.events`"
-    )
-    assert main(["--check"]) == 0
-
-
-def test_generator_rewrites_a_stale_block_in_place(tmp_path: Path) -> None:
-    doc = tmp_path / "protocol.md"
-    doc.write_text(f"# Protocol\n\nprose\n\n{BEGIN_MARKER}\nold text\n{END_MARKER}\n", "utf-8")
-    assert main(["--check", "--doc", str(doc)]) == 1
-    assert "old text" in doc.read_text(encoding="utf-8")  # --check never writes
-    assert main(["--doc", str(doc)]) == 0
-    text = doc.read_text(encoding="utf-8")
-    assert text.startswith("# Protocol\n\nprose\n\n" + BEGIN_MARKER)
-    assert "old text" not in text
-    assert protocol_schemas_markdown() in text
-    assert text.endswith(END_MARKER + "\n")
-    assert main(["--check", "--doc", str(doc)]) == 0
-
-
-def test_every_message_and_event_type_is_documented() -> None:
-    text = protocol_schemas_markdown()
-    for name in EVENT_TYPES:
-        assert f"### Event `{name}`" in text
-    for topic in ("`state`", "`up/{stream}`", "`down/ack`", "`up/health`"):
-        assert f"### {topic}" in text
-    assert text.count("```json") == 2 * len(documented_examples())  # schema + example each
 
 
 # --- examples -----------------------------------------------------------------------------------
@@ -136,7 +98,7 @@ async def _alert_events(tmp_path: Path, *, synchronized: bool) -> list[OutboxEve
     """The ``alerts`` stream as the real Alerts and Outbox write it."""
     clock = FakeClock(synchronized=synchronized)
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(("alerts",))
         alerts = Alerts(db, outbox, clock)
         await alerts.load()
@@ -176,13 +138,13 @@ async def test_real_alert_changes_packed_in_a_real_envelope_validate(
 async def test_real_expiry_marker_validates_and_its_ack_too(tmp_path: Path) -> None:
     clock = FakeClock()
     async with Database.running(tmp_path / "g.db", clock=clock) as db:
-        outbox = Outbox(db, clock)
+        outbox = Outbox(db, clock, events=PROBES)
         await outbox.open(("stock",))
         for n in range(4):
-            await outbox.append("stock", "stock.changed", {"n": n})
+            await outbox.append("stock", probe("stock.changed", {"n": n}))
             clock.advance(1.0)
         clock.advance(3600)
-        await outbox.append("stock", "stock.changed", {"n": 4})
+        await outbox.append("stock", probe("stock.changed", {"n": 4}))
         assert await outbox.expire("stock", ttl_s=600) == 4
         events = await outbox.read("stock", after_seq=0, max_events=10, max_bytes=1 << 20)
     marker = events[0]
