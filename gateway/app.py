@@ -1,10 +1,14 @@
-"""Composition root and lifecycle of the daemon.
+"""Composition root and lifecycle of the daemon: it builds the shared services and the
+features (:mod:`gateway.feature`), registers what each feature declares — control commands,
+HQ commands, tasks, status block — and runs them.
 
 ``Gateway.run()`` owns everything under one ``asyncio.TaskGroup``::
 
     start:  claims (the database's lock, the control socket's path: a second daemon on either
             is refused before it touches anything) → storage (open, checks, migrations)
-            → storage.writer → supervisor → drivers → control socket serving → READY=1
+            → storage.writer → outbox, alerts → features (prices, labels, shelves)
+            → the HQ connection → supervisor → drivers → the features' tasks
+            → control socket serving → READY=1
     run:    SIGHUP re-reads the config: only changed drivers restart; a bad config is refused
             and the running one kept. The systemd watchdog is pinged only while the event loop,
             the storage writer and the supervisor all show progress.
@@ -20,52 +24,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.alerts import Alerts, Severity
+from gateway.alerts import Alerts
 from gateway.clock import Clock, isoformat_utc
-from gateway.config import GatewaySettings, load_config
-from gateway.control.args import flag_arg, number_arg, optional_text_arg, text_arg
+from gateway.config import GatewaySettings
 from gateway.control.server import ControlServer
+from gateway.diagnostics import FOUND_EMPTY_ALERT, Diagnostics, report_found_empty
 from gateway.drivers.config import ResolvedDevice
-from gateway.drivers.contracts import DeviceFamily, LabelDriver
+from gateway.drivers.contracts import DeviceFamily
 from gateway.drivers.registry import DriverRegistry
 from gateway.drivers.supervisor import Supervisor
-from gateway.errors import (
-    CommandRefusedError,
-    ConfigError,
-    ConfigIssue,
-    ControlError,
-    InvalidArgsError,
-    ShelfError,
-    StorageError,
-)
+from gateway.errors import ConfigError, ConfigIssue, ControlError, StorageError
+from gateway.feature import Feature, FeatureServices
 from gateway.hub import ReadingHub
 from gateway.labels.bindings import LabelBindings
-from gateway.labels.commands import binding_commands, flash_command
-from gateway.labels.directory import LabelDirectory
-from gateway.labels.pipeline import LabelPipeline
-from gateway.prices.book import PriceBook
-from gateway.prices.downlink import PriceDownlink, PriceDownlinkSettings
-from gateway.shelves.service import ShelfService
+from gateway.labels.feature import LabelsFeature
+from gateway.prices.feature import PricesFeature
+from gateway.reload import ReloadOutcome, reload_config
+from gateway.shelves.feature import ShelvesFeature
 from gateway.store import Database
 from gateway.store.lock import DatabaseLock
 from gateway.store.outbox import Outbox
-from gateway.sync.commands import CommandProcessor, builtin_commands
-from gateway.sync.health import publish_health
-from gateway.sync.inbound import MALFORMED_ALERT, RefusalCounter, expire_refusals
+from gateway.sync.connection import HqConnection
 from gateway.sync.keeper import OutboxKeeper
-from gateway.sync.link import InboundMessage, MqttLink
-from gateway.sync.uplink import Uplink, connect_outbox
-from gateway.systemd import SystemdNotifier, WatchdogGate
+from gateway.systemd import SystemdNotifier, WatchdogGate, feed_watchdog
 from gateway.wire.messages import (
     BufferReport,
     DriverReport,
@@ -79,19 +68,10 @@ __all__ = ["FOUND_EMPTY_ALERT", "STREAMS", "Gateway", "ReloadOutcome"]
 
 #: The outbox streams every gateway has (docs/protocol.md).
 STREAMS = ("stock", "dwell", "receipts", "alerts")
-#: Raised at a start that found the database file empty; cleared at the next normal start.
-FOUND_EMPTY_ALERT = "storage.found_empty"
 
 _LOGGER = logging.getLogger(__name__)
 
 _LOOP_TICK_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class ReloadOutcome:
-    at: datetime
-    ok: bool
-    detail: str
 
 
 @dataclass(slots=True)
@@ -99,18 +79,10 @@ class _Runtime:
     """What exists once start-up got far enough; shutdown closes what is there."""
 
     database: Database | None = None
-    outbox: Outbox | None = None
-    alerts: Alerts | None = None
-    link: MqttLink | None = None
-    uplink: Uplink | None = None
-    prices: PriceDownlink | None = None
-    commands: CommandProcessor | None = None
-    malformed: RefusalCounter | None = None
-    bindings: LabelBindings | None = None
-    labels: LabelPipeline | None = None
-    shelves: ShelfService | None = None
+    labels: LabelsFeature | None = None
     supervisor: Supervisor | None = None
     control: ControlServer | None = None
+    diagnostics: Diagnostics | None = None
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
 
@@ -135,7 +107,6 @@ class Gateway:
         self.clock = clock
         self.registry = registry
         self.hub = ReadingHub()
-        self.labels = LabelDirectory(self.hub, self.clock)
         self._notifier = notifier or SystemdNotifier.from_environment()
         self._environ = environ
         self._on_ready = on_ready
@@ -163,15 +134,21 @@ class Gateway:
 
     @property
     def bindings(self) -> LabelBindings | None:
-        return self._runtime.bindings
-
-    @property
-    def label_pipeline(self) -> LabelPipeline | None:
-        return self._runtime.labels
+        labels = self._runtime.labels
+        return labels.bindings if labels is not None else None
 
     @property
     def supervisor(self) -> Supervisor | None:
         return self._runtime.supervisor
+
+    def configured(self, family: DeviceFamily) -> tuple[str, ...]:
+        """The devices of ``family`` as configured now (the features' LiveDevices)."""
+        return tuple(device.name for device in self.devices if device.plugin.family is family)
+
+    def driver(self, name: str) -> object | None:
+        """The live driver of device ``name``; None while it is not running."""
+        supervisor = self._runtime.supervisor
+        return None if supervisor is None else supervisor.driver(name)
 
     def request_stop(self, reason: str = "requested") -> None:
         """Begin a graceful stop; during start-up this cancels the start-up instead."""
@@ -290,234 +267,116 @@ class Gateway:
 
     async def _start(self, group: asyncio.TaskGroup) -> None:
         runtime = self._runtime
-        assert runtime.database is not None
-        self._spawn(group, "storage.writer", runtime.database.run())
-        outbox_config = self.settings.outbox
-        runtime.outbox = Outbox(runtime.database, self.clock, outbox_config.budget())
-        await runtime.outbox.open(STREAMS)
-        runtime.alerts = Alerts(runtime.database, runtime.outbox, self.clock)
-        await runtime.alerts.load()
-        await self._report_found_empty(runtime.database, runtime.alerts)
+        database = runtime.database
+        assert database is not None
+        self._spawn(group, "storage.writer", database.run())
+        settings = self.settings
+        outbox = Outbox(database, self.clock, settings.outbox.budget())
+        await outbox.open(STREAMS)
+        alerts = Alerts(database, outbox, self.clock)
+        await alerts.load()
+        await report_found_empty(database, alerts)
         keeper = OutboxKeeper(
-            runtime.outbox,
-            runtime.alerts,
+            outbox,
+            alerts,
             self.clock,
-            ttl_s=outbox_config.ttl_s,
-            expiry_interval_s=outbox_config.expiry_interval_s,
-            database=runtime.database,
+            ttl_s=settings.outbox.ttl_s,
+            expiry_interval_s=settings.outbox.expiry_interval_s,
+            database=database,
         )
         self._spawn(group, "outbox.keeper", keeper.run())
-        runtime.bindings = LabelBindings(runtime.database, runtime.outbox, self.clock)
-        runtime.prices = await self._price_downlink(
-            runtime.database, runtime.outbox, runtime.alerts
+
+        services = FeatureServices(database, outbox, alerts, self.clock, self.hub, devices=self)
+        prices = await PricesFeature.start(services, settings.downlink, store_id=settings.store.id)
+        runtime.labels = await LabelsFeature.start(
+            services,
+            settings.labels,
+            prices=prices,
+            timezone=settings.store.timezone,
+            locale=settings.store.locale,
         )
-        runtime.labels = await self._label_pipeline(
-            runtime.database, runtime.outbox, runtime.alerts
+        shelves = await ShelvesFeature.start(services, settings.shelves)
+        features: tuple[Feature, ...] = (prices, runtime.labels, shelves)
+
+        supervisor = runtime.supervisor = Supervisor(
+            clock=self.clock, config=settings.supervisor, sink=self.hub.publish
         )
-        runtime.shelves = ShelfService(
-            database=runtime.database,
-            outbox=runtime.outbox,
-            alerts=runtime.alerts,
-            clock=self.clock,
-            config=self.settings.shelves,
-            scale_devices=[
-                device.name for device in self.devices if device.plugin.family is DeviceFamily.SCALE
-            ],
-            device_up=self._device_up,
-            driver=self._live_driver,
-        )
-        await runtime.shelves.load()
-        self.hub.subscribe(runtime.shelves.on_reading)
-        self._spawn(group, "shelves", runtime.shelves.run())
-        if self.settings.mqtt.enabled:
-            self._start_sync(group, runtime.database, runtime.outbox, runtime.alerts)
-
-        runtime.supervisor = Supervisor(
-            clock=self.clock, config=self.settings.supervisor, sink=self.hub.publish
-        )
-        self._spawn(group, "supervisor", runtime.supervisor.run())
-        runtime.supervisor.apply(self.devices)
-        if runtime.labels is not None:
-            self._spawn(group, "labels", runtime.labels.run())
-
-        assert runtime.control is not None  # listening since _claims()
-        self._register_control_commands(runtime.control)
-        self._spawn(group, "control", runtime.control.serve())
-
-        self._spawn(group, "storage.maintenance", self._maintenance_loop(runtime.database))
-        self._spawn(group, "loop.ticker", self._tick_loop())
-        self._spawn(group, "config.reloader", self._reload_loop())
-        if self._notifier.watchdog_interval() is not None:
-            self._spawn(group, "systemd.watchdog", self._watchdog_loop())
-
-    async def _report_found_empty(self, database: Database, alerts: Alerts) -> None:
-        """A database file found empty was started anew (a new epoch, logged by the database):
-        say so until the next start, and tell HQ through the alerts stream."""
-        if not database.found_empty:
-            await alerts.clear(
-                FOUND_EMPTY_ALERT, f"database opened normally at boot #{database.boot}"
-            )
-            return
-        await alerts.raise_(
-            FOUND_EMPTY_ALERT,
-            Severity.WARNING,
-            f"database {database.path} was found empty (0 bytes) and started anew with epoch "
-            f"{database.epoch}: what it held before is gone",
-            details={"path": str(database.path), "epoch": database.epoch, "boot": database.boot},
-        )
-
-    def _start_sync(
-        self, group: asyncio.TaskGroup, database: Database, outbox: Outbox, alerts: Alerts
-    ) -> None:
-        mqtt = self.settings.mqtt
-        store_id = self.settings.store.id
-        link, uplink = connect_outbox(
-            outbox,
-            config=mqtt,
-            store_id=store_id,
-            boot=database.boot,
-            clock=self.clock,
-            alerts=alerts,
-        )
-        self._runtime.link, self._runtime.uplink = link, uplink
-        prices = self._runtime.prices
-        if prices is not None:
-            prices.attach(link)
-            self._spawn(group, "prices.downlink", prices.run())
-        commands = CommandProcessor(
-            database=database,
-            clock=self.clock,
-            verifier=self.settings.downlink.verifier(),
-            store_id=store_id,
-            groups=self.settings.downlink.groups,
-            alerts=alerts,
-        )
-        for spec in builtin_commands(
-            link=link,
-            announce_prices=prices.announce if prices is not None else _nothing_announced,
-            describe=self._describe_for_hq,
-        ):
-            commands.register(spec)
-        if self._runtime.bindings is not None:
-            for spec in binding_commands(self._runtime.bindings):
-                commands.register(spec)
-        commands.register(flash_command(self.labels, lambda: self._runtime.supervisor))
-        if self._runtime.shelves is not None:
-            commands.register(self._runtime.shelves.command())
-        commands.attach(link)
-        self._runtime.commands = commands
-        self._spawn(group, "commands", commands.run())
-        # Every down/ message ends in an ack: what no handler takes is counted and alerted.
-        malformed = RefusalCounter(
-            MALFORMED_ALERT,
-            Severity.WARNING,
-            "a message from HQ was refused unread",
-            alerts=alerts,
-            clock=self.clock,
-        )
-
-        async def count_refused(topic_filter: str, _message: InboundMessage, reason: str) -> None:
-            await malformed.refuse(reason, topic=topic_filter)
-
-        link.on_refused = count_refused
-        self._runtime.malformed = malformed
-        refusals = [malformed, commands.refusals]
-        if prices is not None:
-            refusals.append(prices.refusals)
-        self._spawn(group, "downlink.refusals", expire_refusals(refusals))
-        self._spawn(group, "mqtt.link", link.run())
-        self._spawn(group, "uplink", uplink.run())
-        self._spawn(
-            group,
-            "health",
-            publish_health(link, self.health_snapshot, interval_s=mqtt.health_interval_s),
-        )
-
-    def _device_up(self, name: str) -> bool:
-        supervisor = self._runtime.supervisor
-        return supervisor is None or supervisor.driver(name) is not None
-
-    def _live_driver(self, name: str) -> object | None:
-        supervisor = self._runtime.supervisor
-        return None if supervisor is None else supervisor.driver(name)
-
-    async def _describe_for_hq(self) -> dict[str, Any]:
-        runtime = self._runtime
-        return {
-            "store": self.settings.store.id,
-            "version": __version__,
-            "boot": runtime.database.boot if runtime.database is not None else None,
-            "uptime_s": round(self.clock.monotonic() - self._started_mono, 1),
-            "clock_synchronized": self.clock.is_synchronized(),
-            "price_version": runtime.prices.head if runtime.prices is not None else None,
-        }
-
-    async def _label_pipeline(
-        self, database: Database, outbox: Outbox, alerts: Alerts
-    ) -> LabelPipeline | None:
-        """The label pipeline, hooked to the price downlink, the bindings and the readings."""
-        runtime = self._runtime
-        try:
-            pipeline = LabelPipeline(
+        connection = None
+        if settings.mqtt.enabled:
+            connection = HqConnection(
                 database=database,
                 outbox=outbox,
                 alerts=alerts,
                 clock=self.clock,
-                config=self.settings.labels,
-                drivers=self._label_drivers,
-                timezone=self.settings.store.timezone,
-                locale=self.settings.store.locale,
-                was_price=self.settings.downlink.was_price,
+                config=settings.mqtt,
+                store_id=settings.store.id,
+                verifier=settings.downlink.verifier(),
+                groups=settings.downlink.groups,
             )
-        except FileNotFoundError as exc:
-            _LOGGER.error("label pipeline disabled: %s", exc)
-            return None
-        await pipeline.load()
-        if runtime.prices is not None:
-            runtime.prices.on_applied = pipeline.on_prices_applied
-        if runtime.bindings is not None:
-            runtime.bindings.on_change = lambda label: pipeline.on_bindings_changed([label])
-        self.hub.subscribe(pipeline.on_reading)
-        return pipeline
-
-    def _label_drivers(self) -> dict[str, LabelDriver | None]:
-        """Every configured ESL device → its live driver (None while it is not running)."""
-        supervisor = self._runtime.supervisor
-        drivers: dict[str, LabelDriver | None] = {}
-        for device in self.devices:
-            if device.plugin.family is not DeviceFamily.ESL:
-                continue
-            driver = supervisor.driver(device.name) if supervisor is not None else None
-            drivers[device.name] = driver if isinstance(driver, LabelDriver) else None
-        return drivers
-
-    async def _price_downlink(
-        self, database: Database, outbox: Outbox, alerts: Alerts
-    ) -> PriceDownlink:
-        config = self.settings.downlink
-        verifier = config.verifier()
-        if not verifier.signed:
-            _LOGGER.warning(
-                "no HQ public keys configured ([downlink] hq_public_keys): price batches and "
-                "commands are accepted UNSIGNED — anyone who can publish to the broker can "
-                "change prices"
-            )
-        downlink = PriceDownlink(
+        runtime.diagnostics = diagnostics = Diagnostics(
+            daemon=self,
+            clock=self.clock,
+            started_at=self._started_at,
+            started_mono=self._started_mono,
             database=database,
             outbox=outbox,
             alerts=alerts,
-            clock=self.clock,
-            verifier=verifier,
-            store_id=self.settings.store.id,
-            settings=PriceDownlinkSettings(
-                groups=tuple(config.groups),
-                parts_timeout_s=config.parts_timeout_s,
-                resync_interval_s=config.resync_interval_s,
-                history_days=config.price_history_days,
-            ),
+            supervisor=supervisor,
+            hub=self.hub,
+            registry=self.registry,
+            connection=connection,
+            prices=prices,
+            features=features,
         )
-        await downlink.load()
-        return downlink
+        if connection is not None:
+            self._connect(group, connection, prices, features, describe=diagnostics.describe)
+
+        self._spawn(group, "supervisor", supervisor.run())
+        supervisor.apply(self.devices)
+        for feature in features:
+            for name, task in feature.tasks().items():
+                self._spawn(group, name, task())
+
+        assert runtime.control is not None  # listening since _claims()
+        declared = [feature.control_handlers() for feature in features]
+        for handlers in (diagnostics.control_handlers(), *declared):
+            for name, handler in handlers.items():
+                runtime.control.register(name, handler)
+        self._spawn(group, "control", runtime.control.serve())
+
+        self._spawn(group, "storage.maintenance", self._maintenance_loop(database))
+        self._spawn(group, "loop.ticker", self._tick_loop())
+        self._spawn(group, "config.reloader", self._reload_loop())
+        if self._notifier.watchdog_interval() is not None:
+            gate = WatchdogGate(
+                {
+                    "event loop": lambda: self._loop_ticks,
+                    "storage writer": lambda: database.writer_progress,
+                    "supervisor": lambda: supervisor.progress,
+                }
+            )
+            self._spawn(group, "systemd.watchdog", feed_watchdog(self._notifier, gate))
+
+    def _connect(
+        self,
+        group: asyncio.TaskGroup,
+        connection: HqConnection,
+        prices: PricesFeature,
+        features: Sequence[Feature],
+        *,
+        describe: Callable[[], Awaitable[dict[str, Any]]],
+    ) -> None:
+        """Prices take ``down/prices``; every feature's HQ commands are served beside the
+        link's built-ins (``ping`` answers with ``describe()``); the connection's tasks run."""
+        prices.attach(connection.link)
+        connection.serve_commands(
+            [spec for feature in features for spec in feature.hq_commands()],
+            announce_prices=prices.announce,
+            describe=describe,
+        )
+        tasks = connection.tasks(refusals=[prices.downlink.refusals], health=self.health_snapshot)
+        for name, task in tasks.items():
+            self._spawn(group, name, task())
 
     def _spawn(self, group: asyncio.TaskGroup, name: str, coro: Coroutine[Any, Any, None]) -> None:
         self._runtime.tasks[name] = group.create_task(coro, name=name)
@@ -569,173 +428,38 @@ class Gateway:
             self._loop_ticks += 1
             await asyncio.sleep(_LOOP_TICK_S)
 
-    async def _watchdog_loop(self) -> None:
-        interval = self._notifier.watchdog_interval()
-        assert interval is not None
-        runtime = self._runtime
-        database, supervisor = runtime.database, runtime.supervisor
-        assert database is not None
-        assert supervisor is not None
-        gate = WatchdogGate(
-            {
-                "event loop": lambda: self._loop_ticks,
-                "storage writer": lambda: database.writer_progress,
-                "supervisor": lambda: supervisor.progress,
-            }
-        )
-        reported: list[str] = []
-        while True:
-            await asyncio.sleep(interval / 2)
-            if gate.should_ping():
-                self._notifier.watchdog()
-                if reported:
-                    _LOGGER.info("all components progressing again")
-                    reported = []
-            else:
-                stalled = gate.stalled()
-                if stalled != reported:
-                    _LOGGER.error("withholding watchdog ping: no progress from %s", stalled)
-                    self._notifier.status(f"stalled: {', '.join(stalled)}")
-                    reported = stalled
-
     async def _reload_loop(self) -> None:
         while True:
             await self._reload.wait()
             self._reload.clear()
             self._notifier.reloading()
-            self.last_reload = self._reload_config()
+            assert self._runtime.supervisor is not None
+            reload = reload_config(
+                self.config_path,
+                running=self.settings,
+                devices=self.devices,
+                registry=self.registry,
+                environ=self._environ,
+                supervisor=self._runtime.supervisor,
+                hub=self.hub,
+                now=self.clock.utc_now(),
+            )
+            self.settings, self.devices = reload.settings, reload.devices
+            self.last_reload = reload.outcome
             self._notifier.ready()
             self._notifier.status(self._status_line())
-
-    def _reload_config(self) -> ReloadOutcome:
-        now = self.clock.utc_now()
-        try:
-            settings, devices = load_config(
-                self.config_path, registry=self.registry, environ=self._environ
-            )
-        except ConfigError as exc:
-            _LOGGER.error("reload refused, keeping the running configuration: %s", exc)
-            return ReloadOutcome(now, ok=False, detail=str(exc))
-        changed_sections = [
-            name
-            for name in GatewaySettings.model_fields
-            if name not in {"devices", "logging"}
-            and getattr(settings, name) != getattr(self.settings, name)
-        ]
-        if changed_sections:
-            _LOGGER.warning(
-                "reload: changes to [%s] take effect at the next restart",
-                "], [".join(changed_sections),
-            )
-        if settings.logging != self.settings.logging:
-            root = logging.getLogger()
-            root.setLevel(settings.logging.level)
-            for name, level in settings.logging.levels.items():
-                logging.getLogger(name).setLevel(level)
-        assert self._runtime.supervisor is not None
-        applied = self._runtime.supervisor.apply(devices)
-        for name in applied.stopped:
-            self.hub.forget(name)
-        self.settings = settings.model_copy(
-            update={name: getattr(self.settings, name) for name in changed_sections}
-        )
-        self.devices = devices
-        detail = (
-            f"started {list(applied.started)}, restarted {list(applied.restarted)}, "
-            f"stopped {list(applied.stopped)}, unchanged {len(applied.unchanged)}"
-        )
-        _LOGGER.info("configuration reloaded: %s", detail)
-        return ReloadOutcome(now, ok=True, detail=detail)
 
     # --- diagnostics --------------------------------------------------------------------
 
     def _status_line(self) -> str:
-        supervisor = self._runtime.supervisor
-        if supervisor is None:
-            return "starting"
-        statuses = supervisor.statuses()
-        healthy = sum(1 for status in statuses if status.health.value == "running")
-        clock = "clock synced" if self.clock.is_synchronized() else "clock NOT synced"
-        return f"{healthy}/{len(statuses)} drivers running, {clock}"
-
-    def _register_control_commands(self, control: ControlServer) -> None:
-        control.register("status", self._status_command)
-        control.register("devices", self._devices_command)
-        control.register("alerts", self._alerts_command)
-        control.register("prices", self._prices_command)
-        control.register("label.preview", self._label_preview_command)
-        control.register("label.bind", self._label_bind_command)
-        control.register("label.unbind", self._label_unbind_command)
-        control.register("label.flash", self._label_flash_command)
-        control.register("label.seed", self._label_seed_command)
-        control.register("labels", self._labels_command)
-        control.register("label.show", self._label_show_command)
-        control.register("slots", self._slots_command)
-        control.register("scale.read", self._scale_read_command)
-        control.register("scale.tare", self._scale_tare_command)
-        control.register("scale.calibrate", self._scale_calibrate_command)
+        diagnostics = self._runtime.diagnostics
+        return "starting" if diagnostics is None else diagnostics.status_line()
 
     async def status(self) -> dict[str, Any]:
-        """Everything ``storegw status`` shows, JSON-ready."""
-        runtime = self._runtime
-        storage: dict[str, Any] | None = None
-        if runtime.database is not None:
-            stats = await runtime.database.stats()
-            storage = stats.as_dict()
-        now_mono = self.clock.monotonic()
-        mqtt = self.settings.mqtt
-        outbox = (
-            [state.as_dict() for state in await runtime.outbox.states()]
-            if runtime.outbox is not None
-            else []
-        )
-        link = runtime.link.stats.as_dict() if runtime.link is not None else None
-        return {
-            "store": {"id": self.settings.store.id, "timezone": self.settings.store.timezone},
-            "version": __version__,
-            "pid": os.getpid(),
-            "started_at": isoformat_utc(self._started_at),
-            "uptime_s": round(now_mono - self._started_mono, 1),
-            "clock": {
-                "synchronized": self.clock.is_synchronized(),
-                "source": self.settings.clock.sync.value,
-                "utc_now": isoformat_utc(self.clock.utc_now()),
-            },
-            "config": {
-                "path": str(self.config_path),
-                "last_reload": None
-                if self.last_reload is None
-                else {
-                    "at": isoformat_utc(self.last_reload.at),
-                    "ok": self.last_reload.ok,
-                    "detail": self.last_reload.detail,
-                },
-            },
-            "mqtt": {
-                "enabled": mqtt.enabled,
-                "host": mqtt.host,
-                "port": mqtt.port,
-                "transport": "tls" if mqtt.tls else "PLAINTEXT",
-                "custody": mqtt.custody,
-                "link": link,
-                "last_hq_ack": runtime.uplink.last_ack if runtime.uplink else None,
-                "parked_streams": dict(runtime.uplink.parked) if runtime.uplink else {},
-                "malformed": runtime.malformed.status() if runtime.malformed else None,
-            },
-            "outbox": outbox,
-            "buffer": runtime.outbox.pressure.report() if runtime.outbox is not None else None,
-            "downlink": runtime.prices.status() if runtime.prices is not None else None,
-            "commands": runtime.commands.status() if runtime.commands is not None else None,
-            "alerts_active": len(runtime.alerts.active()) if runtime.alerts else 0,
-            "labels": await runtime.labels.summary() if runtime.labels is not None else None,
-            "drivers": [
-                status.as_dict()
-                for status in (runtime.supervisor.statuses() if runtime.supervisor else ())
-            ],
-            "readings": self.hub.summaries(now_mono),
-            "slots": runtime.shelves.listing() if runtime.shelves is not None else [],
-            "storage": storage,
-        }
+        """Everything ``storegw status`` shows, JSON-ready (:mod:`gateway.diagnostics`)."""
+        if self._runtime.diagnostics is None:
+            raise RuntimeError("the gateway is not running")
+        return await self._runtime.diagnostics.status()
 
     async def health_snapshot(self) -> HealthSnapshot:
         """The latest-only ``up/health`` message."""
@@ -770,165 +494,3 @@ class Gateway:
             ],
             link=None if link is None else LinkReport(**link),
         )
-
-    async def _prices_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        runtime = self._runtime
-        sku = optional_text_arg(args, "sku")
-        if runtime.database is None:
-            return {"prices": [], "promotions": [], "head_version": 0}
-        listing = await PriceBook(
-            runtime.database, was_price=self.settings.downlink.was_price
-        ).listing(self.clock.utc_now(), sku)
-        if runtime.prices is not None:
-            listing["downlink"] = runtime.prices.status()
-        return listing
-
-    async def _label_bind_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        bindings = self._require_bindings()
-        label, sku = text_arg(args, "label"), text_arg(args, "sku")
-        try:
-            binding = await bindings.bind(label, sku, "local")
-        except CommandRefusedError as exc:
-            raise InvalidArgsError(str(exc)) from exc
-        reply = binding.as_dict()
-        if self._runtime.labels is not None:  # a failed job for this SKU is tried again now
-            reply["job_state"] = await self._runtime.labels.retry_failed(
-                binding.label, binding.sku, "retried by a technician (storegw label bind)"
-            )
-        return reply
-
-    async def _label_unbind_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        removed = await self._require_bindings().unbind(text_arg(args, "label"), "local")
-        return {"removed": removed.as_dict() if removed is not None else None}
-
-    async def _label_seed_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        from gateway.labels.bindings import check_binding_rows
-
-        rows = args.get("rows")
-        if not isinstance(rows, list) or not all(
-            isinstance(row, list) and len(row) == 2 for row in rows
-        ):
-            raise InvalidArgsError("rows: a list of [label, sku] pairs")
-        try:  # the daemon checks again: the socket is not only the CLI's
-            checked = check_binding_rows([{"label": label, "sku": sku} for label, sku in rows])
-        except ValueError as exc:
-            raise InvalidArgsError(f"invalid seed rows: {exc}") from exc
-        return (await self._require_bindings().seed(checked)).as_dict()
-
-    async def _label_flash_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        label, seconds = text_arg(args, "label"), number_arg(args, "seconds", 10.0)
-        try:
-            return dict(await self.labels.flash(self._runtime.supervisor, label, seconds))
-        except CommandRefusedError as exc:
-            raise InvalidArgsError(str(exc)) from exc
-
-    def _require_labels(self) -> LabelPipeline:
-        if self._runtime.labels is None:
-            raise InvalidArgsError("the label pipeline is not running")
-        return self._runtime.labels
-
-    async def _labels_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        state = optional_text_arg(args, "state")
-        try:
-            return await self._require_labels().listing(state)
-        except ValueError as exc:
-            raise InvalidArgsError(str(exc)) from exc
-
-    async def _label_show_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        label = text_arg(args, "label")
-        try:
-            return await self._require_labels().show(label)
-        except ValueError as exc:
-            raise InvalidArgsError(str(exc)) from exc
-
-    def _require_bindings(self) -> LabelBindings:
-        if self._runtime.bindings is None:
-            raise InvalidArgsError("storage is not open yet")
-        return self._runtime.bindings
-
-    async def _label_preview_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        """Render what a label for ``sku`` shows now (PNG, base64) on ``model`` (WxH:palette):
-        the pipeline's face and renderer at its policy instant, as the shelf gets it."""
-        from gateway.labels.preview import preview_label
-
-        sku, model = text_arg(args, "sku"), optional_text_arg(args, "model") or "296x128:bwr"
-        pipeline = self._require_labels()
-        at, _synced = pipeline.policy_instant()
-        try:
-            return await preview_label(
-                pipeline.book,
-                pipeline,
-                sku=sku,
-                model=model,
-                at=at,
-            )
-        except ValueError as exc:
-            raise InvalidArgsError(str(exc)) from exc
-
-    def _require_shelves(self) -> ShelfService:
-        if self._runtime.shelves is None:
-            raise InvalidArgsError("the shelves service is not running yet")
-        return self._runtime.shelves
-
-    async def _slots_command(self, _args: Mapping[str, Any]) -> dict[str, Any]:
-        return {"slots": self._require_shelves().listing()}
-
-    async def _scale_read_command(self, args: Mapping[str, Any]) -> object:
-        slot, follow = text_arg(args, "slot"), flag_arg(args, "follow")
-        shelves = self._require_shelves()
-        try:
-            current = shelves.reading(slot)
-        except ShelfError as exc:
-            raise InvalidArgsError(str(exc)) from exc
-        return shelves.follow(slot) if follow else current
-
-    async def _scale_tare_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        slot, device, force = (
-            text_arg(args, "slot"),
-            flag_arg(args, "device"),
-            flag_arg(args, "force"),
-        )
-        try:
-            return await self._require_shelves().tare(slot, device=device, force=force)
-        except ShelfError as exc:
-            raise InvalidArgsError(str(exc)) from exc
-
-    async def _scale_calibrate_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        slot, known = text_arg(args, "slot"), number_arg(args, "known_grams")
-        try:
-            return await self._require_shelves().calibrate(slot, known)
-        except ShelfError as exc:
-            raise InvalidArgsError(str(exc)) from exc
-
-    async def _alerts_command(self, _args: Mapping[str, Any]) -> dict[str, Any]:
-        alerts = self._runtime.alerts
-        return {"active": [alert.as_dict() for alert in (alerts.active() if alerts else ())]}
-
-    async def _status_command(self, _args: Mapping[str, Any]) -> dict[str, Any]:
-        return await self.status()
-
-    async def _devices_command(self, _args: Mapping[str, Any]) -> dict[str, Any]:
-        runtime = self._runtime
-        health = {
-            status.name: status.as_dict()
-            for status in (runtime.supervisor.statuses() if runtime.supervisor else ())
-        }
-        configured = []
-        for device in self.settings.devices:
-            resolved = next((d for d in self.devices if d.name == device.name), None)
-            configured.append(
-                {
-                    "name": device.name,
-                    "driver": device.driver,
-                    "family": resolved.plugin.family.value if resolved else None,
-                    "enabled": device.enabled,
-                    "silence_limit_s": resolved.silence_limit if resolved else None,
-                    "health": health.get(device.name, {}).get("health", "disabled"),
-                    "last_error": health.get(device.name, {}).get("last_error"),
-                }
-            )
-        return {"devices": configured, "known_drivers": list(self.registry.names())}
-
-
-async def _nothing_announced() -> dict[str, Any] | None:
-    return None

@@ -4,18 +4,20 @@
 abstract namespace); without it every call is a no-op, so the daemon runs the same in a
 terminal. :class:`WatchdogGate` decides whether a ``WATCHDOG=1`` ping is honest: only when every
 registered component advanced its progress counter since the last ping, so a wedged component
-gets the service restarted instead of being kept alive by a healthy event loop.
+gets the service restarted instead of being kept alive by a healthy event loop;
+:func:`feed_watchdog` is the daemon's task that pings through it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import time
 from collections.abc import Callable, Mapping
 
-__all__ = ["SystemdNotifier", "WatchdogGate", "running_under_journald"]
+__all__ = ["SystemdNotifier", "WatchdogGate", "feed_watchdog", "running_under_journald"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -139,3 +141,25 @@ class WatchdogGate:
     def stalled(self) -> list[str]:
         """Components without progress at the last ``should_ping()`` (sorted; [] after a ping)."""
         return list(self._stalled)
+
+
+async def feed_watchdog(notifier: SystemdNotifier, gate: WatchdogGate) -> None:
+    """Task ``systemd.watchdog``: at half the watchdog interval, ping while every component
+    of ``gate`` progresses; otherwise withhold the ping and say which stalled (once per change)."""
+    interval = notifier.watchdog_interval()
+    if interval is None:
+        return
+    reported: list[str] = []
+    while True:
+        await asyncio.sleep(interval / 2)
+        if gate.should_ping():
+            notifier.watchdog()
+            if reported:
+                _LOGGER.info("all components progressing again")
+                reported = []
+        else:
+            stalled = gate.stalled()
+            if stalled != reported:
+                _LOGGER.error("withholding watchdog ping: no progress from %s", stalled)
+                notifier.status(f"stalled: {', '.join(stalled)}")
+                reported = stalled

@@ -68,10 +68,14 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "gateway.drivers",
             "gateway.hub",
             "gateway.control",
+            # The contract between a feature and the wiring (what a feature is built with
+            # and what it declares): below the features, above the services it names.
+            "gateway.feature",
         ),
     ),
     (
-        # Feature packages: each owns its config section, its services and its commands.
+        # Feature packages: each owns its config section, its services, its control and HQ
+        # commands, its tasks and its status block (declared in its feature.py).
         "features",
         (
             "gateway.prices",
@@ -80,13 +84,16 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     (
-        # Wiring and tools, only on top: config composes the sections, app wires the daemon,
-        # cli/ and hq/ are the commands; logging and sd_notify are only theirs to set up.
-        # wire.schema_doc writes protocol.md's schemas, the downlink's and commands' included.
+        # Wiring and tools, only on top: config composes the sections, app wires the daemon
+        # (diagnostics: its own status/devices/alerts; reload: SIGHUP), cli/ and hq/ are the
+        # commands; logging and sd_notify are only theirs to set up. wire.schema_doc writes
+        # protocol.md's schemas, the downlink's and commands' included.
         "wiring",
         (
             "gateway.config",
             "gateway.app",
+            "gateway.diagnostics",
+            "gateway.reload",
             "gateway.cli",
             "gateway.hq",
             "gateway.wire.schema_doc",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gateway.drivers.supervisor import Supervisor
 from gateway.errors import CommandRefusedError
 from gateway.labels.bindings import LabelBindings
 from gateway.labels.directory import LabelDirectory
@@ -40,7 +39,7 @@ def binding_commands(bindings: LabelBindings) -> list[CommandSpec]:
 
 
 def flash_command(
-    directory: LabelDirectory, supervisor: Callable[[], Supervisor | None]
+    directory: LabelDirectory, driver_of: Callable[[str], object | None]
 ) -> CommandSpec:
     """``flash`` {label, seconds?}: blink a label's LED so staff can find it. Signed when HQ
     keys are configured (it acts on the shop floor)."""
@@ -49,6 +48,6 @@ def flash_command(
         label, seconds = request.args.get("label"), request.args.get("seconds", 10.0)
         if not isinstance(label, str) or not isinstance(seconds, int | float):
             raise CommandRefusedError("flash needs args {label, seconds?}")
-        return CommandResult(await directory.flash(supervisor(), label, float(seconds)))
+        return CommandResult(await directory.flash(driver_of, label, float(seconds)))
 
     return CommandSpec("flash", flash, changes_state=True, help="blink a label's LED")

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from gateway.clock import Clock, isoformat_utc
 from gateway.drivers.contracts import LabelDriver, LabelReport, Reading
-from gateway.drivers.supervisor import Supervisor
 from gateway.errors import CommandRefusedError, DriverError
 from gateway.hub import ReadingHub
 
@@ -44,9 +43,10 @@ class LabelDirectory:
         return seen.device if seen is not None else None
 
     async def flash(
-        self, supervisor: Supervisor | None, label: str, seconds: float
+        self, driver_of: Callable[[str], object | None], label: str, seconds: float
     ) -> dict[str, object]:
-        """Flash ``label``'s LED through the driver that last heard from it."""
+        """Flash ``label``'s LED through the driver that last heard from it (``driver_of``:
+        a device's live driver, None while it is not running)."""
         if not 0 < seconds <= 300:
             raise CommandRefusedError("seconds must be within (0, 300]")
         seen = self._seen.get(label)
@@ -54,7 +54,7 @@ class LabelDirectory:
             raise CommandRefusedError(f"label {label} has not been heard by any ESL driver")
         if seen.has_led is False:
             raise CommandRefusedError(f"label {label} has no LED")
-        driver = supervisor.driver(seen.device) if supervisor is not None else None
+        driver = driver_of(seen.device)
         if not isinstance(driver, LabelDriver):
             raise CommandRefusedError(f"ESL driver {seen.device} is not running")
         try:

@@ -73,9 +73,11 @@ class LabelPipeline:
         locale: str = DEFAULT_LOCALE,
         was_price: WasPrice = "hq",
         rng: random.Random | None = None,
+        book: PriceBook | None = None,
     ) -> None:
         self.config = config
-        self.book = PriceBook(database, was_price=was_price)
+        # The daemon's one shared book (its ``was_price`` then rules); a book of its own else.
+        self.book = book if book is not None else PriceBook(database, was_price=was_price)
         renderer = LabelRenderer(config.font, config.bold_font, locale=locale, timezone=timezone)
         default_model = model_text(parse_model(config.default_model))
         self._clock = clock

@@ -186,9 +186,10 @@ class PriceDownlink:
         store_id: str,
         settings: PriceDownlinkSettings | None = None,
         on_applied: AppliedHook | None = None,
+        book: PriceBook | None = None,
     ) -> None:
         self._db = database
-        self._price_book = PriceBook(database)
+        self._price_book = book if book is not None else PriceBook(database)
         self.on_applied = on_applied
         self._outbox = outbox
         self._alerts = alerts

@@ -18,9 +18,10 @@ once its record is gone.
 
 State-changing commands must be signed whenever HQ keys are configured; read-only ones
 (``ping``, ``resync``, ``rebirth``) may come unsigned, but a signature they carry must verify.
-Features register their own commands on :class:`CommandProcessor` (:class:`CommandSpec`):
+Features declare their own commands (:class:`CommandSpec`, ``Feature.hq_commands``):
 ``bind``/``unbind``/``flash`` in :mod:`gateway.labels.commands`, ``slots`` in
 :mod:`gateway.shelves.service`; the built-ins here (:func:`builtin_commands`) are the link's own.
+:class:`~gateway.sync.connection.HqConnection` registers both on the processor.
 """
 
 from __future__ import annotations
