@@ -42,7 +42,10 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_SILENCE_LIMITS",
     "Advertisement",
+    "BeaconFormat",
+    "BeaconId",
     "BeaconReceiver",
+    "BeaconTelemetry",
     "DeviceFamily",
     "Driver",
     "DriverContext",
@@ -114,12 +117,54 @@ class WeightSample:
     observed_at: datetime
 
 
+class BeaconFormat(StrEnum):
+    """The beacon frames whose identity a receiver's driver decodes (devices/ble/frames.py)."""
+
+    IBEACON = "ibeacon"
+    ALTBEACON = "altbeacon"
+    EDDYSTONE = "eddystone"  # Eddystone-UID
+
+
+@dataclass(frozen=True, slots=True)
+class BeaconId:
+    """A beacon's broadcast identity, decoded from its frame by the receiver's driver.
+
+    It is configured on the tag (a fixed beacon, a store-issued cart or basket tag), so it is
+    what such a tag is enrolled by; it is not an address. ``key`` is canonical lower-case text:
+    iBeacon ``<uuid>:<major>:<minor>``, AltBeacon ``<20-byte id as hex>``, Eddystone
+    ``<namespace hex>:<instance hex>``. ``str()`` gives ``<format>:<key>``, the form used in
+    configuration and on the wire.
+    """
+
+    format: BeaconFormat
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.format.value}:{self.key}"
+
+
+@dataclass(frozen=True, slots=True)
+class BeaconTelemetry:
+    """What a beacon says about itself (Eddystone-TLM): ``None`` where it reports nothing."""
+
+    battery_mv: int | None
+    temperature_c: float | None
+    advert_count: int | None = None
+    uptime_s: float | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Advertisement:
     """One BLE advertisement as seen by one receiver (radio adapter or remote receiver).
 
     ``address`` is the raw BLE address: personal data for customers' devices, so the presence
     core pseudonymises it at ingestion and never stores or publishes it.
+
+    Drivers own the bytes: besides the raw AD fields they fill what they decoded from them —
+    ``beacon`` (the frame's identity), ``measured_power`` (the frame's calibrated RSSI at 1 m)
+    and ``telemetry`` — so the core never parses a frame. ``enrolled_key`` names the enrolled
+    identity key (IRK) that resolves a resolvable private address, when a driver was given
+    keys and one matches.
     """
 
     receiver: str
@@ -132,6 +177,10 @@ class Advertisement:
     service_uuids: tuple[str, ...] = ()
     tx_power: int | None = None
     local_name: str | None = None
+    beacon: BeaconId | None = None
+    measured_power: int | None = None
+    telemetry: BeaconTelemetry | None = None
+    enrolled_key: str | None = None
 
 
 class LabelPalette(StrEnum):
