@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -208,3 +209,26 @@ def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[st
         env=env,
         check=False,
     )
+
+
+def scale(name: str, **faults: Any) -> dict[str, Any]:
+    options: dict[str, Any] = {"seed": 7, "sample_rate_hz": 5.0}
+    if faults:
+        options["faults"] = faults
+    return {"name": name, "driver": "simulated.scale", "options": options}
+
+
+def esl(name: str, **options: Any) -> dict[str, Any]:
+    return {"name": name, "driver": "simulated.esl", "options": {"seed": 3, **options}}
+
+
+def status_json(state: Path) -> dict[str, Any]:
+    result = run_cli("status", "--json", "--socket", str(state / "control.sock"))
+    assert result.returncode == 0, result.stderr
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> Any:
+    """Poll the daemon (through the CLI) until ``predicate`` holds; returns what it saw."""
+    return wait_until(predicate, within=timeout, what=what, every=0.1)

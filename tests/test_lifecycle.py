@@ -16,47 +16,28 @@ import pytest
 from tests.daemon import (
     STOREGW,
     FollowedOutput,
+    esl,
     run_cli,
     running_daemon,
+    scale,
     short_dir,
+    status_json,
     stop,
+    wait_for,
     write_config,
 )
 from tests.support.filesystems import tmpfs
-from tests.waiting import patience, wait_until
+from tests.waiting import patience
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def scale(name: str, **faults: Any) -> dict[str, Any]:
-    options: dict[str, Any] = {"seed": 7, "sample_rate_hz": 5.0}
-    if faults:
-        options["faults"] = faults
-    return {"name": name, "driver": "simulated.scale", "options": options}
-
-
-def esl(name: str, **options: Any) -> dict[str, Any]:
-    return {"name": name, "driver": "simulated.esl", "options": {"seed": 3, **options}}
-
-
 @pytest.fixture
 def state() -> Iterator[Path]:
     with short_dir() as path:
         yield path
-
-
-def status_json(state: Path) -> dict[str, Any]:
-    result = run_cli("status", "--json", "--socket", str(state / "control.sock"))
-    assert result.returncode == 0, result.stderr
-    parsed: dict[str, Any] = json.loads(result.stdout)
-    return parsed
-
-
-def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> Any:
-    """Poll the daemon (through the CLI) until ``predicate`` holds; returns what it saw."""
-    return wait_until(predicate, within=timeout, what=what, every=0.1)
 
 
 def drivers_by_name(status: dict[str, Any]) -> dict[str, dict[str, Any]]:

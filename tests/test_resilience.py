@@ -24,10 +24,19 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.control.client import ControlClient
 from gateway.errors import DaemonError
-from tests.daemon import run_cli, running_daemon, short_dir, stop, toml_value, write_config
+from tests.daemon import (
+    run_cli,
+    running_daemon,
+    scale,
+    short_dir,
+    status_json,
+    stop,
+    toml_value,
+    wait_for,
+    write_config,
+)
 from tests.support.broker import Broker
 from tests.support.filesystems import tmpfs
-from tests.test_lifecycle import scale, status_json, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

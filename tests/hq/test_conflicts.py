@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.hq.test_consumer import envelope, expired_marker, open_consumer, with_events
+from tests.hq.support import envelope, expired_marker, open_consumer, with_events
 
 
 def renamed(payload: bytes, prefix: str) -> bytes:

@@ -16,8 +16,7 @@ from gateway.sync.config import MqttConfig
 from tests.daemon import run_cli
 from tests.store.probes import probe
 from tests.support.broker import Broker
-from tests.sync.support import drained, until
-from tests.sync.test_uplink import gateway
+from tests.sync.support import drained, gateway, until
 
 
 async def test_store_to_hq_custody_end_to_end(tmp_path: Path, mosquitto: Broker) -> None:

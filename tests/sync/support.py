@@ -7,10 +7,21 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
+from gateway.alerts import Alerts
+from gateway.clock import SystemClock
+from gateway.store import Database
+from gateway.store.budget import BufferBudget
 from gateway.store.outbox import Outbox
+from gateway.sync.config import MqttConfig
+from gateway.sync.keeper import OutboxKeeper
 from gateway.sync.link import MqttLink
+from gateway.sync.uplink import Uplink, UplinkSettings, connect_outbox
+from tests.store.probes import PROBES
+from tests.support.broker import Broker
 from tests.waiting import patience
 
 T = TypeVar("T")
@@ -79,3 +90,60 @@ async def within(seconds: float) -> AsyncIterator[None]:
         raise AssertionError(f"took longer than {seconds} s; tasks:\n{where}") from None
     finally:
         capture.cancel()
+
+
+STREAMS = ("stock", "dwell", "receipts", "alerts")
+
+
+@dataclass
+class Gateway:
+    db: Database
+    outbox: Outbox
+    link: MqttLink
+    uplink: Uplink
+    alerts: Alerts
+
+
+@asynccontextmanager
+async def gateway(
+    path: Path,
+    broker: Broker | int,
+    settings: UplinkSettings | None = None,
+    *,
+    keepalive_s: int = 60,
+    budget: BufferBudget | None = None,
+) -> AsyncIterator[Gateway]:
+    """Outbox + link + uplink + alerts + keeper against a broker, or a port (e.g. a proxy's)."""
+    clock = SystemClock()
+    port = broker if isinstance(broker, int) else broker.port
+    async with Database.running(path, clock=clock) as db:
+        outbox = Outbox(db, clock, budget, events=PROBES)
+        await outbox.open(STREAMS)
+        alerts = Alerts(db, outbox, clock)
+        await alerts.load()
+        config = MqttConfig(
+            host="127.0.0.1", port=port, tls=False, allow_plaintext=True, keepalive_s=keepalive_s
+        )
+        link, uplink = connect_outbox(
+            outbox,
+            config=config,
+            store_id="s1",
+            boot=db.boot,
+            clock=clock,
+            settings=settings or UplinkSettings(messages_per_second=None),
+            alerts=alerts,
+        )
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(link.run(), name="mqtt.link"),
+                group.create_task(uplink.run(), name="uplink"),
+                group.create_task(
+                    OutboxKeeper(outbox, alerts, clock, ttl_s={}, tick_s=0.2).run(),
+                    name="outbox.keeper",
+                ),
+            ]
+            try:
+                yield Gateway(db, outbox, link, uplink, alerts)
+            finally:
+                for task in tasks:
+                    task.cancel()

@@ -28,9 +28,8 @@ from paho.mqtt.properties import Properties
 from gateway.clock import isoformat_utc
 from gateway.hq.prices import build_price_messages
 from gateway.sync.signing import Signer, encode_public_key
-from tests.daemon import run_cli, running_daemon, short_dir, write_config
+from tests.daemon import run_cli, running_daemon, short_dir, status_json, wait_for, write_config
 from tests.support.broker import Broker
-from tests.test_lifecycle import status_json, wait_for
 
 STORE = "test-store"
 ROOT = f"retail/v1/{STORE}/"

@@ -21,8 +21,7 @@ from gateway.hq.tail import HqConsumerConfig, HqSettings, tail
 from gateway.sync.config import MqttConfig
 from tests.store.probes import probes
 from tests.support.broker import Broker
-from tests.sync.support import drained, until
-from tests.sync.test_uplink import gateway
+from tests.sync.support import drained, gateway, until
 
 
 class ReferenceHq:

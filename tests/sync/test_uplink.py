@@ -8,9 +8,6 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,75 +19,19 @@ from gateway.store import Database
 from gateway.store.budget import BufferBudget, Shed
 from gateway.store.outbox import Outbox, StreamState
 from gateway.sync.config import MqttConfig
-from gateway.sync.keeper import PRESSURE_ALERT, OutboxKeeper
-from gateway.sync.link import MqttLink
-from gateway.sync.uplink import Custody, RateLimiter, Uplink, UplinkSettings, connect_outbox
+from gateway.sync.keeper import PRESSURE_ALERT
+from gateway.sync.uplink import Custody, RateLimiter, UplinkSettings, connect_outbox
 from gateway.wire import validate_event
 from tests.store.probes import PROBES, probe, probes
 from tests.support.broker import Broker
 from tests.support.filesystems import tmpfs
 from tests.sync.fake_hq import FakeHq
 from tests.sync.proxy import Proxy
-from tests.sync.support import depth, drained, until, within
+from tests.sync.support import STREAMS, depth, drained, gateway, until, within
 from tests.waiting import patience
 from tests.waiting import until as until_async
 
-STREAMS = ("stock", "dwell", "receipts", "alerts")
 FAST_RESEND = UplinkSettings(messages_per_second=None, ack_timeout_s=2.0)
-
-
-@dataclass
-class Gateway:
-    db: Database
-    outbox: Outbox
-    link: MqttLink
-    uplink: Uplink
-    alerts: Alerts
-
-
-@asynccontextmanager
-async def gateway(
-    path: Path,
-    broker: Broker | int,
-    settings: UplinkSettings | None = None,
-    *,
-    keepalive_s: int = 60,
-    budget: BufferBudget | None = None,
-) -> AsyncIterator[Gateway]:
-    """Outbox + link + uplink + alerts + keeper against a broker, or a port (e.g. a proxy's)."""
-    clock = SystemClock()
-    port = broker if isinstance(broker, int) else broker.port
-    async with Database.running(path, clock=clock) as db:
-        outbox = Outbox(db, clock, budget, events=PROBES)
-        await outbox.open(STREAMS)
-        alerts = Alerts(db, outbox, clock)
-        await alerts.load()
-        config = MqttConfig(
-            host="127.0.0.1", port=port, tls=False, allow_plaintext=True, keepalive_s=keepalive_s
-        )
-        link, uplink = connect_outbox(
-            outbox,
-            config=config,
-            store_id="s1",
-            boot=db.boot,
-            clock=clock,
-            settings=settings or UplinkSettings(messages_per_second=None),
-            alerts=alerts,
-        )
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(link.run(), name="mqtt.link"),
-                group.create_task(uplink.run(), name="uplink"),
-                group.create_task(
-                    OutboxKeeper(outbox, alerts, clock, ttl_s={}, tick_s=0.2).run(),
-                    name="outbox.keeper",
-                ),
-            ]
-            try:
-                yield Gateway(db, outbox, link, uplink, alerts)
-            finally:
-                for task in tasks:
-                    task.cancel()
 
 
 async def test_events_reach_hq_in_order_and_leave_the_outbox(

@@ -24,9 +24,9 @@ from gateway.store.outbox import Outbox
 from gateway.wire import EVENT_TYPES, StockChanged
 from tests.labels.support import CountingDriver, label_store, later, promo
 from tests.labels.support import item as label_item
-from tests.prices.test_downlink import batch, store
-from tests.prices.test_downlink import item as price_item
-from tests.shelves.test_service import UNIT, shelf
+from tests.prices.support import batch, store
+from tests.prices.support import item as price_item
+from tests.shelves.support import UNIT, shelf
 from tests.wire.documented import sent_events
 
 #: The event types each test below makes its producer emit.
