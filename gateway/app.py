@@ -33,7 +33,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.alerts import Alerts
-from gateway.clock import Clock, isoformat_utc
+from gateway.clock import Clock
 from gateway.config import GatewaySettings
 from gateway.control.server import ControlServer
 from gateway.diagnostics import FOUND_EMPTY_ALERT, Diagnostics, report_found_empty
@@ -55,14 +55,7 @@ from gateway.store.outbox import Outbox
 from gateway.sync.connection import HqConnection
 from gateway.sync.keeper import OutboxKeeper
 from gateway.systemd import SystemdNotifier, WatchdogGate, feed_watchdog
-from gateway.wire.messages import (
-    BufferReport,
-    DriverReport,
-    HealthSnapshot,
-    HealthStream,
-    LastHqAck,
-    LinkReport,
-)
+from gateway.wire.messages import HealthSnapshot
 
 __all__ = ["FOUND_EMPTY_ALERT", "STREAMS", "Gateway", "ReloadOutcome"]
 
@@ -462,35 +455,7 @@ class Gateway:
         return await self._runtime.diagnostics.status()
 
     async def health_snapshot(self) -> HealthSnapshot:
-        """The latest-only ``up/health`` message."""
-        status = await self.status()
-        storage = status["storage"] or {}
-        buffer, ack, link = status["buffer"], status["mqtt"]["last_hq_ack"], status["mqtt"]["link"]
-        return HealthSnapshot(
-            v=1,
-            type="health",
-            store=self.settings.store.id,
-            boot=storage.get("boot"),
-            sent_at=isoformat_utc(self.clock.utc_now()),
-            clock_synchronized=status["clock"]["synchronized"],
-            streams=[
-                HealthStream(
-                    stream=s["stream"],
-                    depth=s["depth"],
-                    bytes=s["bytes"],
-                    oldest_ts=s["oldest_ts"],
-                    acked_seq=s["acked_seq"],
-                )
-                for s in status["outbox"]
-            ],
-            buffer=None if buffer is None else BufferReport(**buffer),
-            last_hq_ack=None if ack is None else LastHqAck(**ack),
-            disk_free_bytes=storage.get("free_disk_bytes"),
-            drivers=[
-                DriverReport(
-                    **{k: d[k] for k in ("name", "family", "health", "last_error", "restarts")}
-                )
-                for d in status["drivers"]
-            ],
-            link=None if link is None else LinkReport(**link),
-        )
+        """The latest-only ``up/health`` message (:meth:`Diagnostics.health_snapshot`)."""
+        if self._runtime.diagnostics is None:
+            raise RuntimeError("the gateway is not running")
+        return await self._runtime.diagnostics.health_snapshot()

@@ -5,7 +5,7 @@ the store; and the ``storage.found_empty`` report at start.
 
 They are the wiring's, not a feature's: they read the shared services and the configuration
 as a whole. ``storegw status`` renders the result (:mod:`gateway.cli.diagnostics`); the
-``up/health`` snapshot is cut from it (``Gateway.health_snapshot``).
+``up/health`` snapshot is cut from it (:meth:`Diagnostics.health_snapshot`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,14 @@ from gateway.reload import ReloadOutcome
 from gateway.store.database import Database
 from gateway.store.outbox import Outbox
 from gateway.sync.connection import HqConnection
+from gateway.wire.messages import (
+    BufferReport,
+    DriverReport,
+    HealthSnapshot,
+    HealthStream,
+    LastHqAck,
+    LinkReport,
+)
 
 __all__ = ["FOUND_EMPTY_ALERT", "Configured", "Diagnostics", "report_found_empty"]
 
@@ -72,6 +80,40 @@ class Diagnostics:
     connection: HqConnection | None
     prices: PricesFeature
     features: Sequence[Feature]
+
+    async def health_snapshot(self) -> HealthSnapshot:
+        """The latest-only ``up/health`` message, cut from :meth:`status`."""
+        status = await self.status()
+        storage = status["storage"] or {}
+        buffer, ack, link = status["buffer"], status["mqtt"]["last_hq_ack"], status["mqtt"]["link"]
+        return HealthSnapshot(
+            v=1,
+            type="health",
+            store=self.daemon.settings.store.id,
+            boot=storage.get("boot"),
+            sent_at=isoformat_utc(self.clock.utc_now()),
+            clock_synchronized=status["clock"]["synchronized"],
+            streams=[
+                HealthStream(
+                    stream=s["stream"],
+                    depth=s["depth"],
+                    bytes=s["bytes"],
+                    oldest_ts=s["oldest_ts"],
+                    acked_seq=s["acked_seq"],
+                )
+                for s in status["outbox"]
+            ],
+            buffer=None if buffer is None else BufferReport(**buffer),
+            last_hq_ack=None if ack is None else LastHqAck(**ack),
+            disk_free_bytes=storage.get("free_disk_bytes"),
+            drivers=[
+                DriverReport(
+                    **{k: d[k] for k in ("name", "family", "health", "last_error", "restarts")}
+                )
+                for d in status["drivers"]
+            ],
+            link=None if link is None else LinkReport(**link),
+        )
 
     def control_handlers(self) -> Mapping[str, Handler]:
         return {

@@ -1,6 +1,7 @@
 """The other messages between the store and HQ: the retained ``state`` birth and death, HQ's
-``down/ack``, the ``up/health`` snapshot (built by :meth:`gateway.app.Gateway.health_snapshot`),
-the signed downlink wrapper, ``up/sync`` and command replies."""
+``down/ack``, the ``up/health`` snapshot (built by
+:meth:`gateway.diagnostics.Diagnostics.health_snapshot`), the signed downlink wrapper,
+``up/sync`` and command replies."""
 
 from __future__ import annotations
 
