@@ -20,6 +20,7 @@ from gateway.drivers.contracts import (
     LabelReport,
     LabelReportKind,
     Reading,
+    ReceiverStatus,
     WeightSample,
 )
 
@@ -41,6 +42,7 @@ class DeviceView:
     beacons: dict[str, Advertisement] = field(default_factory=dict)
     label_reports: dict[LabelReportKind, int] = field(default_factory=dict)
     last_label: LabelReport | None = None
+    receivers: dict[str, ReceiverStatus] = field(default_factory=dict)
 
     def record(self, reading: Reading) -> None:
         self.readings += 1
@@ -55,6 +57,10 @@ class DeviceView:
             case LabelReport():
                 self.label_reports[reading.kind] = self.label_reports.get(reading.kind, 0) + 1
                 self.last_label = reading
+            case ReceiverStatus():
+                self.receivers[reading.receiver] = reading
+                if len(self.receivers) > _MAX_TRACKED:
+                    del self.receivers[next(iter(self.receivers))]
             case Heartbeat():
                 pass
 
@@ -78,6 +84,11 @@ class DeviceView:
             digest["beacons_recent"] = len(recent)
             if recent:
                 digest["strongest_rssi"] = max(adv.rssi for adv in recent)
+        if self.receivers:
+            digest["receivers"] = {
+                name: {"state": status.state.value, "detail": status.detail}
+                for name, status in sorted(self.receivers.items())
+            }
         if self.label_reports:
             digest["label_reports"] = {
                 kind.value: count for kind, count in sorted(self.label_reports.items())

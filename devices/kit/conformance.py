@@ -67,6 +67,7 @@ from gateway.drivers.contracts import (
     LabelPalette,
     LabelReport,
     Reading,
+    ReceiverStatus,
     ReportsDetail,
     ScaleDriver,
     ScaleStatus,
@@ -149,11 +150,25 @@ async def check_lifecycle(rig: DriverRig, *, readings: int = 3) -> None:
             raise ConformanceError(f"{type(driver).__name__} is not a {contract.__name__}")
         if asyncio.all_tasks() - tasks_before:
             raise ConformanceError("creating the driver started a task: no I/O before open()")
+        _tell_identity_keys(driver)  # before open: given to a new driver object at start
         async with _open(rig, driver) as stream:
             await _collect(rig, stream, readings)
+            _tell_identity_keys(driver)  # and while it runs: an enrolment changed
             if isinstance(driver, ReportsDetail) and not isinstance(driver.status_detail, str):
                 raise ConformanceError("status_detail is not a str")
         await _no_leaks(watch, f"after the {run} start and stop")
+
+
+_CONFORMANCE_IRK = bytes(range(16))
+
+
+def _tell_identity_keys(driver: Driver) -> None:
+    """A beacon receiver takes the enrolled identity keys at any time, without blocking."""
+    if isinstance(driver, BeaconReceiver):
+        before = asyncio.all_tasks()
+        driver.set_identity_keys({"conformance": _CONFORMANCE_IRK})
+        if asyncio.all_tasks() - before:
+            raise ConformanceError("set_identity_keys() must apply the keys, not start work")
 
 
 async def check_cancellation(rig: DriverRig, *, readings: int = 2, max_points: int = 40) -> int:
@@ -297,8 +312,8 @@ async def _collect(
     found = 0
     while found < count:
         reading = await _next(rig, stream, after)
-        if isinstance(reading, Heartbeat):
-            continue
+        if isinstance(reading, Heartbeat | ReceiverStatus):
+            continue  # alive, or news about one of several receivers: not the family's data
         if not isinstance(reading, kind):
             raise ConformanceError(f"yielded a {type(reading).__name__}, not a {kind.__name__}")
         if reading.observed_at.tzinfo is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 from uuid import UUID
@@ -131,6 +131,11 @@ class SimulatedBeaconReceiver(SimulatedDriver[SimulatedBeaconOptions]):
         # (due on the radio timeline, emitter index): a stable order for equal times
         self._due = [(self._rng.uniform(0, e.interval_s), i) for i, e in enumerate(self._emitters)]
         heapq.heapify(self._due)
+        self._identity_keys: dict[str, bytes] = {}
+
+    def set_identity_keys(self, keys: Mapping[str, bytes]) -> None:
+        """Keep the enrolled identity keys (the simulated phones do not use IRKs yet)."""
+        self._identity_keys = dict(keys)
 
     @property
     def _scenario_s(self) -> float:

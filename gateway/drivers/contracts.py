@@ -59,6 +59,8 @@ __all__ = [
     "LabelReport",
     "LabelReportKind",
     "Reading",
+    "ReceiverState",
+    "ReceiverStatus",
     "ReportsDetail",
     "ScaleDriver",
     "ScaleStatus",
@@ -183,6 +185,30 @@ class Advertisement:
     enrolled_key: str | None = None
 
 
+class ReceiverState(StrEnum):
+    """How a receiver behind a beacon driver is doing (a remote receiver node in a zone)."""
+
+    ONLINE = "online"  # reporting as expected
+    QUIET = "quiet"  # connected but nothing heard for longer than its limit
+    OFFLINE = "offline"  # said goodbye (MQTT last will) or never reported
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverStatus:
+    """News about one receiver of a beacon driver that serves several (remote nodes).
+
+    ``receiver`` is the name :class:`Advertisement` readings carry in their ``receiver`` field;
+    ``detail`` says why in words (``"silent for 95 s"``, ``"last will"``). The driver itself
+    stays healthy while some of its receivers are not: the core shows them per receiver.
+    """
+
+    receiver: str
+    state: ReceiverState
+    monotonic: float
+    observed_at: datetime
+    detail: str = ""
+
+
 class LabelPalette(StrEnum):
     BW = "bw"
     BWR = "bwr"
@@ -226,7 +252,7 @@ class LabelReport:
     rssi: int | None = None
 
 
-Reading: TypeAlias = WeightSample | Advertisement | LabelReport | Heartbeat
+Reading: TypeAlias = WeightSample | Advertisement | ReceiverStatus | LabelReport | Heartbeat
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -284,7 +310,16 @@ class ScaleDriver(Driver, Protocol):
 
 @runtime_checkable
 class BeaconReceiver(Driver, Protocol):
-    """BLE receivers: yields :class:`Advertisement`, nothing to command."""
+    """BLE receivers: yields :class:`Advertisement` (and :class:`ReceiverStatus` when it serves
+    several receivers).
+
+    The one thing it can be told is which identity resolving keys (IRKs) are enrolled, so it
+    can fill :attr:`Advertisement.enrolled_key` for a resolvable private address one of them
+    resolves. Keys are 16 bytes, named by their enrolment key; the call replaces the whole set,
+    takes effect for the next advertisement and must not block.
+    """
+
+    def set_identity_keys(self, keys: Mapping[str, bytes]) -> None: ...
 
 
 @runtime_checkable
