@@ -1,7 +1,8 @@
 """Simulated BLE receiver: fixed beacons, shopping carts moving between zones, and phones.
 
 Advertisements carry correctly encoded frames (iBeacon, Eddystone UID/TLM; see
-:mod:`devices.ble.frames`) so the decoders downstream run on real bytes. RSSI follows a
+:mod:`devices.ble.frames`) and, like every beacon driver, what the decoders make of them
+(:mod:`devices.ble.beacon_fields`). RSSI follows a
 log-distance path-loss model from each emitter's simulated distance, plus Gaussian noise;
 adverts below the receiver's sensitivity are not heard. Phones use resolvable private
 addresses that rotate (about every 15 minutes of scenario time), as real phones do.
@@ -23,6 +24,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from devices.ble.beacon_fields import beacon_fields
 from devices.ble.frames import (
     APPLE_COMPANY_ID,
     EDDYSTONE_SERVICE_UUID,
@@ -268,6 +270,7 @@ class SimulatedBeaconReceiver(SimulatedDriver[SimulatedBeaconOptions]):
         rssi = round(power_1m - path_loss + rng.gauss(0.0, options.rssi_noise_db))
         if rssi < _SENSITIVITY_DBM:
             return None
+        decoded = beacon_fields(manufacturer, service)
         return Advertisement(
             receiver=options.receiver,
             address=emitter.address,
@@ -278,4 +281,7 @@ class SimulatedBeaconReceiver(SimulatedDriver[SimulatedBeaconOptions]):
             service_data=service,
             service_uuids=uuids,
             tx_power=tx_power,
+            beacon=decoded.beacon,
+            measured_power=decoded.measured_power,
+            telemetry=decoded.telemetry,
         )

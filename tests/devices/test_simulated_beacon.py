@@ -115,6 +115,20 @@ async def test_the_ble_decoders_read_every_beacon_the_simulator_sends() -> None:
     assert seen == {IBeacon, EddystoneUid, EddystoneTlm}
 
 
+async def test_adverts_carry_what_the_decoders_make_of_them() -> None:
+    driver = make("simulated.beacon", **floor())
+    adverts: list[Advertisement] = await take(driver.readings(), 120, Advertisement)
+    named = {str(a.beacon) for a in adverts if a.beacon is not None}
+    assert f"ibeacon:{STORE}:7:9" in named
+    assert "eddystone:12345678901234678901:0000000000e1" in named
+    assert {a.measured_power for a in adverts if str(a.beacon) == f"ibeacon:{STORE}:7:9"} == {-61}
+    batteries = {a.telemetry.battery_mv for a in adverts if a.telemetry is not None}
+    assert batteries == {2840}
+    phones = [a for a in adverts if is_resolvable_private(a.address)]
+    assert phones
+    assert all(a.beacon is None and a.telemetry is None for a in phones)
+
+
 async def test_rssi_falls_with_distance() -> None:
     driver = make(
         "simulated.beacon",
