@@ -16,6 +16,7 @@ from devices.kit.conformance import DriverConformance, DriverRig, SilenceVerdict
 from devices.scale.modbus_protocol import BUILTIN_MODELS
 from devices.simulated.ascii_device import AsciiScaleSimulator
 from devices.simulated.modbus_device import ModbusBusSimulator, ModbusFault, SimulatedTransmitter
+from devices.simulated.oepl_ap import FakeAccessPoint
 from devices.simulated.timeline import WeightTimeline
 from tests.devices.harness import REGISTRY, plugin
 from tests.waiting import patience
@@ -66,6 +67,24 @@ async def modbus_rig(_tmp: Path) -> AsyncIterator[DriverRig]:
                 "turnaround_guard_s": 0.005,
                 "devices": [{"channel": "shelf-7", "unit_id": 7, "model": "dini-argeo-dgt"}],
             },
+            go_quiet=go_quiet,
+            garble=garble,
+            silence_limit_s=LIMIT,
+        )
+
+
+@contextlib.asynccontextmanager
+async def oepl_rig(_tmp: Path) -> AsyncIterator[DriverRig]:
+    async def go_quiet(_driver: Any) -> None:
+        ap.mute = True
+
+    async def garble(_driver: Any) -> None:
+        ap.garbage = True  # junk frames among the valid ones, junk HTTP answers
+
+    async with FakeAccessPoint(tag_count=2, checkin_s=0.05, sys_s=0.05) as ap:
+        yield DriverRig(
+            plugin=plugin("esl.oepl"),
+            options={"url": ap.url, "request_timeout_s": LIMIT / 2},
             go_quiet=go_quiet,
             garble=garble,
             silence_limit_s=LIMIT,
@@ -132,6 +151,7 @@ RIGS: dict[str, Rigs] = {
         "simulated.esl", label_count=2, checkin_interval_s=0.05, heartbeat_s=0.05
     ),
     "modbus.rtu": modbus_rig,
+    "esl.oepl": oepl_rig,
     "ascii.scale (ad-stream, pty)": ascii_rig("ad-stream", "pty"),
     "ascii.scale (mt-sics, socket)": ascii_rig("mt-sics", "socket"),
 }
@@ -158,6 +178,7 @@ def test_every_published_driver_runs_the_suite() -> None:
         ("simulated.scale", SilenceVerdict.SILENT),
         ("simulated.esl", SilenceVerdict.SILENT),
         ("modbus.rtu", SilenceVerdict.REPORTED),  # ERROR samples for the unit not answering
+        ("esl.oepl", SilenceVerdict.SILENT),  # no frames, no heartbeats: the watchdog's case
         ("ascii.scale (ad-stream, pty)", SilenceVerdict.RAISED),  # no_data_timeout_s
         ("ascii.scale (mt-sics, socket)", SilenceVerdict.REPORTED),  # a request unanswered
     ],

@@ -1,0 +1,341 @@
+"""A fake OpenEPaperLink access point: a small working aiohttp HTTP + websocket server.
+
+It follows the access point's behaviour as described in research/esl.md (built from those
+notes and the firmware's published sources, not checked against hardware):
+
+- ``POST /imgupload`` (multipart, ``mac`` before the file part) queues the image for the tag
+  and answers ``Ok, saved``; content identical to what the tag shows is not queued again;
+  ``busy_uploads`` answers the next uploads ``409 Come back later``;
+- ``GET /get_db[?mac=][&pos=]`` pages the tag database; ``pos`` is a uint8 as on the AP, so
+  paging past 255 records wraps around (the trap a client must avoid);
+- ``POST /tag_cmd`` (``clear``, ``reboot``, ``refresh``, ``ledflash``...) and ``GET /led_flash``;
+- ``GET /tagtypes/HH.json`` describes the panels;
+- ``/ws`` streams ``{"tags": [...]}`` on check-ins and queue changes, ``{"sys": {...}}``
+  periodically, ``logMsg`` "<MAC> reports xfer complete", ``errMsg`` "xfer timeout" and
+  "REBOOTING".
+
+Virtual check-in timing: tags check in every ``checkin_s`` (real seconds; compress at will);
+the radio serves one queued job at a time, ``radio_s`` each (0: radio timing off). The hash a
+tag reports is of the AP's own converted buffer (here: the MD5 of a salted upload), never the
+gateway's content hash. Fault hooks: :meth:`reboot`, :meth:`reboot_tag`, :meth:`stick_pending`,
+``busy_uploads``, ``fail_deliveries`` (a tag that never answers: "xfer timeout" after 20
+attempts), ``mute`` (no answers, no frames), ``garbage`` (junk on the websocket and HTTP) and
+``slow_s`` (every HTTP answer delayed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import BodyPartReader, WSMsgType, web
+
+from devices.esl.protocol import DEEP_SLEEP_CHECKIN, content_hash
+
+__all__ = ["TAG_TYPES", "FakeAccessPoint", "FakeTag"]
+
+#: hwType → the tag type file the AP serves (subset of resources/tagtypes).
+TAG_TYPES: dict[int, dict[str, Any]] = {
+    0x01: {"name": 'M2 2.9"', "width": 296, "height": 128, "rotatebuffer": 1, "bpp": 2,
+           "colortable": {"white": [255, 255, 255], "black": [0, 0, 0], "red": [255, 0, 0]}},
+    0x00: {"name": 'M2 1.54"', "width": 152, "height": 152, "rotatebuffer": 0, "bpp": 1,
+           "colortable": {"white": [255, 255, 255], "black": [0, 0, 0]}},
+}  # fmt: skip
+_PAGE = 50
+_ATTEMPTS = 20
+_SALT = b"ap-buffer:"  # the AP hashes its converted buffer, not the uploaded file
+
+
+@dataclass
+class FakeTag:
+    mac: str
+    hw_type: int = 0x01
+    battery_mv: int = 2900
+    rssi: int = -60
+    capabilities: int = 0x01
+    ap_hash: str = "0" * 32
+    wakeup_reason: int = 0
+    next_checkin: int = 0
+    last_seen: int = 0
+    queue: deque[tuple[str, bytes]] = field(default_factory=deque)  # ("image"|"led", data)
+    stuck_pending: bool = False
+    deep_sleep: bool = False
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "mac": self.mac, "hash": self.ap_hash, "lastseen": self.last_seen,
+            "nextupdate": 0, "nextcheckin": DEEP_SLEEP_CHECKIN if self.deep_sleep
+            else self.next_checkin, "pending": len(self.queue) or int(self.stuck_pending),
+            "alias": "", "contentMode": 24, "LQI": 100, "RSSI": self.rssi, "temperature": 21,
+            "batteryMv": self.battery_mv, "hwType": self.hw_type,
+            "wakeupReason": self.wakeup_reason, "capabilities": self.capabilities,
+        }  # fmt: skip
+
+
+class FakeAccessPoint:
+    """``async with FakeAccessPoint(tags=[...]) as ap:`` serves on ``ap.url``."""
+
+    def __init__(
+        self,
+        tags: list[FakeTag] | None = None,
+        *,
+        tag_count: int = 0,
+        radio_s: float = 0.0,
+        checkin_s: float = 0.2,
+        sys_s: float = 0.2,
+    ) -> None:
+        tags = list(tags or []) + [FakeTag(f"0000A0{i:010X}") for i in range(tag_count)]
+        self.tags: dict[str, FakeTag] = {tag.mac: tag for tag in tags}
+        self.radio_s, self.checkin_s, self.sys_s = radio_s, checkin_s, sys_s
+        self.busy_uploads = 0
+        self.fail_deliveries: set[str] = set()
+        self._unmuted = asyncio.Event()
+        self._unmuted.set()
+        self.garbage = False
+        self.slow_s = 0.0
+        self.uploads: list[str] = []  # macs, in order of accepted uploads
+        self.commands: list[tuple[str, str]] = []
+        self.maxsleep_min = 10
+        self._booted = time.monotonic()
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._work = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> FakeAccessPoint:
+        app = web.Application(middlewares=[self._faults])
+        app.router.add_post("/imgupload", self._imgupload)
+        app.router.add_get("/get_db", self._get_db)
+        app.router.add_post("/tag_cmd", self._tag_cmd)
+        app.router.add_get("/led_flash", self._led_flash)
+        app.router.add_get("/tagtypes/{name}", self._tagtype)
+        app.router.add_post("/save_apcfg", self._save_apcfg)
+        app.router.add_get("/ws", self._ws)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        self._tasks = [asyncio.create_task(self._radio()), asyncio.create_task(self._clock())]
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for socket in list(self._sockets):
+            await socket.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- fault hooks ----------------------------------------------------------------------
+
+    @property
+    def mute(self) -> bool:
+        """Muted: no websocket frames, HTTP requests wait (an AP that stopped answering)."""
+        return not self._unmuted.is_set()
+
+    @mute.setter
+    def mute(self, value: bool) -> None:
+        if value:
+            self._unmuted.clear()
+        else:
+            self._unmuted.set()
+
+    async def reboot(self) -> None:
+        """The AP restarts: every queue is lost, uptime starts again."""
+        await self._send({"errMsg": "REBOOTING"})
+        for tag in self.tags.values():
+            tag.queue.clear()
+        self._booted = time.monotonic()
+
+    async def reboot_tag(self, mac: str) -> None:
+        tag = self.tags[mac]
+        tag.ap_hash, tag.wakeup_reason = "0" * 32, 0xE0
+        await self._send({"tags": [tag.record()]})
+
+    def stick_pending(self, mac: str) -> None:
+        """The AP believes something is queued that it will never send (cleared by ``clear``)."""
+        tag = self.tags[mac]
+        tag.queue.clear()
+        tag.stuck_pending = True
+
+    def set_radio_s(self, seconds: float) -> None:
+        """Change the radio time per delivery, at once (a delivery under way starts over)."""
+        self.radio_s = seconds
+        self._tasks[0].cancel()
+        self._tasks[0] = asyncio.create_task(self._radio())
+        self._work.set()
+
+    def uptime_s(self) -> int:
+        return int(time.monotonic() - self._booted)
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    @web.middleware
+    async def _faults(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.slow_s:
+            await asyncio.sleep(self.slow_s)
+        if self.mute:
+            await self._unmuted.wait()
+        if self.garbage and request.path != "/ws":
+            return web.Response(status=200, text="\x00<html>garbage{")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def _imgupload(self, request: web.Request) -> web.Response:
+        reader = await request.multipart()
+        fields: dict[str, bytes] = {}
+        async for part in reader:
+            if not isinstance(part, BodyPartReader):
+                continue
+            name = part.name or ""
+            if name == "file" and "mac" not in fields:  # the AP needs the mac first
+                return web.Response(status=400, text="parameters incomplete")
+            fields[name] = bytes(await part.read())
+        mac = fields.get("mac", b"").decode("ascii", "replace").upper()
+        if "file" not in fields or not mac:
+            return web.Response(status=400, text="parameters incomplete")
+        tag = self.tags.get(mac)
+        if tag is None:
+            return web.Response(status=400, text="mac not found")
+        if self.busy_uploads > 0:
+            self.busy_uploads -= 1
+            return web.Response(status=409, text="Come back later")
+        buffer_hash = content_hash(_SALT + fields["file"])
+        if buffer_hash != tag.ap_hash:  # identical content is not sent again
+            tag.queue.append(("image", fields["file"]))
+            self._work.set()
+        self.uploads.append(mac)
+        await self._send({"tags": [tag.record()]})
+        return web.Response(text="Ok, saved")
+
+    async def _get_db(self, request: web.Request) -> web.Response:
+        if mac := request.query.get("mac"):
+            tag = self.tags.get(mac.upper())
+            return web.json_response({"tags": [tag.record()] if tag else [], "continu": 0})
+        position = int(request.query.get("pos", "0") or 0) & 0xFF  # a uint8 on the AP
+        records = [tag.record() for tag in self.tags.values()][position : position + _PAGE]
+        following = position + _PAGE if position + _PAGE < len(self.tags) else 0
+        return web.json_response({"tags": records, "continu": following})
+
+    async def _tag_cmd(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        mac, command = str(form.get("mac", "")).upper(), str(form.get("cmd", ""))
+        tag = self.tags.get(mac)
+        if tag is None:
+            return web.Response(status=400, text="Error: mac not found")
+        self.commands.append((mac, command))
+        if command == "clear":
+            tag.queue.clear()
+            tag.stuck_pending = False
+        elif command in ("ledflash", "ledflash_long"):
+            tag.queue.append(("led", b""))
+            self._work.set()
+        elif command in ("reboot", "refresh"):
+            tag.queue.clear()
+        else:
+            return web.Response(status=500, text="param error")
+        await self._send({"tags": [tag.record()]})
+        return web.Response(text="Ok, done")
+
+    async def _led_flash(self, request: web.Request) -> web.Response:
+        tag = self.tags.get(request.query.get("mac", "").upper())
+        if tag is None:
+            return web.Response(status=400, text="Error: mac not found")
+        self.commands.append((tag.mac, "led_flash"))
+        tag.queue.append(("led", b""))
+        self._work.set()
+        return web.Response(text="ok, request transmitted")
+
+    async def _tagtype(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"].removesuffix(".json")
+        try:
+            kind = TAG_TYPES[int(name, 16)]
+        except (ValueError, KeyError):
+            return web.Response(status=404, text="not found")
+        return web.json_response(kind)
+
+    async def _save_apcfg(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        with contextlib.suppress(ValueError):
+            self.maxsleep_min = int(str(form.get("maxsleep", self.maxsleep_min)))
+        return web.Response(text="Ok, saved")
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse(heartbeat=None)
+        await socket.prepare(request)
+        self._sockets.add(socket)
+        try:
+            async for message in socket:
+                if message.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+                    break
+        finally:
+            self._sockets.discard(socket)
+        return socket
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        if self.mute:
+            return
+        text = json.dumps(frame)
+        for socket in list(self._sockets):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                if self.garbage:
+                    await socket.send_str("{not json")
+                    await socket.send_bytes(b"\xff\x00")
+                await socket.send_str(text)
+
+    # --- the radio and the tags' clock ----------------------------------------------------
+
+    async def _radio(self) -> None:
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            while busy := [t for t in self.tags.values() if t.queue and not self.mute]:
+                for tag in busy:
+                    await self._deliver(tag)
+
+    async def _deliver(self, tag: FakeTag) -> None:
+        if self.radio_s > 0:
+            await asyncio.sleep(self.radio_s)
+        else:
+            await asyncio.sleep(0)
+        if not tag.queue:
+            return  # cleared meanwhile (reboot, clear)
+        if tag.mac in self.fail_deliveries:
+            tag.queue.clear()  # after 20 attempts the AP drops the tag's queue
+            await self._send({"errMsg": f"< {tag.mac} xfer timeout"})
+            await self._send({"tags": [tag.record()]})
+            return
+        kind, data = tag.queue.popleft()
+        tag.ap_hash = content_hash(_SALT + data if kind == "image" else b"led" + os.urandom(4))
+        tag.wakeup_reason, tag.last_seen = 0, int(time.time())
+        await self._send({"logMsg": f"{tag.mac} reports xfer complete"})
+        await self._send({"tags": [tag.record()]})
+
+    async def _clock(self) -> None:
+        last_sys = 0.0
+        while True:
+            await asyncio.sleep(min(self.checkin_s, self.sys_s))
+            now = int(time.time())
+            records = []
+            for tag in self.tags.values():
+                tag.last_seen, tag.next_checkin = now, now + max(1, int(self.checkin_s))
+                records.append(tag.record())
+            for start in range(0, len(records), _PAGE):
+                await self._send({"tags": records[start : start + _PAGE]})
+            if time.monotonic() - last_sys >= self.sys_s:
+                last_sys = time.monotonic()
+                await self._send({"sys": {"uptime": self.uptime_s(), "apstate": 1}})
