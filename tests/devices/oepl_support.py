@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import hashlib
 import io
+import queue
 import socket
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +28,7 @@ from gateway.drivers.contracts import (
     Reading,
 )
 from tests.devices.harness import make
-from tests.waiting import until
+from tests.waiting import patience, until
 
 PANEL = LabelModel(296, 128, LabelPalette.BWR, has_led=True)
 
@@ -115,3 +117,33 @@ async def running(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await driver.close()
+
+
+@contextlib.contextmanager
+def access_point_in_thread(**options: Any) -> Iterator[FakeAccessPoint]:
+    """A fake access point served from its own thread and event loop, for tests driving a
+    daemon subprocess synchronously."""
+    started: queue.Queue[FakeAccessPoint | BaseException] = queue.Queue()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        try:
+            async with FakeAccessPoint(**options) as ap:
+                started.put(ap)
+                await stop.wait()
+        except BaseException as exc:
+            started.put(exc)
+            raise
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    ap = started.get(timeout=patience(30))
+    if isinstance(ap, BaseException):
+        raise ap
+    try:
+        yield ap
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=patience(30))
+        loop.close()
