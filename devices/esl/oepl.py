@@ -20,7 +20,6 @@ State the AP holds for us across reconnects is in ``context.memory`` (:class:`Ap
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine
@@ -28,8 +27,8 @@ from dataclasses import replace
 from typing import Any
 
 import aiohttp
-from PIL import Image
 
+from devices.esl.oepl_http import HTTP_ERRORS, ApClient, jpeg_for_upload
 from devices.esl.oepl_state import ApMemory, OeplOptions, Shown, panel_of_tag_type
 from devices.esl.protocol import (
     ApRebooting,
@@ -39,10 +38,8 @@ from devices.esl.protocol import (
     TransferComplete,
     TransferTimeout,
     UploadOutcome,
-    decode_db_page,
     decode_ws_frame,
     label_address,
-    upload_outcome,
 )
 from devices.kit.plugin import driver_plugin
 from gateway.drivers.contracts import (
@@ -64,9 +61,7 @@ from gateway.errors import (
 __all__ = ["PLUGIN", "OeplAccessPoint"]
 
 _LOGGER = logging.getLogger(__name__)
-_LED_PATTERN = "813C130AE4530A03A30A0200"  # the firmware's built-in "ledflash"
 _LAST_POSITION = 255  # /get_db's pos is a uint8 on the AP
-_HTTP_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
 class OeplAccessPoint:
@@ -74,7 +69,7 @@ class OeplAccessPoint:
         self._context = context
         self._options = options
         self._memory = context.memory.keep(ApMemory)
-        self._session: aiohttp.ClientSession | None = None
+        self._ap = ApClient(options.url, options.request_timeout_s)
         self._out: asyncio.Queue[Reading | BaseException] = asyncio.Queue()
         self._garbage = 0
         self._following = False
@@ -94,25 +89,18 @@ class OeplAccessPoint:
         queued = sum(len(jobs) for jobs in self._memory.jobs.values())
         return (
             f"{len(self._memory.records)} tags, {queued} jobs queued at the AP, "
-            f"{self._garbage} garbled answers"
+            f"{self._garbage + self._ap.garbled} garbled answers"
         )
 
     async def open(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=self._options.request_timeout_s)
-        self._session = aiohttp.ClientSession(timeout=timeout)
+        self._ap.open()
         await self._read_database()
 
     async def close(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        await self._ap.close()
 
     async def readings(self) -> AsyncIterator[Reading]:
-        session = self._require_session()
-        try:
-            socket = await session.ws_connect(f"{self._options.url}/ws", heartbeat=None)
-        except _HTTP_ERRORS as exc:
-            raise DriverUnavailableError(f"websocket: {exc}") from exc
+        socket = await self._ap.websocket()
         # Helper tasks are owned here and ended in ``finally`` (a TaskGroup cannot hold a
         # ``yield``: closing the generator would surface as an exception group).
         try:
@@ -177,50 +165,24 @@ class OeplAccessPoint:
             raise DriverConfigError(f"tag {record.mac} has no LED")
         job = self._memory.next_job("led")
         self._memory.jobs.setdefault(record.mac, deque()).append(job)
-        url = f"{self._options.url}/led_flash"
         try:
-            async with self._require_session().get(
-                url, params={"mac": record.mac, "pattern": _LED_PATTERN}
-            ) as answer:
-                ok = answer.status == 200
-        except _HTTP_ERRORS as exc:
+            await self._ap.led_flash(record.mac)
+        except DriverUnavailableError:
             self._drop(record.mac, job.number)
-            raise DriverUnavailableError(f"led_flash: {exc}") from exc
-        if not ok:
-            self._drop(record.mac, job.number)
-            raise DriverUnavailableError(f"led_flash of {record.mac}: HTTP {answer.status}")
+            raise
 
     # --- reading the AP -------------------------------------------------------------------
-
-    def _require_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise DriverUnavailableError("not open")
-        return self._session
-
-    async def _get_json_page(self, params: dict[str, str]) -> tuple[list[TagRecord], int | None]:
-        try:
-            async with self._require_session().get(
-                f"{self._options.url}/get_db", params=params
-            ) as answer:
-                text = await answer.read()
-        except _HTTP_ERRORS as exc:
-            raise DriverUnavailableError(f"get_db: {exc}") from exc
-        page = decode_db_page(text)
-        if page is None:
-            self._garbage += 1
-            raise DriverUnavailableError("get_db answered something that is not a tag list")
-        return list(page.records), page.next_position
 
     async def _read_database(self) -> None:
         position: int | None = 0
         seen: set[str] = set()
         while position is not None and position <= _LAST_POSITION:
-            records, position = await self._get_json_page({"pos": str(position)})
+            records, position = await self._ap.tag_page({"pos": str(position)})
             for record in records:
                 seen.add(record.mac)
                 await self._learn(record)
         for mac in [mac for mac in self._memory.records if mac not in seen]:
-            records, _ = await self._get_json_page({"mac": mac})  # beyond 255, or known before
+            records, _ = await self._ap.tag_page({"mac": mac})  # beyond 255, or known before
             for record in records:
                 await self._learn(record)
 
@@ -230,7 +192,7 @@ class OeplAccessPoint:
             raise DriverConfigError(f"{label_id!r} is not a tag address (16 hex digits)")
         record = self._memory.records.get(mac)
         if record is None:
-            records, _ = await self._get_json_page({"mac": mac})
+            records, _ = await self._ap.tag_page({"mac": mac})
             for found in records:
                 await self._learn(found)
             record = self._memory.records.get(mac)
@@ -247,13 +209,7 @@ class OeplAccessPoint:
         kind = record.hw_type
         if kind is None or kind in self._memory.panels:
             return
-        try:
-            async with self._require_session().get(
-                f"{self._options.url}/tagtypes/{kind:02X}.json"
-            ) as answer:
-                document = await answer.json(content_type=None) if answer.status == 200 else None
-        except (*_HTTP_ERRORS, ValueError):
-            document = None
+        document = await self._ap.tag_type(kind)
         panel = panel_of_tag_type(document)
         if panel is not None:
             self._memory.panels[kind] = panel
@@ -269,7 +225,7 @@ class OeplAccessPoint:
                     self._garbage += 1
                 else:
                     break
-        except _HTTP_ERRORS as exc:
+        except HTTP_ERRORS as exc:
             self._out.put_nowait(DriverUnavailableError(f"websocket: {exc}"))
             return
         self._out.put_nowait(DriverUnavailableError("the access point closed the websocket"))
@@ -376,11 +332,8 @@ class OeplAccessPoint:
     async def _clear_stuck(self, mac: str) -> None:
         """``pending`` with nothing of ours queued: the AP's queue is stuck; clear, re-push."""
         try:
-            async with self._require_session().post(
-                f"{self._options.url}/tag_cmd", data={"mac": mac, "cmd": "clear"}
-            ):
-                pass
-        except _HTTP_ERRORS:
+            await self._ap.tag_command(mac, "clear")
+        except DriverUnavailableError:
             return
         latest = self._memory.latest.get(mac)
         shown = self._memory.shown.get(mac)
@@ -391,22 +344,15 @@ class OeplAccessPoint:
 
     async def _upload(self, content: LabelContent, record: TagRecord) -> None:
         mac, memory = record.mac, self._memory
-        jpeg = _jpeg(content.image_png)
+        jpeg = jpeg_for_upload(content.image_png)
         job = memory.next_job("image", content.content_hash)
         for attempt in range(self._options.busy_retries + 1):
             memory.jobs.setdefault(mac, deque()).append(job)  # before: the ack may come first
-            form = aiohttp.FormData()
-            form.add_field("mac", mac)  # the AP needs the mac before the file part
-            form.add_field("dither", "0")
-            form.add_field("file", jpeg, filename=f"{mac}.jpg", content_type="image/jpeg")
             try:
-                async with self._require_session().post(
-                    f"{self._options.url}/imgupload", data=form
-                ) as answer:
-                    outcome = upload_outcome(answer.status, await answer.text())
-            except _HTTP_ERRORS as exc:
+                outcome = await self._ap.upload(mac, jpeg)
+            except DriverUnavailableError:
                 self._drop(mac, job.number)
-                raise DriverUnavailableError(f"imgupload to {mac}: {exc}") from exc
+                raise
             if outcome is UploadOutcome.QUEUED:
                 if record.content_hash is not None:
                     await self._check_identical(mac, job.number, content, record)
@@ -424,7 +370,7 @@ class OeplAccessPoint:
     ) -> None:
         """The AP does not queue content identical to what the tag shows (and says nothing):
         nothing pending, the hash unchanged and our job not ended means the tag shows it."""
-        records, _ = await self._get_json_page({"mac": mac})
+        records, _ = await self._ap.tag_page({"mac": mac})
         jobs = self._memory.jobs.get(mac, deque())
         if not any(job.number == number for job in jobs):
             return  # ended meanwhile
@@ -483,14 +429,6 @@ class OeplAccessPoint:
                 rssi=record.rssi if record is not None else None,
             )
         )
-
-
-def _jpeg(png: bytes) -> bytes:
-    """Our palette image as the AP wants it: JPEG at the best quality, no chroma subsampling."""
-    with Image.open(io.BytesIO(png)) as image:
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, format="JPEG", quality=100, subsampling=0)
-    return buffer.getvalue()
 
 
 PLUGIN = driver_plugin(

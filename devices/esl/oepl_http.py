@@ -1,0 +1,112 @@
+"""The HTTP side of one OpenEPaperLink access point, as the ``esl.oepl`` driver uses it: each
+call translates transport failures into ``DriverUnavailableError`` and decodes with
+:mod:`devices.esl.protocol` (garbage is ``DriverUnavailableError`` too, counted in
+``garbled``)."""
+
+from __future__ import annotations
+
+import io
+
+import aiohttp
+from PIL import Image
+
+from devices.esl.protocol import TagRecord, UploadOutcome, decode_db_page, upload_outcome
+from gateway.errors import DriverUnavailableError
+
+__all__ = ["HTTP_ERRORS", "LED_PATTERN", "ApClient", "jpeg_for_upload"]
+
+HTTP_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+LED_PATTERN = "813C130AE4530A03A30A0200"  # the firmware's built-in "ledflash"
+
+
+def jpeg_for_upload(png: bytes) -> bytes:
+    """Our palette image as /imgupload wants it: JPEG at the best quality, no chroma
+    subsampling (with ``dither=0`` the AP maps the pixels to the panel's colours as drawn)."""
+    with Image.open(io.BytesIO(png)) as image:
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="JPEG", quality=100, subsampling=0)
+    return buffer.getvalue()
+
+
+class ApClient:
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.url = url
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self.garbled = 0
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise DriverUnavailableError("not open")
+        return self._session
+
+    def open(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def websocket(self) -> aiohttp.ClientWebSocketResponse:
+        try:
+            return await self.session.ws_connect(f"{self.url}/ws", heartbeat=None)
+        except HTTP_ERRORS as exc:
+            raise DriverUnavailableError(f"websocket: {exc}") from exc
+
+    async def tag_page(self, params: dict[str, str]) -> tuple[list[TagRecord], int | None]:
+        """One ``/get_db`` page: its records and where the next starts (None: the last)."""
+        try:
+            async with self.session.get(f"{self.url}/get_db", params=params) as answer:
+                text = await answer.read()
+        except HTTP_ERRORS as exc:
+            raise DriverUnavailableError(f"get_db: {exc}") from exc
+        page = decode_db_page(text)
+        if page is None:
+            self.garbled += 1
+            raise DriverUnavailableError("get_db answered something that is not a tag list")
+        return list(page.records), page.next_position
+
+    async def tag_type(self, hw_type: int) -> object:
+        """``/tagtypes/HH.json`` decoded, or None (missing, unreachable, not JSON)."""
+        try:
+            async with self.session.get(f"{self.url}/tagtypes/{hw_type:02X}.json") as answer:
+                if answer.status != 200:
+                    return None
+                document: object = await answer.json(content_type=None)
+                return document
+        except (*HTTP_ERRORS, ValueError):
+            return None
+
+    async def upload(self, mac: str, jpeg: bytes) -> UploadOutcome:
+        form = aiohttp.FormData()
+        form.add_field("mac", mac)  # the AP needs the mac before the file part
+        form.add_field("dither", "0")
+        form.add_field("file", jpeg, filename=f"{mac}.jpg", content_type="image/jpeg")
+        try:
+            async with self.session.post(f"{self.url}/imgupload", data=form) as answer:
+                return upload_outcome(answer.status, await answer.text())
+        except HTTP_ERRORS as exc:
+            raise DriverUnavailableError(f"imgupload to {mac}: {exc}") from exc
+
+    async def led_flash(self, mac: str) -> None:
+        params = {"mac": mac, "pattern": LED_PATTERN}
+        try:
+            async with self.session.get(f"{self.url}/led_flash", params=params) as answer:
+                status = answer.status
+        except HTTP_ERRORS as exc:
+            raise DriverUnavailableError(f"led_flash: {exc}") from exc
+        if status != 200:
+            raise DriverUnavailableError(f"led_flash of {mac}: HTTP {status}")
+
+    async def tag_command(self, mac: str, command: str) -> None:
+        try:
+            async with self.session.post(
+                f"{self.url}/tag_cmd", data={"mac": mac, "cmd": command}
+            ) as answer:
+                status = answer.status
+        except HTTP_ERRORS as exc:
+            raise DriverUnavailableError(f"tag_cmd {command}: {exc}") from exc
+        if status != 200:
+            raise DriverUnavailableError(f"tag_cmd {command} for {mac}: HTTP {status}")
