@@ -40,6 +40,7 @@ bench: setup
 	$(BIN)/python bench/prices.py
 	$(BIN)/python bench/modbus.py
 	$(BIN)/python bench/stock.py
+	$(BIN)/python bench/oepl.py
 
 # Every label template on every panel, in several locales (docs/labels/, committed).
 label-sheets: setup

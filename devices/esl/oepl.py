@@ -354,7 +354,10 @@ class OeplAccessPoint:
                 self._drop(mac, job.number)
                 raise
             if outcome is UploadOutcome.QUEUED:
-                if record.content_hash is not None:
+                known = memory.shown.get(mac)
+                if record.content_hash is not None and (
+                    known is None or known.ap_hash != record.content_hash
+                ):  # the tag shows something we cannot name: it may be this very content
                     await self._check_identical(mac, job.number, content, record)
                 return
             self._drop(mac, job.number)
