@@ -24,6 +24,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -415,6 +416,8 @@ class OeplAccessPoint:
             model=self._panel(record),
             battery_mv=record.battery_mv,
             rssi=record.rssi,
+            next_checkin=_epoch(record.next_checkin) if not record.asleep else None,
+            deep_sleep=record.asleep,
         )
 
     def _report(self, mac: str, kind: LabelReportKind, content_hash: str, evidence: str) -> None:
@@ -432,6 +435,15 @@ class OeplAccessPoint:
                 rssi=record.rssi if record is not None else None,
             )
         )
+
+
+def _epoch(seconds: int | None) -> datetime | None:
+    if seconds is None or seconds <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 PLUGIN = driver_plugin(

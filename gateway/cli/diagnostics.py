@@ -332,6 +332,7 @@ def render_labels(result: Mapping[str, Any]) -> str:
             f"{result.get('unbound', len(unbound))} label(s) heard but not bound: {shown}{more} "
             "(storegw label bind / label seed)"
         )
+    lines.extend(_fleet_health_lines(result.get("health")))
     clock = result.get("clock") or {}
     if clock.get("note"):
         lines.append(f"WARNING: {clock['note']}")
@@ -409,6 +410,43 @@ def render_slots(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_PROBLEM_TEXT = {
+    "low_battery": "battery below 2400 mV",
+    "timed_out": "missed check-in by > 600 s",
+    "weak_signal": "signal below -85 dBm",
+    "deep_sleep": "in deep sleep (silent until woken)",
+}
+
+
+def _fleet_health_lines(health: Mapping[str, Any] | None) -> list[str]:
+    """``storegw labels --health``: the problems, then each affected label."""
+    if not health:
+        return []
+    problems = health.get("problems") or {}
+    found = [f"{len(labels)} {_PROBLEM_TEXT.get(p, p)}" for p, labels in problems.items() if labels]
+    lines = [
+        f"fleet health of {health.get('labels', 0)} label(s): {'; '.join(found) or 'all well'}"
+    ]
+    lines.extend(
+        f"  {label['label']} via {label['device']}: {_health_text(label)}"
+        for label in health.get("labels_with_problems") or []
+    )
+    return lines
+
+
+def _health_text(label: Mapping[str, Any]) -> str:
+    battery = label.get("battery_mv")
+    rssi = label.get("rssi")
+    problems = ", ".join(_PROBLEM_TEXT.get(p, p) for p in label.get("problems") or []) or "ok"
+    due = label.get("next_checkin") or ("never: deep sleep" if label.get("deep_sleep") else "?")
+    return (
+        f"{problems} (battery {'?' if battery is None else f'{battery} mV'}, "
+        f"RSSI {'?' if rssi is None else f'{rssi} dBm'}, next check-in "
+        f"{due}, "
+        f"last seen {label.get('last_seen')})"
+    )
+
+
 def render_label(result: Mapping[str, Any]) -> str:
     """``storegw label show LABEL``: should-show vs last confirmed, the job, the audit."""
     lines = [f"label {result['label']}"]
@@ -438,6 +476,8 @@ def render_label(result: Mapping[str, Any]) -> str:
         )
     else:
         lines.append("  shows     unknown: no driver has reported this label")
+    if result.get("health"):
+        lines.append(f"  health    {_health_text(result['health'])}")
     lines.append(f"  in sync   {'yes' if result.get('in_sync') else 'NO'}")
     if "panel" in result:
         lines.append(f"  panel     {result['panel'] or 'unknown: drawn once the label reports it'}")

@@ -202,6 +202,12 @@ def _build_parser() -> argparse.ArgumentParser:
                 help="only jobs in this state (awaiting_model, queued, submitted, pending, "
                 "confirmed, failed, failed_permanent, unreachable)",
             )
+            sub.add_argument(
+                "--health",
+                action="store_true",
+                help="ESL fleet health: low batteries, timed-out and sleeping labels, weak "
+                "signal, new labels to bind",
+            )
         where = sub.add_mutually_exclusive_group()
         where.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
         where.add_argument("--socket", type=Path, help="control socket (overrides --config)")
@@ -657,6 +663,8 @@ def _diagnostic(args: argparse.Namespace) -> int:
             request_args = {"sku": args.sku}
         if getattr(args, "state", None):
             request_args = {"state": args.state}
+        if getattr(args, "health", False):
+            request_args = {**(request_args or {}), "health": True}
         result: dict[str, Any] = client.request_sync(args.command, request_args)
     except DaemonNotRunningError as exc:
         print(f"storegw: {exc}", file=sys.stderr)

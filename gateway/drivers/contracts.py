@@ -250,6 +250,11 @@ class LabelReport:
     model: LabelModel | None = None
     battery_mv: int | None = None
     rssi: int | None = None
+    #: When the label is due to check in next (None: unknown); the fleet health calls a label
+    #: timed out 600 s past it.
+    next_checkin: datetime | None = None
+    #: The label was told to sleep until woken: its silence is expected, not a fault.
+    deep_sleep: bool = False
 
 
 Reading: TypeAlias = WeightSample | Advertisement | ReceiverStatus | LabelReport | Heartbeat

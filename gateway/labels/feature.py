@@ -11,10 +11,13 @@ the pipeline's commands answer that it is not running and its status block is nu
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gateway.alerts import Alerts, Severity
+from gateway.clock import Clock, SystemClock
 from gateway.control.args import number_arg, optional_text_arg, text_arg
 from gateway.control.server import Handler
 from gateway.drivers.contracts import DeviceFamily, LabelDriver
@@ -24,6 +27,7 @@ from gateway.labels.bindings import LabelBindings, check_binding_rows
 from gateway.labels.commands import binding_commands, flash_command
 from gateway.labels.config import LabelsConfig
 from gateway.labels.directory import LabelDirectory
+from gateway.labels.health import FleetHealth, alert_changes
 from gateway.labels.pipeline import LabelPipeline
 from gateway.labels.preview import preview_label
 from gateway.prices.feature import PricesFeature
@@ -34,6 +38,7 @@ __all__ = ["LabelsFeature"]
 _LOGGER = logging.getLogger(__name__)
 
 _PREVIEW_MODEL = "296x128:bwr"
+_HEALTH_EVERY_S = 60.0  # fleet-health alerts are assessed this often
 
 
 class LabelsFeature:
@@ -48,11 +53,17 @@ class LabelsFeature:
         directory: LabelDirectory,
         pipeline: LabelPipeline | None,
         devices: LiveDevices,
+        health: FleetHealth | None = None,
+        alerts: Alerts | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.bindings = bindings
         self.directory = directory
         self.pipeline = pipeline
         self._devices = devices
+        self.health = health or FleetHealth()
+        self._alerts = alerts
+        self._clock = clock or SystemClock()
 
     @classmethod
     async def start(
@@ -99,7 +110,17 @@ class LabelsFeature:
             prices.downlink.on_applied = pipeline.on_prices_applied
             bindings.on_change = lambda label: pipeline.on_bindings_changed([label])
             services.hub.subscribe(pipeline.on_reading)
-        return cls(bindings=bindings, directory=directory, pipeline=pipeline, devices=devices)
+        health = FleetHealth()
+        services.hub.subscribe(health.on_reading)
+        return cls(
+            bindings=bindings,
+            directory=directory,
+            pipeline=pipeline,
+            devices=devices,
+            health=health,
+            alerts=services.alerts,
+            clock=services.clock,
+        )
 
     # --- edges ------------------------------------------------------------------------------
 
@@ -121,7 +142,25 @@ class LabelsFeature:
         ]
 
     def tasks(self) -> Mapping[str, TaskFactory]:
-        return {"labels": self.pipeline.run} if self.pipeline is not None else {}
+        tasks: dict[str, TaskFactory] = {"labels-health": self._watch_health}
+        if self.pipeline is not None:
+            tasks["labels"] = self.pipeline.run
+        return tasks
+
+    async def sync_health_alerts(self) -> None:
+        """Raise or clear the fleet-health alerts (battery, timed out, signal) as assessed now."""
+        if self._alerts is None:
+            return
+        for key, message, details in alert_changes(self.health.assess(self._clock.utc_now())):
+            if message is None:
+                await self._alerts.clear(key, "no label has this problem any more")
+            else:
+                await self._alerts.raise_(key, Severity.WARNING, message, details)
+
+    async def _watch_health(self) -> None:
+        while True:
+            await self.sync_health_alerts()
+            await asyncio.sleep(_HEALTH_EVERY_S)
 
     async def status(self) -> Mapping[str, object]:
         return {"labels": await self.pipeline.summary() if self.pipeline is not None else None}
@@ -172,16 +211,20 @@ class LabelsFeature:
     async def _labels_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
         state = optional_text_arg(args, "state")
         try:
-            return await self._require_pipeline().listing(state)
+            listing = await self._require_pipeline().listing(state)
         except ValueError as exc:
             raise InvalidArgsError(str(exc)) from exc
+        if args.get("health"):  # unbound labels (offered for binding) are in the listing
+            listing = {**listing, "health": self.health.summary(self._clock.utc_now())}
+        return listing
 
     async def _show_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
         label = text_arg(args, "label")
         try:
-            return await self._require_pipeline().show(label)
+            shown = await self._require_pipeline().show(label)
         except ValueError as exc:
             raise InvalidArgsError(str(exc)) from exc
+        return {**shown, "health": self.health.detail(label, self._clock.utc_now())}
 
     async def _preview_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """Render what a label for ``sku`` shows now (PNG, base64) on ``model`` (WxH:palette):
