@@ -326,16 +326,46 @@ class FakeAccessPoint:
         await self._send({"tags": [tag.record()]})
 
     async def _clock(self) -> None:
-        last_sys = 0.0
+        """Every ``checkin_s`` all tags check in (their records on the websocket); every
+        ``sys_s`` a system frame."""
+        last_checkin = last_sys = time.monotonic()
         while True:
             await asyncio.sleep(min(self.checkin_s, self.sys_s))
-            now = int(time.time())
-            records = []
-            for tag in self.tags.values():
-                tag.last_seen, tag.next_checkin = now, now + max(1, int(self.checkin_s))
-                records.append(tag.record())
-            for start in range(0, len(records), _PAGE):
-                await self._send({"tags": records[start : start + _PAGE]})
+            if time.monotonic() - last_checkin >= self.checkin_s:
+                last_checkin = time.monotonic()
+                now = int(time.time())
+                records = []
+                for tag in self.tags.values():
+                    tag.last_seen, tag.next_checkin = now, now + max(1, int(self.checkin_s))
+                    records.append(tag.record())
+                for start in range(0, len(records), _PAGE):
+                    await self._send({"tags": records[start : start + _PAGE]})
             if time.monotonic() - last_sys >= self.sys_s:
                 last_sys = time.monotonic()
                 await self._send({"sys": {"uptime": self.uptime_s(), "apstate": 1}})
+
+
+async def _serve_forever(tags: int, radio_s: float, checkin_s: float) -> None:
+    async with FakeAccessPoint(
+        tag_count=tags, radio_s=radio_s, checkin_s=checkin_s, sys_s=5.0
+    ) as ap:
+        print(ap.url, flush=True)  # the one line a parent process reads
+        await asyncio.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m devices.simulated.oepl_ap [--tags 8] [--radio-s 3.9] [--checkin-s 40]``:
+    serve a fake AP on a free local port, printing its address (``storegw demo --esl oepl``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="a fake OpenEPaperLink access point")
+    parser.add_argument("--tags", type=int, default=8)
+    parser.add_argument("--radio-s", type=float, default=3.9)
+    parser.add_argument("--checkin-s", type=float, default=40.0)
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_forever(args.tags, args.radio_s, args.checkin_s))
+
+
+if __name__ == "__main__":
+    main()

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -177,6 +178,13 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--state-dir", type=Path, default=Path(".demo"))
     demo.add_argument("--duration", type=float, help="stop after this many seconds")
     demo.add_argument("--interval", type=float, default=2.0, help="seconds between summaries")
+    demo.add_argument(
+        "--esl",
+        choices=("simulated", "oepl"),
+        default="simulated",
+        help="the label side: the simulated ESL, or the real esl.oepl driver against a fake "
+        "OpenEPaperLink access point (HTTP + websocket, in a child process)",
+    )
 
     _add_hq_commands(commands)
     _add_label_commands(commands, DEFAULT_CONFIG_PATH)
@@ -267,6 +275,19 @@ def _check_config(path: Path) -> int:
     return EXIT_OK
 
 
+def _demo_devices(data: dict[str, Any], label_images: Path | None, oepl_url: str | None) -> None:
+    """The demo's ESL devices: the simulated labels' pictures in one folder per access point,
+    or (``oepl_url``) the real esl.oepl driver against the demo's fake access point."""
+    for device in data.get("devices", []):
+        if device.get("driver") != "simulated.esl":
+            continue
+        if oepl_url is not None:
+            device["driver"], device["options"] = "esl.oepl", {"url": oepl_url}
+        elif label_images is not None:
+            options = device.setdefault("options", {})
+            options["image_dir"] = str(label_images / str(device.get("name")))
+
+
 def _run(
     config_path: Path,
     *,
@@ -275,6 +296,7 @@ def _run(
     overrides: dict[str, Any] | None = None,
     demo_hq: Any = None,
     label_images: Path | None = None,
+    oepl_url: str | None = None,
 ) -> int:
     from gateway.app import Gateway
     from gateway.clock import SystemClock
@@ -293,11 +315,7 @@ def _run(
             data = tomllib.loads(config_path.read_text(encoding="utf-8"))
             for section, values in overrides.items():
                 data.setdefault(section, {}).update(values)
-            if label_images is not None:
-                for device in data.get("devices", []):
-                    if device.get("driver") == "simulated.esl":  # one folder per access point
-                        options = device.setdefault("options", {})
-                        options["image_dir"] = str(label_images / str(device.get("name")))
+            _demo_devices(data, label_images, oepl_url)
             settings, devices = parse_config(data, source=str(config_path), registry=registry)
     except ConfigError as exc:
         configure_logging()
@@ -376,6 +394,7 @@ def _demo(args: argparse.Namespace) -> int:
         "storage": {"path": str(state_dir / "gateway.db")},
         "control": {"socket": str(state_dir / "control.sock")},
     }
+    fake_ap = _start_fake_access_point() if args.esl == "oepl" else None
     broker = PrivateBroker.start(state_dir)
     demo_hq = None
     if broker is None:
@@ -405,10 +424,31 @@ def _demo(args: argparse.Namespace) -> int:
                 demo_hq=demo_hq,
                 # What the simulated labels show: <state-dir>/labels/<access point>/index.html
                 label_images=state_dir / "labels",
+                oepl_url=fake_ap[1] if fake_ap is not None else None,
             )
     finally:
         if broker is not None:
             broker.stop()
+        if fake_ap is not None:
+            fake_ap[0].terminate()
+            fake_ap[0].wait(timeout=10)
+
+
+def _start_fake_access_point() -> tuple[subprocess.Popen[str], str]:
+    """The fake OpenEPaperLink AP in a child process (the core imports no driver package):
+    eight 2.9" tags, 3.9 s of radio each, check-ins every 40 s. Returns it and its address."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "devices.simulated.oepl_ap", "--tags", "8"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    url = child.stdout.readline().strip()
+    if not url.startswith("http://"):
+        child.terminate()
+        raise SystemExit("demo: the fake OpenEPaperLink access point did not start")
+    print(f"demo: esl.oepl against a fake OpenEPaperLink access point at {url}", file=sys.stderr)
+    return child, url
 
 
 def _socket_path(args: argparse.Namespace) -> Path:
