@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.cli.main import _demo_devices, _start_fake_access_point
+from gateway.cli.main import _demo_devices, _start_fake_access_point, _stop_fake_access_point
 
 
 def test_the_demo_swaps_its_simulated_esl_for_esl_oepl() -> None:
@@ -30,5 +30,4 @@ def test_the_demo_serves_a_fake_access_point_in_a_child_process() -> None:
         assert url.startswith("http://127.0.0.1:")
         assert child.poll() is None
     finally:
-        child.terminate()
-        child.wait(timeout=10)
+        _stop_fake_access_point(child)

@@ -430,8 +430,14 @@ def _demo(args: argparse.Namespace) -> int:
         if broker is not None:
             broker.stop()
         if fake_ap is not None:
-            fake_ap[0].terminate()
-            fake_ap[0].wait(timeout=10)
+            _stop_fake_access_point(fake_ap[0])
+
+
+def _stop_fake_access_point(child: subprocess.Popen[str]) -> None:
+    child.terminate()
+    child.wait(timeout=10)
+    if child.stdout is not None:
+        child.stdout.close()
 
 
 def _start_fake_access_point() -> tuple[subprocess.Popen[str], str]:
@@ -445,7 +451,7 @@ def _start_fake_access_point() -> tuple[subprocess.Popen[str], str]:
     assert child.stdout is not None
     url = child.stdout.readline().strip()
     if not url.startswith("http://"):
-        child.terminate()
+        _stop_fake_access_point(child)
         raise SystemExit("demo: the fake OpenEPaperLink access point did not start")
     print(f"demo: esl.oepl against a fake OpenEPaperLink access point at {url}", file=sys.stderr)
     return child, url
