@@ -41,6 +41,7 @@ bench: setup
 	$(BIN)/python bench/modbus.py
 	$(BIN)/python bench/stock.py
 	$(BIN)/python bench/oepl.py
+	$(BIN)/python bench/oepl_flip.py
 
 # Every label template on every panel, in several locales (docs/labels/, committed).
 label-sheets: setup

@@ -123,7 +123,7 @@ async def test_each_feature_declares_its_edges_and_its_handlers_live_in_its_pack
         assert await shelves.status() == {"slots": []}
         # Without a link no price batch arrives: the downlink has no task to run.
         assert set(prices.tasks()) == set()
-        assert set(labels.tasks()) == {"labels"}
+        assert set(labels.tasks()) == {"labels", "labels-health"}
         assert set(shelves.tasks()) == {"shelves"}
 
 
