@@ -179,7 +179,8 @@ RETRY_FAILED = (
 
 # Flips due after ?2 per instant and device (?1: the device of labels none reported).
 FLIPS_BY_DEVICE = (
-    "SELECT s.due_at, coalesce(sh.device, ?) AS device, count(*) AS n "
+    "SELECT s.due_at, coalesce(sh.device, ?) AS device, count(*) AS n, "
+    "group_concat(DISTINCT s.sku) AS skus "
     "FROM label_schedule s LEFT JOIN label_shown sh ON sh.label = s.label "
     "WHERE s.due_at > ? GROUP BY s.due_at, 2 ORDER BY s.due_at"
 )

@@ -29,6 +29,7 @@ __all__ = ["FLIP_LATE_ALERT", "Scheduler"]
 _LOGGER = logging.getLogger(__name__)
 
 FLIP_LATE_ALERT = "label.flip_late"
+_FLIP_SKUS_SHOWN = 20  # SKUs named in the late-flip alert's details
 _POLICY_KEY = "labels_policy_at"  # meta: the last synchronised instant
 _JUMP_S = 2.0  # wall time moving this much against monotonic time is a clock jump
 
@@ -111,13 +112,17 @@ class Scheduler:
                 continue
             due = datetime.fromisoformat(row["due_at"])
             finish = due + timedelta(seconds=int(row["n"]) / driver.labels_per_minute * 60)
-            if (finish - due).total_seconds() > self._context.config.flip_tolerance_s:
+            late_by = (finish - due).total_seconds() - self._context.config.flip_tolerance_s
+            if late_by > 0:
+                skus = sorted(str(row["skus"] or "").split(","))
                 late.append(
                     {
                         "due_at": row["due_at"],
                         "device": row["device"],
                         "labels": int(row["n"]),
                         "expected_completion": isoformat_utc(finish),
+                        "late_by_s": round(late_by),
+                        "skus": [sku for sku in skus if sku][:_FLIP_SKUS_SHOWN],
                     }
                 )
         if late:
@@ -126,7 +131,8 @@ class Scheduler:
                 FLIP_LATE_ALERT,
                 Severity.WARNING,
                 f"scheduled flip at {first['due_at']} of {first['labels']} label(s) on "
-                f"{first['device']} completes only at {first['expected_completion']}",
+                f"{first['device']} completes only at {first['expected_completion']} "
+                f"({first['late_by_s']} s past the tolerance; SKUs {', '.join(first['skus'])})",
                 details={"flips": late},
             )
             await alerts.update_details(FLIP_LATE_ALERT, {"flips": late})

@@ -162,6 +162,8 @@ async def test_a_flip_the_radio_cannot_finish_in_time_is_announced_ahead(tmp_pat
         assert flip["expected_completion"] == (start + timedelta(seconds=160)).isoformat(
             timespec="milliseconds"
         )
+        assert (flip["late_by_s"], flip["skus"]) == (100, ["S0"])  # 160 s against 60 s
+        assert "100 s past the tolerance; SKUs S0" in alert.message
         await s.prices([], cancel=["sale"])
         await s.settle()
         await s.pipeline.scheduler_pass()
