@@ -55,6 +55,8 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "gateway.labels.glyphs",
             "gateway.labels.layout",
             "gateway.labels.template",
+            "gateway.presence.zone_tracker",
+            "gateway.presence.visits",
         ),
     ),
     (
@@ -81,6 +83,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "gateway.prices",
             "gateway.labels",
             "gateway.shelves",
+            "gateway.presence",
         ),
     ),
     (
