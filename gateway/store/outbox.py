@@ -205,13 +205,15 @@ def _chunks(texts: list[str]) -> list[tuple[list[str], int]]:
     One pass in C over the lengths, then a binary search per row (a batch of thousands of
     events is cut without a Python step per event)."""
     count = len(texts)
+    if count <= _BATCH_MAX_EVENTS:  # the common case: one row
+        whole = sum(map(len, texts)) + count + _ROW_OVERHEAD
+        if whole <= _BATCH_MAX_CHARS:
+            return [(texts, whole)]
     chars = list(accumulate(map(len, texts), initial=0))  # chars[i]: of the first i events
 
     def size(start: int, end: int) -> int:
         return chars[end] - chars[start] + (end - start) + _ROW_OVERHEAD
 
-    if count <= _BATCH_MAX_EVENTS and size(0, count) <= _BATCH_MAX_CHARS:
-        return [(texts, size(0, count))]
     rows: list[tuple[list[str], int]] = []
     start = 0
     while start < count:
@@ -524,8 +526,13 @@ class Outbox:
             encode_events(events),
             unsynced="unsynced" in stamp,
         )
-        chunks = _chunks(texts)
-        total = sum(size for _, size in chunks)
+        count = len(texts)
+        total = sum(map(len, texts)) + count + _ROW_OVERHEAD  # as one row
+        if count <= _BATCH_MAX_EVENTS and total <= _BATCH_MAX_CHARS:
+            chunks = [(texts, total)]
+        else:
+            chunks = _chunks(texts)
+            total = sum(size for _, size in chunks)
         admission = self.pressure.admit(
             shed or default_shed(stream), stream, event_type, len(texts), total
         )
