@@ -11,8 +11,8 @@ it into that package's domain objects (``[mqtt]`` :mod:`gateway.sync.config`, ``
 ``[outbox]`` :mod:`gateway.store.config`, ``[downlink]`` :mod:`gateway.prices.config`,
 ``[labels]`` :mod:`gateway.labels.config`, ``[control]`` :mod:`gateway.control.config`,
 ``[supervisor]`` and ``[[devices]]`` :mod:`gateway.drivers.config`, ``[shelves]``
-:mod:`gateway.shelves.config`). Here are the gateway-wide sections only the wiring reads
-(``[store]``, ``[clock]``, ``[logging]``), loading, the checks that span sections (a slot names
+:mod:`gateway.shelves.config`, ``[presence]`` :mod:`gateway.presence.config`). Here are the
+gateway-wide sections only the wiring reads (``[store]``, ``[clock]``, ``[logging]``), loading, the checks that span sections (a slot names
 a configured scale) and the resolution of each device's driver and options through the
 registry.
 """
@@ -36,6 +36,7 @@ from gateway.drivers.contracts import DeviceFamily
 from gateway.drivers.registry import DriverRegistry
 from gateway.errors import ConfigError, ConfigIssue, DriverConfigError, UnknownDriverError
 from gateway.labels.config import LabelsConfig
+from gateway.presence.config import PresenceConfig
 from gateway.prices.config import DownlinkConfig
 from gateway.section import ConfigSection
 from gateway.shelves.config import ShelvesConfig
@@ -119,6 +120,7 @@ class GatewaySettings(BaseSettings):
     supervisor: SupervisorConfig = SupervisorConfig()
     devices: list[DeviceConfig] = Field(default_factory=list)
     shelves: ShelvesConfig = ShelvesConfig()
+    presence: PresenceConfig = PresenceConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -57,6 +57,8 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "gateway.labels.template",
             "gateway.presence.zone_tracker",
             "gateway.presence.visits",
+            "gateway.presence.zone_stats",
+            "gateway.presence.beacon_fleet",
         ),
     ),
     (

@@ -192,6 +192,8 @@ def _build_parser() -> argparse.ArgumentParser:
         ("prices", "show current and scheduled prices (optionally of one SKU)"),
         ("labels", "label jobs per state, scheduled flips, drivers, and a listing"),
         ("slots", "shelf slots: live count, stock state and sensor health"),
+        ("zones", "BLE presence: occupancy and dwell now per zone, receivers never heard"),
+        ("beacons", "fixed BLE beacons: last seen, battery, temperature, missing"),
     ):
         sub = commands.add_parser(name, help=text)
         if name == "prices":
@@ -647,6 +649,7 @@ def _diagnostic(args: argparse.Namespace) -> int:
         render_slots,
         render_status,
     )
+    from gateway.cli.presence_views import render_beacons, render_zones
     from gateway.control.client import ControlClient
     from gateway.errors import ControlError, DaemonNotRunningError
 
@@ -674,6 +677,8 @@ def _diagnostic(args: argparse.Namespace) -> int:
         "prices": render_prices,
         "labels": render_labels,
         "slots": render_slots,
+        "zones": render_zones,
+        "beacons": render_beacons,
     }
     print(render[args.command](result))
     return EXIT_OK
