@@ -290,7 +290,7 @@ class Gateway:
             locale=settings.store.locale,
         )
         shelves = await ShelvesFeature.start(services, settings.shelves)
-        presence = PresenceFeature.start(
+        presence = await PresenceFeature.start(
             services, settings.presence, timezone=settings.store.timezone
         )
         features: tuple[Feature, ...] = (prices, runtime.labels, shelves, presence)

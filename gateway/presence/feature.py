@@ -1,8 +1,8 @@
 """The presence feature at its edges: section ``[presence]`` (:mod:`gateway.presence.config`),
 the :class:`~gateway.presence.service.PresenceService` fed from the reading hub, the control
-commands ``zones`` and ``beacons``, the task ``presence`` and the status block ``presence``.
-Without zones or fixed beacons configured it is off: no task, and advertisements only reach
-the live view."""
+commands ``zones`` and ``beacons``, HQ's ``enrol``, the task ``presence`` and the status block
+``presence``. Without zones or fixed beacons configured it is off: no task, and advertisements
+only reach the live view."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from gateway.control.server import Handler
 from gateway.drivers.contracts import DeviceFamily
 from gateway.feature import FeatureServices, TaskFactory
 from gateway.presence.config import PresenceConfig
+from gateway.presence.enrolment import EnrolmentBook
 from gateway.presence.service import PresenceService
 from gateway.sync.commands import CommandSpec
 
@@ -28,7 +29,7 @@ class PresenceFeature:
         self.service = service
 
     @classmethod
-    def start(
+    async def start(
         cls, services: FeatureServices, config: PresenceConfig, *, timezone: str
     ) -> PresenceFeature:
         if not config.enabled:
@@ -42,7 +43,9 @@ class PresenceFeature:
             timezone=timezone,
             beacon_devices=devices.configured(DeviceFamily.BEACON),
             driver=devices.driver,
+            enrolment=EnrolmentBook(services.database),
         )
+        await service.load()
         services.hub.subscribe(service.on_reading)
         return cls(service)
 
@@ -50,7 +53,7 @@ class PresenceFeature:
         return {"zones": self._zones_command, "beacons": self._beacons_command}
 
     def hq_commands(self) -> Sequence[CommandSpec]:
-        return []
+        return [self.service.command()] if self.service is not None else []
 
     def tasks(self) -> Mapping[str, TaskFactory]:
         return {"presence": self.service.run} if self.service is not None else {}

@@ -77,6 +77,10 @@ class IdentityRules:
         self.pseudonyms = pseudonyms
         self.count_anonymous = count_anonymous
 
+    def enrol(self, tags: Mapping[str, str], key_names: frozenset[str]) -> None:
+        """Replace the enrolled tags (beacon id -> name) and key names."""
+        self.tags, self.key_names = dict(tags), key_names
+
     def identify(self, advert: Advertisement) -> Identity | None:
         """The identity to track, or None (a fixed beacon, or nobody to count)."""
         beacon = str(advert.beacon) if advert.beacon is not None else None

@@ -21,15 +21,17 @@ from typing import Any
 from gateway.alerts import Alerts, Severity
 from gateway.clock import Clock, isoformat_utc
 from gateway.drivers.contracts import Advertisement, Reading
-from gateway.errors import StorageError
+from gateway.errors import CommandRefusedError, StorageError
 from gateway.presence.beacon_fleet import BeaconFleet, FixedBeacon
 from gateway.presence.config import PresenceConfig
+from gateway.presence.enrolment import EnrolmentBook, decide_enrolment, merged
 from gateway.presence.identity import IdentityRules, Pseudonyms
 from gateway.presence.visits import VisitBook, VisitEnded, VisitStarted
 from gateway.presence.zone_stats import ZoneStats
 from gateway.presence.zone_tracker import ZoneChange, ZoneTracker
 from gateway.store.budget import Shed
 from gateway.store.outbox import Outbox
+from gateway.sync.commands import CommandRequest, CommandResult, CommandSpec
 from gateway.wire import EventBody, ZoneAggregate, ZoneEntered, ZoneExited
 
 __all__ = ["PresenceService"]
@@ -49,6 +51,7 @@ class PresenceService:
         timezone: str,
         beacon_devices: Iterable[str] = (),
         driver: Callable[[str], object | None] = lambda _name: None,
+        enrolment: EnrolmentBook | None = None,
     ) -> None:
         self._outbox, self._alerts, self._clock, self.config = outbox, alerts, clock, config
         fixed = [
@@ -68,6 +71,8 @@ class PresenceService:
         self.tracker = ZoneTracker(config.zone_specs(), config.settings())
         self.visits = VisitBook(config.rules())
         self.stats = ZoneStats([zone.name for zone in config.zones], config.aggregate_interval_s)
+        self._enrolment = enrolment
+        self._reload = False
         self._beacon_devices = tuple(beacon_devices)
         self._driver = driver
         self._keyed: dict[str, int] = {}  # device -> id() of the driver object given the keys
@@ -76,6 +81,35 @@ class PresenceService:
         self.adverts = 0
         self.visits_reported = 0
         self._receivers_heard: set[str] = set()
+
+    async def load(self) -> None:
+        """Merge what HQ enrolled (kept in SQLite) with the file's enrolments."""
+        by_hq = await self._enrolment.load() if self._enrolment is not None else {}
+        enrolled = merged(self.config, by_hq)
+        self.identities.enrol(enrolled.tags, frozenset(enrolled.keys))
+        self._enrolled = enrolled.names
+        self._keys = dict(enrolled.keys)
+        self._keyed.clear()  # every driver gets the new set
+
+    def command(self) -> CommandSpec:
+        """``enrol`` {tags, identity_keys, remove}: HQ enrols store tags and devices; signed
+        whenever HQ keys are configured. Applied once committed with the command's record."""
+
+        async def enrol(request: CommandRequest) -> CommandResult:
+            if self._enrolment is None:
+                raise CommandRefusedError("enrol: this store keeps no enrolment")
+            update, removed = decide_enrolment(
+                request.args, self.config, await self._enrolment.load()
+            )
+            now = isoformat_utc(self._clock.utc_now())
+            self._reload = True
+            names = [t.name for t in update.tags] + [k.name for k in update.identity_keys]
+            return CommandResult(
+                {"enrolled": names, "removed": removed},
+                EnrolmentBook.statements(update, removed, now),
+            )
+
+        return CommandSpec("enrol", enrol, changes_state=True, help="enrol or remove store tags")
 
     # --- input (synchronous, from the hub) ----------------------------------------------
 
@@ -108,6 +142,9 @@ class PresenceService:
                 await asyncio.shield(self.stop())
 
     async def tick(self) -> None:
+        if self._reload:
+            self._reload = False
+            await self.load()
         now, wall = self._clock.monotonic(), self._clock.utc_now()
         changes, self._changes = self._changes + self.tracker.tick(now), []
         news = [item for change in changes for item in self.visits.apply(change, now)]

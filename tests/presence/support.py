@@ -18,6 +18,7 @@ from gateway.drivers.contracts import (
     BeaconTelemetry,
 )
 from gateway.presence.config import PresenceConfig
+from gateway.presence.enrolment import EnrolmentBook
 from gateway.presence.service import PresenceService
 from gateway.store import Database
 from gateway.store.outbox import Outbox
@@ -109,5 +110,7 @@ async def floor(tmp_path: Path, **overrides: Any) -> AsyncIterator[Floor]:
             timezone="Europe/Berlin",
             beacon_devices=("ble",),
             driver=drivers.get,
+            enrolment=EnrolmentBook(db),
         )
+        await service.load()
         yield Floor(service, outbox, alerts, clock, db, drivers)
