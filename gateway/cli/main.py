@@ -124,6 +124,19 @@ def _add_label_commands(commands: Any, default_config: Path) -> None:
         where.add_argument("--socket", type=Path, help="control socket (overrides --config)")
 
 
+def _add_ble_commands(commands: Any, default_config: Path) -> None:
+    ble = commands.add_parser("ble", help="BLE receivers: what they hear")
+    ble_commands = ble.add_subparsers(dest="ble_command", required=True, metavar="BLE_CMD")
+    scan = ble_commands.add_parser(
+        "scan", help="what every receiver hears for a few seconds, decoded (devices pseudonymised)"
+    )
+    scan.add_argument("--seconds", type=float, default=5.0, help="how long to listen (<= 60)")
+    scan.add_argument("--json", action="store_true", help="machine-readable output")
+    where = scan.add_mutually_exclusive_group()
+    where.add_argument("--config", type=Path, default=default_config)
+    where.add_argument("--socket", type=Path, help="control socket (overrides --config)")
+
+
 def _add_scale_commands(commands: Any, default_config: Path) -> None:
     scale = commands.add_parser("scale", help="shelf slot scales: live reading, tare, calibrate")
     scale_commands = scale.add_subparsers(dest="scale_command", required=True, metavar="SCALE_CMD")
@@ -181,6 +194,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_hq_commands(commands)
     _add_label_commands(commands, DEFAULT_CONFIG_PATH)
     _add_scale_commands(commands, DEFAULT_CONFIG_PATH)
+    _add_ble_commands(commands, DEFAULT_CONFIG_PATH)
 
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH)
@@ -220,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "hq": _hq,
         "label": _label,
         "scale": _scale,
+        "ble": _ble,
     }
     try:
         return handlers.get(args.command, _diagnostic)(args)
@@ -533,6 +548,26 @@ def _scale(args: argparse.Namespace) -> int:
         print(f"slot {args.slot} tared {where}: tare {result['tare_grams']:.1f}")
     else:
         print(f"slot {args.slot} calibrated: gain {result['gain']:.6f}")
+    return EXIT_OK
+
+
+def _ble(args: argparse.Namespace) -> int:
+    from gateway.cli.presence_views import render_scan
+    from gateway.control.client import ControlClient
+    from gateway.errors import ControlError, DaemonNotRunningError
+
+    client = ControlClient(_socket_path(args))
+    try:
+        result = client.request_sync(
+            "ble.scan", {"seconds": args.seconds}, timeout=max(5.0, args.seconds + 10.0)
+        )
+    except DaemonNotRunningError as exc:
+        print(f"storegw: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    except ControlError as exc:
+        print(f"storegw: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    print(json.dumps(result, indent=2, sort_keys=True) if args.json else render_scan(result))
     return EXIT_OK
 
 

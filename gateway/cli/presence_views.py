@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["render_beacons", "render_zones"]
+__all__ = ["render_beacons", "render_scan", "render_zones"]
 
 
 def render_zones(result: Mapping[str, Any]) -> str:
@@ -54,4 +54,35 @@ def render_beacons(result: Mapping[str, Any]) -> str:
             f"{beacon.get('name', '?'):<20} {str(beacon.get('state')).upper():<12} {seen:>10} "
             f"{battery:>9} {temp:>7}  {via}"
         )
+    return "\n".join(lines)
+
+
+def render_scan(result: Mapping[str, Any]) -> str:
+    """``storegw ble scan``: per receiver, who it heard, strongest first."""
+    heard = result.get("heard") or []
+    if not heard:
+        return (
+            f"nothing heard in {result.get('seconds', 0):g} s: is a beacon driver configured and "
+            "running (storegw devices)? Is the adapter up (bluetoothctl show)?"
+        )
+    header = f"{'receiver':<14} {'who':<44} {'kind':<22} {'adverts':>7} {'max':>5} {'median':>7}"
+    lines = [header + "  power/battery"]
+    for row in heard:
+        extra = []
+        if row.get("measured_power") is not None:
+            extra.append(f"{row['measured_power']} dBm @1m")
+        if row.get("battery_mv") is not None:
+            extra.append(f"{row['battery_mv']} mV")
+        if row.get("temperature_c") is not None:
+            extra.append(f"{row['temperature_c']:.1f} C")
+        lines.append(
+            f"{row['receiver']:<14} {row['who']:<44} {row['kind']:<22} {row['adverts']:>7} "
+            f"{row['rssi_max']:>5} {row['rssi_median']:>7.1f}  {', '.join(extra)}"
+        )
+    dropped = result.get("senders_dropped") or 0
+    lines.append(
+        f"{result.get('adverts', 0)} adverts in {result.get('seconds', 0):g} s"
+        + (f"; {dropped} adverts from further senders not listed" if dropped else "")
+        + "; devices are shown by pseudonym (docs/privacy.md)"
+    )
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """Privacy end to end: the real daemon with simulated shoppers' phones and enrolled carts, its
 own broker and a subscriber recording every message. No phone address — in any spelling —
-appears in the database files, the daemon's logs or the broker traffic, while presence did
+appears in the database files, the daemon's logs, the broker traffic or what the technician's
+``storegw zones`` and ``storegw ble scan`` show, while presence did
 track the phones (counted) and the carts (by name)."""
 
 from __future__ import annotations
@@ -116,6 +117,14 @@ async def test_no_raw_address_is_stored_logged_or_published(mosquitto: Broker) -
                 )
                 text_view = run_cli("zones", "--socket", socket).stdout
                 assert "produce" in text_view
+                scanned = run_cli("ble", "scan", "--seconds", "2", "--json", "--socket", socket)
+                heard = json.loads(scanned.stdout)["heard"]
+                assert {row["kind"] for row in heard} >= {"tag", "device"}
+                output_of_cli = (
+                    text_view
+                    + scanned.stdout
+                    + run_cli("ble", "scan", "--seconds", "1", "--socket", socket).stdout
+                )
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=patience(30))
                 output = followed.finish()
@@ -127,5 +136,6 @@ async def test_no_raw_address_is_stored_logged_or_published(mosquitto: Broker) -
     for address in phones:
         for spelling in spellings(address):
             assert spelling not in output, f"{spelling} in the daemon's logs"
+            assert spelling not in output_of_cli, f"{spelling} shown by the CLI"
             assert spelling.encode() not in stored, f"{spelling} in the state directory"
             assert spelling.encode() not in traffic, f"{spelling} at the broker"
