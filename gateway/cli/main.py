@@ -437,22 +437,14 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
 
 def _label(args: argparse.Namespace) -> int:
-    from gateway.control.client import ControlClient
-    from gateway.errors import ControlError, DaemonNotRunningError
-
     try:
         command, request = _label_request(args)
     except (OSError, ValueError) as exc:  # checked here: bad input is reported before sending
         print(f"storegw: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
-    try:
-        result = ControlClient(_socket_path(args)).request_sync(command, request)
-    except DaemonNotRunningError as exc:
-        print(f"storegw: {exc}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
-    except ControlError as exc:
-        print(f"storegw: {exc}", file=sys.stderr)
-        return EXIT_PROBLEM
+    answered, result = _ask(args, command, request)
+    if not answered:
+        return int(result)
     _print_label_result(args, result)
     return EXIT_OK
 
@@ -551,22 +543,32 @@ def _scale(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _ble(args: argparse.Namespace) -> int:
-    from gateway.cli.presence_views import render_scan
+def _ask(
+    args: argparse.Namespace, command: str, request: dict[str, Any], *, timeout: float = 5.0
+) -> tuple[bool, Any]:
+    """(True, the daemon's answer), or (False, the exit code) with the reason printed."""
     from gateway.control.client import ControlClient
     from gateway.errors import ControlError, DaemonNotRunningError
 
-    client = ControlClient(_socket_path(args))
     try:
-        result = client.request_sync(
-            "ble.scan", {"seconds": args.seconds}, timeout=max(5.0, args.seconds + 10.0)
+        return True, ControlClient(_socket_path(args)).request_sync(
+            command, request, timeout=timeout
         )
     except DaemonNotRunningError as exc:
         print(f"storegw: {exc}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
+        return False, EXIT_NOT_RUNNING
     except ControlError as exc:
         print(f"storegw: {exc}", file=sys.stderr)
-        return EXIT_PROBLEM
+        return False, EXIT_PROBLEM
+
+
+def _ble(args: argparse.Namespace) -> int:
+    from gateway.cli.presence_views import render_scan
+
+    timeout = max(5.0, args.seconds + 10.0)
+    answered, result = _ask(args, "ble.scan", {"seconds": args.seconds}, timeout=timeout)
+    if not answered:
+        return int(result)
     print(json.dumps(result, indent=2, sort_keys=True) if args.json else render_scan(result))
     return EXIT_OK
 
