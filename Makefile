@@ -40,6 +40,8 @@ bench: setup
 	$(BIN)/python bench/prices.py
 	$(BIN)/python bench/modbus.py
 	$(BIN)/python bench/stock.py
+	$(BIN)/python bench/presence.py
+	$(BIN)/python bench/presence_accuracy.py
 	$(BIN)/python bench/oepl.py
 	$(BIN)/python bench/oepl_flip.py
 

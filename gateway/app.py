@@ -6,7 +6,7 @@ HQ commands, tasks, status block — and runs them.
 
     start:  claims (the database's lock, the control socket's path: a second daemon on either
             is refused before it touches anything) → storage (open, checks, migrations)
-            → storage.writer → outbox, alerts → features (prices, labels, shelves)
+            → storage.writer → outbox, alerts → features (prices, labels, shelves, presence)
             → the HQ connection → supervisor → drivers → the features' tasks
             → control socket serving → READY=1
     run:    SIGHUP re-reads the config: only changed drivers restart; a bad config is refused
@@ -46,6 +46,7 @@ from gateway.feature import Feature, FeatureServices
 from gateway.hub import ReadingHub
 from gateway.labels.bindings import LabelBindings
 from gateway.labels.feature import LabelsFeature
+from gateway.presence.feature import PresenceFeature
 from gateway.prices.feature import PricesFeature
 from gateway.reload import ReloadOutcome, reload_config
 from gateway.shelves.feature import ShelvesFeature
@@ -289,7 +290,10 @@ class Gateway:
             locale=settings.store.locale,
         )
         shelves = await ShelvesFeature.start(services, settings.shelves)
-        features: tuple[Feature, ...] = (prices, runtime.labels, shelves)
+        presence = await PresenceFeature.start(
+            services, settings.presence, timezone=settings.store.timezone
+        )
+        features: tuple[Feature, ...] = (prices, runtime.labels, shelves, presence)
 
         supervisor = runtime.supervisor = Supervisor(
             clock=self.clock, config=settings.supervisor, sink=self.hub.publish

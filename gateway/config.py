@@ -2,19 +2,19 @@
 
 ``load_config(path)`` returns a validated :class:`GatewaySettings`; every problem, from TOML
 syntax to a driver's own options, is collected into one :class:`~gateway.errors.ConfigError`
-listing each bad key by its dotted path (``devices.1.options.port``) and reason, so a
-technician fixes them all in one go. Environment variables win over the file (for example
+listing each bad key by its dotted path (``devices.1.options.port``) and reason, so a technician
+fixes them all in one go. Environment variables win over the file (for example
 ``STOREGW_MQTT__PORT=1884``). Durations are seconds, suffixed ``_s``.
 
-This module only composes: each section's model belongs to the package that uses it and turns
-it into that package's domain objects (``[mqtt]`` :mod:`gateway.sync.config`, ``[storage]`` and
+This module only composes: each section's model belongs to the package that uses it and turns it
+into that package's domain objects (``[mqtt]`` :mod:`gateway.sync.config`, ``[storage]`` and
 ``[outbox]`` :mod:`gateway.store.config`, ``[downlink]`` :mod:`gateway.prices.config`,
 ``[labels]`` :mod:`gateway.labels.config`, ``[control]`` :mod:`gateway.control.config`,
 ``[supervisor]`` and ``[[devices]]`` :mod:`gateway.drivers.config`, ``[shelves]``
-:mod:`gateway.shelves.config`). Here are the gateway-wide sections only the wiring reads
-(``[store]``, ``[clock]``, ``[logging]``), loading, the checks that span sections (a slot names
-a configured scale) and the resolution of each device's driver and options through the
-registry.
+:mod:`gateway.shelves.config`, ``[presence]`` :mod:`gateway.presence.config`). Here are the
+gateway-wide sections only the wiring reads (``[store]``, ``[clock]``, ``[logging]``), loading,
+the checks that span sections (a slot names a configured scale) and the resolution of each
+device's driver and options through the registry.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from gateway.drivers.contracts import DeviceFamily
 from gateway.drivers.registry import DriverRegistry
 from gateway.errors import ConfigError, ConfigIssue, DriverConfigError, UnknownDriverError
 from gateway.labels.config import LabelsConfig
+from gateway.presence.config import PresenceConfig
 from gateway.prices.config import DownlinkConfig
 from gateway.section import ConfigSection
 from gateway.shelves.config import ShelvesConfig
@@ -119,6 +120,7 @@ class GatewaySettings(BaseSettings):
     supervisor: SupervisorConfig = SupervisorConfig()
     devices: list[DeviceConfig] = Field(default_factory=list)
     shelves: ShelvesConfig = ShelvesConfig()
+    presence: PresenceConfig = PresenceConfig()
 
     @classmethod
     def settings_customise_sources(

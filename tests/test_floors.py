@@ -55,6 +55,10 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "gateway.labels.glyphs",
             "gateway.labels.layout",
             "gateway.labels.template",
+            "gateway.presence.zone_tracker",
+            "gateway.presence.visits",
+            "gateway.presence.zone_stats",
+            "gateway.presence.beacon_fleet",
         ),
     ),
     (
@@ -81,6 +85,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "gateway.prices",
             "gateway.labels",
             "gateway.shelves",
+            "gateway.presence",
         ),
     ),
     (

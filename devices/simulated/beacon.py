@@ -18,7 +18,7 @@ import asyncio
 import heapq
 import math
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from uuid import UUID
 
@@ -35,7 +35,7 @@ from devices.ble.frames import (
 from devices.kit.simulated import SimulatedDriver, SimulatedOptions
 from gateway.drivers.contracts import Advertisement, DriverContext, Heartbeat, Reading
 
-__all__ = ["FixedBeaconSim", "SimulatedBeaconOptions", "SimulatedBeaconReceiver"]
+__all__ = ["FixedBeaconSim", "ReceiverSim", "SimulatedBeaconOptions", "SimulatedBeaconReceiver"]
 
 _STORE_UUID = UUID("5f0c1a2e-8d7b-4c4e-9a61-3f2b7d9e0c11")
 _SENSITIVITY_DBM = -100  # weaker adverts are lost, as on a real adapter
@@ -74,11 +74,26 @@ def _default_beacons() -> list[FixedBeaconSim]:
     ]
 
 
+class ReceiverSim(BaseModel):
+    """One receiver of a shared floor: its name and the zone it covers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, description="Receiver name.")
+    zone: str = Field(min_length=1, max_length=64, description="The zone it covers.")
+
+
 class SimulatedBeaconOptions(SimulatedOptions):
     """Options of ``simulated.beacon``."""
 
     receiver: str = Field("hci0", min_length=1, max_length=64, description="Receiver name.")
     zone: str = Field("produce", min_length=1, description="The zone this receiver covers.")
+    receivers: list[ReceiverSim] = Field(
+        default_factory=list,
+        max_length=32,
+        description="A shared floor: several receivers hearing the same carts and phones, each "
+        "advert once per receiver in range (replaces receiver/zone when given).",
+    )
     fixed_beacons: list[FixedBeaconSim] = Field(
         default_factory=_default_beacons, max_length=1000, description="Fixed beacons in range."
     )
@@ -120,6 +135,7 @@ class _Emitter:
     address_expires: float = 0.0  # scenario time
     adverts: int = 0
     uptime_offset_s: float = 0.0
+    distances: dict[str, float] = field(default_factory=dict)  # per receiver (shared floor)
 
 
 class SimulatedBeaconReceiver(SimulatedDriver[SimulatedBeaconOptions]):
@@ -184,11 +200,22 @@ class SimulatedBeaconReceiver(SimulatedDriver[SimulatedBeaconOptions]):
     def _rotation_gap(self) -> float:
         return self._options.address_rotation_s * self._rng.uniform(0.8, 1.2)
 
+    @property
+    def _receivers(self) -> list[ReceiverSim]:
+        options = self._options
+        return options.receivers or [ReceiverSim(name=options.receiver, zone=options.zone)]
+
     def _move_cart(self, cart: _Emitter) -> None:
         options, rng = self._options, self._rng
         cart.zone = rng.choice(options.cart_zones)
-        near = cart.zone == options.zone
-        cart.distance_m = rng.uniform(1.0, 8.0) if near else rng.uniform(15.0, 40.0)
+        for receiver in self._receivers:
+            near = cart.zone == receiver.zone
+            cart.distances[receiver.name] = (
+                rng.uniform(1.0, 4.0 if options.receivers else 8.0)
+                if near
+                else rng.uniform(15.0, 40.0)
+            )
+        cart.distance_m = cart.distances[self._receivers[0].name]
         cart.next_move = self._scenario_s + rng.expovariate(1.0 / options.cart_move_interval_s)
 
     async def readings(self) -> AsyncIterator[Reading]:
@@ -212,15 +239,14 @@ class SimulatedBeaconReceiver(SimulatedDriver[SimulatedBeaconOptions]):
                 heapq.heappush(self._due, (due + emitter.interval_s + jitter, index))
                 if now - (origin + due) > _CATCH_UP_S:
                     origin = now - due
-                advert = self._advertise(emitter, clock.monotonic())
-                if advert is not None:
+                for advert in self._advertise(emitter, clock.monotonic()):
                     last_yield = now
                     yield advert
             if now - last_yield >= heartbeat_s:
                 last_yield = now
                 yield Heartbeat(clock.monotonic(), "no advertisement heard")
 
-    def _advertise(self, emitter: _Emitter, monotonic: float) -> Advertisement | None:
+    def _advertise(self, emitter: _Emitter, monotonic: float) -> list[Advertisement]:
         options, rng = self._options, self._rng
         emitter.adverts += 1
         manufacturer: dict[int, bytes] = {}
@@ -266,22 +292,42 @@ class SimulatedBeaconReceiver(SimulatedDriver[SimulatedBeaconOptions]):
             power_1m = _PHONE_POWER_1M
             manufacturer[APPLE_COMPANY_ID] = bytes([0x10, 0x05, 0x01]) + rng.randbytes(4)
             tx_power = 12  # phones state their radiated power, not a 1 m reference
-        path_loss = 10 * options.path_loss_exponent * math.log10(emitter.distance_m)
-        rssi = round(power_1m - path_loss + rng.gauss(0.0, options.rssi_noise_db))
-        if rssi < _SENSITIVITY_DBM:
-            return None
         decoded = beacon_fields(manufacturer, service)
-        return Advertisement(
-            receiver=options.receiver,
-            address=emitter.address,
-            rssi=min(0, rssi),
-            monotonic=monotonic,
-            observed_at=self._context.clock.utc_now(),
-            manufacturer_data=manufacturer,
-            service_data=service,
-            service_uuids=uuids,
-            tx_power=tx_power,
-            beacon=decoded.beacon,
-            measured_power=decoded.measured_power,
-            telemetry=decoded.telemetry,
-        )
+        adverts: list[Advertisement] = []
+        for receiver in self._receivers:
+            distance = self._distance(emitter, receiver.name)
+            path_loss = 10 * options.path_loss_exponent * math.log10(distance)
+            rssi = round(power_1m - path_loss + rng.gauss(0.0, options.rssi_noise_db))
+            if rssi < _SENSITIVITY_DBM:
+                continue
+            adverts.append(
+                Advertisement(
+                    receiver=receiver.name,
+                    address=emitter.address,
+                    rssi=min(0, rssi),
+                    monotonic=monotonic,
+                    observed_at=self._context.clock.utc_now(),
+                    manufacturer_data=manufacturer,
+                    service_data=service,
+                    service_uuids=uuids,
+                    tx_power=tx_power,
+                    beacon=decoded.beacon,
+                    measured_power=decoded.measured_power,
+                    telemetry=decoded.telemetry,
+                )
+            )
+        return adverts
+
+    def _distance(self, emitter: _Emitter, receiver: str) -> float:
+        """The emitter's distance from ``receiver``: carts by their zone, phones on a walk of
+        their own per receiver (shared floor), fixed beacons where configured."""
+        if not self._options.receivers or emitter.kind == "fixed":
+            return emitter.distance_m
+        if emitter.kind == "cart":
+            return emitter.distances.get(receiver, emitter.distance_m)
+        walked = emitter.distances.get(receiver)
+        if walked is None:
+            walked = self._rng.uniform(1.0, 20.0)
+        walked = min(30.0, max(0.5, walked + self._rng.gauss(0.0, 0.3)))
+        emitter.distances[receiver] = walked
+        return walked

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import shutil
 import socket
 import subprocess
@@ -65,15 +66,38 @@ class PrivateBroker:
 
 @dataclass(slots=True)
 class _CountingFile:
+    """HQ's event log, counting what arrives; the dwell events are read for the summary."""
+
     path: Path
     lines: int = 0
+    cart_visits: int = 0
+    aggregates: dict[str, dict[str, Any]] = field(default_factory=dict)  # zone -> the latest
     _handle: Any = field(default=None)
 
     def write(self, text: str) -> int:
         if self._handle is None:
             self._handle = self.path.open("a", encoding="utf-8")
         self.lines += text.count("\n")
+        if '"stream":"dwell"' in text:
+            for line in text.splitlines():
+                if '"zone.' not in line:
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "zone.exit":
+                    self.cart_visits += 1
+                elif event.get("type") == "zone.aggregate":
+                    self.aggregates[str(event.get("zone"))] = event
         return int(self._handle.write(text))
+
+    def dwell_summary(self) -> str:
+        if not self.cart_visits and not self.aggregates:
+            return ""
+        zones = "; ".join(
+            f"{zone}: {a['visits']} visits, median {a['dwell_median_s'] or 0:.0f} s, "
+            f"peak {a['peak_occupancy']}"
+            for zone, a in sorted(self.aggregates.items())
+        )
+        return f"\n  HQ dwell: {self.cart_visits} cart visits; last minute {zones or '-'}"
 
     def flush(self) -> None:
         if self._handle is not None:
@@ -193,5 +217,5 @@ class DemoHq:
         flash = f"\n  HQ {self.flash_sale} UTC" if self.flash_sale else ""
         return (
             f"  HQ (demo, in-process): {self.output.lines} events stored -> {self.output.path}"
-            f"{pushed}{flash}"
+            f"{pushed}{flash}{self.output.dwell_summary()}"
         )

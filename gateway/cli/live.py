@@ -55,6 +55,13 @@ def format_live_summary(status: dict[str, Any]) -> str:
     slots = status.get("slots") or []
     if slots:
         lines.append("  shelves:  " + "  ".join(_slot_text(slot) for slot in slots))
+    presence = status.get("presence") or {}
+    if presence.get("enabled"):
+        zones = "  ".join(f"{z}: {n}" for z, n in sorted((presence.get("occupancy") or {}).items()))
+        lines.append(
+            f"  presence: {zones or 'no zones'} in zone now, "
+            f"{presence.get('visits_reported', 0)} visits ended  (storegw zones, storegw beacons)"
+        )
     labels = status.get("labels")
     if labels:
         counts = labels.get("counts") or {}

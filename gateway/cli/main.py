@@ -125,6 +125,19 @@ def _add_label_commands(commands: Any, default_config: Path) -> None:
         where.add_argument("--socket", type=Path, help="control socket (overrides --config)")
 
 
+def _add_ble_commands(commands: Any, default_config: Path) -> None:
+    ble = commands.add_parser("ble", help="BLE receivers: what they hear")
+    ble_commands = ble.add_subparsers(dest="ble_command", required=True, metavar="BLE_CMD")
+    scan = ble_commands.add_parser(
+        "scan", help="what every receiver hears for a few seconds, decoded (devices pseudonymised)"
+    )
+    scan.add_argument("--seconds", type=float, default=5.0, help="how long to listen (<= 60)")
+    scan.add_argument("--json", action="store_true", help="machine-readable output")
+    where = scan.add_mutually_exclusive_group()
+    where.add_argument("--config", type=Path, default=default_config)
+    where.add_argument("--socket", type=Path, help="control socket (overrides --config)")
+
+
 def _add_scale_commands(commands: Any, default_config: Path) -> None:
     scale = commands.add_parser("scale", help="shelf slot scales: live reading, tare, calibrate")
     scale_commands = scale.add_subparsers(dest="scale_command", required=True, metavar="SCALE_CMD")
@@ -189,6 +202,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_hq_commands(commands)
     _add_label_commands(commands, DEFAULT_CONFIG_PATH)
     _add_scale_commands(commands, DEFAULT_CONFIG_PATH)
+    _add_ble_commands(commands, DEFAULT_CONFIG_PATH)
 
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH)
@@ -200,6 +214,8 @@ def _build_parser() -> argparse.ArgumentParser:
         ("prices", "show current and scheduled prices (optionally of one SKU)"),
         ("labels", "label jobs per state, scheduled flips, drivers, and a listing"),
         ("slots", "shelf slots: live count, stock state and sensor health"),
+        ("zones", "BLE presence: occupancy and dwell now per zone, receivers never heard"),
+        ("beacons", "fixed BLE beacons: last seen, battery, temperature, missing"),
     ):
         sub = commands.add_parser(name, help=text)
         if name == "prices":
@@ -232,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "hq": _hq,
         "label": _label,
         "scale": _scale,
+        "ble": _ble,
     }
     try:
         return handlers.get(args.command, _diagnostic)(args)
@@ -472,22 +489,14 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
 
 def _label(args: argparse.Namespace) -> int:
-    from gateway.control.client import ControlClient
-    from gateway.errors import ControlError, DaemonNotRunningError
-
     try:
         command, request = _label_request(args)
     except (OSError, ValueError) as exc:  # checked here: bad input is reported before sending
         print(f"storegw: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
-    try:
-        result = ControlClient(_socket_path(args)).request_sync(command, request)
-    except DaemonNotRunningError as exc:
-        print(f"storegw: {exc}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
-    except ControlError as exc:
-        print(f"storegw: {exc}", file=sys.stderr)
-        return EXIT_PROBLEM
+    answered, result = _ask(args, command, request)
+    if not answered:
+        return int(result)
     _print_label_result(args, result)
     return EXIT_OK
 
@@ -583,6 +592,36 @@ def _scale(args: argparse.Namespace) -> int:
         print(f"slot {args.slot} tared {where}: tare {result['tare_grams']:.1f}")
     else:
         print(f"slot {args.slot} calibrated: gain {result['gain']:.6f}")
+    return EXIT_OK
+
+
+def _ask(
+    args: argparse.Namespace, command: str, request: dict[str, Any], *, timeout: float = 5.0
+) -> tuple[bool, Any]:
+    """(True, the daemon's answer), or (False, the exit code) with the reason printed."""
+    from gateway.control.client import ControlClient
+    from gateway.errors import ControlError, DaemonNotRunningError
+
+    try:
+        return True, ControlClient(_socket_path(args)).request_sync(
+            command, request, timeout=timeout
+        )
+    except DaemonNotRunningError as exc:
+        print(f"storegw: {exc}", file=sys.stderr)
+        return False, EXIT_NOT_RUNNING
+    except ControlError as exc:
+        print(f"storegw: {exc}", file=sys.stderr)
+        return False, EXIT_PROBLEM
+
+
+def _ble(args: argparse.Namespace) -> int:
+    from gateway.cli.presence_views import render_scan
+
+    timeout = max(5.0, args.seconds + 10.0)
+    answered, result = _ask(args, "ble.scan", {"seconds": args.seconds}, timeout=timeout)
+    if not answered:
+        return int(result)
+    print(json.dumps(result, indent=2, sort_keys=True) if args.json else render_scan(result))
     return EXIT_OK
 
 
@@ -699,6 +738,7 @@ def _diagnostic(args: argparse.Namespace) -> int:
         render_slots,
         render_status,
     )
+    from gateway.cli.presence_views import render_beacons, render_zones
     from gateway.control.client import ControlClient
     from gateway.errors import ControlError, DaemonNotRunningError
 
@@ -728,6 +768,8 @@ def _diagnostic(args: argparse.Namespace) -> int:
         "prices": render_prices,
         "labels": render_labels,
         "slots": render_slots,
+        "zones": render_zones,
+        "beacons": render_beacons,
     }
     print(render[args.command](result))
     return EXIT_OK

@@ -401,6 +401,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE promotions ADD COLUMN unit_price TEXT",
         ),
     ),
+    Migration(
+        14,
+        "presence: store tags and identity keys HQ enrolled (the signed `enrol` command)",
+        (
+            """CREATE TABLE presence_enrolment (
+                name TEXT PRIMARY KEY,
+                kind TEXT NOT NULL CHECK (kind IN ('tag', 'key')),
+                value TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            ) STRICT""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -37,7 +37,8 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from itertools import accumulate
+from typing import Any, NamedTuple
 
 from gateway.clock import Clock, event_stamp, isoformat_utc
 from gateway.errors import OutboxFullError
@@ -196,29 +197,36 @@ class StreamState:
         }
 
 
-def _size(texts: list[str]) -> int:
-    """Bytes a row of these events is accounted for (its stored text plus overhead)."""
-    return sum(map(len, texts)) + len(texts) + _ROW_OVERHEAD
-
-
-def _chunks(texts: list[str]) -> list[list[str]]:
+def _chunks(texts: list[str]) -> list[tuple[list[str], int]]:
     """``texts`` cut into rows of at most _BATCH_MAX_EVENTS events and _BATCH_MAX_CHARS
-    accounted bytes (an event bigger than that gets a row of its own): a row is read whole
-    for every envelope cut from it."""
-    if len(texts) <= _BATCH_MAX_EVENTS and _size(texts) <= _BATCH_MAX_CHARS:
-        return [texts]
-    chunks: list[list[str]] = []
-    chunk: list[str] = []
-    size = _ROW_OVERHEAD
-    for text in texts:
-        cost = len(text) + 1
-        if chunk and (len(chunk) == _BATCH_MAX_EVENTS or size + cost > _BATCH_MAX_CHARS):
-            chunks.append(chunk)
-            chunk, size = [], _ROW_OVERHEAD
-        chunk.append(text)
-        size += cost
-    chunks.append(chunk)
-    return chunks
+    accounted bytes (an event bigger than that gets a row of its own), each with its size as
+    :func:`_size` counts it: a row is read whole for every envelope cut from it.
+
+    One pass in C over the lengths, then a binary search per row (a batch of thousands of
+    events is cut without a Python step per event)."""
+    count = len(texts)
+    if count <= _BATCH_MAX_EVENTS:  # the common case: one row
+        whole = sum(map(len, texts)) + count + _ROW_OVERHEAD
+        if whole <= _BATCH_MAX_CHARS:
+            return [(texts, whole)]
+    chars = list(accumulate(map(len, texts), initial=0))  # chars[i]: of the first i events
+
+    def size(start: int, end: int) -> int:
+        return chars[end] - chars[start] + (end - start) + _ROW_OVERHEAD
+
+    rows: list[tuple[list[str], int]] = []
+    start = 0
+    while start < count:
+        low, high = start + 1, min(count, start + _BATCH_MAX_EVENTS)
+        while low < high:  # the longest row from ``start`` that fits (at least one event)
+            middle = (low + high + 1) // 2
+            if size(start, middle) <= _BATCH_MAX_CHARS:
+                low = middle
+            else:
+                high = middle - 1
+        rows.append((texts[start:low], size(start, low)))
+        start = low
+    return rows
 
 
 def _settle(done: asyncio.Future[None], waiters: list[asyncio.Future[None]]) -> None:
@@ -242,6 +250,17 @@ def _waiter(committed: asyncio.Future[None]) -> asyncio.Future[None]:
     waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     committed.add_done_callback(lambda done: _settle(done, [waiter]))
     return waiter
+
+
+class _Admitted(NamedTuple):
+    """What :meth:`Outbox._admit` made of an append: its stored texts, cut into rows."""
+
+    event_type: str
+    texts: list[str]
+    chunks: list[tuple[list[str], int]]  # (texts of one row, its accounted size)
+    ts: str
+    total: int
+    admission: Admission
 
 
 @dataclass(slots=True)
@@ -426,7 +445,7 @@ class Outbox:
         fail with :class:`~gateway.errors.OutboxFullError` (not accepted). Events of several
         types, or of a type not in the outbox's catalogue, raise TypeError (nothing queued).
         """
-        event_type, texts, ts, total, admission = self._admit(stream, events, shed)
+        event_type, texts, chunks, ts, total, admission = self._admit(stream, events, shed)
         if not texts:
             return self._turned_away(Admission.SHED, stream, event_type, 0)  # nothing to do
         if admission is not Admission.ACCEPT:
@@ -439,7 +458,7 @@ class Outbox:
             self._flush(stream)
             pending = None
         if pending is None and (len(texts) >= _BATCH_MAX_EVENTS // 2 or total > _BATCH_MAX_CHARS):
-            return self._submit(stream, self._rows(stream, texts, ts), total)
+            return self._submit(stream, self._rows(stream, chunks, ts), total)
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if pending is None:
             self._pending[stream] = _Pending(texts, ts, ts, total, [waiter])
@@ -468,7 +487,7 @@ class Outbox:
         when its statements stand for many records (:meth:`Database.submit_atomic`); default
         one per statement."""
         before_weight = len(before) if weight is None else weight
-        event_type, texts, ts, total, admission = self._admit(stream, events, None)
+        event_type, texts, chunks, ts, total, admission = self._admit(stream, events, None)
         if not texts:
             return self._db.submit_atomic(before, weight=before_weight)
         if admission is not Admission.ACCEPT:
@@ -476,25 +495,23 @@ class Outbox:
             return self._db.submit_atomic(before, weight=before_weight)
         self._flush(stream)  # appends made before this one get the earlier seqs
         committed = self._db.submit_atomic(
-            [*before, *((_INSERT, row) for row in self._rows(stream, texts, ts))],
+            [*before, *((_INSERT, row) for row in self._rows(stream, chunks, ts))],
             weight=before_weight + len(texts),
         )
         committed.add_done_callback(lambda done: self._on_committed(stream, total, done))
         return _waiter(committed)
 
-    def _admit(
-        self, stream: str, events: Iterable[EventBody], shed: Shed | None
-    ) -> tuple[str, list[str], str, int, Admission]:
+    def _admit(self, stream: str, events: Iterable[EventBody], shed: Shed | None) -> _Admitted:
         """Check ``events`` are of one type of the catalogue, encode them as stored events
-        (JSON objects without seq) and ask the budget; accepted bytes count as pending until
-        their commit settles them. Returns the type name too ("" for no events)."""
+        (JSON objects without seq), cut them into rows and ask the budget; accepted bytes count
+        as pending until their commit settles them. The type name is "" for no events."""
         if stream not in self._known_streams:
             raise KeyError(f"unknown outbox stream {stream!r}")
         events = events if isinstance(events, (list, tuple)) else list(events)
         stamp = event_stamp(self._clock)
         ts = str(stamp["ts"])
         if not events:
-            return "", [], ts, 0, Admission.ACCEPT
+            return _Admitted("", [], [], ts, 0, Admission.ACCEPT)
         model = type(events[0])
         event_type, type_json = self._catalogue.type_of(events[0])
         for event in events:
@@ -509,12 +526,13 @@ class Outbox:
             encode_events(events),
             unsynced="unsynced" in stamp,
         )
-        if len(texts) <= _BATCH_MAX_EVENTS:
-            total = _size(texts)
-            if total > _BATCH_MAX_CHARS:  # stored in several rows (:meth:`_rows`)
-                total = sum(map(_size, _chunks(texts)))
+        count = len(texts)
+        total = sum(map(len, texts)) + count + _ROW_OVERHEAD  # as one row
+        if count <= _BATCH_MAX_EVENTS and total <= _BATCH_MAX_CHARS:
+            chunks = [(texts, total)]
         else:
-            total = sum(map(_size, _chunks(texts)))
+            chunks = _chunks(texts)
+            total = sum(size for _, size in chunks)
         admission = self.pressure.admit(
             shed or default_shed(stream), stream, event_type, len(texts), total
         )
@@ -522,7 +540,7 @@ class Outbox:
             self._pending_bytes += total
         else:
             self.pressure_changed.set()
-        return event_type, texts, ts, total, admission
+        return _Admitted(event_type, texts, chunks, ts, total, admission)
 
     def _ids(self, count: int) -> str:
         """``count`` random event ids, 16 hex digits each, concatenated; drawn from the OS in
@@ -538,9 +556,11 @@ class Outbox:
         # JSON text never holds a raw newline: it separates the events.
         return (stream, len(texts), oldest, newest, size, "\n".join(texts))
 
-    def _rows(self, stream: str, texts: list[str], ts: str) -> list[tuple[Any, ...]]:
-        """``texts`` in rows (:func:`_chunks`); sizes add up to :meth:`_admit`'s."""
-        return [self._row(stream, chunk, ts, ts, _size(chunk)) for chunk in _chunks(texts)]
+    def _rows(
+        self, stream: str, chunks: list[tuple[list[str], int]], ts: str
+    ) -> list[tuple[Any, ...]]:
+        """Rows of :meth:`_admit`'s chunks; their sizes add up to its total."""
+        return [self._row(stream, chunk, ts, ts, size) for chunk, size in chunks]
 
     def _submit(self, stream: str, rows: list[tuple[Any, ...]], total: int) -> asyncio.Future[None]:
         committed = self._db.submit_many(_INSERT, rows, weight=sum(row[1] for row in rows))

@@ -22,6 +22,7 @@ Schemas generated from the same models (:mod:`gateway.wire.schema_doc`).
 from __future__ import annotations
 
 from gateway.wire.alerts import AlertCleared, AlertRaised
+from gateway.wire.dwell import ZoneAggregate, ZoneEntered, ZoneExited
 from gateway.wire.encoding import (
     OutboxEvent,
     WireBatch,
@@ -114,6 +115,9 @@ __all__ = [
     "StockChanged",
     "SyncRequest",
     "WireBatch",
+    "ZoneAggregate",
+    "ZoneEntered",
+    "ZoneExited",
     "encode_bodies",
     "encode_message",
     "event_model",

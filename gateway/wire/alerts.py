@@ -53,7 +53,7 @@ class AlertRaised(EventBody):
     updated_at: Instant = Field(description="Last change of severity or details")
     details: dict[str, Any] = Field(
         description="Condition-specific facts (counts, names); may be empty",
-        examples=[{"shed": {"dwell/dwell.visit": 120}, "refused": {}}],
+        examples=[{"shed": {"dwell/zone.exit": 120}, "refused": {}}],
     )
 
 

@@ -76,7 +76,7 @@ class BufferReport(BaseModel):
         description="Lossy shedding classes currently turned away"
     )
     shed: dict[str, Count] = Field(
-        description="`stream/type` -> events dropped", examples=[{"dwell/dwell.visit": 120}]
+        description="`stream/type` -> events dropped", examples=[{"dwell/zone.exit": 120}]
     )
     refused: dict[str, Count] = Field(description="`stream/type` -> events refused")
 

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal, Self, cast
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, model_validator
 
 from gateway.wire.alerts import AlertCleared, AlertRaised
+from gateway.wire.dwell import ZoneAggregate, ZoneEntered, ZoneExited
 from gateway.wire.envelope import EnvelopeModel, EventBody, EventFields
 from gateway.wire.expiry import EXPIRED_TYPE, OutboxExpired
 from gateway.wire.fields import Boot, Epoch, Instant
@@ -68,6 +69,9 @@ EVENT_TYPES: Mapping[str, type[EventBody]] = MappingProxyType(
         "stock.changed": StockChanged,
         "stock.ambiguous": StockAmbiguous,
         "stock.activity": StockActivity,
+        "zone.enter": ZoneEntered,
+        "zone.exit": ZoneExited,
+        "zone.aggregate": ZoneAggregate,
     }
 )
 

@@ -1,11 +1,13 @@
 """The kit's conformance suite against every driver storegw ships, each with the device it
-talks to: the simulated drivers as they are, modbus.rtu against the simulated Modbus bus over a
+talks to: the simulated drivers as they are, ble.remote against a real mosquitto and a simulated
+receiver node, modbus.rtu against the simulated Modbus bus over a
 socket, ascii.scale against simulated scale heads on a pty and a socket. (The kit's worked
 example, toledo.continuous, runs it in its own test module, as a third party's would.)"""
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,10 @@ from devices.scale.modbus_protocol import BUILTIN_MODELS
 from devices.simulated.ascii_device import AsciiScaleSimulator
 from devices.simulated.modbus_device import ModbusBusSimulator, ModbusFault, SimulatedTransmitter
 from devices.simulated.oepl_ap import FakeAccessPoint
+from devices.simulated.receiver_node import ReceiverNode
 from devices.simulated.timeline import WeightTimeline
 from tests.devices.harness import REGISTRY, plugin
+from tests.support.broker import Broker
 from tests.waiting import patience
 
 Rigs = Callable[[Path], contextlib.AbstractAsyncContextManager[DriverRig]]
@@ -133,6 +137,47 @@ def ascii_rig(protocol: str, line: str) -> Rigs:
     return rig
 
 
+IBEACON_AD = bytes.fromhex("0201061aff4c000215e2c56db5dffb48d2b060d0f5a71096e000010002c5")
+
+
+@contextlib.asynccontextmanager
+async def remote_rig(tmp_path: Path) -> AsyncIterator[DriverRig]:
+    """ble.remote against a real mosquitto and a receiver node reporting every 20 ms."""
+    broker = Broker(tmp_path)
+    broker.start()
+    node = ReceiverNode(broker.host, broker.port, "node-a")
+    muted, stop = threading.Event(), threading.Event()
+
+    def publish() -> None:
+        while not stop.wait(0.02):
+            if not muted.is_set():
+                node.report([("C3:11:22:33:44:55", -60, IBEACON_AD)])
+
+    publisher = threading.Thread(target=publish, name="node-a-publisher")
+    publisher.start()
+
+    async def go_quiet(_driver: Any) -> None:
+        muted.set()
+
+    async def garble(_driver: Any) -> None:
+        for payload in (b"\x00\xff", b"{}", b"[" * 10_000, b'{"v":1,"node":"node-a","adverts":7}'):
+            node.publish("storegw/receivers/node-a/adverts", payload)
+
+    try:
+        yield DriverRig(
+            plugin=plugin("ble.remote"),
+            options={"host": broker.host, "port": broker.port, "node_silence_s": 1},
+            go_quiet=go_quiet,
+            garble=garble,
+            silence_limit_s=LIMIT,
+        )
+    finally:
+        stop.set()
+        publisher.join()
+        node.close()
+        broker.stop()
+
+
 RIGS: dict[str, Rigs] = {
     "simulated.scale": simulated(
         "simulated.scale",
@@ -152,6 +197,7 @@ RIGS: dict[str, Rigs] = {
     ),
     "modbus.rtu": modbus_rig,
     "esl.oepl": oepl_rig,
+    "ble.remote": remote_rig,
     "ascii.scale (ad-stream, pty)": ascii_rig("ad-stream", "pty"),
     "ascii.scale (mt-sics, socket)": ascii_rig("mt-sics", "socket"),
 }
@@ -177,6 +223,7 @@ def test_every_published_driver_runs_the_suite() -> None:
     [
         ("simulated.scale", SilenceVerdict.SILENT),
         ("simulated.esl", SilenceVerdict.SILENT),
+        ("ble.remote", SilenceVerdict.SILENT),  # heartbeats every 5 s: the watchdog restarts it
         ("modbus.rtu", SilenceVerdict.REPORTED),  # ERROR samples for the unit not answering
         ("esl.oepl", SilenceVerdict.SILENT),  # no frames, no heartbeats: the watchdog's case
         ("ascii.scale (ad-stream, pty)", SilenceVerdict.RAISED),  # no_data_timeout_s

@@ -211,3 +211,39 @@ async def test_deterministic_for_a_seed_and_instance() -> None:
 def test_garbage_options_are_rejected(options: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         plugin("simulated.beacon").options_model.model_validate(options)
+
+
+async def test_a_shared_floor_hears_each_cart_loudest_at_the_receiver_of_its_zone() -> None:
+    driver = make(
+        "simulated.beacon",
+        receivers=[
+            {"name": "rx-produce", "zone": "produce"},
+            {"name": "rx-dairy", "zone": "dairy"},
+        ],
+        cart_zones=["produce", "dairy"],
+        carts=4,
+        cart_interval_s=0.02,
+        phones=2,
+        phone_interval_s=0.02,
+        fixed_beacons=[],
+        rssi_noise_db=1.0,
+        cart_move_interval_s=10_000,
+    )
+    adverts: list[Advertisement] = await take(driver.readings(), 300, Advertisement)
+    assert {a.receiver for a in adverts} == {"rx-produce", "rx-dairy"}
+    loudest: dict[str, dict[str, list[int]]] = {}
+    for advert in adverts:
+        if advert.beacon is not None:
+            loudest.setdefault(str(advert.beacon), {}).setdefault(advert.receiver, []).append(
+                advert.rssi
+            )
+    assert len(loudest) == 4
+    for by_receiver in loudest.values():
+        means = {rx: statistics.mean(values) for rx, values in by_receiver.items()}
+        best = max(means, key=means.__getitem__)
+        assert means[best] > min(means.values()) + 10 or len(means) == 1  # one zone clearly
+
+
+def test_a_shared_floor_receiver_needs_a_name_and_zone() -> None:
+    with pytest.raises(ValidationError):
+        plugin("simulated.beacon").options_model.model_validate({"receivers": [{"name": "x"}]})

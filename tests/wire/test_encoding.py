@@ -196,6 +196,31 @@ _PREVIOUS_FORMS: list[tuple[str, dict[str, Any]]] = [
             ],
         },
     ),
+    # Dwell types were born typed: their dict form is what protocol.md documents.
+    ("zone.enter", {"tag": "cart-1", "zone": "produce", "entered_at": _AT}),
+    (
+        "zone.exit",
+        {
+            "tag": "cart-1",
+            "zone": "produce",
+            "entered_at": _AT,
+            "exited_at": _AT,
+            "dwell_s": 72.36,
+            "sightings": 61,
+        },
+    ),
+    (
+        "zone.aggregate",
+        {
+            "zone": "produce",
+            "start": _AT,
+            "end": _AT,
+            "visits": 0,
+            "dwell_median_s": None,
+            "dwell_p90_s": None,
+            "peak_occupancy": 2,
+        },
+    ),
 ]
 
 

@@ -1,12 +1,12 @@
 """The real producers emit only what docs/protocol.md describes.
 
 Each test runs a producer through its events on real SQLite — alerts and the outbox's expiry
-marker, the shelves service, the price downlink, label bindings and the label pipeline's
-receipts — then reads the outbox as the uplink sends it and checks every envelope and every
-event against the documented JSON Schemas (tests/wire/documented.py). Together they cover every
-event type of the contract; a new type fails :func:`test_every_event_type_has_a_producer_here`
-until a producer of it is run here. The health snapshot is checked on a real daemon's message
-(tests/test_lifecycle.py).
+marker, the shelves and presence services, the price downlink, label bindings and the label
+pipeline's receipts — then reads the outbox as the uplink sends it and checks every envelope and
+every event against the documented JSON Schemas (tests/wire/documented.py). Together they cover
+every event type of the contract; a new type fails
+:func:`test_every_event_type_has_a_producer_here` until a producer of it is run here. The health
+snapshot is checked on a real daemon's message (tests/test_lifecycle.py).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from gateway.store.outbox import Outbox
 from gateway.wire import EVENT_TYPES, StockChanged
 from tests.labels.support import CountingDriver, label_store, later, promo
 from tests.labels.support import item as label_item
+from tests.presence.support import PHONE, cart, floor
 from tests.prices.support import batch, store
 from tests.prices.support import item as price_item
 from tests.shelves.support import UNIT, shelf
@@ -43,6 +44,7 @@ COVERED = {
         "label.superseded",
         "label.expired",
     },
+    "presence": {"zone.enter", "zone.exit", "zone.aggregate"},
 }
 
 
@@ -111,6 +113,14 @@ async def test_shelves_service(tmp_path: Path) -> None:
     types = _types(events)
     assert COVERED["shelves"] <= set(types)
     assert {"alert.raised", "alert.cleared"} <= set(types)
+
+
+async def test_presence_service(tmp_path: Path) -> None:
+    async with floor(tmp_path) as f:
+        await f.stay(60, ("rx-a", -55, {"beacon": cart(1)}), ("rx-b", -57, {"address": PHONE}))
+        await f.stay(100)
+        events = await sent_events(f.outbox)
+    assert COVERED["presence"] <= set(_types(events))
 
 
 async def test_price_downlink(tmp_path: Path) -> None:
