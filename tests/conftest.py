@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.support.broker import Broker
+from tests.support.dbus import PrivateBus
 from tests.waiting import TIMEOUT_FACTOR
 
 # Hypothesis times each example (200 ms by default) and its data generation: timing assertions
@@ -63,6 +64,17 @@ async def _no_leaked_tasks_or_threads() -> AsyncIterator[None]:
             break
         await asyncio.sleep(0.02)
     assert not leaked, f"test leaked threads: {[t.name for t in leaked]}"
+
+
+@pytest.fixture
+def system_bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateBus]:
+    """A private dbus-daemon that this process (bleak) takes for the system bus."""
+    bus = PrivateBus(tmp_path).start()
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)
+    try:
+        yield bus
+    finally:
+        bus.stop()
 
 
 @pytest.fixture

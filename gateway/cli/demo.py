@@ -93,8 +93,9 @@ class _CountingFile:
         if not self.cart_visits and not self.aggregates:
             return ""
         zones = "; ".join(
-            f"{zone}: {a['visits']} visits, median {a['dwell_median_s'] or 0:.0f} s, "
-            f"peak {a['peak_occupancy']}"
+            f"{zone}: {a['visits']} visits"
+            + (f", median {a['dwell_median_s']:.0f} s" if a.get("dwell_median_s") else "")
+            + f", peak {a['peak_occupancy']}"
             for zone, a in sorted(self.aggregates.items())
         )
         return f"\n  HQ dwell: {self.cart_visits} cart visits; last minute {zones or '-'}"

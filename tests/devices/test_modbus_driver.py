@@ -563,4 +563,6 @@ def test_the_commented_scale_examples_in_the_example_config_validate() -> None:
         "modbus.rtu",
         "ascii.scale",
         "toledo.continuous",
+        "ble.remote",
+        "ble.bluez",
     ]
