@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from uuid import UUID
 
-from _daemon import DEMO_CONFIG, ROOT, cpu_seconds, demo_daemon, rss_mib
+from _daemon import DEMO_CONFIG, ROOT, STOREGW, cpu_seconds, demo_daemon, rss_mib
 
 sys.path.insert(0, str(ROOT))
 
@@ -114,12 +114,28 @@ def measure(pid: int) -> tuple[float, float]:
     return cpu, rss_mib(pid)
 
 
+def heard_by_the_daemon(socket: Path) -> int:
+    """How many of the field's beacons `storegw ble scan` shows the daemon hearing."""
+    scan = subprocess.run(
+        [str(STOREGW), "ble", "scan", "--seconds", "3", "--json", "--socket", str(socket)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return sum(str(STORE_UUID) in line for line in scan.stdout.splitlines())
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="storegw-bench-ble-") as tmp:
         bus, address = start_bus(Path(tmp))
         config = Path(tmp) / "with_ble.toml"
         config.write_text(DEMO_CONFIG.read_text(encoding="utf-8") + _DRIVER, encoding="utf-8")
-        env = {"DBUS_SYSTEM_BUS_ADDRESS": address}
+        env = {
+            "DBUS_SYSTEM_BUS_ADDRESS": address,
+            "STOREGW_CONTROL__SOCKET": str(Path(tmp) / "control.sock"),
+        }
+        heard = 0
         without: list[tuple[float, float]] = []
         with_ble: list[tuple[float, float]] = []
         try:
@@ -132,6 +148,7 @@ def main() -> None:
                     with demo_daemon(env, config=config) as (process, _ready):
                         time.sleep(SETTLE_S)
                         with_ble.append(measure(process.pid))
+                        heard = heard_by_the_daemon(Path(tmp) / "control.sock")
                     if field.adverts == heard_before:
                         raise SystemExit("the daemon never started discovery on the fake BlueZ")
         finally:
@@ -142,6 +159,7 @@ def main() -> None:
     cpu_with = sum(c for c, _ in with_ble) / len(with_ble)
     rss_with = max(r for _, r in with_ble)
     print(f"window {WINDOW_S:.0f} s x {ROUNDS} rounds, interleaved; {BEACONS} beacons at 1 Hz")
+    print(f"`storegw ble scan` lines naming the field's beacons (last round): {heard}")
     print(f"demo daemon                 CPU {cpu_without:5.2f} %   RSS {rss_without:6.1f} MiB")
     print(
         f"demo daemon + ble.bluez     CPU {cpu_with:5.2f} %   RSS {rss_with:6.1f} MiB"
