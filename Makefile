@@ -33,6 +33,7 @@ unit-fast:
 bench: setup
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/idle.py
+	$(BIN)/python bench/idle_ble.py
 	$(BIN)/python bench/uplink.py
 	$(BIN)/python bench/drain.py
 	$(BIN)/python bench/render.py

@@ -52,9 +52,12 @@ def hq_consumer(port: int, directory: Path) -> Iterator[subprocess.Popen[bytes]]
 
 @contextmanager
 def demo_daemon(
-    extra_env: dict[str, str] | None = None, *, with_hq: bool = False
+    extra_env: dict[str, str] | None = None,
+    *,
+    with_hq: bool = False,
+    config: Path = DEMO_CONFIG,
 ) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
-    """Start `storegw run` on the demo config; yield (process, seconds until READY=1).
+    """Start `storegw run` on ``config`` (the demo's); yield (process, seconds until READY=1).
     ``with_hq``: the reference HQ consumer acks what the store sends (in its own process)."""
     from gateway.cli.demo import PrivateBroker
 
@@ -83,9 +86,7 @@ def demo_daemon(
             env.update(STOREGW_MQTT__ENABLED="true", STOREGW_MQTT__PORT=str(broker.port))
         env.update(extra_env or {})
         started = time.perf_counter()
-        process = subprocess.Popen(
-            [str(STOREGW), "run", "--config", str(DEMO_CONFIG)], env=env, cwd=tmp
-        )
+        process = subprocess.Popen([str(STOREGW), "run", "--config", str(config)], env=env, cwd=tmp)
         try:
             while True:
                 message = notify.recv(4096).decode()
