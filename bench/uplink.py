@@ -61,7 +61,7 @@ EVENT = {
 
 def stock_changed(n: int) -> StockChanged:
     """Event ``n`` as a producer builds it: the wire model, validated."""
-    return StockChanged(**EVENT, before=n)
+    return StockChanged.validated({**EVENT, "before": n})
 
 
 def producers_cpu_per_event(count: int = 20_000) -> float:

@@ -54,27 +54,31 @@ _FOLLOW_QUEUE = 64
 
 def stock_changed(change: StockChange) -> wire.StockChanged:
     """A counted change as its ``stock.changed`` event."""
-    return wire.StockChanged(
-        slot=change.slot,
-        sku=change.sku,
-        kind=change.kind.value,
-        before=change.before,
-        after=change.after,
-        delta=change.delta,
-        confidence=change.confidence,
-        grams=change.grams,
+    return wire.StockChanged.validated(
+        {
+            "slot": change.slot,
+            "sku": change.sku,
+            "kind": change.kind.value,
+            "before": change.before,
+            "after": change.after,
+            "delta": change.delta,
+            "confidence": change.confidence,
+            "grams": change.grams,
+        }
     )
 
 
 def stock_ambiguous(change: StockAmbiguous) -> wire.StockAmbiguous:
     """An uncounted change as its ``stock.ambiguous`` event."""
-    return wire.StockAmbiguous(
-        slot=change.slot,
-        sku=change.sku,
-        grams=change.grams,
-        ratio=change.ratio,
-        candidates=list(change.candidates),
-        count_before=change.count_before,
+    return wire.StockAmbiguous.validated(
+        {
+            "slot": change.slot,
+            "sku": change.sku,
+            "grams": change.grams,
+            "ratio": change.ratio,
+            "candidates": list(change.candidates),
+            "count_before": change.count_before,
+        }
     )
 
 

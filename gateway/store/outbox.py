@@ -37,7 +37,7 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from itertools import accumulate
+from itertools import accumulate, islice
 from typing import Any, NamedTuple
 
 from gateway.clock import Clock, event_stamp, isoformat_utc
@@ -75,6 +75,7 @@ _ROW_OVERHEAD = 80  # bytes a row costs beyond its events text (keys, index entr
 _WIRE_OVERHEAD = 12  # bytes an event gains on the wire (its seq) and in the envelope
 _BATCH_MAX_EVENTS = 512  # events per row: a row is read whole, envelopes take ~500 events
 _BATCH_MAX_CHARS = 192 * 1024
+_ENCODE_SLICE = 256  # events of a generator encoded at a time (Outbox._encode)
 _ID_BLOCK_BYTES = 4096  # random bytes drawn at once for event ids (256 ids)
 
 # One row per committed batch; its seqs are taken inside the committing transaction (the
@@ -507,24 +508,13 @@ class Outbox:
         as pending until their commit settles them. The type name is "" for no events."""
         if stream not in self._known_streams:
             raise KeyError(f"unknown outbox stream {stream!r}")
-        events = events if isinstance(events, (list, tuple)) else list(events)
+        event_type, type_json, encoded = self._encode(events)
         stamp = event_stamp(self._clock)
         ts = str(stamp["ts"])
-        if not events:
+        if not encoded:
             return _Admitted("", [], [], ts, 0, Admission.ACCEPT)
-        model = type(events[0])
-        event_type, type_json = self._catalogue.type_of(events[0])
-        for event in events:
-            if type(event) is not model:
-                raise TypeError(
-                    f"append {event_type} events alone: {type(event).__qualname__} among them"
-                )
         texts = event_objects(
-            self._ids(len(events)),
-            ts,
-            type_json,
-            encode_events(events),
-            unsynced="unsynced" in stamp,
+            self._ids(len(encoded)), ts, type_json, encoded, unsynced="unsynced" in stamp
         )
         count = len(texts)
         total = sum(map(len, texts)) + count + _ROW_OVERHEAD  # as one row
@@ -541,6 +531,33 @@ class Outbox:
         else:
             self.pressure_changed.set()
         return _Admitted(event_type, texts, chunks, ts, total, admission)
+
+    def _encode(self, events: Iterable[EventBody]) -> tuple[str, str, list[str]]:
+        """``events`` (all of one type of the catalogue, else TypeError) as their bodies'
+        JSON texts, with the type name and the name as JSON text. A generator is taken in
+        slices: its models are dropped as soon as they are encoded, not kept alive all at
+        once (fewer objects for the garbage collector to walk on a batch of thousands)."""
+        if isinstance(events, (list, tuple)):
+            slices: Iterable[Sequence[EventBody]] = (events,)
+        else:
+            iterator = iter(events)
+            slices = iter(lambda: list(islice(iterator, _ENCODE_SLICE)), [])
+        encoded: list[str] = []
+        event_type = type_json = ""
+        model: type[EventBody] | None = None
+        for part in slices:
+            if not part:
+                break
+            if model is None:
+                model = type(part[0])
+                event_type, type_json = self._catalogue.type_of(part[0])
+            for event in part:
+                if type(event) is not model:
+                    raise TypeError(
+                        f"append {event_type} events alone: {type(event).__qualname__} among them"
+                    )
+            encoded += encode_events(part)
+        return event_type, type_json, encoded
 
     def _ids(self, count: int) -> str:
         """``count`` random event ids, 16 hex digits each, concatenated; drawn from the OS in

@@ -15,7 +15,8 @@ Two strengths of validation, on purpose:
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Mapping
+from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
@@ -134,3 +135,11 @@ class EventBody(BaseModel):
     where the event is made, not found later in HQ's store."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @classmethod
+    def validated(cls, fields: Mapping[str, Any]) -> Self:
+        """The event of ``fields``, validated exactly as ``cls(**fields)`` validates (same
+        checks, same ``ValidationError``), without the keyword-argument and ``__init__``
+        overhead: about twice as fast, the producers' hot path (bench/uplink.py)."""
+        event: Self = cls.__pydantic_validator__.validate_python(fields)
+        return event

@@ -92,6 +92,29 @@ async def test_the_outbox_refuses_anything_but_a_registered_wire_model(tmp_path:
     assert [event["type"] for event in events] == ["stock.changed", "stock.changed"]
 
 
+async def test_a_generator_is_taken_in_slices_with_the_same_outcome(tmp_path: Path) -> None:
+    # Outbox._encode takes a generator 256 events at a time: a stranger after the first
+    # slice still refuses the whole append, and the stored bytes are a list's.
+    clock = FakeClock()
+    changes = [CHANGE.model_copy(update={"before": n}) for n in range(600)]
+    ambiguous = StockAmbiguous(
+        slot="s-1", sku="A", grams=-30.0, ratio=-0.15, candidates=[], count_before=3
+    )
+    async with Database.running(tmp_path / "g.db", clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(("stock",))
+        with pytest.raises(TypeError, match="alone"):
+            outbox.append_many("stock", (e for e in [*changes[:300], ambiguous, *changes]))
+        await outbox.append_many("stock", (change for change in changes))
+        await outbox.append_many("stock", changes)
+        await outbox.append_many("stock", iter(()))  # nothing: nothing stored
+        events = await sent_events(outbox)
+    assert len(events) == 1200
+    bodies = [{k: v for k, v in e.items() if k not in ("seq", "id")} for e in events]
+    assert bodies[:600] == bodies[600:]
+    assert [body["before"] for body in bodies[:600]] == list(range(600))
+
+
 async def test_the_documented_schemas_catch_what_they_do_not_describe(tmp_path: Path) -> None:
     # The checker of tests/wire/test_producers.py is not vacuous.
     clock = FakeClock()
