@@ -9,6 +9,7 @@ the demo's live summary.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +40,9 @@ class DeviceView:
 
     readings: int = 0
     weights: dict[str, WeightSample] = field(default_factory=dict)
-    beacons: dict[str, Advertisement] = field(default_factory=dict)
+    # Senders heard lately: (monotonic, rssi) keyed by the address's process-salted hash() —
+    # the live view never holds an address (docs/privacy.md), and the oldest go first.
+    beacons: OrderedDict[int, tuple[float, int]] = field(default_factory=OrderedDict)
     label_reports: dict[LabelReportKind, int] = field(default_factory=dict)
     last_label: LabelReport | None = None
     receivers: dict[str, ReceiverStatus] = field(default_factory=dict)
@@ -50,10 +53,11 @@ class DeviceView:
             case WeightSample():
                 self.weights[reading.channel] = reading
             case Advertisement():
-                self.beacons[reading.address] = reading
+                key = hash(reading.address)
+                self.beacons[key] = (reading.monotonic, reading.rssi)
+                self.beacons.move_to_end(key)
                 if len(self.beacons) > _MAX_TRACKED:
-                    oldest = min(self.beacons.values(), key=lambda adv: adv.monotonic)
-                    del self.beacons[oldest.address]
+                    self.beacons.popitem(last=False)
             case LabelReport():
                 self.label_reports[reading.kind] = self.label_reports.get(reading.kind, 0) + 1
                 self.last_label = reading
@@ -79,11 +83,11 @@ class DeviceView:
             }
         if self.beacons:
             recent = [
-                adv for adv in self.beacons.values() if now_monotonic - adv.monotonic <= recent_s
+                rssi for seen, rssi in self.beacons.values() if now_monotonic - seen <= recent_s
             ]
             digest["beacons_recent"] = len(recent)
             if recent:
-                digest["strongest_rssi"] = max(adv.rssi for adv in recent)
+                digest["strongest_rssi"] = max(recent)
         if self.receivers:
             digest["receivers"] = {
                 name: {"state": status.state.value, "detail": status.detail}

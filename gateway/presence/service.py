@@ -75,7 +75,9 @@ class PresenceService:
         self._reload = False
         self._beacon_devices = tuple(beacon_devices)
         self._driver = driver
-        self._keyed: dict[str, int] = {}  # device -> id() of the driver object given the keys
+        # device -> the driver object given the keys (held, so a new object is never mistaken
+        # for it: a restart builds a new driver object)
+        self._keyed: dict[str, object] = {}
         self._changes: list[ZoneChange] = []
         self._appends: list[asyncio.Future[None]] = []
         self.adverts = 0
@@ -230,7 +232,7 @@ class PresenceService:
             return
         for device in self._beacon_devices:
             driver = self._driver(device)
-            if driver is None or self._keyed.get(device) == id(driver):
+            if driver is None or self._keyed.get(device) is driver:
                 continue
             give = getattr(driver, "set_identity_keys", None)
             if callable(give):
@@ -238,7 +240,7 @@ class PresenceService:
                     give(dict(self._keys))
                 except Exception:  # one driver's fault stops neither presence nor the others
                     _LOGGER.exception("beacon driver %s refused the identity keys", device)
-            self._keyed[device] = id(driver)
+            self._keyed[device] = driver
 
     # --- views ---------------------------------------------------------------------------
 

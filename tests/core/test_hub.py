@@ -66,4 +66,14 @@ def test_beacon_table_is_bounded() -> None:
     view = hub.view("ble")
     assert view is not None
     assert len(view.beacons) <= 256
-    assert "addr-999" in view.beacons
+    assert hash("addr-999") in view.beacons  # the newest kept, the oldest gone
+    assert hash("addr-0") not in view.beacons
+
+
+def test_the_live_view_keeps_no_address() -> None:
+    hub = ReadingHub()
+    hub.publish("ble", Advertisement("hci0", "5A:11:22:33:44:55", -60, 1.0, NOW))
+    view = hub.view("ble")
+    assert view is not None
+    assert "5A:11:22:33:44:55" not in repr(view)
+    assert hub.summaries(now_monotonic=2.0)["ble"]["beacons_recent"] == 1
