@@ -11,7 +11,6 @@ the bleak driver loaded and hearing its beacons.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,26 +25,13 @@ sys.path.insert(0, str(ROOT))
 
 from devices.ble.frames import APPLE_COMPANY_ID, ibeacon
 from devices.simulated.bluez import FakeBlueZ
+from tests.support.dbus import PrivateBus
 
 WINDOW_S = 20.0
 SETTLE_S = 5.0
 BEACONS = 20
 ROUNDS = 2
 STORE_UUID = UUID("e2c56db5-dffb-48d2-b060-d0f5a71096e0")
-
-_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>custom</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"""
 
 _DRIVER = """
 [[devices]]
@@ -54,24 +40,6 @@ driver = "ble.bluez"
 [devices.options]
 adapter = "hci0"
 """
-
-
-def start_bus(directory: Path) -> tuple[subprocess.Popen[str], str]:
-    binary = shutil.which("dbus-daemon")
-    if binary is None:
-        raise SystemExit("dbus-daemon is not installed (Debian package dbus; scripts/setup.sh)")
-    socket = directory / "bus.sock"
-    config = directory / "bus.conf"
-    config.write_text(_BUS_CONFIG.format(socket=socket), encoding="utf-8")
-    process = subprocess.Popen(
-        [binary, f"--config-file={config}", "--nofork", "--print-address=1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    process.stdout.readline()  # printed once it listens
-    return process, f"unix:path={socket}"
 
 
 class BeaconField:
@@ -128,7 +96,8 @@ def heard_by_the_daemon(socket: Path) -> int:
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="storegw-bench-ble-") as tmp:
-        bus, address = start_bus(Path(tmp))
+        bus = PrivateBus(Path(tmp)).start()  # the suite's private dbus-daemon
+        address = bus.address
         config = Path(tmp) / "with_ble.toml"
         config.write_text(DEMO_CONFIG.read_text(encoding="utf-8") + _DRIVER, encoding="utf-8")
         env = {
@@ -152,8 +121,7 @@ def main() -> None:
                     if field.adverts == heard_before:
                         raise SystemExit("the daemon never started discovery on the fake BlueZ")
         finally:
-            bus.terminate()
-            bus.wait()
+            bus.stop()
     cpu_without = sum(c for c, _ in without) / len(without)
     rss_without = max(r for _, r in without)
     cpu_with = sum(c for c, _ in with_ble) / len(with_ble)
