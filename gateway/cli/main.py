@@ -596,7 +596,11 @@ def _scale(args: argparse.Namespace) -> int:
 
 
 def _ask(
-    args: argparse.Namespace, command: str, request: dict[str, Any], *, timeout: float = 5.0
+    args: argparse.Namespace,
+    command: str,
+    request: dict[str, Any] | None,
+    *,
+    timeout: float = 5.0,
 ) -> tuple[bool, Any]:
     """(True, the daemon's answer), or (False, the exit code) with the reason printed."""
     from gateway.control.client import ControlClient
@@ -739,25 +743,17 @@ def _diagnostic(args: argparse.Namespace) -> int:
         render_status,
     )
     from gateway.cli.presence_views import render_beacons, render_zones
-    from gateway.control.client import ControlClient
-    from gateway.errors import ControlError, DaemonNotRunningError
 
-    client = ControlClient(_socket_path(args))
-    try:
-        request_args: dict[str, Any] | None = None
-        if getattr(args, "sku", None):
-            request_args = {"sku": args.sku}
-        if getattr(args, "state", None):
-            request_args = {"state": args.state}
-        if getattr(args, "health", False):
-            request_args = {**(request_args or {}), "health": True}
-        result: dict[str, Any] = client.request_sync(args.command, request_args)
-    except DaemonNotRunningError as exc:
-        print(f"storegw: {exc}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
-    except ControlError as exc:
-        print(f"storegw: {exc}", file=sys.stderr)
-        return EXIT_PROBLEM
+    request_args: dict[str, Any] | None = None
+    if getattr(args, "sku", None):
+        request_args = {"sku": args.sku}
+    if getattr(args, "state", None):
+        request_args = {"state": args.state}
+    if getattr(args, "health", False):
+        request_args = {**(request_args or {}), "health": True}
+    answered, result = _ask(args, args.command, request_args)
+    if not answered:
+        return int(result)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
         return EXIT_OK

@@ -215,10 +215,7 @@ class ZoneTracker:
     # --- the steps ------------------------------------------------------------------------
 
     def _smooth(self, track: _Track, rssi: float, now: float) -> None:
-        settings = self.settings
-        if track.bin_max is not None and now - track.bin_start >= settings.bin_s:
-            self._close_bin(track)
-            track.bin_start = now
+        self._roll(track, now)
         if track.bin_max is None:
             track.bins += 1
             track.bin_max = rssi
@@ -226,6 +223,12 @@ class ZoneTracker:
             track.bin_max = max(track.bin_max, rssi)
         if track.smoothed is None:  # the first bin shows at once: entries are not delayed
             track.smoothed = rssi
+
+    def _roll(self, track: _Track, now: float) -> None:
+        """Close ``track``'s bin if ``bin_s`` has passed since it opened; the next opens now."""
+        if track.bin_max is not None and now - track.bin_start >= self.settings.bin_s:
+            self._close_bin(track)
+            track.bin_start = now
 
     def _close_bin(self, track: _Track) -> None:
         settings = self.settings
@@ -251,9 +254,7 @@ class ZoneTracker:
         recent = min(self._gone_after(state), max(2 * self.settings.bin_s, 2 * state.longest_gap))
         signals: dict[str, float] = {}
         for receiver, track in state.tracks.items():
-            if now - track.bin_start >= self.settings.bin_s and track.bin_max is not None:
-                self._close_bin(track)
-                track.bin_start = now
+            self._roll(track, now)  # a bin that ended without a later sighting counts too
             if track.smoothed is None or track.bins < 2 or now - track.last_seen > recent:
                 continue
             for zone in self._zone_of[receiver]:

@@ -200,16 +200,13 @@ class StreamState:
 
 def _chunks(texts: list[str]) -> list[tuple[list[str], int]]:
     """``texts`` cut into rows of at most _BATCH_MAX_EVENTS events and _BATCH_MAX_CHARS
-    accounted bytes (an event bigger than that gets a row of its own), each with its size as
-    :func:`_size` counts it: a row is read whole for every envelope cut from it.
+    accounted bytes (an event bigger than that gets a row of its own), each with its accounted
+    size (the events' text, a separator each, the row's overhead): a row is read whole for
+    every envelope cut from it. :meth:`Outbox._admit` sizes the common one-row case itself.
 
     One pass in C over the lengths, then a binary search per row (a batch of thousands of
     events is cut without a Python step per event)."""
     count = len(texts)
-    if count <= _BATCH_MAX_EVENTS:  # the common case: one row
-        whole = sum(map(len, texts)) + count + _ROW_OVERHEAD
-        if whole <= _BATCH_MAX_CHARS:
-            return [(texts, whole)]
     chars = list(accumulate(map(len, texts), initial=0))  # chars[i]: of the first i events
 
     def size(start: int, end: int) -> int:
