@@ -149,7 +149,9 @@ class Fleet:
 
     def total(self, key: str = "") -> Any:
         """A summed figure of the latest reports (all of them when ``key`` is empty)."""
-        keys = [key] if key else ["stores", "connected", "generated", "acked", "backlog"]
+        keys = (
+            [key] if key else ["stores", "connected", "generated", "acked", "backlog", "envelopes"]
+        )
         sums = {name: sum(r.get(name, 0) for r in self.reports.values()) for name in keys}
         return sums[key] if key else sums
 

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import resource
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.hq.keys import generate_key
 from gateway.hq.push import PricePush, push_prices
@@ -48,15 +53,17 @@ KID = "fleet-hq"
 @dataclass(frozen=True, slots=True)
 class FleetOptions:
     stores: int = 1000
-    processes: int = 4
+    processes: int = 2
     database: str = "sqlite"  # or a postgresql:// URL
-    commit_interval_s: float = 0.2
+    commit_interval_s: float = 1.0
     rate_scale: float = 1.0
     start_spread_s: float = 2.0
     ack_timeout_s: float = 30.0
     price_items: int = 200
     seed: int = 16
     share_group: str | None = None
+    produce: bool = True  # False: each store accepts ``first_events`` and then stays quiet
+    first_events: int = 0
 
 
 @dataclass(slots=True)
@@ -71,6 +78,7 @@ class Steady:
     broker_cpu_per_event_s: float
     backlog_growth_per_s: float
     events: int
+    envelopes_per_s: float
 
 
 @dataclass(slots=True)
@@ -150,6 +158,8 @@ class FleetBench:
             "commit_interval_s": options.commit_interval_s,
             "ack_timeout_s": options.ack_timeout_s,
             "start_spread_s": options.start_spread_s,
+            "produce": options.produce,
+            "first_events": options.first_events,
             **overrides,
         }
         self.fleet = Fleet(
@@ -227,6 +237,7 @@ class FleetBench:
             broker_cpu_per_event_s=(self._broker_cpu() - cpu[2]) / per_event,
             backlog_growth_per_s=(after["backlog"] - before["backlog"]) / elapsed,
             events=acked,
+            envelopes_per_s=(after["envelopes"] - before["envelopes"]) / elapsed,
         )
 
     def _broker_cpu(self) -> float:
@@ -258,7 +269,7 @@ class FleetBench:
         a planned restart (SIGTERM: it saves its sessions and queues and loads them again).
         Every store reconnects on its own jittered backoff."""
         fleet = self._fleet()
-        producing = sum(1 for _store, rate in self.store_rates if rate > 0)
+        producing = len(self.store_rates) if self.options.produce else 0
         fleet.send("mark")
         fleet.fresh_reports()  # every store marked before the broker goes
         if graceful:
@@ -284,6 +295,32 @@ class FleetBench:
             seconds_with_connections=len(rates),
             connections=sum(rates.values()),
         )
+
+    def retained_births(self, *, timeout: float = 120) -> int:
+        """Stores whose retained birth (``state``: online) the broker holds: what HQ (or
+        anyone subscribing to ``+/state``) learns of the fleet at once."""
+        births: set[str] = set()
+        done = threading.Event()
+        expected = len(self.store_rates)
+
+        def on_message(_client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+            with contextlib.suppress(ValueError):
+                if message.retain and json.loads(message.payload).get("online") is True:
+                    births.add(message.topic.split("/")[2])
+            if len(births) >= expected:
+                done.set()
+
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.on_message = on_message
+        client.on_connect = lambda c, *_: c.subscribe("retail/v1/+/state", qos=1)
+        client.connect(self.broker.host, self.broker.port)
+        client.loop_start()
+        try:
+            done.wait(timeout)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        return len(births)
 
     def push_prices(self, *, timeout: float = 300) -> PushFigures:
         """One signed price batch per store (its own version, scoped to it), published by

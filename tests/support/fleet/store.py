@@ -51,7 +51,7 @@ class StoreSettings:
         clock: Clock,
         verifier: Verifier,
         latencies: LatencyHistogram,
-        commit_interval_s: float = 0.2,
+        commit_interval_s: float = 1.0,
         ack_timeout_s: float = 30.0,
         max_events_per_message: int = 500,
         hq_window_messages: int = 100,
@@ -92,6 +92,7 @@ class VirtualStore:
         self._gap = False
         self.resent_windows = 0  # ack timeouts: the stream went again from the watermark
         self.refused_publishes = 0
+        self.envelopes = 0  # envelopes the broker accepted (PUBACK)
         # Set by the worker (broker restarted): the first ack after it, per store.
         self.mark_at: float | None = None
         self.reconnected_at: float | None = None
@@ -147,7 +148,7 @@ class VirtualStore:
         self._wake.set()
 
     def _stock_events(self, count: int) -> list[EventBody]:
-        before = self._rng.randint(count, 60)
+        before = count + self._rng.randint(0, 60)
         return [
             StockChanged.validated(
                 {
@@ -234,6 +235,7 @@ class VirtualStore:
             return
         except LinkError:  # the connection went: the next one starts from the watermark
             return
+        self.envelopes += 1
         stream.pubacked(seq, self._clock.monotonic())
 
     # --- from HQ ------------------------------------------------------------------------

@@ -39,7 +39,7 @@ class WorkerPlan:
     hq_kid: str
     hq_public_key: str  # base64, as a store's [downlink] hq_public_keys has it
     seed: int
-    commit_interval_s: float = 0.2
+    commit_interval_s: float = 1.0
     ack_timeout_s: float = 30.0
     start_spread_s: float = 2.0  # stores start over this long (0: all at once)
     first_events: int = 0  # stock events each store accepts at start
@@ -170,6 +170,7 @@ class _Worker:
             "generated": sum(store.generated for store in self._stores),
             "acked": sum(store.acked for store in self._stores),
             "backlog": sum(store.backlog for store in self._stores),
+            "envelopes": sum(store.envelopes for store in self._stores),
             "resent_windows": sum(store.resent_windows for store in self._stores),
             "refused": sum(store.refused_publishes for store in self._stores),
             "price_refused": sum(store.prices.refused for store in self._stores),
