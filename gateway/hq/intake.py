@@ -18,7 +18,6 @@ other consumers sharing the load did meanwhile.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +41,10 @@ EXPIRED = "outbox.expired"
 
 Key = tuple[str, str, str]  # (store, stream, epoch)
 
-# Integers of 20 digits or more may not fit 64 bits: orjson would read them as floats.
-_LONG_INTEGER = re.compile(rb"[0-9]{20}")
+# Integers of 20 digits or more may not fit 64 bits: orjson would read them as floats. Found
+# by mapping every digit to "0" and looking for a run (a regex scan costs 10x more).
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,7 @@ def read_envelope(payload: bytes) -> ReadEnvelope:
     except ValidationError as exc:
         raise ValueError(str(exc.errors(include_url=False)[:3])) from None
     try:
-        if _LONG_INTEGER.search(payload):
+        if _LONG_RUN in payload.translate(_DIGITS_AS_ZERO):
             raw = json.loads(payload, parse_constant=_refuse_constant)
         else:
             raw = orjson.loads(payload)

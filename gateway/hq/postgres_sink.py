@@ -70,6 +70,29 @@ _COPY = "COPY hq_event_log (store, stream, epoch, seq, id, ts, type, event, rece
 _RETRIES = 5  # a deadlock or serialisation failure: the whole batch again
 
 
+def _escaped(text: str) -> str:
+    """``text`` as a field of COPY's text format."""
+    if "\\" in text:
+        text = text.replace("\\", "\\\\")
+    if "\t" in text or "\n" in text or "\r" in text:
+        text = text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return text
+
+
+def _copy_text(fresh: dict[Key, list[EventRow]], now: datetime) -> bytes:
+    """The new events as COPY text lines (psycopg's write_row costs 3x more per row)."""
+    received = now.isoformat()
+    lines: list[str] = []
+    for key, rows in fresh.items():
+        head = "\t".join(_escaped(part) for part in key)
+        lines.extend(
+            f"{head}\t{row.seq}\t{_escaped(row.id)}\t{_escaped(row.ts)}\t{_escaped(row.type)}"
+            f"\t{_escaped(row.event)}\t{received}\n"
+            for row in rows
+        )
+    return "".join(lines).encode()
+
+
 def describe_url(url: str) -> str:
     """``url`` without its password, for logs and errors."""
     try:
@@ -103,8 +126,14 @@ class PostgresSink:
         self.conflicts: dict[Key, set[int]] = {}
 
     async def open(self) -> None:
-        """Connect and migrate; StorageUnavailableError if PostgreSQL cannot be reached."""
-        await self._connect()
+        """Connect, migrate, make today's and tomorrow's partitions; StorageUnavailableError if
+        PostgreSQL cannot be reached."""
+        connection = await self._connect()
+        try:
+            await self._ensure_partitions(connection, self._clock.utc_now())
+        except psycopg.Error as exc:
+            await self._drop_connection()
+            raise self._unavailable(exc) from None
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -266,12 +295,7 @@ class PostgresSink:
                         conflicts[key] = found
             if any(fresh.values()):
                 async with cursor.copy(_COPY) as copy:
-                    for (store, stream, epoch), rows in fresh.items():
-                        for row in rows:
-                            await copy.write_row(
-                                (store, stream, epoch, row.seq, row.id, row.ts, row.type,
-                                 row.event, now)
-                            )  # fmt: skip
+                    await copy.write(_copy_text(fresh, now))
             await cursor.execute(
                 _WRITE_MARKS,
                 (

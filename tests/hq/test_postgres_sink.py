@@ -147,8 +147,14 @@ async def test_garbage_is_refused_and_never_poisons_the_batch(postgres_url: str)
         assert _acked(acks)[0][1]["seq"] == 2
         huge = envelope([3]).replace(b'"n": 3', b'"n": 123456789012345678901234567890')
         await sink.receive_many([huge])
+        odd = json.loads(envelope([4]))
+        odd["events"][0].update(id="a\tb\nc\\d\re", ts="\\N", n='tab\there \\ "q"')
+        await sink.receive_many([json.dumps(odd).encode()])
     assert pg_rows(postgres_url, "SELECT event ->> 'n' FROM hq_events WHERE seq = 3") == [
         ("123456789012345678901234567890",)
+    ]
+    assert pg_rows(postgres_url, "SELECT id, ts, event ->> 'n' FROM hq_events WHERE seq = 4") == [
+        ("a\tb\nc\\d\re", "\\N", 'tab\there \\ "q"')
     ]
 
 
