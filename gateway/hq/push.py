@@ -99,7 +99,7 @@ async def push_prices(
     prefix = mqtt.topic_root.split("{store_id}")[0]
     pushed: dict[str, int] = {}
     async with Database.running(
-        settings.hq.database, clock=clock, migrations=HQ_MIGRATIONS
+        settings.hq.prices_path(), clock=clock, migrations=HQ_MIGRATIONS
     ) as database:
         link = MqttLink(config=mqtt, store_id="hq-push", boot=0, clock=clock, announce=False)
         task = asyncio.create_task(link.run(), name="hq.push.link")
