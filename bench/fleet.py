@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -70,7 +71,10 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--rate-scale", type=float, default=1.0, help="factor on the mix")
     parser.add_argument(
-        "--overload", type=float, default=4.0, help="offered load factor while scaling out"
+        "--hold",
+        type=float,
+        default=15.0,
+        help="seconds the stores hold their events before a catch-up (HQ capacity)",
     )
     parser.add_argument(
         "--ack-timeout",
@@ -104,18 +108,17 @@ def print_recovery(label: str, recovery: Recovery, stores: int) -> None:
     )
 
 
-def database_url(choice: str, directory: Path) -> tuple[str, object | None]:
+def database_url(choice: str) -> tuple[str, object | None]:
     """The database the consumers write, and the private server started for it (if any)."""
     if choice == "sqlite" or choice.startswith(("postgresql://", "postgres://")):
         return choice, None
     if choice == "postgresql":
-        try:
-            from tests.support.postgres import PostgresServer  # type: ignore[import-not-found]
-        except ImportError:
-            sys.exit("--database postgresql needs tests/support/postgres.py (feature/fleetpg)")
-        server = PostgresServer(directory / "pg")
+        from tests.support.postgres import PostgresServer
+
+        server = PostgresServer()
+        server.init()
         server.start()
-        return server.url, server
+        return server.create_database(), server
     sys.exit(f"--database: sqlite, postgresql or a postgresql:// URL, not {choice!r}")
 
 
@@ -192,14 +195,22 @@ def run_fleet(args: argparse.Namespace, directory: Path, url: str) -> None:
             f"{1 / steady.consumer_cpu_per_event_s:,.0f} events/s at most (this load)"
         )
         counts = tuple(int(c) for c in args.consumers.split(","))
-        if url.startswith("postgres") and len(counts) > 1:
-            scaled = bench.scale_out(counts, min(duration, 20.0), args.overload)
-            first = scaled[counts[0]].sustained_per_s
-            for count, figures in scaled.items():
-                print_steady(f"scale-out, {count} consumer(s), offered x{args.overload:g}", figures)
+        if not url.startswith("postgres"):
+            counts = counts[:1]
+        hold_s = 5.0 if args.quick else args.hold
+        scaled = bench.scale_out(counts, hold_s)
+        for count, catch_up in scaled.items():
             print(
-                "scale-out ratios: "
-                + ", ".join(f"{c}: {f.sustained_per_s / first:.2f}x" for c, f in scaled.items())
+                f"catch-up, {count} consumer(s): {catch_up.held:,} events held {hold_s:g} s by "
+                f"the stores, all acked after {catch_up.seconds:.1f} s: "
+                f"{catch_up.events_per_s:,.0f} events/s in {catch_up.envelopes_per_s:,.0f} "
+                f"envelopes/s; consumer CPU {_us(catch_up.consumer_cpu_per_event_s)} an event"
+            )
+        if len(scaled) > 1:
+            first = scaled[counts[0]].events_per_s
+            print(
+                "scale-out (catch-up rate): "
+                + ", ".join(f"{c}: {f.events_per_s / first:.2f}x" for c, f in scaled.items())
             )
         else:
             print(
@@ -235,9 +246,11 @@ def run_fleet(args: argparse.Namespace, directory: Path, url: str) -> None:
 
 def main() -> None:
     args = parse_args()
+    # A stop (timeout, kill) still stops the broker, consumers, stores and database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="fleet-") as tmp:
         directory = Path(tmp)
-        url, server = database_url(args.database, directory)
+        url, server = database_url(args.database)
         if url == "sqlite":
             url = str(directory / "hq.db")
         try:
@@ -247,7 +260,7 @@ def main() -> None:
                 run_fleet(args, directory, url)
         finally:
             if server is not None:
-                server.stop()  # type: ignore[attr-defined]
+                server.remove()  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

@@ -109,6 +109,13 @@ class StreamOutbox:
         self._firsts.append(run.first)
         self.head = run.last
 
+    def set_ack_timeout(self, seconds: float, now: float) -> None:
+        """From ``now`` on: the envelopes waiting for HQ start their wait again."""
+        self.ack_timeout_s = seconds
+        self.timer = CustodyTimer(seconds)
+        for seq_to in self.awaiting_hq:
+            self.timer.pubacked(seq_to, now)
+
     def rewind(self) -> None:
         """A new connection: everything HQ has not acknowledged goes again."""
         self.cursor = self.acked

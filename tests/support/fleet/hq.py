@@ -68,7 +68,9 @@ class HqConsumers:
         return full if self.share_group is None else f"$share/{self.share_group}/{full}"
 
     def client_ids(self) -> list[str]:
-        return [f"storegw-hq-{self._generation}-{n}" for n in range(len(self.processes))]
+        # The same ids every time: a consumer's persistent session (and its place in the
+        # share group, and what the broker queued for it) is taken up by its successor.
+        return [f"storegw-hq-{n}" for n in range(len(self.processes))]
 
     def start(self, count: int) -> list[str]:
         """Start ``count`` consumers; returns their client ids (to wait for their SUBSCRIBE)."""
@@ -81,7 +83,7 @@ class HqConsumers:
             database = "" if self.postgres else f"database = '{self.database}'\n"
             config.write_text(
                 f"[mqtt]\nhost = '{self.host}'\nport = {self.port}\ntls = false\n"
-                f"allow_plaintext = true\nclient_id = 'storegw-hq-{self._generation}-{number}'\n"
+                f"allow_plaintext = true\nclient_id = 'storegw-hq-{number}'\n"
                 f"[hq]\n{database}{share}",
                 encoding="utf-8",
             )

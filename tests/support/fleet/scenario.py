@@ -82,6 +82,15 @@ class Steady:
 
 
 @dataclass(slots=True)
+class CatchUp:
+    held: int  # events the stores held when they sent again
+    seconds: float  # until every one of them was acknowledged
+    events_per_s: float  # committed and acknowledged meanwhile (live events included)
+    envelopes_per_s: float
+    consumer_cpu_per_event_s: float
+
+
+@dataclass(slots=True)
 class Recovery:
     down_s: float
     reconnected_s: float
@@ -244,21 +253,47 @@ class FleetBench:
         process = self.broker.process
         return 0.0 if process is None else process_cpu_seconds(process.pid)
 
-    def scale_out(
-        self, counts: tuple[int, ...], seconds: float, overload: float
-    ) -> dict[int, Steady]:
-        """The fleet offering ``overload`` times its rate, served by each number of
-        consumers in turn: what they sustain."""
+    def catch_up(self, *, hold_s: float, timeout: float = 600) -> CatchUp:
+        """HQ's capacity: the stores hold their envelopes for ``hold_s`` (HQ unreachable)
+        while they go on producing, then send their backlog at once; events committed per
+        second until everything held is acknowledged. The stores' ack timeout is lifted
+        meanwhile, so the figure is the consumers', not re-sends'."""
         fleet = self._fleet()
-        fleet.send("rate", overload)
-        figures = {}
+        fleet.send("ack_timeout", 3600)
+        fleet.send("hold", True)
         try:
-            for count in counts:
-                self.consumers.stop()
-                self.start_consumers(count)
-                figures[count] = self.steady(seconds, warmup_s=min(5.0, seconds))
+            fleet.settle(hold_s)
+            fleet.fresh_reports()
+            held, before = fleet.total("backlog"), fleet.total()
+            cpu = self.consumers.cpu_seconds()
+            started = time.monotonic()
+            fleet.send("hold", False)
+            target = before["generated"]
+            fleet.wait_for(lambda f: f.total("acked") >= target, timeout, "backlog acked")
+            elapsed, after = time.monotonic() - started, fleet.total()
         finally:
-            fleet.send("rate", 1.0)
+            fleet.send("hold", False)
+            fleet.send("ack_timeout", self.options.ack_timeout_s)
+        self.consumers.check_alive()
+        acked = after["acked"] - before["acked"]
+        return CatchUp(
+            held=held,
+            seconds=elapsed,
+            events_per_s=acked / elapsed,
+            envelopes_per_s=(after["envelopes"] - before["envelopes"]) / elapsed,
+            consumer_cpu_per_event_s=(self.consumers.cpu_seconds() - cpu) / max(acked, 1),
+        )
+
+    def scale_out(self, counts: tuple[int, ...], hold_s: float) -> dict[int, CatchUp]:
+        """:meth:`catch_up` with each number of consumers in turn."""
+        figures = {}
+        for count in counts:
+            self.consumers.stop()
+            self.start_consumers(count)
+            self._fleet().wait_for(
+                lambda f: f.total("backlog") < 0.2 * f.total("generated") + 1, 120, "caught up"
+            )
+            figures[count] = self.catch_up(hold_s=hold_s)
         return figures
 
     def restart_broker(

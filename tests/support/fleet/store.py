@@ -66,6 +66,7 @@ class StoreSettings:
         self.hq_window_messages = hq_window_messages
         self.rate_factor = 1.0  # changed by the worker for all its stores at once
         self.producing = True
+        self.holding = False  # True: accept events but send nothing (HQ unreachable)
 
 
 class VirtualStore:
@@ -195,7 +196,7 @@ class VirtualStore:
                 stream.rewind()
             while self.link.connected.is_set() and self.link.stats.connected_since == connection:
                 self._wake.clear()
-                for stream in self.streams.values():
+                for stream in () if settings.holding else self.streams.values():
                     while True:
                         batch = stream.next_batch(
                             settings.max_events_per_message, settings.hq_window_messages
@@ -237,6 +238,19 @@ class VirtualStore:
             return
         self.envelopes += 1
         stream.pubacked(seq, self._clock.monotonic())
+
+    def wake(self, *, rewind: bool = False) -> None:
+        """Look at the streams now (the fleet's settings changed); ``rewind``: send again
+        everything HQ has not acknowledged, as after a reconnect."""
+        if rewind:
+            for stream in self.streams.values():
+                stream.rewind()
+        self._wake.set()
+
+    def set_ack_timeout(self, seconds: float) -> None:
+        now = self._clock.monotonic()
+        for stream in self.streams.values():
+            stream.set_ack_timeout(seconds, now)
 
     # --- from HQ ------------------------------------------------------------------------
 

@@ -132,6 +132,13 @@ class _Worker:
                     self._settings.rate_factor = float(factor)
                 case ("produce", on):
                     self._settings.producing = bool(on)
+                case ("hold", on):
+                    self._settings.holding = bool(on)
+                    for store in self._stores:  # released: as after a reconnect
+                        store.wake(rewind=not on)
+                case ("ack_timeout", seconds):
+                    for store in self._stores:
+                        store.set_ack_timeout(float(seconds))
                 case ("mark",):
                     for store in self._stores:
                         store.mark_at = time.monotonic()
