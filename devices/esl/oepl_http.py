@@ -10,13 +10,18 @@ import io
 import aiohttp
 from PIL import Image
 
-from devices.esl.protocol import TagRecord, UploadOutcome, decode_db_page, upload_outcome
+from devices.esl.protocol import (
+    TagRecord,
+    UploadOutcome,
+    decode_db_page,
+    decode_maxsleep,
+    upload_outcome,
+)
 from gateway.errors import DriverUnavailableError
 
-__all__ = ["HTTP_ERRORS", "LED_PATTERN", "ApClient", "jpeg_for_upload"]
+__all__ = ["HTTP_ERRORS", "ApClient", "jpeg_for_upload"]
 
 HTTP_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
-LED_PATTERN = "813C130AE4530A03A30A0200"  # the firmware's built-in "ledflash"
 
 
 def jpeg_for_upload(png: bytes) -> bytes:
@@ -90,8 +95,33 @@ class ApClient:
         except HTTP_ERRORS as exc:
             raise DriverUnavailableError(f"imgupload to {mac}: {exc}") from exc
 
-    async def led_flash(self, mac: str) -> None:
-        params = {"mac": mac, "pattern": LED_PATTERN}
+    async def maxsleep(self) -> int:
+        """The AP's ``maxsleep`` (minutes) from ``/get_ap_config``."""
+        try:
+            async with self.session.get(f"{self.url}/get_ap_config") as answer:
+                status, text = answer.status, await answer.read()
+        except HTTP_ERRORS as exc:
+            raise DriverUnavailableError(f"get_ap_config: {exc}") from exc
+        minutes = decode_maxsleep(text) if status == 200 else None
+        if minutes is None:
+            self.garbled += status == 200
+            raise DriverUnavailableError(f"get_ap_config answered HTTP {status} without maxsleep")
+        return minutes
+
+    async def save_maxsleep(self, minutes: int) -> None:
+        """``/save_apcfg`` with only ``maxsleep`` (the AP changes only the fields given)."""
+        try:
+            async with self.session.post(
+                f"{self.url}/save_apcfg", data={"maxsleep": str(minutes)}
+            ) as answer:
+                status, text = answer.status, await answer.text()
+        except HTTP_ERRORS as exc:
+            raise DriverUnavailableError(f"save_apcfg: {exc}") from exc
+        if status != 200 or "saved" not in text.lower():
+            raise DriverUnavailableError(f"save_apcfg maxsleep={minutes} refused: HTTP {status}")
+
+    async def led_flash(self, mac: str, pattern: str) -> None:
+        params = {"mac": mac, "pattern": pattern}
         try:
             async with self.session.get(f"{self.url}/led_flash", params=params) as answer:
                 status = answer.status
