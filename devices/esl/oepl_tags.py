@@ -23,6 +23,8 @@ class ApTags:
     def __init__(self, ap: ApClient, memory: ApMemory) -> None:
         self._ap = ap
         self._memory = memory
+        # (hwType, turned upright, LED) → panel: asked for on every report
+        self._shapes: dict[tuple[int | None, int, bool], LabelModel] = {}
 
     async def read_database(self) -> None:
         position: int | None = 0
@@ -54,12 +56,17 @@ class ApTags:
 
     def panel(self, record: TagRecord) -> LabelModel | None:
         """What content for the tag is drawn on: its tag type's panel, upright when turned."""
+        key = (record.hw_type, record.rotate % 2, record.has_led)
+        found = self._shapes.get(key)
+        if found is not None:
+            return found
         panel = self._memory.panels.get(record.hw_type) if record.hw_type is not None else None
         if panel is None:
             return None
         if record.rotate % 2:
             panel = replace(panel, width=panel.height, height=panel.width)
-        return replace(panel, has_led=record.has_led)
+        found = self._shapes[key] = replace(panel, has_led=record.has_led)
+        return found
 
     async def learn(self, record: TagRecord) -> None:
         self._memory.records[record.mac] = record

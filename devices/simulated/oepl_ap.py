@@ -207,12 +207,15 @@ class FakeAccessPoint:
             return web.Response(status=409, text="Come back later")
         with contextlib.suppress(OSError, ValueError), Image.open(io.BytesIO(fields["file"])) as im:
             self.upload_sizes[mac] = im.size
-        buffer_hash = content_hash(_SALT + fields["file"])
-        if buffer_hash != tag.ap_hash:  # identical content is not sent again
-            tag.queue.append(("image", fields["file"]))
-            self._work.set()
         self.uploads.append(mac)
-        await self._send({"tags": [tag.record()]})
+        frame = tag.record()
+        if content_hash(_SALT + fields["file"]) == tag.ap_hash:  # identical: not sent again
+            await self._send({"tags": [frame]})
+            return web.Response(text="Ok, saved")
+        frame["pending"] = len(tag.queue) + 1
+        await self._send({"tags": [frame]})  # the queue change is told before any delivery
+        tag.queue.append(("image", fields["file"]))
+        self._work.set()
         return web.Response(text="Ok, saved")
 
     async def _get_db(self, request: web.Request) -> web.Response:
