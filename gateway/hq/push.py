@@ -10,22 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from gateway.clock import SystemClock, isoformat_utc
-from gateway.errors import ConfigError, ConfigIssue, LinkDownError
+from gateway.errors import ConfigError, ConfigIssue, LinkDownError, LinkError
 from gateway.hq.consumer import HQ_MIGRATIONS
-from gateway.hq.prices import build_price_messages, read_price_list, read_promotions
+from gateway.hq.fleet import TOPICS, FleetProgress, FleetPush, FleetSummary
+from gateway.hq.prices import PriceParts, read_price_list, read_promotions
 from gateway.hq.tail import HqSettings, load_hq_config
 from gateway.store.database import Database
-from gateway.sync.link import MqttLink
+from gateway.sync.link import InboundMessage, MqttLink
 from gateway.sync.signing import Signer
 
-__all__ = ["PricePush", "push_prices"]
+__all__ = ["DEFAULT_DEADLINE_S", "PricePush", "push_prices", "push_to_fleet"]
+
+#: How long ``push-prices`` waits for the stores' receipts by default.
+DEFAULT_DEADLINE_S = 120.0
 
 
 def _targets(settings: HqSettings, stores: Sequence[str], groups: Sequence[str]) -> list[str]:
@@ -82,6 +87,126 @@ class PricePush:
         return cls(settings, items, signer, promotions, list(cancel_promotions))
 
 
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    store: str
+    version: int
+    messages: list[bytes]
+
+
+async def _plan(
+    database: Database,
+    push: PricePush,
+    targets: Sequence[str],
+    *,
+    kind: Literal["full", "delta"],
+    delete: Sequence[str],
+    issued_at: datetime,
+    max_message_bytes: int,
+) -> list[_Batch]:
+    """Every target's next version and signed batch; the versions are taken (one
+    transaction) before anything is sent: a push that fails half-way is re-done under new
+    versions, never mixed into the old ones."""
+    rows = await database.fetchall("SELECT store, version FROM hq_price_versions")
+    last = {str(row["store"]): int(row["version"]) for row in rows}
+    parts = PriceParts.of(
+        push.items, signed=push.signer is not None, max_message_bytes=max_message_bytes
+    )
+    batches = [
+        _Batch(
+            store,
+            last.get(store, 0) + 1,
+            parts.messages(
+                version=last.get(store, 0) + 1,
+                kind=kind,
+                issued_at=issued_at,
+                # Versions are per store: a batch names exactly one store, so it can never
+                # be replayed to another member of a group.
+                stores=[store],
+                delete=delete,
+                promotions=push.promotions,
+                cancel_promotions=push.cancel_promotions,
+                signer=push.signer,
+            ),
+        )
+        for store in targets
+    ]
+    stamp = isoformat_utc(issued_at)
+    await database.submit_atomic(
+        [(_TAKE_VERSION, (batch.store, batch.version, stamp)) for batch in batches]
+    )
+    return batches
+
+
+_TAKE_VERSION = (
+    "INSERT INTO hq_price_versions VALUES (?, ?, ?) ON CONFLICT (store) "
+    "DO UPDATE SET version = excluded.version, pushed_at = excluded.pushed_at"
+)
+
+
+async def _run_link(
+    link: MqttLink, settings: HqSettings, connect_timeout_s: float
+) -> asyncio.Task[None]:
+    task = asyncio.create_task(link.run(), name="hq.push.link")
+    try:
+        async with asyncio.timeout(connect_timeout_s):
+            await link.connected.wait()
+    except TimeoutError:
+        await _stop(task)
+        raise LinkDownError(
+            f"no connection to {settings.mqtt.host}:{settings.mqtt.port} "
+            f"within {connect_timeout_s:.0f} s"
+        ) from None
+    return task
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _new_link(settings: HqSettings) -> MqttLink:
+    """A one-shot link for the push: its own client id and a clean session the broker forgets
+    at disconnect (a persistent one would queue the fleet's receipts for nobody)."""
+    mqtt = settings.mqtt.model_copy(update={"client_id": f"storegw-hq-push-{secrets.token_hex(4)}"})
+    return MqttLink(
+        config=mqtt,
+        store_id="+",  # every store's topic root: subscriptions take a wildcard
+        boot=0,
+        clock=SystemClock(),
+        announce=False,
+        session_expiry_s=0,
+    )
+
+
+async def _publish_all(
+    link: MqttLink,
+    prefix: str,
+    batches: Sequence[_Batch],
+    *,
+    on_sent: Callable[[_Batch], None] = lambda _batch: None,
+    on_failed: Callable[[_Batch, str], None] | None = None,
+) -> None:
+    """Publish every batch, pipelined: all stores at once, as many parts in flight as the
+    broker's Receive Maximum lets the link keep (each store's parts in order). Without
+    ``on_failed`` the first failure is raised."""
+
+    async def one(batch: _Batch) -> None:
+        try:
+            for message in batch.messages:
+                await link.publish(f"{prefix}{batch.store}/down/prices", message)
+                on_sent(batch)
+        except LinkError as exc:
+            if on_failed is None:
+                raise
+            on_failed(batch, str(exc))
+
+    async with asyncio.TaskGroup() as group:
+        for batch in batches:
+            group.create_task(one(batch))
+
+
 async def push_prices(
     push: PricePush,
     *,
@@ -91,56 +216,151 @@ async def push_prices(
     delete: Sequence[str] = (),
     connect_timeout_s: float = 30.0,
 ) -> dict[str, int]:
-    """Publish the batch to every target store; returns store → version pushed."""
-    settings, items, signer = push.settings, push.items, push.signer
+    """Publish the batch to every target store, waiting for nothing but the broker's
+    acceptance; returns store → version pushed. (:func:`push_to_fleet` also waits for what
+    the stores did with it.)"""
+    settings = push.settings
     targets = _targets(settings, stores, groups)
     clock = SystemClock()
-    mqtt = settings.mqtt.model_copy(update={"client_id": None})  # never steal tail's session
-    prefix = mqtt.topic_root.split("{store_id}")[0]
-    pushed: dict[str, int] = {}
     async with Database.running(
         settings.hq.database, clock=clock, migrations=HQ_MIGRATIONS
     ) as database:
-        link = MqttLink(config=mqtt, store_id="hq-push", boot=0, clock=clock, announce=False)
-        task = asyncio.create_task(link.run(), name="hq.push.link")
+        link = _new_link(settings)
+        task = await _run_link(link, settings, connect_timeout_s)
         try:
-            async with asyncio.timeout(connect_timeout_s):
-                await link.connected.wait()
-            for store in targets:
-                row = await database.fetchone(
-                    "SELECT version FROM hq_price_versions WHERE store = ?", (store,)
-                )
-                version = (int(row["version"]) if row is not None else 0) + 1
-                messages = build_price_messages(
-                    items,
-                    version=version,
-                    kind=kind,
-                    issued_at=clock.utc_now(),
-                    # Versions are per store: a batch names exactly one store, so it can never
-                    # be replayed to another member of a group.
-                    stores=[store],
-                    delete=delete,
-                    promotions=push.promotions,
-                    cancel_promotions=push.cancel_promotions,
-                    signer=signer,
-                    max_message_bytes=mqtt.max_message_bytes,
-                )
-                # The version is taken before anything is sent: a push that fails half-way
-                # is re-done under a new version, never mixed into the old one.
-                await database.write(
-                    "INSERT INTO hq_price_versions VALUES (?, ?, ?) ON CONFLICT (store) "
-                    "DO UPDATE SET version = excluded.version, pushed_at = excluded.pushed_at",
-                    (store, version, isoformat_utc(clock.utc_now())),
-                )
-                for message in messages:
-                    await link.publish(f"{prefix}{store}/down/prices", message)
-                pushed[store] = version
-        except TimeoutError:
-            raise LinkDownError(
-                f"no connection to {mqtt.host}:{mqtt.port} within {connect_timeout_s:.0f} s"
-            ) from None
+            batches = await _plan(
+                database,
+                push,
+                targets,
+                kind=kind,
+                delete=delete,
+                issued_at=clock.utc_now(),
+                max_message_bytes=settings.mqtt.max_message_bytes,
+            )
+            prefix = settings.mqtt.topic_root.split("{store_id}")[0]
+            try:
+                await _publish_all(link, prefix, batches)
+            except* LinkError as failed:
+                raise failed.exceptions[0] from None
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    return pushed
+            await _stop(task)
+    return {batch.store: batch.version for batch in batches}
+
+
+async def push_to_fleet(
+    push: PricePush,
+    *,
+    kind: Literal["full", "delta"],
+    stores: Sequence[str] = (),
+    groups: Sequence[str] = (),
+    delete: Sequence[str] = (),
+    deadline_s: float = DEFAULT_DEADLINE_S,
+    wait_offline: bool = False,
+    on_progress: Callable[[FleetProgress], None] | None = None,
+    connect_timeout_s: float = 30.0,
+) -> FleetSummary:
+    """Push the batch to every target store and wait (at most ``deadline_s`` from the start)
+    for what each did with it: applied, refused (with the reason), behind, offline, no answer,
+    not sent (:class:`~gateway.hq.fleet.Outcome`). Returns early once nothing more can come
+    (:meth:`FleetPush.settled`). The fleet bench calls this with a store list; the CLI prints
+    the summary it returns."""
+    settings = push.settings
+    targets = _targets(settings, stores, groups)
+    clock = SystemClock()
+    started = clock.monotonic()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    async with Database.running(
+        settings.hq.database, clock=clock, migrations=HQ_MIGRATIONS
+    ) as database:
+        run = _FleetRun(on_progress)
+        link = _new_link(settings)
+        for topic in TOPICS:  # read-only copies: custody acks stay with `hq tail`
+            link.subscribe(topic, run.on_message)
+        task = await _run_link(link, settings, min(connect_timeout_s, deadline_s))
+        try:
+            batches = await _plan(
+                database,
+                push,
+                targets,
+                kind=kind,
+                delete=delete,
+                issued_at=clock.utc_now(),
+                max_message_bytes=settings.mqtt.max_message_bytes,
+            )
+            tracker = run.start(
+                FleetPush(
+                    {batch.store: batch.version for batch in batches},
+                    started_at=clock.utc_now(),
+                    topic_root=settings.mqtt.topic_root,
+                )
+            )
+            prefix = settings.mqtt.topic_root.split("{store_id}")[0]
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await run.publish_and_wait(link, prefix, batches, wait_offline=wait_offline)
+            for batch in batches:  # the deadline cut these publishes short
+                if not tracker.sent(batch.store):
+                    tracker.send_failed(
+                        batch.store, "the deadline passed before the broker took it"
+                    )
+        finally:
+            await _stop(task)
+    if on_progress is not None:
+        on_progress(tracker.progress())
+    return tracker.summary(elapsed_s=clock.monotonic() - started, deadline_s=deadline_s)
+
+
+class _FleetRun:
+    """The push's I/O around its sans-IO tracker: messages in, publishes out, progress."""
+
+    def __init__(self, on_progress: Callable[[FleetProgress], None] | None) -> None:
+        self._on_progress = on_progress
+        self._tracker: FleetPush | None = None
+        self._early: list[tuple[str, bytes]] = []  # came before the batches were planned
+        self._changed = asyncio.Event()
+
+    def start(self, tracker: FleetPush) -> FleetPush:
+        self._tracker = tracker
+        for topic, payload in self._early:
+            tracker.receive(topic, payload)
+        self._early.clear()
+        return tracker
+
+    async def on_message(self, message: InboundMessage) -> None:
+        if self._tracker is None:
+            self._early.append((message.topic, message.payload))
+        elif self._tracker.receive(message.topic, message.payload):
+            self._changed.set()
+
+    def _sent(self, batch: _Batch) -> None:
+        assert self._tracker is not None
+        self._tracker.part_sent(batch.store, len(batch.messages))
+        self._changed.set()
+
+    def _failed(self, batch: _Batch, reason: str) -> None:
+        assert self._tracker is not None
+        self._tracker.send_failed(batch.store, reason)
+        self._changed.set()
+
+    async def publish_and_wait(
+        self, link: MqttLink, prefix: str, batches: Sequence[_Batch], *, wait_offline: bool
+    ) -> None:
+        """Publish every batch (pipelined) and wait until every store settled."""
+        tracker = self._tracker
+        assert tracker is not None
+        publishing = asyncio.create_task(
+            _publish_all(link, prefix, batches, on_sent=self._sent, on_failed=self._failed),
+            name="hq.push.publish",
+        )
+        publishing.add_done_callback(lambda _task: self._changed.set())
+        try:
+            while not (publishing.done() and tracker.settled(wait_offline=wait_offline)):
+                await self._changed.wait()
+                self._changed.clear()
+                if self._on_progress is not None:
+                    self._on_progress(tracker.progress())
+                if publishing.done():
+                    publishing.result()  # a bug in publishing is raised, not waited out
+        finally:
+            await _stop(publishing)
