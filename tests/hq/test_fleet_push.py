@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -57,7 +56,6 @@ async def storegw(*args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-@pytest.mark.slow
 async def test_a_fleet_push_reports_applied_refused_and_offline_stores(
     tmp_path: Path, mosquitto: Broker
 ) -> None:
