@@ -14,9 +14,10 @@ garbage and otherwise ignored: it never changes a store's outcome.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -203,28 +204,39 @@ class FleetPush:
     garbage: int = 0
     last_garbage: str | None = None
     _stores: dict[str, _Store] = field(init=False)
+    _counts: Counter[Outcome] = field(init=False)
+    _sent: int = field(init=False, default=0)
     _head: str = field(init=False)
     _tail: str = field(init=False)
 
     def __post_init__(self) -> None:
         self._stores = {store: _Store(store, version) for store, version in self.versions.items()}
+        self._counts = Counter(state.outcome() for state in self._stores.values())
         self._head, _, self._tail = self.topic_root.partition("{store_id}")
 
     # --- what the I/O side reports --------------------------------------------------------
 
     def part_sent(self, store: str, parts: int) -> None:
         """The broker accepted one more of the store's ``parts`` parts."""
-        state = self._stores[store]
-        state.parts_sent += 1
-        state.sent = state.parts_sent >= parts
+        with self._counted(self._stores[store]) as state:
+            state.parts_sent += 1
+            if not state.sent and state.parts_sent >= parts:
+                state.sent = True
+                self._sent += 1
 
     def send_failed(self, store: str, reason: str) -> None:
-        self._stores[store].send_error = reason
+        with self._counted(self._stores[store]) as state:
+            state.send_error = reason
 
     def receive(self, topic: str, payload: bytes) -> bool:
         """Take one message; True when it changed a store's state. Garbage is counted."""
         try:
-            return self._receive(topic, payload)
+            store, subtopic = self._split(topic)
+            state = self._stores.get(store)
+            if state is None:
+                return False  # a store this push did not target
+            with self._counted(state):
+                return self._take(state, subtopic, _object(payload))
         except _GarbageError as exc:
             self.garbage += 1
             self.last_garbage = f"{topic}: {exc}"
@@ -240,18 +252,15 @@ class FleetPush:
         return self._stores[store].outcome()
 
     def progress(self) -> FleetProgress:
-        return FleetProgress(
-            total=len(self._stores),
-            sent=sum(1 for s in self._stores.values() if s.sent),
-            counts=Counter(s.outcome() for s in self._stores.values()),
-        )
+        counts = {outcome: n for outcome, n in self._counts.items() if n}
+        return FleetProgress(len(self._stores), self._sent, counts)
 
     def settled(self, *, wait_offline: bool = False) -> bool:
         """Nothing more to wait for: every store applied, refused or was not sent — or is
         offline (its retained state says so), unless ``wait_offline``. A store online but not
         applied yet, or never heard of, keeps the push waiting until its deadline."""
         final = _FINAL if wait_offline else _FINAL | {Outcome.OFFLINE}
-        return all(state.outcome() in final for state in self._stores.values())
+        return sum(self._counts[outcome] for outcome in final) == len(self._stores)
 
     def summary(self, *, elapsed_s: float, deadline_s: float) -> FleetSummary:
         results = tuple(
@@ -262,12 +271,21 @@ class FleetPush:
 
     # --- reading the stores' messages -----------------------------------------------------
 
-    def _receive(self, topic: str, payload: bytes) -> bool:
-        store, subtopic = self._split(topic)
-        state = self._stores.get(store)
-        if state is None:
-            return False  # a store this push did not target
-        document = _object(payload)
+    @contextlib.contextmanager
+    def _counted(self, state: _Store) -> Iterator[_Store]:
+        """Keep the outcome counts current across a change of ``state`` (even one cut short
+        by garbage): progress and settled() are then O(1), not a pass over the fleet."""
+        before = state.outcome()
+        try:
+            yield state
+        finally:
+            after = state.outcome()
+            if after is not before:
+                self._counts[before] -= 1
+                self._counts[after] += 1
+
+    def _take(self, state: _Store, subtopic: str, document: dict[str, Any]) -> bool:
+        store = state.store
         if subtopic == "state":
             return _take_state(state, document)
         named = document.get("store")

@@ -36,8 +36,8 @@ def _counts_line(progress: FleetProgress) -> str:
 
 
 class ProgressView:
-    """A live bar on a terminal; otherwise a plain line per tenth of the fleet settled and
-    when sending completes."""
+    """A live bar on a terminal; otherwise a plain line per tenth of the fleet settled, when
+    sending completes, and the final counts."""
 
     def __init__(self, stream: TextIO, *, total: int | None = None) -> None:
         self._stream = stream
@@ -45,6 +45,7 @@ class ProgressView:
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self._last_step: tuple[int, int] | None = None
+        self._latest = self._printed = ""
         self._total = total
 
     def __enter__(self) -> ProgressView:
@@ -70,6 +71,8 @@ class ProgressView:
     ) -> None:
         if self._progress is not None:
             self._progress.__exit__(kind, error, traceback)
+        elif self._latest != self._printed:  # the final counts, whatever tenth they fell in
+            print(self._latest, file=self._stream, flush=True)
 
     def update(self, progress: FleetProgress) -> None:
         settled = progress.applied + progress.refused
@@ -83,9 +86,10 @@ class ProgressView:
             return
         step = max(1, progress.total // 10)
         marks = (settled // step, int(progress.sent == progress.total))
+        self._latest = _counts_line(progress)
         if marks != self._last_step:
-            self._last_step = marks
-            print(_counts_line(progress), file=self._stream, flush=True)
+            self._last_step, self._printed = marks, self._latest
+            print(self._latest, file=self._stream, flush=True)
 
 
 def render_summary(summary: FleetSummary, stream: TextIO, *, as_json: bool) -> None:

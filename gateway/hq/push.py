@@ -259,17 +259,15 @@ async def push_to_fleet(
     on_progress: Callable[[FleetProgress], None] | None = None,
     connect_timeout_s: float = 30.0,
 ) -> FleetSummary:
-    """Push the batch to every target store and wait (at most ``deadline_s`` from the start)
-    for what each did with it: applied, refused (with the reason), behind, offline, no answer,
-    not sent (:class:`~gateway.hq.fleet.Outcome`). Returns early once nothing more can come
-    (:meth:`FleetPush.settled`). The fleet bench calls this with a store list; the CLI prints
-    the summary it returns."""
+    """Push the batch to every target store and wait — at most ``deadline_s`` from the first
+    publish — for what each did with it: applied, refused (with the reason), behind, offline,
+    no answer, not sent (:class:`~gateway.hq.fleet.Outcome`). Returns early once nothing more
+    can come (:meth:`FleetPush.settled`). Connecting has its own ``connect_timeout_s``
+    (LinkDownError). For scripts and benches: ``PricePush(settings, items, signer)`` builds the
+    push without files; the CLI prints the summary returned."""
     settings = push.settings
     targets = _targets(settings, stores, groups)
     clock = SystemClock()
-    started = clock.monotonic()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + deadline_s
     async with Database.running(
         settings.hq.database, clock=clock, migrations=HQ_MIGRATIONS
     ) as database:
@@ -277,7 +275,7 @@ async def push_to_fleet(
         link = _new_link(settings)
         for topic in TOPICS:  # read-only copies: custody acks stay with `hq tail`
             link.subscribe(topic, run.on_message)
-        task = await _run_link(link, settings, min(connect_timeout_s, deadline_s))
+        task = await _run_link(link, settings, connect_timeout_s)
         try:
             batches = await _plan(
                 database,
@@ -296,8 +294,9 @@ async def push_to_fleet(
                 )
             )
             prefix = settings.mqtt.topic_root.split("{store_id}")[0]
+            started = clock.monotonic()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(deadline):
+                async with asyncio.timeout(deadline_s):
                     await run.publish_and_wait(link, prefix, batches, wait_offline=wait_offline)
             for batch in batches:  # the deadline cut these publishes short
                 if not tracker.sent(batch.store):

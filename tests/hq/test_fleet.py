@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from gateway.hq.fleet import (
     FleetPush,
     Outcome,
 )
+from gateway.hq.fleet_view import ProgressView, render_summary
 
 STARTED = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 ROOT = "retail/v1/"
@@ -123,6 +125,10 @@ def test_every_outcome_from_receipts_state_and_sync() -> None:
     assert "has v1, holds [3]" in details["c"]
     assert summary.exit_code == EXIT_REFUSED
     assert summary.counts["applied"] == 1
+    # The running counts (what the progress bar and settled() read) match a full recount.
+    progress = push.progress()
+    assert {o.value: progress.counts.get(o, 0) for o in Outcome} == summary.counts
+    assert progress.sent == 6
     assert summary.as_dict()["stores"][0] == {
         "store": "a",
         "version": 3,
@@ -260,6 +266,7 @@ def test_garbage_is_counted_and_changes_nothing(topic: str, payload: bytes) -> N
     assert summary.last_garbage is not None
     assert summary.last_garbage.startswith(topic)
     assert push.outcome("a") is Outcome.BEHIND
+    assert push.progress().counts == {Outcome.BEHIND: 1}
 
 
 def test_a_receipt_naming_another_store_than_its_topic_is_garbage() -> None:
@@ -286,3 +293,27 @@ def test_a_custom_topic_root() -> None:
     assert push.outcome("a") is Outcome.APPLIED
     assert push.receive("chain/a/up/receipts", payload) is False
     assert push.garbage == 1
+
+
+def test_plain_progress_lines_and_the_summary_table_when_not_a_terminal() -> None:
+    push = tracker(**{f"s{n:02d}": 1 for n in range(20)})
+    out = io.StringIO()
+    with ProgressView(out) as view:
+        for n in range(20):
+            push.part_sent(f"s{n:02d}", 1)
+            view.update(push.progress())
+        for n in range(19):
+            push.receive(*receipt(f"s{n:02d}", "price.applied", 1, kind="full", parts=1))
+            view.update(push.progress())
+    lines = out.getvalue().splitlines()
+    assert 2 <= len(lines) <= 12  # a line per tenth settled, not one per message
+    assert lines[-1].startswith("sent 20/20 · applied 19 · refused 0")
+    table = io.StringIO()
+    render_summary(push.summary(elapsed_s=2.0, deadline_s=60), table, as_json=False)
+    text = table.getvalue()
+    assert "20 store(s) in 2.0 s (deadline 60 s): 19 applied, 1 no answer" in text
+    assert "s19" in text
+    assert "nothing heard from the store" in text
+    as_json = io.StringIO()
+    render_summary(push.summary(elapsed_s=2.0, deadline_s=60), as_json, as_json=True)
+    assert json.loads(as_json.getvalue())["counts"]["no answer"] == 1
