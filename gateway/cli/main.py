@@ -669,7 +669,7 @@ def _hq_keygen(out: Path, kid: str) -> int:
 
 
 def _hq_push_prices(args: argparse.Namespace) -> int:
-    from gateway.errors import GatewayError
+    from gateway.errors import GatewayError, LinkError
     from gateway.hq.push import PricePush, push_prices
 
     configure_logging_once()
@@ -691,6 +691,8 @@ def _hq_push_prices(args: argparse.Namespace) -> int:
         )
     except (GatewayError, OSError, ValueError) as exc:
         print(f"storegw: {exc}", file=sys.stderr)
+        if isinstance(exc, LinkError):  # the broker was out of reach, or dropped the push
+            return EXIT_IOERR
         return _exit_code_for(exc) if isinstance(exc, GatewayError) else EXIT_PROBLEM
     print(json.dumps(sent))
     return EXIT_OK
