@@ -1,9 +1,13 @@
-"""``storegw hq push-prices``: a price list → one signed batch per store, published.
+"""``storegw hq push-prices``: a price list → one signed batch per store, published to a whole
+fleet at once, and (``push_to_fleet``) what each store did with it.
 
 Versions are strictly increasing *per store*: HQ keeps the last version it pushed to each store
 in its database (``hq_price_versions``), so every store sees 1, 2, 3… without gaps whatever mix
 of stores and groups a push targets. Each store gets its own batch (its own version, scoped to
-it and to the group named), split into parts under the broker's message size.
+it alone), split into parts under the broker's message size; the list is encoded once, each
+store's batch built and signed when its turn to be published comes, and the publishes are
+pipelined across the fleet. ``push_to_fleet`` then listens read-only to the stores' receipts,
+state, refusal alerts and ``up/sync`` and classifies each store (:mod:`gateway.hq.fleet`).
 """
 
 from __future__ import annotations
@@ -88,10 +92,31 @@ class PricePush:
 
 
 @dataclass(frozen=True, slots=True)
-class _Batch:
-    store: str
-    version: int
-    messages: list[bytes]
+class _Plan:
+    """Every target's version, taken; its batch is built and signed only when its turn to be
+    published comes (a thousand stores' batches of a big list never sit in memory at once,
+    and signing overlaps the broker's work)."""
+
+    versions: dict[str, int]
+    parts: PriceParts
+    push: PricePush
+    kind: Literal["full", "delta"]
+    delete: Sequence[str]
+    issued_at: datetime
+
+    def messages(self, store: str) -> list[bytes]:
+        return self.parts.messages(
+            version=self.versions[store],
+            kind=self.kind,
+            issued_at=self.issued_at,
+            # Versions are per store: a batch names exactly one store, so it can never be
+            # replayed to another member of a group.
+            stores=[store],
+            delete=self.delete,
+            promotions=self.push.promotions,
+            cancel_promotions=self.push.cancel_promotions,
+            signer=self.push.signer,
+        )
 
 
 async def _plan(
@@ -103,39 +128,20 @@ async def _plan(
     delete: Sequence[str],
     issued_at: datetime,
     max_message_bytes: int,
-) -> list[_Batch]:
-    """Every target's next version and signed batch; the versions are taken (one
-    transaction) before anything is sent: a push that fails half-way is re-done under new
-    versions, never mixed into the old ones."""
+) -> _Plan:
+    """Every target's next version, taken (one transaction) before anything is sent: a push
+    that fails half-way is re-done under new versions, never mixed into the old ones."""
     rows = await database.fetchall("SELECT store, version FROM hq_price_versions")
     last = {str(row["store"]): int(row["version"]) for row in rows}
+    versions = {store: last.get(store, 0) + 1 for store in targets}
     parts = PriceParts.of(
         push.items, signed=push.signer is not None, max_message_bytes=max_message_bytes
     )
-    batches = [
-        _Batch(
-            store,
-            last.get(store, 0) + 1,
-            parts.messages(
-                version=last.get(store, 0) + 1,
-                kind=kind,
-                issued_at=issued_at,
-                # Versions are per store: a batch names exactly one store, so it can never
-                # be replayed to another member of a group.
-                stores=[store],
-                delete=delete,
-                promotions=push.promotions,
-                cancel_promotions=push.cancel_promotions,
-                signer=push.signer,
-            ),
-        )
-        for store in targets
-    ]
     stamp = isoformat_utc(issued_at)
     await database.submit_atomic(
-        [(_TAKE_VERSION, (batch.store, batch.version, stamp)) for batch in batches]
+        [(_TAKE_VERSION, (store, version, stamp)) for store, version in versions.items()]
     )
-    return batches
+    return _Plan(versions, parts, push, kind, delete, issued_at)
 
 
 _TAKE_VERSION = (
@@ -180,31 +186,40 @@ def _new_link(settings: HqSettings) -> MqttLink:
     )
 
 
+#: Publishers working through the fleet: enough to keep the link's window (at most 20 in
+#: flight) full while some of them build and sign their next store's batch.
+_PUBLISHERS = 32
+
+
 async def _publish_all(
     link: MqttLink,
     prefix: str,
-    batches: Sequence[_Batch],
+    plan: _Plan,
     *,
-    on_sent: Callable[[_Batch], None] = lambda _batch: None,
-    on_failed: Callable[[_Batch, str], None] | None = None,
+    on_sent: Callable[[str, int], None] = lambda _store, _parts: None,
+    on_failed: Callable[[str, str], None] | None = None,
 ) -> None:
-    """Publish every batch, pipelined: all stores at once, as many parts in flight as the
-    broker's Receive Maximum lets the link keep (each store's parts in order). Without
-    ``on_failed`` the first failure is raised."""
+    """Publish every store's batch, pipelined: publishers take the next store, build its batch
+    and publish its parts in order; together they keep as many publishes in flight as the
+    broker's Receive Maximum lets the link. ``on_sent(store, parts)`` after each part the
+    broker took. Without ``on_failed`` the first failure is raised."""
+    stores = iter(plan.versions)
 
-    async def one(batch: _Batch) -> None:
-        try:
-            for message in batch.messages:
-                await link.publish(f"{prefix}{batch.store}/down/prices", message)
-                on_sent(batch)
-        except LinkError as exc:
-            if on_failed is None:
-                raise
-            on_failed(batch, str(exc))
+    async def publisher() -> None:
+        for store in stores:
+            try:
+                messages = plan.messages(store)
+                for message in messages:
+                    await link.publish(f"{prefix}{store}/down/prices", message)
+                    on_sent(store, len(messages))
+            except LinkError as exc:
+                if on_failed is None:
+                    raise
+                on_failed(store, str(exc))
 
     async with asyncio.TaskGroup() as group:
-        for batch in batches:
-            group.create_task(one(batch))
+        for _ in range(min(_PUBLISHERS, len(plan.versions))):
+            group.create_task(publisher())
 
 
 async def push_prices(
@@ -228,7 +243,7 @@ async def push_prices(
         link = _new_link(settings)
         task = await _run_link(link, settings, connect_timeout_s)
         try:
-            batches = await _plan(
+            plan = await _plan(
                 database,
                 push,
                 targets,
@@ -239,12 +254,12 @@ async def push_prices(
             )
             prefix = settings.mqtt.topic_root.split("{store_id}")[0]
             try:
-                await _publish_all(link, prefix, batches)
+                await _publish_all(link, prefix, plan)
             except* LinkError as failed:
                 raise failed.exceptions[0] from None
         finally:
             await _stop(task)
-    return {batch.store: batch.version for batch in batches}
+    return dict(plan.versions)
 
 
 async def push_to_fleet(
@@ -277,7 +292,7 @@ async def push_to_fleet(
             link.subscribe(topic, run.on_message)
         task = await _run_link(link, settings, connect_timeout_s)
         try:
-            batches = await _plan(
+            plan = await _plan(
                 database,
                 push,
                 targets,
@@ -288,7 +303,7 @@ async def push_to_fleet(
             )
             tracker = run.start(
                 FleetPush(
-                    {batch.store: batch.version for batch in batches},
+                    dict(plan.versions),
                     started_at=clock.utc_now(),
                     topic_root=settings.mqtt.topic_root,
                 )
@@ -297,12 +312,10 @@ async def push_to_fleet(
             started = clock.monotonic()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(deadline_s):
-                    await run.publish_and_wait(link, prefix, batches, wait_offline=wait_offline)
-            for batch in batches:  # the deadline cut these publishes short
-                if not tracker.sent(batch.store):
-                    tracker.send_failed(
-                        batch.store, "the deadline passed before the broker took it"
-                    )
+                    await run.publish_and_wait(link, prefix, plan, wait_offline=wait_offline)
+            for store in plan.versions:  # the deadline cut these publishes short
+                if not tracker.sent(store):
+                    tracker.send_failed(store, "the deadline passed before the broker took it")
         finally:
             await _stop(task)
     if on_progress is not None:
@@ -332,24 +345,24 @@ class _FleetRun:
         elif self._tracker.receive(message.topic, message.payload):
             self._changed.set()
 
-    def _sent(self, batch: _Batch) -> None:
+    def _sent(self, store: str, parts: int) -> None:
         assert self._tracker is not None
-        self._tracker.part_sent(batch.store, len(batch.messages))
+        self._tracker.part_sent(store, parts)
         self._changed.set()
 
-    def _failed(self, batch: _Batch, reason: str) -> None:
+    def _failed(self, store: str, reason: str) -> None:
         assert self._tracker is not None
-        self._tracker.send_failed(batch.store, reason)
+        self._tracker.send_failed(store, reason)
         self._changed.set()
 
     async def publish_and_wait(
-        self, link: MqttLink, prefix: str, batches: Sequence[_Batch], *, wait_offline: bool
+        self, link: MqttLink, prefix: str, plan: _Plan, *, wait_offline: bool
     ) -> None:
         """Publish every batch (pipelined) and wait until every store settled."""
         tracker = self._tracker
         assert tracker is not None
         publishing = asyncio.create_task(
-            _publish_all(link, prefix, batches, on_sent=self._sent, on_failed=self._failed),
+            _publish_all(link, prefix, plan, on_sent=self._sent, on_failed=self._failed),
             name="hq.push.publish",
         )
         publishing.add_done_callback(lambda _task: self._changed.set())
