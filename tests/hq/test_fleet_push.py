@@ -145,3 +145,10 @@ async def test_a_store_never_heard_of_is_no_answer_at_the_deadline(
     assert "1 no answer" in out
     assert "ghost" in out
     assert "nothing heard from the store" in out
+    # --no-wait only publishes (as the tool did before): the next version, exit 0.
+    code, out, err = await storegw(
+        "hq", "push-prices", "--config", str(config), "--delta", "--store", "ghost",
+        "--no-wait", str(price_list(tmp_path, "1.10")),
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out) == {"ghost": 2}
