@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from gateway.clock import SystemClock, isoformat_utc
 from gateway.errors import ConfigError, ConfigIssue, LinkDownError, LinkError
@@ -189,10 +189,23 @@ def _new_link(settings: HqSettings) -> MqttLink:
 #: Publishers working through the fleet: enough to keep the link's window (at most 20 in
 #: flight) full while some of them build and sign their next store's batch.
 _PUBLISHERS = 32
+#: A store's batch is tried again after the link dropped (the same version and bytes: a
+#: duplicate is a no-op at the store), this many times at most, once the link is back.
+_ATTEMPTS = 5
+_RETRY_PAUSE_S = 0.5
+
+
+class _Publisher(Protocol):
+    """What publishing needs of the link (:class:`MqttLink`)."""
+
+    @property
+    def connected(self) -> asyncio.Event: ...
+
+    async def publish(self, topic: str, payload: bytes) -> None: ...
 
 
 async def _publish_all(
-    link: MqttLink,
+    link: _Publisher,
     prefix: str,
     plan: _Plan,
     *,
@@ -202,16 +215,32 @@ async def _publish_all(
     """Publish every store's batch, pipelined: publishers take the next store, build its batch
     and publish its parts in order; together they keep as many publishes in flight as the
     broker's Receive Maximum lets the link. ``on_sent(store, parts)`` after each part the
-    broker took. Without ``on_failed`` the first failure is raised."""
+    broker took. With ``on_failed``, a store whose parts the link dropped is tried again once
+    the link is back (at most ``_ATTEMPTS`` times), and a store the broker refused, or that
+    ran out of attempts, is reported there; without it the first failure is raised."""
     stores = iter(plan.versions)
+
+    async def publish(store: str) -> None:
+        messages = plan.messages(store)
+        sent = 0
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                for message in messages[sent:]:
+                    await link.publish(f"{prefix}{store}/down/prices", message)
+                    sent += 1
+                    on_sent(store, len(messages))
+            except LinkDownError:
+                if on_failed is None or attempt == _ATTEMPTS:
+                    raise
+                await asyncio.sleep(_RETRY_PAUSE_S)  # the link notices the drop meanwhile
+                await link.connected.wait()
+            else:
+                return
 
     async def publisher() -> None:
         for store in stores:
             try:
-                messages = plan.messages(store)
-                for message in messages:
-                    await link.publish(f"{prefix}{store}/down/prices", message)
-                    on_sent(store, len(messages))
+                await publish(store)
             except LinkError as exc:
                 if on_failed is None:
                     raise
