@@ -26,8 +26,9 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from gateway.errors import StorageError
+from gateway.hq.intake import Ack, ack_for, finite_json
+from gateway.hq.sqlite_schema import HQ_MIGRATIONS
 from gateway.store.database import Database
-from gateway.store.migrations import MIGRATIONS, Migration
 from gateway.wire.envelope import EnvelopeHeaders, EventHeader
 
 __all__ = [
@@ -40,66 +41,6 @@ __all__ = [
 ]
 
 _LOGGER = logging.getLogger(__name__)
-
-HQ_MIGRATIONS: tuple[Migration, ...] = (
-    MIGRATIONS[0],  # meta: epoch, boot
-    Migration(
-        2,
-        "hq: events received from stores, and custody watermarks",
-        (
-            """CREATE TABLE hq_events (
-                store TEXT NOT NULL, stream TEXT NOT NULL, epoch TEXT NOT NULL,
-                seq INTEGER NOT NULL, id TEXT NOT NULL, ts TEXT NOT NULL, type TEXT NOT NULL,
-                event TEXT NOT NULL, received_at TEXT NOT NULL,
-                PRIMARY KEY (store, stream, epoch, seq)
-            ) STRICT, WITHOUT ROWID""",
-            """CREATE TABLE hq_watermarks (
-                store TEXT NOT NULL, stream TEXT NOT NULL, epoch TEXT NOT NULL,
-                seq INTEGER NOT NULL,
-                PRIMARY KEY (store, stream, epoch)
-            ) STRICT""",
-        ),
-    ),
-    Migration(
-        3,
-        "hq: the last price batch version pushed to each store",
-        (
-            """CREATE TABLE hq_price_versions (
-                store TEXT PRIMARY KEY, version INTEGER NOT NULL, pushed_at TEXT NOT NULL
-            ) STRICT""",
-        ),
-    ),
-    Migration(
-        4,
-        "hq: events stored as received, one row per envelope; hq_events becomes a view",
-        (
-            # ``payload`` is a JSON object whose ``events`` array holds seq_from..seq_to (the
-            # envelope as it came, or only its new events when some were held already).
-            """CREATE TABLE hq_batches (
-                store TEXT NOT NULL, stream TEXT NOT NULL, epoch TEXT NOT NULL,
-                seq_from INTEGER NOT NULL, seq_to INTEGER NOT NULL,
-                received_at TEXT NOT NULL, payload TEXT NOT NULL,
-                PRIMARY KEY (store, stream, epoch, seq_to)
-            ) STRICT""",
-            """INSERT INTO hq_batches
-            SELECT store, stream, epoch, seq, seq, received_at, json_object('events',
-                json_array(json(event))) FROM hq_events""",
-            "DROP TABLE hq_events",
-            """CREATE VIEW hq_events AS
-            SELECT b.store, b.stream, b.epoch, e.value ->> '$.seq' AS seq,
-                e.value ->> '$.id' AS id, e.value ->> '$.ts' AS ts, e.value ->> '$.type' AS type,
-                e.value AS event, b.received_at
-            FROM hq_batches b, json_each(b.payload, '$.events') e""",
-        ),
-    ),
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    topic: str
-    payload: bytes
-
 
 _EXPIRED = "outbox.expired"
 
@@ -167,19 +108,6 @@ def _events_of(payload: bytes, envelope: EnvelopeHeaders) -> list[EventHeader]:
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"envelope events do not parse as validated: {exc}") from exc
     return cast("list[EventHeader]", whole)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(name)
-
-
-def _finite_json(payload: bytes) -> bool:
-    """False if ``payload`` holds NaN or an infinity as a number (not inside a string)."""
-    try:
-        json.loads(payload, parse_constant=_refuse_constant)
-    except ValueError:
-        return False
-    return True
 
 
 class HqConsumer:
@@ -283,14 +211,7 @@ class HqConsumer:
             custody = self._custody[key]
             self._report_gap(key, custody)
             if custody.watermark:
-                store, stream, epoch = key
-                ack = {"stream": stream, "epoch": epoch, "seq": custody.watermark}
-                acks.append(
-                    Ack(
-                        f"{self._prefix}{store}/down/ack",
-                        json.dumps(ack, separators=(",", ":")).encode(),
-                    )
-                )
+                acks.append(ack_for(self._prefix, key, custody.watermark))
         return acks
 
     def _stage(
@@ -312,7 +233,7 @@ class HqConsumer:
             self.rejected += 1
             _LOGGER.warning("rejected envelope: %s", exc.errors(include_url=False)[:3])
             return None
-        if (b"NaN" in payload or b"Infinity" in payload) and not _finite_json(payload):
+        if (b"NaN" in payload or b"Infinity" in payload) and not finite_json(payload):
             self.rejected += 1  # SQLite's JSON functions (the hq_events view) refuse them
             _LOGGER.warning("rejected envelope: NaN or Infinity is not JSON")
             return None

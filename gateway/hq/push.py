@@ -267,7 +267,7 @@ async def push_prices(
     targets = _targets(settings, stores, groups)
     clock = SystemClock()
     async with Database.running(
-        settings.hq.database, clock=clock, migrations=HQ_MIGRATIONS
+        settings.hq.prices_path(), clock=clock, migrations=HQ_MIGRATIONS
     ) as database:
         link = _new_link(settings)
         task = await _run_link(link, settings, connect_timeout_s)
