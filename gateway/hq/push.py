@@ -313,7 +313,7 @@ async def push_to_fleet(
     targets = _targets(settings, stores, groups)
     clock = SystemClock()
     async with Database.running(
-        settings.hq.database, clock=clock, migrations=HQ_MIGRATIONS
+        settings.hq.prices_path(), clock=clock, migrations=HQ_MIGRATIONS
     ) as database:
         run = _FleetRun(on_progress)
         link = _new_link(settings)
