@@ -13,6 +13,7 @@ import pytest
 from gateway.errors import ConfigError, SchemaTooNewError, StorageUnavailableError
 from gateway.hq.postgres_schema import PG_SCHEMA_VERSION
 from gateway.hq.tail import HqConsumerConfig, load_hq_config
+from tests.daemon import run_cli
 from tests.hq.support import envelope, expired_marker, pg_rows, pg_sink, with_events
 from tests.support.postgres import PostgresServer
 
@@ -209,3 +210,19 @@ async def test_postgres_restarted_mid_flow_loses_nothing(
     assert pg_rows(postgres_url, "SELECT seq FROM hq_events ORDER BY seq") == [
         (n,) for n in range(1, 6)
     ]
+
+
+def test_hq_tail_says_what_is_wrong_with_its_database(
+    tmp_path: Any, postgres_server: PostgresServer
+) -> None:
+    config = tmp_path / "hq.toml"
+    config.write_text("[mqtt]\ntls = false\nallow_plaintext = true\n", encoding="utf-8")
+    garbage = run_cli("hq", "tail", "--config", str(config), "--database", "mysql://hq@db/hq")
+    assert garbage.returncode == 78
+    assert "hq.database" in garbage.stderr
+    assert "mysql:// is not supported" in garbage.stderr
+    closed = f"postgresql://hq:secret@127.0.0.1:{postgres_server.port + 1}/hq?connect_timeout=2"
+    unreachable = run_cli("hq", "tail", "--config", str(config), "--database", closed)
+    assert unreachable.returncode == 74
+    assert f"postgresql://hq@127.0.0.1:{postgres_server.port + 1}/hq" in unreachable.stderr
+    assert "secret" not in unreachable.stderr

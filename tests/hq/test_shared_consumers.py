@@ -80,6 +80,8 @@ def _assert_exactly_once(url: str, epoch: str, total: int) -> None:
             "ORDER BY 1",
             (epoch, list(_STREAMS)),
         ).fetchall()
+        conflicts = connection.execute("SELECT count(*) FROM hq_conflicts").fetchone()
+    assert conflicts == (0,)
     half = total // 2
     assert rows == [("dwell", half, half, half, half), ("stock", half, half, half, half)]
     assert marks == [("dwell", half), ("stock", half)]
