@@ -102,6 +102,27 @@ async def test_a_new_epoch_starts_its_own_watermark_whatever_arrives_first(
     ]
 
 
+async def test_event_times_far_off_do_not_matter_to_storage(postgres_url: str) -> None:
+    """Partitions follow HQ's clock (received_at), not the store's: an unsynced store's
+    year-2999 or 1970 events are stored like any other, no partition made for them."""
+    odd = json.loads(envelope([1, 2]))
+    odd["events"][0]["ts"] = "2999-01-01T00:00:00.000+00:00"
+    odd["events"][1].update(ts="1970-01-01T00:00:00.000+00:00", unsynced=True)
+    async with pg_sink(postgres_url) as sink:
+        acks = await sink.receive_many([json.dumps(odd).encode()])
+        assert _acked(acks)[0][1]["seq"] == 2
+    assert pg_rows(postgres_url, "SELECT ts FROM hq_events ORDER BY seq") == [
+        ("2999-01-01T00:00:00.000+00:00",),
+        ("1970-01-01T00:00:00.000+00:00",),
+    ]
+    days = pg_rows(
+        postgres_url,
+        "SELECT inhrelid::regclass::text FROM pg_inherits "
+        "WHERE inhparent = 'hq_event_log'::regclass",
+    )
+    assert not [day for (day,) in days if "2999" in day or "1970" in day]
+
+
 async def test_sinks_racing_on_the_same_streams_store_each_event_once(postgres_url: str) -> None:
     """Four sinks (four connections) get one store's envelopes in any order, some twice: every
     event is stored once, and no ack claims more than was committed when it was made."""
