@@ -20,6 +20,7 @@ and retries; :attr:`PostgresSink.unavailable_since` tells ``hq tail`` how long t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
 from gateway.clock import Clock
-from gateway.errors import StorageError, StorageUnavailableError
+from gateway.errors import ConfigError, ConfigIssue, StorageError, StorageUnavailableError
 from gateway.hq.intake import Ack, EventRow, Key, Ledger, ack_for, read_envelope, warn_expired
 from gateway.hq.postgres_schema import ensure_partition, migrate
 
@@ -69,6 +70,15 @@ ON CONFLICT DO NOTHING"""
 _COPY = "COPY hq_event_log (store, stream, epoch, seq, id, ts, type, event, received_at) FROM STDIN"
 
 _RETRIES = 5  # a deadlock or serialisation failure: the whole batch again
+_COMMIT_TIMEOUT_S = 60.0  # one batch's transaction; beyond it PostgreSQL counts as unreachable
+_CONNECT_DEFAULTS: dict[str, Any] = {
+    "connect_timeout": 10,
+    "application_name": "storegw-hq",
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
 def _escaped(text: str) -> str:
@@ -123,6 +133,11 @@ class PostgresSink:
     def __init__(
         self, url: str, *, clock: Clock, topic_prefix: str = "retail/v1/", emit: EmitRows | None
     ) -> None:
+        try:
+            self._given = conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            issue = ConfigIssue("hq.database", f"not a valid PostgreSQL URL: {exc}")
+            raise ConfigError("hq", [issue]) from None
         self._url = url
         self.name = describe_url(url)
         self._clock = clock
@@ -156,9 +171,14 @@ class PostgresSink:
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         if self._connection is not None and not self._connection.closed:
             return self._connection
+        # A database that stops answering (no RST: a partition, a frozen host) must fail, not
+        # hang: libpq's TCP keepalives unless the URL says otherwise.
+        defaults = {
+            name: value for name, value in _CONNECT_DEFAULTS.items() if name not in self._given
+        }
         try:
             connection = await psycopg.AsyncConnection.connect(
-                self._url, autocommit=True, connect_timeout=10, application_name="storegw-hq"
+                self._url, autocommit=True, **defaults
             )
         except psycopg.Error as exc:
             raise self._unavailable(exc) from None
@@ -253,8 +273,14 @@ class PostgresSink:
         for attempt in range(1, _RETRIES + 1):
             connection = await self._connect()
             try:
-                await self._ensure_partitions(connection, now)
-                return await self._store(connection, batch, now)
+                async with asyncio.timeout(_COMMIT_TIMEOUT_S):
+                    await self._ensure_partitions(connection, now)
+                    return await self._store(connection, batch, now)
+            except TimeoutError:
+                await self._drop_connection()
+                raise self._unavailable(
+                    psycopg.OperationalError(f"no answer within {_COMMIT_TIMEOUT_S:g} s")
+                ) from None
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
                 if attempt == _RETRIES:
                     raise StorageError(self.name, f"gave up after {_RETRIES} tries: {exc}") from exc

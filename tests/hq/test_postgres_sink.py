@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from gateway.clock import SystemClock
 from gateway.errors import ConfigError, SchemaTooNewError, StorageUnavailableError
 from gateway.hq.postgres_schema import PG_SCHEMA_VERSION
+from gateway.hq.postgres_sink import PostgresSink
 from gateway.hq.tail import HqConsumerConfig, load_hq_config
 from tests.daemon import run_cli
 from tests.hq.support import envelope, expired_marker, pg_rows, pg_sink, with_events
@@ -247,3 +249,8 @@ def test_hq_tail_says_what_is_wrong_with_its_database(
     assert unreachable.returncode == 74
     assert f"postgresql://hq@127.0.0.1:{postgres_server.port + 1}/hq" in unreachable.stderr
     assert "secret" not in unreachable.stderr
+
+
+def test_a_sink_refuses_an_unreadable_url_before_connecting() -> None:
+    with pytest.raises(ConfigError, match="not a valid PostgreSQL URL"):
+        PostgresSink("postgresql://hq@db:notaport/hq?sslmode", clock=SystemClock(), emit=None)
