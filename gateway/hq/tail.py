@@ -221,6 +221,13 @@ async def _open_sink(
         finally:
             await sink.close()
         return
+    if settings.hq.share_group is not None:
+        _LOGGER.warning(
+            "share group %s on a SQLite file: each consumer acks only what its own file holds, "
+            "so a store's events end up split over the files and are re-sent until one holds a "
+            "contiguous run; consumers sharing the load belong on PostgreSQL",
+            settings.hq.share_group,
+        )
     # One message at a time is stored then acked, so there are no concurrent writers to gather:
     # a short group-commit window only adds latency per message.
     async with Database.running(
