@@ -1,12 +1,14 @@
-"""A store restoring an old database, as two consumers sharing the load on PostgreSQL see it:
-the restored store re-uses seqs HQ holds (conflicts, the held events kept), HQ's committed
-watermark gives the restore away, and the store re-sends under a new epoch that HQ takes from
-seq 1 — every event once, by id."""
+"""``hq tail`` on PostgreSQL in-process with real gateways: a store restoring an old database,
+as two consumers sharing the load see it — the restored store re-uses seqs HQ holds (conflicts,
+the held events kept), HQ's committed watermark gives the restore away, and the store re-sends
+under a new epoch that HQ takes from seq 1, every event once; and the JSON lines it prints."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import json
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -100,3 +102,28 @@ async def test_a_restored_store_starts_a_new_epoch_and_hq_keeps_every_event_once
     assert conflicts[0][2] > 0  # the restored store re-used seqs HQ held, until HQ's ack
     assert conflicts[0][0] >= 101
     assert conflicts[0][1] <= 250
+
+
+async def test_hq_tail_on_postgres_prints_each_new_event_as_a_json_line(
+    tmp_path: Path, mosquitto: Broker, postgres_url: str
+) -> None:
+    out = io.StringIO()
+    settings = HqSettings(
+        mqtt=MqttConfig(host=mosquitto.host, port=mosquitto.port, tls=False, allow_plaintext=True),
+        hq=HqConsumerConfig(database=postgres_url),
+    )
+    task = asyncio.create_task(tail(settings, clock=SystemClock(), out=out), name="hq")
+    try:
+        await until(lambda: mosquitto.subscribed("retail/v1/+/up/#"))
+        async with gateway(tmp_path / "g.db", mosquitto) as gw:
+            await gw.outbox.append_many("stock", probes("s", ({"n": n} for n in range(10))))
+            assert await drained(gw.outbox) == 0
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    stock = [line for line in lines if line["stream"] == "stock"]
+    assert [(line["store"], line["seq"], line["n"]) for line in stock] == [
+        ("s1", n + 1, n) for n in range(10)
+    ]
