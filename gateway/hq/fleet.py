@@ -255,6 +255,15 @@ class FleetPush:
         counts = {outcome: n for outcome, n in self._counts.items() if n}
         return FleetProgress(len(self._stores), self._sent, counts)
 
+    def to_probe(self) -> list[str]:
+        """The stores worth asking for their version (``resync``): the broker took their
+        batch, their state says online, and neither an applied receipt nor a refusal came."""
+        return [
+            s.store
+            for s in self._stores.values()
+            if s.sent and s.online and s.outcome() is Outcome.BEHIND
+        ]
+
     def settled(self, *, wait_offline: bool = False) -> bool:
         """Nothing more to wait for: every store applied, refused or was not sent — or is
         offline (its retained state says so), unless ``wait_offline``. A store online but not

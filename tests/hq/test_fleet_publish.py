@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from gateway.errors import LinkDownError, PublishRefusedError
-from gateway.hq import push as push_module
+from gateway.hq import publish as publish_module
 from gateway.hq.prices import PriceParts
-from gateway.hq.push import PricePush, _Plan, _publish_all
-from gateway.hq.tail import load_hq_config
+from gateway.hq.publish import Plan, publish_all
 
 
 class DroppingLink:
@@ -41,22 +39,17 @@ class DroppingLink:
         self.published.append((topic, payload))
 
 
-def plan(tmp_path: Path, stores: list[str], items: int) -> _Plan:
-    config = tmp_path / "hq.toml"
-    config.write_text(f"[hq]\ndatabase = '{tmp_path / 'hq.db'}'\n", encoding="utf-8")
+def plan(stores: list[str], items: int) -> Plan:
     rows = [{"sku": f"sku{n}", "price": "1.00", "currency": "EUR"} for n in range(items)]
-    push = PricePush(load_hq_config(config), rows, None)
     parts = PriceParts.of(rows, signed=False, max_message_bytes=1024)  # several parts
-    return _Plan(
-        dict.fromkeys(stores, 7), parts, push, "full", (), datetime(2026, 11, 23, tzinfo=UTC)
-    )
+    return Plan(dict.fromkeys(stores, 7), parts, "full", datetime(2026, 11, 23, tzinfo=UTC))
 
 
-async def test_every_store_once_with_its_parts_in_order(tmp_path: Path) -> None:
-    fleet = plan(tmp_path, [f"s{n}" for n in range(50)], items=40)
+async def test_every_store_once_with_its_parts_in_order() -> None:
+    fleet = plan([f"s{n}" for n in range(50)], items=40)
     link = DroppingLink()
     sent: list[tuple[str, int]] = []
-    await _publish_all(link, "retail/v1/", fleet, on_sent=lambda s, n: sent.append((s, n)))
+    await publish_all(link, "retail/v1/", fleet, on_sent=lambda s, n: sent.append((s, n)))
     parts = len(fleet.parts.chunks)
     assert parts > 1
     assert len(link.published) == 50 * parts
@@ -67,13 +60,13 @@ async def test_every_store_once_with_its_parts_in_order(tmp_path: Path) -> None:
 
 
 async def test_a_dropped_link_is_waited_for_and_a_refusal_reported(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(push_module, "_RETRY_PAUSE_S", 0.0)
-    fleet = plan(tmp_path, ["a", "b", "c", "d"], items=3)
+    monkeypatch.setattr(publish_module, "RETRY_PAUSE_S", 0.0)
+    fleet = plan(["a", "b", "c", "d"], items=3)
     link = DroppingLink(drops=3, refused=frozenset({"c"}))
     failed: dict[str, str] = {}
-    await _publish_all(link, "retail/v1/", fleet, on_failed=failed.__setitem__)
+    await publish_all(link, "retail/v1/", fleet, on_failed=failed.__setitem__)
     assert {t.split("/")[2] for t, _ in link.published} == {"a", "b", "d"}
     assert len(link.published) == 3  # one part each, once each
     assert list(failed) == ["c"]
@@ -81,13 +74,13 @@ async def test_a_dropped_link_is_waited_for_and_a_refusal_reported(
 
 
 async def test_a_link_that_stays_down_gives_up_per_store_or_raises(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(push_module, "_RETRY_PAUSE_S", 0.0)
-    fleet = plan(tmp_path, ["a"], items=1)
+    monkeypatch.setattr(publish_module, "RETRY_PAUSE_S", 0.0)
+    fleet = plan(["a"], items=1)
     failed: dict[str, str] = {}
-    await _publish_all(DroppingLink(drops=100), "retail/v1/", fleet, on_failed=failed.__setitem__)
+    await publish_all(DroppingLink(drops=100), "retail/v1/", fleet, on_failed=failed.__setitem__)
     assert failed == {"a": "disconnected"}
     with pytest.raises(ExceptionGroup) as raised:  # push_prices: the first failure ends it
-        await _publish_all(DroppingLink(drops=1), "retail/v1/", fleet)
+        await publish_all(DroppingLink(drops=1), "retail/v1/", fleet)
     assert raised.group_contains(LinkDownError)

@@ -118,19 +118,27 @@ async def test_a_fleet_push_reports_applied_refused_and_offline_stores(
         assert "does not include store 's2'" in stores["s2"].downlink.status()["last_refusal"]
         assert stores["s2"].downlink.head == 1
 
-    # s5 returns: the broker kept its v1; a second push (the Python entry point) finds both
-    # s5 and s1 applying their next version.
+    # s5 returns: the broker kept its v1; a second push (the Python entry point) finds s1
+    # and s5 applying their next version — and s6, whose receipts never reach HQ (as if the
+    # broker dropped them), asked for its version once it stays quiet: applied all the same.
     async with (
         price_store(tmp_path / "stores", mosquitto, "s1", verifier) as s1,
         price_store(tmp_path / "stores", mosquitto, "s5", verifier) as s5,
+        price_store(tmp_path / "stores", mosquitto, "s6", verifier, uplink=False) as s6,
     ):
         await until(lambda: s5.downlink.head == 1)
+        for name in ("s1", "s6"):
+            await until(lambda name=name: mosquitto.subscribed(f"retail/v1/{name}/down/cmd/+"))
         push = PricePush.load(config, price_list(tmp_path, "1.10"))
-        summary = await push_to_fleet(push, kind="full", stores=["s1", "s5"], deadline_s=60)
-        assert summary.exit_code == 0
-        assert summary.versions() == {"s1": 2, "s5": 2}
+        summary = await push_to_fleet(
+            push, kind="full", stores=["s1", "s5", "s6"], deadline_s=60, probe_quiet_s=0.2
+        )
+        assert summary.exit_code == 0, summary.as_dict()
+        assert summary.versions() == {"s1": 2, "s5": 2, "s6": 1}
         assert {result.outcome for result in summary.stores} == {Outcome.APPLIED}
         assert s1.downlink.head == s5.downlink.head == 2
+        assert s6.downlink.head == 1
+        assert s6.downlink.last_resync_request is not None  # how HQ learnt it
 
 
 async def test_a_store_never_heard_of_is_no_answer_at_the_deadline(

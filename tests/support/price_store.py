@@ -16,6 +16,7 @@ from gateway.clock import ClockSyncSource, SystemClock
 from gateway.prices.downlink import PriceDownlink
 from gateway.store import Database
 from gateway.store.outbox import Outbox
+from gateway.sync.commands import CommandProcessor, builtin_commands
 from gateway.sync.config import MqttConfig
 from gateway.sync.link import MqttLink
 from gateway.sync.signing import Verifier
@@ -46,9 +47,12 @@ async def price_store(
     *,
     username: str | None = None,
     password: str | None = None,
+    uplink: bool = True,
 ) -> AsyncIterator[PriceStore]:
-    """A connected store; on leaving, a clean stop (its retained state says offline). Its
-    session persists at the broker: batches pushed meanwhile wait there for its return."""
+    """A connected store answering the read-only commands (``resync``…); on leaving, a clean
+    stop (its retained state says offline). Its session persists at the broker: batches
+    pushed meanwhile wait there for its return. ``uplink=False``: its receipts and alerts stay
+    in its outbox (as if the broker dropped them on the way to HQ); ``up/sync`` still goes."""
     clock = SystemClock(sync=ClockSyncSource.ASSUME)
     directory.mkdir(parents=True, exist_ok=True)
     async with Database.running(directory / f"{store_id}.db", clock=clock) as db:
@@ -65,7 +69,7 @@ async def price_store(
             username=username,
             password=password,
         )
-        link, uplink = connect_outbox(
+        link, sender = connect_outbox(
             outbox, config=config, store_id=store_id, boot=db.boot, clock=clock, alerts=alerts
         )
         downlink = PriceDownlink(
@@ -78,10 +82,21 @@ async def price_store(
         )
         await downlink.load()
         downlink.attach(link)
-        tasks = [
-            asyncio.create_task(link.run(), name=f"{store_id}.link"),
-            asyncio.create_task(uplink.run(), name=f"{store_id}.uplink"),
-        ]
+        commands = CommandProcessor(
+            database=db, clock=clock, verifier=verifier, store_id=store_id, alerts=alerts
+        )
+
+        async def describe() -> dict[str, object]:
+            return {"store": store_id, "price_version": downlink.head}
+
+        for spec in builtin_commands(
+            link=link, announce_prices=downlink.announce, describe=describe
+        ):
+            commands.register(spec)
+        commands.attach(link)
+        tasks = [asyncio.create_task(link.run(), name=f"{store_id}.link")]
+        if uplink:
+            tasks.append(asyncio.create_task(sender.run(), name=f"{store_id}.uplink"))
         try:
             await asyncio.wait_for(link.connected.wait(), patience(15))
             yield PriceStore(store_id, db, downlink, link, alerts)
