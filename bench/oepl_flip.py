@@ -5,7 +5,8 @@ delivery at a time, ``radio_s`` per tag (3.9 s on a real 296x128 tag), and their
 up to the AP's ``maxsleep`` (10 min) between check-ins, getting what is queued for them only
 when they wake — all compressed by ``--speed``. Four ``esl.oepl`` drivers in this process push
 the flip's 400 labels at its instant. Per AP the plan is the labels it must serve divided by
-the driver's ``labels_per_minute`` (nominal 3.9 s per tag, or as measured in the flip before);
+the driver's ``labels_per_minute`` (nominal 3.9 s per tag, or as measured in the flip before)
+— at least the AP's check-in interval when it was not shortened, as the core plans it then;
 measured is the time until every label of that AP confirmed (its own "xfer complete").
 
 Three flips: (1) ``maxsleep`` left at 10 min; (2) lowered to 1 min one check-in interval
@@ -79,6 +80,10 @@ async def flip(
     for driver in drivers:
         await driver.open()
     planned = [TAGS_PER_AP / driver.labels_per_minute * 60 for driver in drivers]
+    if not lower:  # as the core plans a flip whose check-ins could not be shortened
+        planned = [
+            max(p, d.checkin_interval_s / speed) for p, d in zip(planned, drivers, strict=True)
+        ]
     finished: list[float] = [0.0] * APS
     started = time.perf_counter()
 
