@@ -33,11 +33,17 @@ class FlipCheckins:
     def __init__(self, context: StageContext) -> None:
         self._context = context
         self._windows: dict[str, datetime] = {}  # device → end of the window it prepared
+        self._unprepared: frozenset[str] = frozenset()
 
     @property
     def windows(self) -> dict[str, datetime]:
         """Devices with shortened check-ins, and until when."""
         return dict(self._windows)
+
+    @property
+    def unprepared(self) -> frozenset[str]:
+        """Devices whose check-ins could not be shortened for a coming flip (last pass)."""
+        return self._unprepared
 
     async def update(self, now: datetime, flips: Sequence[Row]) -> None:
         """Prepare the devices whose next flip (``flips``: due_at, device, n per instant and
@@ -74,6 +80,7 @@ class FlipCheckins:
                 )
                 continue
             self._windows[device] = max(end, self._windows.get(device, end))
+        self._unprepared = frozenset(device for device in problems if device in wanted)
         for device, end in list(self._windows.items()):
             if device in wanted or now < end:
                 continue

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from gateway.alerts import Severity
 from gateway.clock import isoformat_utc
+from gateway.drivers.contracts import PreparesFlips
 from gateway.labels.context import StageContext, sole_device
 from gateway.labels.flip_checkins import FlipCheckins
 from gateway.labels.job_store import Row
@@ -78,8 +79,8 @@ class Scheduler:
         await ctx.store.schedule(boundaries, now=now, until=until)
         ctx.wake.render.set()
         flips = await ctx.store.flips_by_device(now, sole_device(ctx.drivers()))
-        await self._check_flips(flips)
         await self.checkins.update(now, flips)
+        await self._check_flips(flips)
         return True
 
     async def next_flip_in(self) -> float | None:
@@ -107,7 +108,8 @@ class Scheduler:
                     await wake.wait()
 
     async def _check_flips(self, flips: Sequence[Row]) -> None:
-        """Announce flips that cannot finish within the tolerance, from driver throughput."""
+        """Announce flips that cannot finish within the tolerance, from driver throughput (and,
+        where a driver could not shorten its labels' check-ins, their check-in interval)."""
         alerts = self._context.alerts
         if alerts is None:
             return
@@ -118,7 +120,11 @@ class Scheduler:
             if driver is None or driver.labels_per_minute <= 0:
                 continue
             due = datetime.fromisoformat(row["due_at"])
-            finish = due + timedelta(seconds=int(row["n"]) / driver.labels_per_minute * 60)
+            radio_s = int(row["n"]) / driver.labels_per_minute * 60
+            if row["device"] in self.checkins.unprepared and isinstance(driver, PreparesFlips):
+                # Check-ins not shortened: the last labels may get it only when they wake.
+                radio_s = max(radio_s, driver.checkin_interval_s)
+            finish = due + timedelta(seconds=radio_s)
             late_by = (finish - due).total_seconds() - self._context.config.flip_tolerance_s
             if late_by > 0:
                 skus = sorted(str(row["skus"] or "").split(","))

@@ -99,6 +99,9 @@ async def test_a_refusing_ap_is_alerted_and_the_flip_still_goes_out(tmp_path: Pa
         assert "403" in alert.message
         assert "the flip goes ahead" in alert.message
         assert driver.ap.maxsleep_min == 10
+        # Its labels may get the flip only when they wake: planned with the 10 min interval.
+        late = next(a for a in s.alerts.active() if a.key == "label.flip_late")
+        assert late.details["flips"][0]["late_by_s"] == 600 - 120
         await s.pipeline.render_all()
         clock.advance(5 * 60)
         pushed = len(driver.pushes)
