@@ -18,6 +18,8 @@ other consumers sharing the load did meanwhile.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +37,7 @@ __all__ = [
     "ack_for",
     "finite_json",
     "read_envelope",
+    "warn_expired",
 ]
 
 EXPIRED = "outbox.expired"
@@ -71,6 +74,16 @@ class EventRow:
     event: str
     event_object: dict[str, Any]
     covers_from: int | None = None
+
+    @classmethod
+    def of(cls, obj: dict[str, Any], text: str = "") -> EventRow:
+        """The row of a whole event whose header is validated (``text``: its JSON, if made)."""
+        first = None
+        if obj["type"] == EXPIRED:
+            first = obj.get("from_seq")
+            if type(first) is not int or not 1 <= first <= obj["seq"]:
+                first = None
+        return cls(obj["seq"], obj["id"], obj["ts"], obj["type"], text, obj, first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,15 +126,7 @@ def read_envelope(payload: bytes) -> ReadEnvelope:
     rows = []
     for header, whole in zip(headers.events, objects, strict=True):
         obj = {**whole, **header}  # the validated header fields win
-        text = _event_text(obj)
-        first = None
-        if header["type"] == EXPIRED:
-            first = obj.get("from_seq")
-            if type(first) is not int or not 1 <= first <= header["seq"]:
-                first = None
-        rows.append(
-            EventRow(header["seq"], header["id"], header["ts"], header["type"], text, obj, first)
-        )
+        rows.append(EventRow.of(obj, _event_text(obj)))
     rows.sort(key=lambda row: row.seq)
     return ReadEnvelope((headers.store, headers.stream, headers.epoch), rows)
 
@@ -145,6 +150,28 @@ class Taken:
     fresh: list[EventRow]  # new: to store
     repeated: list[EventRow]  # held already (compare ids: another id is a conflict)
     expired: int  # events newly reported lost by the store's TTL (markers' counts)
+    markers: list[EventRow] = field(default_factory=list)  # the new expiry markers
+
+
+def warn_expired(logger: logging.Logger, key: Key, markers: list[EventRow]) -> None:
+    """Log each new expiry marker (events lost to the store's TTL), or a malformed one."""
+    store, stream, _epoch = key
+    for row in markers:
+        extra = row.event_object
+        if row.covers_from is None:
+            logger.warning("ignoring malformed outbox.expired marker at seq %d", row.seq)
+            continue
+        logger.warning(
+            "%s/%s: the store's TTL expired %s event(s) of seq %d..%d (%s..%s); "
+            "those not received before are lost",
+            store,
+            stream,
+            extra.get("count"),
+            row.covers_from,
+            row.seq,
+            extra.get("oldest_ts"),
+            extra.get("newest_ts"),
+        )
 
 
 @dataclass(slots=True)
@@ -158,24 +185,34 @@ class Ledger:
     def holds(self, seq: int) -> bool:
         return seq <= self.watermark or any(first <= seq <= last for first, last in self.stored)
 
+    def take_run(self, seqs: Sequence[int], *, markers: bool) -> bool:
+        """The usual case, decided on the seqs alone: the next events in order, nothing held
+        above the watermark, no expiry marker. If so, the watermark moves to the last."""
+        if (
+            not markers
+            and not self.stored
+            and not self.expired
+            and seqs[0] == self.watermark + 1
+            and seqs[-1] - seqs[0] + 1 == len(seqs)
+            and all(seq == seqs[0] + n for n, seq in enumerate(seqs))
+        ):
+            self.watermark = seqs[-1]
+            return True
+        return False
+
     def take(self, events: list[EventRow]) -> Taken:
         """Split ``events`` (in seq order) into new and repeated ones; the new ones and the
         markers' ranges become accounted for, and the watermark moves over what joins it."""
-        if (
-            not self.stored
-            and not self.expired
-            and events[0].seq == self.watermark + 1
-            and events[-1].seq - events[0].seq + 1 == len(events)
-            and all(row.type != EXPIRED for row in events)
-            and all(row.seq == events[0].seq + n for n, row in enumerate(events))
-        ):  # the usual case: the next events in order
-            self.watermark = events[-1].seq
+        if self.take_run(
+            [row.seq for row in events], markers=any(row.type == EXPIRED for row in events)
+        ):
             return Taken(list(events), [], 0)
         fresh: list[EventRow] = []
         repeated: list[EventRow] = []
+        markers: list[EventRow] = []
         lost = 0
         for row in events:
-            if self.holds(row.seq) or (fresh and fresh[-1].seq == row.seq):
+            if self.holds(row.seq):
                 # An expiry marker may take a seq HQ holds (sent, not acked, then expired at
                 # the store): the event held stays valid, and that is no conflict.
                 if row.type != EXPIRED:
@@ -183,14 +220,18 @@ class Ledger:
                 continue
             fresh.append(row)
             self._add(self.stored, row.seq, row.seq)
-            if row.covers_from is not None:
+            if row.type == EXPIRED:
+                markers.append(row)
                 count = row.event_object.get("count")
-                lost += count if type(count) is int else 0
+                lost += count if type(count) is int and row.covers_from is not None else 0
         for row in events:
             if row.covers_from is not None and row.seq > self.watermark:
                 self._add(self.expired, row.covers_from, row.seq)
         self.advance()
-        return Taken(fresh, repeated, lost)
+        return Taken(fresh, repeated, lost, markers)
+
+    def copy(self) -> Ledger:
+        return Ledger(self.watermark, list(self.stored), list(self.expired))
 
     @staticmethod
     def _add(ranges: list[tuple[int, int]], first: int, last: int) -> None:

@@ -20,9 +20,11 @@ and retries; :attr:`PostgresSink.unavailable_since` tells ``hq tail`` how long t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,8 +34,8 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
 from gateway.clock import Clock
-from gateway.errors import StorageError, StorageUnavailableError
-from gateway.hq.intake import Ack, EventRow, Key, Ledger, ack_for, read_envelope
+from gateway.errors import ConfigError, ConfigIssue, StorageError, StorageUnavailableError
+from gateway.hq.intake import Ack, EventRow, Key, Ledger, ack_for, read_envelope, warn_expired
 from gateway.hq.postgres_schema import ensure_partition, migrate
 
 __all__ = ["EmitRows", "PostgresSink", "describe_url"]
@@ -68,6 +70,15 @@ ON CONFLICT DO NOTHING"""
 _COPY = "COPY hq_event_log (store, stream, epoch, seq, id, ts, type, event, received_at) FROM STDIN"
 
 _RETRIES = 5  # a deadlock or serialisation failure: the whole batch again
+_COMMIT_TIMEOUT_S = 60.0  # one batch's transaction; beyond it PostgreSQL counts as unreachable
+_CONNECT_DEFAULTS: dict[str, Any] = {
+    "connect_timeout": 10,
+    "application_name": "storegw-hq",
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
 def _escaped(text: str) -> str:
@@ -104,12 +115,29 @@ def describe_url(url: str) -> str:
     return f"postgresql://{parts.get('user') or ''}@{host}:{port}/{parts.get('dbname') or ''}"
 
 
+@dataclass(slots=True)
+class _Outcome:
+    """What one committed batch did."""
+
+    ledgers: dict[Key, Ledger] = field(default_factory=dict)  # as committed
+    fresh: dict[Key, list[EventRow]] = field(default_factory=dict)  # stored now
+    conflicts: dict[Key, list[tuple[int, str, str]]] = field(default_factory=dict)
+    markers: list[tuple[Key, EventRow]] = field(default_factory=list)  # new expiry markers
+    repeated: int = 0
+    lost: int = 0
+
+
 class PostgresSink:
     """Stores envelopes in PostgreSQL and answers with the committed watermarks."""
 
     def __init__(
         self, url: str, *, clock: Clock, topic_prefix: str = "retail/v1/", emit: EmitRows | None
     ) -> None:
+        try:
+            self._given = conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            issue = ConfigIssue("hq.database", f"not a valid PostgreSQL URL: {exc}")
+            raise ConfigError("hq", [issue]) from None
         self._url = url
         self.name = describe_url(url)
         self._clock = clock
@@ -143,9 +171,14 @@ class PostgresSink:
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         if self._connection is not None and not self._connection.closed:
             return self._connection
+        # A database that stops answering (no RST: a partition, a frozen host) must fail, not
+        # hang: libpq's TCP keepalives unless the URL says otherwise.
+        defaults = {
+            name: value for name, value in _CONNECT_DEFAULTS.items() if name not in self._given
+        }
         try:
             connection = await psycopg.AsyncConnection.connect(
-                self._url, autocommit=True, connect_timeout=10, application_name="storegw-hq"
+                self._url, autocommit=True, **defaults
             )
         except psycopg.Error as exc:
             raise self._unavailable(exc) from None
@@ -196,6 +229,30 @@ class PostgresSink:
         """Store several envelopes in one transaction; returns one ack per key they touched,
         to publish once this returns. Garbage is logged and skipped. Raises StorageError
         (nothing committed, nothing to ack) when PostgreSQL fails."""
+        batch = self._read(payloads)
+        if not batch:
+            return []
+        outcome = await self._commit(batch)
+        self._recovered()
+        self._ledgers.update(outcome.ledgers)
+        self.stored += sum(len(rows) for rows in outcome.fresh.values())
+        self.duplicates += outcome.repeated
+        self.expired += outcome.lost
+        for key, marker in outcome.markers:
+            warn_expired(_LOGGER, key, [marker])
+        self._note_conflicts(outcome.conflicts)
+        if self._emit is not None:
+            for key, rows in outcome.fresh.items():
+                if rows:
+                    self._emit(*key, [row.event_object for row in rows])
+        return [
+            ack_for(self._prefix, key, ledger.watermark)
+            for key, ledger in outcome.ledgers.items()
+            if ledger.watermark
+        ]
+
+    def _read(self, payloads: list[bytes]) -> dict[Key, list[EventRow]]:
+        """The payloads' events by key, in seq order; garbage counted and logged."""
         batch: dict[Key, list[EventRow]] = {}
         for payload in payloads:
             try:
@@ -205,43 +262,35 @@ class PostgresSink:
                 _LOGGER.warning("rejected envelope: %s", exc)
                 continue
             batch.setdefault(read.key, []).extend(read.events)
-        if not batch:
-            return []
         for events in batch.values():
             events.sort(key=lambda row: row.seq)
+        return batch
+
+    async def _commit(self, batch: dict[Key, list[EventRow]]) -> _Outcome:
+        """:meth:`_store` on a live connection, again after a deadlock; PostgreSQL's errors
+        translated (unreachable: StorageUnavailableError)."""
         now = self._clock.utc_now()
-        for attempt in range(_RETRIES):
+        for attempt in range(1, _RETRIES + 1):
             connection = await self._connect()
             try:
-                await self._ensure_partitions(connection, now)
-                outcome = await self._store(connection, batch, now)
+                async with asyncio.timeout(_COMMIT_TIMEOUT_S):
+                    await self._ensure_partitions(connection, now)
+                    return await self._store(connection, batch, now)
+            except TimeoutError:
+                await self._drop_connection()
+                raise self._unavailable(
+                    psycopg.OperationalError(f"no answer within {_COMMIT_TIMEOUT_S:g} s")
+                ) from None
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
-                if attempt == _RETRIES - 1:
+                if attempt == _RETRIES:
                     raise StorageError(self.name, f"gave up after {_RETRIES} tries: {exc}") from exc
-                continue
             except psycopg.OperationalError as exc:
                 await self._drop_connection()
                 raise self._unavailable(exc) from None
             except psycopg.Error as exc:
                 await self._drop_connection()
                 raise StorageError(self.name, str(exc).strip()) from exc
-            break
-        self._recovered()
-        ledgers, fresh, repeated_count, lost, conflicts = outcome
-        self._ledgers.update(ledgers)
-        self.stored += sum(len(rows) for rows in fresh.values())
-        self.duplicates += repeated_count
-        self.expired += lost
-        self._note_conflicts(conflicts)
-        if self._emit is not None:
-            for key, rows in fresh.items():
-                if rows:
-                    self._emit(*key, [row.event_object for row in rows])
-        return [
-            ack_for(self._prefix, key, ledger.watermark)
-            for key, ledger in ledgers.items()
-            if ledger.watermark
-        ]
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _drop_connection(self) -> None:
         connection, self._connection = self._connection, None
@@ -264,18 +313,11 @@ class PostgresSink:
         connection: psycopg.AsyncConnection[Any],
         batch: dict[Key, list[EventRow]],
         now: datetime,
-    ) -> tuple[
-        dict[Key, Ledger],
-        dict[Key, list[EventRow]],
-        int,
-        int,
-        dict[Key, list[tuple[int, str, str]]],
-    ]:
+    ) -> _Outcome:
+        """One batch in one transaction (see the module's docstring)."""
         keys = sorted(batch)
-        ledgers: dict[Key, Ledger] = {}
-        fresh: dict[Key, list[EventRow]] = {}
-        conflicts: dict[Key, list[tuple[int, str, str]]] = {}
-        repeated_count = lost = 0
+        outcome = _Outcome()
+        ledgers, fresh, conflicts = outcome.ledgers, outcome.fresh, outcome.conflicts
         async with connection.transaction(), connection.cursor() as cursor:
             await cursor.execute(
                 _LOCK_MARKS, ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
@@ -287,10 +329,11 @@ class PostgresSink:
             for key in keys:
                 taken = ledgers[key].take(batch[key])
                 fresh[key] = taken.fresh
-                lost += taken.expired
-                repeated_count += len(batch[key]) - len(taken.fresh)
+                outcome.lost += taken.expired
+                outcome.repeated += len(batch[key]) - len(taken.fresh)
+                outcome.markers.extend((key, row) for row in taken.markers)
                 if taken.repeated:
-                    found = await self._conflicts(cursor, key, taken.repeated)
+                    found = await self._conflicts(cursor, key, taken.repeated, taken.fresh)
                     if found:
                         conflicts[key] = found
             if any(fresh.values()):
@@ -319,15 +362,17 @@ class PostgresSink:
                         [c[2] for c in found],
                     ),
                 )
-        return ledgers, fresh, repeated_count, lost, conflicts
+        return outcome
 
     @staticmethod
     async def _conflicts(
-        cursor: psycopg.AsyncCursor[Any], key: Key, repeated: list[EventRow]
+        cursor: psycopg.AsyncCursor[Any], key: Key, repeated: list[EventRow], fresh: list[EventRow]
     ) -> list[tuple[int, str, str]]:
-        """Repeated seqs whose id differs from the one held: (seq, id, held id)."""
+        """Repeated seqs whose id differs from the one held (stored before, or new in this
+        batch): (seq, id, held id)."""
         await cursor.execute(_HELD_IDS, (*key, [row.seq for row in repeated]))
         held = {int(seq): str(event_id) for seq, event_id in await cursor.fetchall()}
+        held.update((row.seq, row.id) for row in fresh)
         return [
             (row.seq, row.id, held[row.seq])
             for row in repeated

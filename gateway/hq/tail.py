@@ -26,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.clock import Clock, isoformat_utc
 from gateway.errors import ConfigError, ConfigIssue, StorageUnavailableError
 from gateway.hq.consumer import HQ_MIGRATIONS, HqConsumer
-from gateway.hq.postgres_sink import PostgresSink
 from gateway.hq.sink import EnvelopeSink
 from gateway.store.database import Database
 from gateway.sync.config import MqttConfig
@@ -175,7 +174,7 @@ async def tail(
         link.subscribe_batches("up/#", on_messages, share_group=settings.hq.share_group)
 
         tasks = [asyncio.create_task(link.run(), name="hq.link")]
-        if isinstance(sink, PostgresSink):
+        if is_postgres_url(settings.hq.database):
             limit_s = settings.hq.database_outage_exit_s
             tasks.append(asyncio.create_task(_watch_outage(sink, clock, limit_s), name="hq.outage"))
         try:
@@ -192,7 +191,10 @@ async def tail(
         return sink
 
 
-async def _watch_outage(sink: PostgresSink, clock: Clock, limit_s: float) -> None:
+async def _watch_outage(sink: EnvelopeSink, clock: Clock, limit_s: float) -> None:
+    from gateway.hq.postgres_sink import PostgresSink
+
+    assert isinstance(sink, PostgresSink)
     while True:
         await asyncio.sleep(min(1.0, limit_s / 4))
         since = sink.unavailable_since
@@ -210,6 +212,8 @@ async def _open_sink(
 ) -> AsyncIterator[tuple[EnvelopeSink, int]]:
     database = settings.hq.database
     if is_postgres_url(database):
+        from gateway.hq.postgres_sink import PostgresSink  # psycopg: only when used
+
         sink = PostgresSink(database, clock=clock, topic_prefix=prefix, emit=emit)
         await sink.open()
         try:
@@ -217,6 +221,13 @@ async def _open_sink(
         finally:
             await sink.close()
         return
+    if settings.hq.share_group is not None:
+        _LOGGER.warning(
+            "share group %s on a SQLite file: each consumer acks only what its own file holds, "
+            "so a store's events end up split over the files and are re-sent until one holds a "
+            "contiguous run; consumers sharing the load belong on PostgreSQL",
+            settings.hq.share_group,
+        )
     # One message at a time is stored then acked, so there are no concurrent writers to gather:
     # a short group-commit window only adds latency per message.
     async with Database.running(

@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 
+from gateway.clock import SystemClock
 from gateway.errors import ConfigError, SchemaTooNewError, StorageUnavailableError
 from gateway.hq.postgres_schema import PG_SCHEMA_VERSION
+from gateway.hq.postgres_sink import PostgresSink
 from gateway.hq.tail import HqConsumerConfig, load_hq_config
+from tests.daemon import run_cli
 from tests.hq.support import envelope, expired_marker, pg_rows, pg_sink, with_events
 from tests.support.postgres import PostgresServer
 
@@ -99,6 +102,27 @@ async def test_a_new_epoch_starts_its_own_watermark_whatever_arrives_first(
         ("e1", 6),
         ("e2", 3),
     ]
+
+
+async def test_event_times_far_off_do_not_matter_to_storage(postgres_url: str) -> None:
+    """Partitions follow HQ's clock (received_at), not the store's: an unsynced store's
+    year-2999 or 1970 events are stored like any other, no partition made for them."""
+    odd = json.loads(envelope([1, 2]))
+    odd["events"][0]["ts"] = "2999-01-01T00:00:00.000+00:00"
+    odd["events"][1].update(ts="1970-01-01T00:00:00.000+00:00", unsynced=True)
+    async with pg_sink(postgres_url) as sink:
+        acks = await sink.receive_many([json.dumps(odd).encode()])
+        assert _acked(acks)[0][1]["seq"] == 2
+    assert pg_rows(postgres_url, "SELECT ts FROM hq_events ORDER BY seq") == [
+        ("2999-01-01T00:00:00.000+00:00",),
+        ("1970-01-01T00:00:00.000+00:00",),
+    ]
+    days = pg_rows(
+        postgres_url,
+        "SELECT inhrelid::regclass::text FROM pg_inherits "
+        "WHERE inhparent = 'hq_event_log'::regclass",
+    )
+    assert not [day for (day,) in days if "2999" in day or "1970" in day]
 
 
 async def test_sinks_racing_on_the_same_streams_store_each_event_once(postgres_url: str) -> None:
@@ -209,3 +233,24 @@ async def test_postgres_restarted_mid_flow_loses_nothing(
     assert pg_rows(postgres_url, "SELECT seq FROM hq_events ORDER BY seq") == [
         (n,) for n in range(1, 6)
     ]
+
+
+def test_hq_tail_says_what_is_wrong_with_its_database(
+    tmp_path: Any, postgres_server: PostgresServer
+) -> None:
+    config = tmp_path / "hq.toml"
+    config.write_text("[mqtt]\ntls = false\nallow_plaintext = true\n", encoding="utf-8")
+    garbage = run_cli("hq", "tail", "--config", str(config), "--database", "mysql://hq@db/hq")
+    assert garbage.returncode == 78
+    assert "hq.database" in garbage.stderr
+    assert "mysql:// is not supported" in garbage.stderr
+    closed = f"postgresql://hq:secret@127.0.0.1:{postgres_server.port + 1}/hq?connect_timeout=2"
+    unreachable = run_cli("hq", "tail", "--config", str(config), "--database", closed)
+    assert unreachable.returncode == 74
+    assert f"postgresql://hq@127.0.0.1:{postgres_server.port + 1}/hq" in unreachable.stderr
+    assert "secret" not in unreachable.stderr
+
+
+def test_a_sink_refuses_an_unreadable_url_before_connecting() -> None:
+    with pytest.raises(ConfigError, match="not a valid PostgreSQL URL"):
+        PostgresSink("postgresql://hq@db:notaport/hq?sslmode", clock=SystemClock(), emit=None)

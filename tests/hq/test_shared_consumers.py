@@ -1,8 +1,8 @@
-"""Several ``storegw hq tail`` processes sharing one store's streams through ``$share/``, on one
-real mosquitto and one real PostgreSQL, SIGKILLed mid-flow while the store (a real gateway
-outbox and uplink) keeps sending: every event is stored exactly once and the store's custody
-ends at its last seq. And PostgreSQL stopped under a running consumer: no acks, an exit code,
-nothing lost."""
+"""Several ``storegw hq tail`` processes sharing two stores' streams through ``$share/``, on
+one real mosquitto and one real PostgreSQL, SIGKILLed mid-flow while the stores (a real
+gateway outbox and uplink each) keep sending: every event is stored exactly once and each
+stream's custody ends at its last seq. And PostgreSQL stopped under a running consumer: no
+acks, an exit code, nothing lost."""
 
 from __future__ import annotations
 
@@ -68,18 +68,21 @@ async def _produce(outbox: Outbox, start: int, count: int) -> None:
         await asyncio.sleep(0.02)
 
 
-def _assert_exactly_once(url: str, epoch: str, total: int) -> None:
+def _assert_exactly_once(url: str, epoch: str, total: int, store: str = "s1") -> None:
     with psycopg.connect(url) as connection:
         rows = connection.execute(
             "SELECT stream, count(*), count(DISTINCT seq), max(seq), count(DISTINCT event->>'n') "
-            "FROM hq_events WHERE epoch = %s AND stream = ANY(%s) GROUP BY stream ORDER BY 1",
-            (epoch, list(_STREAMS)),
+            "FROM hq_events WHERE store = %s AND epoch = %s AND stream = ANY(%s) "
+            "GROUP BY stream ORDER BY 1",
+            (store, epoch, list(_STREAMS)),
         ).fetchall()
         marks = connection.execute(
-            "SELECT stream, seq FROM hq_watermarks WHERE epoch = %s AND stream = ANY(%s) "
-            "ORDER BY 1",
-            (epoch, list(_STREAMS)),
+            "SELECT stream, seq FROM hq_watermarks WHERE store = %s AND epoch = %s "
+            "AND stream = ANY(%s) ORDER BY 1",
+            (store, epoch, list(_STREAMS)),
         ).fetchall()
+        conflicts = connection.execute("SELECT count(*) FROM hq_conflicts").fetchone()
+    assert conflicts == (0,)
     half = total // 2
     assert rows == [("dwell", half, half, half, half), ("stock", half, half, half, half)]
     assert marks == [("dwell", half), ("stock", half)]
@@ -89,7 +92,7 @@ def _assert_exactly_once(url: str, epoch: str, total: int) -> None:
 async def test_consumers_killed_mid_flow_store_every_event_exactly_once(
     tmp_path: Path, mosquitto: Broker, postgres_url: str, committed: _Committed, consumers: int
 ) -> None:
-    total = 2400
+    total = 1600  # per store
     tails = [
         TailProcess(tmp_path, mosquitto, postgres_url, client_id=f"hq-{i}", group="ingest")
         for i in range(consumers)
@@ -99,26 +102,36 @@ async def test_consumers_killed_mid_flow_store_every_event_exactly_once(
             tail.start()
         for tail in tails:
             await until(lambda tail=tail: mosquitto.subscribed(_SHARED, tail.client_id))
-        async with gateway(tmp_path / "g.db", mosquitto, _UPLINK) as gw:
-            producing = asyncio.create_task(_produce(gw.outbox, 0, total), name="store")
+        async with (
+            gateway(tmp_path / "a.db", mosquitto, _UPLINK, store_id="store-a") as store_a,
+            gateway(tmp_path / "b.db", mosquitto, _UPLINK, store_id="store-b") as store_b,
+        ):
+            stores = {"store-a": store_a, "store-b": store_b}
+            producing = [
+                asyncio.create_task(_produce(gw.outbox, 0, total), name=f"store[{name}]")
+                for name, gw in stores.items()
+            ]
             try:
                 # Each consumer is killed once while events flow, then started again (same
                 # session), as systemd would; the others go on meanwhile.
                 for round_, tail in enumerate(tails):
-                    goal = (round_ + 1) * total // (consumers + 2)
+                    goal = (round_ + 1) * 2 * total // (consumers + 2)
                     await until(lambda goal=goal: committed.events() >= goal, timeout=60)
                     tail.kill()
                     tail.start()
-                await producing
+                await asyncio.gather(*producing)
             finally:
-                producing.cancel()
-            assert await drained(gw.outbox, 90) == 0  # every event acked: custody at HQ
-            epoch = gw.outbox.epoch
+                for task in producing:
+                    task.cancel()
+            for gw in stores.values():  # every event acked: custody at HQ
+                assert await drained(gw.outbox, 90) == 0
+            epochs = {name: gw.outbox.epoch for name, gw in stores.items()}
     finally:
         for tail in tails:
             tail.stop()
     assert all(tail.returncode() != 74 for tail in tails), [t.log() for t in tails]
-    _assert_exactly_once(postgres_url, epoch, total)
+    for store, epoch in epochs.items():
+        _assert_exactly_once(postgres_url, epoch, total, store)
 
 
 async def test_without_postgres_a_consumer_acks_nothing_then_exits_74_and_nothing_is_lost(
