@@ -220,12 +220,13 @@ def run_fleet(args: argparse.Namespace, directory: Path, url: str) -> None:
         print_recovery("broker crash (SIGKILL)", bench.restart_broker(), stores)
         print_recovery("broker planned restart", bench.restart_broker(graceful=True), stores)
         push = bench.push_prices()
+        outcomes = ", ".join(f"{n} {outcome}" for outcome, n in push.counts.items() if n)
         print(
-            f"price push (storegw hq push-prices' code, one signed batch per store, "
-            f"{options.price_items} items): published to {push.stores:,} stores in "
-            f"{push.published_s:.1f} s, all applied after {push.applied_s:.1f} s, every "
-            f"price.applied receipt at HQ after {push.receipts_at_hq_s:.1f} s; refused "
-            f"{push.refused}"
+            f"price push (storegw hq push-prices' push_to_fleet, one signed batch per store, "
+            f"{options.price_items} items) to {push.stores:,} stores: the tool settled after "
+            f"{push.tool_s:.1f} s ({outcomes}; exit {push.exit_code}); at the stores all "
+            f"applied after {push.applied_s:.1f} s, every price.applied receipt at HQ after "
+            f"{push.receipts_at_hq_s:.1f} s; refused {push.refused}"
         )
         check = bench.drain_and_check()
     verdict = "exactly once" if not check.problems else f"{len(check.problems)} problem(s)"

@@ -26,6 +26,7 @@ def test_a_small_fleet_commits_every_event_exactly_once(tmp_path: Path) -> None:
         assert recovery.connections >= 20  # every store came back
         push = bench.push_prices(timeout=patience(120))
         assert push.refused == 0
+        assert push.exit_code == 0  # the fleet push saw every store apply its batch
         check = bench.drain_and_check(timeout=patience(120))
     assert check.stores == 20
     assert check.events > steady.events

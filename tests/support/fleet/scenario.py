@@ -24,7 +24,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.hq.keys import generate_key
-from gateway.hq.push import PricePush, push_prices
+from gateway.hq.push import PricePush, push_to_fleet
 from tests.support.broker import Broker
 from tests.support.fleet.hq import (
     HqConsumers,
@@ -104,7 +104,9 @@ class Recovery:
 @dataclass(slots=True)
 class PushFigures:
     stores: int
-    published_s: float
+    tool_s: float  # the push tool: from its first publish until every store settled
+    counts: dict[str, int]  # its outcomes
+    exit_code: int
     applied_s: float
     receipts_at_hq_s: float
     refused: int
@@ -358,9 +360,9 @@ class FleetBench:
         return len(births)
 
     def push_prices(self, *, timeout: float = 300) -> PushFigures:
-        """One signed price batch per store (its own version, scoped to it), published by
-        HQ's own tool (gateway/hq/push.py); done when every store applied it and HQ holds
-        every store's price.applied receipt."""
+        """One signed price batch per store (its own version, scoped to it) by HQ's own fleet
+        push (``storegw hq push-prices``' :func:`push_to_fleet`), which waits for every
+        store's receipt; then until HQ's consumers hold every store's price.applied."""
         fleet = self._fleet()
         items = self.options.price_items
         prices = self.directory / "prices.csv"
@@ -372,21 +374,22 @@ class FleetBench:
         stores = [store for store, _rate in self.store_rates]
         push = PricePush.load(self._push_config, prices)
         started = time.monotonic()
-        pushed = asyncio.run(push_prices(push, kind="full", stores=stores))
-        published = time.monotonic() - started
+        summary = asyncio.run(
+            push_to_fleet(push, kind="full", stores=stores, deadline_s=min(timeout, 120.0))
+        )
+        pushed = summary.versions()
         version = max(pushed.values())
         if min(pushed.values()) != version:
             raise RuntimeError("the stores got different versions: not a fresh HQ push database")
-        fleet.wait_for(
-            lambda f: f.versions("applied", version)[0] == len(stores), timeout, "applied"
-        )
         fleet.wait_for(
             lambda f: f.versions("receipts_known", version)[0] == len(stores), timeout, "receipts"
         )
         fleet.fresh_reports()
         return PushFigures(
             stores=len(stores),
-            published_s=published,
+            tool_s=summary.elapsed_s,
+            counts=summary.counts,
+            exit_code=summary.exit_code,
             applied_s=fleet.versions("applied", version)[1] - started,
             receipts_at_hq_s=fleet.versions("receipts_known", version)[1] - started,
             refused=fleet.total("price_refused"),
