@@ -31,3 +31,19 @@ def test_a_small_fleet_commits_every_event_exactly_once(tmp_path: Path) -> None:
     assert check.stores == 20
     assert check.events > steady.events
     assert check.problems == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_stores_born_at_once_are_all_recorded(tmp_path: Path) -> None:
+    """A small birth storm (bench/fleet.py --births 10000 is the big one): every store
+    connects at the same moment with one event; the broker keeps every birth, HQ every event."""
+    options = FleetOptions(
+        stores=200, processes=2, start_spread_s=0.0, produce=False, first_events=1
+    )
+    with FleetBench(tmp_path, options) as bench:
+        bench.wait_connected(patience(120))
+        assert bench.retained_births(timeout=patience(60)) == 200
+        check = bench.drain_and_check(timeout=patience(120))
+    assert check.events == 200
+    assert check.problems == []
