@@ -200,9 +200,14 @@ def run_fleet(args: argparse.Namespace, directory: Path, url: str) -> None:
         hold_s = 5.0 if args.quick else args.hold
         scaled = bench.scale_out(counts, hold_s)
         for count, catch_up in scaled.items():
+            done = (
+                f"all acked after {catch_up.seconds:.1f} s"
+                if catch_up.drained
+                else f"HQ saturated for {catch_up.seconds:.0f} s (not all acked)"
+            )
             print(
                 f"catch-up, {count} consumer(s): {catch_up.held:,} events held {hold_s:g} s by "
-                f"the stores, all acked after {catch_up.seconds:.1f} s: "
+                f"the stores, {done}: "
                 f"{catch_up.events_per_s:,.0f} events/s in {catch_up.envelopes_per_s:,.0f} "
                 f"envelopes/s; consumer CPU {_us(catch_up.consumer_cpu_per_event_s)} an event"
             )
