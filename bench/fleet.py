@@ -216,6 +216,9 @@ def run_fleet(args: argparse.Namespace, directory: Path, url: str) -> None:
             print(
                 "scale-out (catch-up rate): "
                 + ", ".join(f"{c}: {f.events_per_s / first:.2f}x" for c, f in scaled.items())
+                + f"; the limit here: {os.cpu_count()} cores shared by the consumers, "
+                f"PostgreSQL, the broker and the simulated stores (their CPU: "
+                f"{_us(steady.fleet_cpu_per_event_s)} an event)"
             )
         else:
             print(
