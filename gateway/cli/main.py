@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gateway import __version__
 
@@ -87,6 +87,7 @@ def _add_hq_commands(commands: Any) -> None:
     push.add_argument(
         "--cancel-promotion", action="append", default=[], help="promotion id to cancel"
     )
+    _add_fleet_push_options(push)
 
     cmd = hq_commands.add_parser("cmd", help="send a signed command to a store, print its reply")
     cmd.add_argument("--config", type=Path, required=True, help="HQ.toml")
@@ -683,7 +684,7 @@ def _hq_keygen(out: Path, kid: str) -> int:
 
 
 def _hq_push_prices(args: argparse.Namespace) -> int:
-    from gateway.errors import GatewayError
+    from gateway.errors import GatewayError, LinkError
     from gateway.hq.push import PricePush, push_prices
 
     configure_logging_once()
@@ -691,25 +692,74 @@ def _hq_push_prices(args: argparse.Namespace) -> int:
         print("storegw: --full needs a price list", file=sys.stderr)
         return EXIT_PROBLEM
     try:
+        push = PricePush.load(
+            args.config,
+            args.file,
+            promotions_file=args.promotions,
+            cancel_promotions=args.cancel_promotion,
+        )
+        kind: Literal["full", "delta"] = "full" if args.full else "delta"
+        if not args.no_wait:
+            return _push_to_fleet(args, push, kind)
         sent = asyncio.run(
-            push_prices(
-                PricePush.load(
-                    args.config,
-                    args.file,
-                    promotions_file=args.promotions,
-                    cancel_promotions=args.cancel_promotion,
-                ),
-                kind="full" if args.full else "delta",
-                stores=args.store,
-                groups=args.group,
-                delete=args.delete,
-            )
+            push_prices(push, kind=kind, stores=args.store, groups=args.group, delete=args.delete)
         )
     except (GatewayError, OSError, ValueError) as exc:
         print(f"storegw: {exc}", file=sys.stderr)
+        if isinstance(exc, LinkError):  # the broker was out of reach, or dropped the push
+            return EXIT_IOERR
         return _exit_code_for(exc) if isinstance(exc, GatewayError) else EXIT_PROBLEM
     print(json.dumps(sent))
     return EXIT_OK
+
+
+def _add_fleet_push_options(push: argparse.ArgumentParser) -> None:
+    from gateway.hq.push import DEFAULT_DEADLINE_S
+
+    push.add_argument(
+        "--deadline",
+        type=float,
+        default=DEFAULT_DEADLINE_S,
+        metavar="SECONDS",
+        help="wait this long for the stores' receipts (exit 4 if any did not apply, 5 if any "
+        f"refused; default {DEFAULT_DEADLINE_S:g})",
+    )
+    push.add_argument(
+        "--wait-offline",
+        action="store_true",
+        help="keep waiting for offline stores until the deadline (they get the batch when "
+        "they reconnect)",
+    )
+    push.add_argument("--json", action="store_true", help="print the summary as JSON")
+    push.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="publish only; print store -> version as JSON (no receipts, exit 0)",
+    )
+
+
+def _push_to_fleet(args: argparse.Namespace, push: Any, kind: Literal["full", "delta"]) -> int:
+    from gateway.hq.fleet_view import ProgressView, render_summary
+    from gateway.hq.push import push_to_fleet
+
+    if not args.deadline > 0:
+        raise ValueError("--deadline must be above 0 seconds")
+    shown = sys.stderr if args.json else sys.stdout
+    with ProgressView(shown) as view:
+        summary = asyncio.run(
+            push_to_fleet(
+                push,
+                kind=kind,
+                stores=args.store,
+                groups=args.group,
+                delete=args.delete,
+                deadline_s=args.deadline,
+                wait_offline=args.wait_offline,
+                on_progress=view.update,
+            )
+        )
+    render_summary(summary, sys.stdout, as_json=args.json)
+    return summary.exit_code
 
 
 def _hq_cmd(args: argparse.Namespace) -> int:

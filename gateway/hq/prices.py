@@ -11,6 +11,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ from gateway.prices.batch import PriceItem, Promotion
 from gateway.sync.inbound import MAX_MESSAGE_BYTES
 from gateway.sync.signing import Signer
 
-__all__ = ["build_price_messages", "read_price_list", "read_promotions"]
+__all__ = ["PriceParts", "build_price_messages", "read_price_list", "read_promotions"]
 
 _RELATIVE = re.compile(r"^\+(\d{1,6})([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
@@ -45,40 +46,84 @@ def build_price_messages(
     """The MQTT payloads for one batch version: as many parts as the size cap needs (a signed
     part is base64, so items get ~3/4 of the cap), each signed when ``signer`` is given. The
     cap is at most what a store reads (:data:`~gateway.sync.inbound.MAX_MESSAGE_BYTES`)."""
-    max_message_bytes = min(max_message_bytes, MAX_MESSAGE_BYTES)
-    budget = (max_message_bytes * 3 // 4 if signer else max_message_bytes) - _PART_OVERHEAD
-    encoded = [json.dumps(dict(item), separators=(",", ":")) for item in items]
-    chunks: list[list[str]] = [[]]
-    size = 0
-    for text in encoded:
-        if chunks[-1] and size + len(text) + 1 > budget:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(text)
-        size += len(text) + 1
-    header: dict[str, Any] = {
-        "v": 1,
-        "type": "prices",
-        "scope": {"stores": list(stores), "groups": list(groups)},
-        "version": version,
-        "kind": kind,
-        "issued_at": isoformat_utc(issued_at),
-    }
-    if valid_for is not None:
-        header["valid_until"] = isoformat_utc(issued_at + valid_for)
-    messages = []
-    for index, chunk in enumerate(chunks, start=1):
-        part = {**header, "part": index, "parts": len(chunks)}
-        if index == 1:  # the rest of the batch travels with the first part
-            part.update(
-                delete=list(delete),
-                promotions=[dict(p) for p in promotions],
-                cancel_promotions=list(cancel_promotions),
-            )
-        head = json.dumps(part, separators=(",", ":"))[:-1]
-        payload = (head + ',"items":[' + ",".join(chunk) + "]}").encode()
-        messages.append(signer.wrap(payload) if signer else payload)
-    return messages
+    parts = PriceParts.of(items, signed=signer is not None, max_message_bytes=max_message_bytes)
+    return parts.messages(
+        version=version,
+        kind=kind,
+        issued_at=issued_at,
+        stores=stores,
+        groups=groups,
+        valid_for=valid_for,
+        delete=delete,
+        promotions=promotions,
+        cancel_promotions=cancel_promotions,
+        signer=signer,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PriceParts:
+    """A price list encoded once and cut into parts under the size cap: the items of every
+    store's batch in a fleet push (each store's header, version and signature differ, its
+    items do not — encoding them again per store cost most of a push's time)."""
+
+    chunks: tuple[str, ...]  # the items of each part, JSON objects joined by commas
+
+    @classmethod
+    def of(
+        cls, items: Sequence[Mapping[str, Any]], *, signed: bool, max_message_bytes: int
+    ) -> PriceParts:
+        max_message_bytes = min(max_message_bytes, MAX_MESSAGE_BYTES)
+        budget = (max_message_bytes * 3 // 4 if signed else max_message_bytes) - _PART_OVERHEAD
+        chunks: list[list[str]] = [[]]
+        size = 0
+        for item in items:
+            text = json.dumps(dict(item), separators=(",", ":"))
+            if chunks[-1] and size + len(text) + 1 > budget:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(text)
+            size += len(text) + 1
+        return cls(tuple(",".join(chunk) for chunk in chunks))
+
+    def messages(
+        self,
+        *,
+        version: int,
+        kind: Literal["full", "delta"],
+        issued_at: datetime,
+        stores: Sequence[str] = (),
+        groups: Sequence[str] = (),
+        valid_for: timedelta | None = timedelta(days=1),
+        delete: Sequence[str] = (),
+        promotions: Sequence[Mapping[str, Any]] = (),
+        cancel_promotions: Sequence[str] = (),
+        signer: Signer | None = None,
+    ) -> list[bytes]:
+        """One batch version's payloads, each part signed when ``signer`` is given."""
+        header: dict[str, Any] = {
+            "v": 1,
+            "type": "prices",
+            "scope": {"stores": list(stores), "groups": list(groups)},
+            "version": version,
+            "kind": kind,
+            "issued_at": isoformat_utc(issued_at),
+        }
+        if valid_for is not None:
+            header["valid_until"] = isoformat_utc(issued_at + valid_for)
+        messages = []
+        for index, chunk in enumerate(self.chunks, start=1):
+            part = {**header, "part": index, "parts": len(self.chunks)}
+            if index == 1:  # the rest of the batch travels with the first part
+                part.update(
+                    delete=list(delete),
+                    promotions=[dict(p) for p in promotions],
+                    cancel_promotions=list(cancel_promotions),
+                )
+            head = json.dumps(part, separators=(",", ":"))[:-1]
+            payload = (head + ',"items":[' + chunk + "]}").encode()
+            messages.append(signer.wrap(payload) if signer else payload)
+        return messages
 
 
 def read_price_list(text: str, *, filename: str = "") -> list[dict[str, Any]]:

@@ -1,31 +1,48 @@
-"""``storegw hq push-prices``: a price list → one signed batch per store, published.
+"""``storegw hq push-prices``: a price list → one signed batch per store, published to a whole
+fleet at once, and (``push_to_fleet``) what each store did with it.
 
 Versions are strictly increasing *per store*: HQ keeps the last version it pushed to each store
 in its database (``hq_price_versions``), so every store sees 1, 2, 3… without gaps whatever mix
 of stores and groups a push targets. Each store gets its own batch (its own version, scoped to
-it and to the group named), split into parts under the broker's message size.
+it alone), split into parts under the broker's message size; the list is encoded once, each
+store's batch built and signed when its turn to be published comes, and the publishes are
+pipelined across the fleet. ``push_to_fleet`` then listens read-only to the stores' receipts,
+state, refusal alerts and ``up/sync`` and classifies each store (:mod:`gateway.hq.fleet`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.clock import SystemClock, isoformat_utc
-from gateway.errors import ConfigError, ConfigIssue, LinkDownError
+from gateway.clock import SystemClock
+from gateway.errors import ConfigError, ConfigIssue, LinkError
 from gateway.hq.consumer import HQ_MIGRATIONS
-from gateway.hq.prices import build_price_messages, read_price_list, read_promotions
+from gateway.hq.fleet import TOPICS, FleetProgress, FleetPush, FleetSummary
+from gateway.hq.prices import PriceParts, read_price_list, read_promotions
+from gateway.hq.publish import (
+    PROBE_QUIET_S,
+    FleetRun,
+    Plan,
+    new_link,
+    publish_all,
+    run_link,
+    stop,
+    take_versions,
+)
 from gateway.hq.tail import HqSettings, load_hq_config
 from gateway.store.database import Database
-from gateway.sync.link import MqttLink
 from gateway.sync.signing import Signer
 
-__all__ = ["PricePush", "push_prices"]
+__all__ = ["DEFAULT_DEADLINE_S", "PricePush", "push_prices", "push_to_fleet"]
+
+#: How long ``push-prices`` waits for the stores' receipts by default.
+DEFAULT_DEADLINE_S = 120.0
 
 
 def _targets(settings: HqSettings, stores: Sequence[str], groups: Sequence[str]) -> list[str]:
@@ -81,6 +98,30 @@ class PricePush:
             signer = Signer.from_pem(settings.signing.kid, pem)
         return cls(settings, items, signer, promotions, list(cancel_promotions))
 
+    def plan(
+        self,
+        versions: dict[str, int],
+        *,
+        kind: Literal["full", "delta"],
+        delete: Sequence[str],
+        issued_at: datetime,
+    ) -> Plan:
+        """The batches for these versions (built later, store by store, when published)."""
+        return Plan(
+            versions,
+            PriceParts.of(
+                self.items,
+                signed=self.signer is not None,
+                max_message_bytes=self.settings.mqtt.max_message_bytes,
+            ),
+            kind,
+            issued_at,
+            self.signer,
+            delete,
+            self.promotions,
+            self.cancel_promotions,
+        )
+
 
 async def push_prices(
     push: PricePush,
@@ -91,56 +132,80 @@ async def push_prices(
     delete: Sequence[str] = (),
     connect_timeout_s: float = 30.0,
 ) -> dict[str, int]:
-    """Publish the batch to every target store; returns store → version pushed."""
-    settings, items, signer = push.settings, push.items, push.signer
+    """Publish the batch to every target store, waiting for nothing but the broker's
+    acceptance; returns store → version pushed. (:func:`push_to_fleet` also waits for what
+    the stores did with it.)"""
+    settings = push.settings
     targets = _targets(settings, stores, groups)
     clock = SystemClock()
-    mqtt = settings.mqtt.model_copy(update={"client_id": None})  # never steal tail's session
-    prefix = mqtt.topic_root.split("{store_id}")[0]
-    pushed: dict[str, int] = {}
     async with Database.running(
         settings.hq.prices_path(), clock=clock, migrations=HQ_MIGRATIONS
     ) as database:
-        link = MqttLink(config=mqtt, store_id="hq-push", boot=0, clock=clock, announce=False)
-        task = asyncio.create_task(link.run(), name="hq.push.link")
+        link = new_link(settings)
+        task = await run_link(link, settings, connect_timeout_s)
         try:
-            async with asyncio.timeout(connect_timeout_s):
-                await link.connected.wait()
-            for store in targets:
-                row = await database.fetchone(
-                    "SELECT version FROM hq_price_versions WHERE store = ?", (store,)
-                )
-                version = (int(row["version"]) if row is not None else 0) + 1
-                messages = build_price_messages(
-                    items,
-                    version=version,
-                    kind=kind,
-                    issued_at=clock.utc_now(),
-                    # Versions are per store: a batch names exactly one store, so it can never
-                    # be replayed to another member of a group.
-                    stores=[store],
-                    delete=delete,
-                    promotions=push.promotions,
-                    cancel_promotions=push.cancel_promotions,
-                    signer=signer,
-                    max_message_bytes=mqtt.max_message_bytes,
-                )
-                # The version is taken before anything is sent: a push that fails half-way
-                # is re-done under a new version, never mixed into the old one.
-                await database.write(
-                    "INSERT INTO hq_price_versions VALUES (?, ?, ?) ON CONFLICT (store) "
-                    "DO UPDATE SET version = excluded.version, pushed_at = excluded.pushed_at",
-                    (store, version, isoformat_utc(clock.utc_now())),
-                )
-                for message in messages:
-                    await link.publish(f"{prefix}{store}/down/prices", message)
-                pushed[store] = version
-        except TimeoutError:
-            raise LinkDownError(
-                f"no connection to {mqtt.host}:{mqtt.port} within {connect_timeout_s:.0f} s"
-            ) from None
+            now = clock.utc_now()
+            versions = await take_versions(database, targets, now)
+            plan = push.plan(versions, kind=kind, delete=delete, issued_at=now)
+            prefix = settings.mqtt.topic_root.split("{store_id}")[0]
+            try:
+                await publish_all(link, prefix, plan)
+            except* LinkError as failed:
+                raise failed.exceptions[0] from None
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    return pushed
+            await stop(task)
+    return versions
+
+
+async def push_to_fleet(
+    push: PricePush,
+    *,
+    kind: Literal["full", "delta"],
+    stores: Sequence[str] = (),
+    groups: Sequence[str] = (),
+    delete: Sequence[str] = (),
+    deadline_s: float = DEFAULT_DEADLINE_S,
+    wait_offline: bool = False,
+    on_progress: Callable[[FleetProgress], None] | None = None,
+    connect_timeout_s: float = 30.0,
+    probe_quiet_s: float = PROBE_QUIET_S,
+) -> FleetSummary:
+    """Push the batch to every target store and wait — at most ``deadline_s`` from the first
+    publish — for what each did with it: applied, refused (with the reason), behind, offline,
+    no answer, not sent (:class:`~gateway.hq.fleet.Outcome`). Returns early once nothing more
+    can come (:meth:`FleetPush.settled`); once everything is published, stores online but
+    quiet for ``probe_quiet_s`` are asked for their version (``resync`` → ``up/sync``: a
+    receipt lost on the way does not leave them behind). Connecting has its own
+    ``connect_timeout_s`` (LinkDownError). For scripts and benches: ``PricePush(settings,
+    items, signer)`` builds the push without files; the CLI prints the summary returned."""
+    settings = push.settings
+    targets = _targets(settings, stores, groups)
+    clock = SystemClock()
+    async with Database.running(
+        settings.hq.prices_path(), clock=clock, migrations=HQ_MIGRATIONS
+    ) as database:
+        run = FleetRun(on_progress, probe_quiet_s=probe_quiet_s)
+        link = new_link(settings)
+        for topic in TOPICS:  # read-only copies: custody acks stay with `hq tail`
+            link.subscribe(topic, run.on_message)
+        task = await run_link(link, settings, connect_timeout_s)
+        try:
+            now = clock.utc_now()
+            versions = await take_versions(database, targets, now)
+            plan = push.plan(versions, kind=kind, delete=delete, issued_at=now)
+            tracker = run.start(
+                FleetPush(versions, started_at=now, topic_root=settings.mqtt.topic_root)
+            )
+            prefix = settings.mqtt.topic_root.split("{store_id}")[0]
+            started = clock.monotonic()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline_s):
+                    await run.publish_and_wait(link, prefix, plan, wait_offline=wait_offline)
+            for store in versions:  # the deadline cut these publishes short
+                if not tracker.sent(store):
+                    tracker.send_failed(store, "the deadline passed before the broker took it")
+        finally:
+            await stop(task)
+    if on_progress is not None:
+        on_progress(tracker.progress())
+    return tracker.summary(elapsed_s=clock.monotonic() - started, deadline_s=deadline_s)

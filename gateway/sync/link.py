@@ -142,8 +142,12 @@ class MqttLink:
         clock: Clock,
         rng: random.Random | None = None,
         announce: bool = True,
+        session_expiry_s: int = _SESSION_EXPIRY_S,
     ) -> None:
         self._announce = announce  # birth/will/death on state: stores yes, HQ consumers no
+        # 0: a clean session the broker forgets at disconnect (HQ's one-shot tools, which
+        # must leave no subscription behind to queue messages for nobody).
+        self._session_expiry_s = session_expiry_s
         self._config = config
         self._clock = clock
         self._boot = boot
@@ -306,7 +310,7 @@ class MqttLink:
         client = self._new_client()
         self._client = client
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = _SESSION_EXPIRY_S
+        properties.SessionExpiryInterval = self._session_expiry_s
         config = self._config
         try:
             result = await self._loop.run_in_executor(
@@ -315,7 +319,7 @@ class MqttLink:
                     config.host,
                     config.port,
                     keepalive=config.keepalive_s,
-                    clean_start=False,
+                    clean_start=self._session_expiry_s == 0,
                     properties=properties,
                 ),
             )
