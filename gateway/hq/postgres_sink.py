@@ -3,8 +3,9 @@ safe with several consumers sharing the load (``$share/<group>/``).
 
 One transaction per batch of envelopes (whatever the link gathered, up to 64):
 
-1. lock the ``hq_marks`` rows of every ``(store, stream, epoch)`` the batch touches (an upsert,
-   in key order, so two consumers never wait on each other in a cycle);
+1. lock the ``hq_marks`` rows of every ``(store, stream, epoch)`` the batch touches
+   (``SELECT … FOR UPDATE`` in key order, so two consumers never wait on each other in a cycle;
+   a key new to this consumer gets its row first);
 2. let each key's :class:`~gateway.hq.intake.Ledger`, loaded from those rows, decide which
    events are new and move the watermark;
 3. ``COPY`` the new events into the day's partition of ``hq_event_log``, write the ledgers
@@ -45,11 +46,18 @@ _LOGGER = logging.getLogger(__name__)
 #: Receives each batch's new events of one key: (store, stream, epoch, event objects).
 EmitRows = Callable[[str, str, str, list[dict[str, Any]]], None]
 
-_LOCK_MARKS = """
-INSERT INTO hq_marks AS m (store, stream, epoch)
+_NEW_MARKS = """
+INSERT INTO hq_marks (store, stream, epoch)
 SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])
-ON CONFLICT (store, stream, epoch) DO UPDATE SET watermark = m.watermark
-RETURNING m.store, m.stream, m.epoch, m.watermark, m.stored, m.expired"""
+ON CONFLICT (store, stream, epoch) DO NOTHING"""
+
+# Locked in key order (LockRows runs above the sort), so consumers never wait in a cycle.
+_LOCK_MARKS = """
+SELECT m.store, m.stream, m.epoch, m.watermark, m.stored, m.expired
+FROM hq_marks m JOIN unnest(%s::text[], %s::text[], %s::text[]) AS k (store, stream, epoch)
+    ON m.store = k.store AND m.stream = k.stream AND m.epoch = k.epoch
+ORDER BY m.store, m.stream, m.epoch
+FOR UPDATE OF m"""
 
 _WRITE_MARKS = """
 UPDATE hq_marks AS m SET watermark = u.watermark, stored = u.stored, expired = u.expired,
@@ -104,6 +112,10 @@ def _copy_text(fresh: dict[Key, list[EventRow]], now: datetime) -> bytes:
     return "".join(lines).encode()
 
 
+def _columns(keys: list[Key]) -> tuple[list[str], list[str], list[str]]:
+    return [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
+
+
 def describe_url(url: str) -> str:
     """``url`` without its password, for logs and errors."""
     try:
@@ -145,6 +157,7 @@ class PostgresSink:
         self._emit = emit
         self._connection: psycopg.AsyncConnection[Any] | None = None
         self._partitions: set[str] = set()
+        self._known_keys: set[Key] = set()  # hq_marks has their rows
         self._ledgers: dict[Key, Ledger] = {}  # the last committed state seen, for reports
         self.unavailable_since: float | None = None  # clock.monotonic() of the first failure
         self.stored = 0
@@ -235,6 +248,7 @@ class PostgresSink:
         outcome = await self._commit(batch)
         self._recovered()
         self._ledgers.update(outcome.ledgers)
+        self._known_keys.update(outcome.ledgers)
         self.stored += sum(len(rows) for rows in outcome.fresh.values())
         self.duplicates += outcome.repeated
         self.expired += outcome.lost
@@ -319,13 +333,7 @@ class PostgresSink:
         outcome = _Outcome()
         ledgers, fresh, conflicts = outcome.ledgers, outcome.fresh, outcome.conflicts
         async with connection.transaction(), connection.cursor() as cursor:
-            await cursor.execute(
-                _LOCK_MARKS, ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
-            )
-            for store, stream, epoch, watermark, stored, expired in await cursor.fetchall():
-                ledgers[(store, stream, epoch)] = Ledger(
-                    int(watermark), [tuple(r) for r in stored], [tuple(r) for r in expired]
-                )
+            await self._lock_ledgers(cursor, keys, ledgers)
             for key in keys:
                 taken = ledgers[key].take(batch[key])
                 fresh[key] = taken.fresh
@@ -363,6 +371,25 @@ class PostgresSink:
                     ),
                 )
         return outcome
+
+    async def _lock_ledgers(
+        self, cursor: psycopg.AsyncCursor[Any], keys: list[Key], ledgers: dict[Key, Ledger]
+    ) -> None:
+        """Lock the ``hq_marks`` rows of ``keys`` and load their ledgers; rows for keys not
+        seen before are made first (a key seen is never made again: no write per batch)."""
+        missing = [key for key in keys if key not in self._known_keys]
+        for _ in range(2):  # a row deleted by hand since: made again
+            if missing:
+                await cursor.execute(_NEW_MARKS, _columns(missing))
+            await cursor.execute(_LOCK_MARKS, _columns(keys))
+            for store, stream, epoch, watermark, stored, expired in await cursor.fetchall():
+                ledgers[(store, stream, epoch)] = Ledger(
+                    int(watermark), [tuple(r) for r in stored], [tuple(r) for r in expired]
+                )
+            missing = [key for key in keys if key not in ledgers]
+            if not missing:
+                return
+        raise StorageError(self.name, f"hq_marks rows for {missing[:3]} cannot be made")
 
     @staticmethod
     async def _conflicts(
