@@ -233,8 +233,13 @@ def run_fleet(args: argparse.Namespace, directory: Path, url: str) -> None:
             f"price push (storegw hq push-prices' push_to_fleet, one signed batch per store, "
             f"{options.price_items} items) to {push.stores:,} stores: the tool settled after "
             f"{push.tool_s:.1f} s ({outcomes}; exit {push.exit_code}); at the stores all "
-            f"applied after {push.applied_s:.1f} s, every price.applied receipt at HQ after "
-            f"{push.receipts_at_hq_s:.1f} s; refused {push.refused}"
+            f"applied after {push.applied_s:.1f} s, "
+            + (
+                f"every price.applied receipt at HQ after {push.receipts_at_hq_s:.1f} s"
+                if push.receipts_at_hq_s is not None
+                else f"only {push.receipts_at_hq:,} receipts at HQ (it is behind)"
+            )
+            + f"; refused {push.refused}"
         )
         check = bench.drain_and_check()
     verdict = "exactly once" if not check.problems else f"{len(check.problems)} problem(s)"
