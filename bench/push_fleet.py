@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import multiprocessing
 import os
+import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,7 +40,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.uplink import free_port, start_broker
+from bench.uplink import free_port
 from gateway.clock import SystemClock, isoformat_utc
 from gateway.hq.consumer import HQ_MIGRATIONS
 from gateway.hq.keys import generate_key
@@ -49,6 +53,24 @@ STORES = int(os.environ.get("BENCH_STORES", "1000"))
 ITEMS = int(os.environ.get("BENCH_ITEMS", "200"))
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
 GOAL_S = 60.0
+
+
+def start_broker(directory: Path, port: int) -> subprocess.Popen[bytes]:
+    """A private mosquitto whose queue per client is not the limit: one client stands in for
+    the whole fleet here, where every real store has a queue of its own (mosquitto's default,
+    1 000 messages, would drop a big list's parts meant for a thousand stores)."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    conf = directory / "m.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 1000000\n"
+    )
+    broker = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return broker
+        time.sleep(0.05)
+    raise RuntimeError("mosquitto did not start")
 
 
 def _stores_main(port: int, names: list[str], ready: Any) -> None:
