@@ -72,6 +72,7 @@ class _Store:
     held: tuple[int, ...] = ()
     refused: str | None = None
     behind_reason: str | None = None  # e.g. parts that expired incomplete
+    synced: bool = False  # an up/sync came (the store said what it has and holds)
 
     def outcome(self) -> Outcome:
         if self.applied >= self.version:
@@ -104,6 +105,12 @@ class _Store:
             return f"offline (boot {self.boot}): the broker holds v{self.version}; {has}"
         if outcome is Outcome.BEHIND:
             stage = "stored, not applied yet" if self.stored else "not applied"
+            if self.synced and not self.stored and self.version not in self.held:
+                # A store refusing again within a day of its last refusal raises no new alert.
+                has += (
+                    f"; it does not hold v{self.version}: not received, or refused "
+                    "(see its storegw status)"
+                )
             return f"v{self.version} {stage}; {has}"
         return f"v{self.version}: nothing heard from the store"
 
@@ -312,9 +319,9 @@ def _take_sync(state: _Store, document: dict[str, Any]) -> bool:
     held = document.get("held_versions", [])
     if not isinstance(held, list):
         raise _GarbageError("held_versions is not a list")
-    state.heard = True
-    state.applied = max(state.applied, have)
     state.held = tuple(_version(v, "a held version") for v in held)
+    state.heard = state.synced = True
+    state.applied = max(state.applied, have)
     return True
 
 
