@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python bench/idle_ble.py
 	$(BIN)/python bench/uplink.py
 	$(BIN)/python bench/drain.py
+	$(BIN)/python bench/hq_sink.py
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/labels.py
 	$(BIN)/python bench/prices.py

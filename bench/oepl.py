@@ -4,8 +4,9 @@ The fake OpenEPaperLink access point (devices/simulated/oepl_ap.py) runs in a ch
 with ``radio_s = 0`` (a delivery takes no air time, so the gateway side is what is measured).
 In this process, on one core, rounds alternate between
 
-- the driver: ``push()`` of every label (16 in flight) while its ``readings()`` count the
-  ``CONFIRMED`` reports (each one the tag's own "xfer complete", matched to the job); and
+- the driver, running across the rounds as the daemon runs it: ``push()`` of every label (16
+  in flight) while its ``readings()`` count the ``CONFIRMED`` reports (each one the tag's own
+  "xfer complete", matched to the job); and
 - the baseline: a bare aiohttp client uploading the same PNGs to the same AP (multipart
   ``mac`` + file, 16 in flight) and counting "xfer complete" frames on the AP's websocket.
 
@@ -69,39 +70,52 @@ async def serve(labels: int) -> None:
         await asyncio.Event().wait()
 
 
-MEMORY = InstanceMemory()  # one instance across rounds, as the supervisor keeps it
+class RunningDriver:
+    """One ``esl.oepl`` driver running across the rounds, as the daemon runs it: its
+    ``readings()`` followed all along, each round's ``CONFIRMED`` reports counted."""
 
+    def __init__(self, url: str) -> None:
+        clock = SystemClock(sync=ClockSyncSource.ASSUME)
+        context = DriverContext("bench", clock, InstanceMemory())
+        self.driver = OeplAccessPoint(context, OeplOptions(url=url))
+        self.pending: set[str] = set()
+        self.done = asyncio.Event()
+        self._follower: asyncio.Task[None] | None = None
 
-async def driver_round(url: str, macs: list[str], images: list[bytes]) -> float:
-    clock = SystemClock(sync=ClockSyncSource.ASSUME)
-    driver = OeplAccessPoint(DriverContext("bench", clock, MEMORY), OeplOptions(url=url))
-    await driver.open()
-    pending = set(macs)
-    done = asyncio.Event()
+    async def start(self) -> None:
+        await self.driver.open()
+        self._follower = asyncio.create_task(self._follow())
+        await asyncio.sleep(0.2)  # the websocket is followed
 
-    async def follow() -> None:
-        async for reading in driver.readings():
+    async def _follow(self) -> None:
+        async for reading in self.driver.readings():
             if isinstance(reading, LabelReport) and reading.kind is LabelReportKind.CONFIRMED:
-                pending.discard(reading.label_id)
-                if not pending:
-                    done.set()
+                self.pending.discard(reading.label_id)
+                if not self.pending:
+                    self.done.set()
 
-    follower = asyncio.create_task(follow())
+    async def stop(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+        await self.driver.close()
+
+
+async def driver_round(running: RunningDriver, macs: list[str], images: list[bytes]) -> float:
+    running.pending, running.done = set(macs), asyncio.Event()
     gate = asyncio.Semaphore(IN_FLIGHT)
 
     async def push(mac: str, image: bytes) -> None:
         async with gate:
-            await driver.push(LabelContent(mac, image, hashlib.sha256(image).hexdigest(), PANEL))
+            digest = hashlib.sha256(image).hexdigest()
+            await running.driver.push(LabelContent(mac, image, digest, PANEL))
 
-    await asyncio.sleep(0.2)  # the websocket is followed
     started = time.perf_counter()
     await asyncio.gather(*(push(mac, image) for mac, image in zip(macs, images, strict=True)))
-    await done.wait()
+    await running.done.wait()
     elapsed = time.perf_counter() - started
-    follower.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await follower
-    await driver.close()
+    await asyncio.sleep(0.2)  # the tags' records after their last deliveries arrive
     return len(macs) / elapsed
 
 
@@ -143,15 +157,18 @@ async def measure(url: str, labels: int, rounds: int) -> None:
     macs = [f"0000A0{i:010X}" for i in range(labels)]
     driver_rates: list[float] = []
     baseline_rates: list[float] = []
+    running = RunningDriver(url)
+    await running.start()
     for round_number in range(rounds):
         images = [png(mac, 2 * round_number) for mac in macs]
-        driver_rates.append(await driver_round(url, macs, images))
+        driver_rates.append(await driver_round(running, macs, images))
         images = [png(mac, 2 * round_number + 1) for mac in macs]
         baseline_rates.append(await baseline_round(url, macs, images))
         print(
             f"round {round_number + 1}: driver {driver_rates[-1]:7.1f} labels/s, "
             f"bare aiohttp {baseline_rates[-1]:7.1f} labels/s"
         )
+    await running.stop()
     driver, baseline = statistics.median(driver_rates), statistics.median(baseline_rates)
     print(f"esl.oepl (render-ready PNG -> JPEG q100 -> /imgupload -> xfer complete): "
           f"{driver:.1f} labels/s confirmed")  # fmt: skip

@@ -7,13 +7,15 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 # mosquitto: the real broker tests start; systemd: systemd-analyze for the unit checks;
-# dbus: a private bus for the fake BlueZ; fonts-dejavu-core: label rendering.
-DEB_PACKAGES=(mosquitto systemd dbus fonts-dejavu-core)
+# dbus: a private bus for the fake BlueZ; fonts-dejavu-core: label rendering; postgresql: the
+# server the HQ PostgreSQL sink's tests start themselves (tests/support/postgres.py).
+DEB_PACKAGES=(mosquitto systemd dbus fonts-dejavu-core postgresql)
 declare -A DEB_PROBE=(
   [mosquitto]=/usr/sbin/mosquitto
   [systemd]=/usr/bin/systemd-analyze
   [dbus]=/usr/bin/dbus-daemon
   [fonts-dejavu-core]=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+  [postgresql]=/usr/lib/postgresql
 )
 
 say() { printf 'setup: %s\n' "$*" >&2; }

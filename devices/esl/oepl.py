@@ -8,13 +8,17 @@
   only for an image of ours; an LED command ends the same way and re-hashes the tag), "xfer
   timeout" (``FAILED`` with that evidence), ``REBOOTING`` or a falling uptime (queued images
   lost: re-pushed), ``sys`` frames (heartbeats), a tag that rebooted (``SEEN`` showing nothing,
-  so the core re-pushes), a ``pending`` the AP never serves (``cmd=clear``, re-push);
+  and its latest content is pushed again), a ``pending`` of one of our labels the AP never
+  serves (``cmd=clear``, re-push);
 - ``push()`` uploads to ``/imgupload`` (``mac`` before the file, ``dither=0``, JPEG quality 100)
   and returns once queued; a label with an image still queued keeps only the latest content
   and gets it after the queued one ends; content the tag already shows is not sent again;
-- ``flash()`` sends ``/led_flash`` with the firmware's built-in flash pattern.
+- ``flash()`` sends ``/led_flash`` with a pattern of about the length asked for;
+- ``prepare_flip()`` / ``restore_checkins()`` lower the AP's ``maxsleep`` for a scheduled
+  flip's window and put it back (:mod:`devices.esl.oepl_checkins`).
 
-State the AP holds for us across reconnects is in ``context.memory`` (:class:`ApMemory`).
+Tags and panels are read by :mod:`devices.esl.oepl_tags`. State the AP holds for us across
+reconnects is in ``context.memory`` (:class:`ApMemory`).
 """
 
 from __future__ import annotations
@@ -23,14 +27,16 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine
-from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import aiohttp
 
+from devices.esl.oepl_checkins import CheckinWindow
 from devices.esl.oepl_http import HTTP_ERRORS, ApClient, jpeg_for_upload
-from devices.esl.oepl_state import ApMemory, OeplOptions, Shown, panel_of_tag_type
+from devices.esl.oepl_reports import ApReports
+from devices.esl.oepl_state import ApMemory, OeplOptions, Shown
+from devices.esl.oepl_tags import ApTags
 from devices.esl.protocol import (
     ApRebooting,
     ApStatus,
@@ -40,7 +46,7 @@ from devices.esl.protocol import (
     TransferTimeout,
     UploadOutcome,
     decode_ws_frame,
-    label_address,
+    led_pattern,
 )
 from devices.kit.plugin import driver_plugin
 from gateway.drivers.contracts import (
@@ -48,8 +54,6 @@ from gateway.drivers.contracts import (
     DriverContext,
     Heartbeat,
     LabelContent,
-    LabelModel,
-    LabelReport,
     LabelReportKind,
     Reading,
 )
@@ -62,7 +66,7 @@ from gateway.errors import (
 __all__ = ["PLUGIN", "OeplAccessPoint"]
 
 _LOGGER = logging.getLogger(__name__)
-_LAST_POSITION = 255  # /get_db's pos is a uint8 on the AP
+_STUCK_RECORDS = 2  # records of one of our tags with a pending not ours before cmd=clear
 
 
 class OeplAccessPoint:
@@ -71,6 +75,9 @@ class OeplAccessPoint:
         self._options = options
         self._memory = context.memory.keep(ApMemory)
         self._ap = ApClient(options.url, options.request_timeout_s)
+        self._tags = ApTags(self._ap, self._memory)
+        self._reports = ApReports(self._memory, self._tags, context.clock, options.url)
+        self._checkins = CheckinWindow(self._ap, self._memory, options, context.clock, context.name)
         self._out: asyncio.Queue[Reading | BaseException] = asyncio.Queue()
         self._garbage = 0
         self._following = False
@@ -93,9 +100,20 @@ class OeplAccessPoint:
             f"{self._garbage + self._ap.garbled} garbled answers"
         )
 
+    @property
+    def checkin_interval_s(self) -> float:
+        return self._checkins.interval_s
+
+    async def prepare_flip(self, window_start: datetime, window_end: datetime) -> None:
+        await self._checkins.prepare(window_start, window_end)
+
+    async def restore_checkins(self) -> None:
+        await self._checkins.restore()
+
     async def open(self) -> None:
         self._ap.open()
-        await self._read_database()
+        await self._tags.read_database()
+        await self._checkins.check()
 
     async def close(self) -> None:
         await self._ap.close()
@@ -106,7 +124,7 @@ class OeplAccessPoint:
         # ``yield``: closing the generator would surface as an exception group).
         try:
             for record in list(self._memory.records.values()):
-                yield self._seen(record, "listed by the access point")
+                yield self._reports.seen(record, "listed by the access point")
             self._following = True
             self._spawn(self._follow(socket))
             while True:
@@ -124,9 +142,9 @@ class OeplAccessPoint:
             await socket.close()
 
     async def push(self, content: LabelContent) -> None:
-        record = await self._record(content.label_id)
+        record = await self._tags.record(content.label_id)
         mac = record.mac
-        panel = self._panel(record)
+        panel = self._tags.panel(record)
         if panel is not None and (content.model.width, content.model.height) != (
             panel.width,
             panel.height,
@@ -158,62 +176,17 @@ class OeplAccessPoint:
         await self._upload(content, record)
 
     async def flash(self, label_id: str, *, seconds: float = 10.0) -> None:
-        """The firmware's built-in flash pattern (its own length: ``seconds`` is not
-        adjustable through /led_flash's pattern here)."""
-        del seconds
-        record = await self._record(label_id)
+        """An LED pattern of about ``seconds`` (1.6 s steps)."""
+        record = await self._tags.record(label_id)
         if not record.has_led:
             raise DriverConfigError(f"tag {record.mac} has no LED")
         job = self._memory.next_job("led")
         self._memory.jobs.setdefault(record.mac, deque()).append(job)
         try:
-            await self._ap.led_flash(record.mac)
+            await self._ap.led_flash(record.mac, led_pattern(seconds))
         except DriverUnavailableError:
             self._drop(record.mac, job.number)
             raise
-
-    # --- reading the AP -------------------------------------------------------------------
-
-    async def _read_database(self) -> None:
-        position: int | None = 0
-        seen: set[str] = set()
-        while position is not None and position <= _LAST_POSITION:
-            records, position = await self._ap.tag_page({"pos": str(position)})
-            for record in records:
-                seen.add(record.mac)
-                await self._learn(record)
-        for mac in [mac for mac in self._memory.records if mac not in seen]:
-            records, _ = await self._ap.tag_page({"mac": mac})  # beyond 255, or known before
-            for record in records:
-                await self._learn(record)
-
-    async def _record(self, label_id: str) -> TagRecord:
-        mac = label_address(label_id)
-        if mac is None:
-            raise DriverConfigError(f"{label_id!r} is not a tag address (16 hex digits)")
-        record = self._memory.records.get(mac)
-        if record is None:
-            records, _ = await self._ap.tag_page({"mac": mac})
-            for found in records:
-                await self._learn(found)
-            record = self._memory.records.get(mac)
-        if record is None:
-            raise DriverConfigError(f"tag {mac} is not known to {self._options.url}")
-        return record
-
-    def _panel(self, record: TagRecord) -> LabelModel | None:
-        panel = self._memory.panels.get(record.hw_type) if record.hw_type is not None else None
-        return replace(panel, has_led=record.has_led) if panel is not None else None
-
-    async def _learn(self, record: TagRecord) -> None:
-        self._memory.records[record.mac] = record
-        kind = record.hw_type
-        if kind is None or kind in self._memory.panels:
-            return
-        document = await self._ap.tag_type(kind)
-        panel = panel_of_tag_type(document)
-        if panel is not None:
-            self._memory.panels[kind] = panel
 
     # --- the websocket --------------------------------------------------------------------
 
@@ -266,14 +239,24 @@ class OeplAccessPoint:
 
     async def _on_record(self, record: TagRecord) -> None:
         memory, mac = self._memory, record.mac
-        await self._learn(record)
+        await self._tags.learn(record)
         shown = memory.shown.get(mac)
         if mac in memory.rehash and shown is not None:
             memory.rehash.discard(mac)
             shown.ap_hash = record.content_hash
-        if record.pending > 0 and not memory.jobs.get(mac):
-            self._spawn(self._clear_stuck(mac))
-        self._out.put_nowait(self._seen(record, "check-in"))
+        rebooted = record.rebooted and record.content_hash is None
+        if rebooted and memory.shown.pop(mac, None) is not None:
+            latest = memory.latest.get(mac)  # it shows nothing now: its content again
+            if latest is not None and not memory.image_queued(mac):
+                _LOGGER.info("%s: tag %s rebooted: its content again", self._context.name, mac)
+                self._spawn(self._push_later(latest))
+        if record.pending > 0 and not memory.jobs.get(mac) and mac in memory.latest:
+            memory.stuck[mac] = memory.stuck.get(mac, 0) + 1
+            if memory.stuck[mac] == _STUCK_RECORDS:  # still there: stuck, not just queued
+                self._spawn(self._clear_stuck(mac))
+        else:
+            memory.stuck.pop(mac, None)
+        self._out.put_nowait(self._reports.seen(record, "check-in"))
 
     def _on_complete(self, mac: str) -> None:
         memory = self._memory
@@ -331,7 +314,10 @@ class OeplAccessPoint:
             )
 
     async def _clear_stuck(self, mac: str) -> None:
-        """``pending`` with nothing of ours queued: the AP's queue is stuck; clear, re-push."""
+        """One of our tags kept a ``pending`` with nothing of ours queued: the AP's queue is
+        stuck; clear, re-push. (On an AP shared with another client, its content queued for
+        one of our tags is cleared too: the risk docs/drivers.md names.)"""
+        self._memory.stuck.pop(mac, None)
         try:
             await self._ap.tag_command(mac, "clear")
         except DriverUnavailableError:
@@ -396,54 +382,8 @@ class OeplAccessPoint:
         if jobs:
             self._memory.jobs[mac] = deque(job for job in jobs if job.number != number)
 
-    # --- reports --------------------------------------------------------------------------
-
-    def _seen(self, record: TagRecord, evidence: str) -> LabelReport:
-        shown = self._memory.shown.get(record.mac)
-        showing = None
-        if shown is not None and (shown.ap_hash is None or shown.ap_hash == record.content_hash):
-            showing = shown.content_hash
-        if record.rebooted and record.content_hash is None:
-            showing, evidence = None, "the tag rebooted (hash zeroed)"
-            self._memory.shown.pop(record.mac, None)
-        return LabelReport(
-            label_id=record.mac,
-            kind=LabelReportKind.SEEN,
-            monotonic=self._context.clock.monotonic(),
-            observed_at=self._context.clock.utc_now(),
-            content_hash=showing,
-            evidence=f"AP {self._options.url}: {evidence}",
-            model=self._panel(record),
-            battery_mv=record.battery_mv,
-            rssi=record.rssi,
-            next_checkin=_epoch(record.next_checkin) if not record.asleep else None,
-            deep_sleep=record.asleep,
-        )
-
     def _report(self, mac: str, kind: LabelReportKind, content_hash: str, evidence: str) -> None:
-        record = self._memory.records.get(mac)
-        self._out.put_nowait(
-            LabelReport(
-                label_id=mac,
-                kind=kind,
-                monotonic=self._context.clock.monotonic(),
-                observed_at=self._context.clock.utc_now(),
-                content_hash=content_hash,
-                evidence=evidence,
-                model=self._panel(record) if record is not None else None,
-                battery_mv=record.battery_mv if record is not None else None,
-                rssi=record.rssi if record is not None else None,
-            )
-        )
-
-
-def _epoch(seconds: int | None) -> datetime | None:
-    if seconds is None or seconds <= 0:
-        return None
-    try:
-        return datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
+        self._out.put_nowait(self._reports.delivery(mac, kind, content_hash, evidence))
 
 
 PLUGIN = driver_plugin(

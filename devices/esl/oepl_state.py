@@ -3,14 +3,16 @@
 :class:`ApMemory` lives in the instance's ``context.memory`` (it outlives the driver objects):
 the AP's tag records, each tag's panel, the jobs the AP holds for us *in its order* (so a tag's
 "xfer complete" is matched to the job it ends: an image of ours, or an LED command), what each
-tag shows by our own content hash, the latest content asked for per label, and the AP's uptime
-(falling: it rebooted).
+tag shows by our own content hash, the latest content asked for per label, the AP's uptime
+(falling: it rebooted), and the ``maxsleep`` to put back after a flip's window (a driver
+restarted within the window still puts back the AP's own value, not the lowered one).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -35,6 +37,13 @@ class OeplOptions(BaseModel):
     )
     seconds_per_label: float = Field(
         3.9, gt=0, le=600, description="Radio time per delivery until measured (296x128: 3.9)."
+    )
+    flip_maxsleep_min: int = Field(
+        1,
+        ge=1,
+        le=254,
+        description="The AP's maxsleep (minutes an idle tag sleeps) during a scheduled flip's "
+        "window; the AP's own value is put back after it.",
     )
 
     @field_validator("url")
@@ -75,6 +84,10 @@ class ApMemory:
     uptime_s: int | None = None
     job_numbers: int = 0
     delivery_times: deque[float] = field(default_factory=lambda: deque(maxlen=32))
+    maxsleep_min: int | None = None  # as last read from the AP (or set by us)
+    saved_maxsleep_min: int | None = None  # the AP's own, while a flip's window lowered it
+    flip_until: datetime | None = None  # the end of the flip window maxsleep is lowered for
+    stuck: dict[str, int] = field(default_factory=dict)  # records with a pending not ours
 
     def next_job(self, kind: str, content_hash: str = "") -> ApJob:
         self.job_numbers += 1

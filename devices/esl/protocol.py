@@ -7,7 +7,9 @@
 - websocket frames as typed events: a tag record changed, the access point's system status,
   "xfer complete" (the label's own confirmation), "xfer timeout", the access point rebooting;
 - answers to ``POST /imgupload`` and ``/jsonupload``: accepted *means queued*, never shown;
-- :func:`content_hash`: the hash the access point reports for a label's confirmed content.
+- :func:`content_hash`: the hash the access point reports for a label's confirmed content;
+- ``GET /get_ap_config``'s ``maxsleep`` (:func:`decode_maxsleep`) and the 12-byte LED pattern of
+  ``/led_flash`` for a flash of about a given length (:func:`led_pattern`).
 
 Nothing here raises on what an access point sends: text that is not JSON, JSON of another
 shape, or a record without a usable MAC decodes to ``None``; an optional field of the wrong
@@ -37,9 +39,11 @@ __all__ = [
     "WsEvent",
     "content_hash",
     "decode_db_page",
+    "decode_maxsleep",
     "decode_tag_record",
     "decode_ws_frame",
     "label_address",
+    "led_pattern",
     "upload_outcome",
 ]
 
@@ -89,6 +93,9 @@ class TagRecord:
     update_count: int | None
     update_last: int | None
     alias: str
+    #: Quarter turns the AP gives our image (set per tag in its web UI for a tag mounted turned):
+    #: odd, the tag is used upright (portrait) and content is drawn height x width.
+    rotate: int = 0
 
     @property
     def has_led(self) -> bool:
@@ -139,6 +146,7 @@ def decode_tag_record(record: object) -> TagRecord | None:
     if mac is None:
         return None
     alias = record.get("alias")
+    rotate = _integer(record, "rotate")
     return TagRecord(
         mac=mac,
         content_hash=_hash(record.get("hash")),
@@ -155,6 +163,7 @@ def decode_tag_record(record: object) -> TagRecord | None:
         update_count=_integer(record, "updatecount"),
         update_last=_integer(record, "updatelast"),
         alias=alias if isinstance(alias, str) else "",
+        rotate=rotate if rotate in (0, 1, 2, 3) else 0,
     )
 
 
@@ -313,3 +322,40 @@ def upload_outcome(status: int, body: str) -> UploadOutcome:
     if status == 400 and "mac not found" in body.lower():
         return UploadOutcome.UNKNOWN_LABEL
     return UploadOutcome.REJECTED
+
+
+# --- AP configuration and LED patterns --------------------------------------------------------
+
+#: ``maxsleep`` of an AP that never saved its configuration (the firmware's default, minutes).
+DEFAULT_MAXSLEEP_MIN = 10
+
+
+def decode_maxsleep(text: str | bytes) -> int | None:
+    """``maxsleep`` (minutes an idle tag may sleep, 1-254) from ``GET /get_ap_config``: the
+    firmware's default when the AP never saved it; None when the answer is not an AP config."""
+    config = _json(text)
+    if not isinstance(config, dict):
+        return None
+    value = config.get("maxsleep", DEFAULT_MAXSLEEP_MIN)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 255:
+        return None  # 255 means 5 seconds on the firmware: not a setting storegw restores
+    return value
+
+
+_LED_COLOUR = 0x3C  # green, RGB332
+_LED_FLASHES, _LED_SPEED, _LED_PAUSE = 3, 2, 10  # 3 flashes 0.2 s apart, then 1 s dark
+_LED_SEQUENCE_S = (_LED_FLASHES * _LED_SPEED + _LED_PAUSE) / 10
+
+
+def led_pattern(seconds: float) -> str:
+    """The ``/led_flash`` pattern flashing for about ``seconds`` (1.6 s steps, at most ~410 s).
+
+    Byte 0 mode 1 (sequences); then three groups of colour (RGB332), flash speed (high nibble,
+    0.1 s) with count (low nibble), and the pause after them (0.1 s); then the number of
+    repeats after the first sequence, and a spare byte. One group is used here.
+    """
+    repeats = max(0, min(255, round(seconds / _LED_SEQUENCE_S) - 1))
+    group = bytes([_LED_COLOUR, _LED_SPEED << 4 | _LED_FLASHES, _LED_PAUSE])
+    return (b"\x81" + group + bytes(6) + bytes([repeats, 0])).hex().upper()

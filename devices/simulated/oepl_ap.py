@@ -9,13 +9,18 @@ notes and the firmware's published sources, not checked against hardware):
 - ``GET /get_db[?mac=][&pos=]`` pages the tag database; ``pos`` is a uint8 as on the AP, so
   paging past 255 records wraps around (the trap a client must avoid);
 - ``POST /tag_cmd`` (``clear``, ``reboot``, ``refresh``, ``ledflash``...) and ``GET /led_flash``;
-- ``GET /tagtypes/HH.json`` describes the panels;
+- ``GET /tagtypes/HH.json`` describes the panels; ``GET /get_ap_config`` and ``POST
+  /save_apcfg`` read and set ``maxsleep`` (``config_refused``: the AP answers 403);
 - ``/ws`` streams ``{"tags": [...]}`` on check-ins and queue changes, ``{"sys": {...}}``
   periodically, ``logMsg`` "<MAC> reports xfer complete", ``errMsg`` "xfer timeout" and
   "REBOOTING".
 
 Virtual check-in timing: tags check in every ``checkin_s`` (real seconds; compress at will);
-the radio serves one queued job at a time, ``radio_s`` each (0: radio timing off). The hash a
+the radio serves one queued job at a time, ``radio_s`` each (0: radio timing off). With
+``minute_s`` (real seconds per minute of ``maxsleep``) tags sleep as on the AP instead: each
+wakes on its own schedule, gets what is queued for it only when awake, and is told to sleep
+``maxsleep`` again after — so a lowered ``maxsleep`` takes effect tag by tag, at each one's
+next wake. The hash a
 tag reports is of the AP's own converted buffer (here: the MD5 of a salted upload), never the
 gateway's content hash. Fault hooks: :meth:`reboot`, :meth:`reboot_tag`, :meth:`stick_pending`,
 ``busy_uploads``, ``fail_deliveries`` (a tag that never answers: "xfer timeout" after 20
@@ -27,55 +32,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import time
-from collections import deque
-from dataclasses import dataclass, field
+import zlib
 from typing import Any
 
 from aiohttp import BodyPartReader, WSMsgType, web
+from PIL import Image
 
-from devices.esl.protocol import DEEP_SLEEP_CHECKIN, content_hash
+from devices.esl.protocol import content_hash
+from devices.simulated.oepl_tag import TAG_TYPES, FakeTag
 
 __all__ = ["TAG_TYPES", "FakeAccessPoint", "FakeTag"]
 
-#: hwType → the tag type file the AP serves (subset of resources/tagtypes).
-TAG_TYPES: dict[int, dict[str, Any]] = {
-    0x01: {"name": 'M2 2.9"', "width": 296, "height": 128, "rotatebuffer": 1, "bpp": 2,
-           "colortable": {"white": [255, 255, 255], "black": [0, 0, 0], "red": [255, 0, 0]}},
-    0x00: {"name": 'M2 1.54"', "width": 152, "height": 152, "rotatebuffer": 0, "bpp": 1,
-           "colortable": {"white": [255, 255, 255], "black": [0, 0, 0]}},
-}  # fmt: skip
 _PAGE = 50
 _ATTEMPTS = 20
 _SALT = b"ap-buffer:"  # the AP hashes its converted buffer, not the uploaded file
-
-
-@dataclass
-class FakeTag:
-    mac: str
-    hw_type: int = 0x01
-    battery_mv: int = 2900
-    rssi: int = -60
-    capabilities: int = 0x01
-    ap_hash: str = "0" * 32
-    wakeup_reason: int = 0
-    next_checkin: int = 0
-    last_seen: int = 0
-    queue: deque[tuple[str, bytes]] = field(default_factory=deque)  # ("image"|"led", data)
-    stuck_pending: bool = False
-    deep_sleep: bool = False
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "mac": self.mac, "hash": self.ap_hash, "lastseen": self.last_seen,
-            "nextupdate": 0, "nextcheckin": DEEP_SLEEP_CHECKIN if self.deep_sleep
-            else self.next_checkin, "pending": len(self.queue) or int(self.stuck_pending),
-            "alias": "", "contentMode": 24, "LQI": 100, "RSSI": self.rssi, "temperature": 21,
-            "batteryMv": self.battery_mv, "hwType": self.hw_type,
-            "wakeupReason": self.wakeup_reason, "capabilities": self.capabilities,
-        }  # fmt: skip
 
 
 class FakeAccessPoint:
@@ -89,6 +63,7 @@ class FakeAccessPoint:
         radio_s: float = 0.0,
         checkin_s: float = 0.2,
         sys_s: float = 0.2,
+        minute_s: float = 0.0,
     ) -> None:
         tags = list(tags or []) + [FakeTag(f"0000A0{i:010X}") for i in range(tag_count)]
         self.tags: dict[str, FakeTag] = {tag.mac: tag for tag in tags}
@@ -102,6 +77,11 @@ class FakeAccessPoint:
         self.uploads: list[str] = []  # macs, in order of accepted uploads
         self.commands: list[tuple[str, str]] = []
         self.maxsleep_min = 10
+        self.minute_s = minute_s
+        self.config_refused = False
+        self.led_seconds: dict[str, float] = {}  # per tag, the length of its last LED pattern
+        self.upload_sizes: dict[str, tuple[int, int]] = {}  # per tag, its last image's size
+        self._awake: set[str] = set()
         self._booted = time.monotonic()
         self._sockets: set[web.WebSocketResponse] = set()
         self._work = asyncio.Event()
@@ -119,6 +99,7 @@ class FakeAccessPoint:
         app.router.add_get("/led_flash", self._led_flash)
         app.router.add_get("/tagtypes/{name}", self._tagtype)
         app.router.add_post("/save_apcfg", self._save_apcfg)
+        app.router.add_get("/get_ap_config", self._get_ap_config)
         app.router.add_get("/ws", self._ws)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
@@ -127,6 +108,11 @@ class FakeAccessPoint:
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}"
         self._tasks = [asyncio.create_task(self._radio()), asyncio.create_task(self._clock())]
+        if self.minute_s > 0:
+            now = time.monotonic()
+            for tag in self.tags.values():  # each on its own phase within one sleep
+                tag.wake_at = now + zlib.crc32(tag.mac.encode()) % 1000 / 1000 * self.sleep_s
+            self._tasks.append(asyncio.create_task(self._sleepers()))
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
@@ -179,6 +165,11 @@ class FakeAccessPoint:
         self._tasks[0] = asyncio.create_task(self._radio())
         self._work.set()
 
+    @property
+    def sleep_s(self) -> float:
+        """How long an idle tag sleeps now (``maxsleep``, with ``minute_s``)."""
+        return self.maxsleep_min * self.minute_s
+
     def uptime_s(self) -> int:
         return int(time.monotonic() - self._booted)
 
@@ -214,12 +205,17 @@ class FakeAccessPoint:
         if self.busy_uploads > 0:
             self.busy_uploads -= 1
             return web.Response(status=409, text="Come back later")
-        buffer_hash = content_hash(_SALT + fields["file"])
-        if buffer_hash != tag.ap_hash:  # identical content is not sent again
-            tag.queue.append(("image", fields["file"]))
-            self._work.set()
+        with contextlib.suppress(OSError, ValueError), Image.open(io.BytesIO(fields["file"])) as im:
+            self.upload_sizes[mac] = im.size
         self.uploads.append(mac)
-        await self._send({"tags": [tag.record()]})
+        frame = tag.record()
+        if content_hash(_SALT + fields["file"]) == tag.ap_hash:  # identical: not sent again
+            await self._send({"tags": [frame]})
+            return web.Response(text="Ok, saved")
+        frame["pending"] = len(tag.queue) + 1
+        await self._send({"tags": [frame]})  # the queue change is told before any delivery
+        tag.queue.append(("image", fields["file"]))
+        self._work.set()
         return web.Response(text="Ok, saved")
 
     async def _get_db(self, request: web.Request) -> web.Response:
@@ -255,6 +251,16 @@ class FakeAccessPoint:
         tag = self.tags.get(request.query.get("mac", "").upper())
         if tag is None:
             return web.Response(status=400, text="Error: mac not found")
+        try:
+            pattern = bytes.fromhex(request.query.get("pattern", ""))
+        except ValueError:
+            pattern = b""
+        if len(pattern) != 12:
+            return web.Response(status=400, text="Error: expects 12 hex bytes in pattern")
+        groups = [(pattern[2 + 3 * g] >> 4, pattern[2 + 3 * g] & 15, pattern[3 + 3 * g])
+                  for g in range(3)]  # (speed, count, pause), 0.1 s  # fmt: skip
+        sequence_s = sum(count * speed + pause for speed, count, pause in groups) / 10
+        self.led_seconds[tag.mac] = sequence_s * (pattern[10] + 1)
         self.commands.append((tag.mac, "led_flash"))
         tag.queue.append(("led", b""))
         self._work.set()
@@ -270,9 +276,14 @@ class FakeAccessPoint:
 
     async def _save_apcfg(self, request: web.Request) -> web.Response:
         form = await request.post()
+        if self.config_refused:
+            return web.Response(status=403, text="locked")
         with contextlib.suppress(ValueError):
-            self.maxsleep_min = int(str(form.get("maxsleep", self.maxsleep_min)))
+            self.maxsleep_min = int(str(form.get("maxsleep", self.maxsleep_min))) & 0xFF
         return web.Response(text="Ok, saved")
+
+    async def _get_ap_config(self, _request: web.Request) -> web.Response:
+        return web.json_response({"apstate": "1", "alias": "", "maxsleep": self.maxsleep_min})
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         socket = web.WebSocketResponse(heartbeat=None)
@@ -303,9 +314,12 @@ class FakeAccessPoint:
         while True:
             await self._work.wait()
             self._work.clear()
-            while busy := [t for t in self.tags.values() if t.queue and not self.mute]:
+            while busy := [t for t in self.tags.values() if self._servable(t)]:
                 for tag in busy:
                     await self._deliver(tag)
+
+    def _servable(self, tag: FakeTag) -> bool:
+        return bool(tag.queue) and not self.mute and (self.minute_s <= 0 or tag.mac in self._awake)
 
     async def _deliver(self, tag: FakeTag) -> None:
         if self.radio_s > 0:
@@ -322,6 +336,9 @@ class FakeAccessPoint:
         kind, data = tag.queue.popleft()
         tag.ap_hash = content_hash(_SALT + data if kind == "image" else b"led" + os.urandom(4))
         tag.wakeup_reason, tag.last_seen = 0, int(time.time())
+        if not tag.queue:  # told to sleep again
+            self._awake.discard(tag.mac)
+            tag.wake_at = time.monotonic() + self.sleep_s
         await self._send({"logMsg": f"{tag.mac} reports xfer complete"})
         await self._send({"tags": [tag.record()]})
 
@@ -331,7 +348,7 @@ class FakeAccessPoint:
         last_checkin = last_sys = time.monotonic()
         while True:
             await asyncio.sleep(min(self.checkin_s, self.sys_s))
-            if time.monotonic() - last_checkin >= self.checkin_s:
+            if self.minute_s <= 0 and time.monotonic() - last_checkin >= self.checkin_s:
                 last_checkin = time.monotonic()
                 now = int(time.time())
                 records = []
@@ -343,6 +360,27 @@ class FakeAccessPoint:
             if time.monotonic() - last_sys >= self.sys_s:
                 last_sys = time.monotonic()
                 await self._send({"sys": {"uptime": self.uptime_s(), "apstate": 1}})
+
+    async def _sleepers(self) -> None:
+        """With ``minute_s``: tags wake on their own schedule; one with something queued
+        stays awake for the radio, the others sleep ``maxsleep`` again."""
+        while True:
+            now = time.monotonic()
+            woken = [t for t in self.tags.values() if t.wake_at <= now and t.mac not in self._awake]
+            records = []
+            for tag in woken:
+                tag.last_seen = int(time.time())
+                if tag.queue:
+                    self._awake.add(tag.mac)
+                    self._work.set()
+                else:
+                    tag.wake_at = now + self.sleep_s
+                tag.next_checkin = int(time.time() + tag.wake_at - now)
+                records.append(tag.record())
+            for start in range(0, len(records), _PAGE):
+                await self._send({"tags": records[start : start + _PAGE]})
+            sleeping = [t.wake_at for t in self.tags.values() if t.mac not in self._awake]
+            await asyncio.sleep(min(0.5, max(0.001, min(sleeping, default=now + 0.5) - now)))
 
 
 async def _serve_forever(tags: int, radio_s: float, checkin_s: float) -> None:

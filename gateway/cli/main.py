@@ -47,6 +47,15 @@ def _add_hq_commands(commands: Any) -> None:
         action="store_true",
         help="store and acknowledge only, print no event lines (feeds, benchmarks)",
     )
+    hq_tail.add_argument(
+        "--database", help="overrides [hq] database: a SQLite file or a postgresql:// URL"
+    )
+    hq_tail.add_argument(
+        "--share-group", help="overrides [hq] share_group: consume through $share/NAME/"
+    )
+    hq_tail.add_argument(
+        "--client-id", help="overrides [mqtt] client_id (one per consumer of a share group)"
+    )
 
     keygen = hq_commands.add_parser(
         "keygen", help="create an Ed25519 signing key for HQ; prints the stores' config line"
@@ -376,15 +385,21 @@ def _run(
         return _exit_code_for(first)
 
 
-def _hq_tail(config_path: Path, duration: float | None, *, quiet: bool = False) -> int:
+def _hq_tail(args: argparse.Namespace) -> int:
     from gateway.clock import SystemClock
     from gateway.errors import ConfigError, GatewayError
     from gateway.hq.tail import load_hq_config, tail
     from gateway.logsetup import configure_logging
 
     configure_logging()
+    config_path, duration, quiet = args.config, args.duration, args.quiet
     try:
-        settings = load_hq_config(config_path)
+        settings = load_hq_config(
+            config_path,
+            database=args.database,
+            share_group=args.share_group,
+            client_id=args.client_id,
+        )
     except ConfigError as exc:
         _LOGGER.error("%s", exc)
         return EXIT_CONFIG
@@ -649,7 +664,7 @@ def _hq(args: argparse.Namespace) -> int:
         return _hq_push_prices(args)
     if args.hq_command == "cmd":
         return _hq_cmd(args)
-    return _hq_tail(args.config, args.duration, quiet=args.quiet)
+    return _hq_tail(args)
 
 
 def _hq_keygen(out: Path, kid: str) -> int:

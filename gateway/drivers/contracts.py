@@ -58,6 +58,7 @@ __all__ = [
     "LabelPalette",
     "LabelReport",
     "LabelReportKind",
+    "PreparesFlips",
     "Reading",
     "ReceiverState",
     "ReceiverStatus",
@@ -342,6 +343,30 @@ class LabelDriver(Driver, Protocol):
         ...
 
     async def flash(self, label_id: str, *, seconds: float = 10.0) -> None: ...
+
+
+@runtime_checkable
+class PreparesFlips(Protocol):
+    """Optional for ESL drivers whose labels sleep between check-ins (an access point's tags):
+    new content reaches a label only when it next checks in, so ahead of a scheduled flip the
+    core asks the driver to shorten that sleep for the flip's window, and afterwards to put it
+    back.
+
+    ``checkin_interval_s`` is the longest a label sleeps between check-ins now: the core calls
+    ``prepare_flip`` at least that long before the window starts. ``prepare_flip`` may be
+    called again (another or a longer window: the window grows, and the interval saved the
+    first time is the one put back). ``restore_checkins`` puts back the interval from before
+    the first ``prepare_flip`` — also when the driver restarted in between (kept in
+    ``context.memory``) — and does nothing when none is prepared. Both raise
+    ``DriverUnavailableError`` when the ESL system refuses or cannot be reached.
+    """
+
+    @property
+    def checkin_interval_s(self) -> float: ...
+
+    async def prepare_flip(self, window_start: datetime, window_end: datetime) -> None: ...
+
+    async def restore_checkins(self) -> None: ...
 
 
 # --- plugins ------------------------------------------------------------------------------

@@ -20,14 +20,23 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 from pydantic import ValidationError
 
 from gateway.errors import StorageError
+from gateway.hq.intake import (
+    EXPIRED,
+    Ack,
+    EventRow,
+    Key,
+    Ledger,
+    ack_for,
+    finite_json,
+    warn_expired,
+)
+from gateway.hq.sqlite_schema import HQ_MIGRATIONS
 from gateway.store.database import Database
-from gateway.store.migrations import MIGRATIONS, Migration
 from gateway.wire.envelope import EnvelopeHeaders, EventHeader
 
 __all__ = [
@@ -41,76 +50,13 @@ __all__ = [
 
 _LOGGER = logging.getLogger(__name__)
 
-HQ_MIGRATIONS: tuple[Migration, ...] = (
-    MIGRATIONS[0],  # meta: epoch, boot
-    Migration(
-        2,
-        "hq: events received from stores, and custody watermarks",
-        (
-            """CREATE TABLE hq_events (
-                store TEXT NOT NULL, stream TEXT NOT NULL, epoch TEXT NOT NULL,
-                seq INTEGER NOT NULL, id TEXT NOT NULL, ts TEXT NOT NULL, type TEXT NOT NULL,
-                event TEXT NOT NULL, received_at TEXT NOT NULL,
-                PRIMARY KEY (store, stream, epoch, seq)
-            ) STRICT, WITHOUT ROWID""",
-            """CREATE TABLE hq_watermarks (
-                store TEXT NOT NULL, stream TEXT NOT NULL, epoch TEXT NOT NULL,
-                seq INTEGER NOT NULL,
-                PRIMARY KEY (store, stream, epoch)
-            ) STRICT""",
-        ),
-    ),
-    Migration(
-        3,
-        "hq: the last price batch version pushed to each store",
-        (
-            """CREATE TABLE hq_price_versions (
-                store TEXT PRIMARY KEY, version INTEGER NOT NULL, pushed_at TEXT NOT NULL
-            ) STRICT""",
-        ),
-    ),
-    Migration(
-        4,
-        "hq: events stored as received, one row per envelope; hq_events becomes a view",
-        (
-            # ``payload`` is a JSON object whose ``events`` array holds seq_from..seq_to (the
-            # envelope as it came, or only its new events when some were held already).
-            """CREATE TABLE hq_batches (
-                store TEXT NOT NULL, stream TEXT NOT NULL, epoch TEXT NOT NULL,
-                seq_from INTEGER NOT NULL, seq_to INTEGER NOT NULL,
-                received_at TEXT NOT NULL, payload TEXT NOT NULL,
-                PRIMARY KEY (store, stream, epoch, seq_to)
-            ) STRICT""",
-            """INSERT INTO hq_batches
-            SELECT store, stream, epoch, seq, seq, received_at, json_object('events',
-                json_array(json(event))) FROM hq_events""",
-            "DROP TABLE hq_events",
-            """CREATE VIEW hq_events AS
-            SELECT b.store, b.stream, b.epoch, e.value ->> '$.seq' AS seq,
-                e.value ->> '$.id' AS id, e.value ->> '$.ts' AS ts, e.value ->> '$.type' AS type,
-                e.value AS event, b.received_at
-            FROM hq_batches b, json_each(b.payload, '$.events') e""",
-        ),
-    ),
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    topic: str
-    payload: bytes
-
-
-_EXPIRED = "outbox.expired"
-
 _STORE_BATCH = "INSERT OR IGNORE INTO hq_batches VALUES (?, ?, ?, ?, ?, ?, ?)"
 _STORE_WATERMARK = (
     "INSERT INTO hq_watermarks VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE "
     "SET seq = max(seq, excluded.seq)"
 )
 
-_Snapshot = tuple[int, set[int], dict[int, int]]
-_Key = tuple[str, str, str]
+_Key = Key
 
 # The ids HQ holds for the seqs of one key within a range (the rows overlapping it).
 _HELD_IDS = (
@@ -123,40 +69,6 @@ _HELD_IDS = (
 EmitEvents = Callable[[str, str, str, list[EventHeader]], None]
 
 
-@dataclass(slots=True)
-class _Custody:
-    watermark: int = 0
-    above: set[int] = field(default_factory=set)
-    covered: dict[int, int] = field(default_factory=dict)  # expired ranges: from_seq -> seq
-    reported_gap: tuple[int, int] | None = None
-
-    def cover(self, first: int, last: int) -> None:
-        if last > self.watermark:
-            self.covered[first] = max(last, self.covered.get(first, last))
-
-    def advance(self) -> None:
-        """Move the watermark over every stored seq and expired range that joins it."""
-        while True:
-            following = self.watermark + 1
-            if following in self.above:
-                self.above.discard(following)
-                self.watermark = following
-                continue
-            reach = max(
-                (last for first, last in self.covered.items() if first <= following), default=0
-            )
-            if reach < following:
-                self.covered = {f: t for f, t in self.covered.items() if t > self.watermark}
-                return
-            self.watermark = reach
-            self.covered = {f: t for f, t in self.covered.items() if t > reach}
-            self.above = {seq for seq in self.above if seq > reach}
-
-    def first_gap(self) -> tuple[int, int] | None:
-        waiting = [*self.covered, *self.above]
-        return (self.watermark + 1, min(waiting) - 1) if waiting else None
-
-
 def _events_of(payload: bytes, envelope: EnvelopeHeaders) -> list[EventHeader]:
     """An envelope's events whole: its JSON parsed again, with the header fields as
     :class:`EnvelopeHeaders` validated them (the parse never decides seq or type). Raises
@@ -167,19 +79,6 @@ def _events_of(payload: bytes, envelope: EnvelopeHeaders) -> list[EventHeader]:
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"envelope events do not parse as validated: {exc}") from exc
     return cast("list[EventHeader]", whole)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(name)
-
-
-def _finite_json(payload: bytes) -> bool:
-    """False if ``payload`` holds NaN or an infinity as a number (not inside a string)."""
-    try:
-        json.loads(payload, parse_constant=_refuse_constant)
-    except ValueError:
-        return False
-    return True
 
 
 class HqConsumer:
@@ -197,7 +96,8 @@ class HqConsumer:
         self._prefix = topic_prefix
         self._emit = emit
         self._now = now
-        self._custody: dict[tuple[str, str, str], _Custody] = {}
+        self._custody: dict[Key, Ledger] = {}
+        self._reported_gaps: dict[Key, tuple[int, int] | None] = {}
         self.stored = 0
         self.duplicates = 0
         self.rejected = 0
@@ -208,22 +108,25 @@ class HqConsumer:
     async def load(self) -> None:
         for row in await self._db.fetchall("SELECT store, stream, epoch, seq FROM hq_watermarks"):
             key = (str(row["store"]), str(row["stream"]), str(row["epoch"]))
-            self._custody[key] = _Custody(int(row["seq"]))
+            self._custody[key] = Ledger(int(row["seq"]))
         for row in await self._db.fetchall(
             "SELECT b.store, b.stream, b.epoch, e.value ->> '$.seq' AS seq, "
             "e.value ->> '$.type' AS type, e.value ->> '$.from_seq' AS first "
             "FROM hq_batches b LEFT JOIN hq_watermarks w USING (store, stream, epoch), "
-            "json_each(b.payload, '$.events') e WHERE b.seq_to > coalesce(w.seq, 0)"
+            "json_each(b.payload, '$.events') e WHERE b.seq_to > coalesce(w.seq, 0) "
+            "ORDER BY 1, 2, 3, 4"
         ):
-            if int(row["seq"]) <= self.watermark(row["store"], row["stream"], row["epoch"]):
+            seq = int(row["seq"])
+            if seq <= self.watermark(row["store"], row["stream"], row["epoch"]):
                 continue
             key = (str(row["store"]), str(row["stream"]), str(row["epoch"]))
-            custody = self._custody.setdefault(key, _Custody())
-            custody.above.add(int(row["seq"]))
-            if row["type"] == _EXPIRED and isinstance(row["first"], int):
-                custody.cover(row["first"], int(row["seq"]))
-        for custody in self._custody.values():
-            custody.advance()
+            ledger = self._custody.setdefault(key, Ledger())
+            ledger.stored.append((seq, seq))
+            first = row["first"]
+            if row["type"] == EXPIRED and type(first) is int and 1 <= first <= seq:
+                ledger.expired.append((first, seq))
+        for ledger in self._custody.values():
+            ledger.advance()
 
     def watermark(self, store: str, stream: str, epoch: str) -> int:
         custody = self._custody.get((store, stream, epoch))
@@ -240,7 +143,7 @@ class HqConsumer:
         they touched, to publish once this returns. Garbage is logged and skipped; if anything
         fails before the commit is done, nothing is acked and nothing is remembered (the
         broker redelivers)."""
-        snapshots: dict[tuple[str, str, str], _Snapshot] = {}
+        snapshots: dict[Key, Ledger] = {}
         statements: list[tuple[str, tuple[Any, ...]]] = []
         emitted: list[tuple[EnvelopeHeaders, list[EventHeader]]] = []
         repeated: dict[_Key, dict[int, str]] = {}  # seqs held already: the ids they came with
@@ -265,9 +168,7 @@ class HqConsumer:
             if statements:
                 await self._db.submit_atomic(statements, weight=len(statements))
         except BaseException:
-            for key, (watermark, above, covered) in snapshots.items():  # not stored: forget
-                custody = self._custody[key]
-                custody.watermark, custody.above, custody.covered = watermark, above, covered
+            self._custody.update(snapshots)  # not stored: forget
             raise
         self.stored += new_events
         if self._emit is not None:
@@ -280,23 +181,16 @@ class HqConsumer:
                 _LOGGER.warning("cannot compare repeated seqs of %s/%s epoch %s: %s", *key, exc)
         acks = []
         for key in snapshots:
-            custody = self._custody[key]
-            self._report_gap(key, custody)
-            if custody.watermark:
-                store, stream, epoch = key
-                ack = {"stream": stream, "epoch": epoch, "seq": custody.watermark}
-                acks.append(
-                    Ack(
-                        f"{self._prefix}{store}/down/ack",
-                        json.dumps(ack, separators=(",", ":")).encode(),
-                    )
-                )
+            ledger = self._custody[key]
+            self._report_gap(key, ledger)
+            if ledger.watermark:
+                acks.append(ack_for(self._prefix, key, ledger.watermark))
         return acks
 
     def _stage(
         self,
         payload: bytes,
-        snapshots: dict[tuple[str, str, str], _Snapshot],
+        snapshots: dict[Key, Ledger],
         repeated: dict[_Key, dict[int, str]],
     ) -> tuple[EnvelopeHeaders, tuple[Any, ...], list[EventHeader] | None] | None:
         """Check an envelope and take its new events into custody (a snapshot of the custody
@@ -312,15 +206,16 @@ class HqConsumer:
             self.rejected += 1
             _LOGGER.warning("rejected envelope: %s", exc.errors(include_url=False)[:3])
             return None
-        if (b"NaN" in payload or b"Infinity" in payload) and not _finite_json(payload):
+        if (b"NaN" in payload or b"Infinity" in payload) and not finite_json(payload):
             self.rejected += 1  # SQLite's JSON functions (the hq_events view) refuse them
             _LOGGER.warning("rejected envelope: NaN or Infinity is not JSON")
             return None
         key = (envelope.store, envelope.stream, envelope.epoch)
-        custody = self._custody.setdefault(key, _Custody())
+        ledger = self._custody.setdefault(key, Ledger())
         if key not in snapshots:
-            snapshots[key] = (custody.watermark, set(custody.above), dict(custody.covered))
-        if self._take_all(envelope, custody):
+            snapshots[key] = ledger.copy()
+        seqs = [event["seq"] for event in envelope.events]
+        if ledger.take_run(seqs, markers=any(e["type"] == EXPIRED for e in envelope.events)):
             # Stored as it came, one row per envelope (the hq_events view lists the events).
             first, last = envelope.events[0]["seq"], envelope.events[-1]["seq"]
             return envelope, (*key, first, last, self._now(), payload.decode()), None
@@ -330,7 +225,7 @@ class HqConsumer:
             self.rejected += 1
             _LOGGER.warning("rejected envelope: %s", exc)
             return None
-        fresh = self._take_fresh(envelope, custody, events, repeated.setdefault(key, {}))
+        fresh = self._take_fresh(key, ledger, events, repeated.setdefault(key, {}))
         if not fresh:
             return None
         # Some were held already: a trimmed copy.
@@ -349,54 +244,21 @@ class HqConsumer:
         except ValueError:  # stored as it came all the same; the headers are what is known
             return list(envelope.events)
 
-    @staticmethod
-    def _take_all(envelope: EnvelopeHeaders, custody: _Custody) -> bool:
-        """The usual case: the envelope holds the next events in order, none held above, no
-        expiry marker. If so, the watermark moves to its last."""
-        events = envelope.events
-        first, last = events[0]["seq"], events[-1]["seq"]
-        if (
-            first == custody.watermark + 1
-            and not custody.above
-            and not custody.covered
-            and last - first + 1 == len(events)
-            and all(
-                event["seq"] == seq
-                for event, seq in zip(events, range(first, last + 1), strict=True)
-            )
-            and not any(event["type"] == _EXPIRED for event in events)
-        ):
-            custody.watermark = last
-            return True
-        return False
-
     def _take_fresh(
-        self,
-        envelope: EnvelopeHeaders,
-        custody: _Custody,
-        events: list[EventHeader],
-        repeated: dict[int, str],
+        self, key: Key, ledger: Ledger, events: list[EventHeader], repeated: dict[int, str]
     ) -> list[EventHeader]:
         """Of the envelope's ``events`` (whole), those HQ does not hold yet, in seq order;
         moves the watermark. The ids of the others go to ``repeated`` (by seq)."""
-        fresh: list[EventHeader] = []
-        taken: set[int] = set()
-        for event in sorted(events, key=lambda event: event["seq"]):
-            seq = event["seq"]
-            if event["type"] == _EXPIRED:
-                self._take_expired(envelope.store, envelope.stream, custody, event)
-            if seq <= custody.watermark or seq in custody.above or seq in taken:
-                self.duplicates += 1
-                # An expiry marker may take a seq HQ holds (sent, not acked, then expired at
-                # the store): the event held stays valid, and that is no conflict.
-                if seq not in taken and event["type"] != _EXPIRED:
-                    repeated[seq] = event["id"]
-                continue
-            taken.add(seq)
-            fresh.append(event)
-        custody.above |= taken
-        custody.advance()
-        return fresh
+        rows = sorted((EventRow.of(cast("dict[str, Any]", e)) for e in events), key=_by_seq)
+        taken = ledger.take(rows)
+        self.duplicates += len(rows) - len(taken.fresh)
+        self.expired += taken.expired
+        warn_expired(_LOGGER, key, taken.markers)
+        fresh_seqs = {row.seq for row in taken.fresh}
+        for row in taken.repeated:
+            if row.seq not in fresh_seqs:  # twice in this envelope: compared when stored
+                repeated.setdefault(row.seq, row.id)
+        return [cast("EventHeader", row.event_object) for row in taken.fresh]
 
     async def _check_repeated(self, key: _Key, ids: dict[int, str]) -> None:
         """Compare the ids seqs held already came with to the stored ones: another id is a
@@ -427,40 +289,21 @@ class HqConsumer:
     def gaps(self) -> dict[tuple[str, str, str], tuple[int, int]]:
         """Per key, the first missing range above the watermark."""
         found = {}
-        for key, custody in self._custody.items():
-            gap = custody.first_gap()
+        for key, ledger in self._custody.items():
+            gap = ledger.first_gap()
             if gap is not None:
                 found[key] = gap
         return found
 
-    def _take_expired(self, store: str, stream: str, custody: _Custody, event: EventHeader) -> None:
-        extra: dict[str, Any] = dict(event)
-        seq = event["seq"]
-        first, count = extra.get("from_seq"), extra.get("count")
-        if type(first) is not int or not 1 <= first <= seq:
-            _LOGGER.warning("ignoring malformed outbox.expired marker at seq %d", seq)
-            return
-        if seq > custody.watermark and (first, seq) not in custody.covered.items():
-            if seq not in custody.above:
-                self.expired += count if isinstance(count, int) else 0
-                _LOGGER.warning(
-                    "%s/%s: the store's TTL expired %s event(s) of seq %d..%d (%s..%s); "
-                    "those not received before are lost",
-                    store,
-                    stream,
-                    count,
-                    first,
-                    seq,
-                    extra.get("oldest_ts"),
-                    extra.get("newest_ts"),
-                )
-            custody.cover(first, seq)
-
-    def _report_gap(self, key: tuple[str, str, str], custody: _Custody) -> None:
-        gap = custody.first_gap()
-        if gap != custody.reported_gap:
-            custody.reported_gap = gap
+    def _report_gap(self, key: Key, ledger: Ledger) -> None:
+        gap = ledger.first_gap()
+        if gap != self._reported_gaps.get(key):
+            self._reported_gaps[key] = gap
             if gap is not None:
                 _LOGGER.warning("gap in %s/%s epoch %s: seq %d..%d missing", *key, *gap)
             else:
                 _LOGGER.info("gap in %s/%s epoch %s closed", *key)
+
+
+def _by_seq(row: EventRow) -> int:
+    return row.seq

@@ -139,7 +139,7 @@ async def push_prices(
     targets = _targets(settings, stores, groups)
     clock = SystemClock()
     async with Database.running(
-        settings.hq.database, clock=clock, migrations=HQ_MIGRATIONS
+        settings.hq.prices_path(), clock=clock, migrations=HQ_MIGRATIONS
     ) as database:
         link = new_link(settings)
         task = await run_link(link, settings, connect_timeout_s)
@@ -182,7 +182,7 @@ async def push_to_fleet(
     targets = _targets(settings, stores, groups)
     clock = SystemClock()
     async with Database.running(
-        settings.hq.database, clock=clock, migrations=HQ_MIGRATIONS
+        settings.hq.prices_path(), clock=clock, migrations=HQ_MIGRATIONS
     ) as database:
         run = FleetRun(on_progress, probe_quiet_s=probe_quiet_s)
         link = new_link(settings)

@@ -1,8 +1,11 @@
 """``storegw hq tail``: the reference HQ consumer as a command.
 
 Subscribes to every store's ``up/`` streams (optionally through a ``$share/`` group so several
-consumers split the load), stores each event durably and de-duplicated in its own SQLite file,
-publishes the custody watermarks, and prints every new event as one JSON line on stdout.
+consumers split the load), stores each event durably and de-duplicated — in its own SQLite file
+by default, or in PostgreSQL when ``database`` is a ``postgresql://`` URL (the sink several
+consumers can share) — publishes the custody watermarks, and prints every new event as one JSON
+line on stdout. PostgreSQL unreachable for longer than ``database_outage_exit_s``: the command
+stops with StorageUnavailableError (exit 74), having acked nothing it did not commit.
 """
 
 from __future__ import annotations
@@ -11,16 +14,19 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import sys
 import tomllib
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.clock import Clock, isoformat_utc
-from gateway.errors import ConfigError, ConfigIssue
-from gateway.hq.consumer import HQ_MIGRATIONS, EventHeader, HqConsumer
+from gateway.errors import ConfigError, ConfigIssue, StorageUnavailableError
+from gateway.hq.consumer import HQ_MIGRATIONS, HqConsumer
+from gateway.hq.sink import EnvelopeSink
 from gateway.store.database import Database
 from gateway.sync.config import MqttConfig
 from gateway.sync.link import InboundMessage, MqttLink
@@ -33,10 +39,60 @@ _LOGGER = logging.getLogger(__name__)
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_postgres_url(database: str) -> bool:
+    return database.startswith(("postgresql://", "postgres://"))
+
+
 class HqConsumerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    database: Path = Path("hq.db")
+    database: str = Field(
+        "hq.db",
+        min_length=1,
+        description="a SQLite file path, or a postgresql:// URL (libpq form)",
+    )
     share_group: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")
+    database_outage_exit_s: float = Field(
+        300.0, gt=0, description="PostgreSQL unreachable this long: stop with exit 74"
+    )
+
+    prices_database: Path | None = Field(
+        None, description="push-prices' versions (SQLite); default: database, when a file"
+    )
+
+    def prices_path(self) -> Path:
+        """The SQLite file where ``push-prices`` keeps the versions it pushed."""
+        if self.prices_database is not None:
+            return self.prices_database
+        if is_postgres_url(self.database):
+            raise ConfigError(
+                "hq", [ConfigIssue("hq.prices_database", "needed when database is PostgreSQL")]
+            )
+        return Path(self.database)
+
+    @field_validator("database", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, Path) else value
+
+    @field_validator("database")
+    @classmethod
+    def _database_is_a_path_or_postgres(cls, value: str) -> str:
+        if not _URL_SCHEME.match(value):
+            return value
+        if not is_postgres_url(value):
+            scheme = value.split("://", 1)[0]
+            raise ValueError(f"{scheme}:// is not supported: a file path or postgresql://")
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            conninfo_to_dict(value)
+        except ProgrammingError as exc:
+            raise ValueError(f"not a valid PostgreSQL URL: {exc}") from None
+        return value
 
 
 class HqSigningConfig(BaseModel):
@@ -55,9 +111,23 @@ class HqSettings(BaseModel):
     )
 
 
-def load_hq_config(path: Path) -> HqSettings:
+def load_hq_config(
+    path: Path,
+    *,
+    database: str | None = None,
+    share_group: str | None = None,
+    client_id: str | None = None,
+) -> HqSettings:
+    """The HQ settings of ``path``, with the command line's overrides (validated alike)."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
+        for section, name, value in (
+            ("hq", "database", database),
+            ("hq", "share_group", share_group),
+            ("mqtt", "client_id", client_id),
+        ):
+            if value is not None and isinstance(data.setdefault(section, {}), dict):
+                data[section][name] = value
         return HqSettings.model_validate(data)
     except FileNotFoundError:
         raise ConfigError(str(path), [ConfigIssue("", "file not found")]) from None
@@ -77,58 +147,100 @@ async def tail(
     clock: Clock,
     out: TextIO | None = sys.stdout,
     duration: float | None = None,
-) -> HqConsumer:
-    """Consume until cancelled (or ``duration`` seconds); returns the consumer (for tests).
+) -> EnvelopeSink:
+    """Consume until cancelled (or ``duration`` seconds); returns the sink (for tests).
     Each new event is printed to ``out`` as a JSON line (``None``: print nothing)."""
     mqtt = settings.mqtt
     if mqtt.client_id is None:
         mqtt = mqtt.model_copy(update={"client_id": "storegw-hq"})
     prefix = mqtt.topic_root.split("{store_id}")[0]
 
-    def emit(store: str, stream: str, epoch: str, events: list[EventHeader]) -> None:
+    def emit(store: str, stream: str, epoch: str, events: list[Any]) -> None:
         assert out is not None
         head = _ENCODE({"store": store, "stream": stream, "epoch": epoch})[:-1] + ","
         out.write("".join(head + _ENCODE(event)[1:] + "\n" for event in events))
         out.flush()
 
-    # One message at a time is stored then acked, so there are no concurrent writers to gather:
-    # a short group-commit window only adds latency per message.
-    async with Database.running(
-        settings.hq.database, clock=clock, migrations=HQ_MIGRATIONS, commit_interval_s=0.001
-    ) as database:
-        consumer = HqConsumer(
-            database,
-            topic_prefix=prefix,
-            emit=None if out is None else emit,
-            now=lambda: isoformat_utc(clock.utc_now()),
-        )
-        await consumer.load()
-        link = MqttLink(config=mqtt, store_id="+", boot=database.boot, clock=clock, announce=False)
+    async with _open_sink(settings, clock, prefix, None if out is None else emit) as (sink, boot):
+        link = MqttLink(config=mqtt, store_id="+", boot=boot, clock=clock, announce=False)
 
         async def on_messages(messages: list[InboundMessage]) -> None:
             # Whatever queued up while the last commit ran is stored in one commit.
             envelopes = [m.payload for m in messages if not m.topic.endswith("/up/health")]
-            acks = await consumer.receive_many(envelopes) if envelopes else []
+            acks = await sink.receive_many(envelopes) if envelopes else []
             # Committed: now HQ takes custody.
             await asyncio.gather(*(link.publish(ack.topic, ack.payload) for ack in acks))
 
         link.subscribe_batches("up/#", on_messages, share_group=settings.hq.share_group)
-        task = asyncio.create_task(link.run(), name="hq.link")
+
+        tasks = [asyncio.create_task(link.run(), name="hq.link")]
+        if is_postgres_url(settings.hq.database):
+            limit_s = settings.hq.database_outage_exit_s
+            tasks.append(asyncio.create_task(_watch_outage(sink, clock, limit_s), name="hq.outage"))
         try:
-            if duration is None:
-                await task
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(task), duration)
+            done, _ = await asyncio.wait(tasks, timeout=duration, return_when="FIRST_COMPLETED")
+            for task in done:
+                task.result()  # the outage watch's StorageUnavailableError, or a link bug
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            _summarize(consumer)  # on a stop (Ctrl-C) too
-        return consumer
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            _summarize(sink)  # on a stop (Ctrl-C) too
+        return sink
 
 
-def _summarize(consumer: HqConsumer) -> None:
+async def _watch_outage(sink: EnvelopeSink, clock: Clock, limit_s: float) -> None:
+    from gateway.hq.postgres_sink import PostgresSink
+
+    assert isinstance(sink, PostgresSink)
+    while True:
+        await asyncio.sleep(min(1.0, limit_s / 4))
+        since = sink.unavailable_since
+        if since is not None and clock.monotonic() - since >= limit_s:
+            raise StorageUnavailableError(
+                sink.name,
+                f"unreachable for {limit_s:g} s (database_outage_exit_s): stopping, "
+                "nothing uncommitted was acknowledged",
+            )
+
+
+@contextlib.asynccontextmanager
+async def _open_sink(
+    settings: HqSettings, clock: Clock, prefix: str, emit: Any
+) -> AsyncIterator[tuple[EnvelopeSink, int]]:
+    database = settings.hq.database
+    if is_postgres_url(database):
+        from gateway.hq.postgres_sink import PostgresSink  # psycopg: only when used
+
+        sink = PostgresSink(database, clock=clock, topic_prefix=prefix, emit=emit)
+        await sink.open()
+        try:
+            yield sink, 0
+        finally:
+            await sink.close()
+        return
+    if settings.hq.share_group is not None:
+        _LOGGER.warning(
+            "share group %s on a SQLite file: each consumer acks only what its own file holds, "
+            "so a store's events end up split over the files and are re-sent until one holds a "
+            "contiguous run; consumers sharing the load belong on PostgreSQL",
+            settings.hq.share_group,
+        )
+    # One message at a time is stored then acked, so there are no concurrent writers to gather:
+    # a short group-commit window only adds latency per message.
+    async with Database.running(
+        Path(database), clock=clock, migrations=HQ_MIGRATIONS, commit_interval_s=0.001
+    ) as db:
+        consumer = HqConsumer(
+            db, topic_prefix=prefix, emit=emit, now=lambda: isoformat_utc(clock.utc_now())
+        )
+        await consumer.load()
+        yield consumer, db.boot
+
+
+def _summarize(consumer: EnvelopeSink) -> None:
     """What an operator must look at when the consumer stops: open gaps and conflicts."""
     for (store, stream, epoch), (first, last) in consumer.gaps().items():
         _LOGGER.warning("open gap %s/%s epoch %s: seq %d..%d", store, stream, epoch, first, last)

@@ -9,8 +9,8 @@ from __future__ import annotations
 # The renderer's style changed (locale, time zone, fonts or template): every label's content,
 # confirmed or not, and every pre-rendered flip is drawn again (audit: ?1 now, ?2 the reason;
 # jobs: ?1 the reason). Each label shows its right price meanwhile, so these redraws go last
-# (scheduled -1): a content change made later (a price, a flip, a drift) is rendered and
-# sent before them, not after hours of redraws.
+# (scheduled -1, JobPriority.COSMETIC): a content change made later (a price, a flip, a
+# drift) is rendered and sent before them, not after hours of redraws.
 RESTYLE_AUDIT = (
     "INSERT INTO label_audit (at, label, event, state, sku, price_version, content_hash, "
     "detail) SELECT ?1, label, 'superseded', state, sku, price_version, content_hash, ?2 "

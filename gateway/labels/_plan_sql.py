@@ -26,6 +26,7 @@ from typing import Any
 
 from gateway.clock import isoformat_utc
 from gateway.labels.faces import BLANK_FACE
+from gateway.labels.jobs import JobPriority
 from gateway.prices.book import FaceParams, PriceBook
 
 __all__ = ["plan_statements", "promote_due_statements", "schedule_statements"]
@@ -61,7 +62,7 @@ FROM label_jobs j JOIN label_plan n ON n.label = j.label
 WHERE j.state IN ('queued', 'submitted', 'pending', 'failed') AND j.content_hash IS NOT NULL
 """
 
-# ?1 now, ?2 due_at (NULL: now), ?3 scheduled flag.
+# ?1 now, ?2 due_at (NULL: now), ?3 the priority (``scheduled``, a JobPriority).
 _UPSERT_JOBS = """
 INSERT INTO label_jobs (label, sku, face, price_version, due_at, order_at, scheduled, state,
   queued_at)
@@ -199,14 +200,14 @@ def plan_statements(
         _CLEAR_PLAN,
         (_STAGE, faces),
         (_AUDIT_SUPERSEDED, (now_text, reason)),
-        (_UPSERT_JOBS, (now_text, None, 0)),
+        (_UPSERT_JOBS, (now_text, None, int(JobPriority.CONTENT))),
         _CLEAR_PLAN,
     ]
     if unbound:
         statements += [
             (_AUDIT_UNBOUND, (now_text,)),
             (_STAGE_BLANK, (BLANK_FACE,)),
-            (_UPSERT_JOBS, (now_text, None, 0)),
+            (_UPSERT_JOBS, (now_text, None, int(JobPriority.CONTENT))),
             _CLEAR_PLAN,
         ]
         statements += [(sql, ()) for sql in _DROP_UNBOUND]

@@ -2,12 +2,18 @@
 its radio time ahead.
 
 Per running driver at most ``queue_ahead_s`` of its ``labels_per_minute`` are in flight
-(submitted + pending), scheduled jobs first, then by due or queued time. The driver reaching a
-label is the one that last reported it; with a single ESL driver, unheard labels go to it. A
-job is marked *submitted* (committed) before ``push``, *pending* after it returns; a failure is
-retried with backoff, a :class:`~gateway.errors.DriverConfigError` is permanent, and a refusal
-naming the label's panel has the content drawn again for it. When the supervisor restarts a
-driver (a new driver object), what was in flight to it goes again at once.
+(submitted + pending), by priority (a scheduled flip, then new content, then cosmetic
+redraws), then by due or queued time. A label whose ESL system said it sleeps until later
+(``next_checkin`` of its last report, or deep sleep) gets content only when it wakes: its job
+waits at the access point without using the radio, so it does not count against the window
+until its wake is within ``queue_ahead_s`` (without this, an access point whose tags sleep
+minutes between check-ins would be handed two labels at a time and wait out each wake).
+The driver reaching a label is the one that last reported it; with a single ESL driver, unheard
+labels go to it. A job is marked *submitted* (committed) before ``push``, *pending* after it
+returns; a failure is retried with backoff, a :class:`~gateway.errors.DriverConfigError` is
+permanent, and a refusal naming the label's panel has the content drawn again for it. When the
+supervisor restarts a driver (a new driver object), what was in flight to it goes again at
+once.
 """
 
 from __future__ import annotations
@@ -16,10 +22,10 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from gateway.clock import isoformat_utc
-from gateway.drivers.contracts import LabelContent, LabelDriver, LabelModel
+from gateway.drivers.contracts import LabelContent, LabelDriver, LabelModel, LabelReport
 from gateway.errors import DriverConfigError, LabelPanelMismatchError
 from gateway.labels.context import StageContext, sole_device
 from gateway.labels.job_store import Row, Statement
@@ -32,6 +38,7 @@ __all__ = ["Dispatch"]
 _LOGGER = logging.getLogger(__name__)
 
 _DISPATCH_CAP = 20_000  # jobs handed to one driver per pass, whatever its rate
+_NEVER = datetime.max.replace(tzinfo=UTC)  # deep sleep: woken by the ESL system, not by time
 
 
 @dataclass(slots=True)
@@ -48,6 +55,15 @@ class Dispatch:
     def __init__(self, context: StageContext) -> None:
         self._context = context
         self._dispatched_to: dict[str, LabelDriver] = {}  # the driver object last pushed to
+        self._wakes: dict[str, datetime] = {}  # label → when it checks in next (its report)
+
+    def on_report(self, report: LabelReport) -> None:
+        """Note when the label checks in next, as its ESL system says (delivery reports say
+        nothing about it: the last word stays)."""
+        if report.deep_sleep:
+            self._wakes[report.label_id] = _NEVER
+        elif report.next_checkin is not None:
+            self._wakes[report.label_id] = report.next_checkin
 
     async def dispatch_once(self) -> int:
         """Hand ready jobs to the drivers that reach their labels, each up to a few seconds
@@ -80,7 +96,12 @@ class Dispatch:
         config = self._context.config
         window = max(1, math.ceil(driver.labels_per_minute / 60 * config.queue_ahead_s))
         cutoff = now - timedelta(seconds=config.confirm_timeout_s)
-        return min(_DISPATCH_CAP, window - await self._context.store.in_flight(device, cutoff))
+        soon = now + timedelta(seconds=config.queue_ahead_s)
+        busy = 0
+        for label in await self._context.store.in_flight(device, cutoff):
+            wake = self._wakes.get(label)
+            busy += wake is None or wake <= soon  # asleep until later: not on the radio yet
+        return min(_DISPATCH_CAP, window - busy)
 
     async def _push(
         self, device: str, driver: LabelDriver, rows: Sequence[Row], now: datetime

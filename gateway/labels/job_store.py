@@ -184,13 +184,14 @@ class LabelJobStore:
 
     # --- dispatch and reports -------------------------------------------------------------
 
-    async def in_flight(self, device: str, since: datetime) -> int:
-        row = await self._db.fetchone(
-            "SELECT count(*) AS n FROM label_jobs WHERE state IN ('submitted', 'pending') "
+    async def in_flight(self, device: str, since: datetime) -> list[str]:
+        """The labels of jobs handed to ``device`` after ``since`` and not ended yet."""
+        rows = await self._db.fetchall(
+            "SELECT label FROM label_jobs WHERE state IN ('submitted', 'pending') "
             "AND device = ? AND submitted_at > ?",
             (device, isoformat_utc(since)),
         )
-        return int(row["n"]) if row is not None else 0
+        return [str(r["label"]) for r in rows]
 
     async def ready(self, device: str, fallback: str | None, now: str, limit: int) -> list[Row]:
         """Drawn jobs due for ``device`` (label, rev, content_hash, model, attempts,

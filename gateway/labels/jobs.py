@@ -34,7 +34,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 from gateway.drivers.contracts import LabelReportKind
 
@@ -42,6 +42,7 @@ __all__ = [
     "ACTIVE_STATES",
     "AuditEvent",
     "JobFacts",
+    "JobPriority",
     "JobState",
     "Outcome",
     "ReportFacts",
@@ -51,6 +52,17 @@ __all__ = [
     "on_confirmation_timeout",
     "on_report",
 ]
+
+
+class JobPriority(IntEnum):
+    """Which jobs the render and dispatch stages take first (``label_jobs.scheduled``, highest
+    first, then by due or queued time): the radio is the bottleneck, so a scheduled flip goes
+    before a price change, and both before a cosmetic redraw (the same price in a new style:
+    template, fonts, locale — the label shows its right price meanwhile)."""
+
+    FLIP = 1  # a scheduled flip at its instant
+    CONTENT = 0  # new content: a price change, a binding, a drift re-push, a new panel
+    COSMETIC = -1  # drawn again in a new style only
 
 
 class JobState(StrEnum):

@@ -31,7 +31,7 @@ from typing import Any
 
 from gateway.alerts import Alerts
 from gateway.clock import Clock, isoformat_utc
-from gateway.drivers.contracts import LabelModel, Reading
+from gateway.drivers.contracts import LabelModel, LabelReport, Reading
 from gateway.errors import StorageError
 from gateway.labels.config import LabelsConfig
 from gateway.labels.context import DriverMap, PolicyClock, StageContext, Wakeups
@@ -130,7 +130,10 @@ class LabelPipeline:
         self._planning.on_bindings_changed(labels)
 
     def on_reading(self, device: str, reading: Reading) -> None:
-        """ReadingHub listener: label reports are handled in the reports task."""
+        """ReadingHub listener: label reports are handled in the reports task (dispatch
+        notes when the label checks in next at once)."""
+        if isinstance(reading, LabelReport):
+            self._dispatch.on_report(reading)
         self._reports.on_reading(device, reading)
 
     def policy_instant(self) -> tuple[datetime, bool]:

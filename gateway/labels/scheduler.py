@@ -8,7 +8,8 @@ into ``label_schedule``, and announces flips that cannot finish within ``flip_to
 (``label.flip_late``). At start it promotes what fell due while the gateway was down and
 re-plans every label; a clock jump (wall time moving > 2 s against monotonic time) re-plans
 every label for the new time. Nothing flips while the clock is unsynchronised: the policy
-instant it last trusted is persisted here and restored at start.
+instant it last trusted is persisted here and restored at start. Drivers whose labels sleep
+between check-ins get them shortened for each flip's window (:mod:`~gateway.labels.flip_checkins`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from gateway.alerts import Severity
 from gateway.clock import isoformat_utc
+from gateway.drivers.contracts import PreparesFlips
 from gateway.labels.context import StageContext, sole_device
+from gateway.labels.flip_checkins import FlipCheckins
+from gateway.labels.job_store import Row
 from gateway.labels.planning import Planning
 from gateway.prices.book import PriceBook
 
@@ -41,6 +46,7 @@ class Scheduler:
         self._book = book
         self._offset: float | None = None  # wall - monotonic at the last pass
         self._planned_at_start = False
+        self.checkins = FlipCheckins(context)
 
     async def load(self) -> None:
         """The policy instant last trusted, as it was before the stop."""
@@ -72,7 +78,9 @@ class Scheduler:
         boundaries = await self._book.boundaries(now, until)
         await ctx.store.schedule(boundaries, now=now, until=until)
         ctx.wake.render.set()
-        await self._check_flips(now)
+        flips = await ctx.store.flips_by_device(now, sole_device(ctx.drivers()))
+        await self.checkins.update(now, flips)
+        await self._check_flips(flips)
         return True
 
     async def next_flip_in(self) -> float | None:
@@ -99,19 +107,24 @@ class Scheduler:
                 async with asyncio.timeout(delay):
                     await wake.wait()
 
-    async def _check_flips(self, now: datetime) -> None:
-        """Announce flips that cannot finish within the tolerance, from driver throughput."""
+    async def _check_flips(self, flips: Sequence[Row]) -> None:
+        """Announce flips that cannot finish within the tolerance, from driver throughput (and,
+        where a driver could not shorten its labels' check-ins, their check-in interval)."""
         alerts = self._context.alerts
         if alerts is None:
             return
         drivers = self._context.drivers()
         late = []
-        for row in await self._context.store.flips_by_device(now, sole_device(drivers)):
+        for row in flips:
             driver = drivers.get(row["device"]) if row["device"] is not None else None
             if driver is None or driver.labels_per_minute <= 0:
                 continue
             due = datetime.fromisoformat(row["due_at"])
-            finish = due + timedelta(seconds=int(row["n"]) / driver.labels_per_minute * 60)
+            radio_s = int(row["n"]) / driver.labels_per_minute * 60
+            if row["device"] in self.checkins.unprepared and isinstance(driver, PreparesFlips):
+                # Check-ins not shortened: the last labels may get it only when they wake.
+                radio_s = max(radio_s, driver.checkin_interval_s)
+            finish = due + timedelta(seconds=radio_s)
             late_by = (finish - due).total_seconds() - self._context.config.flip_tolerance_s
             if late_by > 0:
                 skus = sorted(str(row["skus"] or "").split(","))

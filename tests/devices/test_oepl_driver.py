@@ -70,7 +70,7 @@ async def test_trap_ap_reboot_losing_its_queue_is_pushed_again() -> None:
         await rig.confirmed(TAG, shown.content_hash)
 
 
-async def test_trap_tag_reboot_zeroes_its_hash_and_is_reported_showing_nothing() -> None:
+async def test_trap_tag_reboot_zeroes_its_hash_and_its_content_is_pushed_again() -> None:
     async with FakeAccessPoint(tag_count=1) as ap, running(ap) as rig:
         shown = content(TAG, "4.00")
         await rig.driver.push(shown)
@@ -79,9 +79,11 @@ async def test_trap_tag_reboot_zeroes_its_hash_and_is_reported_showing_nothing()
         rebooted = await until(
             lambda: [r for r in rig.reports(LabelReportKind.SEEN, TAG) if "rebooted" in r.evidence]
         )
-        assert rebooted[-1].content_hash is None  # the core re-pushes a confirmed label
-        await rig.driver.push(shown)  # ... and it is sent again, not taken as identical
-        await until(lambda: ap.uploads.count(TAG) == 2)
+        assert rebooted[-1].content_hash is None  # it shows nothing now ...
+        await until(lambda: ap.uploads.count(TAG) == 2, what="re-pushed by the driver")
+        await until(lambda: len(rig.reports(LabelReportKind.CONFIRMED, TAG)) == 2)
+        assert rig.reports(LabelReportKind.CONFIRMED, TAG)[-1].content_hash == shown.content_hash
+        assert ap.tags[TAG].ap_hash != "0" * 32  # ... and its content again
 
 
 async def test_trap_led_command_overwriting_the_hash_is_no_confirmation() -> None:

@@ -1,13 +1,19 @@
-"""Shared by the HQ consumer tests: envelopes as the gateway sends them, a consumer on a file."""
+"""Shared by the HQ consumer tests: envelopes as the gateway sends them, a consumer on a file,
+a sink on a PostgreSQL database."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from gateway.clock import FakeClock
+import psycopg
+
+from gateway.clock import FakeClock, SystemClock
 from gateway.hq.consumer import HQ_MIGRATIONS, HqConsumer
+from gateway.hq.postgres_sink import PostgresSink
 from gateway.store import Database
 
 
@@ -68,3 +74,26 @@ def with_events(payload: bytes, events: list[dict[str, Any]]) -> bytes:
     envelope_dict["events"] = events
     envelope_dict["seq_from"], envelope_dict["seq_to"] = events[0]["seq"], events[-1]["seq"]
     return json.dumps(envelope_dict).encode()
+
+
+@asynccontextmanager
+async def pg_sink(url: str, out: list[dict[str, Any]] | None = None) -> AsyncIterator[PostgresSink]:
+    """A PostgreSQL sink on ``url``; new events go to ``out``."""
+    emit = None
+    if out is not None:
+        target = out
+
+        def emit(store: str, stream: str, epoch: str, events: list[dict[str, Any]]) -> None:
+            target.extend({"store": store, "stream": stream, "epoch": epoch, **e} for e in events)
+
+    sink = PostgresSink(url, clock=SystemClock(), emit=emit)
+    await sink.open()
+    try:
+        yield sink
+    finally:
+        await sink.close()
+
+
+def pg_rows(url: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as connection:
+        return connection.execute(query, params).fetchall()  # type: ignore[arg-type]

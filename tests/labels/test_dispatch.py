@@ -3,6 +3,8 @@ restarts."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 from gateway.clock import FakeClock
@@ -214,3 +216,27 @@ async def test_a_restarted_driver_gets_what_was_in_flight_at_once(tmp_path: Path
         await s.confirm_all(second)
         assert {j["state"] for j in (await s.jobs()).values()} == {"confirmed"}
         assert await s.pipeline.dispatch_once() == 0  # once each
+
+
+async def test_content_for_labels_asleep_until_later_does_not_hold_the_window(
+    tmp_path: Path,
+) -> None:
+    """An access point's tags sleep minutes between check-ins and get content only when they
+    wake: what waits for a sleeping label is not radio work yet, so more goes out — until the
+    labels are due to wake (then the window is full again)."""
+    clock = FakeClock()
+    driver = CountingDriver(rate=60.0, clock=clock)  # one label a second: 5 in flight
+    async with label_store(tmp_path, clock=clock, drivers={"esl": driver}, queue_ahead_s=5) as s:
+        await _store_with(s, 20)
+        for n in range(20):  # each checks in again in 10 minutes
+            report = driver.report(f"L{n:03d}", LabelReportKind.SEEN, None)
+            s.pipeline.on_reading(
+                "esl", replace(report, next_checkin=clock.utc_now() + timedelta(minutes=10))
+            )
+        await s.settle()
+        assert await s.pipeline.dispatch_once() == 5
+        assert await s.pipeline.dispatch_once() == 5  # the first five wait for their wake
+        clock.advance(9 * 60 + 56)  # the ten handed over are due to wake within the window
+        assert await s.pipeline.dispatch_once() == 0  # 10 queued wait: the radio is busy
+        await s.confirm_all(driver)
+        assert await s.pipeline.dispatch_once() == 5

@@ -112,6 +112,7 @@ async def gateway(
     *,
     keepalive_s: int = 60,
     budget: BufferBudget | None = None,
+    store_id: str = "s1",
 ) -> AsyncIterator[Gateway]:
     """Outbox + link + uplink + alerts + keeper against a broker, or a port (e.g. a proxy's)."""
     clock = SystemClock()
@@ -127,7 +128,7 @@ async def gateway(
         link, uplink = connect_outbox(
             outbox,
             config=config,
-            store_id="s1",
+            store_id=store_id,
             boot=db.boot,
             clock=clock,
             settings=settings or UplinkSettings(messages_per_second=None),

@@ -1,0 +1,426 @@
+"""The PostgreSQL sink of ``storegw hq tail``: envelopes stored batch by batch, idempotent,
+safe with several consumers sharing the load (``$share/<group>/``).
+
+One transaction per batch of envelopes (whatever the link gathered, up to 64):
+
+1. lock the ``hq_marks`` rows of every ``(store, stream, epoch)`` the batch touches
+   (``SELECT … FOR UPDATE`` in key order, so two consumers never wait on each other in a cycle;
+   a key new to this consumer gets its row first);
+2. let each key's :class:`~gateway.hq.intake.Ledger`, loaded from those rows, decide which
+   events are new and move the watermark;
+3. ``COPY`` the new events into the day's partition of ``hq_event_log``, write the ledgers
+   back, record conflicts;
+4. commit — and only then return the acks, each the watermark *as committed*.
+
+A consumer killed anywhere before the commit leaves nothing behind (the transaction rolls back)
+and acked nothing; the store re-sends from the acked watermark and the ledger skips what another
+consumer stored meanwhile. PostgreSQL unreachable: every batch raises
+:class:`~gateway.errors.StorageUnavailableError`, so the link leaves the messages unacknowledged
+and retries; :attr:`PostgresSink.unavailable_since` tells ``hq tail`` how long that has lasted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
+
+from gateway.clock import Clock
+from gateway.errors import ConfigError, ConfigIssue, StorageError, StorageUnavailableError
+from gateway.hq.intake import Ack, EventRow, Key, Ledger, ack_for, read_envelope, warn_expired
+from gateway.hq.postgres_schema import ensure_partition, migrate
+
+__all__ = ["EmitRows", "PostgresSink", "describe_url"]
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Receives each batch's new events of one key: (store, stream, epoch, event objects).
+EmitRows = Callable[[str, str, str, list[dict[str, Any]]], None]
+
+_NEW_MARKS = """
+INSERT INTO hq_marks (store, stream, epoch)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])
+ON CONFLICT (store, stream, epoch) DO NOTHING"""
+
+# Locked in key order (LockRows runs above the sort), so consumers never wait in a cycle.
+_LOCK_MARKS = """
+SELECT m.store, m.stream, m.epoch, m.watermark, m.stored, m.expired
+FROM hq_marks m JOIN unnest(%s::text[], %s::text[], %s::text[]) AS k (store, stream, epoch)
+    ON m.store = k.store AND m.stream = k.stream AND m.epoch = k.epoch
+ORDER BY m.store, m.stream, m.epoch
+FOR UPDATE OF m"""
+
+_WRITE_MARKS = """
+UPDATE hq_marks AS m SET watermark = u.watermark, stored = u.stored, expired = u.expired,
+    updated_at = %s
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::jsonb[], %s::jsonb[])
+    AS u (store, stream, epoch, watermark, stored, expired)
+WHERE m.store = u.store AND m.stream = u.stream AND m.epoch = u.epoch"""
+
+_HELD_IDS = """
+SELECT seq, id FROM hq_event_log
+WHERE store = %s AND stream = %s AND epoch = %s AND seq = ANY(%s)"""
+
+_RECORD_CONFLICTS = """
+INSERT INTO hq_conflicts (store, stream, epoch, seq, id, held_id, seen_at)
+SELECT %s, %s, %s, u.*, %s FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS u
+ON CONFLICT DO NOTHING"""
+
+_COPY = "COPY hq_event_log (store, stream, epoch, seq, id, ts, type, event, received_at) FROM STDIN"
+
+_RETRIES = 5  # a deadlock or serialisation failure: the whole batch again
+_COMMIT_TIMEOUT_S = 60.0  # one batch's transaction; beyond it PostgreSQL counts as unreachable
+_CONNECT_DEFAULTS: dict[str, Any] = {
+    "connect_timeout": 10,
+    "application_name": "storegw-hq",
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
+def _escaped(text: str) -> str:
+    """``text`` as a field of COPY's text format."""
+    if "\\" in text:
+        text = text.replace("\\", "\\\\")
+    if "\t" in text or "\n" in text or "\r" in text:
+        text = text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return text
+
+
+def _copy_text(fresh: dict[Key, list[EventRow]], now: datetime) -> bytes:
+    """The new events as COPY text lines (psycopg's write_row costs 3x more per row)."""
+    received = now.isoformat()
+    lines: list[str] = []
+    for key, rows in fresh.items():
+        head = "\t".join(_escaped(part) for part in key)
+        lines.extend(
+            f"{head}\t{row.seq}\t{_escaped(row.id)}\t{_escaped(row.ts)}\t{_escaped(row.type)}"
+            f"\t{_escaped(row.event)}\t{received}\n"
+            for row in rows
+        )
+    return "".join(lines).encode()
+
+
+def _columns(keys: list[Key]) -> tuple[list[str], list[str], list[str]]:
+    return [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
+
+
+def describe_url(url: str) -> str:
+    """``url`` without its password, for logs and errors."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "postgresql://(unreadable URL)"
+    host = parts.get("host") or parts.get("hostaddr") or "localhost"
+    port = parts.get("port") or "5432"
+    return f"postgresql://{parts.get('user') or ''}@{host}:{port}/{parts.get('dbname') or ''}"
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What one committed batch did."""
+
+    ledgers: dict[Key, Ledger] = field(default_factory=dict)  # as committed
+    fresh: dict[Key, list[EventRow]] = field(default_factory=dict)  # stored now
+    conflicts: dict[Key, list[tuple[int, str, str]]] = field(default_factory=dict)
+    markers: list[tuple[Key, EventRow]] = field(default_factory=list)  # new expiry markers
+    repeated: int = 0
+    lost: int = 0
+
+
+class PostgresSink:
+    """Stores envelopes in PostgreSQL and answers with the committed watermarks."""
+
+    def __init__(
+        self, url: str, *, clock: Clock, topic_prefix: str = "retail/v1/", emit: EmitRows | None
+    ) -> None:
+        try:
+            self._given = conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            issue = ConfigIssue("hq.database", f"not a valid PostgreSQL URL: {exc}")
+            raise ConfigError("hq", [issue]) from None
+        self._url = url
+        self.name = describe_url(url)
+        self._clock = clock
+        self._prefix = topic_prefix
+        self._emit = emit
+        self._connection: psycopg.AsyncConnection[Any] | None = None
+        self._partitions: set[str] = set()
+        self._known_keys: set[Key] = set()  # hq_marks has their rows
+        self._ledgers: dict[Key, Ledger] = {}  # the last committed state seen, for reports
+        self.unavailable_since: float | None = None  # clock.monotonic() of the first failure
+        self.stored = 0
+        self.duplicates = 0
+        self.rejected = 0
+        self.expired = 0
+        self.conflicts: dict[Key, set[int]] = {}
+
+    async def open(self) -> None:
+        """Connect, migrate, make today's and tomorrow's partitions; StorageUnavailableError if
+        PostgreSQL cannot be reached."""
+        connection = await self._connect()
+        try:
+            await self._ensure_partitions(connection, self._clock.utc_now())
+        except psycopg.Error as exc:
+            await self._drop_connection()
+            raise self._unavailable(exc) from None
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        if self._connection is not None and not self._connection.closed:
+            return self._connection
+        # A database that stops answering (no RST: a partition, a frozen host) must fail, not
+        # hang: libpq's TCP keepalives unless the URL says otherwise.
+        defaults = {
+            name: value for name, value in _CONNECT_DEFAULTS.items() if name not in self._given
+        }
+        try:
+            connection = await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, **defaults
+            )
+        except psycopg.Error as exc:
+            raise self._unavailable(exc) from None
+        try:
+            await migrate(connection, name=self.name)
+        except psycopg.Error as exc:
+            await connection.close()
+            raise self._unavailable(exc) from None
+        except BaseException:
+            await connection.close()
+            raise
+        self._connection = connection
+        return connection
+
+    def _unavailable(self, exc: psycopg.Error) -> StorageUnavailableError:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if self.unavailable_since is None:
+            self.unavailable_since = self._clock.monotonic()
+            _LOGGER.error(
+                "PostgreSQL %s unreachable: nothing is stored or acknowledged until it is "
+                "back (%s)",
+                self.name,
+                reason,
+            )
+        return StorageUnavailableError(self.name, reason)
+
+    def _recovered(self) -> None:
+        if self.unavailable_since is not None:
+            down = self._clock.monotonic() - self.unavailable_since
+            self.unavailable_since = None
+            _LOGGER.warning("PostgreSQL %s reachable again after %.1f s", self.name, down)
+
+    def watermark(self, store: str, stream: str, epoch: str) -> int:
+        ledger = self._ledgers.get((store, stream, epoch))
+        return 0 if ledger is None else ledger.watermark
+
+    def gaps(self) -> dict[Key, tuple[int, int]]:
+        """Per key this consumer touched, the first missing range above the watermark (as of
+        its last commit: another consumer may have closed it since)."""
+        found = {}
+        for key, ledger in self._ledgers.items():
+            gap = ledger.first_gap()
+            if gap is not None:
+                found[key] = gap
+        return found
+
+    async def receive_many(self, payloads: list[bytes]) -> list[Ack]:
+        """Store several envelopes in one transaction; returns one ack per key they touched,
+        to publish once this returns. Garbage is logged and skipped. Raises StorageError
+        (nothing committed, nothing to ack) when PostgreSQL fails."""
+        batch = self._read(payloads)
+        if not batch:
+            return []
+        outcome = await self._commit(batch)
+        self._recovered()
+        self._ledgers.update(outcome.ledgers)
+        self._known_keys.update(outcome.ledgers)
+        self.stored += sum(len(rows) for rows in outcome.fresh.values())
+        self.duplicates += outcome.repeated
+        self.expired += outcome.lost
+        for key, marker in outcome.markers:
+            warn_expired(_LOGGER, key, [marker])
+        self._note_conflicts(outcome.conflicts)
+        if self._emit is not None:
+            for key, rows in outcome.fresh.items():
+                if rows:
+                    self._emit(*key, [row.event_object for row in rows])
+        return [
+            ack_for(self._prefix, key, ledger.watermark)
+            for key, ledger in outcome.ledgers.items()
+            if ledger.watermark
+        ]
+
+    def _read(self, payloads: list[bytes]) -> dict[Key, list[EventRow]]:
+        """The payloads' events by key, in seq order; garbage counted and logged."""
+        batch: dict[Key, list[EventRow]] = {}
+        for payload in payloads:
+            try:
+                read = read_envelope(payload)
+            except ValueError as exc:
+                self.rejected += 1
+                _LOGGER.warning("rejected envelope: %s", exc)
+                continue
+            batch.setdefault(read.key, []).extend(read.events)
+        for events in batch.values():
+            events.sort(key=lambda row: row.seq)
+        return batch
+
+    async def _commit(self, batch: dict[Key, list[EventRow]]) -> _Outcome:
+        """:meth:`_store` on a live connection, again after a deadlock; PostgreSQL's errors
+        translated (unreachable: StorageUnavailableError)."""
+        now = self._clock.utc_now()
+        for attempt in range(1, _RETRIES + 1):
+            connection = await self._connect()
+            try:
+                async with asyncio.timeout(_COMMIT_TIMEOUT_S):
+                    await self._ensure_partitions(connection, now)
+                    return await self._store(connection, batch, now)
+            except TimeoutError:
+                await self._drop_connection()
+                raise self._unavailable(
+                    psycopg.OperationalError(f"no answer within {_COMMIT_TIMEOUT_S:g} s")
+                ) from None
+            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
+                if attempt == _RETRIES:
+                    raise StorageError(self.name, f"gave up after {_RETRIES} tries: {exc}") from exc
+            except psycopg.OperationalError as exc:
+                await self._drop_connection()
+                raise self._unavailable(exc) from None
+            except psycopg.Error as exc:
+                await self._drop_connection()
+                raise StorageError(self.name, str(exc).strip()) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(psycopg.Error):
+                await connection.close()
+
+    async def _ensure_partitions(
+        self, connection: psycopg.AsyncConnection[Any], now: datetime
+    ) -> None:
+        today = now.astimezone(UTC).date()
+        for day in (today, today + timedelta(days=1)):  # tomorrow's ahead of midnight
+            name = f"{day:%Y%m%d}"
+            if name not in self._partitions:
+                await ensure_partition(connection, day)
+                self._partitions.add(name)
+
+    async def _store(
+        self,
+        connection: psycopg.AsyncConnection[Any],
+        batch: dict[Key, list[EventRow]],
+        now: datetime,
+    ) -> _Outcome:
+        """One batch in one transaction (see the module's docstring)."""
+        keys = sorted(batch)
+        outcome = _Outcome()
+        ledgers, fresh, conflicts = outcome.ledgers, outcome.fresh, outcome.conflicts
+        async with connection.transaction(), connection.cursor() as cursor:
+            await self._lock_ledgers(cursor, keys, ledgers)
+            for key in keys:
+                taken = ledgers[key].take(batch[key])
+                fresh[key] = taken.fresh
+                outcome.lost += taken.expired
+                outcome.repeated += len(batch[key]) - len(taken.fresh)
+                outcome.markers.extend((key, row) for row in taken.markers)
+                if taken.repeated:
+                    found = await self._conflicts(cursor, key, taken.repeated, taken.fresh)
+                    if found:
+                        conflicts[key] = found
+            if any(fresh.values()):
+                async with cursor.copy(_COPY) as copy:
+                    await copy.write(_copy_text(fresh, now))
+            await cursor.execute(
+                _WRITE_MARKS,
+                (
+                    now,
+                    [k[0] for k in keys],
+                    [k[1] for k in keys],
+                    [k[2] for k in keys],
+                    [ledgers[k].watermark for k in keys],
+                    [orjson.dumps(ledgers[k].stored).decode() for k in keys],
+                    [orjson.dumps(ledgers[k].expired).decode() for k in keys],
+                ),
+            )
+            for key, found in conflicts.items():
+                await cursor.execute(
+                    _RECORD_CONFLICTS,
+                    (
+                        *key,
+                        now,
+                        [c[0] for c in found],
+                        [c[1] for c in found],
+                        [c[2] for c in found],
+                    ),
+                )
+        return outcome
+
+    async def _lock_ledgers(
+        self, cursor: psycopg.AsyncCursor[Any], keys: list[Key], ledgers: dict[Key, Ledger]
+    ) -> None:
+        """Lock the ``hq_marks`` rows of ``keys`` and load their ledgers; rows for keys not
+        seen before are made first (a key seen is never made again: no write per batch)."""
+        missing = [key for key in keys if key not in self._known_keys]
+        for _ in range(2):  # a row deleted by hand since: made again
+            if missing:
+                await cursor.execute(_NEW_MARKS, _columns(missing))
+            await cursor.execute(_LOCK_MARKS, _columns(keys))
+            for store, stream, epoch, watermark, stored, expired in await cursor.fetchall():
+                ledgers[(store, stream, epoch)] = Ledger(
+                    int(watermark), [tuple(r) for r in stored], [tuple(r) for r in expired]
+                )
+            missing = [key for key in keys if key not in ledgers]
+            if not missing:
+                return
+        raise StorageError(self.name, f"hq_marks rows for {missing[:3]} cannot be made")
+
+    @staticmethod
+    async def _conflicts(
+        cursor: psycopg.AsyncCursor[Any], key: Key, repeated: list[EventRow], fresh: list[EventRow]
+    ) -> list[tuple[int, str, str]]:
+        """Repeated seqs whose id differs from the one held (stored before, or new in this
+        batch): (seq, id, held id)."""
+        await cursor.execute(_HELD_IDS, (*key, [row.seq for row in repeated]))
+        held = {int(seq): str(event_id) for seq, event_id in await cursor.fetchall()}
+        held.update((row.seq, row.id) for row in fresh)
+        return [
+            (row.seq, row.id, held[row.seq])
+            for row in repeated
+            if row.seq in held and held[row.seq] != row.id
+        ]
+
+    def _note_conflicts(self, conflicts: dict[Key, list[tuple[int, str, str]]]) -> None:
+        for key, found in conflicts.items():
+            known = self.conflicts.setdefault(key, set())
+            new = sorted({seq for seq, _, _ in found} - known)
+            if not new:
+                continue
+            known.update(new)
+            _LOGGER.warning(
+                "conflict in %s/%s epoch %s: %d event(s) came with seqs HQ holds under other "
+                "ids (seq %d..%d, %d in all): the store's database went back in time? They "
+                "are not stored under those seqs (see hq_conflicts); a current store re-sends "
+                "them under a new epoch",
+                *key,
+                len(new),
+                new[0],
+                new[-1],
+                len(known),
+            )
