@@ -41,6 +41,7 @@ bench: setup
 	$(BIN)/python bench/labels.py
 	$(BIN)/python bench/prices.py
 	$(BIN)/python bench/push_fleet.py
+	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/modbus.py
 	$(BIN)/python bench/stock.py
 	$(BIN)/python bench/presence.py
