@@ -26,6 +26,8 @@ async def test_pacing_keeps_a_few_seconds_of_work_per_driver(tmp_path: Path) -> 
         await _store_with(s, 20)
         assert await s.pipeline.dispatch_once() == 5
         assert await s.pipeline.dispatch_once() == 0  # the window is full
+        clock.advance(11 * 60)  # they never checked in: timed out, not on the radio
+        assert await s.pipeline.dispatch_once() == 5
         await s.confirm_all(driver)
         assert await s.pipeline.dispatch_once() == 5
         states = {j["state"] for j in (await s.jobs()).values()}
@@ -226,7 +228,9 @@ async def test_content_for_labels_asleep_until_later_does_not_hold_the_window(
     labels are due to wake (then the window is full again)."""
     clock = FakeClock()
     driver = CountingDriver(rate=60.0, clock=clock)  # one label a second: 5 in flight
-    async with label_store(tmp_path, clock=clock, drivers={"esl": driver}, queue_ahead_s=5) as s:
+    async with label_store(
+        tmp_path, clock=clock, drivers={"esl": driver}, queue_ahead_s=5, confirm_timeout_s=3600
+    ) as s:
         await _store_with(s, 20)
         for n in range(20):  # each checks in again in 10 minutes
             report = driver.report(f"L{n:03d}", LabelReportKind.SEEN, None)
@@ -238,5 +242,7 @@ async def test_content_for_labels_asleep_until_later_does_not_hold_the_window(
         assert await s.pipeline.dispatch_once() == 5  # the first five wait for their wake
         clock.advance(9 * 60 + 56)  # the ten handed over are due to wake within the window
         assert await s.pipeline.dispatch_once() == 0  # 10 queued wait: the radio is busy
+        clock.advance(11 * 60)  # they never checked in: timed out, not on the radio
+        assert await s.pipeline.dispatch_once() == 5
         await s.confirm_all(driver)
         assert await s.pipeline.dispatch_once() == 5
