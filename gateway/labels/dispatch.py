@@ -86,12 +86,19 @@ class Dispatch:
                 why = f"in flight when driver {device} restarted: sent again"
                 await ctx.store.requeue_in_flight(why, device)
             self._dispatched_to[device] = driver
-            capacity = await self._capacity(device, driver, now)
-            if capacity <= 0:
-                continue
-            rows = await ctx.store.ready(device, fallback, isoformat_utc(now), capacity)
-            if rows:
-                pushed += await self._push(device, driver, rows, now)
+            handed = 0
+            while handed < _DISPATCH_CAP:  # again while what went waits for sleeping labels
+                capacity = min(await self._capacity(device, driver, now), _DISPATCH_CAP - handed)
+                if capacity <= 0:
+                    break
+                rows = await ctx.store.ready(device, fallback, isoformat_utc(now), capacity)
+                if not rows:
+                    break
+                handed += len(rows)
+                accepted = await self._push(device, driver, rows, now)
+                pushed += accepted
+                if accepted < len(rows):
+                    break  # refusals or stale renders: the next pass
         return pushed
 
     async def _capacity(self, device: str, driver: LabelDriver, now: datetime) -> int:
