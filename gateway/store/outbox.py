@@ -37,7 +37,8 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from itertools import accumulate, islice
+from itertools import accumulate, islice, repeat
+from operator import is_not
 from typing import Any, NamedTuple
 
 from gateway.clock import Clock, event_stamp, isoformat_utc
@@ -49,6 +50,7 @@ from gateway.wire.encoding import (
     OutboxEvent,
     WireBatch,
     encode_bodies,
+    encode_event,
     encode_events,
     event_objects,
     wire_batch,
@@ -295,7 +297,8 @@ class Outbox:
         self._pending_bytes = 0  # accepted appends not yet committed
         self._base: dict[str, int] = {}  # per stream: end_offset before its first buffered row
         self._pending: dict[str, _Pending] = {}  # per stream: appends of this loop step
-        self._id_pool = ""
+        self._id_pool: list[str] = []
+        self._id_next = 0  # the first unused id of the pool
         self._flush_scheduled = False
         self._epochs: dict[str, str] = {}  # streams with an epoch of their own
         self._highwater = HighWaterFile.beside(database.path, database.epoch)
@@ -534,6 +537,9 @@ class Outbox:
         JSON texts, with the type name and the name as JSON text. A generator is taken in
         slices: its models are dropped as soon as they are encoded, not kept alive all at
         once (fewer objects for the garbage collector to walk on a batch of thousands)."""
+        if isinstance(events, tuple) and len(events) == 1:  # one producer's event (append)
+            event_type, type_json = self._catalogue.type_of(events[0])
+            return event_type, type_json, [encode_event(events[0])]
         if isinstance(events, (list, tuple)):
             slices: Iterable[Sequence[EventBody]] = (events,)
         else:
@@ -548,22 +554,24 @@ class Outbox:
             if model is None:
                 model = type(part[0])
                 event_type, type_json = self._catalogue.type_of(part[0])
-            for event in part:
-                if type(event) is not model:
-                    raise TypeError(
-                        f"append {event_type} events alone: {type(event).__qualname__} among them"
-                    )
+            if any(map(is_not, map(type, part), repeat(model))):  # a C-level loop
+                other = next(event for event in part if type(event) is not model)
+                raise TypeError(
+                    f"append {event_type} events alone: {type(other).__qualname__} among them"
+                )
             encoded += encode_events(part)
         return event_type, type_json, encoded
 
-    def _ids(self, count: int) -> str:
-        """``count`` random event ids, 16 hex digits each, concatenated; drawn from the OS in
-        blocks (one call per block, not per event)."""
-        wanted = 16 * count
-        if len(self._id_pool) < wanted:
-            self._id_pool += secrets.token_hex(max(8 * count, _ID_BLOCK_BYTES))
-        ids, self._id_pool = self._id_pool[:wanted], self._id_pool[wanted:]
-        return ids
+    def _ids(self, count: int) -> list[str]:
+        """``count`` random event ids, 16 hex digits each; drawn from the OS in blocks (one
+        call per block, not per event) and cut in C (``bytes.hex`` with a separator)."""
+        start, end = self._id_next, self._id_next + count
+        if end > len(self._id_pool):
+            drawn = secrets.token_bytes(max(8 * count, _ID_BLOCK_BYTES)).hex(" ", -8).split()
+            self._id_pool = self._id_pool[start:] + drawn
+            start, end = 0, count
+        self._id_next = end
+        return self._id_pool[start:end]
 
     @staticmethod
     def _row(stream: str, texts: list[str], oldest: str, newest: str, size: int) -> tuple[Any, ...]:
@@ -805,7 +813,7 @@ class Outbox:
             newest_ts=old["newest"],
         )
         [marker] = event_objects(
-            secrets.token_hex(8), str(old["newest"]), _EXPIRED_JSON, encode_bodies((expired,))
+            [secrets.token_hex(8)], str(old["newest"]), _EXPIRED_JSON, encode_bodies((expired,))
         )
         await self._db.submit_atomic(
             [

@@ -3,6 +3,7 @@ model's constructor checks: same event, same bytes on the wire, same errors."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 
 from gateway.wire import EVENT_TYPES, EventBody, StockChanged
 from gateway.wire.encoding import encode_events
+from gateway.wire.envelope import check_trusted_events
 from gateway.wire.registry import model_examples
 
 
@@ -81,3 +83,72 @@ _NEARLY_VALID = st.fixed_dictionaries(
 @given(_NEARLY_VALID)
 def test_stock_changed_builds_alike_at_the_edges(fields: dict[str, Any]) -> None:
     _same_as_constructor(StockChanged, fields)
+
+
+# --- trusted: built without checking the values ---------------------------------------------
+
+
+@pytest.fixture
+def unchecked() -> Iterator[None]:
+    """``EventBody.trusted`` as it runs in production (the suite validates it otherwise)."""
+    check_trusted_events(False)
+    yield
+    check_trusted_events(True)
+
+
+@pytest.mark.usefixtures("unchecked")
+@pytest.mark.parametrize("name", sorted(EVENT_TYPES))
+def test_a_trusted_event_is_the_validated_one(name: str) -> None:
+    model = EVENT_TYPES[name]
+    for example in model_examples(model):
+        validated = model.validated(example)
+        fields = dict(validated.__dict__)  # every field, in order
+        for trusted in (model.trusted(dict(fields)), model.trusted_many([dict(fields)])[0]):
+            assert type(trusted) is model
+            assert trusted == validated
+            assert trusted.model_fields_set == set(model.model_fields)
+            assert encode_events([trusted]) == encode_events([validated])
+            assert trusted.model_dump() == validated.model_dump()
+
+
+@pytest.mark.usefixtures("unchecked")
+def test_trusted_checks_the_names_not_the_values() -> None:
+    [example] = model_examples(StockChanged)
+    fields = dict(StockChanged.validated(example).__dict__)
+    # A value out of the schema passes: the producer's tests are what check it.
+    assert StockChanged.trusted({**fields, "before": -5}).before == -5
+    # A field missing or unknown: refused as validation refuses it.
+    for wrong in ({k: v for k, v in fields.items() if k != "sku"}, {**fields, "extra": 1}):
+        with pytest.raises(ValidationError) as trusted_error:
+            StockChanged.trusted(dict(wrong))
+        assert _outcome(lambda w=wrong: StockChanged.validated(w)) == (  # type: ignore[misc]
+            "refused",
+            trusted_error.value.errors(include_url=False),
+        )
+        with pytest.raises(ValidationError):
+            StockChanged.trusted_many([dict(fields), dict(wrong)])
+    # Other order: validated, so the wire keeps the declared order.
+    shuffled = dict(reversed(list(fields.items())))
+    assert list(StockChanged.trusted(shuffled).__dict__) == list(fields)
+    assert [list(e.__dict__) for e in StockChanged.trusted_many([shuffled])] == [list(fields)]
+
+
+def test_trusted_validates_in_full_under_the_suites_switch() -> None:
+    [example] = model_examples(StockChanged)
+    fields = dict(StockChanged.validated(example).__dict__)
+    with pytest.raises(ValidationError):
+        StockChanged.trusted({**fields, "before": -5})
+    with pytest.raises(ValidationError):
+        StockChanged.trusted_many([{**fields, "confidence": 2.0}])
+
+
+@pytest.mark.usefixtures("unchecked")
+def test_a_trusted_event_stays_as_built() -> None:
+    [example] = model_examples(StockChanged)
+    event = StockChanged.trusted(dict(StockChanged.validated(example).__dict__))
+    shared = event.model_fields_set
+    event.after = 3  # pydantic's own API never changes the shared fields-set
+    copied = event.model_copy(update={"before": 4})
+    assert event.model_fields_set == shared == set(StockChanged.model_fields)
+    assert copied.before == 4
+    assert event.before == example["before"]
