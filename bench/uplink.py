@@ -42,6 +42,7 @@ from gateway.sync.config import MqttConfig
 from gateway.sync.link import MqttLink
 from gateway.sync.uplink import Uplink, UplinkSettings, connect_outbox
 from gateway.wire import StockChanged
+from gateway.wire.envelope import TrustedEvents
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "200000"))
 CEILING = "encoding each envelope with orjson"  # the one the goal is judged against
@@ -67,7 +68,7 @@ def stock_changed(n: int) -> StockChanged:
     return StockChanged.trusted({**EVENT, "before": n})
 
 
-def stock_changes(first: int, count: int) -> list[StockChanged]:
+def stock_changes(first: int, count: int) -> TrustedEvents[StockChanged]:
     """Events ``first``… as a producer handing over a batch builds them (trusted)."""
     return StockChanged.trusted_many([{**EVENT, "before": n} for n in range(first, first + count)])
 

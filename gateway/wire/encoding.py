@@ -36,6 +36,7 @@ __all__ = [
     "encode_bodies",
     "encode_event",
     "encode_events",
+    "encode_fields",
     "encode_message",
     "event_objects",
     "pack_envelope",
@@ -228,6 +229,17 @@ def encode_event(event: BaseModel) -> str:
     return text
 
 
+def encode_fields(model: type[BaseModel], fields: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Events of ``model`` given as their fields (all of them, in order: a
+    :class:`~gateway.wire.envelope.TrustedEvents`), as :func:`encode_events` has them."""
+    if not fields:
+        return []
+    if not _plain(model):
+        return encode_bodies([model.model_construct(**one) for one in fields])
+    texts = _encode_plain_fields(fields)
+    return encode_bodies(fields) if texts is None else texts
+
+
 def encode_events(events: Sequence[BaseModel]) -> list[str]:
     """Events of one model (the outbox's appends) as :func:`encode_bodies` has them; a
     model whose fields all go on the wire as they are is read straight from its instances
@@ -271,11 +283,8 @@ def event_objects(
             f'{{"id":"{event_id}{head}' + ("}" if text == "{}" else "," + text[1:])
             for event_id, text in zip(ids, encoded, strict=True)
         ]
-    # Each body's opening brace becomes its header: the headers made by one join and one
-    # split (NUL is in no id, and JSON text holds none raw), then C-level loops: no Python
-    # step per event.
-    opening, closing = '{"id":"', head + ","
-    heads = (opening + (closing + "\0" + opening).join(ids) + closing).split("\0")
+    # Each body's opening brace becomes its header, in C-level loops: no Python step per event.
+    heads = map(str.__add__, map('{"id":"'.__add__, ids), repeat(head + ","))
     return list(map(str.replace, encoded, repeat("{"), heads, repeat(1)))
 
 

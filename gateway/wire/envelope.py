@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping, Sequence
 from itertools import repeat
 from operator import eq
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self, TypeVar, overload
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
@@ -45,6 +45,7 @@ __all__ = [
     "EventBody",
     "EventFields",
     "EventHeader",
+    "TrustedEvents",
     "check_trusted_events",
 ]
 
@@ -204,19 +205,48 @@ class EventBody(BaseModel):
         return event
 
     @classmethod
-    def trusted_many(cls, fields: Sequence[dict[str, Any]]) -> list[Self]:
-        """:meth:`trusted` for a batch, in C-level loops (no Python step per event)."""
-        names, fields_set = cls._trusted_fields()
+    def trusted_many(cls, fields: list[dict[str, Any]]) -> TrustedEvents[Self]:
+        """:meth:`trusted` for a batch: the events kept as their fields (the outbox encodes
+        them from there: no model instance per event), each made a model when read. Under
+        ``WIRE_CHECK_TRUSTED=1`` each is validated first (as :meth:`validated`)."""
+        names, _ = cls._trusted_fields()
         if _CHECK_TRUSTED or not all(map(eq, map(tuple, fields), repeat(names))):
-            return [cls.validated(one) for one in fields]
-        count = len(fields)
-        events: list[Self] = list(map(_new_instance, repeat(cls, count)))
-        for setter, values in (
-            (_set_fields, fields),
-            (_set_fields_set, repeat(fields_set, count)),
-            (_set_extra, repeat(None, count)),
-            (_set_private, repeat(None, count)),
-        ):
-            for _ in map(setter, events, values):
-                pass
-        return events
+            fields = [cls.validated(one).__dict__ for one in fields]
+        return TrustedEvents(cls, fields)
+
+
+Event = TypeVar("Event", bound=EventBody)
+
+
+class TrustedEvents(Sequence[Event]):
+    """Events of one model built by :meth:`EventBody.trusted_many`: a sequence of models to
+    whoever reads it, stored as the events' fields (their names checked, in order)."""
+
+    __slots__ = ("fields", "model")
+
+    def __init__(self, model: type[Event], fields: list[dict[str, Any]]) -> None:
+        self.model = model
+        self.fields = fields
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> TrustedEvents[Event]: ...
+
+    def __getitem__(self, index: int | slice) -> Event | TrustedEvents[Event]:
+        if isinstance(index, slice):
+            return TrustedEvents(self.model, self.fields[index])
+        fields = self.fields[index]
+        event = _new_instance(self.model)
+        _set_fields(event, fields)
+        _set_fields_set(event, self.model._trusted_fields()[1])
+        _set_extra(event, None)
+        _set_private(event, None)
+        return event
+
+    def __repr__(self) -> str:
+        return f"TrustedEvents({self.model.__qualname__}, {len(self.fields)} events)"

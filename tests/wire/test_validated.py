@@ -4,6 +4,7 @@ model's constructor checks: same event, same bytes on the wire, same errors."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from gateway.wire import EVENT_TYPES, EventBody, StockChanged
+from gateway.clock import FakeClock
+from gateway.store import Database
+from gateway.store.outbox import Outbox
+from gateway.wire import EVENT_TYPES, EventBody, StockChanged, TrustedEvents
 from gateway.wire.encoding import encode_events
 from gateway.wire.envelope import check_trusted_events
 from gateway.wire.registry import model_examples
@@ -152,3 +156,38 @@ def test_a_trusted_event_stays_as_built() -> None:
     assert event.model_fields_set == shared == set(StockChanged.model_fields)
     assert copied.before == 4
     assert event.before == example["before"]
+
+
+@pytest.mark.usefixtures("unchecked")
+@pytest.mark.parametrize("name", sorted(EVENT_TYPES))
+async def test_a_trusted_batch_is_stored_as_its_validated_events(name: str, tmp_path: Path) -> None:
+    model = EVENT_TYPES[name]
+    validated = [model.validated(example) for example in model_examples(model)] * 3
+    batch = model.trusted_many([dict(event.__dict__) for event in validated])
+    assert isinstance(batch, TrustedEvents)
+    assert list(batch) == validated
+    assert list(batch[1:]) == validated[1:]
+    clock = FakeClock()
+    async with Database.running(tmp_path / "g.db", clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(("s",))
+        await outbox.append_many("s", validated)
+        await outbox.append_many("s", batch)
+        await outbox.append_many("s", model.trusted_many([]))  # nothing
+        stored = await outbox.read("s", after_seq=0, max_events=100, max_bytes=10**9)
+    assert {event.type for event in stored} == {name}
+    bodies = [event.body for event in stored]
+    assert bodies == bodies[: len(validated)] * 2
+
+
+@pytest.mark.usefixtures("unchecked")
+async def test_a_trusted_batch_of_a_type_not_in_the_contract_is_refused(tmp_path: Path) -> None:
+    class Undescribed(EventBody):
+        n: int
+
+    clock = FakeClock()
+    async with Database.running(tmp_path / "g.db", clock=clock) as db:
+        outbox = Outbox(db, clock)
+        await outbox.open(("s",))
+        with pytest.raises(TypeError, match="not an event type"):
+            outbox.append_many("s", Undescribed.trusted_many([{"n": 1}]))
