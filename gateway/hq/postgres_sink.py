@@ -34,6 +34,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
+from gateway.backoff import Backoff
 from gateway.clock import Clock
 from gateway.errors import ConfigError, ConfigIssue, StorageError, StorageUnavailableError
 from gateway.hq.intake import Ack, EventRow, Key, Ledger, ack_for, read_envelope, warn_expired
@@ -78,6 +79,8 @@ ON CONFLICT DO NOTHING"""
 _COPY = "COPY hq_event_log (store, stream, epoch, seq, id, ts, type, event, received_at) FROM STDIN"
 
 _RETRIES = 5  # a deadlock or serialisation failure: the whole batch again
+# Before a retry: the transaction that won goes on first instead of colliding again.
+_RETRY_DELAY_S = 0.05, 1.0
 _COMMIT_TIMEOUT_S = 60.0  # one batch's transaction; beyond it PostgreSQL counts as unreachable
 _CONNECT_DEFAULTS: dict[str, Any] = {
     "connect_timeout": 10,
@@ -284,6 +287,7 @@ class PostgresSink:
         """:meth:`_store` on a live connection, again after a deadlock; PostgreSQL's errors
         translated (unreachable: StorageUnavailableError)."""
         now = self._clock.utc_now()
+        backoff = Backoff(*_RETRY_DELAY_S)
         for attempt in range(1, _RETRIES + 1):
             connection = await self._connect()
             try:
@@ -298,6 +302,8 @@ class PostgresSink:
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
                 if attempt == _RETRIES:
                     raise StorageError(self.name, f"gave up after {_RETRIES} tries: {exc}") from exc
+                _LOGGER.info("batch tried again: %s", str(exc).strip().splitlines()[0])
+                await asyncio.sleep(backoff.next_delay())
             except psycopg.OperationalError as exc:
                 await self._drop_connection()
                 raise self._unavailable(exc) from None
