@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,7 +37,16 @@ from psycopg.conninfo import conninfo_to_dict
 from gateway.backoff import Backoff
 from gateway.clock import Clock
 from gateway.errors import ConfigError, ConfigIssue, StorageError, StorageUnavailableError
-from gateway.hq.intake import Ack, EventRow, Key, Ledger, ack_for, read_envelope, warn_expired
+from gateway.hq.intake import (
+    Ack,
+    EventRow,
+    Key,
+    Ledger,
+    Origin,
+    ack_for,
+    read_envelope,
+    warn_expired,
+)
 from gateway.hq.postgres_schema import ensure_partition, migrate
 
 __all__ = ["EmitRows", "PostgresSink", "describe_url"]
@@ -241,11 +250,14 @@ class PostgresSink:
                 found[key] = gap
         return found
 
-    async def receive_many(self, payloads: list[bytes]) -> list[Ack]:
+    async def receive_many(
+        self, payloads: list[bytes], *, origins: Sequence[Origin] | None = None
+    ) -> list[Ack]:
         """Store several envelopes in one transaction; returns one ack per key they touched,
-        to publish once this returns. Garbage is logged and skipped. Raises StorageError
-        (nothing committed, nothing to ack) when PostgreSQL fails."""
-        batch = self._read(payloads)
+        to publish once this returns. Garbage (an envelope not of its topic's store and stream
+        in ``origins`` too) is logged and skipped. Raises StorageError (nothing committed,
+        nothing to ack) when PostgreSQL fails."""
+        batch = self._read(payloads, origins)
         if not batch:
             return []
         outcome = await self._commit(batch)
@@ -268,12 +280,14 @@ class PostgresSink:
             if ledger.watermark
         ]
 
-    def _read(self, payloads: list[bytes]) -> dict[Key, list[EventRow]]:
+    def _read(
+        self, payloads: list[bytes], origins: Sequence[Origin] | None
+    ) -> dict[Key, list[EventRow]]:
         """The payloads' events by key, in seq order; garbage counted and logged."""
         batch: dict[Key, list[EventRow]] = {}
-        for payload in payloads:
+        for index, payload in enumerate(payloads):
             try:
-                read = read_envelope(payload)
+                read = read_envelope(payload, None if origins is None else origins[index])
             except ValueError as exc:
                 self.rejected += 1
                 _LOGGER.warning("rejected envelope: %s", exc)
