@@ -216,6 +216,7 @@ class PostgresSink:
             await connection.close()
             raise
         self._connection = connection
+        self._partitions.clear()  # the server may be another (a failover, a restored copy)
         return connection
 
     def _unavailable(self, exc: psycopg.Error) -> StorageUnavailableError:
@@ -298,8 +299,8 @@ class PostgresSink:
         return batch
 
     async def _commit(self, batch: dict[Key, list[EventRow]]) -> _Outcome:
-        """:meth:`_store` on a live connection, again after a deadlock; PostgreSQL's errors
-        translated (unreachable: StorageUnavailableError)."""
+        """:meth:`_store` on a live connection, again after a deadlock or a missing partition;
+        PostgreSQL's errors translated (unreachable: StorageUnavailableError)."""
         now = self._clock.utc_now()
         backoff = Backoff(*_RETRY_DELAY_S)
         for attempt in range(1, _RETRIES + 1):
@@ -313,7 +314,15 @@ class PostgresSink:
                 raise self._unavailable(
                     psycopg.OperationalError(f"no answer within {_COMMIT_TIMEOUT_S:g} s")
                 ) from None
-            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
+            except (
+                pg_errors.DeadlockDetected,
+                pg_errors.SerializationFailure,
+                # No row fits a partition (no CHECK in the schema raises this otherwise): the
+                # day's partition was dropped, or the database restored from a copy made before
+                # it was. Made again on the retry, not remembered as made.
+                pg_errors.CheckViolation,
+            ) as exc:
+                self._partitions.clear()
                 if attempt == _RETRIES:
                     raise StorageError(self.name, f"gave up after {_RETRIES} tries: {exc}") from exc
                 _LOGGER.info("batch tried again: %s", str(exc).strip().splitlines()[0])

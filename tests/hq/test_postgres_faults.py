@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime
 from typing import Any
 
 import psycopg
 
+from gateway.clock import FakeClock
+from gateway.hq.postgres_schema import partition_name
+from gateway.hq.postgres_sink import PostgresSink
 from tests.hq.support import envelope, pg_rows, pg_sink
 from tests.waiting import until
 
@@ -110,3 +116,59 @@ async def test_a_deadlocked_batch_is_retried_against_what_the_rival_committed(
         ("a", 5),
         ("b", 2),
     ]
+
+
+@asynccontextmanager
+async def _sink_at(url: str, clock: FakeClock) -> AsyncIterator[PostgresSink]:
+    sink = PostgresSink(url, clock=clock, emit=None)
+    await sink.open()
+    try:
+        yield sink
+    finally:
+        await sink.close()
+
+
+def _days(url: str) -> list[str]:
+    return [
+        name
+        for (name,) in pg_rows(
+            url,
+            "SELECT inhrelid::regclass::text FROM pg_inherits "
+            "WHERE inhparent = 'hq_event_log'::regclass ORDER BY 1",
+        )
+    ]
+
+
+async def test_batches_around_midnight_go_to_the_day_hq_received_them(postgres_url: str) -> None:
+    clock = FakeClock()
+    clock.wall = datetime(2026, 11, 23, 23, 59, 59, 999000, tzinfo=UTC)
+    async with _sink_at(postgres_url, clock) as sink:
+        await sink.receive_many([envelope([1, 2])])
+        clock.advance(0.002)
+        await sink.receive_many([envelope([3])])
+        clock.advance(86400)
+        await sink.receive_many([envelope([4])])
+    assert _days(postgres_url) == [partition_name(date(2026, 11, d)) for d in (23, 24, 25, 26)]
+    rows = pg_rows(postgres_url, "SELECT seq, tableoid::regclass::text FROM hq_event_log")
+    assert sorted(rows) == [
+        (1, "hq_event_log_20261123"),
+        (2, "hq_event_log_20261123"),
+        (3, "hq_event_log_20261124"),
+        (4, "hq_event_log_20261125"),
+    ]
+
+
+async def test_a_partition_gone_under_a_running_sink_is_made_again(postgres_url: str) -> None:
+    """Today's partition dropped while the sink runs (the database restored from a copy made
+    before it existed; a retention job run with the wrong date): the sink must make it again,
+    not fail every batch from then on because it remembers having made it."""
+    clock = FakeClock()
+    async with _sink_at(postgres_url, clock) as sink:
+        await sink.receive_many([envelope([1])])
+        today = partition_name(clock.wall.date())
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"ALTER TABLE hq_event_log DETACH PARTITION {today}")  # type: ignore[arg-type]
+            admin.execute(f"DROP TABLE {today}")  # type: ignore[arg-type]
+        acks = await sink.receive_many([envelope([2])])
+        assert _acked(acks) == {"stock": 2}
+    assert pg_rows(postgres_url, "SELECT seq FROM hq_events") == [(2,)]
