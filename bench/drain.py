@@ -31,7 +31,7 @@ from bench.uplink import (
     ratios,
     start_broker,
     start_hq,
-    stock_changed,
+    stock_changes,
 )
 from gateway.clock import SystemClock
 from gateway.store import Database
@@ -59,7 +59,7 @@ async def fill(path: Path, count: int) -> None:
         await outbox.open(("stock",))
         for first in range(0, count, FILL_CHUNK):
             size = min(FILL_CHUNK, count - first)
-            await outbox.append_many("stock", (stock_changed(first + n) for n in range(size)))
+            await outbox.append_many("stock", stock_changes(first, size))
 
 
 async def drain(path: Path, port: int) -> tuple[float, int]:

@@ -5,6 +5,7 @@ import live in tests/support/ (``Broker``, ``tmpfs``...)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from gateway.wire.envelope import CHECK_TRUSTED_ENV, check_trusted_events
 from tests.support.broker import Broker
 from tests.support.dbus import PrivateBus
 from tests.waiting import TIMEOUT_FACTOR
@@ -21,6 +23,11 @@ from tests.waiting import TIMEOUT_FACTOR
 # that a busy machine fails. The properties are what the suite checks, not the speed.
 settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("suite")
+
+# Events built trusted (EventBody.trusted) are validated in full, here and in the daemons the
+# tests start: a producer emitting what the schema does not describe fails its tests.
+os.environ[CHECK_TRUSTED_ENV] = "1"
+check_trusted_events(True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -333,6 +333,12 @@ class OeplAccessPoint:
         mac, memory = record.mac, self._memory
         jpeg = jpeg_for_upload(content.image_png)
         job = memory.next_job("image", content.content_hash)
+        known = memory.shown.get(mac)
+        # The tag shows something we cannot name: it may be this very content (judged before
+        # the upload: its own completion may come before the answer).
+        unnamed = record.content_hash is not None and (
+            known is None or known.ap_hash != record.content_hash
+        )
         for attempt in range(self._options.busy_retries + 1):
             memory.jobs.setdefault(mac, deque()).append(job)  # before: the ack may come first
             try:
@@ -341,10 +347,7 @@ class OeplAccessPoint:
                 self._drop(mac, job.number)
                 raise
             if outcome is UploadOutcome.QUEUED:
-                known = memory.shown.get(mac)
-                if record.content_hash is not None and (
-                    known is None or known.ap_hash != record.content_hash
-                ):  # the tag shows something we cannot name: it may be this very content
+                if unnamed and any(j.number == job.number for j in memory.jobs.get(mac, ())):
                     await self._check_identical(mac, job.number, content, record)
                 return
             self._drop(mac, job.number)

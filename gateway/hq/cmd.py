@@ -51,7 +51,10 @@ async def send_command(
     clock = SystemClock()
     token = secrets.token_hex(6)
     mqtt = settings.mqtt.model_copy(update={"client_id": f"storegw-hq-cmd-{token}"})
-    link = MqttLink(config=mqtt, store_id=store, boot=0, clock=clock, announce=False)
+    # A clean session: a one-shot client's subscription must not outlive it at the broker.
+    link = MqttLink(
+        config=mqtt, store_id=store, boot=0, clock=clock, announce=False, session_expiry_s=0
+    )
     reply_topic = f"{link.topic_root}up/reply/{token}"
     correlation = secrets.token_bytes(8)
     replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()

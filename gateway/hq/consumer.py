@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from pydantic import ValidationError
@@ -31,7 +31,9 @@ from gateway.hq.intake import (
     EventRow,
     Key,
     Ledger,
+    Origin,
     ack_for,
+    check_origin,
     finite_json,
     warn_expired,
 )
@@ -79,6 +81,17 @@ def _events_of(payload: bytes, envelope: EnvelopeHeaders) -> list[EventHeader]:
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"envelope events do not parse as validated: {exc}") from exc
     return cast("list[EventHeader]", whole)
+
+
+def _refusal(envelope: EnvelopeHeaders, payload: bytes, origin: Origin | None) -> str | None:
+    """Why a valid envelope is refused all the same (None: it is not)."""
+    try:
+        check_origin(envelope.store, envelope.stream, origin)
+    except ValueError as exc:
+        return str(exc)
+    if (b"NaN" in payload or b"Infinity" in payload) and not finite_json(payload):
+        return "NaN or Infinity is not JSON"  # SQLite's JSON functions (hq_events) refuse them
+    return None
 
 
 class HqConsumer:
@@ -138,19 +151,23 @@ class HqConsumer:
         acks = await self.receive_many([payload])
         return acks[0] if acks else None
 
-    async def receive_many(self, payloads: list[bytes]) -> list[Ack]:
+    async def receive_many(
+        self, payloads: list[bytes], *, origins: Sequence[Origin] | None = None
+    ) -> list[Ack]:
         """Store several envelopes in one commit; returns one ack per (store, stream, epoch)
-        they touched, to publish once this returns. Garbage is logged and skipped; if anything
-        fails before the commit is done, nothing is acked and nothing is remembered (the
-        broker redelivers)."""
+        they touched, to publish once this returns. Garbage (an envelope not of its topic's
+        store and stream in ``origins`` too) is logged and skipped; if anything fails before
+        the commit is done, nothing is acked and nothing is remembered (the broker
+        redelivers)."""
         snapshots: dict[Key, Ledger] = {}
         statements: list[tuple[str, tuple[Any, ...]]] = []
         emitted: list[tuple[EnvelopeHeaders, list[EventHeader]]] = []
         repeated: dict[_Key, dict[int, str]] = {}  # seqs held already: the ids they came with
         new_events = 0
         try:  # anything going wrong before the commit: the custody taken is forgotten
-            for payload in payloads:
-                staged = self._stage(payload, snapshots, repeated)
+            for index, payload in enumerate(payloads):
+                origin = None if origins is None else origins[index]
+                staged = self._stage(payload, origin, snapshots, repeated)
                 if staged is None:
                     continue
                 envelope, row, fresh = staged
@@ -190,6 +207,7 @@ class HqConsumer:
     def _stage(
         self,
         payload: bytes,
+        origin: Origin | None,
         snapshots: dict[Key, Ledger],
         repeated: dict[_Key, dict[int, str]],
     ) -> tuple[EnvelopeHeaders, tuple[Any, ...], list[EventHeader] | None] | None:
@@ -206,9 +224,10 @@ class HqConsumer:
             self.rejected += 1
             _LOGGER.warning("rejected envelope: %s", exc.errors(include_url=False)[:3])
             return None
-        if (b"NaN" in payload or b"Infinity" in payload) and not finite_json(payload):
-            self.rejected += 1  # SQLite's JSON functions (the hq_events view) refuse them
-            _LOGGER.warning("rejected envelope: NaN or Infinity is not JSON")
+        reason = _refusal(envelope, payload, origin)
+        if reason is not None:
+            self.rejected += 1
+            _LOGGER.warning("rejected envelope: %s", reason)
             return None
         key = (envelope.store, envelope.stream, envelope.epoch)
         ledger = self._custody.setdefault(key, Ledger())

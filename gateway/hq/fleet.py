@@ -15,7 +15,6 @@ garbage and otherwise ignored: it never changes a store's outcome.
 from __future__ import annotations
 
 import contextlib
-import enum
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,23 +23,27 @@ from typing import Any
 
 import orjson
 
+from gateway.hq.fleet_summary import (
+    EXIT_ALL_APPLIED,
+    EXIT_NOT_APPLIED,
+    EXIT_REFUSED,
+    FleetProgress,
+    FleetSummary,
+    Outcome,
+    StoreResult,
+)
+
 __all__ = [
     "EXIT_ALL_APPLIED",
     "EXIT_NOT_APPLIED",
     "EXIT_REFUSED",
+    "TOPICS",
     "FleetProgress",
     "FleetPush",
     "FleetSummary",
     "Outcome",
     "StoreResult",
 ]
-
-#: Exit codes of ``storegw hq push-prices`` (docs/fleet.md): every store applied; some store
-#: did not apply within the deadline (behind, offline, no answer, not sent); some store refused
-#: its batch (signature, scope, validity or content: needs someone to look).
-EXIT_ALL_APPLIED = 0
-EXIT_NOT_APPLIED = 4
-EXIT_REFUSED = 5
 
 #: The subscriptions the push tool needs, relative to a store's topic root.
 TOPICS = ("state", "up/receipts", "up/alerts", "up/sync")
@@ -49,15 +52,6 @@ _REFUSAL_ALERTS = ("downlink.signature", "downlink.malformed")
 #: A refusal alert older than the push by more than the clock skew a store may have is an
 #: earlier episode (an unacknowledged alert sent again), not about this batch.
 _REFUSAL_SKEW = timedelta(minutes=5)
-
-
-class Outcome(enum.StrEnum):
-    APPLIED = "applied"  # a receipt or up/sync says this version (or a later one) is applied
-    REFUSED = "refused"  # the store refused the batch, with the reason
-    BEHIND = "behind"  # online (or heard from) but has not applied it
-    OFFLINE = "offline"  # its retained state says offline: the broker holds the batch for it
-    NO_ANSWER = "no answer"  # nothing known of it: never connected, or silent
-    NOT_SENT = "not sent"  # the broker did not accept the batch
 
 
 _FINAL = frozenset({Outcome.APPLIED, Outcome.REFUSED, Outcome.NOT_SENT})
@@ -78,6 +72,7 @@ class _Store:
     held: tuple[int, ...] = ()
     refused: str | None = None
     behind_reason: str | None = None  # e.g. parts that expired incomplete
+    synced: bool = False  # an up/sync came (the store said what it has and holds)
 
     def outcome(self) -> Outcome:
         if self.applied >= self.version:
@@ -110,81 +105,14 @@ class _Store:
             return f"offline (boot {self.boot}): the broker holds v{self.version}; {has}"
         if outcome is Outcome.BEHIND:
             stage = "stored, not applied yet" if self.stored else "not applied"
+            if self.synced and not self.stored and self.version not in self.held:
+                # A store refusing again within a day of its last refusal raises no new alert.
+                has += (
+                    f"; it does not hold v{self.version}: not received, or refused "
+                    "(see its storegw status)"
+                )
             return f"v{self.version} {stage}; {has}"
         return f"v{self.version}: nothing heard from the store"
-
-
-@dataclass(frozen=True, slots=True)
-class StoreResult:
-    store: str
-    version: int
-    outcome: Outcome
-    detail: str
-    applied_version: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "store": self.store,
-            "version": self.version,
-            "outcome": self.outcome.value,
-            "detail": self.detail,
-            "applied_version": self.applied_version,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class FleetProgress:
-    """Counts for a progress bar: how many batches the broker took, how many stores settled."""
-
-    total: int
-    sent: int
-    counts: Mapping[Outcome, int]
-
-    @property
-    def applied(self) -> int:
-        return self.counts.get(Outcome.APPLIED, 0)
-
-    @property
-    def refused(self) -> int:
-        return self.counts.get(Outcome.REFUSED, 0)
-
-
-@dataclass(frozen=True, slots=True)
-class FleetSummary:
-    stores: tuple[StoreResult, ...]
-    elapsed_s: float
-    deadline_s: float
-    garbage: int = 0
-    last_garbage: str | None = None
-
-    @property
-    def counts(self) -> dict[str, int]:
-        counted = Counter(result.outcome for result in self.stores)
-        return {outcome.value: counted.get(outcome, 0) for outcome in Outcome}
-
-    @property
-    def exit_code(self) -> int:
-        outcomes = {result.outcome for result in self.stores}
-        if Outcome.REFUSED in outcomes:
-            return EXIT_REFUSED
-        if outcomes - {Outcome.APPLIED}:
-            return EXIT_NOT_APPLIED
-        return EXIT_ALL_APPLIED
-
-    def versions(self) -> dict[str, int]:
-        return {result.store: result.version for result in self.stores}
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.exit_code == EXIT_ALL_APPLIED,
-            "exit_code": self.exit_code,
-            "elapsed_s": round(self.elapsed_s, 3),
-            "deadline_s": self.deadline_s,
-            "counts": self.counts,
-            "garbage_messages": self.garbage,
-            "last_garbage": self.last_garbage,
-            "stores": [result.as_dict() for result in self.stores],
-        }
 
 
 class _GarbageError(ValueError):
@@ -391,9 +319,9 @@ def _take_sync(state: _Store, document: dict[str, Any]) -> bool:
     held = document.get("held_versions", [])
     if not isinstance(held, list):
         raise _GarbageError("held_versions is not a list")
-    state.heard = True
-    state.applied = max(state.applied, have)
     state.held = tuple(_version(v, "a held version") for v in held)
+    state.heard = state.synced = True
+    state.applied = max(state.applied, have)
     return True
 
 

@@ -9,6 +9,10 @@ contiguous custody watermark, build the ``down/ack``. Both HQ sinks (SQLite, Pos
   ``outbox.expired`` marker stands for. :meth:`Ledger.take` splits events into new ones and
   repeated ones (held already: a duplicate, or a conflict when the id differs).
 - :func:`ack_for` is the ``down/ack`` message for a watermark.
+- :func:`envelope_origin` is the ``(store, stream)`` an ``up/`` topic speaks for, and
+  :func:`check_origin` holds an envelope to it: the broker's ACL lets a store publish on its own
+  topics only, and the envelope's own ``store`` must not get around that (HQ would store, and
+  ack, another store's seqs; that store's real events would become conflicts, acked and lost).
 
 The PostgreSQL sink loads each key's ledger from the database under a row lock, lets it decide,
 and writes it back in the same transaction: the watermark acked is the one committed, whatever
@@ -35,6 +39,8 @@ __all__ = [
     "Key",
     "Ledger",
     "ack_for",
+    "check_origin",
+    "envelope_origin",
     "finite_json",
     "read_envelope",
     "warn_expired",
@@ -43,6 +49,10 @@ __all__ = [
 EXPIRED = "outbox.expired"
 
 Key = tuple[str, str, str]  # (store, stream, epoch)
+Origin = tuple[str, str]  # (store, stream) of the topic an envelope came on
+
+# ``up/`` topics that carry no envelope: the health snapshot, price resync requests.
+_NOT_STREAMS = frozenset({"health", "sync"})
 
 # Integers of 20 digits or more may not fit 64 bits: orjson would read them as floats. Found
 # by mapping every digit to "0" and looking for a run (a regex scan costs 10x more).
@@ -60,6 +70,26 @@ def ack_for(topic_prefix: str, key: Key, watermark: int) -> Ack:
     store, stream, epoch = key
     body = {"stream": stream, "epoch": epoch, "seq": watermark}
     return Ack(f"{topic_prefix}{store}/down/ack", json.dumps(body, separators=(",", ":")).encode())
+
+
+def envelope_origin(topic: str, prefix: str) -> Origin | None:
+    """``(store, stream)`` of ``{prefix}{store}/up/{stream}``; None for any other topic (``up/
+    health``, ``up/sync``, ``up/reply/…``): not an envelope."""
+    if not topic.startswith(prefix):
+        return None
+    parts = topic[len(prefix) :].split("/")
+    if len(parts) != 3 or parts[1] != "up" or parts[2] in _NOT_STREAMS or not all(parts):
+        return None
+    return parts[0], parts[2]
+
+
+def check_origin(store: str, stream: str, origin: Origin | None) -> None:
+    """ValueError unless the envelope's ``store`` and ``stream`` are its topic's (``origin``;
+    None: not known, as for a payload handed over directly)."""
+    if origin is not None and (store, stream) != origin:
+        raise ValueError(
+            f"envelope of {store}/{stream} came on the topic of {origin[0]}/{origin[1]}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,14 +135,16 @@ def finite_json(payload: bytes) -> bool:
     return True
 
 
-def read_envelope(payload: bytes) -> ReadEnvelope:
+def read_envelope(payload: bytes, origin: Origin | None = None) -> ReadEnvelope:
     """The envelope's key and events, in seq order; ValueError (with the reason) for garbage:
-    not the envelope schema, not strict JSON (NaN, Infinity), a NUL character or an unpaired
-    surrogate anywhere (a database's text refuses them)."""
+    not the envelope schema, not the store and stream of its topic (``origin``), not strict
+    JSON (NaN, Infinity), a NUL character or an unpaired surrogate anywhere (a database's text
+    refuses them)."""
     try:
         headers = EnvelopeHeaders.model_validate_json(payload)
     except ValidationError as exc:
         raise ValueError(str(exc.errors(include_url=False)[:3])) from None
+    check_origin(headers.store, headers.stream, origin)
     try:
         if _LONG_RUN in payload.translate(_DIGITS_AS_ZERO):
             raw = json.loads(payload, parse_constant=_refuse_constant)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,9 +34,19 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
+from gateway.backoff import Backoff
 from gateway.clock import Clock
 from gateway.errors import ConfigError, ConfigIssue, StorageError, StorageUnavailableError
-from gateway.hq.intake import Ack, EventRow, Key, Ledger, ack_for, read_envelope, warn_expired
+from gateway.hq.intake import (
+    Ack,
+    EventRow,
+    Key,
+    Ledger,
+    Origin,
+    ack_for,
+    read_envelope,
+    warn_expired,
+)
 from gateway.hq.postgres_schema import ensure_partition, migrate
 
 __all__ = ["EmitRows", "PostgresSink", "describe_url"]
@@ -78,6 +88,8 @@ ON CONFLICT DO NOTHING"""
 _COPY = "COPY hq_event_log (store, stream, epoch, seq, id, ts, type, event, received_at) FROM STDIN"
 
 _RETRIES = 5  # a deadlock or serialisation failure: the whole batch again
+# Before a retry: the transaction that won goes on first instead of colliding again.
+_RETRY_DELAY_S = 0.05, 1.0
 _COMMIT_TIMEOUT_S = 60.0  # one batch's transaction; beyond it PostgreSQL counts as unreachable
 _CONNECT_DEFAULTS: dict[str, Any] = {
     "connect_timeout": 10,
@@ -204,6 +216,7 @@ class PostgresSink:
             await connection.close()
             raise
         self._connection = connection
+        self._partitions.clear()  # the server may be another (a failover, a restored copy)
         return connection
 
     def _unavailable(self, exc: psycopg.Error) -> StorageUnavailableError:
@@ -238,11 +251,14 @@ class PostgresSink:
                 found[key] = gap
         return found
 
-    async def receive_many(self, payloads: list[bytes]) -> list[Ack]:
+    async def receive_many(
+        self, payloads: list[bytes], *, origins: Sequence[Origin] | None = None
+    ) -> list[Ack]:
         """Store several envelopes in one transaction; returns one ack per key they touched,
-        to publish once this returns. Garbage is logged and skipped. Raises StorageError
-        (nothing committed, nothing to ack) when PostgreSQL fails."""
-        batch = self._read(payloads)
+        to publish once this returns. Garbage (an envelope not of its topic's store and stream
+        in ``origins`` too) is logged and skipped. Raises StorageError (nothing committed,
+        nothing to ack) when PostgreSQL fails."""
+        batch = self._read(payloads, origins)
         if not batch:
             return []
         outcome = await self._commit(batch)
@@ -265,12 +281,14 @@ class PostgresSink:
             if ledger.watermark
         ]
 
-    def _read(self, payloads: list[bytes]) -> dict[Key, list[EventRow]]:
+    def _read(
+        self, payloads: list[bytes], origins: Sequence[Origin] | None
+    ) -> dict[Key, list[EventRow]]:
         """The payloads' events by key, in seq order; garbage counted and logged."""
         batch: dict[Key, list[EventRow]] = {}
-        for payload in payloads:
+        for index, payload in enumerate(payloads):
             try:
-                read = read_envelope(payload)
+                read = read_envelope(payload, None if origins is None else origins[index])
             except ValueError as exc:
                 self.rejected += 1
                 _LOGGER.warning("rejected envelope: %s", exc)
@@ -281,9 +299,10 @@ class PostgresSink:
         return batch
 
     async def _commit(self, batch: dict[Key, list[EventRow]]) -> _Outcome:
-        """:meth:`_store` on a live connection, again after a deadlock; PostgreSQL's errors
-        translated (unreachable: StorageUnavailableError)."""
+        """:meth:`_store` on a live connection, again after a deadlock or a missing partition;
+        PostgreSQL's errors translated (unreachable: StorageUnavailableError)."""
         now = self._clock.utc_now()
+        backoff = Backoff(*_RETRY_DELAY_S)
         for attempt in range(1, _RETRIES + 1):
             connection = await self._connect()
             try:
@@ -295,9 +314,19 @@ class PostgresSink:
                 raise self._unavailable(
                     psycopg.OperationalError(f"no answer within {_COMMIT_TIMEOUT_S:g} s")
                 ) from None
-            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
+            except (
+                pg_errors.DeadlockDetected,
+                pg_errors.SerializationFailure,
+                # No row fits a partition (no CHECK in the schema raises this otherwise): the
+                # day's partition was dropped, or the database restored from a copy made before
+                # it was. Made again on the retry, not remembered as made.
+                pg_errors.CheckViolation,
+            ) as exc:
+                self._partitions.clear()
                 if attempt == _RETRIES:
                     raise StorageError(self.name, f"gave up after {_RETRIES} tries: {exc}") from exc
+                _LOGGER.info("batch tried again: %s", str(exc).strip().splitlines()[0])
+                await asyncio.sleep(backoff.next_delay())
             except psycopg.OperationalError as exc:
                 await self._drop_connection()
                 raise self._unavailable(exc) from None

@@ -5,9 +5,10 @@ default, :class:`~gateway.hq.consumer.HqConsumer`; or PostgreSQL,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
-from gateway.hq.intake import Ack, Key
+from gateway.hq.intake import Ack, Key, Origin
 
 __all__ = ["EnvelopeSink"]
 
@@ -21,10 +22,14 @@ class EnvelopeSink(Protocol):
     expired: int  # events the stores' TTLs dropped before HQ had them
     conflicts: dict[Key, set[int]]  # seqs that came again with another event id
 
-    async def receive_many(self, payloads: list[bytes]) -> list[Ack]:
+    async def receive_many(
+        self, payloads: list[bytes], *, origins: Sequence[Origin] | None = None
+    ) -> list[Ack]:
         """Commit the payloads' new events; the acks (one per key touched, the committed
         contiguous watermark) may be published once this returns. Raises StorageError when
-        nothing could be committed (then nothing may be acked)."""
+        nothing could be committed (then nothing may be acked). ``origins``: per payload, the
+        ``(store, stream)`` of the topic it came on; an envelope speaking for another is
+        refused as garbage."""
         ...
 
     def gaps(self) -> dict[Key, tuple[int, int]]:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.clock import Clock, isoformat_utc
 from gateway.errors import ConfigError, ConfigIssue, StorageUnavailableError
 from gateway.hq.consumer import HQ_MIGRATIONS, HqConsumer
+from gateway.hq.intake import envelope_origin
 from gateway.hq.sink import EnvelopeSink
 from gateway.store.database import Database
 from gateway.sync.config import MqttConfig
@@ -165,9 +166,15 @@ async def tail(
         link = MqttLink(config=mqtt, store_id="+", boot=boot, clock=clock, announce=False)
 
         async def on_messages(messages: list[InboundMessage]) -> None:
-            # Whatever queued up while the last commit ran is stored in one commit.
-            envelopes = [m.payload for m in messages if not m.topic.endswith("/up/health")]
-            acks = await sink.receive_many(envelopes) if envelopes else []
+            # Whatever queued up while the last commit ran is stored in one commit, each
+            # envelope held to the store and stream of its topic (not up/health, up/sync).
+            envelopes, origins = [], []
+            for message in messages:
+                origin = envelope_origin(message.topic, prefix)
+                if origin is not None:
+                    envelopes.append(message.payload)
+                    origins.append(origin)
+            acks = await sink.receive_many(envelopes, origins=origins) if envelopes else []
             # Committed: now HQ takes custody.
             await asyncio.gather(*(link.publish(ack.topic, ack.payload) for ack in acks))
 

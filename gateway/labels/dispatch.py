@@ -6,8 +6,9 @@ Per running driver at most ``queue_ahead_s`` of its ``labels_per_minute`` are in
 redraws), then by due or queued time. A label whose ESL system said it sleeps until later
 (``next_checkin`` of its last report, or deep sleep) gets content only when it wakes: its job
 waits at the access point without using the radio, so it does not count against the window
-until its wake is within ``queue_ahead_s`` (without this, an access point whose tags sleep
-minutes between check-ins would be handed two labels at a time and wait out each wake).
+until its wake is within ``queue_ahead_s`` (nor once it is overdue past the fleet health's
+600 s grace: timed out). Without this, an access point whose tags sleep minutes between
+check-ins would be handed two labels at a time and wait out each wake.
 The driver reaching a label is the one that last reported it; with a single ESL driver, unheard
 labels go to it. A job is marked *submitted* (committed) before ``push``, *pending* after it
 returns; a failure is retried with backoff, a :class:`~gateway.errors.DriverConfigError` is
@@ -28,6 +29,7 @@ from gateway.clock import isoformat_utc
 from gateway.drivers.contracts import LabelContent, LabelDriver, LabelModel, LabelReport
 from gateway.errors import DriverConfigError, LabelPanelMismatchError
 from gateway.labels.context import StageContext, sole_device
+from gateway.labels.health import CHECKIN_GRACE
 from gateway.labels.job_store import Row, Statement
 from gateway.labels.jobs import JobFacts, JobState, after_push
 from gateway.labels.preview import parse_model
@@ -84,12 +86,19 @@ class Dispatch:
                 why = f"in flight when driver {device} restarted: sent again"
                 await ctx.store.requeue_in_flight(why, device)
             self._dispatched_to[device] = driver
-            capacity = await self._capacity(device, driver, now)
-            if capacity <= 0:
-                continue
-            rows = await ctx.store.ready(device, fallback, isoformat_utc(now), capacity)
-            if rows:
-                pushed += await self._push(device, driver, rows, now)
+            handed = 0
+            while handed < _DISPATCH_CAP:  # again while what went waits for sleeping labels
+                capacity = min(await self._capacity(device, driver, now), _DISPATCH_CAP - handed)
+                if capacity <= 0:
+                    break
+                rows = await ctx.store.ready(device, fallback, isoformat_utc(now), capacity)
+                if not rows:
+                    break
+                handed += len(rows)
+                accepted = await self._push(device, driver, rows, now)
+                pushed += accepted
+                if accepted < len(rows):
+                    break  # refusals or stale renders: the next pass
         return pushed
 
     async def _capacity(self, device: str, driver: LabelDriver, now: datetime) -> int:
@@ -97,10 +106,11 @@ class Dispatch:
         window = max(1, math.ceil(driver.labels_per_minute / 60 * config.queue_ahead_s))
         cutoff = now - timedelta(seconds=config.confirm_timeout_s)
         soon = now + timedelta(seconds=config.queue_ahead_s)
+        gone = now - CHECKIN_GRACE  # due to wake before this: timed out, not on the radio
         busy = 0
         for label in await self._context.store.in_flight(device, cutoff):
             wake = self._wakes.get(label)
-            busy += wake is None or wake <= soon  # asleep until later: not on the radio yet
+            busy += wake is None or gone <= wake <= soon  # asleep until later: not yet
         return min(_DISPATCH_CAP, window - busy)
 
     async def _push(

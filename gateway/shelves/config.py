@@ -12,9 +12,10 @@ from gateway.drivers.config import DEVICE_NAME_PATTERN
 from gateway.section import ConfigSection
 from gateway.shelves.slot_counter import CounterSettings
 
-__all__ = ["SLOT_NAME_PATTERN", "ShelvesConfig", "SlotConfig"]
+__all__ = ["SKU_PATTERN", "SLOT_NAME_PATTERN", "ShelvesConfig", "SlotConfig"]
 
 SLOT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class SlotConfig(ConfigSection):
@@ -25,7 +26,7 @@ class SlotConfig(ConfigSection):
         pattern=DEVICE_NAME_PATTERN, description="The scale device ([[devices]] name)."
     )
     channel: str = Field(min_length=1, max_length=64, description="The device's channel.")
-    sku: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    sku: str = Field(pattern=SKU_PATTERN)
     unit_grams: float = Field(gt=0, le=1_000_000, description="Weight of one item.")
     tolerance: float = Field(
         0.25, gt=0, lt=0.5, description="How far from a whole number of items a change may be."

@@ -36,11 +36,12 @@ import logging
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from itertools import accumulate, islice
+from datetime import UTC, datetime, timedelta
+from itertools import accumulate, islice, repeat
+from operator import is_not
 from typing import Any, NamedTuple
 
-from gateway.clock import Clock, event_stamp, isoformat_utc
+from gateway.clock import Clock, isoformat_utc
 from gateway.errors import OutboxFullError
 from gateway.store.budget import Admission, BufferBudget, BufferPressure, Shed, default_shed
 from gateway.store.database import Database
@@ -49,11 +50,13 @@ from gateway.wire.encoding import (
     OutboxEvent,
     WireBatch,
     encode_bodies,
+    encode_event,
     encode_events,
+    encode_fields,
     event_objects,
     wire_batch,
 )
-from gateway.wire.envelope import EventBody
+from gateway.wire.envelope import EventBody, TrustedEvents
 from gateway.wire.expiry import EXPIRED_TYPE, OutboxExpired
 from gateway.wire.registry import WIRE_EVENTS, EventCatalogue
 
@@ -76,6 +79,7 @@ _WIRE_OVERHEAD = 12  # bytes an event gains on the wire (its seq) and in the env
 _BATCH_MAX_EVENTS = 512  # events per row: a row is read whole, envelopes take ~500 events
 _BATCH_MAX_CHARS = 192 * 1024
 _ENCODE_SLICE = 256  # events of a generator encoded at a time (Outbox._encode)
+_MILLISECOND = timedelta(milliseconds=1)
 _ID_BLOCK_BYTES = 4096  # random bytes drawn at once for event ids (256 ids)
 
 # One row per committed batch; its seqs are taken inside the committing transaction (the
@@ -295,7 +299,10 @@ class Outbox:
         self._pending_bytes = 0  # accepted appends not yet committed
         self._base: dict[str, int] = {}  # per stream: end_offset before its first buffered row
         self._pending: dict[str, _Pending] = {}  # per stream: appends of this loop step
-        self._id_pool = ""
+        self._ts = ""  # the text of the instants from _ts_from until _ts_until (_stamp)
+        self._ts_from = self._ts_until = datetime.min.replace(tzinfo=UTC)
+        self._id_pool: list[str] = []
+        self._id_next = 0  # the first unused id of the pool
         self._flush_scheduled = False
         self._epochs: dict[str, str] = {}  # streams with an epoch of their own
         self._highwater = HighWaterFile.beside(database.path, database.epoch)
@@ -506,13 +513,10 @@ class Outbox:
         if stream not in self._known_streams:
             raise KeyError(f"unknown outbox stream {stream!r}")
         event_type, type_json, encoded = self._encode(events)
-        stamp = event_stamp(self._clock)
-        ts = str(stamp["ts"])
+        ts, unsynced = self._stamp()
         if not encoded:
             return _Admitted("", [], [], ts, 0, Admission.ACCEPT)
-        texts = event_objects(
-            self._ids(len(encoded)), ts, type_json, encoded, unsynced="unsynced" in stamp
-        )
+        texts = event_objects(self._ids(len(encoded)), ts, type_json, encoded, unsynced=unsynced)
         count = len(texts)
         total = sum(map(len, texts)) + count + _ROW_OVERHEAD  # as one row
         if count <= _BATCH_MAX_EVENTS and total <= _BATCH_MAX_CHARS:
@@ -534,6 +538,14 @@ class Outbox:
         JSON texts, with the type name and the name as JSON text. A generator is taken in
         slices: its models are dropped as soon as they are encoded, not kept alive all at
         once (fewer objects for the garbage collector to walk on a batch of thousands)."""
+        if isinstance(events, tuple) and len(events) == 1:  # one producer's event (append)
+            event_type, type_json = self._catalogue.type_of(events[0])
+            return event_type, type_json, [encode_event(events[0])]
+        if isinstance(events, TrustedEvents):  # a trusted batch: encoded from its fields
+            if not events:
+                return "", "", []
+            event_type, type_json = self._catalogue.type_named(events.model)
+            return event_type, type_json, encode_fields(events.model, events.fields)
         if isinstance(events, (list, tuple)):
             slices: Iterable[Sequence[EventBody]] = (events,)
         else:
@@ -548,22 +560,34 @@ class Outbox:
             if model is None:
                 model = type(part[0])
                 event_type, type_json = self._catalogue.type_of(part[0])
-            for event in part:
-                if type(event) is not model:
-                    raise TypeError(
-                        f"append {event_type} events alone: {type(event).__qualname__} among them"
-                    )
+            if any(map(is_not, map(type, part), repeat(model))):  # a C-level loop
+                other = next(event for event in part if type(event) is not model)
+                raise TypeError(
+                    f"append {event_type} events alone: {type(other).__qualname__} among them"
+                )
             encoded += encode_events(part)
         return event_type, type_json, encoded
 
-    def _ids(self, count: int) -> str:
-        """``count`` random event ids, 16 hex digits each, concatenated; drawn from the OS in
-        blocks (one call per block, not per event)."""
-        wanted = 16 * count
-        if len(self._id_pool) < wanted:
-            self._id_pool += secrets.token_hex(max(8 * count, _ID_BLOCK_BYTES))
-        ids, self._id_pool = self._id_pool[:wanted], self._id_pool[wanted:]
-        return ids
+    def _stamp(self) -> tuple[str, bool]:
+        """:func:`~gateway.clock.event_stamp`'s ``ts`` and whether it adds ``unsynced``; the
+        text of an instant is made once per millisecond (appends come many a millisecond)."""
+        now = self._clock.utc_now()
+        if not self._ts_from <= now < self._ts_until:
+            self._ts = isoformat_utc(now)
+            self._ts_from = now.replace(microsecond=now.microsecond - now.microsecond % 1000)
+            self._ts_until = self._ts_from + _MILLISECOND
+        return self._ts, not self._clock.is_synchronized()
+
+    def _ids(self, count: int) -> list[str]:
+        """``count`` random event ids, 16 hex digits each; drawn from the OS in blocks (one
+        call per block, not per event) and cut in C (``bytes.hex`` with a separator)."""
+        start, end = self._id_next, self._id_next + count
+        if end > len(self._id_pool):
+            drawn = secrets.token_bytes(max(8 * count, _ID_BLOCK_BYTES)).hex(" ", -8).split()
+            self._id_pool = self._id_pool[start:] + drawn
+            start, end = 0, count
+        self._id_next = end
+        return self._id_pool[start:end]
 
     @staticmethod
     def _row(stream: str, texts: list[str], oldest: str, newest: str, size: int) -> tuple[Any, ...]:
@@ -805,7 +829,7 @@ class Outbox:
             newest_ts=old["newest"],
         )
         [marker] = event_objects(
-            secrets.token_hex(8), str(old["newest"]), _EXPIRED_JSON, encode_bodies((expired,))
+            [secrets.token_hex(8)], str(old["newest"]), _EXPIRED_JSON, encode_bodies((expired,))
         )
         await self._db.submit_atomic(
             [

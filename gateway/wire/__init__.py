@@ -37,6 +37,7 @@ from gateway.wire.envelope import (
     EventBody,
     EventFields,
     EventHeader,
+    TrustedEvents,
 )
 from gateway.wire.expiry import EXPIRED_TYPE, OutboxExpired
 from gateway.wire.labels import (
@@ -114,6 +115,7 @@ __all__ = [
     "StockAmbiguous",
     "StockChanged",
     "SyncRequest",
+    "TrustedEvents",
     "WireBatch",
     "ZoneAggregate",
     "ZoneEntered",

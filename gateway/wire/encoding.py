@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -32,7 +34,9 @@ __all__ = [
     "OutboxEvent",
     "WireBatch",
     "encode_bodies",
+    "encode_event",
     "encode_events",
+    "encode_fields",
     "encode_message",
     "event_objects",
     "pack_envelope",
@@ -182,6 +186,58 @@ def encode_bodies(bodies: Iterable[Mapping[str, Any] | BaseModel]) -> list[str]:
 
 
 _PLAIN: dict[type[BaseModel], bool] = {}
+_FIELDS_OF = attrgetter("__dict__")
+_DECODE = bytes.decode
+
+
+def _encode_plain_fields(fields: Sequence[Mapping[str, Any]]) -> list[str] | None:
+    """:func:`encode_bodies` of plain field mappings in C-level loops (no Python step per
+    event: the producers' hot path), or None when one of them needs the careful path (what
+    orjson refuses, non-ASCII text, DEL) — rare, and then the whole batch takes it."""
+    try:
+        texts = list(
+            map(_DECODE, map(_FAST_DUMPS, fields, repeat(_fast_default), repeat(_ORJSON_OPTIONS)))
+        )
+    except orjson.JSONEncodeError:
+        return None
+    probe = "".join(texts)  # one scan of the batch, not one per event
+    if not probe.isascii() or "\x7f" in probe:
+        return None
+    return texts
+
+
+def _plain(model: type[BaseModel]) -> bool:
+    """Whether ``model``'s fields all go on the wire as they are (none left out)."""
+    plain = _PLAIN.get(model)
+    if plain is None:
+        plain = _PLAIN[model] = not _fields_defaulted(model) and (
+            model.model_config.get("extra") != "allow"
+        )
+    return plain
+
+
+def encode_event(event: BaseModel) -> str:
+    """One event (a single producer's append) as :func:`encode_events` has it."""
+    if not _plain(type(event)):
+        return encode_bodies((event,))[0]
+    try:
+        text: str = _FAST_DUMPS(event.__dict__, _fast_default, _ORJSON_OPTIONS).decode()
+    except orjson.JSONEncodeError:
+        return encode_bodies((event.__dict__,))[0]
+    if not text.isascii() or "\x7f" in text:
+        return encode_bodies((event.__dict__,))[0]
+    return text
+
+
+def encode_fields(model: type[BaseModel], fields: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Events of ``model`` given as their fields (all of them, in order: a
+    :class:`~gateway.wire.envelope.TrustedEvents`), as :func:`encode_events` has them."""
+    if not fields:
+        return []
+    if not _plain(model):
+        return encode_bodies([model.model_construct(**one) for one in fields])
+    texts = _encode_plain_fields(fields)
+    return encode_bodies(fields) if texts is None else texts
 
 
 def encode_events(events: Sequence[BaseModel]) -> list[str]:
@@ -190,17 +246,13 @@ def encode_events(events: Sequence[BaseModel]) -> list[str]:
     (the producers' hot path)."""
     if not events:
         return []
-    model = type(events[0])
-    plain = _PLAIN.get(model)
-    if plain is None:
-        plain = _PLAIN[model] = not _fields_defaulted(model) and (
-            model.model_config.get("extra") != "allow"
-        )
-    if not plain:
+    if len(events) == 1:
+        return [encode_event(events[0])]
+    if not _plain(type(events[0])):
         return encode_bodies(events)
-    if len(events) == 1:  # a single producer's event: no list to build
-        return encode_bodies((events[0].__dict__,))
-    return encode_bodies([event.__dict__ for event in events])
+    fields = list(map(_FIELDS_OF, events))
+    texts = _encode_plain_fields(fields)
+    return encode_bodies(fields) if texts is None else texts
 
 
 def encode_message(message: BaseModel) -> bytes:
@@ -212,22 +264,28 @@ def encode_message(message: BaseModel) -> bytes:
 
 
 def event_objects(
-    ids: str, ts: str, type_json: str, encoded: Sequence[str], *, unsynced: bool = False
+    ids: Sequence[str], ts: str, type_json: str, encoded: Sequence[str], *, unsynced: bool = False
 ) -> list[str]:
     """Stored events: each body of ``encoded`` (from :func:`encode_bodies`) behind its
     header, ``{"id":…,"ts":…,"type":…[,"unsynced":true],…}``. ``ids``: one 16-character id
-    per event, concatenated; ``ts``: an instant as :func:`~gateway.clock.isoformat_utc` writes
-    it (needs no escaping); ``type_json``: the type name as JSON text."""
+    per event; ``ts``: an instant as :func:`~gateway.clock.isoformat_utc` writes it (needs no
+    escaping); ``type_json``: the type name as JSON text."""
     head = f'","ts":"{ts}","type":{type_json}'
     if unsynced:
         head += ',"unsynced":true'
+    if len(ids) != len(encoded):
+        raise ValueError(f"{len(ids)} ids for {len(encoded)} events")
     if len(encoded) == 1:  # a single producer's event
         text = encoded[0]
-        return [f'{{"id":"{ids[:16]}{head}' + ("}" if text == "{}" else "," + text[1:])]
-    return [
-        f'{{"id":"{ids[at : at + 16]}{head}' + ("}" if text == "{}" else "," + text[1:])
-        for at, text in zip(range(0, 16 * len(encoded), 16), encoded, strict=True)
-    ]
+        return [f'{{"id":"{ids[0]}{head}' + ("}" if text == "{}" else "," + text[1:])]
+    if "{}" in encoded:  # an event without fields of its own: no comma after its header
+        return [
+            f'{{"id":"{event_id}{head}' + ("}" if text == "{}" else "," + text[1:])
+            for event_id, text in zip(ids, encoded, strict=True)
+        ]
+    # Each body's opening brace becomes its header, in C-level loops: no Python step per event.
+    heads = map(str.__add__, map('{"id":"'.__add__, ids), repeat(head + ","))
+    return list(map(str.replace, encoded, repeat("{"), heads, repeat(1)))
 
 
 @dataclass(frozen=True, slots=True)

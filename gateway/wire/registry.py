@@ -100,10 +100,14 @@ class EventCatalogue:
         """``event``'s type name, and the name as JSON text; TypeError for anything that is
         not an instance of one of the catalogue's models: an event the contract does not
         describe never reaches the outbox."""
-        found = self._names.get(type(event))
+        return self.type_named(type(event))
+
+    def type_named(self, model: type[Any]) -> tuple[str, str]:
+        """:meth:`type_of` an instance of ``model``."""
+        found = self._names.get(model)
         if found is None:
             raise TypeError(
-                f"{type(event).__module__}.{type(event).__qualname__} is not an event type of "
+                f"{model.__module__}.{model.__qualname__} is not an event type of "
                 "this outbox (the wire's: gateway.wire.registry.EVENT_TYPES)"
             )
         return found

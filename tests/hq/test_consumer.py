@@ -326,3 +326,16 @@ async def test_envelopes_with_nan_or_infinity_are_refused(tmp_path: Path, number
         assert [(r["seq"], r["n"]) for r in rows] == [(1, "NaN and Infinity, as text")]
     finally:
         await cm.__aexit__(None, None, None)
+
+
+async def test_an_envelope_is_held_to_the_store_and_stream_of_its_topic(tmp_path: Path) -> None:
+    out: list[dict[str, Any]] = []
+    cm, consumer = await open_consumer(tmp_path / "hq.db", out)
+    try:
+        forged = [envelope([1], store="s2"), envelope([1], stream="alerts"), envelope([1])]
+        acks = await consumer.receive_many(forged, origins=[("s1", "stock")] * 3)
+        assert [ack.topic for ack in acks] == ["retail/v1/s1/down/ack"]
+        assert consumer.rejected == 2
+        assert [(e["store"], e["stream"]) for e in out] == [("s1", "stock")]
+    finally:
+        await cm.__aexit__(None, None, None)

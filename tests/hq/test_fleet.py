@@ -146,6 +146,16 @@ def test_a_later_version_applied_or_synced_counts_as_applied() -> None:
     assert push.summary(elapsed_s=0, deadline_s=1).exit_code == EXIT_ALL_APPLIED
 
 
+def test_a_store_answering_sync_without_the_version_may_have_refused_it_silently() -> None:
+    push = tracker(a=3, b=3)
+    push.receive(*sync("a", 2))
+    push.receive(*sync("b", 1, [3]))
+    details = {r.store: r.detail for r in push.summary(elapsed_s=0, deadline_s=1).stores}
+    assert "does not hold v3: not received, or refused" in details["a"]
+    assert "does not hold" not in details["b"]  # it holds v3, waiting for v2
+    assert "has v1, holds [3]" in details["b"]
+
+
 def test_an_older_receipt_is_life_not_success_and_incomplete_parts_are_behind() -> None:
     push = tracker(a=3, b=3)
     push.receive(*receipt("a", "price.applied", 2, kind="delta", parts=1))

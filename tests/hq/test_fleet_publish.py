@@ -5,14 +5,22 @@ refused is reported — against a small link that drops and refuses on cue."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.errors import LinkDownError, PublishRefusedError
 from gateway.hq import publish as publish_module
 from gateway.hq.prices import PriceParts
-from gateway.hq.publish import Plan, publish_all
+from gateway.hq.publish import Plan, new_link, publish_all, run_link, stop
+from gateway.hq.tail import load_hq_config
+from gateway.sync.link import InboundMessage
+from tests.support.broker import Broker
+from tests.waiting import patience, until
 
 
 class DroppingLink:
@@ -84,3 +92,45 @@ async def test_a_link_that_stays_down_gives_up_per_store_or_raises(
     with pytest.raises(ExceptionGroup) as raised:  # push_prices: the first failure ends it
         await publish_all(DroppingLink(drops=1), "retail/v1/", fleet)
     assert raised.group_contains(LinkDownError)
+
+
+async def test_the_push_link_leaves_no_session_at_the_broker(
+    tmp_path: Path, mosquitto: Broker
+) -> None:
+    """A one-shot push subscribes to every store's receipts: a session kept after it (a week,
+    like a store's) would have the broker queue the fleet's receipts for nobody."""
+    config = tmp_path / "hq.toml"
+    config.write_text(
+        f"[mqtt]\nhost = '{mosquitto.host}'\nport = {mosquitto.port}\ntls = false\n"
+        f"allow_plaintext = true\n[hq]\ndatabase = '{tmp_path / 'hq.db'}'\n",
+        encoding="utf-8",
+    )
+    settings = load_hq_config(config)
+    link = new_link(settings)
+
+    async def ignore(_message: InboundMessage) -> None:
+        return None
+
+    link.subscribe("up/receipts", ignore)
+    task = await run_link(link, settings, patience(10))
+    await until(lambda: mosquitto.subscribed("retail/v1/+/up/receipts"))
+    await stop(task)
+    resumed = threading.Event()
+    present: list[bool] = []
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=link._client_id, protocol=mqtt.MQTTv5
+    )
+
+    def on_connect(_c: mqtt.Client, _u: object, flags: mqtt.ConnectFlags, *_: object) -> None:
+        present.append(flags.session_present)
+        resumed.set()
+
+    client.on_connect = on_connect
+    client.connect(mosquitto.host, mosquitto.port, clean_start=False)
+    client.loop_start()
+    try:
+        assert resumed.wait(patience(10))
+        assert present == [False]
+    finally:
+        client.disconnect()
+        client.loop_stop()

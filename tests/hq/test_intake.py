@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.hq.intake import EventRow, Ledger, ack_for, read_envelope
+from gateway.hq.intake import EventRow, Ledger, ack_for, envelope_origin, read_envelope
 from tests.hq.support import envelope, expired_marker, with_events
 
 
@@ -90,3 +90,29 @@ def test_any_arrival_order_stores_each_seq_once_and_ends_contiguous(
         assert all(seq in seen for seq in range(1, ledger.watermark + 1))
     assert sorted(seen) == list(range(1, 61))
     assert (ledger.watermark, ledger.stored, ledger.expired) == (60, [], [])
+
+
+@pytest.mark.parametrize(
+    ("topic", "origin"),
+    [
+        ("retail/v1/s1/up/stock", ("s1", "stock")),
+        ("retail/v1/s1/up/health", None),
+        ("retail/v1/s1/up/sync", None),
+        ("retail/v1/s1/up/reply/ab12", None),
+        ("retail/v1/s1/down/ack", None),
+        ("retail/v1//up/stock", None),
+        ("other/s1/up/stock", None),
+    ],
+)
+def test_the_origin_of_an_envelope_is_its_topics_store_and_stream(
+    topic: str, origin: tuple[str, str] | None
+) -> None:
+    assert envelope_origin(topic, "retail/v1/") == origin
+
+
+def test_an_envelope_speaking_for_another_store_or_stream_is_garbage() -> None:
+    with pytest.raises(ValueError, match="envelope of s2/stock came on the topic of s1/stock"):
+        read_envelope(envelope([1], store="s2"), ("s1", "stock"))
+    with pytest.raises(ValueError, match="s1/alerts came on the topic of s1/stock"):
+        read_envelope(envelope([1], stream="alerts"), ("s1", "stock"))
+    assert read_envelope(envelope([1]), ("s1", "stock")).key == ("s1", "stock", "e1")

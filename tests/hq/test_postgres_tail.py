@@ -15,11 +15,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from paho.mqtt import publish as paho_publish
+from paho.mqtt.enums import MQTTProtocolVersion
 
 from gateway.clock import SystemClock
 from gateway.hq.tail import HqConsumerConfig, HqSettings, tail
 from gateway.sync.config import MqttConfig
-from tests.hq.support import pg_rows
+from tests.hq.support import envelope, pg_rows
 from tests.store.probes import probes
 from tests.support.broker import Broker
 from tests.sync.support import drained, gateway, until
@@ -126,4 +128,49 @@ async def test_hq_tail_on_postgres_prints_each_new_event_as_a_json_line(
     stock = [line for line in lines if line["stream"] == "stock"]
     assert [(line["store"], line["seq"], line["n"]) for line in stock] == [
         ("s1", n + 1, n) for n in range(10)
+    ]
+
+
+_S1_STOCK = "SELECT watermark FROM hq_marks WHERE store = 's1' AND stream = 'stock'"
+
+
+def _publish(broker: Broker, messages: list[tuple[str, bytes]]) -> None:
+    """QoS 1 publishes, in order, from a plain client (a store's credentials, on its topics)."""
+    paho_publish.multiple(
+        [{"topic": topic, "payload": payload, "qos": 1} for topic, payload in messages],
+        hostname=broker.host,
+        port=broker.port,
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+
+
+async def test_an_envelope_naming_another_store_than_its_topic_is_refused(
+    mosquitto: Broker, postgres_url: str
+) -> None:
+    """The broker's ACL lets a store publish on its own topics only; HQ must hold the envelope
+    to the topic it came on, or a store could write (and have HQ ack) another store's seqs —
+    and the other store's real events would then be conflicts, acked and lost."""
+    settings = HqSettings(
+        mqtt=MqttConfig(host=mosquitto.host, port=mosquitto.port, tls=False, allow_plaintext=True),
+        hq=HqConsumerConfig(database=postgres_url),
+    )
+    task = asyncio.create_task(tail(settings, clock=SystemClock(), out=None), name="hq")
+    try:
+        await until(lambda: mosquitto.subscribed("retail/v1/+/up/#"))
+        _publish(
+            mosquitto,
+            [
+                ("retail/v1/s1/up/stock", envelope([1, 2], store="s2")),
+                ("retail/v1/s1/up/stock", envelope([1, 2], stream="alerts")),
+                ("retail/v1/s1/up/stock", envelope([1])),
+            ],
+        )
+        await until(lambda: pg_rows(postgres_url, _S1_STOCK) == [(1,)])
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert pg_rows(postgres_url, "SELECT store, stream, seq FROM hq_events") == [("s1", "stock", 1)]
+    assert pg_rows(postgres_url, "SELECT store, stream, seq FROM hq_watermarks") == [
+        ("s1", "stock", 1)
     ]

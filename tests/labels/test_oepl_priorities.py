@@ -1,6 +1,7 @@
 """Order of work on one access point, end to end through ``esl.oepl`` and the fake AP: a price
 change queued while 200 labels are being drawn again in a new style (a cosmetic change: each
-label shows its right price meanwhile) reaches its label before those redraws."""
+label shows its right price meanwhile) reaches its label before those redraws; and tags that
+sleep between check-ins are not served two at a time."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ REDRAWS = 200
 
 @contextlib.asynccontextmanager
 async def pipeline_running(
-    db: Database, outbox: Outbox, esl: LabelDriver, locale: str
+    db: Database, outbox: Outbox, esl: LabelDriver, locale: str, *, queue_ahead_s: float = 0.2
 ) -> AsyncIterator[LabelPipeline]:
     clock = SystemClock(sync=ClockSyncSource.ASSUME)
     pipeline = LabelPipeline(
@@ -40,7 +41,7 @@ async def pipeline_running(
         outbox=outbox,
         alerts=None,
         clock=clock,
-        config=LabelsConfig(queue_ahead_s=0.2),  # ~10 labels at the AP at a time
+        config=LabelsConfig(queue_ahead_s=queue_ahead_s),  # 0.2 s: ~10 labels at the AP
         drivers=lambda: {"ap-1": esl},
         locale=locale,
         rng=random.Random(3),
@@ -146,3 +147,43 @@ async def test_a_price_change_after_200_redraws_on_one_ap_is_delivered_before_th
                 return await redraws_confirmed() == REDRAWS
 
             await until(all_redrawn, within=120, what="every label drawn again")
+
+
+async def test_tags_asleep_get_their_content_queued_at_the_ap_not_two_at_a_time(
+    tmp_path: Path,
+) -> None:
+    """Tags that sleep between check-ins (the fake AP's ``minute_s``: 10 min of ``maxsleep``
+    are 5 s here) get content only when they wake: dispatch hands the AP more than its radio
+    window, since what waits for a sleeping tag is not radio work yet."""
+    clock = SystemClock(sync=ClockSyncSource.ASSUME)
+    async with (
+        FakeAccessPoint(tag_count=30, radio_s=0.02, sys_s=1, minute_s=0.5) as ap,
+        Database.running(tmp_path / "g.db", clock=clock) as db,
+    ):
+        labels = sorted(ap.tags)
+        outbox = Outbox(db, clock)
+        await outbox.open(STREAMS)
+        # One label a second nominal, 0.5 s of it queued ahead: a window of one label.
+        esl: LabelDriver = make("esl.oepl", "ap-1", clock=clock, url=ap.url)
+        await db.write_many(
+            "INSERT INTO price_book (sku, price, currency, name, version, updated_at) "
+            "VALUES (?, '1.99', 'EUR', ?, 1, '2026-11-23T09:00:00.000+00:00')",
+            [(f"S{n}", f"Item {n}") for n in range(len(labels))],
+        )
+        async with pipeline_running(db, outbox, esl, "en_GB", queue_ahead_s=0.5) as pipeline:
+            bindings = LabelBindings(
+                db, outbox, clock, on_change=lambda label: pipeline.on_bindings_changed([label])
+            )
+            for n, label in enumerate(labels):
+                await bindings.bind(label, f"S{n}", "hq")
+
+            async def queued_at_the_ap() -> bool:
+                return sum(len(tag.queue) for tag in ap.tags.values()) >= 5
+
+            await until(queued_at_the_ap, within=60, what="content waiting for sleeping tags")
+
+            async def all_confirmed() -> bool:
+                jobs = await states(db)
+                return len(jobs) == len(labels) and {s for s, _ in jobs.values()} == {"confirmed"}
+
+            await until(all_confirmed, within=120, what="every label shows its price")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from gateway.clock import FakeClock
+from gateway.clock import FakeClock, isoformat_utc
 from gateway.store import Database
 from gateway.store.outbox import Outbox
 from gateway.wire import pack_envelope, pack_wire_batch
@@ -345,3 +346,23 @@ async def test_an_append_made_just_before_close_is_still_committed(tmp_path: Pat
         await outbox.open(STREAMS)
         [event] = await outbox.read("stock", after_seq=0, max_events=10, max_bytes=10**9)
         assert event.seq == 1
+
+
+async def test_each_event_carries_its_own_instant_to_the_millisecond(tmp_path: Path) -> None:
+    # The text of an instant is reused within its millisecond: never across one, whichever
+    # way the clock goes.
+    clock = FakeClock()
+    start = clock.wall
+    steps_us = [0, 999, 1, 998_999, 1, 0, -1, -1_000, 1_000_000, -3_600_000_000, 500, 499]
+    instants = []
+    async with Database.running(tmp_path / "g.db", clock=clock) as db:
+        outbox = Outbox(db, clock, events=PROBES)
+        await outbox.open(STREAMS)
+        for n, step in enumerate(steps_us):
+            clock.wall += timedelta(microseconds=step)
+            clock.synchronized = n % 3 != 0
+            instants.append((isoformat_utc(clock.wall), clock.synchronized))
+            await outbox.append("stock", probe("stock.changed", {"n": n}))
+        events = await outbox.read("stock", after_seq=0, max_events=100, max_bytes=10**9)
+    assert clock.wall != start
+    assert [(e.ts, "unsynced" not in json.loads(e.body)) for e in events] == instants

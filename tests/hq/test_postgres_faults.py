@@ -1,0 +1,174 @@
+"""The PostgreSQL sink when PostgreSQL itself gets in the way: a real deadlock between a batch
+and another consumer (the batch is retried against the ledger as the other one committed it),
+and faults that must neither poison a consumer for good nor keep it quiet."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime
+from typing import Any
+
+import psycopg
+
+from gateway.clock import FakeClock
+from gateway.hq.postgres_schema import partition_name
+from gateway.hq.postgres_sink import PostgresSink
+from tests.hq.support import envelope, pg_rows, pg_sink
+from tests.waiting import until
+
+# Fires inside the sink's batch, the first time it writes the ledger row of stream 'a' (it
+# holds that row's lock then): once the rival queues for the row, it waits for a lock the
+# rival holds — a cycle, found by this side first (its deadlock_timeout is the shorter).
+_DEADLOCK_ONCE = """
+CREATE SEQUENCE deadlock_once;
+CREATE TABLE rival_lock (n int);
+INSERT INTO rival_lock VALUES (1);
+CREATE FUNCTION deadlock_once() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.stream <> 'a' THEN
+        RETURN NEW;
+    END IF;
+    IF nextval('deadlock_once') = 1 THEN
+        WHILE NOT EXISTS (
+            SELECT 1 FROM pg_locks l
+            WHERE NOT l.granted AND pg_backend_pid() = ANY(pg_blocking_pids(l.pid))
+        ) LOOP
+            PERFORM pg_sleep(0.01);
+        END LOOP;
+        SET LOCAL deadlock_timeout = '50ms';
+        PERFORM 1 FROM rival_lock FOR UPDATE;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER deadlock_once BEFORE UPDATE ON hq_marks
+    FOR EACH ROW EXECUTE FUNCTION deadlock_once();
+"""
+
+
+def _acked(acks: list[Any]) -> dict[str, int]:
+    return {json.loads(a.payload)["stream"]: json.loads(a.payload)["seq"] for a in acks}
+
+
+def _sleeping_in_trigger(url: str) -> bool:
+    return bool(
+        pg_rows(
+            url,
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'storegw-hq' "
+            "AND wait_event = 'PgSleep'",
+        )
+    )
+
+
+async def test_a_deadlocked_batch_is_retried_against_what_the_rival_committed(
+    postgres_url: str,
+) -> None:
+    """The batch (a: 2..5, b: 2) loses a real deadlock to another consumer, which then
+    stores a's 2..3 and moves its watermark to 3. The retry must start from that committed
+    ledger, not from the one its rolled-back attempt had moved to 5: a's 2..3 are duplicates,
+    4..5 stored, every seq once, and the acks claim what is committed."""
+    async with pg_sink(postgres_url) as sink:
+        await sink.receive_many([envelope([1], stream="a"), envelope([1], stream="b")])
+        with psycopg.connect(postgres_url, autocommit=True) as setup:
+            setup.execute(_DEADLOCK_ONCE)  # type: ignore[arg-type]
+        async with await psycopg.AsyncConnection.connect(postgres_url) as rival:
+            await rival.execute("SET deadlock_timeout = '60s'")
+            await rival.execute("SELECT 1 FROM rival_lock FOR UPDATE")
+            batch = asyncio.create_task(
+                sink.receive_many([envelope([2, 3, 4, 5], stream="a"), envelope([2], stream="b")])
+            )
+            await until(lambda: _sleeping_in_trigger(postgres_url), what="the sink in its batch")
+            # Queues behind the sink's lock on a's row, granted when the sink is the victim;
+            # like a consumer, it writes only if the row is as it last saw it (should the
+            # sink's retry lock the row first, the rival stands back and stores nothing).
+            updated = await rival.execute(
+                "UPDATE hq_marks SET watermark = 3 WHERE stream = 'a' AND watermark = 1"
+            )
+            if updated.rowcount:
+                await rival.execute(
+                    "INSERT INTO hq_event_log SELECT 's1', 'a', 'e1', n, 'id' || n, 't', 't', "
+                    "jsonb_build_object('seq', n, 'by', 'rival'), now() "
+                    "FROM generate_series(2, 3) n"
+                )
+            await rival.commit()
+            acks = await batch
+        rival_won = updated.rowcount == 1  # the usual order: the sink backs off first
+        assert _acked(acks) == {"a": 5, "b": 2}
+        # A retry reusing the ledger its rolled-back attempt moved to 5 would store nothing
+        # of a and still ack 5: the events lost.
+        assert (sink.stored, sink.duplicates) == ((5, 2) if rival_won else (7, 0))
+    rows = pg_rows(
+        postgres_url, "SELECT stream, seq, event ->> 'by' FROM hq_events ORDER BY stream, seq"
+    )
+    by_rival = "rival" if rival_won else None
+    assert rows == [
+        ("a", 1, None),
+        ("a", 2, by_rival),
+        ("a", 3, by_rival),
+        ("a", 4, None),
+        ("a", 5, None),
+        ("b", 1, None),
+        ("b", 2, None),
+    ]
+    assert pg_rows(postgres_url, "SELECT stream, seq FROM hq_watermarks ORDER BY 1") == [
+        ("a", 5),
+        ("b", 2),
+    ]
+
+
+@asynccontextmanager
+async def _sink_at(url: str, clock: FakeClock) -> AsyncIterator[PostgresSink]:
+    sink = PostgresSink(url, clock=clock, emit=None)
+    await sink.open()
+    try:
+        yield sink
+    finally:
+        await sink.close()
+
+
+def _days(url: str) -> list[str]:
+    return [
+        name
+        for (name,) in pg_rows(
+            url,
+            "SELECT inhrelid::regclass::text FROM pg_inherits "
+            "WHERE inhparent = 'hq_event_log'::regclass ORDER BY 1",
+        )
+    ]
+
+
+async def test_batches_around_midnight_go_to_the_day_hq_received_them(postgres_url: str) -> None:
+    clock = FakeClock()
+    clock.wall = datetime(2026, 11, 23, 23, 59, 59, 999000, tzinfo=UTC)
+    async with _sink_at(postgres_url, clock) as sink:
+        await sink.receive_many([envelope([1, 2])])
+        clock.advance(0.002)
+        await sink.receive_many([envelope([3])])
+        clock.advance(86400)
+        await sink.receive_many([envelope([4])])
+    assert _days(postgres_url) == [partition_name(date(2026, 11, d)) for d in (23, 24, 25, 26)]
+    rows = pg_rows(postgres_url, "SELECT seq, tableoid::regclass::text FROM hq_event_log")
+    assert sorted(rows) == [
+        (1, "hq_event_log_20261123"),
+        (2, "hq_event_log_20261123"),
+        (3, "hq_event_log_20261124"),
+        (4, "hq_event_log_20261125"),
+    ]
+
+
+async def test_a_partition_gone_under_a_running_sink_is_made_again(postgres_url: str) -> None:
+    """Today's partition dropped while the sink runs (the database restored from a copy made
+    before it existed; a retention job run with the wrong date): the sink must make it again,
+    not fail every batch from then on because it remembers having made it."""
+    clock = FakeClock()
+    async with _sink_at(postgres_url, clock) as sink:
+        await sink.receive_many([envelope([1])])
+        today = partition_name(clock.wall.date())
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"ALTER TABLE hq_event_log DETACH PARTITION {today}")  # type: ignore[arg-type]
+            admin.execute(f"DROP TABLE {today}")  # type: ignore[arg-type]
+        acks = await sink.receive_many([envelope([2])])
+        assert _acked(acks) == {"stock": 2}
+    assert pg_rows(postgres_url, "SELECT seq FROM hq_events") == [(2,)]
