@@ -16,7 +16,9 @@ A consumer killed anywhere before the commit leaves nothing behind (the transact
 and acked nothing; the store re-sends from the acked watermark and the ledger skips what another
 consumer stored meanwhile. PostgreSQL unreachable: every batch raises
 :class:`~gateway.errors.StorageUnavailableError`, so the link leaves the messages unacknowledged
-and retries; :attr:`PostgresSink.unavailable_since` tells ``hq tail`` how long that has lasted.
+and retries; :attr:`PostgresSink.unavailable_since` tells ``hq tail`` how long that has lasted
+(PostgreSQL answering but refusing every batch — a privilege revoked, a read-only server —
+counts the same: nothing is taken into custody either way).
 """
 
 from __future__ import annotations
@@ -231,11 +233,24 @@ class PostgresSink:
             )
         return StorageUnavailableError(self.name, reason)
 
+    def _refusing(self, error: StorageError) -> StorageError:
+        """A batch refused while PostgreSQL answers (a privilege revoked, a read-only server,
+        a constraint): no more custody than an outage, so it counts as one."""
+        if self.unavailable_since is None:
+            self.unavailable_since = self._clock.monotonic()
+            _LOGGER.error(
+                "PostgreSQL %s refuses batches: nothing is stored or acknowledged until it "
+                "takes them again (%s)",
+                self.name,
+                error.reason.splitlines()[0] if error.reason else "",
+            )
+        return error
+
     def _recovered(self) -> None:
         if self.unavailable_since is not None:
             down = self._clock.monotonic() - self.unavailable_since
             self.unavailable_since = None
-            _LOGGER.warning("PostgreSQL %s reachable again after %.1f s", self.name, down)
+            _LOGGER.warning("PostgreSQL %s storing again after %.1f s", self.name, down)
 
     def watermark(self, store: str, stream: str, epoch: str) -> int:
         ledger = self._ledgers.get((store, stream, epoch))
@@ -324,7 +339,8 @@ class PostgresSink:
             ) as exc:
                 self._partitions.clear()
                 if attempt == _RETRIES:
-                    raise StorageError(self.name, f"gave up after {_RETRIES} tries: {exc}") from exc
+                    reason = f"gave up after {_RETRIES} tries: {exc}"
+                    raise self._refusing(StorageError(self.name, reason)) from exc
                 _LOGGER.info("batch tried again: %s", str(exc).strip().splitlines()[0])
                 await asyncio.sleep(backoff.next_delay())
             except psycopg.OperationalError as exc:
@@ -332,7 +348,7 @@ class PostgresSink:
                 raise self._unavailable(exc) from None
             except psycopg.Error as exc:
                 await self._drop_connection()
-                raise StorageError(self.name, str(exc).strip()) from exc
+                raise self._refusing(StorageError(self.name, str(exc).strip())) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _drop_connection(self) -> None:

@@ -12,8 +12,10 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import psycopg
+import pytest
 
 from gateway.clock import FakeClock
+from gateway.errors import StorageError
 from gateway.hq.postgres_schema import partition_name
 from gateway.hq.postgres_sink import PostgresSink
 from tests.hq.support import envelope, pg_rows, pg_sink
@@ -172,3 +174,32 @@ async def test_a_partition_gone_under_a_running_sink_is_made_again(postgres_url:
         acks = await sink.receive_many([envelope([2])])
         assert _acked(acks) == {"stock": 2}
     assert pg_rows(postgres_url, "SELECT seq FROM hq_events") == [(2,)]
+
+
+async def test_a_database_that_refuses_every_batch_counts_as_unavailable(postgres_url: str) -> None:
+    """Not only a lost connection stops custody: a role that lost INSERT (or a server turned
+    read-only) fails every batch while connected. That must start the clock of
+    ``database_outage_exit_s`` (exit 74) like an outage, not loop quietly forever."""
+    database = postgres_url.rsplit("/", 1)[1]
+    role = f"writer_{database}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")  # type: ignore[arg-type]
+        admin.execute(f'ALTER DATABASE "{database}" OWNER TO {role}')  # type: ignore[arg-type]
+    writer_url = postgres_url.replace("://storegw@", f"://{role}@")
+    clock = FakeClock()
+    async with _sink_at(writer_url, clock) as sink:
+        await sink.receive_many([envelope([1])])
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"REVOKE INSERT ON hq_event_log FROM {role}")  # type: ignore[arg-type]
+        with pytest.raises(StorageError, match="permission denied"):
+            await sink.receive_many([envelope([2])])
+        assert sink.unavailable_since == clock.monotonic()
+        clock.advance(30)
+        with pytest.raises(StorageError):
+            await sink.receive_many([envelope([2])])
+        assert sink.unavailable_since == clock.monotonic() - 30  # since the first failure
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"GRANT INSERT ON hq_event_log TO {role}")  # type: ignore[arg-type]
+        assert _acked(await sink.receive_many([envelope([2])])) == {"stock": 2}
+        assert sink.unavailable_since is None
+    assert pg_rows(postgres_url, "SELECT seq FROM hq_events ORDER BY 1") == [(1,), (2,)]
