@@ -182,7 +182,7 @@ class PostgresSink:
 
     async def open(self) -> None:
         """Connect, migrate, make today's and tomorrow's partitions; StorageUnavailableError if
-        PostgreSQL cannot be reached."""
+        PostgreSQL cannot be reached, ConfigError for a database that cannot hold any text."""
         connection = await self._connect()
         try:
             await self._ensure_partitions(connection, self._clock.utc_now())
@@ -204,11 +204,21 @@ class PostgresSink:
             name: value for name, value in _CONNECT_DEFAULTS.items() if name not in self._given
         }
         try:
+            # The COPY text is UTF-8 bytes, whatever PGCLIENTENCODING or the URL would say.
             connection = await psycopg.AsyncConnection.connect(
-                self._url, autocommit=True, **defaults
+                self._url, autocommit=True, client_encoding="UTF8", **defaults
             )
         except psycopg.Error as exc:
             raise self._unavailable(exc) from None
+        encoding = connection.info.parameter_status("server_encoding")
+        if encoding != "UTF8":  # fixed when the database was made: a configuration error
+            await connection.close()
+            issue = ConfigIssue(
+                "hq.database",
+                f"the database's encoding is {encoding}; the stores' events may hold any "
+                "text, which needs a UTF8 database (CREATE DATABASE … ENCODING 'UTF8')",
+            )
+            raise ConfigError("hq", [issue])
         try:
             await migrate(connection, name=self.name)
         except psycopg.Error as exc:

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from gateway.clock import FakeClock
-from gateway.errors import StorageError
+from gateway.errors import ConfigError, StorageError
 from gateway.hq.postgres_schema import partition_name
 from gateway.hq.postgres_sink import PostgresSink
 from tests.hq.support import envelope, pg_rows, pg_sink
@@ -203,3 +203,27 @@ async def test_a_database_that_refuses_every_batch_counts_as_unavailable(postgre
         assert _acked(await sink.receive_many([envelope([2])])) == {"stock": 2}
         assert sink.unavailable_since is None
     assert pg_rows(postgres_url, "SELECT seq FROM hq_events ORDER BY 1") == [(1,), (2,)]
+
+
+async def test_text_goes_to_postgresql_as_the_utf_8_it_is(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The COPY text is UTF-8 bytes: the session must say so whatever the client's
+    environment (PGCLIENTENCODING) or the database's default would make it; a database that
+    cannot hold any text (not UTF8) is refused at start, before a batch fails on a € sign."""
+    monkeypatch.setenv("PGCLIENTENCODING", "LATIN1")
+    odd = json.loads(envelope([1]))
+    odd["events"][0]["n"] = "é € 😀"
+    async with pg_sink(postgres_url) as sink:
+        await sink.receive_many([json.dumps(odd).encode()])
+    monkeypatch.delenv("PGCLIENTENCODING")
+    assert pg_rows(postgres_url, "SELECT event ->> 'n' FROM hq_events") == [("é € 😀",)]
+    latin1 = f"{postgres_url}_latin1"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(
+            f'CREATE DATABASE "{latin1.rsplit("/", 1)[1]}" ENCODING LATIN1 '  # type: ignore[arg-type]
+            "LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+        )
+    with pytest.raises(ConfigError, match="LATIN1"):
+        async with pg_sink(latin1):
+            pass
