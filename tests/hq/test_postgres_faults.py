@@ -227,3 +227,30 @@ async def test_text_goes_to_postgresql_as_the_utf_8_it_is(
     with pytest.raises(ConfigError, match="LATIN1"):
         async with pg_sink(latin1):
             pass
+
+
+async def test_hostile_text_and_the_largest_seq_are_stored_as_sent(postgres_url: str) -> None:
+    """COPY's text format has its own escapes and an end-of-data line (``\\.``); SQL has
+    quotes. None of them may cut a batch short, shift a column or reach the database as SQL;
+    the largest seq the envelope allows (2^63 - 1) fits PostgreSQL's bigint, one more is
+    garbage."""
+    hostile = "a\\.\n\\.\nb\r\n\t'); DROP TABLE hq_marks; --\\N\\\\t" + "\u2028\x1f" + "z" * 100_000
+    epoch = "e'\\.\n\t\""
+    last = 2**63 - 1
+    odd = json.loads(envelope([last - 1, last], epoch=epoch))
+    for event in odd["events"]:
+        event.update(id=hostile[:64], ts=hostile[-64:], type=hostile[:128], n=hostile)
+    beyond = envelope([last]).replace(str(last).encode(), str(last + 1).encode())
+    async with pg_sink(postgres_url) as sink:
+        acks = await sink.receive_many([json.dumps(odd).encode(), beyond, envelope([1])])
+        assert sink.rejected == 1
+        assert sorted(json.loads(a.payload)["seq"] for a in acks) == [1]  # 1..last-2 missing
+    rows = pg_rows(
+        postgres_url, "SELECT epoch, seq, id, ts, type, event ->> 'n' FROM hq_events ORDER BY 2"
+    )
+    assert rows == [
+        ("e1", 1, "id1", "2026-11-23T09:00:00.000+00:00", "t", "1"),
+        (epoch, last - 1, hostile[:64], hostile[-64:], hostile[:128], hostile),
+        (epoch, last, hostile[:64], hostile[-64:], hostile[:128], hostile),
+    ]
+    assert pg_rows(postgres_url, "SELECT count(*) FROM hq_marks") == [(2,)]
