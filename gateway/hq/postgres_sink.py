@@ -47,6 +47,7 @@ from gateway.hq.intake import (
     Origin,
     ack_for,
     read_envelope,
+    warn_deferred,
     warn_expired,
 )
 from gateway.hq.postgres_schema import ensure_partition, migrate
@@ -149,6 +150,7 @@ class _Outcome:
     fresh: dict[Key, list[EventRow]] = field(default_factory=dict)  # stored now
     conflicts: dict[Key, list[tuple[int, str, str]]] = field(default_factory=dict)
     markers: list[tuple[Key, EventRow]] = field(default_factory=list)  # new expiry markers
+    deferred: dict[Key, list[EventRow]] = field(default_factory=dict)  # no room: not taken
     repeated: int = 0
     lost: int = 0
 
@@ -173,6 +175,7 @@ class PostgresSink:
         self._partitions: set[str] = set()
         self._known_keys: set[Key] = set()  # hq_marks has their rows
         self._ledgers: dict[Key, Ledger] = {}  # the last committed state seen, for reports
+        self._deferring: set[Key] = set()  # keys whose events waited for room (logged)
         self.unavailable_since: float | None = None  # clock.monotonic() of the first failure
         self.stored = 0
         self.duplicates = 0
@@ -295,6 +298,10 @@ class PostgresSink:
         self.expired += outcome.lost
         for key, marker in outcome.markers:
             warn_expired(_LOGGER, key, [marker])
+        for key, rows in outcome.deferred.items():
+            if key not in self._deferring:  # once per key: a hostile store sends many
+                self._deferring.add(key)
+                warn_deferred(_LOGGER, key, rows)
         self._note_conflicts(outcome.conflicts)
         if self._emit is not None:
             for key, rows in outcome.fresh.items():
@@ -393,7 +400,9 @@ class PostgresSink:
                 taken = ledgers[key].take(batch[key])
                 fresh[key] = taken.fresh
                 outcome.lost += taken.expired
-                outcome.repeated += len(batch[key]) - len(taken.fresh)
+                outcome.repeated += len(batch[key]) - len(taken.fresh) - len(taken.deferred)
+                if taken.deferred:
+                    outcome.deferred[key] = taken.deferred
                 outcome.markers.extend((key, row) for row in taken.markers)
                 if taken.repeated:
                     found = await self._conflicts(cursor, key, taken.repeated, taken.fresh)

@@ -16,6 +16,7 @@ import pytest
 
 from gateway.clock import FakeClock
 from gateway.errors import ConfigError, StorageError
+from gateway.hq.intake import MAX_RANGES
 from gateway.hq.postgres_schema import partition_name
 from gateway.hq.postgres_sink import PostgresSink
 from tests.hq.support import envelope, pg_rows, pg_sink
@@ -254,3 +255,25 @@ async def test_hostile_text_and_the_largest_seq_are_stored_as_sent(postgres_url:
         (epoch, last, hostile[:64], hostile[-64:], hostile[:128], hostile),
     ]
     assert pg_rows(postgres_url, "SELECT count(*) FROM hq_marks") == [(2,)]
+
+
+async def test_a_store_sending_holes_keeps_a_bounded_ledger_row(postgres_url: str) -> None:
+    """Every other seq, far past MAX_RANGES: the hq_marks row (read and written with every
+    batch of the key) stays bounded; what waits is neither stored nor acked, and comes in
+    when the store re-sends in order."""
+    evens = list(range(2, 2 * MAX_RANGES + 100, 2))
+    async with pg_sink(postgres_url) as sink:
+        acks = await sink.receive_many([envelope(evens[:600]), envelope(evens[600:])])
+        assert acks == []  # seq 1 missing: nothing to ack
+        (ranges,) = pg_rows(postgres_url, "SELECT jsonb_array_length(stored) FROM hq_marks")[0]
+        assert ranges <= MAX_RANGES
+        assert pg_rows(postgres_url, "SELECT count(*) FROM hq_events") == [(ranges,)]
+        assert sink.duplicates == 0
+        last = evens[-1]
+        acks = await sink.receive_many([envelope(list(range(1, last + 1)))])
+        assert _acked(acks) == {"stock": last}
+        assert sink.duplicates == ranges
+    assert pg_rows(postgres_url, "SELECT count(*), count(DISTINCT seq) FROM hq_events") == [
+        (last, last)
+    ]
+    assert pg_rows(postgres_url, "SELECT stored FROM hq_marks") == [([],)]
