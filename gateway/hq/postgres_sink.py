@@ -380,9 +380,18 @@ class PostgresSink:
         today = now.astimezone(UTC).date()
         for day in (today, today + timedelta(days=1)):  # tomorrow's ahead of midnight
             name = f"{day:%Y%m%d}"
-            if name not in self._partitions:
+            if name in self._partitions:
+                continue
+            try:
                 await ensure_partition(connection, day)
-                self._partitions.add(name)
+            except pg_errors.LockNotAvailable:
+                if day == today:
+                    raise
+                # DDL on the log (a retention job's DETACH) holds it: today's batch need not
+                # wait, tomorrow's partition is tried again with the next one.
+                _LOGGER.info("partition for %s not made yet: the log is locked", day)
+                continue
+            self._partitions.add(name)
 
     async def _store(
         self,

@@ -8,7 +8,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -152,6 +152,10 @@ async def test_batches_around_midnight_go_to_the_day_hq_received_them(postgres_u
         clock.advance(86400)
         await sink.receive_many([envelope([4])])
     assert _days(postgres_url) == [partition_name(date(2026, 11, d)) for d in (23, 24, 25, 26)]
+    indexed = pg_rows(
+        postgres_url, "SELECT count(*) FROM pg_indexes WHERE tablename LIKE 'hq_event_log_2%%'"
+    )
+    assert indexed == [(4,)]  # each day has the log's (store, stream, epoch, seq) index
     rows = pg_rows(postgres_url, "SELECT seq, tableoid::regclass::text FROM hq_event_log")
     assert sorted(rows) == [
         (1, "hq_event_log_20261123"),
@@ -277,3 +281,27 @@ async def test_a_store_sending_holes_keeps_a_bounded_ledger_row(postgres_url: st
         (last, last)
     ]
     assert pg_rows(postgres_url, "SELECT stored FROM hq_marks") == [([],)]
+
+
+async def test_a_new_day_is_made_while_a_report_reads_the_log(postgres_url: str) -> None:
+    """A report (BI tool, psql) with a transaction open on hq_events when the day turns: the
+    next day's partition must be made without waiting for it. CREATE TABLE … PARTITION OF
+    wants the log exclusively, so it waited behind the report — and every consumer's batch
+    waited behind it, until they gave up and exited 74."""
+    clock = FakeClock()
+    async with _sink_at(postgres_url, clock) as sink:
+        await sink.receive_many([envelope([1])])
+        with psycopg.connect(postgres_url) as report:
+            report.execute("SELECT count(*) FROM hq_events")  # its transaction stays open
+            clock.advance(86400)  # the day after tomorrow's partition is made now
+            batch = asyncio.create_task(sink.receive_many([envelope([2])]))
+            try:
+                await until(batch.done, within=20, what="the batch, with the report still open")
+            finally:
+                report.rollback()
+                await asyncio.wait([batch])
+        assert _acked(batch.result()) == {"stock": 2}
+    day_after = partition_name(clock.wall.date() + timedelta(days=1))
+    assert day_after in _days(postgres_url)
+    rows = pg_rows(postgres_url, "SELECT seq, tableoid::regclass::text FROM hq_event_log")
+    assert max(rows) == (2, partition_name(clock.wall.date()))
