@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from gateway.clock import FakeClock
-from gateway.errors import ConfigError, StorageError
+from gateway.errors import ConfigError, StorageError, StorageUnavailableError
 from gateway.hq.intake import MAX_RANGES
 from gateway.hq.postgres_schema import partition_name
 from gateway.hq.postgres_sink import PostgresSink
@@ -305,3 +305,39 @@ async def test_a_new_day_is_made_while_a_report_reads_the_log(postgres_url: str)
     assert day_after in _days(postgres_url)
     rows = pg_rows(postgres_url, "SELECT seq, tableoid::regclass::text FROM hq_event_log")
     assert max(rows) == (2, partition_name(clock.wall.date()))
+
+
+_HANG_ONCE = """
+CREATE SEQUENCE hang_once;
+CREATE FUNCTION hang_once() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval('hang_once') = 1 THEN
+        PERFORM pg_sleep(300);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER hang_once BEFORE UPDATE ON hq_marks FOR EACH ROW EXECUTE FUNCTION hang_once();
+"""
+
+
+async def test_a_connection_cut_mid_batch_stores_and_acks_nothing_of_it(postgres_url: str) -> None:
+    """The server ends the sink's session after the batch's COPY, before its commit (a
+    restart, a failover, an operator's pg_terminate_backend): nothing of the batch is kept,
+    nothing acked; the same batch again is stored whole, once."""
+    async with pg_sink(postgres_url) as sink:
+        await sink.receive_many([envelope([1])])
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(_HANG_ONCE)  # type: ignore[arg-type]
+            batch = asyncio.create_task(sink.receive_many([envelope([2, 3])]))
+            await until(lambda: _sleeping_in_trigger(postgres_url), what="the sink mid-batch")
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'storegw-hq'"
+            )
+            with pytest.raises(StorageUnavailableError):
+                await batch
+        assert pg_rows(postgres_url, "SELECT seq FROM hq_events ORDER BY 1") == [(1,)]
+        assert sink.unavailable_since is not None
+        assert _acked(await sink.receive_many([envelope([2, 3])])) == {"stock": 3}
+        assert sink.unavailable_since is None
+    assert pg_rows(postgres_url, "SELECT seq FROM hq_events ORDER BY 1") == [(1,), (2,), (3,)]
