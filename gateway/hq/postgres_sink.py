@@ -51,6 +51,16 @@ from gateway.hq.intake import (
     warn_expired,
 )
 from gateway.hq.postgres_schema import ensure_partition, migrate
+from gateway.hq.postgres_statements import (
+    COPY_EVENTS,
+    HELD_IDS,
+    LOCK_MARKS,
+    NEW_MARKS,
+    RECORD_CONFLICTS,
+    WRITE_MARKS,
+    copy_text,
+    key_columns,
+)
 
 __all__ = ["EmitRows", "PostgresSink", "describe_url"]
 
@@ -58,37 +68,6 @@ _LOGGER = logging.getLogger(__name__)
 
 #: Receives each batch's new events of one key: (store, stream, epoch, event objects).
 EmitRows = Callable[[str, str, str, list[dict[str, Any]]], None]
-
-_NEW_MARKS = """
-INSERT INTO hq_marks (store, stream, epoch)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])
-ON CONFLICT (store, stream, epoch) DO NOTHING"""
-
-# Locked in key order (LockRows runs above the sort), so consumers never wait in a cycle.
-_LOCK_MARKS = """
-SELECT m.store, m.stream, m.epoch, m.watermark, m.stored, m.expired
-FROM hq_marks m JOIN unnest(%s::text[], %s::text[], %s::text[]) AS k (store, stream, epoch)
-    ON m.store = k.store AND m.stream = k.stream AND m.epoch = k.epoch
-ORDER BY m.store, m.stream, m.epoch
-FOR UPDATE OF m"""
-
-_WRITE_MARKS = """
-UPDATE hq_marks AS m SET watermark = u.watermark, stored = u.stored, expired = u.expired,
-    updated_at = %s
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::jsonb[], %s::jsonb[])
-    AS u (store, stream, epoch, watermark, stored, expired)
-WHERE m.store = u.store AND m.stream = u.stream AND m.epoch = u.epoch"""
-
-_HELD_IDS = """
-SELECT seq, id FROM hq_event_log
-WHERE store = %s AND stream = %s AND epoch = %s AND seq = ANY(%s)"""
-
-_RECORD_CONFLICTS = """
-INSERT INTO hq_conflicts (store, stream, epoch, seq, id, held_id, seen_at)
-SELECT %s, %s, %s, u.*, %s FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS u
-ON CONFLICT DO NOTHING"""
-
-_COPY = "COPY hq_event_log (store, stream, epoch, seq, id, ts, type, event, received_at) FROM STDIN"
 
 _RETRIES = 5  # a deadlock or serialisation failure: the whole batch again
 # Before a retry: the transaction that won goes on first instead of colliding again.
@@ -102,33 +81,6 @@ _CONNECT_DEFAULTS: dict[str, Any] = {
     "keepalives_interval": 10,
     "keepalives_count": 3,
 }
-
-
-def _escaped(text: str) -> str:
-    """``text`` as a field of COPY's text format."""
-    if "\\" in text:
-        text = text.replace("\\", "\\\\")
-    if "\t" in text or "\n" in text or "\r" in text:
-        text = text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return text
-
-
-def _copy_text(fresh: dict[Key, list[EventRow]], now: datetime) -> bytes:
-    """The new events as COPY text lines (psycopg's write_row costs 3x more per row)."""
-    received = now.isoformat()
-    lines: list[str] = []
-    for key, rows in fresh.items():
-        head = "\t".join(_escaped(part) for part in key)
-        lines.extend(
-            f"{head}\t{row.seq}\t{_escaped(row.id)}\t{_escaped(row.ts)}\t{_escaped(row.type)}"
-            f"\t{_escaped(row.event)}\t{received}\n"
-            for row in rows
-        )
-    return "".join(lines).encode()
-
-
-def _columns(keys: list[Key]) -> tuple[list[str], list[str], list[str]]:
-    return [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
 
 
 def describe_url(url: str) -> str:
@@ -418,10 +370,10 @@ class PostgresSink:
                     if found:
                         conflicts[key] = found
             if any(fresh.values()):
-                async with cursor.copy(_COPY) as copy:
-                    await copy.write(_copy_text(fresh, now))
+                async with cursor.copy(COPY_EVENTS) as copy:
+                    await copy.write(copy_text(fresh, now))
             await cursor.execute(
-                _WRITE_MARKS,
+                WRITE_MARKS,
                 (
                     now,
                     [k[0] for k in keys],
@@ -434,7 +386,7 @@ class PostgresSink:
             )
             for key, found in conflicts.items():
                 await cursor.execute(
-                    _RECORD_CONFLICTS,
+                    RECORD_CONFLICTS,
                     (
                         *key,
                         now,
@@ -453,8 +405,8 @@ class PostgresSink:
         missing = [key for key in keys if key not in self._known_keys]
         for _ in range(2):  # a row deleted by hand since: made again
             if missing:
-                await cursor.execute(_NEW_MARKS, _columns(missing))
-            await cursor.execute(_LOCK_MARKS, _columns(keys))
+                await cursor.execute(NEW_MARKS, key_columns(missing))
+            await cursor.execute(LOCK_MARKS, key_columns(keys))
             for store, stream, epoch, watermark, stored, expired in await cursor.fetchall():
                 ledgers[(store, stream, epoch)] = Ledger(
                     int(watermark), [tuple(r) for r in stored], [tuple(r) for r in expired]
@@ -470,7 +422,7 @@ class PostgresSink:
     ) -> list[tuple[int, str, str]]:
         """Repeated seqs whose id differs from the one held (stored before, or new in this
         batch): (seq, id, held id)."""
-        await cursor.execute(_HELD_IDS, (*key, [row.seq for row in repeated]))
+        await cursor.execute(HELD_IDS, (*key, [row.seq for row in repeated]))
         held = {int(seq): str(event_id) for seq, event_id in await cursor.fetchall()}
         held.update((row.seq, row.id) for row in fresh)
         return [
