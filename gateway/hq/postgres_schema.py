@@ -31,7 +31,6 @@ __all__ = ["PG_MIGRATIONS", "ensure_partition", "migrate", "partition_name"]
 # pg_advisory_xact_lock keys: any two constants of our own.
 _MIGRATION_LOCK = 0x5354_4757_0001
 _PARTITION_LOCK = 0x5354_4757_0002
-_PARTITION_LOCK_WAIT = "10s"
 
 PG_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -114,7 +113,9 @@ def partition_name(day: date) -> str:
     return f"hq_event_log_{day:%Y%m%d}"
 
 
-async def ensure_partition(connection: AsyncConnection[object], day: date) -> None:
+async def ensure_partition(
+    connection: AsyncConnection[object], day: date, *, lock_wait: str = "10s"
+) -> None:
     """Make the event log's partition for ``day`` (UTC) unless it exists. Its own short
     transaction, never holding a batch's row locks.
 
@@ -122,11 +123,11 @@ async def ensure_partition(connection: AsyncConnection[object], day: date) -> No
     UPDATE EXCLUSIVE lock, which neither readers nor writers hold against it, where ``CREATE
     TABLE … PARTITION OF`` wants the log exclusively — it would wait for every report with a
     transaction open on ``hq_events``, and every consumer's batch would queue behind it. Gives
-    up with LockNotAvailable after ``_PARTITION_LOCK_WAIT`` (DDL on the log holding it)."""
+    up with LockNotAvailable after ``lock_wait`` (DDL on the log, or ANALYZE, holding it)."""
     name = partition_name(day)
     following = day + timedelta(days=1)
     async with connection.transaction():
-        await connection.execute(f"SET LOCAL lock_timeout = '{_PARTITION_LOCK_WAIT}'")
+        await connection.execute("SELECT set_config('lock_timeout', %s, true)", (lock_wait,))
         await connection.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
         cursor = await connection.execute(
             "SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s)", (name,)

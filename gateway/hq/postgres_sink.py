@@ -335,7 +335,10 @@ class PostgresSink:
             if name in self._partitions:
                 continue
             try:
-                await ensure_partition(connection, day)
+                # Tomorrow's may wait for a better moment; today's must be made.
+                await ensure_partition(
+                    connection, day, lock_wait="10s" if day == today else "200ms"
+                )
             except pg_errors.LockNotAvailable:
                 if day == today:
                     raise

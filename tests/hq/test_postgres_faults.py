@@ -341,3 +341,23 @@ async def test_a_connection_cut_mid_batch_stores_and_acks_nothing_of_it(postgres
         assert _acked(await sink.receive_many([envelope([2, 3])])) == {"stock": 3}
         assert sink.unavailable_since is None
     assert pg_rows(postgres_url, "SELECT seq FROM hq_events ORDER BY 1") == [(1,), (2,), (3,)]
+
+
+async def test_tomorrows_partition_waits_for_ddl_on_the_log_without_holding_up_today(
+    postgres_url: str,
+) -> None:
+    """A retention job (DETACH … CONCURRENTLY) or an ANALYZE holds the log's lock that
+    attaching a partition needs: today's batches go on, tomorrow's partition is made with a
+    later batch."""
+    clock = FakeClock()
+    async with _sink_at(postgres_url, clock) as sink:
+        await sink.receive_many([envelope([1])])
+        clock.advance(86400)
+        tomorrow = partition_name(clock.wall.date() + timedelta(days=1))
+        with psycopg.connect(postgres_url) as job:
+            job.execute("LOCK TABLE hq_event_log IN SHARE UPDATE EXCLUSIVE MODE")
+            assert _acked(await sink.receive_many([envelope([2])])) == {"stock": 2}
+            job.rollback()
+        assert tomorrow not in _days(postgres_url)
+        assert _acked(await sink.receive_many([envelope([3])])) == {"stock": 3}
+    assert tomorrow in _days(postgres_url)
