@@ -73,6 +73,16 @@ _RETRIES = 5  # a deadlock or serialisation failure: the whole batch again
 # Before a retry: the transaction that won goes on first instead of colliding again.
 _RETRY_DELAY_S = 0.05, 1.0
 _COMMIT_TIMEOUT_S = 60.0  # one batch's transaction; beyond it PostgreSQL counts as unreachable
+# A session stalled in a batch's transaction (its consumer's host frozen, or cut off without a
+# reset) holds the ledger rows of its keys, and every other consumer's batch touching one of
+# them waits. PostgreSQL ends such a session after this (idle in transaction), or when its own
+# TCP keepalives find the peer gone, and the batch rolls back: nothing was acked.
+_STALLED_TRANSACTION = "60s"
+_SERVER_KEEPALIVES = {
+    "tcp_keepalives_idle": "30",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "3",
+}
 _CONNECT_DEFAULTS: dict[str, Any] = {
     "connect_timeout": 10,
     "application_name": "storegw-hq",
@@ -175,6 +185,11 @@ class PostgresSink:
             )
             raise ConfigError("hq", [issue])
         try:
+            for name, value in (
+                ("idle_in_transaction_session_timeout", _STALLED_TRANSACTION),
+                *_SERVER_KEEPALIVES.items(),
+            ):
+                await connection.execute("SELECT set_config(%s, %s, false)", (name, value))
             await migrate(connection, name=self.name)
         except psycopg.Error as exc:
             await connection.close()

@@ -16,6 +16,7 @@ import pytest
 
 from gateway.clock import FakeClock
 from gateway.errors import ConfigError, StorageError, StorageUnavailableError
+from gateway.hq import postgres_sink
 from gateway.hq.intake import MAX_RANGES
 from gateway.hq.postgres_schema import partition_name
 from gateway.hq.postgres_sink import PostgresSink
@@ -361,3 +362,22 @@ async def test_tomorrows_partition_waits_for_ddl_on_the_log_without_holding_up_t
         assert tomorrow not in _days(postgres_url)
         assert _acked(await sink.receive_many([envelope([3])])) == {"stock": 3}
     assert tomorrow in _days(postgres_url)
+
+
+async def test_a_consumer_frozen_mid_batch_does_not_hold_its_keys_for_ever(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer whose host froze (or was cut off without a reset) mid-transaction keeps its
+    ledger rows locked for as long as PostgreSQL keeps its session: without a limit, hours
+    (the server's TCP keepalive), and every consumer whose batch touches one of those keys
+    waits, times out and finally exits 74. The sink's sessions must not outlive a stall."""
+    monkeypatch.setattr(postgres_sink, "_STALLED_TRANSACTION", "1s")  # 60 s in production
+    async with pg_sink(postgres_url) as frozen, pg_sink(postgres_url) as other:
+        await frozen.receive_many([envelope([1])])
+        # As the frozen consumer left it: its batch's transaction open, the key's row locked.
+        session = frozen._connection
+        assert session is not None
+        await session.execute("BEGIN")
+        await session.execute("SELECT 1 FROM hq_marks FOR UPDATE")
+        acks = await other.receive_many([envelope([2])])
+        assert _acked(acks) == {"stock": 2}
