@@ -24,7 +24,6 @@ counts the same: nothing is taken into custody either way).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,11 +33,10 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.conninfo import conninfo_to_dict
 
 from gateway.backoff import Backoff
 from gateway.clock import Clock
-from gateway.errors import ConfigError, ConfigIssue, StorageError, StorageUnavailableError
+from gateway.errors import StorageError
 from gateway.hq.intake import (
     Ack,
     EventRow,
@@ -50,7 +48,8 @@ from gateway.hq.intake import (
     warn_deferred,
     warn_expired,
 )
-from gateway.hq.postgres_schema import ensure_partition, migrate
+from gateway.hq.postgres_schema import ensure_partition
+from gateway.hq.postgres_session import PostgresSession, describe_url
 from gateway.hq.postgres_statements import (
     COPY_EVENTS,
     HELD_IDS,
@@ -62,7 +61,7 @@ from gateway.hq.postgres_statements import (
     key_columns,
 )
 
-__all__ = ["EmitRows", "PostgresSink", "describe_url"]
+__all__ = ["EmitRows", "PostgresSink", "describe_url"]  # describe_url: postgres_session
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -73,35 +72,6 @@ _RETRIES = 5  # a deadlock or serialisation failure: the whole batch again
 # Before a retry: the transaction that won goes on first instead of colliding again.
 _RETRY_DELAY_S = 0.05, 1.0
 _COMMIT_TIMEOUT_S = 60.0  # one batch's transaction; beyond it PostgreSQL counts as unreachable
-# A session stalled in a batch's transaction (its consumer's host frozen, or cut off without a
-# reset) holds the ledger rows of its keys, and every other consumer's batch touching one of
-# them waits. PostgreSQL ends such a session after this (idle in transaction), or when its own
-# TCP keepalives find the peer gone, and the batch rolls back: nothing was acked.
-_STALLED_TRANSACTION = "60s"
-_SERVER_KEEPALIVES = {
-    "tcp_keepalives_idle": "30",
-    "tcp_keepalives_interval": "10",
-    "tcp_keepalives_count": "3",
-}
-_CONNECT_DEFAULTS: dict[str, Any] = {
-    "connect_timeout": 10,
-    "application_name": "storegw-hq",
-    "keepalives": 1,
-    "keepalives_idle": 30,
-    "keepalives_interval": 10,
-    "keepalives_count": 3,
-}
-
-
-def describe_url(url: str) -> str:
-    """``url`` without its password, for logs and errors."""
-    try:
-        parts = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "postgresql://(unreadable URL)"
-    host = parts.get("host") or parts.get("hostaddr") or "localhost"
-    port = parts.get("port") or "5432"
-    return f"postgresql://{parts.get('user') or ''}@{host}:{port}/{parts.get('dbname') or ''}"
 
 
 @dataclass(slots=True)
@@ -123,22 +93,16 @@ class PostgresSink:
     def __init__(
         self, url: str, *, clock: Clock, topic_prefix: str = "retail/v1/", emit: EmitRows | None
     ) -> None:
-        try:
-            self._given = conninfo_to_dict(url)
-        except psycopg.ProgrammingError as exc:
-            issue = ConfigIssue("hq.database", f"not a valid PostgreSQL URL: {exc}")
-            raise ConfigError("hq", [issue]) from None
-        self._url = url
-        self.name = describe_url(url)
+        self._session = PostgresSession(url, clock=clock)
+        self.name = self._session.name
         self._clock = clock
         self._prefix = topic_prefix
         self._emit = emit
-        self._connection: psycopg.AsyncConnection[Any] | None = None
         self._partitions: set[str] = set()
+        self._partitions_on = 0  # the connection (count) they were made through
         self._known_keys: set[Key] = set()  # hq_marks has their rows
         self._ledgers: dict[Key, Ledger] = {}  # the last committed state seen, for reports
         self._deferring: set[Key] = set()  # keys whose events waited for room (logged)
-        self.unavailable_since: float | None = None  # clock.monotonic() of the first failure
         self.stored = 0
         self.duplicates = 0
         self.rejected = 0
@@ -148,89 +112,20 @@ class PostgresSink:
     async def open(self) -> None:
         """Connect, migrate, make today's and tomorrow's partitions; StorageUnavailableError if
         PostgreSQL cannot be reached, ConfigError for a database that cannot hold any text."""
-        connection = await self._connect()
+        connection = await self._session.connect()
         try:
             await self._ensure_partitions(connection, self._clock.utc_now())
         except psycopg.Error as exc:
-            await self._drop_connection()
-            raise self._unavailable(exc) from None
+            await self._session.drop()
+            raise self._session.unavailable(exc) from None
 
     async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
+        await self._session.close()
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        if self._connection is not None and not self._connection.closed:
-            return self._connection
-        # A database that stops answering (no RST: a partition, a frozen host) must fail, not
-        # hang: libpq's TCP keepalives unless the URL says otherwise.
-        defaults = {
-            name: value for name, value in _CONNECT_DEFAULTS.items() if name not in self._given
-        }
-        try:
-            # The COPY text is UTF-8 bytes, whatever PGCLIENTENCODING or the URL would say.
-            connection = await psycopg.AsyncConnection.connect(
-                self._url, autocommit=True, client_encoding="UTF8", **defaults
-            )
-        except psycopg.Error as exc:
-            raise self._unavailable(exc) from None
-        encoding = connection.info.parameter_status("server_encoding")
-        if encoding != "UTF8":  # fixed when the database was made: a configuration error
-            await connection.close()
-            issue = ConfigIssue(
-                "hq.database",
-                f"the database's encoding is {encoding}; the stores' events may hold any "
-                "text, which needs a UTF8 database (CREATE DATABASE … ENCODING 'UTF8')",
-            )
-            raise ConfigError("hq", [issue])
-        try:
-            for name, value in (
-                ("idle_in_transaction_session_timeout", _STALLED_TRANSACTION),
-                *_SERVER_KEEPALIVES.items(),
-            ):
-                await connection.execute("SELECT set_config(%s, %s, false)", (name, value))
-            await migrate(connection, name=self.name)
-        except psycopg.Error as exc:
-            await connection.close()
-            raise self._unavailable(exc) from None
-        except BaseException:
-            await connection.close()
-            raise
-        self._connection = connection
-        self._partitions.clear()  # the server may be another (a failover, a restored copy)
-        return connection
-
-    def _unavailable(self, exc: psycopg.Error) -> StorageUnavailableError:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if self.unavailable_since is None:
-            self.unavailable_since = self._clock.monotonic()
-            _LOGGER.error(
-                "PostgreSQL %s unreachable: nothing is stored or acknowledged until it is "
-                "back (%s)",
-                self.name,
-                reason,
-            )
-        return StorageUnavailableError(self.name, reason)
-
-    def _refusing(self, error: StorageError) -> StorageError:
-        """A batch refused while PostgreSQL answers (a privilege revoked, a read-only server,
-        a constraint): no more custody than an outage, so it counts as one."""
-        if self.unavailable_since is None:
-            self.unavailable_since = self._clock.monotonic()
-            _LOGGER.error(
-                "PostgreSQL %s refuses batches: nothing is stored or acknowledged until it "
-                "takes them again (%s)",
-                self.name,
-                error.reason.splitlines()[0] if error.reason else "",
-            )
-        return error
-
-    def _recovered(self) -> None:
-        if self.unavailable_since is not None:
-            down = self._clock.monotonic() - self.unavailable_since
-            self.unavailable_since = None
-            _LOGGER.warning("PostgreSQL %s storing again after %.1f s", self.name, down)
+    @property
+    def unavailable_since(self) -> float | None:
+        """clock.monotonic() of the first failure of the ongoing outage; None: storing."""
+        return self._session.unavailable_since
 
     def watermark(self, store: str, stream: str, epoch: str) -> int:
         ledger = self._ledgers.get((store, stream, epoch))
@@ -257,7 +152,7 @@ class PostgresSink:
         if not batch:
             return []
         outcome = await self._commit(batch)
-        self._recovered()
+        self._session.recovered()
         self._ledgers.update(outcome.ledgers)
         self._known_keys.update(outcome.ledgers)
         self.stored += sum(len(rows) for rows in outcome.fresh.values())
@@ -303,14 +198,14 @@ class PostgresSink:
         now = self._clock.utc_now()
         backoff = Backoff(*_RETRY_DELAY_S)
         for attempt in range(1, _RETRIES + 1):
-            connection = await self._connect()
+            connection = await self._session.connect()
             try:
                 async with asyncio.timeout(_COMMIT_TIMEOUT_S):
                     await self._ensure_partitions(connection, now)
                     return await self._store(connection, batch, now)
             except TimeoutError:
-                await self._drop_connection()
-                raise self._unavailable(
+                await self._session.drop()
+                raise self._session.unavailable(
                     psycopg.OperationalError(f"no answer within {_COMMIT_TIMEOUT_S:g} s")
                 ) from None
             except (
@@ -324,26 +219,24 @@ class PostgresSink:
                 self._partitions.clear()
                 if attempt == _RETRIES:
                     reason = f"gave up after {_RETRIES} tries: {exc}"
-                    raise self._refusing(StorageError(self.name, reason)) from exc
+                    raise self._session.refusing(StorageError(self.name, reason)) from exc
                 _LOGGER.info("batch tried again: %s", str(exc).strip().splitlines()[0])
                 await asyncio.sleep(backoff.next_delay())
             except psycopg.OperationalError as exc:
-                await self._drop_connection()
-                raise self._unavailable(exc) from None
+                await self._session.drop()
+                raise self._session.unavailable(exc) from None
             except psycopg.Error as exc:
-                await self._drop_connection()
-                raise self._refusing(StorageError(self.name, str(exc).strip())) from exc
+                await self._session.drop()
+                raise self._session.refusing(StorageError(self.name, str(exc).strip())) from exc
         raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _drop_connection(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(psycopg.Error):
-                await connection.close()
 
     async def _ensure_partitions(
         self, connection: psycopg.AsyncConnection[Any], now: datetime
     ) -> None:
+        if self._partitions_on != self._session.connections:
+            # A new connection may be to another server (a failover, a restored copy).
+            self._partitions.clear()
+            self._partitions_on = self._session.connections
         today = now.astimezone(UTC).date()
         for day in (today, today + timedelta(days=1)):  # tomorrow's ahead of midnight
             name = f"{day:%Y%m%d}"

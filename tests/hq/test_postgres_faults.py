@@ -16,7 +16,7 @@ import pytest
 
 from gateway.clock import FakeClock
 from gateway.errors import ConfigError, StorageError, StorageUnavailableError
-from gateway.hq import postgres_sink
+from gateway.hq import postgres_session
 from gateway.hq.intake import MAX_RANGES
 from gateway.hq.postgres_schema import partition_name
 from gateway.hq.postgres_sink import PostgresSink
@@ -371,12 +371,11 @@ async def test_a_consumer_frozen_mid_batch_does_not_hold_its_keys_for_ever(
     ledger rows locked for as long as PostgreSQL keeps its session: without a limit, hours
     (the server's TCP keepalive), and every consumer whose batch touches one of those keys
     waits, times out and finally exits 74. The sink's sessions must not outlive a stall."""
-    monkeypatch.setattr(postgres_sink, "_STALLED_TRANSACTION", "1s")  # 60 s in production
+    monkeypatch.setattr(postgres_session, "_STALLED_TRANSACTION", "1s")  # 60 s in production
     async with pg_sink(postgres_url) as frozen, pg_sink(postgres_url) as other:
         await frozen.receive_many([envelope([1])])
         # As the frozen consumer left it: its batch's transaction open, the key's row locked.
-        session = frozen._connection
-        assert session is not None
+        session = await frozen._session.connect()  # as the frozen process left it
         await session.execute("BEGIN")
         await session.execute("SELECT 1 FROM hq_marks FOR UPDATE")
         acks = await other.receive_many([envelope([2])])
