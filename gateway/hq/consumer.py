@@ -35,6 +35,7 @@ from gateway.hq.intake import (
     ack_for,
     check_origin,
     finite_json,
+    warn_deferred,
     warn_expired,
 )
 from gateway.hq.sqlite_schema import HQ_MIGRATIONS
@@ -111,6 +112,7 @@ class HqConsumer:
         self._now = now
         self._custody: dict[Key, Ledger] = {}
         self._reported_gaps: dict[Key, tuple[int, int] | None] = {}
+        self._deferring: set[Key] = set()  # keys whose events waited for room (logged)
         self.stored = 0
         self.duplicates = 0
         self.rejected = 0
@@ -270,9 +272,12 @@ class HqConsumer:
         moves the watermark. The ids of the others go to ``repeated`` (by seq)."""
         rows = sorted((EventRow.of(cast("dict[str, Any]", e)) for e in events), key=_by_seq)
         taken = ledger.take(rows)
-        self.duplicates += len(rows) - len(taken.fresh)
+        self.duplicates += len(rows) - len(taken.fresh) - len(taken.deferred)
         self.expired += taken.expired
         warn_expired(_LOGGER, key, taken.markers)
+        if taken.deferred and key not in self._deferring:  # once per key
+            self._deferring.add(key)
+            warn_deferred(_LOGGER, key, taken.deferred)
         fresh_seqs = {row.seq for row in taken.fresh}
         for row in taken.repeated:
             if row.seq not in fresh_seqs:  # twice in this envelope: compared when stored

@@ -34,6 +34,7 @@ from gateway.wire.envelope import EnvelopeHeaders
 
 __all__ = [
     "EXPIRED",
+    "MAX_RANGES",
     "Ack",
     "EventRow",
     "Key",
@@ -43,6 +44,7 @@ __all__ = [
     "envelope_origin",
     "finite_json",
     "read_envelope",
+    "warn_deferred",
     "warn_expired",
 ]
 
@@ -50,6 +52,14 @@ EXPIRED = "outbox.expired"
 
 Key = tuple[str, str, str]  # (store, stream, epoch)
 Origin = tuple[str, str]  # (store, stream) of the topic an envelope came on
+
+#: Ranges held above the watermark (stored and expired), at most. They are read and written
+#: back with every batch of their key, so holes (a store's bug, or a hostile store sending
+#: every other seq) must not make them grow without bound — each take would cost more, the
+#: whole quadratic. An event that would open another range waits: not stored, so not acked,
+#: and the store sends it again once the holes below are filled. Legitimate holes come from
+#: envelopes in flight to different consumers: far fewer (``hq_window_messages``, 100).
+MAX_RANGES = 1024
 
 # ``up/`` topics that carry no envelope: the health snapshot, price resync requests.
 _NOT_STREAMS = frozenset({"health", "sync"})
@@ -183,6 +193,7 @@ class Taken:
     repeated: list[EventRow]  # held already (compare ids: another id is a conflict)
     expired: int  # events newly reported lost by the store's TTL (markers' counts)
     markers: list[EventRow] = field(default_factory=list)  # the new expiry markers
+    deferred: list[EventRow] = field(default_factory=list)  # beyond MAX_RANGES: not taken
 
 
 def warn_expired(logger: logging.Logger, key: Key, markers: list[EventRow]) -> None:
@@ -204,6 +215,21 @@ def warn_expired(logger: logging.Logger, key: Key, markers: list[EventRow]) -> N
             extra.get("oldest_ts"),
             extra.get("newest_ts"),
         )
+
+
+def warn_deferred(logger: logging.Logger, key: Key, deferred: list[EventRow]) -> None:
+    """Log events left waiting because their key has MAX_RANGES holes above its watermark."""
+    store, stream, epoch = key
+    logger.warning(
+        "%s/%s epoch %s: %d hole(s) above the watermark already; %d event(s) from seq %d "
+        "wait (not stored, not acked) until the store re-sends them in order",
+        store,
+        stream,
+        epoch,
+        MAX_RANGES,
+        len(deferred),
+        deferred[0].seq,
+    )
 
 
 @dataclass(slots=True)
@@ -242,6 +268,8 @@ class Ledger:
         fresh: list[EventRow] = []
         repeated: list[EventRow] = []
         markers: list[EventRow] = []
+        deferred: list[EventRow] = []
+        held_markers: list[EventRow] = []
         lost = 0
         for row in events:
             if self.holds(row.seq):
@@ -249,6 +277,11 @@ class Ledger:
                 # the store): the event held stays valid, and that is no conflict.
                 if row.type != EXPIRED:
                     repeated.append(row)
+                elif row.covers_from is not None and row.seq > self.watermark:
+                    held_markers.append(row)  # its range counts all the same
+                continue
+            if not self._room_for(row):
+                deferred.append(row)
                 continue
             fresh.append(row)
             self._add(self.stored, row.seq, row.seq)
@@ -256,11 +289,23 @@ class Ledger:
                 markers.append(row)
                 count = row.event_object.get("count")
                 lost += count if type(count) is int and row.covers_from is not None else 0
-        for row in events:
-            if row.covers_from is not None and row.seq > self.watermark:
+            if row.covers_from is not None:
                 self._add(self.expired, row.covers_from, row.seq)
+        for row in held_markers:
+            assert row.covers_from is not None
+            self._add(self.expired, row.covers_from, row.seq)
         self.advance()
-        return Taken(fresh, repeated, lost, markers)
+        return Taken(fresh, repeated, lost, markers, deferred)
+
+    def _room_for(self, row: EventRow) -> bool:
+        """Whether ``row`` may be taken: it opens no new range, or there is room for one."""
+        ranges = (*self.stored, *self.expired)
+        if len(ranges) < MAX_RANGES - 1:  # a marker may open two
+            return True
+        first = row.seq if row.covers_from is None else row.covers_from
+        return first <= self.watermark + 1 or any(
+            low - 1 <= row.seq and first <= high + 1 for low, high in ranges
+        )
 
     def copy(self) -> Ledger:
         return Ledger(self.watermark, list(self.stored), list(self.expired))

@@ -10,6 +10,7 @@ Every batch locks the rows of its keys (``FOR UPDATE`` through the upsert) befor
 is new, so concurrent consumers serialise per key, and the watermark they ack is the committed
 one. Partitions are by ``received_at`` (HQ's clock, always sane) so retention is ``DROP TABLE``
 of old days; a store re-sending an old event finds it under its watermark, not in the log.
+A day's partition is made as a plain table, then attached (see :func:`ensure_partition`).
 
 Append new migrations; never edit one that has shipped.
 """
@@ -112,15 +113,29 @@ def partition_name(day: date) -> str:
     return f"hq_event_log_{day:%Y%m%d}"
 
 
-async def ensure_partition(connection: AsyncConnection[object], day: date) -> None:
-    """Create the event log's partition for ``day`` (UTC) unless it exists. Its own
-    transaction: creating a partition locks the whole log briefly, and must never wait while
-    holding a batch's row locks."""
+async def ensure_partition(
+    connection: AsyncConnection[object], day: date, *, lock_wait: str = "10s"
+) -> None:
+    """Make the event log's partition for ``day`` (UTC) unless it exists. Its own short
+    transaction, never holding a batch's row locks.
+
+    Made as a table of its own, then attached: ``ATTACH PARTITION`` takes the log's SHARE
+    UPDATE EXCLUSIVE lock, which neither readers nor writers hold against it, where ``CREATE
+    TABLE … PARTITION OF`` wants the log exclusively — it would wait for every report with a
+    transaction open on ``hq_events``, and every consumer's batch would queue behind it. Gives
+    up with LockNotAvailable after ``lock_wait`` (DDL on the log, or ANALYZE, holding it)."""
+    name = partition_name(day)
     following = day + timedelta(days=1)
-    statement = (
-        f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF hq_event_log "
-        f"FOR VALUES FROM ('{day.isoformat()} 00:00+00') TO ('{following.isoformat()} 00:00+00')"
-    )
     async with connection.transaction():
+        await connection.execute("SELECT set_config('lock_timeout', %s, true)", (lock_wait,))
         await connection.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
-        await connection.execute(statement)
+        cursor = await connection.execute(
+            "SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s)", (name,)
+        )
+        if await cursor.fetchone() is not None:
+            return
+        await connection.execute(f"CREATE TABLE IF NOT EXISTS {name} (LIKE hq_event_log)")
+        await connection.execute(
+            f"ALTER TABLE hq_event_log ATTACH PARTITION {name} FOR VALUES "
+            f"FROM ('{day.isoformat()} 00:00+00') TO ('{following.isoformat()} 00:00+00')"
+        )

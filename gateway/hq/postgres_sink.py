@@ -16,13 +16,14 @@ A consumer killed anywhere before the commit leaves nothing behind (the transact
 and acked nothing; the store re-sends from the acked watermark and the ledger skips what another
 consumer stored meanwhile. PostgreSQL unreachable: every batch raises
 :class:`~gateway.errors.StorageUnavailableError`, so the link leaves the messages unacknowledged
-and retries; :attr:`PostgresSink.unavailable_since` tells ``hq tail`` how long that has lasted.
+and retries; :attr:`PostgresSink.unavailable_since` tells ``hq tail`` how long that has lasted
+(PostgreSQL answering but refusing every batch — a privilege revoked, a read-only server —
+counts the same: nothing is taken into custody either way).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,11 +33,10 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.conninfo import conninfo_to_dict
 
 from gateway.backoff import Backoff
 from gateway.clock import Clock
-from gateway.errors import ConfigError, ConfigIssue, StorageError, StorageUnavailableError
+from gateway.errors import StorageError
 from gateway.hq.intake import (
     Ack,
     EventRow,
@@ -45,98 +45,33 @@ from gateway.hq.intake import (
     Origin,
     ack_for,
     read_envelope,
+    warn_deferred,
     warn_expired,
 )
-from gateway.hq.postgres_schema import ensure_partition, migrate
+from gateway.hq.postgres_schema import ensure_partition
+from gateway.hq.postgres_session import PostgresSession, describe_url
+from gateway.hq.postgres_statements import (
+    COPY_EVENTS,
+    HELD_IDS,
+    LOCK_MARKS,
+    NEW_MARKS,
+    RECORD_CONFLICTS,
+    WRITE_MARKS,
+    copy_text,
+    key_columns,
+)
 
-__all__ = ["EmitRows", "PostgresSink", "describe_url"]
+__all__ = ["EmitRows", "PostgresSink", "describe_url"]  # describe_url: postgres_session
 
 _LOGGER = logging.getLogger(__name__)
 
 #: Receives each batch's new events of one key: (store, stream, epoch, event objects).
 EmitRows = Callable[[str, str, str, list[dict[str, Any]]], None]
 
-_NEW_MARKS = """
-INSERT INTO hq_marks (store, stream, epoch)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])
-ON CONFLICT (store, stream, epoch) DO NOTHING"""
-
-# Locked in key order (LockRows runs above the sort), so consumers never wait in a cycle.
-_LOCK_MARKS = """
-SELECT m.store, m.stream, m.epoch, m.watermark, m.stored, m.expired
-FROM hq_marks m JOIN unnest(%s::text[], %s::text[], %s::text[]) AS k (store, stream, epoch)
-    ON m.store = k.store AND m.stream = k.stream AND m.epoch = k.epoch
-ORDER BY m.store, m.stream, m.epoch
-FOR UPDATE OF m"""
-
-_WRITE_MARKS = """
-UPDATE hq_marks AS m SET watermark = u.watermark, stored = u.stored, expired = u.expired,
-    updated_at = %s
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::jsonb[], %s::jsonb[])
-    AS u (store, stream, epoch, watermark, stored, expired)
-WHERE m.store = u.store AND m.stream = u.stream AND m.epoch = u.epoch"""
-
-_HELD_IDS = """
-SELECT seq, id FROM hq_event_log
-WHERE store = %s AND stream = %s AND epoch = %s AND seq = ANY(%s)"""
-
-_RECORD_CONFLICTS = """
-INSERT INTO hq_conflicts (store, stream, epoch, seq, id, held_id, seen_at)
-SELECT %s, %s, %s, u.*, %s FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS u
-ON CONFLICT DO NOTHING"""
-
-_COPY = "COPY hq_event_log (store, stream, epoch, seq, id, ts, type, event, received_at) FROM STDIN"
-
 _RETRIES = 5  # a deadlock or serialisation failure: the whole batch again
 # Before a retry: the transaction that won goes on first instead of colliding again.
 _RETRY_DELAY_S = 0.05, 1.0
 _COMMIT_TIMEOUT_S = 60.0  # one batch's transaction; beyond it PostgreSQL counts as unreachable
-_CONNECT_DEFAULTS: dict[str, Any] = {
-    "connect_timeout": 10,
-    "application_name": "storegw-hq",
-    "keepalives": 1,
-    "keepalives_idle": 30,
-    "keepalives_interval": 10,
-    "keepalives_count": 3,
-}
-
-
-def _escaped(text: str) -> str:
-    """``text`` as a field of COPY's text format."""
-    if "\\" in text:
-        text = text.replace("\\", "\\\\")
-    if "\t" in text or "\n" in text or "\r" in text:
-        text = text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return text
-
-
-def _copy_text(fresh: dict[Key, list[EventRow]], now: datetime) -> bytes:
-    """The new events as COPY text lines (psycopg's write_row costs 3x more per row)."""
-    received = now.isoformat()
-    lines: list[str] = []
-    for key, rows in fresh.items():
-        head = "\t".join(_escaped(part) for part in key)
-        lines.extend(
-            f"{head}\t{row.seq}\t{_escaped(row.id)}\t{_escaped(row.ts)}\t{_escaped(row.type)}"
-            f"\t{_escaped(row.event)}\t{received}\n"
-            for row in rows
-        )
-    return "".join(lines).encode()
-
-
-def _columns(keys: list[Key]) -> tuple[list[str], list[str], list[str]]:
-    return [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
-
-
-def describe_url(url: str) -> str:
-    """``url`` without its password, for logs and errors."""
-    try:
-        parts = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "postgresql://(unreadable URL)"
-    host = parts.get("host") or parts.get("hostaddr") or "localhost"
-    port = parts.get("port") or "5432"
-    return f"postgresql://{parts.get('user') or ''}@{host}:{port}/{parts.get('dbname') or ''}"
 
 
 @dataclass(slots=True)
@@ -147,6 +82,7 @@ class _Outcome:
     fresh: dict[Key, list[EventRow]] = field(default_factory=dict)  # stored now
     conflicts: dict[Key, list[tuple[int, str, str]]] = field(default_factory=dict)
     markers: list[tuple[Key, EventRow]] = field(default_factory=list)  # new expiry markers
+    deferred: dict[Key, list[EventRow]] = field(default_factory=dict)  # no room: not taken
     repeated: int = 0
     lost: int = 0
 
@@ -157,21 +93,16 @@ class PostgresSink:
     def __init__(
         self, url: str, *, clock: Clock, topic_prefix: str = "retail/v1/", emit: EmitRows | None
     ) -> None:
-        try:
-            self._given = conninfo_to_dict(url)
-        except psycopg.ProgrammingError as exc:
-            issue = ConfigIssue("hq.database", f"not a valid PostgreSQL URL: {exc}")
-            raise ConfigError("hq", [issue]) from None
-        self._url = url
-        self.name = describe_url(url)
+        self._session = PostgresSession(url, clock=clock)
+        self.name = self._session.name
         self._clock = clock
         self._prefix = topic_prefix
         self._emit = emit
-        self._connection: psycopg.AsyncConnection[Any] | None = None
         self._partitions: set[str] = set()
+        self._partitions_on = 0  # the connection (count) they were made through
         self._known_keys: set[Key] = set()  # hq_marks has their rows
         self._ledgers: dict[Key, Ledger] = {}  # the last committed state seen, for reports
-        self.unavailable_since: float | None = None  # clock.monotonic() of the first failure
+        self._deferring: set[Key] = set()  # keys whose events waited for room (logged)
         self.stored = 0
         self.duplicates = 0
         self.rejected = 0
@@ -180,62 +111,21 @@ class PostgresSink:
 
     async def open(self) -> None:
         """Connect, migrate, make today's and tomorrow's partitions; StorageUnavailableError if
-        PostgreSQL cannot be reached."""
-        connection = await self._connect()
+        PostgreSQL cannot be reached, ConfigError for a database that cannot hold any text."""
+        connection = await self._session.connect()
         try:
             await self._ensure_partitions(connection, self._clock.utc_now())
         except psycopg.Error as exc:
-            await self._drop_connection()
-            raise self._unavailable(exc) from None
+            await self._session.drop()
+            raise self._session.unavailable(exc) from None
 
     async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
+        await self._session.close()
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        if self._connection is not None and not self._connection.closed:
-            return self._connection
-        # A database that stops answering (no RST: a partition, a frozen host) must fail, not
-        # hang: libpq's TCP keepalives unless the URL says otherwise.
-        defaults = {
-            name: value for name, value in _CONNECT_DEFAULTS.items() if name not in self._given
-        }
-        try:
-            connection = await psycopg.AsyncConnection.connect(
-                self._url, autocommit=True, **defaults
-            )
-        except psycopg.Error as exc:
-            raise self._unavailable(exc) from None
-        try:
-            await migrate(connection, name=self.name)
-        except psycopg.Error as exc:
-            await connection.close()
-            raise self._unavailable(exc) from None
-        except BaseException:
-            await connection.close()
-            raise
-        self._connection = connection
-        self._partitions.clear()  # the server may be another (a failover, a restored copy)
-        return connection
-
-    def _unavailable(self, exc: psycopg.Error) -> StorageUnavailableError:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if self.unavailable_since is None:
-            self.unavailable_since = self._clock.monotonic()
-            _LOGGER.error(
-                "PostgreSQL %s unreachable: nothing is stored or acknowledged until it is "
-                "back (%s)",
-                self.name,
-                reason,
-            )
-        return StorageUnavailableError(self.name, reason)
-
-    def _recovered(self) -> None:
-        if self.unavailable_since is not None:
-            down = self._clock.monotonic() - self.unavailable_since
-            self.unavailable_since = None
-            _LOGGER.warning("PostgreSQL %s reachable again after %.1f s", self.name, down)
+    @property
+    def unavailable_since(self) -> float | None:
+        """clock.monotonic() of the first failure of the ongoing outage; None: storing."""
+        return self._session.unavailable_since
 
     def watermark(self, store: str, stream: str, epoch: str) -> int:
         ledger = self._ledgers.get((store, stream, epoch))
@@ -262,7 +152,7 @@ class PostgresSink:
         if not batch:
             return []
         outcome = await self._commit(batch)
-        self._recovered()
+        self._session.recovered()
         self._ledgers.update(outcome.ledgers)
         self._known_keys.update(outcome.ledgers)
         self.stored += sum(len(rows) for rows in outcome.fresh.values())
@@ -270,6 +160,10 @@ class PostgresSink:
         self.expired += outcome.lost
         for key, marker in outcome.markers:
             warn_expired(_LOGGER, key, [marker])
+        for key, rows in outcome.deferred.items():
+            if key not in self._deferring:  # once per key: a hostile store sends many
+                self._deferring.add(key)
+                warn_deferred(_LOGGER, key, rows)
         self._note_conflicts(outcome.conflicts)
         if self._emit is not None:
             for key, rows in outcome.fresh.items():
@@ -304,14 +198,14 @@ class PostgresSink:
         now = self._clock.utc_now()
         backoff = Backoff(*_RETRY_DELAY_S)
         for attempt in range(1, _RETRIES + 1):
-            connection = await self._connect()
+            connection = await self._session.connect()
             try:
                 async with asyncio.timeout(_COMMIT_TIMEOUT_S):
                     await self._ensure_partitions(connection, now)
                     return await self._store(connection, batch, now)
             except TimeoutError:
-                await self._drop_connection()
-                raise self._unavailable(
+                await self._session.drop()
+                raise self._session.unavailable(
                     psycopg.OperationalError(f"no answer within {_COMMIT_TIMEOUT_S:g} s")
                 ) from None
             except (
@@ -324,32 +218,43 @@ class PostgresSink:
             ) as exc:
                 self._partitions.clear()
                 if attempt == _RETRIES:
-                    raise StorageError(self.name, f"gave up after {_RETRIES} tries: {exc}") from exc
+                    reason = f"gave up after {_RETRIES} tries: {exc}"
+                    raise self._session.refusing(StorageError(self.name, reason)) from exc
                 _LOGGER.info("batch tried again: %s", str(exc).strip().splitlines()[0])
                 await asyncio.sleep(backoff.next_delay())
             except psycopg.OperationalError as exc:
-                await self._drop_connection()
-                raise self._unavailable(exc) from None
+                await self._session.drop()
+                raise self._session.unavailable(exc) from None
             except psycopg.Error as exc:
-                await self._drop_connection()
-                raise StorageError(self.name, str(exc).strip()) from exc
+                await self._session.drop()
+                raise self._session.refusing(StorageError(self.name, str(exc).strip())) from exc
         raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _drop_connection(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(psycopg.Error):
-                await connection.close()
 
     async def _ensure_partitions(
         self, connection: psycopg.AsyncConnection[Any], now: datetime
     ) -> None:
+        if self._partitions_on != self._session.connections:
+            # A new connection may be to another server (a failover, a restored copy).
+            self._partitions.clear()
+            self._partitions_on = self._session.connections
         today = now.astimezone(UTC).date()
         for day in (today, today + timedelta(days=1)):  # tomorrow's ahead of midnight
             name = f"{day:%Y%m%d}"
-            if name not in self._partitions:
-                await ensure_partition(connection, day)
-                self._partitions.add(name)
+            if name in self._partitions:
+                continue
+            try:
+                # Tomorrow's may wait for a better moment; today's must be made.
+                await ensure_partition(
+                    connection, day, lock_wait="10s" if day == today else "200ms"
+                )
+            except pg_errors.LockNotAvailable:
+                if day == today:
+                    raise
+                # DDL on the log (a retention job's DETACH) holds it: today's batch need not
+                # wait, tomorrow's partition is tried again with the next one.
+                _LOGGER.info("partition for %s not made yet: the log is locked", day)
+                continue
+            self._partitions.add(name)
 
     async def _store(
         self,
@@ -367,17 +272,19 @@ class PostgresSink:
                 taken = ledgers[key].take(batch[key])
                 fresh[key] = taken.fresh
                 outcome.lost += taken.expired
-                outcome.repeated += len(batch[key]) - len(taken.fresh)
+                outcome.repeated += len(batch[key]) - len(taken.fresh) - len(taken.deferred)
+                if taken.deferred:
+                    outcome.deferred[key] = taken.deferred
                 outcome.markers.extend((key, row) for row in taken.markers)
                 if taken.repeated:
                     found = await self._conflicts(cursor, key, taken.repeated, taken.fresh)
                     if found:
                         conflicts[key] = found
             if any(fresh.values()):
-                async with cursor.copy(_COPY) as copy:
-                    await copy.write(_copy_text(fresh, now))
+                async with cursor.copy(COPY_EVENTS) as copy:
+                    await copy.write(copy_text(fresh, now))
             await cursor.execute(
-                _WRITE_MARKS,
+                WRITE_MARKS,
                 (
                     now,
                     [k[0] for k in keys],
@@ -390,7 +297,7 @@ class PostgresSink:
             )
             for key, found in conflicts.items():
                 await cursor.execute(
-                    _RECORD_CONFLICTS,
+                    RECORD_CONFLICTS,
                     (
                         *key,
                         now,
@@ -409,8 +316,8 @@ class PostgresSink:
         missing = [key for key in keys if key not in self._known_keys]
         for _ in range(2):  # a row deleted by hand since: made again
             if missing:
-                await cursor.execute(_NEW_MARKS, _columns(missing))
-            await cursor.execute(_LOCK_MARKS, _columns(keys))
+                await cursor.execute(NEW_MARKS, key_columns(missing))
+            await cursor.execute(LOCK_MARKS, key_columns(keys))
             for store, stream, epoch, watermark, stored, expired in await cursor.fetchall():
                 ledgers[(store, stream, epoch)] = Ledger(
                     int(watermark), [tuple(r) for r in stored], [tuple(r) for r in expired]
@@ -426,7 +333,7 @@ class PostgresSink:
     ) -> list[tuple[int, str, str]]:
         """Repeated seqs whose id differs from the one held (stored before, or new in this
         batch): (seq, id, held id)."""
-        await cursor.execute(_HELD_IDS, (*key, [row.seq for row in repeated]))
+        await cursor.execute(HELD_IDS, (*key, [row.seq for row in repeated]))
         held = {int(seq): str(event_id) for seq, event_id in await cursor.fetchall()}
         held.update((row.seq, row.id) for row in fresh)
         return [

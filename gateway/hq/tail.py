@@ -4,8 +4,9 @@ Subscribes to every store's ``up/`` streams (optionally through a ``$share/`` gr
 consumers split the load), stores each event durably and de-duplicated — in its own SQLite file
 by default, or in PostgreSQL when ``database`` is a ``postgresql://`` URL (the sink several
 consumers can share) — publishes the custody watermarks, and prints every new event as one JSON
-line on stdout. PostgreSQL unreachable for longer than ``database_outage_exit_s``: the command
-stops with StorageUnavailableError (exit 74), having acked nothing it did not commit.
+line on stdout. PostgreSQL unreachable (or refusing every batch) for longer than
+``database_outage_exit_s``: the command stops with StorageUnavailableError (exit 74), having
+acked nothing it did not commit.
 """
 
 from __future__ import annotations
@@ -208,7 +209,8 @@ async def _watch_outage(sink: EnvelopeSink, clock: Clock, limit_s: float) -> Non
         if since is not None and clock.monotonic() - since >= limit_s:
             raise StorageUnavailableError(
                 sink.name,
-                f"unreachable for {limit_s:g} s (database_outage_exit_s): stopping, "
+                f"unreachable or refusing batches for {limit_s:g} s (database_outage_exit_s): "
+                "stopping, "
                 "nothing uncommitted was acknowledged",
             )
 

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.hq.intake import EventRow, Ledger, ack_for, envelope_origin, read_envelope
+from gateway.hq.intake import (
+    MAX_RANGES,
+    EventRow,
+    Ledger,
+    ack_for,
+    envelope_origin,
+    read_envelope,
+)
 from tests.hq.support import envelope, expired_marker, with_events
 
 
@@ -116,3 +123,26 @@ def test_an_envelope_speaking_for_another_store_or_stream_is_garbage() -> None:
     with pytest.raises(ValueError, match="s1/alerts came on the topic of s1/stock"):
         read_envelope(envelope([1], stream="alerts"), ("s1", "stock"))
     assert read_envelope(envelope([1]), ("s1", "stock")).key == ("s1", "stock", "e1")
+
+
+def test_holes_above_the_watermark_are_bounded_and_what_waits_comes_again() -> None:
+    """Every other seq (a bug, or a hostile store): each event would open a range of its own
+    above the watermark, read and written back with every batch of its key. Past
+    MAX_RANGES the events that would open another one wait — not stored, so not acked:
+    the store sends them again once the holes below are filled."""
+    ledger = Ledger()
+    evens = list(range(2, 2 * MAX_RANGES + 202, 2))
+    taken = ledger.take(_rows(evens))
+    held = len(ledger.stored)
+    assert MAX_RANGES - 2 <= held <= MAX_RANGES
+    assert [row.seq for row in taken.fresh] == evens[:held]
+    assert [row.seq for row in taken.deferred] == evens[held:]
+    assert ledger.first_gap() == (1, 1)
+    # A seq that joins a range held, or the watermark, never waits.
+    joining = [1, 3, evens[held - 1] + 1]
+    assert [row.seq for row in ledger.take(_rows(joining)).fresh] == joining
+    # The store re-sends everything above the watermark, in order: all of it is taken.
+    rest = list(range(ledger.watermark + 1, 2 * MAX_RANGES + 201))
+    taken = ledger.take(_rows(rest))
+    assert taken.deferred == []
+    assert (ledger.watermark, ledger.stored) == (2 * MAX_RANGES + 200, [])
