@@ -36,6 +36,7 @@ from gateway.errors import StorageError
 from gateway.labels.config import LabelsConfig
 from gateway.labels.context import DriverMap, PolicyClock, StageContext, Wakeups
 from gateway.labels.dispatch import Dispatch
+from gateway.labels.flip_windows import FlipWindowStore
 from gateway.labels.job_store import LabelJobStore
 from gateway.labels.localization import DEFAULT_LOCALE
 from gateway.labels.planning import Planning
@@ -97,7 +98,9 @@ class LabelPipeline:
         self._dispatch = Dispatch(self._context)
         self._reports = Reports(self._context)
         self._receipts = Receipts(self._context, outbox)
-        self._scheduler = Scheduler(self._context, self._planning, self.book)
+        self._scheduler = Scheduler(
+            self._context, self._planning, self.book, FlipWindowStore(database)
+        )
         self._upkeep = Upkeep(self._context, self._planning, self._receipts, self.book)
         self._views = LabelViews(self._context, self._planning, self.book)
 
