@@ -15,7 +15,8 @@
   and gets it after the queued one ends; content the tag already shows is not sent again;
 - ``flash()`` sends ``/led_flash`` with a pattern of about the length asked for;
 - ``prepare_flip()`` / ``restore_checkins()`` lower the AP's ``maxsleep`` for a scheduled
-  flip's window and put it back (:mod:`devices.esl.oepl_checkins`).
+  flip's window and put it back (:mod:`devices.esl.oepl_checkins`; the AP's own value goes to
+  the core as the restore token).
 
 Tags and panels are read by :mod:`devices.esl.oepl_tags`. State the AP holds for us across
 reconnects is in ``context.memory`` (:class:`ApMemory`).
@@ -52,6 +53,7 @@ from devices.kit.plugin import driver_plugin
 from gateway.drivers.contracts import (
     DeviceFamily,
     DriverContext,
+    FlipRestoreToken,
     Heartbeat,
     LabelContent,
     LabelReportKind,
@@ -77,7 +79,7 @@ class OeplAccessPoint:
         self._ap = ApClient(options.url, options.request_timeout_s)
         self._tags = ApTags(self._ap, self._memory)
         self._reports = ApReports(self._memory, self._tags, context.clock, options.url)
-        self._checkins = CheckinWindow(self._ap, self._memory, options, context.clock, context.name)
+        self._checkins = CheckinWindow(self._ap, self._memory, options, context.name)
         self._out: asyncio.Queue[Reading | BaseException] = asyncio.Queue()
         self._garbage = 0
         self._following = False
@@ -104,11 +106,11 @@ class OeplAccessPoint:
     def checkin_interval_s(self) -> float:
         return self._checkins.interval_s
 
-    async def prepare_flip(self, window_start: datetime, window_end: datetime) -> None:
-        await self._checkins.prepare(window_start, window_end)
+    async def prepare_flip(self, window_start: datetime, window_end: datetime) -> FlipRestoreToken:
+        return await self._checkins.prepare(window_start, window_end)
 
-    async def restore_checkins(self) -> None:
-        await self._checkins.restore()
+    async def restore_checkins(self, token: FlipRestoreToken | None = None) -> str | None:
+        return await self._checkins.restore(token)
 
     async def open(self) -> None:
         self._ap.open()

@@ -5,14 +5,14 @@ the AP's tag records, each tag's panel, the jobs the AP holds for us *in its ord
 "xfer complete" is matched to the job it ends: an image of ours, or an LED command), what each
 tag shows by our own content hash, the latest content asked for per label, the AP's uptime
 (falling: it rebooted), and the ``maxsleep`` to put back after a flip's window (a driver
-restarted within the window still puts back the AP's own value, not the lowered one).
+restarted within the window still puts back the AP's own value, not the lowered one; across
+process restarts the core keeps it, as the restore token).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -86,7 +86,6 @@ class ApMemory:
     delivery_times: deque[float] = field(default_factory=lambda: deque(maxlen=32))
     maxsleep_min: int | None = None  # as last read from the AP (or set by us)
     saved_maxsleep_min: int | None = None  # the AP's own, while a flip's window lowered it
-    flip_until: datetime | None = None  # the end of the flip window maxsleep is lowered for
     stuck: dict[str, int] = field(default_factory=dict)  # records with a pending not ours
 
     def next_job(self, kind: str, content_hash: str = "") -> ApJob:

@@ -15,12 +15,7 @@ notes and the firmware's published sources, not checked against hardware):
   periodically, ``logMsg`` "<MAC> reports xfer complete", ``errMsg`` "xfer timeout" and
   "REBOOTING".
 
-Virtual check-in timing: tags check in every ``checkin_s`` (real seconds; compress at will);
-the radio serves one queued job at a time, ``radio_s`` each (0: radio timing off). With
-``minute_s`` (real seconds per minute of ``maxsleep``) tags sleep as on the AP instead: each
-wakes on its own schedule, gets what is queued for it only when awake, and is told to sleep
-``maxsleep`` again after — so a lowered ``maxsleep`` takes effect tag by tag, at each one's
-next wake. The hash a
+Check-in timing and the radio are the air side (:mod:`devices.simulated.oepl_air`). The hash a
 tag reports is of the AP's own converted buffer (here: the MD5 of a salted upload), never the
 gateway's content hash. Fault hooks: :meth:`reboot`, :meth:`reboot_tag`, :meth:`stick_pending`,
 ``busy_uploads``, ``fail_deliveries`` (a tag that never answers: "xfer timeout" after 20
@@ -34,25 +29,20 @@ import asyncio
 import contextlib
 import io
 import json
-import os
 import time
-import zlib
 from typing import Any
 
 from aiohttp import BodyPartReader, WSMsgType, web
 from PIL import Image
 
 from devices.esl.protocol import content_hash
+from devices.simulated.oepl_air import AP_BUFFER_SALT, PAGE, FakeAir
 from devices.simulated.oepl_tag import TAG_TYPES, FakeTag
 
 __all__ = ["TAG_TYPES", "FakeAccessPoint", "FakeTag"]
 
-_PAGE = 50
-_ATTEMPTS = 20
-_SALT = b"ap-buffer:"  # the AP hashes its converted buffer, not the uploaded file
 
-
-class FakeAccessPoint:
+class FakeAccessPoint(FakeAir):
     """``async with FakeAccessPoint(tags=[...]) as ap:`` serves on ``ap.url``."""
 
     def __init__(
@@ -66,26 +56,16 @@ class FakeAccessPoint:
         minute_s: float = 0.0,
     ) -> None:
         tags = list(tags or []) + [FakeTag(f"0000A0{i:010X}") for i in range(tag_count)]
-        self.tags: dict[str, FakeTag] = {tag.mac: tag for tag in tags}
-        self.radio_s, self.checkin_s, self.sys_s = radio_s, checkin_s, sys_s
+        super().__init__(tags, radio_s=radio_s, checkin_s=checkin_s, sys_s=sys_s, minute_s=minute_s)
         self.busy_uploads = 0
-        self.fail_deliveries: set[str] = set()
-        self._unmuted = asyncio.Event()
-        self._unmuted.set()
         self.garbage = False
         self.slow_s = 0.0
         self.uploads: list[str] = []  # macs, in order of accepted uploads
         self.commands: list[tuple[str, str]] = []
-        self.maxsleep_min = 10
-        self.minute_s = minute_s
         self.config_refused = False
         self.led_seconds: dict[str, float] = {}  # per tag, the length of its last LED pattern
         self.upload_sizes: dict[str, tuple[int, int]] = {}  # per tag, its last image's size
-        self._awake: set[str] = set()
-        self._booted = time.monotonic()
         self._sockets: set[web.WebSocketResponse] = set()
-        self._work = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -107,38 +87,17 @@ class FakeAccessPoint:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}"
-        self._tasks = [asyncio.create_task(self._radio()), asyncio.create_task(self._clock())]
-        if self.minute_s > 0:
-            now = time.monotonic()
-            for tag in self.tags.values():  # each on its own phase within one sleep
-                tag.wake_at = now + zlib.crc32(tag.mac.encode()) % 1000 / 1000 * self.sleep_s
-            self._tasks.append(asyncio.create_task(self._sleepers()))
+        self._start_air()
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._stop_air()
         for socket in list(self._sockets):
             await socket.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
     # --- fault hooks ----------------------------------------------------------------------
-
-    @property
-    def mute(self) -> bool:
-        """Muted: no websocket frames, HTTP requests wait (an AP that stopped answering)."""
-        return not self._unmuted.is_set()
-
-    @mute.setter
-    def mute(self, value: bool) -> None:
-        if value:
-            self._unmuted.clear()
-        else:
-            self._unmuted.set()
 
     async def reboot(self) -> None:
         """The AP restarts: every queue is lost, uptime starts again."""
@@ -157,21 +116,6 @@ class FakeAccessPoint:
         tag = self.tags[mac]
         tag.queue.clear()
         tag.stuck_pending = True
-
-    def set_radio_s(self, seconds: float) -> None:
-        """Change the radio time per delivery, at once (a delivery under way starts over)."""
-        self.radio_s = seconds
-        self._tasks[0].cancel()
-        self._tasks[0] = asyncio.create_task(self._radio())
-        self._work.set()
-
-    @property
-    def sleep_s(self) -> float:
-        """How long an idle tag sleeps now (``maxsleep``, with ``minute_s``)."""
-        return self.maxsleep_min * self.minute_s
-
-    def uptime_s(self) -> int:
-        return int(time.monotonic() - self._booted)
 
     # --- HTTP -----------------------------------------------------------------------------
 
@@ -209,7 +153,7 @@ class FakeAccessPoint:
             self.upload_sizes[mac] = im.size
         self.uploads.append(mac)
         frame = tag.record()
-        if content_hash(_SALT + fields["file"]) == tag.ap_hash:  # identical: not sent again
+        if content_hash(AP_BUFFER_SALT + fields["file"]) == tag.ap_hash:  # identical: not again
             await self._send({"tags": [frame]})
             return web.Response(text="Ok, saved")
         frame["pending"] = len(tag.queue) + 1
@@ -223,8 +167,8 @@ class FakeAccessPoint:
             tag = self.tags.get(mac.upper())
             return web.json_response({"tags": [tag.record()] if tag else [], "continu": 0})
         position = int(request.query.get("pos", "0") or 0) & 0xFF  # a uint8 on the AP
-        records = [tag.record() for tag in self.tags.values()][position : position + _PAGE]
-        following = position + _PAGE if position + _PAGE < len(self.tags) else 0
+        records = [tag.record() for tag in self.tags.values()][position : position + PAGE]
+        following = position + PAGE if position + PAGE < len(self.tags) else 0
         return web.json_response({"tags": records, "continu": following})
 
     async def _tag_cmd(self, request: web.Request) -> web.Response:
@@ -307,80 +251,6 @@ class FakeAccessPoint:
                     await socket.send_str("{not json")
                     await socket.send_bytes(b"\xff\x00")
                 await socket.send_str(text)
-
-    # --- the radio and the tags' clock ----------------------------------------------------
-
-    async def _radio(self) -> None:
-        while True:
-            await self._work.wait()
-            self._work.clear()
-            while busy := [t for t in self.tags.values() if self._servable(t)]:
-                for tag in busy:
-                    await self._deliver(tag)
-
-    def _servable(self, tag: FakeTag) -> bool:
-        return bool(tag.queue) and not self.mute and (self.minute_s <= 0 or tag.mac in self._awake)
-
-    async def _deliver(self, tag: FakeTag) -> None:
-        if self.radio_s > 0:
-            await asyncio.sleep(self.radio_s)
-        else:
-            await asyncio.sleep(0)
-        if not tag.queue:
-            return  # cleared meanwhile (reboot, clear)
-        if tag.mac in self.fail_deliveries:
-            tag.queue.clear()  # after 20 attempts the AP drops the tag's queue
-            await self._send({"errMsg": f"< {tag.mac} xfer timeout"})
-            await self._send({"tags": [tag.record()]})
-            return
-        kind, data = tag.queue.popleft()
-        tag.ap_hash = content_hash(_SALT + data if kind == "image" else b"led" + os.urandom(4))
-        tag.wakeup_reason, tag.last_seen = 0, int(time.time())
-        if not tag.queue:  # told to sleep again
-            self._awake.discard(tag.mac)
-            tag.wake_at = time.monotonic() + self.sleep_s
-        await self._send({"logMsg": f"{tag.mac} reports xfer complete"})
-        await self._send({"tags": [tag.record()]})
-
-    async def _clock(self) -> None:
-        """Every ``checkin_s`` all tags check in (their records on the websocket); every
-        ``sys_s`` a system frame."""
-        last_checkin = last_sys = time.monotonic()
-        while True:
-            await asyncio.sleep(min(self.checkin_s, self.sys_s))
-            if self.minute_s <= 0 and time.monotonic() - last_checkin >= self.checkin_s:
-                last_checkin = time.monotonic()
-                now = int(time.time())
-                records = []
-                for tag in self.tags.values():
-                    tag.last_seen, tag.next_checkin = now, now + max(1, int(self.checkin_s))
-                    records.append(tag.record())
-                for start in range(0, len(records), _PAGE):
-                    await self._send({"tags": records[start : start + _PAGE]})
-            if time.monotonic() - last_sys >= self.sys_s:
-                last_sys = time.monotonic()
-                await self._send({"sys": {"uptime": self.uptime_s(), "apstate": 1}})
-
-    async def _sleepers(self) -> None:
-        """With ``minute_s``: tags wake on their own schedule; one with something queued
-        stays awake for the radio, the others sleep ``maxsleep`` again."""
-        while True:
-            now = time.monotonic()
-            woken = [t for t in self.tags.values() if t.wake_at <= now and t.mac not in self._awake]
-            records = []
-            for tag in woken:
-                tag.last_seen = int(time.time())
-                if tag.queue:
-                    self._awake.add(tag.mac)
-                    self._work.set()
-                else:
-                    tag.wake_at = now + self.sleep_s
-                tag.next_checkin = int(time.time() + tag.wake_at - now)
-                records.append(tag.record())
-            for start in range(0, len(records), _PAGE):
-                await self._send({"tags": records[start : start + _PAGE]})
-            sleeping = [t.wake_at for t in self.tags.values() if t.mac not in self._awake]
-            await asyncio.sleep(min(0.5, max(0.001, min(sleeping, default=now + 0.5) - now)))
 
 
 async def _serve_forever(tags: int, radio_s: float, checkin_s: float) -> None:

@@ -50,6 +50,7 @@ __all__ = [
     "Driver",
     "DriverContext",
     "DriverPlugin",
+    "FlipRestoreToken",
     "Heartbeat",
     "InstanceMemory",
     "LabelContent",
@@ -345,6 +346,11 @@ class LabelDriver(Driver, Protocol):
     async def flash(self, label_id: str, *, seconds: float = 10.0) -> None: ...
 
 
+#: What an ESL system needs to put its labels' check-ins back after a flip's window (e.g. the
+#: access point's own ``maxsleep``): a flat JSON object, kept by the core in SQLite.
+FlipRestoreToken: TypeAlias = dict[str, str | int | float | bool | None]
+
+
 @runtime_checkable
 class PreparesFlips(Protocol):
     """Optional for ESL drivers whose labels sleep between check-ins (an access point's tags):
@@ -355,18 +361,28 @@ class PreparesFlips(Protocol):
     ``checkin_interval_s`` is the longest a label sleeps between check-ins now: the core calls
     ``prepare_flip`` at least that long before the window starts. ``prepare_flip`` may be
     called again (another or a longer window: the window grows, and the interval saved the
-    first time is the one put back). ``restore_checkins`` puts back the interval from before
-    the first ``prepare_flip`` — also when the driver restarted in between (kept in
-    ``context.memory``) — and does nothing when none is prepared. Both raise
-    ``DriverUnavailableError`` when the ESL system refuses or cannot be reached.
+    first time is the one put back); it returns the settings to put back as a
+    :data:`FlipRestoreToken` (those from before the first call, on every call), or None when
+    the driver keeps them itself (``context.memory``: they survive driver restarts, not
+    process restarts). The core stores the first token of a window with the window's end and,
+    after the window — also after any number of process restarts, and at start for a window
+    that ended while the gateway was down — calls ``restore_checkins(token)``; without a token
+    it calls ``restore_checkins()``, which puts back what the driver kept and does nothing
+    when none is kept. A token the driver cannot read (the core passes ``{}`` when the stored
+    one was unreadable) makes it put back the ESL system's default. ``restore_checkins``
+    returns None when it put back what the token says, else one sentence saying what it put
+    back instead (the core raises it as an alert). Both raise ``DriverUnavailableError`` when
+    the ESL system refuses or cannot be reached (the core retries at its next pass).
     """
 
     @property
     def checkin_interval_s(self) -> float: ...
 
-    async def prepare_flip(self, window_start: datetime, window_end: datetime) -> None: ...
+    async def prepare_flip(
+        self, window_start: datetime, window_end: datetime
+    ) -> FlipRestoreToken | None: ...
 
-    async def restore_checkins(self) -> None: ...
+    async def restore_checkins(self, token: FlipRestoreToken | None = None) -> str | None: ...
 
 
 # --- plugins ------------------------------------------------------------------------------

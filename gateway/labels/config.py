@@ -32,7 +32,11 @@ class LabelsConfig(ConfigSection):
         300.0, ge=5, le=86400, description="Should-show vs last confirmed, every this often."
     )
     confirm_timeout_s: float = Field(
-        600.0, ge=5, le=86400, description="A pushed job unconfirmed this long is retried."
+        600.0,
+        ge=5,
+        le=86400,
+        description="A pushed job unconfirmed this long is retried (counted from the label's "
+        "next check-in when its ESL system said it sleeps until then).",
     )
     retry_initial_s: float = Field(10.0, gt=0, le=3600, description="First retry backoff.")
     retry_max_s: float = Field(600.0, gt=0, le=86400, description="Backoff cap.")

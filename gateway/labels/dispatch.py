@@ -23,7 +23,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from gateway.clock import isoformat_utc
 from gateway.drivers.contracts import LabelContent, LabelDriver, LabelModel, LabelReport
@@ -34,13 +34,13 @@ from gateway.labels.job_store import Row, Statement
 from gateway.labels.jobs import JobFacts, JobState, after_push
 from gateway.labels.preview import parse_model
 from gateway.labels.shown import model_text
+from gateway.labels.wakes import LabelWakes
 
 __all__ = ["Dispatch"]
 
 _LOGGER = logging.getLogger(__name__)
 
 _DISPATCH_CAP = 20_000  # jobs handed to one driver per pass, whatever its rate
-_NEVER = datetime.max.replace(tzinfo=UTC)  # deep sleep: woken by the ESL system, not by time
 
 
 @dataclass(slots=True)
@@ -54,18 +54,14 @@ class _Pushed:
 
 
 class Dispatch:
-    def __init__(self, context: StageContext) -> None:
+    def __init__(self, context: StageContext, wakes: LabelWakes) -> None:
         self._context = context
         self._dispatched_to: dict[str, LabelDriver] = {}  # the driver object last pushed to
-        self._wakes: dict[str, datetime] = {}  # label → when it checks in next (its report)
+        self._wakes = wakes
 
     def on_report(self, report: LabelReport) -> None:
-        """Note when the label checks in next, as its ESL system says (delivery reports say
-        nothing about it: the last word stays)."""
-        if report.deep_sleep:
-            self._wakes[report.label_id] = _NEVER
-        elif report.next_checkin is not None:
-            self._wakes[report.label_id] = report.next_checkin
+        """Note when the label checks in next, as its ESL system says."""
+        self._wakes.on_report(report)
 
     async def dispatch_once(self) -> int:
         """Hand ready jobs to the drivers that reach their labels, each up to a few seconds
@@ -109,7 +105,7 @@ class Dispatch:
         gone = now - CHECKIN_GRACE  # due to wake before this: timed out, not on the radio
         busy = 0
         for label in await self._context.store.in_flight(device, cutoff):
-            wake = self._wakes.get(label)
+            wake = self._wakes.next_checkin(label)
             busy += wake is None or gone <= wake <= soon  # asleep until later: not yet
         return min(_DISPATCH_CAP, window - busy)
 
@@ -154,6 +150,7 @@ class Dispatch:
             )
             if outcome.state is JobState.PENDING:
                 statements.append(ctx.store.to_pending(result.label, result.rev))
+                self._wakes.pushed(result.label, now)
             else:
                 statements += ctx.store.transition(result.label, result.rev, outcome, now_text)
         await ctx.store.commit(statements)

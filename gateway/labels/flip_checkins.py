@@ -10,35 +10,62 @@ short interval by the flip; after the last window ends it is asked to put the in
 A driver that refuses or cannot be reached raises ``label.flip_checkins`` (the flip itself goes
 ahead as planned, its labels may then show it up to one check-in interval later) and is asked
 again at the next pass; the alert clears once every driver did what it was asked.
+
+Each window is kept in SQLite (:mod:`~gateway.labels.flip_windows`) with its end and the
+restore token the driver's first ``prepare_flip`` returned (the settings from before it), so a
+gateway restarted within a window — or after it ended — puts back the device's own settings
+once its driver runs again. A token that cannot be read any more is handed over as ``{}`` (the
+driver puts back its default); that, or a driver saying it put back something else than the
+token names, raises ``label.flip_checkins_default:{device}`` until a later window of that
+device is put back as it was.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from gateway.alerts import Severity
 from gateway.clock import isoformat_utc
-from gateway.drivers.contracts import PreparesFlips
+from gateway.drivers.contracts import LabelDriver, PreparesFlips
 from gateway.labels.context import StageContext
+from gateway.labels.flip_windows import FlipWindow, FlipWindowStore, decode_token, encode_token
 from gateway.labels.job_store import Row
 
-__all__ = ["FLIP_CHECKINS_ALERT", "FlipCheckins"]
+__all__ = ["FLIP_CHECKINS_ALERT", "FLIP_DEFAULT_ALERT", "FlipCheckins"]
+
+_LOGGER = logging.getLogger(__name__)
 
 FLIP_CHECKINS_ALERT = "label.flip_checkins"
+FLIP_DEFAULT_ALERT = "label.flip_checkins_default:"
 _LEAD_MARGIN_S = 60.0
 
 
 class FlipCheckins:
-    def __init__(self, context: StageContext) -> None:
+    def __init__(self, context: StageContext, store: FlipWindowStore) -> None:
         self._context = context
-        self._windows: dict[str, datetime] = {}  # device → end of the window it prepared
+        self._store = store
+        self._windows: dict[str, FlipWindow] = {}  # device → the window it prepared
         self._unprepared: frozenset[str] = frozenset()
+        self._defaulted: set[str] = set()  # devices with FLIP_DEFAULT_ALERT raised
+        self._loaded_at = context.clock.monotonic()
+
+    async def load(self) -> None:
+        """The windows open when the gateway stopped (closed at the next pass once ended)."""
+        self._windows = {window.device: window for window in await self._store.load()}
+        self._loaded_at = self._context.clock.monotonic()
+        alerts = self._context.alerts
+        self._defaulted = {
+            alert.key.removeprefix(FLIP_DEFAULT_ALERT)
+            for alert in (alerts.active() if alerts else ())
+            if alert.key.startswith(FLIP_DEFAULT_ALERT)
+        }
 
     @property
     def windows(self) -> dict[str, datetime]:
         """Devices with shortened check-ins, and until when."""
-        return dict(self._windows)
+        return {device: window.end for device, window in self._windows.items()}
 
     @property
     def unprepared(self) -> frozenset[str]:
@@ -66,12 +93,13 @@ class FlipCheckins:
             wanted[device] = (min(start, due), max(until, end))
         problems: dict[str, str] = {}
         for device, (start, end) in wanted.items():
-            if device in self._windows and self._windows[device] >= end:
+            window = self._windows.get(device)
+            if window is not None and window.end >= end:
                 continue
             driver = drivers[device]
             assert isinstance(driver, PreparesFlips)
             try:
-                await driver.prepare_flip(start, end)
+                token = await driver.prepare_flip(start, end)
             except Exception as exc:  # noqa: BLE001 - any refusal is alerted and retried
                 problems[device] = (
                     f"check-ins not shortened for the flip at {isoformat_utc(start)} "
@@ -79,25 +107,92 @@ class FlipCheckins:
                     f"show it up to {driver.checkin_interval_s / 60:.0f} min late"
                 )
                 continue
-            self._windows[device] = max(end, self._windows.get(device, end))
+            if window is None:
+                window = FlipWindow(device, end, encode_token(token))
+            else:  # a longer window: the token from before the first prepare stays
+                window = FlipWindow(device, end, window.token or encode_token(token))
+            await self._store.open(window, now)
+            self._windows[device] = window
         self._unprepared = frozenset(device for device in problems if device in wanted)
-        for device, end in list(self._windows.items()):
-            if device in wanted or now < end:
+        for device, window in list(self._windows.items()):
+            if device in wanted or now < window.end:
                 continue
-            driver = drivers.get(device)
-            if not isinstance(driver, PreparesFlips):
-                problems[device] = "check-ins not put back yet: the driver is not running"
-                continue
-            try:
-                await driver.restore_checkins()
-            except Exception as exc:  # noqa: BLE001 - any refusal is alerted and retried
-                problems[device] = (
-                    f"check-ins not put back after the flip ({type(exc).__name__}: {exc}); "
-                    "its labels keep checking in often (battery)"
-                )
-                continue
-            del self._windows[device]
+            if (problem := await self._close(window, drivers)) is not None:
+                problems[device] = problem
         await self._alert(problems)
+
+    async def _close(
+        self, window: FlipWindow, drivers: Mapping[str, LabelDriver | None]
+    ) -> str | None:
+        """Put back the device's check-ins with its window's token; the problem, if any."""
+        device = window.device
+        driver = drivers.get(device)
+        if device not in drivers or (driver is not None and not isinstance(driver, PreparesFlips)):
+            _LOGGER.warning(
+                "%s: flip window forgotten, its check-ins not put back: the device is no longer "
+                "configured with a driver that can",
+                device,
+            )
+            await self._forget(device)
+            return None
+        if not isinstance(driver, PreparesFlips):
+            if self._context.clock.monotonic() - self._loaded_at < _LEAD_MARGIN_S:
+                return None  # the gateway is starting: its driver may not be up yet
+            return "check-ins not put back yet: the driver is not running"
+        unreadable, token = None, None
+        if window.token is not None:
+            decoded = decode_token(window.token)
+            if isinstance(decoded, str):
+                _LOGGER.error(
+                    "%s: the flip window's restore token is unreadable: %s", device, decoded
+                )
+                unreadable, token = decoded, {}  # {}: the driver puts back its default
+            else:
+                token = decoded
+        try:
+            if token is None:
+                instead = await driver.restore_checkins()
+            else:
+                instead = await driver.restore_checkins(token)
+        except Exception as exc:  # noqa: BLE001 - any refusal is alerted and retried
+            return (
+                f"check-ins not put back after the flip ({type(exc).__name__}: {exc}); "
+                "its labels keep checking in often (battery)"
+            )
+        await self._forget(device)
+        await self._note_restored(window, instead, unreadable)
+        return None
+
+    async def _forget(self, device: str) -> None:
+        await self._store.close(device)
+        del self._windows[device]
+
+    async def _note_restored(
+        self, window: FlipWindow, instead: str | None, unreadable: str | None
+    ) -> None:
+        """Alert when the check-ins were not put back as they were before the window."""
+        alerts, device = self._context.alerts, window.device
+        if alerts is None:
+            return
+        if instead is None and unreadable is None:
+            if device in self._defaulted:
+                self._defaulted.discard(device)
+                await alerts.clear(FLIP_DEFAULT_ALERT + device, "check-ins put back as they were")
+            return
+        what = []
+        if unreadable is not None:
+            what.append(
+                f"the restore token stored for the flip window that ended at "
+                f"{isoformat_utc(window.end)} is unreadable ({unreadable})"
+            )
+        what.append(instead or "the driver was asked to put back its default")
+        self._defaulted.add(device)
+        await alerts.raise_(
+            FLIP_DEFAULT_ALERT + device,
+            Severity.WARNING,
+            f"{device}: {'; '.join(what)}: check its check-in setting",
+            details={"device": device, "unreadable": unreadable, "put_back": instead},
+        )
 
     async def _alert(self, problems: dict[str, str]) -> None:
         alerts = self._context.alerts

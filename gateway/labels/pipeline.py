@@ -36,6 +36,7 @@ from gateway.errors import StorageError
 from gateway.labels.config import LabelsConfig
 from gateway.labels.context import DriverMap, PolicyClock, StageContext, Wakeups
 from gateway.labels.dispatch import Dispatch
+from gateway.labels.flip_windows import FlipWindowStore
 from gateway.labels.job_store import LabelJobStore
 from gateway.labels.localization import DEFAULT_LOCALE
 from gateway.labels.planning import Planning
@@ -48,6 +49,7 @@ from gateway.labels.scheduler import Scheduler
 from gateway.labels.shown import ShownLabels, model_text
 from gateway.labels.upkeep import Upkeep
 from gateway.labels.views import LabelViews
+from gateway.labels.wakes import LabelWakes
 from gateway.prices.book import PriceBook, WasPrice
 from gateway.store.database import Database
 from gateway.store.outbox import Outbox
@@ -94,11 +96,14 @@ class LabelPipeline:
         )
         self._planning = Planning(self._context)
         self._rendering = Rendering(self._context, renderer)
-        self._dispatch = Dispatch(self._context)
+        wakes = LabelWakes()
+        self._dispatch = Dispatch(self._context, wakes)
         self._reports = Reports(self._context)
         self._receipts = Receipts(self._context, outbox)
-        self._scheduler = Scheduler(self._context, self._planning, self.book)
-        self._upkeep = Upkeep(self._context, self._planning, self._receipts, self.book)
+        self._scheduler = Scheduler(
+            self._context, self._planning, self.book, FlipWindowStore(database)
+        )
+        self._upkeep = Upkeep(self._context, self._planning, self._receipts, self.book, wakes)
         self._views = LabelViews(self._context, self._planning, self.book)
 
     async def load(self) -> None:

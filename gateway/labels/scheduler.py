@@ -25,6 +25,7 @@ from gateway.clock import isoformat_utc
 from gateway.drivers.contracts import PreparesFlips
 from gateway.labels.context import StageContext, sole_device
 from gateway.labels.flip_checkins import FlipCheckins
+from gateway.labels.flip_windows import FlipWindowStore
 from gateway.labels.job_store import Row
 from gateway.labels.planning import Planning
 from gateway.prices.book import PriceBook
@@ -40,19 +41,26 @@ _JUMP_S = 2.0  # wall time moving this much against monotonic time is a clock ju
 
 
 class Scheduler:
-    def __init__(self, context: StageContext, planning: Planning, book: PriceBook) -> None:
+    def __init__(
+        self,
+        context: StageContext,
+        planning: Planning,
+        book: PriceBook,
+        flip_windows: FlipWindowStore,
+    ) -> None:
         self._context = context
         self._planning = planning
         self._book = book
         self._offset: float | None = None  # wall - monotonic at the last pass
         self._planned_at_start = False
-        self.checkins = FlipCheckins(context)
+        self.checkins = FlipCheckins(context, flip_windows)
 
     async def load(self) -> None:
-        """The policy instant last trusted, as it was before the stop."""
+        """The policy instant last trusted and the flip windows open, as before the stop."""
         stored = await self._context.store.meta(_POLICY_KEY)
         if stored is not None:
             self._context.policy.last = datetime.fromisoformat(stored)
+        await self.checkins.load()
 
     async def scheduler_pass(self) -> bool:
         """Promote due flips, re-plan after a clock jump or at start, and pre-render the

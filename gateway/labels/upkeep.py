@@ -4,10 +4,11 @@ technician should look at.
 Every ``reconcile_interval_s``: every face re-planned, content drawn for another panel than
 the label's drawn again, confirmed jobs whose label shows other content pushed again (drift),
 ``label.no_price:{sku}`` for bound SKUs without a price. Every 10 s: pending jobs unconfirmed
-for ``confirm_timeout_s`` retried, one aggregated ``label.sla`` alert (count, oldest due time,
-first 20 labels — not one per label), ``label.driver_down:{device}`` while jobs wait for a
-driver that is not running, audit retention and image collection. Alerts are raised and
-cleared on change.
+for ``confirm_timeout_s`` retried (counted from the label's next check-in when its ESL system
+said it was asleep at the push: :mod:`~gateway.labels.wakes`), one aggregated ``label.sla``
+alert (count, oldest due time, first 20 labels — not one per label),
+``label.driver_down:{device}`` while jobs wait for a driver that is not running, audit
+retention and image collection. Alerts are raised and cleared on change.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from gateway.labels.job_store import Statement
 from gateway.labels.jobs import JobFacts, JobState, on_confirmation_timeout
 from gateway.labels.planning import Planning
 from gateway.labels.receipts import Receipts
+from gateway.labels.wakes import LabelWakes
 from gateway.prices.book import PriceBook
 
 __all__ = ["DRIVER_DOWN_ALERT", "NO_PRICE_ALERT", "SLA_ALERT", "Upkeep"]
@@ -36,9 +38,15 @@ NO_PRICE_ALERT = "label.no_price:"
 
 class Upkeep:
     def __init__(
-        self, context: StageContext, planning: Planning, receipts: Receipts, book: PriceBook
+        self,
+        context: StageContext,
+        planning: Planning,
+        receipts: Receipts,
+        book: PriceBook,
+        wakes: LabelWakes,
     ) -> None:
         self._context = context
+        self._wakes = wakes
         self._planning = planning
         self._receipts = receipts
         self._book = book
@@ -95,10 +103,14 @@ class Upkeep:
 
     async def _time_out_pending(self, now: datetime) -> None:
         ctx = self._context
-        rows = await ctx.store.pending_since(now - timedelta(seconds=ctx.config.confirm_timeout_s))
+        timeout = timedelta(seconds=ctx.config.confirm_timeout_s)
+        rows = await ctx.store.pending_since(now - timeout)
         statements: list[Statement] = []
         now_text = isoformat_utc(now)
         for row in rows:
+            deadline = self._wakes.confirm_deadline(str(row["label"]), timeout)
+            if deadline is not None and now < deadline:
+                continue  # asleep when pushed: its clock started at its check-in
             outcome = on_confirmation_timeout(
                 JobFacts(str(row["label"]), JobState.PENDING, None, int(row["attempts"])),
                 waited_s=ctx.config.confirm_timeout_s,

@@ -413,6 +413,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             ) STRICT""",
         ),
     ),
+    Migration(
+        15,
+        "labels: flip windows with shortened check-ins, and what puts each back after it",
+        (
+            # One open window per ESL device: until when its labels' check-ins stay short,
+            # and the restore token its driver returned (JSON; NULL: the driver keeps it).
+            """CREATE TABLE label_flip_windows (
+                device TEXT PRIMARY KEY,
+                window_end TEXT NOT NULL,
+                token TEXT,
+                opened_at TEXT NOT NULL
+            ) STRICT""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -35,11 +35,12 @@ async def test_maxsleep_is_lowered_for_a_flip_and_the_aps_own_value_put_back() -
         async with running(ap) as rig:
             assert isinstance(rig.driver, PreparesFlips)
             assert rig.driver.checkin_interval_s == 7 * 60
-            await rig.driver.prepare_flip(*window())
+            assert await rig.driver.prepare_flip(*window()) == {"maxsleep_min": 7}
             assert ap.maxsleep_min == 1
             assert rig.driver.checkin_interval_s == 60
-            await rig.driver.prepare_flip(*window())  # a second flip: 1 is not saved as own
-            await rig.driver.restore_checkins()
+            # A second flip: 1 is not saved as the AP's own, the token stays.
+            assert await rig.driver.prepare_flip(*window()) == {"maxsleep_min": 7}
+            assert await rig.driver.restore_checkins() is None
             assert ap.maxsleep_min == 7
             await rig.driver.restore_checkins()  # nothing prepared: nothing to do
             assert ap.maxsleep_min == 7
@@ -57,19 +58,31 @@ async def test_a_driver_restarted_within_the_window_puts_back_the_aps_own_value(
         assert ap.maxsleep_min == 10
 
 
-async def test_a_window_that_ended_while_the_driver_was_down_is_closed_at_open() -> None:
-    memory = InstanceMemory()
+async def test_a_new_process_puts_back_what_the_token_says_and_never_guesses() -> None:
     async with FakeAccessPoint(tag_count=1) as ap:
-        async with running(ap, memory=memory) as rig:
-            now = datetime.now(UTC)
-            await rig.driver.prepare_flip(now - timedelta(minutes=5), now)
-        async with running(ap, memory=memory):
-            assert ap.maxsleep_min == 10
-    # A new process (nothing remembered) finding the flip value takes it for its window.
-    async with FakeAccessPoint(tag_count=1) as ap:
+        ap.maxsleep_min = 7
+        async with running(ap) as rig:
+            token = await rig.driver.prepare_flip(*window())
+        async with running(ap) as again:  # a new process: nothing remembered
+            assert ap.maxsleep_min == 1  # left as it is, though it is the flip value
+            # Asked again (a longer window): the AP's value now, the core keeps the first.
+            assert await again.driver.prepare_flip(*window()) == {"maxsleep_min": 1}
+            assert await again.driver.restore_checkins(token) is None
+            assert ap.maxsleep_min == 7
+
+
+@pytest.mark.parametrize(
+    "token", [{}, {"maxsleep_min": "seven"}, {"maxsleep_min": 0}, {"maxsleep_min": True}]
+)
+async def test_an_unreadable_token_puts_back_the_firmware_default_and_says_so(
+    token: dict[str, object],
+) -> None:
+    async with FakeAccessPoint(tag_count=1) as ap, running(ap) as rig:
         ap.maxsleep_min = 1
-        async with running(ap):
-            assert ap.maxsleep_min == 10
+        instead = await rig.driver.restore_checkins(token)
+        assert ap.maxsleep_min == 10
+        assert instead is not None
+        assert "firmware's default 10 min" in instead
 
 
 async def test_an_ap_refusing_or_gone_is_unavailable_and_nothing_is_lost() -> None:

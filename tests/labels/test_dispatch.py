@@ -124,6 +124,38 @@ async def test_unconfirmed_push_times_out_and_is_retried(tmp_path: Path) -> None
         assert job["last_error"] == "no confirmation within 60 s"
 
 
+async def test_a_label_asleep_when_pushed_times_out_only_after_its_check_in(
+    tmp_path: Path,
+) -> None:
+    """``confirm_timeout_s`` (600 s) is as long as an access point's ``maxsleep`` (10 min):
+    content for a tag sleeping 10 min counts from its check-in, so it is not sent again; a
+    tag that never checks in still times out."""
+    clock = FakeClock()
+    driver = CountingDriver(clock=clock)
+    async with label_store(tmp_path, clock=clock, drivers={"esl": driver}) as s:
+        await _store_with(s, 2)
+        for label in ("L000", "L001"):
+            report = driver.report(label, LabelReportKind.SEEN, None)
+            wake = clock.utc_now() + timedelta(minutes=10)
+            s.pipeline.on_reading("esl", replace(report, next_checkin=wake))
+        await s.settle()
+        assert await s.pipeline.dispatch_once() == 2
+        clock.advance(10 * 60 + 30)  # 630 s after the push, 30 s after their check-in
+        await s.pipeline.upkeep(reconcile=False)
+        assert {(await s.job(label))["state"] for label in ("L000", "L001")} == {"pending"}
+        s.pipeline.on_reading(  # L000 woke and got it; L001 is lost
+            "esl", driver.report("L000", LabelReportKind.CONFIRMED, driver.pushed("L000")[0])
+        )
+        await s.pipeline.process_reports()
+        clock.advance(600)
+        await s.pipeline.upkeep(reconcile=False)
+        assert (await s.job("L000"))["state"] == "confirmed"
+        lost = await s.job("L001")
+        assert lost["state"] == "failed"
+        assert lost["last_error"] == "no confirmation within 600 s"
+        assert len(driver.pushes) == 2  # nothing sent again while the tags slept
+
+
 async def test_label_rebooted_to_old_content_is_re_pushed(tmp_path: Path) -> None:
     clock = FakeClock()
     driver = CountingDriver(clock=clock)

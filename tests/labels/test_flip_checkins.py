@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from gateway.clock import FakeClock
-from gateway.drivers.contracts import LabelDriver, PreparesFlips
+from gateway.drivers.contracts import FlipRestoreToken, LabelDriver, PreparesFlips
 from gateway.errors import DriverUnavailableError
 from tests.labels.support import CountingDriver, LabelStore, item, label_store, later, promo
 
@@ -22,6 +22,7 @@ class AccessPointState:
     saved: int | None = None
     refuse: bool = False
     calls: list[tuple[str, datetime]] = field(default_factory=list)
+    tokens: list[FlipRestoreToken | None] = field(default_factory=list)  # restore_checkins got
 
 
 @dataclass
@@ -32,20 +33,25 @@ class SleepyDriver(CountingDriver):
     def checkin_interval_s(self) -> float:
         return self.ap.maxsleep_min * 60.0
 
-    async def prepare_flip(self, window_start: datetime, window_end: datetime) -> None:
+    async def prepare_flip(self, window_start: datetime, window_end: datetime) -> FlipRestoreToken:
         if self.ap.refuse:
             raise DriverUnavailableError("save_apcfg refused: HTTP 403")
         self.ap.calls.append(("prepare", self.clock.utc_now()))
         if self.ap.saved is None:
             self.ap.saved = self.ap.maxsleep_min
         self.ap.maxsleep_min = 1
+        return {"maxsleep": self.ap.saved}
 
-    async def restore_checkins(self) -> None:
+    async def restore_checkins(self, token: FlipRestoreToken | None = None) -> str | None:
         if self.ap.refuse:
             raise DriverUnavailableError("save_apcfg refused: HTTP 403")
         self.ap.calls.append(("restore", self.clock.utc_now()))
-        if self.ap.saved is not None:
+        self.ap.tokens.append(token)
+        if token is not None:
+            self.ap.maxsleep_min, self.ap.saved = int(token.get("maxsleep") or 10), None
+        elif self.ap.saved is not None:
             self.ap.maxsleep_min, self.ap.saved = self.ap.saved, None
+        return None
 
 
 async def flip_in(s: LabelStore, clock: FakeClock, minutes: float) -> datetime:
@@ -126,3 +132,43 @@ async def test_a_driver_restarted_within_the_window_is_told_to_put_back(tmp_path
         await s.pipeline.scheduler_pass()
         assert state.maxsleep_min == 10
         assert [c for c, _ in state.calls] == ["prepare", "restore"]
+
+
+async def test_a_window_that_ended_while_the_gateway_was_down_is_put_back_at_start(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    state = AccessPointState(maxsleep_min=7)
+    drivers: dict[str, LabelDriver | None] = {"esl": SleepyDriver(clock=clock, rate=60, ap=state)}
+    async with label_store(tmp_path, clock=clock, drivers=drivers) as s:
+        await flip_in(s, clock, minutes=5)
+        await s.pipeline.scheduler_pass()
+        assert state.maxsleep_min == 1
+    clock.advance(3600)  # down until well after the window; the driver remembers nothing
+    state.saved = None
+    drivers = {"esl": None}  # not running yet at start: no alert, no restore
+    async with label_store(tmp_path, clock=clock, drivers=drivers) as s:
+        await s.pipeline.scheduler_pass()
+        assert "label.flip_checkins" not in s.alert_keys()
+        drivers["esl"] = SleepyDriver(clock=clock, rate=60, ap=state)
+        await s.pipeline.scheduler_pass()
+        assert state.tokens == [{"maxsleep": 7}]
+        assert state.maxsleep_min == 7
+        assert not await s.db.fetchall("SELECT * FROM label_flip_windows")
+
+
+async def test_a_driver_that_stays_down_after_a_restart_is_alerted(tmp_path: Path) -> None:
+    clock = FakeClock()
+    state = AccessPointState()
+    drivers: dict[str, LabelDriver | None] = {"esl": SleepyDriver(clock=clock, rate=60, ap=state)}
+    async with label_store(tmp_path, clock=clock, drivers=drivers) as s:
+        await flip_in(s, clock, minutes=5)
+        await s.pipeline.scheduler_pass()
+    clock.advance(3600)
+    async with label_store(tmp_path, clock=clock, drivers={"esl": None}) as s:
+        await s.pipeline.scheduler_pass()
+        assert "label.flip_checkins" not in s.alert_keys()  # starting: it may come up yet
+        clock.advance(61)
+        await s.pipeline.scheduler_pass()
+        alert = next(a for a in s.alerts.active() if a.key == "label.flip_checkins")
+        assert "not running" in alert.message
