@@ -5,6 +5,7 @@ longer hold the push until the deadline), and the broker restarted mid-push."""
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.hq.fleet import EXIT_NOT_APPLIED, EXIT_REFUSED, FleetProgress, Outcome
 from gateway.hq.keys import generate_key
 from gateway.hq.push import PricePush, push_to_fleet
+from gateway.prices.downlink import AppliedHook
 from gateway.sync.signing import Verifier, decode_public_key
 from tests.support.broker import Broker
 from tests.support.price_store import price_store
@@ -96,6 +98,13 @@ async def test_a_repeated_refusal_is_refused_and_a_store_never_seen_does_not_hol
         assert {r.outcome for r in third.stores} <= {Outcome.NO_ANSWER, Outcome.NEVER_CONNECTED}
 
 
+def recorder(versions: list[int]) -> AppliedHook:
+    def record(version: int, _skus: Collection[str] | None) -> None:
+        versions.append(version)
+
+    return record
+
+
 @pytest.mark.slow
 async def test_a_broker_restarted_mid_push_leaves_every_store_applied_once(
     tmp_path: Path,
@@ -113,9 +122,7 @@ async def test_a_broker_restarted_mid_push_leaves_every_store_applied_once(
                 store = await fleet.enter_async_context(
                     price_store(tmp_path / "stores", broker, name, verifier)
                 )
-                store.downlink.on_applied = lambda version, _skus, name=name: applied[name].append(
-                    version
-                )
+                store.downlink.on_applied = recorder(applied[name])
                 await until(lambda name=name: broker.subscribed(f"retail/v1/{name}/down/cmd/+"))
             restarted: list[FleetProgress] = []
 
