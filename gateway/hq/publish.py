@@ -43,8 +43,9 @@ RETRY_PAUSE_S = 0.5
 #: Publishing done and nothing heard for this long: the stores not settled are asked.
 PROBE_QUIET_S = 5.0
 PROBES_PER_STORE = 3
-#: The retained states come right after the subscriptions are taken: once none came for this
-#: long (measured from the last one), a target without one never connected to this broker.
+#: The retained states come right after the broker acknowledged the subscriptions (SUBACK):
+#: once none came for this long after that (measured from the last one), a target without one
+#: never connected to this broker.
 RETAINED_QUIET_S = 1.0
 
 _TAKE_VERSION = (
@@ -267,7 +268,7 @@ class FleetRun:
             name="hq.push.publish",
         )
         publishing.add_done_callback(lambda _task: self._changed.set())
-        retained = asyncio.create_task(self._await_retained(tracker), name="hq.push.retained")
+        retained = asyncio.create_task(self._await_retained(link, tracker), name="hq.push.retained")
         try:
             while not (publishing.done() and tracker.settled(wait_offline=wait_offline)):
                 try:
@@ -285,9 +286,11 @@ class FleetRun:
             await stop(retained)
             await stop(publishing)
 
-    async def _await_retained(self, tracker: FleetPush) -> None:
-        """Tell the tracker once the retained states stopped coming: ``retained_quiet_s``
-        without one (counted from the start of the wait at the earliest)."""
+    async def _await_retained(self, link: MqttLink, tracker: FleetPush) -> None:
+        """Tell the tracker once the retained states stopped coming: the broker acknowledged
+        the subscriptions (it sends the retained messages right after), then
+        ``retained_quiet_s`` passed without one."""
+        await link.subscribed.wait()
         while True:
             self._retained_came.clear()
             try:
