@@ -349,8 +349,8 @@ def _take_sync(state: _Store, document: dict[str, Any], started_at: datetime) ->
 
 
 def _last_refused(value: object, pushed: int, started_at: datetime) -> str | None:
-    """``last_refused`` of an ``up/sync`` (docs/protocol.md): the reason, when it is about the
-    version pushed — or names none (unreadable) and came during this push; else None."""
+    """``last_refused`` of an ``up/sync`` (docs/protocol.md): the reason, when it came during
+    this push and claims the version pushed (or none: unreadable); else None."""
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -361,7 +361,7 @@ def _last_refused(value: object, pushed: int, started_at: datetime) -> str | Non
     if not isinstance(reason, str):
         raise _GarbageError("last_refused without a reason")
     at = _instant(value.get("at"))
-    if version == pushed or (version is None and at >= started_at - _REFUSAL_SKEW):
+    if at >= started_at - _REFUSAL_SKEW and version in (pushed, None):
         return f"{reason} (last_refused at {value['at']})"
     return None
 

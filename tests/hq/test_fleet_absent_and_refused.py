@@ -49,12 +49,15 @@ def test_a_sync_naming_the_pushed_version_refused_makes_the_store_refused() -> N
     assert "not received, or refused" in detail["b"]
 
 
-def test_an_old_unversioned_refusal_or_a_later_applied_version_is_not_a_refusal() -> None:
-    push = FleetPush({"a": 3, "b": 3}, started_at=STARTED)
+def test_a_refusal_before_the_push_or_a_later_applied_version_is_not_a_refusal() -> None:
+    push = FleetPush({"a": 3, "b": 3, "c": 3}, started_at=STARTED)
     push.receive(*sync("a", 2, refused(None, at="2026-11-22T09:00:00.000+00:00")))
     push.receive(*sync("b", 3, refused(3)))  # applied wins (a duplicate refused later)
+    # v3 claimed a day before HQ took it: another store's batch replayed here, not this push.
+    push.receive(*sync("c", 2, refused(3, at="2026-11-22T09:00:00.000+00:00")))
     assert push.outcome("a") is Outcome.BEHIND
     assert push.outcome("b") is Outcome.APPLIED
+    assert push.outcome("c") is Outcome.BEHIND
 
 
 @pytest.mark.parametrize(
