@@ -289,6 +289,7 @@ class PriceDownlink:
             "refused": self.refused,
             "last_refusal": self.refusals.status()["last_reason"],
             "last_resync_request": self.last_resync_request,
+            "last_refused": self.last_refused,
         }
 
     # --- receiving ------------------------------------------------------------------------

@@ -37,6 +37,7 @@ async def test_a_repeated_signature_refusal_is_remembered_with_its_claimed_versi
         assert again["at"] > first["at"]
         RefusedBatch.model_validate_json(json.dumps(again))
         assert s.downlink.head == 0
+        assert s.downlink.status()["last_refused"] == again  # storegw status shows it
 
 
 @pytest.mark.parametrize(
