@@ -727,8 +727,8 @@ def _add_fleet_push_options(push: argparse.ArgumentParser) -> None:
     push.add_argument(
         "--wait-offline",
         action="store_true",
-        help="keep waiting for offline stores until the deadline (they get the batch when "
-        "they reconnect)",
+        help="keep waiting for offline and never-connected stores until the deadline (they "
+        "get the batch when they reconnect)",
     )
     push.add_argument("--json", action="store_true", help="print the summary as JSON")
     push.add_argument(

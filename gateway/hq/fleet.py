@@ -55,6 +55,8 @@ _REFUSAL_SKEW = timedelta(minutes=5)
 
 
 _FINAL = frozenset({Outcome.APPLIED, Outcome.REFUSED, Outcome.NOT_SENT})
+#: Final unless --wait-offline: nothing will come from them before they (re)connect.
+_ABSENT = frozenset({Outcome.OFFLINE, Outcome.NEVER_CONNECTED})
 
 
 @dataclass(slots=True)
@@ -73,6 +75,7 @@ class _Store:
     refused: str | None = None
     behind_reason: str | None = None  # e.g. parts that expired incomplete
     synced: bool = False  # an up/sync came (the store said what it has and holds)
+    retained_over: bool = False  # every retained state came: none means never connected
 
     def outcome(self) -> Outcome:
         if self.applied >= self.version:
@@ -85,7 +88,7 @@ class _Store:
             return Outcome.OFFLINE
         if self.online or self.heard:
             return Outcome.BEHIND
-        return Outcome.NO_ANSWER
+        return Outcome.NEVER_CONNECTED if self.retained_over else Outcome.NO_ANSWER
 
     def detail(self) -> str:
         outcome = self.outcome()
@@ -106,13 +109,22 @@ class _Store:
         if outcome is Outcome.BEHIND:
             stage = "stored, not applied yet" if self.stored else "not applied"
             if self.synced and not self.stored and self.version not in self.held:
-                # A store refusing again within a day of its last refusal raises no new alert.
+                # Its up/sync names no refusal of it (a store older than last_refused names none).
                 has += (
                     f"; it does not hold v{self.version}: not received, or refused "
                     "(see its storegw status)"
                 )
             return f"v{self.version} {stage}; {has}"
-        return f"v{self.version}: nothing heard from the store"
+        return _unheard(self.version, outcome)
+
+
+def _unheard(version: int, outcome: Outcome) -> str:
+    if outcome is Outcome.NEVER_CONNECTED:
+        return (
+            f"v{version}: never connected to this broker (no retained state); "
+            "the broker holds the batch only if the store has a session"
+        )
+    return f"v{version}: nothing heard from the store"
 
 
 class _GarbageError(ValueError):
@@ -151,6 +163,13 @@ class FleetPush:
             if not state.sent and state.parts_sent >= parts:
                 state.sent = True
                 self._sent += 1
+
+    def retained_over(self) -> None:
+        """Every retained state the subscription brings has come (the I/O side knows when):
+        a target without one never connected to this broker — it no longer holds the push."""
+        for state in self._stores.values():
+            with self._counted(state):
+                state.retained_over = True
 
     def send_failed(self, store: str, reason: str) -> None:
         with self._counted(self._stores[store]) as state:
@@ -194,9 +213,10 @@ class FleetPush:
 
     def settled(self, *, wait_offline: bool = False) -> bool:
         """Nothing more to wait for: every store applied, refused or was not sent — or is
-        offline (its retained state says so), unless ``wait_offline``. A store online but not
-        applied yet, or never heard of, keeps the push waiting until its deadline."""
-        final = _FINAL if wait_offline else _FINAL | {Outcome.OFFLINE}
+        offline (its retained state says so) or never connected (none came), unless
+        ``wait_offline``. A store online but not applied yet, or not known yet (the retained
+        states still coming), keeps the push waiting until its deadline."""
+        final = _FINAL if wait_offline else _FINAL | _ABSENT
         return sum(self._counts[outcome] for outcome in final) == len(self._stores)
 
     def summary(self, *, elapsed_s: float, deadline_s: float) -> FleetSummary:
@@ -229,7 +249,7 @@ class FleetPush:
         if named is not None and named != store:
             raise _GarbageError(f"names store {named!r}, not the topic's {store!r}")
         if subtopic == "up/sync":
-            return _take_sync(state, document)
+            return _take_sync(state, document, self.started_at)
         if subtopic in ("up/receipts", "up/alerts"):
             events = document.get("events")
             if document.get("type") != "events" or not isinstance(events, list):
@@ -312,17 +332,38 @@ def _take_state(state: _Store, document: dict[str, Any]) -> bool:
     return True
 
 
-def _take_sync(state: _Store, document: dict[str, Any]) -> bool:
+def _take_sync(state: _Store, document: dict[str, Any], started_at: datetime) -> bool:
     if document.get("type") != "sync":
         raise _GarbageError("not a sync request")
     have = _version(document.get("have_version"), "have_version")
     held = document.get("held_versions", [])
     if not isinstance(held, list):
         raise _GarbageError("held_versions is not a list")
+    refused = _last_refused(document.get("last_refused"), state.version, started_at)
     state.held = tuple(_version(v, "a held version") for v in held)
     state.heard = state.synced = True
     state.applied = max(state.applied, have)
+    if refused is not None:
+        state.refused = refused
     return True
+
+
+def _last_refused(value: object, pushed: int, started_at: datetime) -> str | None:
+    """``last_refused`` of an ``up/sync`` (docs/protocol.md): the reason, when it came during
+    this push and claims the version pushed (or none: unreadable); else None."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _GarbageError("last_refused is not an object")
+    version, reason = value.get("version"), value.get("reason")
+    if version is not None:
+        version = _version(version, "last_refused.version")
+    if not isinstance(reason, str):
+        raise _GarbageError("last_refused without a reason")
+    at = _instant(value.get("at"))
+    if at >= started_at - _REFUSAL_SKEW and version in (pushed, None):
+        return f"{reason} (last_refused at {value['at']})"
+    return None
 
 
 def _take_receipt(state: _Store, event: dict[str, Any]) -> bool:

@@ -20,7 +20,8 @@ __all__ = [
 ]
 
 #: Exit codes of ``storegw hq push-prices`` (docs/fleet.md): every store applied; some store
-#: did not apply within the deadline (behind, offline, no answer, not sent); some store refused
+#: did not apply within the deadline (behind, offline, no answer, never connected, not sent);
+#: some store refused
 #: its batch (signature, scope, validity or content: needs someone to look).
 EXIT_ALL_APPLIED = 0
 EXIT_NOT_APPLIED = 4
@@ -32,7 +33,8 @@ class Outcome(enum.StrEnum):
     REFUSED = "refused"  # the store refused the batch, with the reason
     BEHIND = "behind"  # online (or heard from) but has not applied it
     OFFLINE = "offline"  # its retained state says offline: the broker holds the batch for it
-    NO_ANSWER = "no answer"  # nothing known of it: never connected, or silent
+    NO_ANSWER = "no answer"  # nothing known of it yet (the retained states still coming)
+    NEVER_CONNECTED = "never connected"  # no retained state once they all came: no such store
     NOT_SENT = "not sent"  # the broker did not accept the batch
 
 

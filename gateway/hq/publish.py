@@ -43,6 +43,10 @@ RETRY_PAUSE_S = 0.5
 #: Publishing done and nothing heard for this long: the stores not settled are asked.
 PROBE_QUIET_S = 5.0
 PROBES_PER_STORE = 3
+#: The retained states come right after the broker acknowledged the subscriptions (SUBACK):
+#: once none came for this long after that (measured from the last one), a target without one
+#: never connected to this broker.
+RETAINED_QUIET_S = 1.0
 
 _TAKE_VERSION = (
     "INSERT INTO hq_price_versions VALUES (?, ?, ?) ON CONFLICT (store) "
@@ -215,9 +219,12 @@ class FleetRun:
         on_progress: Callable[[FleetProgress], None] | None,
         *,
         probe_quiet_s: float = PROBE_QUIET_S,
+        retained_quiet_s: float = RETAINED_QUIET_S,
     ) -> None:
         self._on_progress = on_progress
         self._probe_quiet_s = probe_quiet_s
+        self._retained_quiet_s = retained_quiet_s
+        self._retained_came = asyncio.Event()
         self._tracker: FleetPush | None = None
         self._early: list[tuple[str, bytes]] = []  # came before the batches were planned
         self._changed = asyncio.Event()
@@ -232,6 +239,8 @@ class FleetRun:
         return tracker
 
     async def on_message(self, message: InboundMessage) -> None:
+        if message.retain:
+            self._retained_came.set()
         if self._tracker is None:
             self._early.append((message.topic, message.payload))
         elif self._tracker.receive(message.topic, message.payload):
@@ -259,6 +268,7 @@ class FleetRun:
             name="hq.push.publish",
         )
         publishing.add_done_callback(lambda _task: self._changed.set())
+        retained = asyncio.create_task(self._await_retained(link, tracker), name="hq.push.retained")
         try:
             while not (publishing.done() and tracker.settled(wait_offline=wait_offline)):
                 try:
@@ -273,7 +283,23 @@ class FleetRun:
                 if publishing.done():
                     publishing.result()  # a bug in publishing is raised, not waited out
         finally:
+            await stop(retained)
             await stop(publishing)
+
+    async def _await_retained(self, link: MqttLink, tracker: FleetPush) -> None:
+        """Tell the tracker once the retained states stopped coming: the broker acknowledged
+        the subscriptions (it sends the retained messages right after), then
+        ``retained_quiet_s`` passed without one."""
+        await link.subscribed.wait()
+        while True:
+            self._retained_came.clear()
+            try:
+                async with asyncio.timeout(self._retained_quiet_s):
+                    await self._retained_came.wait()
+            except TimeoutError:
+                break
+        tracker.retained_over()
+        self._changed.set()
 
     async def _probe(self, link: MqttLink, prefix: str, tracker: FleetPush) -> None:
         """Ask the stores online but not settled for their version (``up/sync``), each a few

@@ -23,6 +23,8 @@ receipt (the version is then a gap, and resync asks for it again).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -35,7 +37,13 @@ import orjson
 
 from gateway.alerts import Alerts, Severity
 from gateway.clock import Clock, isoformat_utc
-from gateway.errors import BatchRejectedError, LinkError, SignatureError, StorageError
+from gateway.errors import (
+    BatchRejectedError,
+    LinkError,
+    MalformedMessageError,
+    SignatureError,
+    StorageError,
+)
 from gateway.prices.batch import (
     PriceBatch,
     PriceBatchHeader,
@@ -62,6 +70,7 @@ _LOGGER = logging.getLogger(__name__)
 
 SIGNATURE_ALERT = "downlink.signature"
 _HEAD_KEY = "price_head"
+_LAST_REFUSED_CHARS = 300
 
 # The head only ever moves forward, whatever else happens.
 _SET_HEAD = (
@@ -212,6 +221,9 @@ class PriceDownlink:
         self._lock = asyncio.Lock()
         self._prior_prices_due = False  # a batch's second commit failed: the tick retries
         self.last_resync_request: dict[str, Any] | None = None
+        # The last batch refused since this start ({version, reason, at}): up/sync carries it,
+        # so HQ tells "refused again" (no new alert while one is active) from "not received".
+        self.last_refused: dict[str, Any] | None = None
         # Parts validated on receipt, by (version, part), until their version is decided.
         self._checked: dict[tuple[int, int], _CheckedPart] = {}
 
@@ -277,6 +289,7 @@ class PriceDownlink:
             "refused": self.refused,
             "last_refusal": self.refusals.status()["last_reason"],
             "last_resync_request": self.last_resync_request,
+            "last_refused": self.last_refused,
         }
 
     # --- receiving ------------------------------------------------------------------------
@@ -294,7 +307,7 @@ class PriceDownlink:
             batch = parse_price_batch(payload)
             check_validity(batch.header.issued_at, batch.header.valid_until, self._clock)
         except SignatureError as exc:
-            await self._refuse_unauthentic(exc)
+            await self._refuse_unauthentic(exc, message.payload)
             return
         except BatchRejectedError as exc:  # addressed to this store, content invalid
             async with self._lock:
@@ -315,13 +328,22 @@ class PriceDownlink:
                 self._checked[(batch.version, batch.header.part)] = _CheckedPart.of(batch, payload)
             await self._advance()
 
-    async def _refuse_unauthentic(self, error: SignatureError) -> None:
+    async def _refuse_unauthentic(self, error: SignatureError, raw: bytes) -> None:
         await self.refusals.refuse(str(error))
+        self._note_refused(_claimed_version(raw), f"{SIGNATURE_ALERT}: {error}")
+
+    def _note_refused(self, version: int | None, reason: str) -> None:
+        self.last_refused = {
+            "version": version,
+            "reason": reason[:_LAST_REFUSED_CHARS],
+            "at": isoformat_utc(self._clock.utc_now()),
+        }
 
     async def _record_rejection(self, error: BatchRejectedError) -> None:
         """A verified batch with bad content: its version is consumed when its turn comes."""
         _LOGGER.warning("%s", error)
         version = error.version
+        self._note_refused(version, f"price.rejected: {error}")
         if version is None or version <= self.head:
             return
         now = isoformat_utc(self._clock.utc_now())
@@ -647,6 +669,8 @@ class PriceDownlink:
             "held_versions": held,
             "sent_at": isoformat_utc(self._clock.utc_now()),
         }
+        if self.last_refused is not None:
+            request["last_refused"] = self.last_refused
         try:
             payload = json.dumps(request, separators=(",", ":")).encode()
             await self._link.publish(f"{self._link.topic_root}up/sync", payload)
@@ -665,6 +689,18 @@ def _digest(payload: bytes) -> bytes:
 def _part_numbers(listed: str | None) -> set[int]:
     """``group_concat`` of part numbers → the set of them."""
     return {int(part) for part in listed.split(",")} if listed else set()
+
+
+def _claimed_version(raw: bytes) -> int | None:
+    """The version a refused message claims (unverified: for HQ's report only), or None."""
+    try:
+        document = load_json(raw)
+        if isinstance(document, dict) and isinstance(document.get("payload"), str):
+            document = load_json(base64.b64decode(document["payload"], validate=True))
+        version = document.get("version") if isinstance(document, dict) else None
+    except (MalformedMessageError, binascii.Error, ValueError):
+        return None
+    return version if type(version) is int and 0 < version < 2**63 else None
 
 
 def _peek(payload: bytes, key: str) -> Any:

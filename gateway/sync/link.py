@@ -160,6 +160,8 @@ class MqttLink:
         self._pending: dict[int, tuple[str, asyncio.Future[None]]] = {}
         self._inbox: asyncio.Queue[mqtt.MQTTMessage] = asyncio.Queue()
         self._connected = asyncio.Event()
+        self._subscribed = asyncio.Event()  # every SUBSCRIBE of this connection acknowledged
+        self._suback_due: set[int] = set()
         self._lost = asyncio.Event()
         self._window = asyncio.Semaphore(_DEFAULT_WINDOW)
         self._client: mqtt.Client | None = None
@@ -180,6 +182,12 @@ class MqttLink:
     @property
     def connected(self) -> asyncio.Event:
         return self._connected
+
+    @property
+    def subscribed(self) -> asyncio.Event:
+        """Set once the broker acknowledged (SUBACK) every subscription of this connection:
+        the retained messages they bring come right after."""
+        return self._subscribed
 
     def subscribe(
         self, topic_filter: str, handler: MessageHandler, *, share_group: str | None = None
@@ -302,6 +310,7 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     async def _connect(self, executor: ThreadPoolExecutor) -> None:
@@ -370,6 +379,7 @@ class MqttLink:
         client, self._client = self._client, None
         was_connected = self._connected.is_set()
         self._connected.clear()
+        self._subscribed.clear()
         self.stats.connected = False
         if client is not None:
             sock = client.socket()
@@ -477,8 +487,13 @@ class MqttLink:
         receive_maximum = getattr(properties, "ReceiveMaximum", None) or _DEFAULT_WINDOW
         self.stats.receive_maximum = min(int(receive_maximum), _DEFAULT_WINDOW)
         self._window = asyncio.Semaphore(self.stats.receive_maximum)
+        self._suback_due.clear()
         for topic in self._subscriptions:
-            client.subscribe(topic, qos=1)
+            _result, mid = client.subscribe(topic, qos=1)
+            if mid is not None:
+                self._suback_due.add(mid)
+        if not self._suback_due:
+            self._subscribed.set()
         if self._announce:
             birth = json.dumps({"online": True, "boot": self._boot}).encode()
             client.publish(self.state_topic, birth, qos=1, retain=True)
@@ -522,6 +537,11 @@ class MqttLink:
             future.set_exception(PublishRefusedError(topic, reason_code.value, str(reason_code)))
         else:
             future.set_result(None)
+
+    def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, mid: int, *_rest: Any) -> None:
+        self._suback_due.discard(mid)
+        if not self._suback_due and self._connected.is_set():
+            self._subscribed.set()
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._inbox.put_nowait(message)

@@ -20,6 +20,7 @@ __all__ = [
     "HealthStream",
     "LastHqAck",
     "LinkReport",
+    "RefusedBatch",
     "SignedMessage",
     "StateMessage",
     "SyncRequest",
@@ -208,6 +209,18 @@ class SignedMessage(BaseModel):
     sig: str = Field(description="base64 Ed25519 signature over the payload bytes")
 
 
+class RefusedBatch(BaseModel):
+    """`last_refused` in `up/sync`: a refused batch, so HQ can tell "refused" from "not
+    received" when no new alert comes (one is active already)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    version: int | None = Field(
+        ge=1, description="The version it claimed (unverified); null when unreadable"
+    )
+    reason: str = Field(max_length=300, examples=["downlink.signature: bad signature"])
+    at: Instant
+
+
 class SyncRequest(BaseModel):
     """`up/sync`: the store's applied price version and the later versions it holds."""
 
@@ -218,6 +231,11 @@ class SyncRequest(BaseModel):
     have_version: int = Field(ge=0, description="Every version up to this one is applied")
     held_versions: list[int] = Field(description="Received, waiting for the missing ones")
     sent_at: Instant
+    last_refused: RefusedBatch | None = Field(
+        None,
+        description="The last price batch the store refused since it started (absent: none)",
+        json_schema_extra=no_default,
+    )
 
 
 class CommandReply(BaseModel):

@@ -128,6 +128,11 @@ _DOWNLINK_EXAMPLES: dict[str, dict[str, Any]] = {
         "have_version": 41,
         "held_versions": [43],
         "sent_at": "2026-11-23T09:00:01.250+00:00",
+        "last_refused": {
+            "version": 42,
+            "reason": "downlink.signature: signature does not verify with key 'hq-1'",
+            "at": "2026-11-23T08:59:58.100+00:00",
+        },
     },
 }
 
