@@ -43,7 +43,7 @@ def baseline_rows(events: int, stores: int) -> list[Row]:
         )
         for n in range(events)
     ]
-    ids = secrets.token_hex(8 * events)
+    ids = secrets.token_bytes(8 * events).hex(" ", -8).split()
     texts = event_objects(ids, stamp, '"stock.changed"', encode_events(models))
     epochs = [secrets.token_hex(8) for _ in range(stores)]
     return [

@@ -140,7 +140,7 @@ class VirtualStore:
         """One group commit: the events' stored objects, built as the outbox builds them."""
         _name, type_json = WIRE_EVENTS.type_of(events[0])
         texts = event_objects(
-            secrets.token_hex(8 * len(events)),
+            secrets.token_bytes(8 * len(events)).hex(" ", -8).split(),
             isoformat_utc(self._clock.utc_now()),
             type_json,
             encode_events(events),
