@@ -72,6 +72,7 @@ class PostgresServer:
         self.host = "127.0.0.1"
         self.port = free_port()
         self._databases = 0
+        self._started = False
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         command = list(args)
@@ -113,6 +114,23 @@ class PostgresServer:
         )
 
     def start(self) -> None:
+        """Start the server and wait until it accepts connections. A first start that finds
+        its port taken (another program bound it since :func:`free_port`) moves to a new port;
+        a start the busy machine let time out is tried again, up to three times in all."""
+        for attempt in range(3):
+            try:
+                self._start_once()
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                self.stop("immediate")
+                if not self._started and "could not bind" in self.server_log():
+                    self.port = free_port()
+                continue
+            self._started = True
+            return
+
+    def _start_once(self) -> None:
         options = (
             f"-p {self.port} -k {self.socket_dir} -c listen_addresses={self.host} "
             "-c fsync=off -c full_page_writes=off -c max_connections=60 "
