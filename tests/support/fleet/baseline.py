@@ -43,8 +43,13 @@ def baseline_rows(events: int, stores: int) -> list[Row]:
         )
         for n in range(events)
     ]
-    ids = secrets.token_bytes(8 * events).hex(" ", -8).split()
-    texts = event_objects(ids, stamp, '"stock.changed"', encode_events(models))
+    ids = secrets.token_hex(8 * events)
+    texts = event_objects(
+        [ids[at : at + 16] for at in range(0, len(ids), 16)],
+        stamp,
+        '"stock.changed"',
+        encode_events(models),
+    )
     epochs = [secrets.token_hex(8) for _ in range(stores)]
     return [
         (

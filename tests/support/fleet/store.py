@@ -139,8 +139,9 @@ class VirtualStore:
     def _accept(self, stream: str, events: list[EventBody]) -> None:
         """One group commit: the events' stored objects, built as the outbox builds them."""
         _name, type_json = WIRE_EVENTS.type_of(events[0])
+        ids = secrets.token_hex(8 * len(events))
         texts = event_objects(
-            secrets.token_bytes(8 * len(events)).hex(" ", -8).split(),
+            [ids[at : at + 16] for at in range(0, len(ids), 16)],
             isoformat_utc(self._clock.utc_now()),
             type_json,
             encode_events(events),
