@@ -714,7 +714,7 @@ def _hq_push_prices(args: argparse.Namespace) -> int:
 
 
 def _add_fleet_push_options(push: argparse.ArgumentParser) -> None:
-    from gateway.hq.push import DEFAULT_DEADLINE_S
+    from gateway.hq import DEFAULT_DEADLINE_S
 
     push.add_argument(
         "--deadline",

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from gateway.clock import SystemClock
 from gateway.errors import ConfigError, ConfigIssue, LinkError
+from gateway.hq import DEFAULT_DEADLINE_S
 from gateway.hq.consumer import HQ_MIGRATIONS
 from gateway.hq.fleet import TOPICS, FleetProgress, FleetPush, FleetSummary
 from gateway.hq.prices import PriceParts, read_price_list, read_promotions
@@ -41,8 +42,6 @@ from gateway.sync.signing import Signer
 
 __all__ = ["DEFAULT_DEADLINE_S", "PricePush", "push_prices", "push_to_fleet"]
 
-#: How long ``push-prices`` waits for the stores' receipts by default.
-DEFAULT_DEADLINE_S = 120.0
 
 
 def _targets(settings: HqSettings, stores: Sequence[str], groups: Sequence[str]) -> list[str]:
