@@ -43,7 +43,6 @@ from gateway.sync.signing import Signer
 __all__ = ["DEFAULT_DEADLINE_S", "PricePush", "push_prices", "push_to_fleet"]
 
 
-
 def _targets(settings: HqSettings, stores: Sequence[str], groups: Sequence[str]) -> list[str]:
     targets = list(stores)
     for group in groups:

@@ -68,7 +68,7 @@ class EnvelopeModel(BaseModel):
     """`up/{stream}`, QoS 1: consecutive events of one stream in one message. HQ de-duplicates
     on (store, stream, epoch, seq) and orders by seq, not by arrival."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     v: int = Field(ge=1, le=1, description="Envelope version", examples=[1])
     type: str = Field(description="Always `events`", examples=["events"])
     store: StoreId
@@ -121,7 +121,7 @@ def _only_true_schema(schema: dict[str, Any]) -> None:
 class EventFields(BaseModel):
     """The header of every event, exactly as the gateway writes it."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", strict=True)
     seq: Seq
     id: Annotated[EventId, Field(pattern=r"^[0-9a-f]{16}$")]
     ts: Annotated[Instant, Field(description="When the event happened (see `unsynced`)")]
@@ -160,7 +160,9 @@ class EventBody(BaseModel):
     producer builds and the outbox takes. Strict, so a value of the wrong JSON type is refused
     where the event is made, not found later in HQ's store."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # defer_build (here and on the other wire models): a model's validator is built when first
+    # used, not when the daemon imports it — producers use :meth:`trusted`, so most never are.
+    model_config = ConfigDict(defer_build=True, extra="forbid", strict=True)
 
     # Per model: its field names, and the one fields-set its trusted events share (every
     # field is set, so pydantic's own API never changes it: assignment adds a name already

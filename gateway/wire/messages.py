@@ -32,7 +32,10 @@ class StateMessage(BaseModel):
     clean stop. A death whose boot is older than the current birth is stale: ignore it."""
 
     model_config = ConfigDict(
-        extra="forbid", strict=True, json_schema_extra={"examples": [{"online": True, "boot": 12}]}
+        defer_build=True,
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"online": True, "boot": 12}]},
     )
     online: bool = Field(description="true: birth; false: death (will or clean stop)")
     boot: Annotated[Boot, Field(ge=1)]
@@ -43,6 +46,7 @@ class AckMessage(BaseModel):
     epoch up to and including `seq`; only then does the gateway delete them."""
 
     model_config = ConfigDict(
+        defer_build=True,
         extra="forbid",
         strict=True,
         json_schema_extra={
@@ -59,7 +63,7 @@ class AckMessage(BaseModel):
 class HealthStream(BaseModel):
     """One outbox stream in `up/health`."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", strict=True)
     stream: StreamName
     depth: Count = Field(description="Events buffered (not yet in HQ's custody)")
     bytes: Count = Field(description="Bytes those events take in the outbox")
@@ -70,7 +74,7 @@ class HealthStream(BaseModel):
 class BufferReport(BaseModel):
     """The outbox byte budget and what it turned away since pressure began."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", strict=True)
     used_bytes: Count = Field(description="Bytes the buffered events take")
     budget_bytes: Count = Field(description="The outbox byte budget")
     paused: list[Literal["detail", "aggregate"]] = Field(
@@ -85,7 +89,7 @@ class BufferReport(BaseModel):
 class LastHqAck(BaseModel):
     """The last custody ack received from HQ."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", strict=True)
     stream: StreamName
     seq: Seq
     at: str = Field(
@@ -98,7 +102,7 @@ class LastHqAck(BaseModel):
 class DriverReport(BaseModel):
     """One device driver instance."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", strict=True)
     name: str = Field(description="Configured device name", examples=["shelf-a"])
     family: Literal["scale", "beacon", "esl"] = Field(description="Device family")
     health: Literal["starting", "running", "degraded", "failed", "stopped"] = Field(
@@ -111,7 +115,7 @@ class DriverReport(BaseModel):
 class LinkReport(BaseModel):
     """The MQTT connection to HQ's broker."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", strict=True)
     connected: bool
     transport: Literal["tls", "PLAINTEXT"] = Field(description="PLAINTEXT only if configured")
     connected_since: Instant | None
@@ -128,6 +132,7 @@ class HealthSnapshot(BaseModel):
     `health_interval_s` while connected. A stale one is worth nothing: keep the latest."""
 
     model_config = ConfigDict(
+        defer_build=True,
         extra="forbid",
         strict=True,
         json_schema_extra={
@@ -202,7 +207,7 @@ class HealthSnapshot(BaseModel):
 class SignedMessage(BaseModel):
     """The wrapper of a signed downlink message (docs: "Signed downlink messages")."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", strict=True)
     v: Literal[1]
     kid: str = Field(description="Which HQ key signed it", examples=["hq-2026-11"])
     payload: str = Field(description="base64 of the exact payload bytes")
@@ -213,7 +218,7 @@ class RefusedBatch(BaseModel):
     """`last_refused` in `up/sync`: a refused batch, so HQ can tell "refused" from "not
     received" when no new alert comes (one is active already)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", strict=True)
     version: int | None = Field(
         ge=1, description="The version it claimed (unverified); null when unreadable"
     )
@@ -224,7 +229,7 @@ class RefusedBatch(BaseModel):
 class SyncRequest(BaseModel):
     """`up/sync`: the store's applied price version and the later versions it holds."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", strict=True)
     v: Literal[1]
     type: Literal["sync"]
     store: str
@@ -241,7 +246,7 @@ class SyncRequest(BaseModel):
 class CommandReply(BaseModel):
     """The reply to a command, on the command's response topic with its correlation data."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", strict=True)
     v: Literal[1]
     type: Literal["reply"]
     id: str

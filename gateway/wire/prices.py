@@ -69,7 +69,7 @@ class PriceApplied(EventBody):
 
 
 class PriceProblem(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", strict=True)
     item: str | int = Field(description="SKU, index, promotion id, or `batch`")
     reason: str = Field(description="What is wrong with it")
 

@@ -94,7 +94,7 @@ class StockAmbiguous(EventBody):
 
 
 class SlotActivity(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", strict=True)
     slot: SlotId
     sku: SkuId
     picks: ItemCount = Field(description="Pick events")
