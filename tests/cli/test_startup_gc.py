@@ -5,6 +5,7 @@ caller had turned off."""
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +33,20 @@ def test_a_short_command_leaves_the_collector_on() -> None:
     assert gc.isenabled()
 
 
-@pytest.mark.usefixtures("collector_restored")
+@pytest.fixture
+def root_logging_restored() -> Iterator[None]:
+    """`storegw run` configures the root logger (level, handler): undone for the tests after."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("collector_restored", "root_logging_restored")
 def test_a_run_that_fails_before_ready_leaves_the_collector_on(tmp_path: Path) -> None:
     gc.enable()
     broken = tmp_path / "broken.toml"
