@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
 
 from gateway.backoff import Backoff
 from gateway.clock import Clock
@@ -262,11 +263,28 @@ class PostgresSink:
         batch: dict[Key, list[EventRow]],
         now: datetime,
     ) -> _Outcome:
-        """One batch in one transaction (see the module's docstring)."""
+        """One batch in one transaction (see the module's docstring), in three round trips:
+        ``BEGIN`` and the ledgers' lock pipelined, the ``COPY``, then the ledgers written back
+        and ``COMMIT`` pipelined. Any failure rolls back before it is raised."""
+        try:
+            return await self._transaction(connection, batch, now)
+        except BaseException:
+            await _roll_back(connection)
+            raise
+
+    async def _transaction(
+        self,
+        connection: psycopg.AsyncConnection[Any],
+        batch: dict[Key, list[EventRow]],
+        now: datetime,
+    ) -> _Outcome:
         keys = sorted(batch)
         outcome = _Outcome()
         ledgers, fresh, conflicts = outcome.ledgers, outcome.fresh, outcome.conflicts
-        async with connection.transaction(), connection.cursor() as cursor:
+        await _roll_back(connection)  # nothing of an earlier batch may join this one
+        if connection.closed:
+            raise psycopg.OperationalError("the connection was closed by a failed rollback")
+        async with connection.cursor() as cursor:
             await self._lock_ledgers(cursor, keys, ledgers)
             for key in keys:
                 taken = ledgers[key].take(batch[key])
@@ -283,42 +301,52 @@ class PostgresSink:
             if any(fresh.values()):
                 async with cursor.copy(COPY_EVENTS) as copy:
                     await copy.write(copy_text(fresh, now))
-            await cursor.execute(
-                WRITE_MARKS,
-                (
-                    now,
-                    [k[0] for k in keys],
-                    [k[1] for k in keys],
-                    [k[2] for k in keys],
-                    [ledgers[k].watermark for k in keys],
-                    [orjson.dumps(ledgers[k].stored).decode() for k in keys],
-                    [orjson.dumps(ledgers[k].expired).decode() for k in keys],
-                ),
-            )
-            for key, found in conflicts.items():
+            async with connection.pipeline():
                 await cursor.execute(
-                    RECORD_CONFLICTS,
+                    WRITE_MARKS,
                     (
-                        *key,
                         now,
-                        [c[0] for c in found],
-                        [c[1] for c in found],
-                        [c[2] for c in found],
+                        [k[0] for k in keys],
+                        [k[1] for k in keys],
+                        [k[2] for k in keys],
+                        [ledgers[k].watermark for k in keys],
+                        [orjson.dumps(ledgers[k].stored).decode() for k in keys],
+                        [orjson.dumps(ledgers[k].expired).decode() for k in keys],
                     ),
                 )
+                for key, found in conflicts.items():
+                    await cursor.execute(
+                        RECORD_CONFLICTS,
+                        (
+                            *key,
+                            now,
+                            [c[0] for c in found],
+                            [c[1] for c in found],
+                            [c[2] for c in found],
+                        ),
+                    )
+                await cursor.execute("COMMIT")
+            # Leaving the pipeline waited for every result: an error in any statement raised
+            # there (the COMMIT of a failed transaction is only a ROLLBACK), so here the batch
+            # is committed.
         return outcome
 
     async def _lock_ledgers(
         self, cursor: psycopg.AsyncCursor[Any], keys: list[Key], ledgers: dict[Key, Ledger]
     ) -> None:
-        """Lock the ``hq_marks`` rows of ``keys`` and load their ledgers; rows for keys not
-        seen before are made first (a key seen is never made again: no write per batch)."""
+        """Open the transaction, lock the ``hq_marks`` rows of ``keys`` and load their ledgers
+        (one round trip); rows for keys not seen before are made first (a key seen is never
+        made again: no write per batch)."""
         missing = [key for key in keys if key not in self._known_keys]
-        for _ in range(2):  # a row deleted by hand since: made again
-            if missing:
-                await cursor.execute(NEW_MARKS, key_columns(missing))
-            await cursor.execute(LOCK_MARKS, key_columns(keys))
-            for store, stream, epoch, watermark, stored, expired in await cursor.fetchall():
+        for attempt in range(2):  # a row deleted by hand since: made again
+            async with cursor.connection.pipeline():
+                if attempt == 0:
+                    await cursor.execute("BEGIN")
+                if missing:
+                    await cursor.execute(NEW_MARKS, key_columns(missing))
+                await cursor.execute(LOCK_MARKS, key_columns(keys))
+                rows = await cursor.fetchall()
+            for store, stream, epoch, watermark, stored, expired in rows:
                 ledgers[(store, stream, epoch)] = Ledger(
                     int(watermark), [tuple(r) for r in stored], [tuple(r) for r in expired]
                 )
@@ -360,3 +388,17 @@ class PostgresSink:
                 new[-1],
                 len(known),
             )
+
+
+async def _roll_back(connection: psycopg.AsyncConnection[Any]) -> None:
+    """End a failed batch's transaction, so the connection can take the next one; a
+    connection that cannot is closed (the session makes a new one)."""
+    if connection.closed or connection.info.transaction_status == TransactionStatus.IDLE:
+        return
+    try:
+        await connection.execute("ROLLBACK")
+    except psycopg.Error:
+        await connection.close()
+    except BaseException:  # cancelled: never leave a half batch on an open connection
+        await connection.close()
+        raise
