@@ -263,9 +263,9 @@ class PostgresSink:
         batch: dict[Key, list[EventRow]],
         now: datetime,
     ) -> _Outcome:
-        """One batch in one transaction (see the module's docstring), in three round trips:
-        ``BEGIN`` and the ledgers' lock pipelined, the ``COPY``, then the ledgers written back
-        and ``COMMIT`` pipelined. Any failure rolls back before it is raised."""
+        """One batch in one transaction (see the module's docstring), in three exchanges:
+        ``BEGIN`` with the ledgers' lock, the ``COPY``, then the ledgers written back with the
+        ``COMMIT``. Any failure rolls back before it is raised."""
         try:
             return await self._transaction(connection, batch, now)
         except BaseException:
@@ -284,7 +284,7 @@ class PostgresSink:
         await _roll_back(connection)  # nothing of an earlier batch may join this one
         if connection.closed:
             raise psycopg.OperationalError("the connection was closed by a failed rollback")
-        async with connection.cursor() as cursor:
+        async with psycopg.AsyncClientCursor(connection) as cursor:
             await self._lock_ledgers(cursor, keys, ledgers)
             for key in keys:
                 taken = ledgers[key].take(batch[key])
@@ -301,51 +301,47 @@ class PostgresSink:
             if any(fresh.values()):
                 async with cursor.copy(COPY_EVENTS) as copy:
                     await copy.write(copy_text(fresh, now))
-            async with connection.pipeline():
-                await cursor.execute(
-                    WRITE_MARKS,
-                    (
-                        now,
-                        [k[0] for k in keys],
-                        [k[1] for k in keys],
-                        [k[2] for k in keys],
-                        [ledgers[k].watermark for k in keys],
-                        [orjson.dumps(ledgers[k].stored).decode() for k in keys],
-                        [orjson.dumps(ledgers[k].expired).decode() for k in keys],
-                    ),
-                )
-                for key, found in conflicts.items():
-                    await cursor.execute(
-                        RECORD_CONFLICTS,
-                        (
-                            *key,
-                            now,
-                            [c[0] for c in found],
-                            [c[1] for c in found],
-                            [c[2] for c in found],
-                        ),
-                    )
-                await cursor.execute("COMMIT")
-            # Leaving the pipeline waited for every result: an error in any statement raised
-            # there (the COMMIT of a failed transaction is only a ROLLBACK), so here the batch
-            # is committed.
+            # The ledgers written back and the commit in one round trip: several statements
+            # in one simple query, parameters bound by psycopg on this side.
+            parts = [WRITE_MARKS]
+            params: list[Any] = [
+                now,
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+                [ledgers[k].watermark for k in keys],
+                [orjson.dumps(ledgers[k].stored).decode() for k in keys],
+                [orjson.dumps(ledgers[k].expired).decode() for k in keys],
+            ]
+            for key, found in conflicts.items():
+                parts.append(RECORD_CONFLICTS)
+                params += [*key, now, [c[0] for c in found], [c[1] for c in found]]
+                params.append([c[2] for c in found])
+            parts.append("COMMIT")
+            # An error in any statement raises here and skips the rest (the COMMIT with
+            # them): past this line the batch is committed.
+            await cursor.execute(";".join(parts), params)
         return outcome
 
     async def _lock_ledgers(
         self, cursor: psycopg.AsyncCursor[Any], keys: list[Key], ledgers: dict[Key, Ledger]
     ) -> None:
         """Open the transaction, lock the ``hq_marks`` rows of ``keys`` and load their ledgers
-        (one round trip); rows for keys not seen before are made first (a key seen is never
-        made again: no write per batch)."""
+        (one round trip: the statements in one simple query); rows for keys not seen before
+        are made first (a key seen is never made again: no write per batch)."""
         missing = [key for key in keys if key not in self._known_keys]
         for attempt in range(2):  # a row deleted by hand since: made again
-            async with cursor.connection.pipeline():
-                if attempt == 0:
-                    await cursor.execute("BEGIN")
-                if missing:
-                    await cursor.execute(NEW_MARKS, key_columns(missing))
-                await cursor.execute(LOCK_MARKS, key_columns(keys))
-                rows = await cursor.fetchall()
+            parts: list[str] = ["BEGIN"] if attempt == 0 else []
+            params: list[Any] = []
+            if missing:
+                parts.append(NEW_MARKS)
+                params += key_columns(missing)
+            parts.append(LOCK_MARKS)
+            params += key_columns(keys)
+            await cursor.execute(";".join(parts), params)
+            while cursor.description is None and cursor.nextset():
+                pass  # BEGIN's and the INSERT's results: the rows are the last statement's
+            rows = await cursor.fetchall()
             for store, stream, epoch, watermark, stored, expired in rows:
                 ledgers[(store, stream, epoch)] = Ledger(
                     int(watermark), [tuple(r) for r in stored], [tuple(r) for r in expired]
