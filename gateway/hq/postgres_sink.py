@@ -2,7 +2,7 @@
 safe with several consumers sharing the load (``$share/<group>/``).
 
 One transaction per batch of envelopes (whatever the link gathered: ``hq tail`` waits up to
-5 ms for more, up to 256), in three exchanges with PostgreSQL:
+5 ms for more, up to 256):
 
 1. ``BEGIN`` and lock the ``hq_marks`` rows of every ``(store, stream, epoch)`` the batch
    touches that no other transaction holds (``SELECT … FOR UPDATE SKIP LOCKED``; a key new to
@@ -285,9 +285,8 @@ class PostgresSink:
         now: datetime,
         skip_locked: bool,
     ) -> _Outcome:
-        """One batch in one transaction (see the module's docstring), in three exchanges:
-        ``BEGIN`` with the ledgers' lock, the ``COPY``, then the ledgers written back with the
-        ``COMMIT``. Any failure rolls back before it is raised."""
+        """One batch in one transaction (see the module's docstring). Any failure rolls back
+        before it is raised."""
         try:
             return await self._transaction(connection, batch, now, skip_locked)
         except BaseException:
@@ -306,7 +305,7 @@ class PostgresSink:
         await _roll_back(connection)  # nothing of an earlier batch may join this one
         if connection.closed:
             raise psycopg.OperationalError("the connection was closed by a failed rollback")
-        async with psycopg.AsyncClientCursor(connection) as cursor:
+        async with connection.cursor() as cursor:
             await self._lock_ledgers(cursor, sorted(batch), ledgers, skip_locked)
             keys = sorted(ledgers)
             outcome.skipped = [key for key in batch if key not in ledgers]
@@ -325,26 +324,24 @@ class PostgresSink:
             if any(fresh.values()):
                 async with cursor.copy(COPY_EVENTS) as copy:
                     await copy.write(copy_text(fresh, now))
-            # The ledgers written back and the commit in one round trip: several statements
-            # in one simple query, parameters bound by psycopg on this side.
-            parts = [WRITE_MARKS]
-            params: list[Any] = [
-                now,
-                [k[0] for k in keys],
-                [k[1] for k in keys],
-                [k[2] for k in keys],
-                [ledgers[k].watermark for k in keys],
-                [orjson.dumps(ledgers[k].stored).decode() for k in keys],
-                [orjson.dumps(ledgers[k].expired).decode() for k in keys],
-            ]
+            await cursor.execute(
+                WRITE_MARKS,
+                (
+                    now,
+                    [k[0] for k in keys],
+                    [k[1] for k in keys],
+                    [k[2] for k in keys],
+                    [ledgers[k].watermark for k in keys],
+                    [orjson.dumps(ledgers[k].stored).decode() for k in keys],
+                    [orjson.dumps(ledgers[k].expired).decode() for k in keys],
+                ),
+            )
             for key, found in conflicts.items():
-                parts.append(RECORD_CONFLICTS)
-                params += [*key, now, [c[0] for c in found], [c[1] for c in found]]
-                params.append([c[2] for c in found])
-            parts.append("COMMIT")
-            # An error in any statement raises here and skips the rest (the COMMIT with
-            # them): past this line the batch is committed.
-            await cursor.execute(";".join(parts), params)
+                await cursor.execute(
+                    RECORD_CONFLICTS,
+                    (*key, now, *([c[n] for c in found] for n in range(3))),
+                )
+            await cursor.execute("COMMIT")  # past this line the batch is committed
         return outcome
 
     async def _lock_ledgers(
@@ -355,20 +352,15 @@ class PostgresSink:
         skip_locked: bool,
     ) -> None:
         """Open the transaction, lock the ``hq_marks`` rows of ``keys`` and load their ledgers
-        (one round trip: the statements in one simple query); rows for keys not seen before
-        are made first (a key seen is never made again: no write per batch)."""
+        (prepared statements: psycopg prepares each after a few batches); rows for keys not
+        seen before are made first (a key seen is never made again: no write per batch)."""
         missing = [key for key in keys if key not in self._known_keys]
         for attempt in range(2):  # a row deleted by hand since: made again
-            parts: list[str] = ["BEGIN"] if attempt == 0 else []
-            params: list[Any] = []
+            if attempt == 0:
+                await cursor.execute("BEGIN")
             if missing:
-                parts.append(NEW_MARKS)
-                params += key_columns(missing)
-            parts.append(LOCK_FREE_MARKS if skip_locked else LOCK_MARKS)
-            params += key_columns(keys)
-            await cursor.execute(";".join(parts), params)
-            while cursor.description is None and cursor.nextset():
-                pass  # BEGIN's and the INSERT's results: the rows are the last statement's
+                await cursor.execute(NEW_MARKS, key_columns(missing))
+            await cursor.execute(LOCK_FREE_MARKS if skip_locked else LOCK_MARKS, key_columns(keys))
             rows = await cursor.fetchall()
             for store, stream, epoch, watermark, stored, expired in rows:
                 ledgers[(store, stream, epoch)] = Ledger(
