@@ -15,6 +15,7 @@ go, round after round, interleaved:
 Prints events/s (median of the rounds) and the sink's ratio to the COPY baseline.
 
     python bench/hq_sink.py     # BENCH_EVENTS=100000 BENCH_ROUNDS=3 BENCH_STORES=50
+    BENCH_ENVELOPE=9 BENCH_BATCH=4 python bench/hq_sink.py   # small batches, as at light load
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ from tests.support.postgres import PostgresServer
 EVENTS = int(os.environ.get("BENCH_EVENTS", "100000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 STORES = int(os.environ.get("BENCH_STORES", "50"))
-ENVELOPE = 50  # events per envelope
-BATCH = 64  # envelopes per batch (the link's largest)
+ENVELOPE = int(os.environ.get("BENCH_ENVELOPE", "50"))  # events per envelope
+EVENTS -= EVENTS % ENVELOPE  # whole envelopes
+# Envelopes per batch: 64, the link's largest (the fleet's light load: a few, of ~9 events).
+BATCH = int(os.environ.get("BENCH_BATCH", "64"))
 
 _TABLE = """CREATE TABLE {name} (
     store text NOT NULL, stream text NOT NULL, epoch text NOT NULL, seq bigint NOT NULL,

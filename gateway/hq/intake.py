@@ -25,7 +25,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import ValidationError
@@ -102,10 +102,10 @@ def check_origin(store: str, stream: str, origin: Origin | None) -> None:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
+class EventRow(NamedTuple):
     """One event as HQ stores it: its header, the whole event as JSON text, and for an
-    ``outbox.expired`` marker the first seq it stands for (None: not a marker, or malformed)."""
+    ``outbox.expired`` marker the first seq it stands for (None: not a marker, or malformed).
+    A named tuple: made for every event received, at a fifth of a frozen dataclass's cost."""
 
     seq: int
     id: str

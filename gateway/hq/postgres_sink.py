@@ -1,16 +1,22 @@
 """The PostgreSQL sink of ``storegw hq tail``: envelopes stored batch by batch, idempotent,
 safe with several consumers sharing the load (``$share/<group>/``).
 
-One transaction per batch of envelopes (whatever the link gathered, up to 64):
+One transaction per batch of envelopes (whatever the link gathered: ``hq tail`` waits up to
+5 ms for more, up to 256):
 
-1. lock the ``hq_marks`` rows of every ``(store, stream, epoch)`` the batch touches
-   (``SELECT … FOR UPDATE`` in key order, so two consumers never wait on each other in a cycle;
-   a key new to this consumer gets its row first);
+1. ``BEGIN`` and lock the ``hq_marks`` rows of every ``(store, stream, epoch)`` the batch
+   touches that no other transaction holds (``SELECT … FOR UPDATE SKIP LOCKED``; a key new to
+   this consumer gets its row first);
 2. let each key's :class:`~gateway.hq.intake.Ledger`, loaded from those rows, decide which
-   events are new and move the watermark;
-3. ``COPY`` the new events into the day's partition of ``hq_event_log``, write the ledgers
-   back, record conflicts;
-4. commit — and only then return the acks, each the watermark *as committed*.
+   events are new and move the watermark; ``COPY`` the new events into the day's partition of
+   ``hq_event_log``;
+3. write the ledgers back, record conflicts and commit — and only then return the acks, each
+   the watermark *as committed*.
+
+Keys another consumer's batch held follow in a second transaction that waits for their rows
+(``FOR UPDATE`` in key order, holding no other row meanwhile, so two consumers never wait on
+each other in a cycle): with mosquitto's ``$share`` round-robin, consumers' batches share most
+keys, and waiting for all of them would make the consumers take turns.
 
 A consumer killed anywhere before the commit leaves nothing behind (the transaction rolls back)
 and acked nothing; the store re-sends from the acked watermark and the ledger skips what another
@@ -33,6 +39,7 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
 
 from gateway.backoff import Backoff
 from gateway.clock import Clock
@@ -53,6 +60,7 @@ from gateway.hq.postgres_session import PostgresSession, describe_url
 from gateway.hq.postgres_statements import (
     COPY_EVENTS,
     HELD_IDS,
+    LOCK_FREE_MARKS,
     LOCK_MARKS,
     NEW_MARKS,
     RECORD_CONFLICTS,
@@ -83,6 +91,7 @@ class _Outcome:
     conflicts: dict[Key, list[tuple[int, str, str]]] = field(default_factory=dict)
     markers: list[tuple[Key, EventRow]] = field(default_factory=list)  # new expiry markers
     deferred: dict[Key, list[EventRow]] = field(default_factory=dict)  # no room: not taken
+    skipped: list[Key] = field(default_factory=list)  # held by another transaction: not taken
     repeated: int = 0
     lost: int = 0
 
@@ -151,7 +160,17 @@ class PostgresSink:
         batch = self._read(payloads, origins)
         if not batch:
             return []
-        outcome = await self._commit(batch)
+        outcome = await self._commit(batch, skip_locked=True)
+        acks = self._taken(outcome)
+        if outcome.skipped:
+            # Keys another consumer's batch holds: waited for now, in a transaction of their
+            # own (holding no other key meanwhile, so no two consumers wait in a cycle).
+            rest = await self._commit({key: batch[key] for key in outcome.skipped})
+            acks += self._taken(rest)
+        return acks
+
+    def _taken(self, outcome: _Outcome) -> list[Ack]:
+        """Account for a committed transaction; its acks (the watermarks as committed)."""
         self._session.recovered()
         self._ledgers.update(outcome.ledgers)
         self._known_keys.update(outcome.ledgers)
@@ -192,9 +211,12 @@ class PostgresSink:
             events.sort(key=lambda row: row.seq)
         return batch
 
-    async def _commit(self, batch: dict[Key, list[EventRow]]) -> _Outcome:
+    async def _commit(
+        self, batch: dict[Key, list[EventRow]], *, skip_locked: bool = False
+    ) -> _Outcome:
         """:meth:`_store` on a live connection, again after a deadlock or a missing partition;
-        PostgreSQL's errors translated (unreachable: StorageUnavailableError)."""
+        PostgreSQL's errors translated (unreachable: StorageUnavailableError). ``skip_locked``:
+        keys whose ledger row another transaction holds are left out (``skipped``)."""
         now = self._clock.utc_now()
         backoff = Backoff(*_RETRY_DELAY_S)
         for attempt in range(1, _RETRIES + 1):
@@ -202,7 +224,7 @@ class PostgresSink:
             try:
                 async with asyncio.timeout(_COMMIT_TIMEOUT_S):
                     await self._ensure_partitions(connection, now)
-                    return await self._store(connection, batch, now)
+                    return await self._store(connection, batch, now, skip_locked)
             except TimeoutError:
                 await self._session.drop()
                 raise self._session.unavailable(
@@ -261,13 +283,32 @@ class PostgresSink:
         connection: psycopg.AsyncConnection[Any],
         batch: dict[Key, list[EventRow]],
         now: datetime,
+        skip_locked: bool,
     ) -> _Outcome:
-        """One batch in one transaction (see the module's docstring)."""
-        keys = sorted(batch)
+        """One batch in one transaction (see the module's docstring). Any failure rolls back
+        before it is raised."""
+        try:
+            return await self._transaction(connection, batch, now, skip_locked)
+        except BaseException:
+            await _roll_back(connection)
+            raise
+
+    async def _transaction(
+        self,
+        connection: psycopg.AsyncConnection[Any],
+        batch: dict[Key, list[EventRow]],
+        now: datetime,
+        skip_locked: bool,
+    ) -> _Outcome:
         outcome = _Outcome()
         ledgers, fresh, conflicts = outcome.ledgers, outcome.fresh, outcome.conflicts
-        async with connection.transaction(), connection.cursor() as cursor:
-            await self._lock_ledgers(cursor, keys, ledgers)
+        await _roll_back(connection)  # nothing of an earlier batch may join this one
+        if connection.closed:
+            raise psycopg.OperationalError("the connection was closed by a failed rollback")
+        async with connection.cursor() as cursor:
+            await self._lock_ledgers(cursor, sorted(batch), ledgers, skip_locked)
+            keys = sorted(ledgers)
+            outcome.skipped = [key for key in batch if key not in ledgers]
             for key in keys:
                 taken = ledgers[key].take(batch[key])
                 fresh[key] = taken.fresh
@@ -298,32 +339,35 @@ class PostgresSink:
             for key, found in conflicts.items():
                 await cursor.execute(
                     RECORD_CONFLICTS,
-                    (
-                        *key,
-                        now,
-                        [c[0] for c in found],
-                        [c[1] for c in found],
-                        [c[2] for c in found],
-                    ),
+                    (*key, now, *([c[n] for c in found] for n in range(3))),
                 )
+            await cursor.execute("COMMIT")  # past this line the batch is committed
         return outcome
 
     async def _lock_ledgers(
-        self, cursor: psycopg.AsyncCursor[Any], keys: list[Key], ledgers: dict[Key, Ledger]
+        self,
+        cursor: psycopg.AsyncCursor[Any],
+        keys: list[Key],
+        ledgers: dict[Key, Ledger],
+        skip_locked: bool,
     ) -> None:
-        """Lock the ``hq_marks`` rows of ``keys`` and load their ledgers; rows for keys not
+        """Open the transaction, lock the ``hq_marks`` rows of ``keys`` and load their ledgers
+        (prepared statements: psycopg prepares each after a few batches); rows for keys not
         seen before are made first (a key seen is never made again: no write per batch)."""
         missing = [key for key in keys if key not in self._known_keys]
-        for _ in range(2):  # a row deleted by hand since: made again
+        for attempt in range(2):  # a row deleted by hand since: made again
+            if attempt == 0:
+                await cursor.execute("BEGIN")
             if missing:
                 await cursor.execute(NEW_MARKS, key_columns(missing))
-            await cursor.execute(LOCK_MARKS, key_columns(keys))
-            for store, stream, epoch, watermark, stored, expired in await cursor.fetchall():
+            await cursor.execute(LOCK_FREE_MARKS if skip_locked else LOCK_MARKS, key_columns(keys))
+            rows = await cursor.fetchall()
+            for store, stream, epoch, watermark, stored, expired in rows:
                 ledgers[(store, stream, epoch)] = Ledger(
                     int(watermark), [tuple(r) for r in stored], [tuple(r) for r in expired]
                 )
             missing = [key for key in keys if key not in ledgers]
-            if not missing:
+            if not missing or skip_locked:  # skipped: locked elsewhere, or made next time
                 return
         raise StorageError(self.name, f"hq_marks rows for {missing[:3]} cannot be made")
 
@@ -360,3 +404,17 @@ class PostgresSink:
                 new[-1],
                 len(known),
             )
+
+
+async def _roll_back(connection: psycopg.AsyncConnection[Any]) -> None:
+    """End a failed batch's transaction, so the connection can take the next one; a
+    connection that cannot is closed (the session makes a new one)."""
+    if connection.closed or connection.info.transaction_status == TransactionStatus.IDLE:
+        return
+    try:
+        await connection.execute("ROLLBACK")
+    except psycopg.Error:
+        await connection.close()
+    except BaseException:  # cancelled: never leave a half batch on an open connection
+        await connection.close()
+        raise

@@ -10,6 +10,7 @@ from gateway.hq.intake import EventRow, Key
 __all__ = [
     "COPY_EVENTS",
     "HELD_IDS",
+    "LOCK_FREE_MARKS",
     "LOCK_MARKS",
     "NEW_MARKS",
     "RECORD_CONFLICTS",
@@ -30,6 +31,11 @@ FROM hq_marks m JOIN unnest(%s::text[], %s::text[], %s::text[]) AS k (store, str
     ON m.store = k.store AND m.stream = k.stream AND m.epoch = k.epoch
 ORDER BY m.store, m.stream, m.epoch
 FOR UPDATE OF m"""
+
+# The rows no other transaction holds: a consumer sharing the load stores those keys at once
+# instead of waiting behind another consumer's batch (mosquitto's $share round-robins a store's
+# messages over the consumers, so their batches share most keys).
+LOCK_FREE_MARKS = LOCK_MARKS + " SKIP LOCKED"
 
 WRITE_MARKS = """
 UPDATE hq_marks AS m SET watermark = u.watermark, stored = u.stored, expired = u.expired,

@@ -59,6 +59,16 @@ class HqConsumerConfig(BaseModel):
     database_outage_exit_s: float = Field(
         300.0, gt=0, description="PostgreSQL unreachable this long: stop with exit 74"
     )
+    batch_linger_ms: float = Field(
+        5.0,
+        ge=0,
+        le=1000,
+        description="PostgreSQL: once an envelope is there, wait this long for more to store "
+        "in the same transaction (group commit; adds at most this to the ack latency)",
+    )
+    batch_max: int = Field(
+        256, ge=1, le=65535, description="PostgreSQL: envelopes stored in one transaction"
+    )
 
     prices_database: Path | None = Field(
         None, description="push-prices' versions (SQLite); default: database, when a file"
@@ -179,7 +189,17 @@ async def tail(
             # Committed: now HQ takes custody.
             await asyncio.gather(*(link.publish(ack.topic, ack.payload) for ack in acks))
 
-        link.subscribe_batches("up/#", on_messages, share_group=settings.hq.share_group)
+        if is_postgres_url(settings.hq.database):
+            # Each transaction costs round trips whatever it holds: gather many envelopes.
+            link.subscribe_batches(
+                "up/#",
+                on_messages,
+                share_group=settings.hq.share_group,
+                max_batch=settings.hq.batch_max,
+                linger_s=settings.hq.batch_linger_ms / 1000,
+            )
+        else:
+            link.subscribe_batches("up/#", on_messages, share_group=settings.hq.share_group)
 
         tasks = [asyncio.create_task(link.run(), name="hq.link")]
         if is_postgres_url(settings.hq.database):

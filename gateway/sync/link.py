@@ -86,7 +86,8 @@ MessageBatchHandler = Callable[[list[InboundMessage]], Awaitable[None]]
 #: filter relative to the topic root, the message, why).
 RefusalHook = Callable[[str, InboundMessage, str], Awaitable[None]]
 
-_MAX_BATCH = 64  # messages handed to a batch handler at once
+_MAX_BATCH = 64  # messages handed to a batch handler at once (by default)
+_MAX_BATCH_BYTES = 8 * 1024 * 1024  # payload bytes a batch gathers at most
 # A message a storage failure left unacknowledged is handed to its handler again after
 # a backoff between these (full jitter); a message taken meanwhile makes it due at once.
 _RETRY_INITIAL_S = 1.0
@@ -98,6 +99,8 @@ class _Route:
     topic_filter: str  # relative to the topic root
     single: MessageHandler | None = None
     batch: MessageBatchHandler | None = None
+    max_batch: int = _MAX_BATCH
+    linger_s: float = 0.0  # how long a batch waits for more messages once one is there
 
 
 @dataclass(slots=True)
@@ -200,12 +203,22 @@ class MqttLink:
         self._route(topic_filter, _Route(topic_filter, single=handler), share_group)
 
     def subscribe_batches(
-        self, topic_filter: str, handler: MessageBatchHandler, *, share_group: str | None = None
+        self,
+        topic_filter: str,
+        handler: MessageBatchHandler,
+        *,
+        share_group: str | None = None,
+        max_batch: int = _MAX_BATCH,
+        linger_s: float = 0.0,
     ) -> None:
         """Like :meth:`subscribe`, but ``handler`` gets every message already waiting for it
-        (up to 64) in one call, and they are acknowledged together after it returns — one
-        transaction for many messages when the consumer is busy (HQ)."""
-        self._route(topic_filter, _Route(topic_filter, batch=handler), share_group)
+        (up to ``max_batch``, and 8 MiB of payload) in one call, and they are acknowledged
+        together after it returns — one transaction for many messages when the consumer is
+        busy (HQ). ``linger_s``: once a message is there, wait up to this long for more
+        (group commit: under a steady flow a batch then carries many messages, at the cost of
+        that much latency; the broker's in-flight limit for this client bounds a batch too)."""
+        route = _Route(topic_filter, batch=handler, max_batch=max_batch, linger_s=linger_s)
+        self._route(topic_filter, route, share_group)
 
     def _route(self, topic_filter: str, route: _Route, share_group: str | None) -> None:
         full = self.topic_root + topic_filter
@@ -557,13 +570,33 @@ class MqttLink:
             route = self._route_for(message.topic)
             batch = [message]
             if route is not None and route.batch is not None:
-                while len(batch) < _MAX_BATCH and not self._inbox.empty():
-                    following = self._inbox.get_nowait()
-                    if self._route_for(following.topic) is not route:
-                        carried = following
-                        break
-                    batch.append(following)
+                batch, carried = await self._gather(route, message)
             await self._deliver(route, batch)
+
+    async def _gather(
+        self, route: _Route, first: mqtt.MQTTMessage
+    ) -> tuple[list[mqtt.MQTTMessage], mqtt.MQTTMessage | None]:
+        """``first`` and the messages of its route that follow it, waiting for them up to the
+        route's linger; and the first message of another route, which ends the batch."""
+        batch = [first]
+        size = len(first.payload)
+        deadline = asyncio.get_running_loop().time() + route.linger_s
+        while len(batch) < route.max_batch and size < _MAX_BATCH_BYTES:
+            if not self._inbox.empty():
+                following = self._inbox.get_nowait()
+            elif route.linger_s <= 0:
+                break
+            else:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        following = await self._inbox.get()
+                except TimeoutError:
+                    break
+            if self._route_for(following.topic) is not route:
+                return batch, following
+            batch.append(following)
+            size += len(following.payload)
+        return batch, None
 
     async def _next_inbound(self) -> mqtt.MQTTMessage | None:
         """The next message that arrived; None when untaken ones are due to be tried again."""

@@ -8,6 +8,7 @@ import json
 import random
 from typing import Any
 
+import psycopg
 import pytest
 
 from gateway.clock import SystemClock
@@ -18,6 +19,7 @@ from gateway.hq.tail import HqConsumerConfig, load_hq_config
 from tests.daemon import run_cli
 from tests.hq.support import envelope, expired_marker, pg_rows, pg_sink, with_events
 from tests.support.postgres import PostgresServer
+from tests.waiting import patience
 
 
 def _acked(acks: list[Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -158,6 +160,42 @@ async def test_sinks_racing_on_the_same_streams_store_each_event_once(postgres_u
     )
     assert sorted(counts) == [("a", 200, 200), ("b", 200, 200)]
     assert highest == {"a": 200, "b": 200}
+
+
+async def test_keys_another_consumer_holds_wait_and_the_others_are_stored_at_once(
+    postgres_url: str,
+) -> None:
+    """Another consumer's batch holds s1's ledger row: s2's events are committed meanwhile
+    (SKIP LOCKED), s1's wait for that transaction in one of their own, and the acks come once
+    both are committed, each the watermark as committed."""
+    async with pg_sink(postgres_url) as sink:
+        await sink.receive_many([envelope([1]), envelope([1], store="s2")])  # both rows made
+        other = await psycopg.AsyncConnection.connect(postgres_url)
+        try:
+            await other.execute(
+                "SELECT * FROM hq_marks WHERE store = 's1' FOR UPDATE"
+            )  # a transaction open, holding s1's row
+            task = asyncio.create_task(
+                sink.receive_many([envelope([2, 3]), envelope([2, 3], store="s2")])
+            )
+            s2_committed = "SELECT watermark FROM hq_marks WHERE store = 's2'"
+            async with asyncio.timeout(patience(30)):
+                while pg_rows(postgres_url, s2_committed) != [(3,)]:
+                    await asyncio.sleep(0.05)
+            assert not task.done()  # s1 waits for the other transaction
+            await other.execute("UPDATE hq_marks SET updated_at = now() WHERE store = 's1'")
+            await other.commit()
+            acks = await asyncio.wait_for(task, patience(30))
+        finally:
+            await other.close()
+    assert sorted(_acked(acks)) == [
+        ("retail/v1/s1/down/ack", {"stream": "stock", "epoch": "e1", "seq": 3}),
+        ("retail/v1/s2/down/ack", {"stream": "stock", "epoch": "e1", "seq": 3}),
+    ]
+    assert pg_rows(postgres_url, "SELECT store, count(*) FROM hq_events GROUP BY 1 ORDER BY 1") == [
+        ("s1", 3),
+        ("s2", 3),
+    ]
 
 
 async def test_garbage_is_refused_and_never_poisons_the_batch(postgres_url: str) -> None:

@@ -261,6 +261,45 @@ async def test_batch_subscriber_gets_what_queued_up_and_acks_it_all(mosquitto: B
         publisher.loop_stop()
 
 
+async def test_a_lingering_batch_waits_for_messages_sent_one_by_one(mosquitto: Broker) -> None:
+    """Group commit: with a linger, messages that arrive one after the other (each published
+    only once the last was acknowledged by the broker) still come in one batch, up to its
+    size; another route's message ends a batch at once. (The linger here is far longer than
+    the test: the batch is ended by its size, not by time.)"""
+    batches: list[list[bytes]] = []
+    singles: list[bytes] = []
+
+    async def on_batch(messages: list[InboundMessage]) -> None:
+        batches.append([m.payload for m in messages])
+
+    async def on_single(message: InboundMessage) -> None:
+        singles.append(message.payload)
+
+    config = plain(mosquitto).model_copy(update={"client_id": "linger-consumer"})
+    link = MqttLink(config=config, store_id="s1", boot=1, clock=FakeClock(), announce=False)
+    link.subscribe_batches("up/#", on_batch, max_batch=3, linger_s=600.0)
+    link.subscribe("down/#", on_single)
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.connect(mosquitto.host, mosquitto.port)
+    publisher.loop_start()
+    try:
+        async with running(link):
+            await asyncio.wait_for(link.connected.wait(), patience(15))
+            for topic_filter in ("retail/v1/s1/up/#", "retail/v1/s1/down/#"):
+                await until(lambda f=topic_filter: mosquitto.subscribed(f, "linger-consumer"))
+            for n in range(3):
+                info = publisher.publish("retail/v1/s1/up/stock", str(n).encode(), qos=1)
+                await until(info.is_published)
+            await until(lambda: len(batches) == 1)
+            publisher.publish("retail/v1/s1/up/stock", b"3", qos=1)
+            publisher.publish("retail/v1/s1/down/ack", b"single", qos=1)
+            await until(lambda: len(batches) == 2 and singles == [b"single"])
+        assert batches == [[b"0", b"1", b"2"], [b"3"]]
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+
+
 async def test_every_inbound_message_ends_in_an_ack_whatever_its_handler_does(
     mosquitto: Broker,
 ) -> None:
